@@ -1,0 +1,181 @@
+"""The one error body, and the handlers that turn every exception into it.
+
+Every 4xx/5xx answer is::
+
+    {"error": {"code": "APP_NOT_FOUND", "message": "...", "details": {...}},
+     "request_id": "..."}
+
+Exceptions of the API layer:
+
+    ApiError                     base: ``code``, ``status_code``, ``details``
+    ├── NotFoundError            404 (APP_NOT_FOUND, RUN_NOT_FOUND, SESSION_NOT_FOUND, ...)
+    ├── AuthError                401 (AUTH_REQUIRED, TOKEN_INVALID, AUTH_INVALID)
+    ├── ForbiddenError           403 FORBIDDEN
+    ├── ConflictError            409 (CONFLICT, SESSION_APP_MISMATCH)
+    ├── PayloadTooLargeError     413 PAYLOAD_TOO_LARGE
+    └── UnsupportedMediaError    415 UNSUPPORTED_MEDIA_TYPE
+
+Errors of the packages below (``apps_yaml``, ``providers``, ...) carry their own
+``code`` and ``status_code`` and are rendered the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from apps_yaml.errors import AppsYamlError
+from providers.errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    code = "BAD_REQUEST"
+    status_code = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class NotFoundError(ApiError):
+    code = "NOT_FOUND"
+    status_code = 404
+
+
+class AuthError(ApiError):
+    code = "AUTH_REQUIRED"
+    status_code = 401
+
+
+class ForbiddenError(ApiError):
+    code = "FORBIDDEN"
+    status_code = 403
+
+
+class ConflictError(ApiError):
+    code = "CONFLICT"
+    status_code = 409
+
+
+class PayloadTooLargeError(ApiError):
+    code = "PAYLOAD_TOO_LARGE"
+    status_code = 413
+
+
+class UnsupportedMediaError(ApiError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    status_code = 415
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "AUTH_REQUIRED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+}
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def error_body(code: str, message: str, details: Any, request_id: str) -> dict[str, Any]:
+    return {
+        "error": {"code": code, "message": message, "details": details or {}},
+        "request_id": request_id,
+    }
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    request_id = request_id_of(request)
+    body = error_body(code, message, details, request_id)
+    # Set here too: a 500 leaves through Starlette's outermost middleware,
+    # past the one that stamps X-Request-ID on every other response.
+    return JSONResponse(
+        body, status_code=status, headers={**(headers or {}), "X-Request-ID": request_id}
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that render every failure as the one error body."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(
+            request, exc.status_code, exc.code, exc.message, exc.details, exc.headers
+        )
+
+    @app.exception_handler(AppsYamlError)
+    async def _apps_yaml_error(request: Request, exc: AppsYamlError) -> JSONResponse:
+        return error_response(request, exc.status_code, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(ProviderError)
+    async def _provider_error(request: Request, exc: ProviderError) -> JSONResponse:
+        return error_response(
+            request, exc.status_code, exc.code, exc.message, getattr(exc, "details", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": [str(part) for part in e.get("loc", ())],
+                "message": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "message": "invalid request"}
+        where = ".".join(first["loc"])
+        message = f"{where}: {first['message']}" if where else str(first["message"])
+        return error_response(request, 422, "VALIDATION_ERROR", message, {"errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        message = str(exc.detail) if exc.detail else code.replace("_", " ").lower()
+        return error_response(
+            request, exc.status_code, code, message, None, getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            request, 500, "INTERNAL_ERROR", "internal server error; see the server log"
+        )

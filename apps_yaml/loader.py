@@ -1,0 +1,684 @@
+"""Loading app documents: YAML text to an ``AppDocument``, every problem with its line.
+
+    load_file(path) -> load_text(text) -> load_dict(data, lines=...) -> validate.check
+
+``load_text`` composes the YAML into a node tree before building any Python
+object, so that
+
+- an alias bomb ("billion laughs") or a too deeply nested document is refused
+  in time proportional to its *distinct* nodes, never expanded;
+- duplicate keys are reported (PyYAML silently keeps the last one);
+- every path inside the document maps back to its YAML line (``LineMap``).
+
+``load_dict`` runs the pydantic schema, turning each pydantic error into a
+``Problem`` with a readable path (``steps[2].prompt.user``) and message, and
+then the semantic checks of ``apps_yaml.validate``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Protocol, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from yaml.error import Mark, MarkedYAMLError
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from apps_yaml import schema, validate
+from apps_yaml.errors import AppDocumentError, AppTooLargeError, Problem
+from apps_yaml.schema import AppDocument
+from apps_yaml.validate import DocPath, format_path
+
+__all__ = ["LineMap", "References", "load_dict", "load_file", "load_text"]
+
+MAX_BYTES = 256 * 1024
+MAX_NODES = 20_000
+MAX_DEPTH = 50
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+class References(Protocol):
+    """What an app may refer to outside itself; the API answers from its stores."""
+
+    def datasource_exists(self, name_or_uuid: str) -> bool: ...
+
+    def prompt_exists(self, ref: str, label: str) -> bool: ...
+
+    def model_problem(self, model: str) -> str | None:
+        """Why ``model`` cannot be used (unknown alias or provider), or None if it can."""
+        ...
+
+
+# --- line map -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Span:
+    line: int  # 1-based line where the value node starts
+    end_line: int  # 1-based line where it ends
+    style: str | None  # scalar style: None (plain), "'", '"', "|" or ">"
+
+
+class LineMap:
+    """Document paths (tuples of keys and list indexes) to 1-based YAML lines.
+
+    Built from the composed node tree. Lookups fall back to the nearest
+    ancestor that exists, so a missing key points at the mapping that lacks it.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[DocPath, _Span] = {}
+        self._keys: dict[DocPath, int] = {}
+
+    @classmethod
+    def from_node(cls, root: Node, key_values: dict[int, Any] | None = None) -> LineMap:
+        """Map every path under ``root``; ``key_values`` gives constructed keys by node id."""
+        lines = cls()
+        known = key_values or {}
+        stack: list[tuple[DocPath, Node]] = [((), root)]
+        while stack:
+            path, node = stack.pop()
+            style = node.style if isinstance(node, ScalarNode) else None
+            lines._values[path] = _Span(node.start_mark.line + 1, node.end_mark.line + 1, style)
+            if isinstance(node, SequenceNode):
+                for i, child in enumerate(node.value):
+                    stack.append(((*path, i), child))
+            elif isinstance(node, MappingNode):
+                # Merged (<<) keys come before explicit ones once flattened; walking
+                # from the end registers the explicit key first, and it wins.
+                for key_node, child in reversed(node.value):
+                    if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
+                        continue
+                    key = known.get(id(key_node), key_node.value)
+                    sub = (*path, key)
+                    if sub not in lines._keys:
+                        lines._keys[sub] = key_node.start_mark.line + 1
+                        stack.append((sub, child))
+        return lines
+
+    def _nearest(self, path: DocPath) -> _Span | None:
+        for end in range(len(path), -1, -1):
+            span = self._values.get(tuple(path[:end]))
+            if span is not None:
+                return span
+        return None
+
+    def line(self, path: DocPath) -> int | None:
+        """Line of the value at ``path``, or of its nearest existing ancestor."""
+        span = self._nearest(tuple(path))
+        return span.line if span else None
+
+    def key_line(self, path: DocPath) -> int | None:
+        """Line of the key that ends ``path`` (for unknown keys), else ``line(path)``."""
+        return self._keys.get(tuple(path)) or self.line(path)
+
+    def style(self, path: DocPath) -> str | None:
+        span = self._values.get(tuple(path))
+        return span.style if span else None
+
+    def template_line(self, path: DocPath, lineno: int) -> int | None:
+        """YAML line of line ``lineno`` (1-based, as Jinja counts) of the string at ``path``."""
+        span = self._values.get(tuple(path))
+        if span is None:
+            return self.line(path)
+        if span.style in ("|", ">"):
+            # A block scalar's content starts on the line after the indicator.
+            return span.line + lineno
+        # Plain and quoted scalars fold their lines; stay within the scalar.
+        return min(span.line + lineno - 1, span.end_line)
+
+
+# --- composing with limits ---------------------------------------------------------
+
+
+class _TooComplex(Exception):
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+def _line(mark: Mark | None) -> int | None:
+    return mark.line + 1 if mark is not None else None
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that bounds nesting while composing and remembers where aliases are."""
+
+    def __init__(self, stream: str, max_depth: int) -> None:
+        super().__init__(stream)
+        self.max_depth = max_depth
+        self._depth = 0
+        # (id(parent node), position) -> mark of an alias written at that position
+        self.alias_marks: dict[tuple[int, Any], Mark] = {}
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            if parent is not None and index is not None:
+                self.alias_marks[_position(parent, index)] = mark
+            return node
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                raise _TooComplex(
+                    f"the document is nested deeper than {self.max_depth} levels",
+                    _line(self.peek_event().start_mark),
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _position(parent: Node, index: Any) -> tuple[int, Any]:
+    # Sequence items are at an int index, mapping values under their key node.
+    return (id(parent), index if isinstance(index, int) else id(index))
+
+
+def _children(node: Node) -> Iterator[tuple[Node, tuple[int, Any] | None]]:
+    if isinstance(node, SequenceNode):
+        for i, child in enumerate(node.value):
+            yield child, (id(node), i)
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key, None
+            yield value, (id(node), id(key))
+
+
+def _measure(root: Node, loader: _Loader, max_nodes: int, max_depth: int) -> None:
+    """Refuse a document whose aliases expand it past ``max_nodes`` nodes or ``max_depth``.
+
+    Aliases are the same node object, so sizes are memoized per node: the work
+    is proportional to the distinct nodes, however large the expansion.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
+    open_nodes: set[int] = set()
+
+    def where(child: Node, position: tuple[int, Any] | None) -> int | None:
+        mark = loader.alias_marks.get(position) if position else None
+        return _line(mark or child.start_mark)
+
+    def visit(node: Node) -> tuple[int, int]:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        open_nodes.add(id(node))
+        total, height = 1, 1
+        for child, position in _children(node):
+            if id(child) in open_nodes:
+                raise _TooComplex(
+                    "an alias refers to a node that contains it", where(child, position)
+                )
+            size, child_height = visit(child)
+            total += size
+            height = max(height, child_height + 1)
+            if total > max_nodes:
+                raise _TooComplex(
+                    f"the document expands to more than {max_nodes} nodes"
+                    " (aliases repeat what they refer to)",
+                    where(child, position),
+                )
+            if height > max_depth:
+                raise _TooComplex(
+                    f"the document is nested deeper than {max_depth} levels"
+                    " once aliases are expanded",
+                    where(child, position),
+                )
+        open_nodes.discard(id(node))
+        sizes[id(node)] = (total, height)
+        return total, height
+
+    visit(root)
+
+
+# --- checks on the node tree ---------------------------------------------------------
+
+
+def _node_kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return "a single value"
+
+
+def _scan(root: Node, loader: _Loader, text: str) -> tuple[list[Problem], bool, dict[int, Any]]:
+    """Duplicate keys and unquoted templates; returns (problems, fatal, key values by id)."""
+    problems: list[Problem] = []
+    fatal = False
+    key_values: dict[int, Any] = {}
+    seen: set[int] = set()
+    stack: list[tuple[DocPath, Node]] = [((), root)]
+    while stack:
+        path, node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, SequenceNode):
+            for i, child in reversed(list(enumerate(node.value))):
+                stack.append(((*path, i), child))
+            continue
+        if not isinstance(node, MappingNode):
+            continue
+        if (
+            node.flow_style
+            and len(node.value) == 1
+            and isinstance(node.value[0][0], MappingNode)
+            and node.value[0][0].flow_style
+            and text.startswith("{{", node.start_mark.index)
+        ):
+            # `user: {{ input.q }}` unquoted: YAML reads a mapping inside a mapping,
+            # which would fail to construct with a puzzling "unhashable key".
+            source = text[node.start_mark.index : node.end_mark.index]
+            problems.append(
+                Problem(
+                    format_path(path),
+                    f"{source} is read by YAML as a mapping, not a template: "
+                    "quote a value that starts with '{{'",
+                    _line(node.start_mark),
+                )
+            )
+            fatal = True
+            continue
+        first: dict[Any, int | None] = {}
+        children: list[tuple[DocPath, Node]] = []
+        for key_node, value in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
+                children.append((path, value))
+                continue
+            try:
+                key = loader.construct_object(key_node)
+                hash(key)
+            except (yaml.YAMLError, TypeError):
+                key = key_node.value
+            key_values[id(key_node)] = key
+            if key in first:
+                problems.append(
+                    Problem(
+                        format_path((*path, key)),
+                        f"duplicate key '{key}' (first at line {first[key]}); "
+                        "YAML would keep only the last one",
+                        _line(key_node.start_mark),
+                    )
+                )
+            else:
+                first[key] = _line(key_node.start_mark)
+            children.append(((*path, key), value))
+        stack.extend(reversed(children))
+    return problems, fatal, key_values
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    if not isinstance(exc, MarkedYAMLError):
+        return Problem("", f"invalid YAML: {exc}")
+    mark = exc.problem_mark or exc.context_mark
+    message = exc.problem or exc.context or "invalid YAML"
+    if exc.problem and exc.context:
+        context_line = _line(exc.context_mark)
+        at = f" at line {context_line}" if context_line and context_line != _line(mark) else ""
+        message = f"{exc.problem} ({exc.context}{at})"
+    if mark is not None:
+        lines = text.splitlines()
+        if mark.line < len(lines) and "{{" in lines[mark.line]:
+            message += "; a value that starts with '{{' must be quoted"
+    return Problem("", message, _line(mark))
+
+
+def load_text(
+    text: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_nodes: int = MAX_NODES,
+    max_depth: int = MAX_DEPTH,
+    references: References | None = None,
+) -> AppDocument:
+    """Parse and validate an app written in YAML.
+
+    Raises ``AppTooLargeError`` (YAML_TOO_LARGE) over ``max_bytes``, and
+    ``AppDocumentError`` with every problem found: YAML_INVALID (syntax),
+    YAML_TOO_COMPLEX (alias expansion over ``max_nodes`` nodes, nesting over
+    ``max_depth``) or APP_INVALID (schema, duplicate keys, templates, references).
+    """
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        raise AppTooLargeError(
+            f"the app document is {size} bytes; the limit is {max_bytes}",
+            details={"size": size, "max_bytes": max_bytes},
+        )
+    loader = _Loader(text, max_depth)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            raise AppDocumentError([_yaml_problem(exc, text)], code="YAML_INVALID") from None
+        except _TooComplex as exc:
+            raise AppDocumentError(
+                [Problem("", exc.message, exc.line)], code="YAML_TOO_COMPLEX"
+            ) from None
+        if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL_TAG):
+            raise AppDocumentError([Problem("", _EMPTY)])
+        if not isinstance(node, MappingNode):
+            raise AppDocumentError(
+                [Problem("", f"{_TOP_LEVEL}, got {_node_kind(node)}", _line(node.start_mark))]
+            )
+        try:
+            _measure(node, loader, max_nodes, max_depth)
+        except _TooComplex as exc:
+            raise AppDocumentError(
+                [Problem("", exc.message, exc.line)], code="YAML_TOO_COMPLEX"
+            ) from None
+        early, fatal, key_values = _scan(node, loader, text)
+        if fatal:
+            raise AppDocumentError(_sorted(early))
+        try:
+            data = loader.construct_document(node)
+        except yaml.YAMLError as exc:
+            raise AppDocumentError([_yaml_problem(exc, text)], code="YAML_INVALID") from None
+        lines = LineMap.from_node(node, key_values)
+    finally:
+        loader.dispose()
+    try:
+        doc = load_dict(data, lines=lines, references=references)
+    except AppDocumentError as exc:
+        raise AppDocumentError(_sorted(early + exc.problems), code=exc.code) from None
+    if early:
+        raise AppDocumentError(_sorted(early))
+    return doc
+
+
+def load_file(path: str | Path, **kwargs: Any) -> AppDocument:
+    """Read a UTF-8 YAML file and ``load_text`` it (same keyword arguments)."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise AppDocumentError(
+            [Problem("", "the file is not valid UTF-8", line)], code="YAML_INVALID"
+        ) from None
+    return load_text(text, **kwargs)
+
+
+_EMPTY = "the document is empty: an app needs at least name, steps and output"
+_TOP_LEVEL = "the top level must be a mapping (name: ..., steps: ..., output: ...)"
+
+
+def load_dict(
+    data: Any, *, lines: LineMap | None = None, references: References | None = None
+) -> AppDocument:
+    """Validate already-parsed data (the pydantic schema, then ``validate.check``)."""
+    if data is None:
+        raise AppDocumentError([Problem("", _EMPTY)])
+    if not isinstance(data, dict):
+        raise AppDocumentError(
+            [Problem("", f"{_TOP_LEVEL}, got {_kind(data)}", lines.line(()) if lines else None)]
+        )
+    try:
+        doc = AppDocument.model_validate(data)
+    except ValidationError as exc:
+        raise AppDocumentError(_sorted(_schema_problems(exc, data, lines))) from None
+    validate.check(doc, lines, references)
+    return doc
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda p: (p.line is None, p.line or 0))
+
+
+# --- pydantic errors as problems ---------------------------------------------------
+
+_MODELS: dict[str, type[BaseModel]] = {
+    name: obj
+    for name, obj in vars(schema).items()
+    if isinstance(obj, type) and issubclass(obj, BaseModel)
+}
+# pydantic names a union member by its class, or by its validator wrapping it:
+# "PromptRef", "function-after[_one_form(), InlinePrompt]".
+_MEMBER = re.compile(r"^(?:function-\w+\[.*, )?(?P<name>[A-Z]\w*)\]?$")
+_IDENT_PATTERN = schema.IDENT
+
+
+@dataclass
+class _Error:
+    path: DocPath
+    members: list[tuple[DocPath, str]]  # (path of the union value, member chosen by pydantic)
+    is_key: bool
+    raw: dict[str, Any]
+
+
+def _clean(
+    loc: tuple[int | str, ...], data: Any
+) -> tuple[DocPath, list[tuple[DocPath, str]], bool]:
+    """Drop union tags from a pydantic loc, following the raw data alongside."""
+    path: list[str | int] = []
+    members: list[tuple[DocPath, str]] = []
+    is_key = False
+    cur: Any = data
+    for comp in loc:
+        if comp == "[key]":
+            is_key = True
+            continue
+        if isinstance(cur, dict) and comp in cur:
+            path.append(comp)
+            cur = cur[comp]
+            continue
+        if isinstance(cur, list) and isinstance(comp, int) and 0 <= comp < len(cur):
+            path.append(comp)
+            cur = cur[comp]
+            continue
+        if isinstance(comp, str) and isinstance(cur, dict) and cur.get("kind") == comp:
+            continue  # discriminator tag, e.g. 'llm'
+        match = _MEMBER.match(comp) if isinstance(comp, str) else None
+        if match and match["name"] in _MODELS:
+            members.append((tuple(path), match["name"]))
+            continue
+        path.append(comp)
+        cur = None
+    return tuple(path), members, is_key
+
+
+def _value_at(data: Any, path: DocPath) -> Any:
+    cur = data
+    for comp in path:
+        if isinstance(cur, dict) and comp in cur:
+            cur = cur[comp]
+        elif isinstance(cur, list) and isinstance(comp, int) and 0 <= comp < len(cur):
+            cur = cur[comp]
+        else:
+            return None
+    return cur
+
+
+def _fit(model: type[BaseModel], raw: Any) -> tuple[bool, bool, int]:
+    """How well raw data fits a model: its kind, then all its required keys, then overlap."""
+    if not isinstance(raw, dict):
+        return (False, False, 0)
+    fields = model.model_fields
+    kind = fields.get("kind")
+    kind_matches = kind is not None and raw.get("kind") in get_args(kind.annotation)
+    required = [name for name, f in fields.items() if f.is_required()]
+    has_required = bool(required) and all(name in raw for name in required)
+    return (kind_matches, has_required, sum(1 for k in raw if k in fields))
+
+
+def _choose(members: list[str], raw: Any) -> str:
+    """The union member the user most plausibly meant (ties: pydantic's order)."""
+    return max(members, key=lambda name: _fit(_MODELS[name], raw))
+
+
+def _resolve(tp: Any, raw: Any) -> Any:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _resolve(get_args(tp)[0], raw)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        models = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            return max(models, key=lambda m: _fit(m, raw))
+        return options[0] if options else tp
+    return tp
+
+
+def _model_at(data: Any, path: DocPath) -> type[BaseModel] | None:
+    """The model that validates the mapping at ``path`` (None if not a model)."""
+    tp: Any = AppDocument
+    cur: Any = data
+    for comp in path:
+        tp = _resolve(tp, cur)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(comp))
+            if field is None:
+                return None
+            tp = field.annotation
+        elif get_origin(tp) is list:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+        cur = _value_at(cur, (comp,))
+    tp = _resolve(tp, cur)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"a string ({shown!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _member_keys(name: str) -> str:
+    return "{" + ", ".join(_MODELS[name].model_fields) + "}"
+
+
+def _message(err: dict[str, Any], path: DocPath, data: Any, is_key: bool) -> tuple[DocPath, str]:
+    """(path, message) for one pydantic error; the path may gain the key it is about."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    given = err.get("input")
+    msg: str = err["msg"]
+    if kind == "extra_forbidden":
+        key = path[-1] if path else "?"
+        model = _model_at(data, path[:-1])
+        hint = ""
+        if model is not None:
+            allowed = list(model.model_fields)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = (
+                f"; did you mean '{close[0]}'?"
+                if close
+                else f"; allowed keys: {', '.join(allowed)}"
+            )
+        return path, f"unknown key '{key}'{hint}"
+    if kind == "missing":
+        return path, f"missing required key '{path[-1]}'" if path else "missing"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = str(ctx.get("discriminator", "kind")).strip("'\"")
+        tags = str(ctx.get("expected_tags", "")).replace("'", "") or "llm, retrieve"
+        if kind == "union_tag_not_found":
+            return (*path, field), f"missing '{field}'; allowed {field}s: {tags}"
+        return (*path, field), f"unknown {field} '{ctx.get('tag')}'; allowed {field}s: {tags}"
+    if is_key and kind == "string_pattern_mismatch" and ctx.get("pattern") == _IDENT_PATTERN:
+        return path, (
+            f"'{given}' is not a valid name: use letters, digits and _,"
+            " starting with a letter or _ (at most 64 characters)"
+        )
+    if (is_key and kind == "string_type") or msg == "Keys should be strings":
+        return path, "a key should be a string; quote it"
+    if is_key:
+        return path, f"the key {given!r} is not valid: {msg[0].lower()}{msg[1:]}"
+    if kind == "string_pattern_mismatch":
+        if ctx.get("pattern") == _IDENT_PATTERN:
+            return path, (
+                f"{given!r} is not a valid id: use letters, digits and _,"
+                " starting with a letter or _ (at most 64 characters)"
+            )
+        return path, f"{given!r} should match the pattern {ctx.get('pattern')}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return path, f"should be a mapping, got {_kind(given)}"
+    if kind == "list_type":
+        return path, f"should be a list, got {_kind(given)}"
+    if kind == "too_short" and "min_length" in ctx:
+        n = ctx["min_length"]
+        if isinstance(given, dict):
+            what = "entry" if n == 1 else "entries"
+        else:
+            what = "item" if n == 1 else "items"
+        return path, f"needs at least {n} {what}"
+    if kind == "value_error":
+        return path, msg.removeprefix("Value error, ")
+    if msg.startswith("Input should"):
+        msg = "should" + msg[len("Input should") :]
+        if not isinstance(given, dict | list):
+            msg += f", got {_kind(given)}"
+    return path, msg
+
+
+def _schema_problems(
+    exc: ValidationError, data: dict[str, Any], lines: LineMap | None
+) -> list[Problem]:
+    errors = []
+    for raw in exc.errors(include_url=False):
+        path, members, is_key = _clean(raw["loc"], data)
+        errors.append(_Error(path, members, is_key, dict(raw)))
+    # A union (a prompt) fails once per member; keep the member the user meant.
+    seen_members: dict[DocPath, list[str]] = {}
+    for e in errors:
+        for at, name in e.members:
+            names = seen_members.setdefault(at, [])
+            if name not in names:
+                names.append(name)
+    problems: list[Problem] = []
+    for e in errors:
+        skip = False
+        for at, name in e.members:
+            raw_value = _value_at(data, at)
+            if not isinstance(raw_value, dict):
+                forms = " or ".join(_member_keys(n) for n in seen_members[at])
+                problems.append(
+                    Problem(
+                        format_path(at),
+                        f"should be a mapping with the keys {forms}, got {_kind(raw_value)}",
+                        lines.line(at) if lines else None,
+                    )
+                )
+                skip = True
+                break
+            if name != _choose(seen_members[at], raw_value):
+                skip = True
+                break
+        if skip:
+            continue
+        path, message = _message(e.raw, e.path, data, e.is_key)
+        if lines is None:
+            line = None
+        elif e.is_key or e.raw["type"] == "extra_forbidden":
+            line = lines.key_line(path)
+        else:
+            line = lines.line(path)
+        problems.append(Problem(format_path(path), message, line))
+    return problems

@@ -1,0 +1,123 @@
+"""The app document: pydantic models of the YAML an app is written in.
+
+An app is a versioned envelope (``version: 1``) with typed inputs, a list of
+steps (a discriminated union on ``kind``) that refer to earlier steps by id,
+and an output map whose keys are the run's output keys. Templates are Jinja2
+strings; they are checked when the app is saved (see ``apps_yaml.validate``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+IDENT = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# Names that templates see besides inputs and step ids; steps may not take them.
+RESERVED_NAMES = frozenset({"input", "session", "loop", "self", "true", "false", "none"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputField(_Strict):
+    """One typed input of the app."""
+
+    type: Literal["string", "integer", "number", "boolean", "array", "object"] = "string"
+    required: bool = False
+    default: Any = None
+    description: str = ""
+    enum: list[Any] | None = Field(default=None, min_length=1)
+    max_length: int | None = Field(default=None, ge=1, description="For strings.")
+
+    @model_validator(mode="after")
+    def _required_has_no_default(self) -> InputField:
+        if self.required and self.default is not None:
+            raise ValueError("a required input cannot have a default")
+        return self
+
+
+class Message(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class InlinePrompt(_Strict):
+    """A prompt written in the app: a system and a user template, or a message list."""
+
+    system: str | None = None
+    user: str | None = None
+    messages: list[Message] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> InlinePrompt:
+        if self.messages is not None and (self.system is not None or self.user is not None):
+            raise ValueError("give either system/user or messages, not both")
+        if self.messages is None and self.user is None:
+            raise ValueError("a prompt needs a user template (or a messages list)")
+        return self
+
+
+class PromptRef(_Strict):
+    """A managed prompt pinned by label (resolved by the prompts package)."""
+
+    ref: str = Field(min_length=1, max_length=200)
+    label: str = Field(default="production", pattern=r"^[a-z0-9_.-]{1,36}$")
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Templates giving the prompt's variables."
+    )
+
+
+class LlmParams(_Strict):
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    stop: list[str] | None = Field(default=None, max_length=8)
+    seed: int | None = None
+
+
+class _Step(_Strict):
+    id: str = Field(pattern=IDENT, description="Later templates read this step's result by id.")
+
+
+class LlmStep(_Step):
+    """Call a model with a prompt; the result is ``{text, usage, model}``."""
+
+    kind: Literal["llm"]
+    model: str = Field(default="default", min_length=1)
+    prompt: InlinePrompt | PromptRef
+    history: int = Field(default=0, ge=0, le=100, description="Session turns given to the model.")
+    params: LlmParams = Field(default_factory=LlmParams)
+
+
+class RetrieveStep(_Step):
+    """Search datasources; the result is ``{documents: [...], sources: [...]}``."""
+
+    kind: Literal["retrieve"]
+    datasources: list[str] = Field(min_length=1)
+    query: str
+    top_k: int = Field(default=4, ge=1, le=100)
+    where: dict[str, Any] | None = None
+
+
+Step = Annotated[LlmStep | RetrieveStep, Field(discriminator="kind")]
+
+
+class AppDocument(_Strict):
+    """The whole app as written in YAML."""
+
+    version: Literal[1] = 1
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    type: Literal["chat", "text"] = "text"
+    public: bool = False
+    input: dict[Annotated[str, Field(pattern=IDENT)], InputField] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+    output: dict[Annotated[str, Field(pattern=IDENT)], str] = Field(min_length=1)
+
+    def step(self, step_id: str) -> LlmStep | RetrieveStep:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)

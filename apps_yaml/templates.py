@@ -1,0 +1,85 @@
+"""Sandboxed Jinja2 templates: the one renderer of apps (and, later, prompts).
+
+``{{ var }}`` as in the seeds works as is. A template that is exactly one
+expression (``"{{ docs.sources }}"``) evaluates to the expression's value, so a
+list stays a list in the run output; any other template renders to a string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from apps_yaml.errors import RunFailedError
+
+_SINGLE = re.compile(r"^\{\{-?\s*(?P<expr>.+?)\s*-?\}\}$", re.DOTALL)
+
+
+@cache
+def environment() -> ImmutableSandboxedEnvironment:
+    """The shared sandbox: no attribute access to internals, no mutation of inputs."""
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    return env
+
+
+def parse(template: str) -> nodes.Template:
+    """Parse a template; raises ``jinja2.TemplateSyntaxError`` with ``lineno``."""
+    return environment().parse(template)
+
+
+def single_expression(template: str) -> nodes.Expr | None:
+    """The expression node if ``template`` is exactly ``{{ expr }}``, else None."""
+    match = _SINGLE.match(template)
+    if not match or "{{" in match["expr"] or "}}" in match["expr"]:
+        return None
+    tree = parse(template)
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts = tree.body[0].nodes
+    if len(parts) != 1 or isinstance(parts[0], nodes.TemplateData):
+        return None
+    return parts[0]
+
+
+def streamed_step(template: str) -> str | None:
+    """The step id if the template is exactly ``{{ <step>.text }}`` (streamable), else None."""
+    expr = single_expression(template)
+    if (
+        isinstance(expr, nodes.Getattr)
+        and expr.attr == "text"
+        and isinstance(expr.node, nodes.Name)
+    ):
+        return expr.node.name
+    return None
+
+
+def evaluate(template: str, context: Mapping[str, Any]) -> Any:
+    """Render ``template``; a single-expression template keeps its value's type."""
+    env = environment()
+    try:
+        match = _SINGLE.match(template)
+        if match and single_expression(template) is not None:
+            value = env.compile_expression(match["expr"], undefined_to_none=False)(**context)
+            if isinstance(value, Undefined):
+                value._fail_with_undefined_error()
+            return value
+        return env.from_string(template).render(**context)
+    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        raise RunFailedError(f"template failed: {exc}", code="TEMPLATE_ERROR") from exc
+
+
+def render(template: str, context: Mapping[str, Any]) -> str:
+    """Render ``template`` to a string."""
+    try:
+        return environment().from_string(template).render(**context)
+    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        raise RunFailedError(f"template failed: {exc}", code="TEMPLATE_ERROR") from exc

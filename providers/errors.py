@@ -1,0 +1,66 @@
+"""Errors raised by LLM providers.
+
+Each error carries a stable UPPER_SNAKE ``code`` and the HTTP ``status_code``
+that ``api/errors.py`` answers with::
+
+    ProviderError                  PROVIDER_ERROR          502  generic backend failure
+    ├── ProviderUnavailableError   PROVIDER_UNAVAILABLE    503  backend down or unreachable
+    ├── ModelNotFoundError         MODEL_NOT_FOUND         422  unknown model, or no model file
+    ├── ContextWindowExceededError CONTEXT_WINDOW_EXCEEDED 422  prompt longer than the context
+    ├── ProviderRateLimitedError   PROVIDER_RATE_LIMITED   429  the backend throttled us
+    └── ProviderAuthError          PROVIDER_AUTH_FAILED    502  the backend refused our credentials
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProviderError(Exception):
+    """Base of every provider error; also used as is for generic failures."""
+
+    code: str = "PROVIDER_ERROR"
+    status_code: int = 502
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details) if details else {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
+
+
+class ProviderUnavailableError(ProviderError):
+    """The backend cannot serve requests right now (down, or its model is missing)."""
+
+    code = "PROVIDER_UNAVAILABLE"
+    status_code = 503
+
+
+class ModelNotFoundError(ProviderError):
+    """The requested model (or alias, or provider prefix) is not configured."""
+
+    code = "MODEL_NOT_FOUND"
+    status_code = 422
+
+
+class ProviderRateLimitedError(ProviderError):
+    """The backend rejected the request because of a rate limit."""
+
+    code = "PROVIDER_RATE_LIMITED"
+    status_code = 429
+
+
+class ProviderAuthError(ProviderError):
+    """The backend rejected our credentials (a server-side configuration problem)."""
+
+    code = "PROVIDER_AUTH_FAILED"
+    status_code = 502
+
+
+class ContextWindowExceededError(ProviderError):
+    """The prompt alone does not fit in the model's context window."""
+
+    code = "CONTEXT_WINDOW_EXCEEDED"
+    status_code = 422

@@ -1,0 +1,128 @@
+"""Shared fixtures: real parts in temp dirs, each model loaded once per session.
+
+Storage tests take the ``backend`` fixture and run on SQLite (a file in
+``tmp_path``) and on PostgreSQL (a database created for this test session on
+the server at 127.0.0.1, dropped at the end).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from api.app import create_app
+from appforge.db import Base, make_engine, migrate
+from appforge.settings import LocalModelSettings, Settings
+from providers.local import LocalProvider
+
+ADMIN_TOKEN = "af_test_admin_token_0123456789"
+PG_SERVER = os.environ.get("APPFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(scope="session")
+def local_provider() -> Iterator[LocalProvider]:
+    """The bundled SmolLM2 model, loaded once for the whole test session."""
+    provider = LocalProvider(LocalModelSettings())
+    yield provider
+    provider.close()
+
+
+@pytest.fixture
+def admin_token() -> str:
+    return ADMIN_TOKEN
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    name = f"appforge_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_SERVER}/{name}"
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    yield url
+    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _empty_postgres(url: str) -> None:
+    engine = make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """The database URL of a storage test: None (SQLite in the home) or PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    _empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "home": tmp_path / "home",
+            "admin_token": SecretStr(ADMIN_TOKEN),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_client(
+    local_provider: LocalProvider,
+) -> Iterator[Callable[[Settings], TestClient]]:
+    """Start the real app (lifespan included) on given settings, admin token preset."""
+    opened: list[TestClient] = []
+
+    def make(settings: Settings, **kwargs: Any) -> TestClient:
+        app = create_app(settings, providers={"local": local_provider})
+        client = TestClient(app, **kwargs)
+        client.__enter__()
+        client.headers["Authorization"] = f"Token {ADMIN_TOKEN}"
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[[Settings], TestClient], settings: Settings) -> TestClient:
+    """The API on SQLite in a temp home."""
+    return make_client(settings)
+
+
+@pytest.fixture
+def db_client(
+    make_client: Callable[[Settings], TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+) -> TestClient:
+    """The API on each storage backend (SQLite, PostgreSQL)."""
+    return make_client(make_settings(database_url=backend))

@@ -1,0 +1,162 @@
+"""End to end: the real `appforge serve` process on a free loopback port.
+
+Covers the README's curl flow (create, run, run again in the session, stream)
+and what only a real socket shows: a client that disconnects mid-stream stops
+generation and leaves a ``cancelled`` run with the partial output, and the
+first chunk arrives while the model is still generating.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+TOKEN = "af_e2e_admin_token_abcdefghijklmnop"
+
+STORY_APP = """\
+version: 1
+name: Storyteller
+input:
+  topic: {type: string, required: true}
+steps:
+  - id: story
+    kind: llm
+    prompt:
+      user: "Write a very long story about {{ input.topic }}."
+    params: {temperature: 0, seed: 1, max_tokens: 400}
+output:
+  story: "{{ story.text }}"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("home")
+    port = _free_port()
+    env = {**os.environ, "APPFORGE_HOME": str(home), "APPFORGE_ADMIN_TOKEN": TOKEN}
+    exe = Path(sys.executable).parent / "appforge"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            proc.kill()
+            raise RuntimeError(f"server did not start:\n{out}")
+        time.sleep(0.2)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+@pytest.fixture
+def api(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=server, headers={"Authorization": f"Token {TOKEN}"}, timeout=60
+    ) as client:
+        yield client
+
+
+def test_server_readme_flow(api: httpx.Client):
+    example = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples" / "summarize.yaml"
+    created = api.post(
+        "/api/apps", content=example.read_bytes(), headers={"Content-Type": "application/yaml"}
+    )
+    assert created.status_code == 201, created.text
+    uuid = created.json()["uuid"]
+    doc = created.json()["definition"]
+    name = next(iter(doc["input"]))
+    first = api.post(f"/api/apps/{uuid}/run", json={"input": {name: "Cats sleep a lot."}})
+    assert first.status_code == 200, first.text
+    sid = first.json()["session"]["id"]
+    again = api.post(f"/api/apps/{uuid}/run/{sid}", json={"input": {name: "Dogs bark."}})
+    assert again.json()["session"]["id"] == sid
+    lines = []
+    with api.stream(
+        "POST", f"/api/apps/{uuid}/run", json={"input": {name: "Cats sleep a lot."}, "stream": True}
+    ) as r:
+        for line in r.iter_lines():
+            if line:
+                lines.append(json.loads(line))
+    assert lines[-1]["done"] is True
+    stitched: dict[str, str] = {}
+    for chunk in lines[:-1]:
+        for key, piece in chunk["output"].items():
+            stitched[key] = stitched.get(key, "") + piece
+    assert stitched == first.json()["output"]
+
+
+def test_server_stream_first_chunk_before_model_finishes(api: httpx.Client):
+    uuid = api.post(
+        "/api/apps", content=STORY_APP, headers={"Content-Type": "application/yaml"}
+    ).json()["uuid"]
+    arrivals = []
+    start = time.perf_counter()
+    with api.stream(
+        "POST", f"/api/apps/{uuid}/run", json={"input": {"topic": "a lighthouse"}, "stream": True}
+    ) as r:
+        for line in r.iter_lines():
+            if line:
+                arrivals.append(time.perf_counter() - start)
+    assert len(arrivals) > 10
+    # chunks arrive spread over the generation, not all at once at the end
+    assert arrivals[0] < arrivals[-1] / 2
+
+
+def test_server_disconnect_mid_stream_stores_cancelled_run(api: httpx.Client):
+    uuid = api.post(
+        "/api/apps", content=STORY_APP, headers={"Content-Type": "application/yaml"}
+    ).json()["uuid"]
+    with httpx.Client(base_url=str(api.base_url), headers=dict(api.headers), timeout=60) as c:
+        with c.stream(
+            "POST",
+            f"/api/apps/{uuid}/run",
+            json={"input": {"topic": "the sea"}, "stream": True},
+        ) as r:
+            run_id = r.headers["x-run-id"]
+            lines = r.iter_lines()
+            first = json.loads(next(lines))
+            assert "story" in first["output"]
+        # leaving both blocks closes the connection mid-generation
+    deadline = time.monotonic() + 60
+    run = api.get(f"/api/runs/{run_id}").json()
+    while run["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        run = api.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "cancelled"
+    assert run["error"]["code"] == "CANCELLED"
+    assert run["output"]["story"].startswith(first["output"]["story"])
+    assert 0 < run["usage"]["completion_tokens"] < 400
+    # a cancelled run does not become a session turn
+    session = api.get(f"/api/sessions/{run['session_id']}").json()
+    assert session["turns"] == []
