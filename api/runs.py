@@ -113,6 +113,7 @@ def _prepare(
     body: RunRequest,
     session_id: str | None,
     stream: bool,
+    retried: bool = False,
 ) -> Prepared:
     with state.db() as db:
         app = get_app_row(db, app_uuid)
@@ -134,17 +135,11 @@ def _prepare(
             )
         session = db.get(ChatSession, session_id)
         if session is None:
-            try:
-                db.add(
-                    ChatSession(
-                        id=session_id, app_uuid=app_uuid, created_at=utcnow(), updated_at=utcnow()
-                    )
-                )
-                db.commit()
-            except IntegrityError:  # created by a concurrent first run of the same session
-                db.rollback()
-                session = db.get(ChatSession, session_id)
-        if session is not None and session.app_uuid != app_uuid:
+            # Created in the same commit as the run; a concurrent first run of
+            # the same session makes that commit fail, and the retry finds it.
+            now = utcnow()
+            db.add(ChatSession(id=session_id, app_uuid=app_uuid, created_at=now, updated_at=now))
+        elif session.app_uuid != app_uuid:
             raise ConflictError(
                 f"session '{session_id}' belongs to another app", code="SESSION_APP_MISMATCH"
             )
@@ -172,7 +167,13 @@ def _prepare(
             created_at=utcnow(),
         )
         db.add(run)
-        db.commit()
+        try:
+            db.commit()
+        except IntegrityError:
+            if retried:
+                raise
+            db.rollback()
+            return _prepare(state, app_uuid, authorized, body, session_id, stream, retried=True)
         return Prepared(run.id, app_uuid, app.name, doc, inputs, session_id, history)
 
 
