@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import apps, errors, runs, sessions, tokens
 from api.auth import ensure_token
 from api.middleware import RequestContextMiddleware
+from api.ratelimit import RateLimitMiddleware, make_limiter
 from appforge import __version__
 from appforge.db import make_engine, migrate, session_factory
 from appforge.settings import Settings
@@ -56,6 +57,8 @@ def create_app(settings: Settings, *, providers: dict[str, Provider] | None = No
             executor.shutdown(wait=True, cancel_futures=True)
             registry.close()
             engine.dispose()
+            if getattr(app.state, "limiter", None) is not None:
+                await app.state.limiter.close()
 
     app = FastAPI(
         title="appforge",
@@ -63,6 +66,13 @@ def create_app(settings: Settings, *, providers: dict[str, Provider] | None = No
         description="Low-code LLM apps: YAML apps, streaming runs with sessions.",
         lifespan=lifespan,
     )
+    if settings.rate_limit.enabled:
+        # Built here, not in the lifespan: middleware is fixed before start-up.
+        # The Redis client connects lazily, on the first request.
+        limiter = make_limiter(settings.rate_limit, settings.redis_url)
+        app.state.limiter = limiter
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    # Added last, so outermost: every response, a 429 included, gets a request id.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes)
     errors.install(app)
 

@@ -45,6 +45,15 @@ class LimitSettings(BaseModel):
     )
 
 
+class RateLimitSettings(BaseModel):
+    """Requests per caller (token, or client IP without one): a token bucket."""
+
+    enabled: bool = Field(default=True, description="Limit requests at all.")
+    requests: int = Field(default=600, ge=1, description="Requests refilled per window.")
+    window_seconds: float = Field(default=60.0, gt=0, description="The refill window.")
+    burst: int = Field(default=120, ge=1, description="Bucket size: requests allowed at once.")
+
+
 class Settings(BaseSettings):
     """All of appforge's configuration."""
 
@@ -69,6 +78,11 @@ class Settings(BaseSettings):
     )
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL; when set, rate-limit buckets are shared by all API processes.",
+    )
     run_workers: int = Field(
         default=16, ge=1, le=256, description="Threads that execute runs in one API process."
     )

@@ -9,16 +9,13 @@ first chunk arrives while the model is still generating.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from server_process import ServerProcess
 
 TOKEN = "af_e2e_admin_token_abcdefghijklmnop"
 
@@ -38,45 +35,12 @@ output:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("home")
-    port = _free_port()
-    env = {**os.environ, "APPFORGE_HOME": str(home), "APPFORGE_ADMIN_TOKEN": TOKEN}
-    exe = Path(sys.executable).parent / "appforge"
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            proc.kill()
-            raise RuntimeError(f"server did not start:\n{out}")
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    if proc.stdout:
-        proc.stdout.close()
+    process = ServerProcess({"APPFORGE_HOME": str(home), "APPFORGE_ADMIN_TOKEN": TOKEN})
+    yield process.base
+    process.stop()
 
 
 @pytest.fixture
