@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
 
-from api import apps, errors, runs, sessions, tokens
+from api import (
+    analytics,
+    apps,
+    datasources,
+    errors,
+    models_routes,
+    prompts_routes,
+    runs,
+    sessions,
+    tokens,
+    use_cases,
+    webhooks,
+)
 from api.auth import ensure_token
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import RateLimitMiddleware, make_limiter
+from api.webhook_delivery import WebhookDispatcher
 from appforge import __version__
 from appforge.db import make_engine, migrate, session_factory
 from appforge.settings import Settings
+from datasources.embedding import Embedder
+from datasources.queue import IngestionQueue
+from datasources.store import DatasourceStore
 from providers.base import Provider
 from providers.registry import ProviderRegistry
 
@@ -30,8 +49,13 @@ class Health(BaseModel):
     database: str
 
 
-def create_app(settings: Settings, *, providers: dict[str, Provider] | None = None) -> FastAPI:
-    """Build the API. ``providers`` injects ready providers (tests share one loaded model)."""
+def create_app(
+    settings: Settings,
+    *,
+    providers: dict[str, Provider] | None = None,
+    embedder: Embedder | None = None,
+) -> FastAPI:
+    """Build the API. ``providers`` and ``embedder`` inject ready models (tests share them)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,16 +68,31 @@ def create_app(settings: Settings, *, providers: dict[str, Provider] | None = No
                 ensure_token, factory, settings.admin_token.get_secret_value(), "admin", True
             )
         registry = ProviderRegistry(settings, providers=providers)
-        executor = ThreadPoolExecutor(max_workers=settings.run_workers, thread_name_prefix="run")
+        # Opens Chroma (files or server): blocking, so off the event loop. The
+        # embedding model loads on first use, in a worker or request thread.
+        datasource_store = await run_in_threadpool(
+            DatasourceStore.open, settings, factory, embedder
+        )
+        ingestion = IngestionQueue(datasource_store)
+        ingestion.start(settings.datasources.workers)
+        app.state.datasources = datasource_store
+        app.state.ingestion = ingestion
+        executor = ThreadPoolExecutor(max_workers=settings.runs.workers, thread_name_prefix="run")
         app.state.settings = settings
         app.state.engine = engine
         app.state.db = factory
         app.state.models = registry
         app.state.executor = executor
+        app.state.admission = threading.Lock()
+        dispatcher = WebhookDispatcher(factory, settings)
+        dispatcher.start(settings.webhooks.workers)
+        app.state.webhooks = dispatcher
         log.info("appforge %s ready (database: %s)", __version__, engine.dialect.name)
         try:
             yield
         finally:
+            await run_in_threadpool(ingestion.stop)
+            await run_in_threadpool(dispatcher.stop)
             executor.shutdown(wait=True, cancel_futures=True)
             registry.close()
             engine.dispose()
@@ -65,6 +104,7 @@ def create_app(settings: Settings, *, providers: dict[str, Provider] | None = No
         version=__version__,
         description="Low-code LLM apps: YAML apps, streaming runs with sessions.",
         lifespan=lifespan,
+        responses=errors.ERROR_RESPONSES,
     )
     if settings.rate_limit.enabled:
         # Built here, not in the lifespan: middleware is fixed before start-up.
@@ -81,9 +121,31 @@ def create_app(settings: Settings, *, providers: dict[str, Provider] | None = No
         """Liveness: no token needed."""
         return Health(status="ok", version=__version__, database=app.state.engine.dialect.name)
 
-    for module in (apps, runs, sessions, tokens):
+    routers = (
+        apps,
+        models_routes,
+        runs,
+        sessions,
+        tokens,
+        analytics,
+        use_cases,
+        prompts_routes,
+        datasources,
+        webhooks,
+    )
+    for module in routers:
+        _summaries_from_docstrings(module.router.routes)
         app.include_router(module.router)
+    _summaries_from_docstrings(app.router.routes)
     return app
+
+
+def _summaries_from_docstrings(routes: Sequence[BaseRoute]) -> None:
+    """OpenAPI summaries from each route's docstring (its first sentence), not its name."""
+    for route in routes:
+        if isinstance(route, APIRoute) and not route.summary and route.description:
+            first = route.description.strip().split("\n\n")[0].replace("\n", " ")
+            route.summary = first.split(". ")[0].rstrip(".")
 
 
 def from_environment() -> FastAPI:

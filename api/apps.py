@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from api import prompt_refs
 from api.deps import CurrentToken, DbSession
 from api.errors import ApiError, NotFoundError, UnsupportedMediaError
 from api.models import App, AppVersion, Token
+from api.webhooks import emit
 from appforge.db import utcnow
 from apps_yaml.loader import load_text
 from apps_yaml.schema import AppDocument
+from datasources.models import Datasource
 from providers.errors import ProviderError
 
 router = APIRouter(prefix="/api/apps", tags=["apps"])
@@ -113,12 +116,17 @@ class StoreReferences:
         self.db = db
 
     def datasource_exists(self, name_or_uuid: str) -> bool:
-        # Datasources are not part of this release yet: none can exist.
-        return False
+        return (
+            self.db.scalar(
+                select(Datasource.uuid).where(
+                    or_(Datasource.uuid == name_or_uuid, Datasource.name == name_or_uuid)
+                )
+            )
+            is not None
+        )
 
-    def prompt_exists(self, ref: str, label: str) -> bool:
-        # Managed prompts are not part of this release yet: none can exist.
-        return False
+    def prompt_exists(self, ref: str, label: str, version: int | None = None) -> bool:
+        return prompt_refs.prompt_exists(self.db, ref, label, version)
 
     def model_problem(self, model: str) -> str | None:
         try:
@@ -228,6 +236,12 @@ def get_app_route(request: Request, app_uuid: str, db: DbSession, _: CurrentToke
     return to_public(app)
 
 
+def _event_data(app: App, token: Token, **extra: Any) -> dict[str, Any]:
+    """A webhook payload's ``data`` about an app."""
+    data = {"appId": app.uuid, "appName": app.name, "version": app.version, "by": token.name}
+    return {**data, **extra}
+
+
 @router.patch("/{app_uuid}", response_model=AppPublic, openapi_extra=_YAML_BODY)
 def update_app_route(
     request: Request, app_uuid: str, text: DefinitionText, db: DbSession, token: CurrentToken
@@ -240,6 +254,7 @@ def update_app_route(
     _apply(app, doc, text)
     app.version += 1
     _new_version(db, app, token)
+    emit(db, "app.updated", _event_data(app, token))
     db.commit()
     return to_public(app)
 
@@ -319,5 +334,6 @@ def restore_version_route(
     _apply(app, doc, row.yaml)
     app.version += 1
     _new_version(db, app, token)
+    emit(db, "app.updated", _event_data(app, token, restoredFrom=version))
     db.commit()
     return to_public(app)

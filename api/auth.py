@@ -25,8 +25,14 @@ def hash_token(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def create_token(db: Session, name: str, *, is_admin: bool = False) -> tuple[Token, str]:
-    """Store a new token; returns the row and the secret value (never stored)."""
+def create_token(
+    db: Session, name: str, *, is_admin: bool = False, require_signature: bool = False
+) -> tuple[Token, str]:
+    """Store a new token; returns the row and the secret value (never stored).
+
+    With ``require_signature`` the token also gets a signing secret
+    (``token.signing_secret``), and every request must be signed with it.
+    """
     value = PREFIX + secrets.token_urlsafe(32)
     token = Token(
         id=str(uuid.uuid4()),
@@ -34,6 +40,8 @@ def create_token(db: Session, name: str, *, is_admin: bool = False) -> tuple[Tok
         token_hash=hash_token(value),
         prefix=value[:10],
         is_admin=is_admin,
+        require_signature=require_signature,
+        signing_secret=("afs_" + secrets.token_urlsafe(32)) if require_signature else None,
         created_at=utcnow(),
     )
     db.add(token)

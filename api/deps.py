@@ -7,7 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from api import signing
 from api.auth import authenticate
 from api.errors import AuthError, ForbiddenError
 from api.models import Token
@@ -39,7 +41,7 @@ def presented_token(request: Request) -> str | None:
     return key.strip() if key and key.strip() else None
 
 
-def optional_token(request: Request, db: DbSession) -> Token | None:
+def _known_token(request: Request, db: DbSession) -> Token | None:
     value = presented_token(request)
     if value is None:
         return None
@@ -52,6 +54,28 @@ def optional_token(request: Request, db: DbSession) -> Token | None:
             code="TOKEN_INVALID",
             headers={"WWW-Authenticate": "Token"},
         )
+    return token
+
+
+async def optional_token(
+    request: Request, token: Annotated[Token | None, Depends(_known_token)]
+) -> Token | None:
+    """The caller's token, if any; its request signature checked when it requires one."""
+    if token is None or not token.require_signature:
+        return token
+    body = await request.body()
+    query = request.url.query
+    await run_in_threadpool(
+        signing.verify,
+        request.app.state.db,
+        secret=token.signing_secret or "",
+        token=presented_token(request) or "",
+        timestamp=request.headers.get(signing.TIMESTAMP_HEADER),
+        signature=request.headers.get(signing.SIGNATURE_HEADER),
+        method=request.method,
+        path=request.url.path + (f"?{query}" if query else ""),
+        body=body,
+    )
     return token
 
 

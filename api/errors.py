@@ -15,8 +15,8 @@ Exceptions of the API layer:
     ├── PayloadTooLargeError     413 PAYLOAD_TOO_LARGE
     └── UnsupportedMediaError    415 UNSUPPORTED_MEDIA_TYPE
 
-Errors of the packages below (``apps_yaml``, ``providers``, ...) carry their own
-``code`` and ``status_code`` and are rendered the same way.
+Errors of the packages below (``apps_yaml``, ``datasources``, ``prompts``, ``providers``)
+carry their own ``code`` and ``status_code`` and are rendered the same way.
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from apps_yaml.errors import AppsYamlError
+from datasources.errors import DatasourceError
+from prompts.errors import PromptsError
 from providers.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,40 @@ class UnsupportedMediaError(ApiError):
     status_code = 415
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="UPPER_SNAKE error code (see the README)")
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+    request_id: str
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No token, an unknown or revoked one, or a bad signature",
+    403: "The token may not do this",
+    404: "No such object or route",
+    409: "Conflict with what is stored",
+    413: "Body too large",
+    415: "Unsupported body type",
+    422: "The body, a parameter or the input does not validate",
+    429: "Rate limited or too many active runs (see Retry-After)",
+    500: "Internal error",
+    502: "The model backend failed",
+    503: "The model backend is unavailable",
+    504: "The run took too long",
+}
+
+# Documented on every route: each may answer any of these with the error body.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in _DESCRIPTIONS.items()
+}
+
 _HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "AUTH_REQUIRED",
@@ -140,15 +177,18 @@ def install(app: FastAPI) -> None:
             request, exc.status_code, exc.code, exc.message, exc.details, exc.headers
         )
 
-    @app.exception_handler(AppsYamlError)
-    async def _apps_yaml_error(request: Request, exc: AppsYamlError) -> JSONResponse:
-        return error_response(request, exc.status_code, exc.code, exc.message, exc.details)
-
-    @app.exception_handler(ProviderError)
-    async def _provider_error(request: Request, exc: ProviderError) -> JSONResponse:
+    async def _package_error(request: Request, exc: Exception) -> JSONResponse:
+        # Each package's base error carries code, status_code, message and details.
         return error_response(
-            request, exc.status_code, exc.code, exc.message, getattr(exc, "details", None)
+            request,
+            getattr(exc, "status_code", 500),
+            getattr(exc, "code", "INTERNAL_ERROR"),
+            getattr(exc, "message", str(exc)),
+            getattr(exc, "details", None),
         )
+
+    for base in (AppsYamlError, DatasourceError, PromptsError, ProviderError):
+        app.add_exception_handler(base, _package_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,7 +3,7 @@
 Each caller has a bucket of ``burst`` requests that refills at
 ``requests / window_seconds`` per second. Every limited response carries
 ``X-RateLimit-Limit`` (the bucket size), ``X-RateLimit-Remaining`` and
-``X-RateLimit-Reset`` (seconds until the bucket is full again); a request
+``X-RateLimit-Reset`` (the Unix time when the bucket is full again); a request
 that finds the bucket empty gets 429 ``RATE_LIMITED`` with ``Retry-After``.
 
 Buckets live in process memory by default. With ``APPFORGE_REDIS_URL`` they
@@ -37,14 +37,14 @@ class Decision:
     allowed: bool
     limit: int
     remaining: int
-    reset_seconds: int
+    reset_at: int  # Unix time when the bucket is full again
     retry_after: int
 
     def headers(self) -> dict[str, str]:
         headers = {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(self.reset_seconds),
+            "X-RateLimit-Reset": str(self.reset_at),
         }
         if not self.allowed:
             headers["Retry-After"] = str(self.retry_after)
@@ -56,7 +56,7 @@ def _decide(tokens: float, allowed: bool, rate: float, burst: int) -> Decision:
         allowed=allowed,
         limit=burst,
         remaining=max(0, math.floor(tokens)),
-        reset_seconds=math.ceil((burst - tokens) / rate),
+        reset_at=math.ceil(time.time() + (burst - tokens) / rate),
         retry_after=0 if allowed else max(1, math.ceil((1 - tokens) / rate)),
     )
 

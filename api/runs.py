@@ -9,14 +9,16 @@ output produced so far).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
 import re
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -29,18 +31,21 @@ from starlette.concurrency import run_in_threadpool
 from api.apps import get_app_row
 from api.deps import CurrentToken, DbSession, OptionalToken
 from api.errors import ApiError, AuthError, ConflictError, NotFoundError, error_body
-from api.models import ChatSession, Run, Turn
+from api.models import ChatSession, Run, RunPrompt, Turn
+from api.prompt_refs import StorePrompts
 from api.streaming import Encoder, wants_sse
 from appforge.db import transaction, utcnow
 from apps_yaml import engine
 from apps_yaml.engine import Chunk, Dependencies, Event, Failed, HistoryTurn, Outcome, Output
 from apps_yaml.inputs import check_input
 from apps_yaml.schema import AppDocument, LlmStep
+from datasources.store import StoreRetriever
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["runs"])
 
+RUN_STATUSES = "^(running|succeeded|failed|cancelled|timeout)$"
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _END = object()
 
@@ -98,6 +103,7 @@ class Prepared:
     inputs: dict[str, Any]
     session_id: str
     history: list[HistoryTurn]
+    timeout: float
 
 
 @dataclass
@@ -166,15 +172,48 @@ def _prepare(
             usage={},
             created_at=utcnow(),
         )
-        db.add(run)
-        try:
-            db.commit()
-        except IntegrityError:
-            if retried:
-                raise
-            db.rollback()
+        limits = state.settings.runs
+        max_active = min(limits.max_active_per_app, doc.limits.max_active_runs or math.inf)
+        timeout = min(limits.timeout_seconds, doc.limits.timeout_seconds or math.inf)
+        # Count and insert under a lock, so concurrent starts cannot both take
+        # the last place: a process lock, and on PostgreSQL one per app shared
+        # by every process (held until the commit).
+        with state.admission:
+            if db.get_bind().dialect.name == "postgresql":
+                db.execute(select(func.pg_advisory_xact_lock(_lock_key(app_uuid))))
+            # Runs older than the timeout are dead (their process was killed).
+            since = utcnow() - timedelta(seconds=timeout + 30)
+            active = db.scalar(
+                select(func.count())
+                .select_from(Run)
+                .where(Run.app_uuid == app_uuid, Run.status == "running", Run.created_at > since)
+            )
+            if (active or 0) >= max_active:
+                db.rollback()
+                raise ApiError(
+                    f"this app already has {active} runs going (limit {int(max_active)})",
+                    code="TOO_MANY_ACTIVE_RUNS",
+                    status_code=429,
+                    details={"limit": int(max_active)},
+                    headers={"Retry-After": "1"},
+                )
+            db.add(run)
+            try:
+                db.commit()
+            except IntegrityError:
+                if retried:
+                    raise
+                db.rollback()
+                retry = True
+            else:
+                retry = False
+        if retry:
             return _prepare(state, app_uuid, authorized, body, session_id, stream, retried=True)
-        return Prepared(run.id, app_uuid, app.name, doc, inputs, session_id, history)
+        return Prepared(run.id, app_uuid, app.name, doc, inputs, session_id, history, timeout)
+
+
+def _lock_key(app_uuid: str) -> int:
+    return int(hashlib.sha256(app_uuid.encode()).hexdigest()[:15], 16)
 
 
 def _store(
@@ -194,6 +233,18 @@ def _store(
                 run.latency_ms = round(latency_ms, 3)
                 run.ttft_ms = round(ttft_ms, 3) if ttft_ms is not None else None
                 run.finished_at = utcnow()
+                for step in outcome.steps:
+                    source = step.get("prompt")
+                    if source:
+                        db.add(
+                            RunPrompt(
+                                run_id=p.run_id,
+                                step_id=step["id"],
+                                prompt_id=source["id"],
+                                prompt_version=source["version"],
+                                label=source.get("label"),
+                            )
+                        )
                 if failure is not None:
                     run.error = {
                         "code": failure.code,
@@ -231,7 +282,20 @@ def _execute(
     outcome = Outcome()
     started = time.perf_counter()
     ttft: float | None = None
-    deps = Dependencies(models=state.models)
+    deps = Dependencies(
+        models=state.models,
+        prompts=StorePrompts(state.db),
+        retriever=StoreRetriever(state.datasources),
+    )
+    timed_out = threading.Event()
+
+    def time_up() -> None:
+        timed_out.set()
+        cancel.set()
+
+    timer = threading.Timer(p.timeout, time_up)
+    timer.daemon = True
+    timer.start()
     try:
         events = engine.run(
             p.doc, p.inputs, deps, session_id=p.session_id, history=p.history, cancel=cancel
@@ -239,12 +303,18 @@ def _execute(
         for event in events:
             if ttft is None and isinstance(event, Chunk | Output):
                 ttft = (time.perf_counter() - started) * 1000
+            if isinstance(event, Failed) and event.code == "CANCELLED" and timed_out.is_set():
+                event = Failed(
+                    "RUN_TIMEOUT", f"the run took longer than {p.timeout:g} s", event.step, 504
+                )
             outcome.add(event)
             if emit is not None:
                 emit(event)
     except Exception:  # the engine reports step errors itself; this is a bug
         log.exception("run %s crashed", p.run_id)
         outcome.add(Failed("INTERNAL_ERROR", "internal error while running the app"))
+    finally:
+        timer.cancel()
     latency = (time.perf_counter() - started) * 1000
     try:
         _store(state, p, outcome, latency, ttft)
@@ -398,7 +468,9 @@ def list_runs_route(
     db: DbSession,
     _: CurrentToken,
     response: Response,
-    status: Annotated[str | None, Query(pattern="^(running|succeeded|failed|cancelled)$")] = None,
+    status: Annotated[
+        str | None, Query(pattern="^(running|succeeded|failed|cancelled|timeout)$")
+    ] = None,
     session_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,

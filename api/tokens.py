@@ -19,6 +19,9 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     is_admin: bool = False
+    require_signature: bool = Field(
+        default=False, description="Every request with this token must carry an HMAC signature."
+    )
 
 
 class TokenPublic(BaseModel):
@@ -27,6 +30,7 @@ class TokenPublic(BaseModel):
     name: str
     prefix: str
     is_admin: bool
+    require_signature: bool
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -34,6 +38,9 @@ class TokenPublic(BaseModel):
 
 class TokenCreated(TokenPublic):
     token: str = Field(description="The secret; shown only in this answer.")
+    signing_secret: str | None = Field(
+        default=None, description="The HMAC key for signed tokens; shown only in this answer."
+    )
 
 
 @router.get("", response_model=list[TokenPublic])
@@ -51,10 +58,13 @@ def me_route(token: CurrentToken) -> Token:
 @router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
 def create_route(body: TokenCreate, db: DbSession, _: AdminToken) -> TokenCreated:
     """Create a token (admin only); the secret is in this answer and nowhere else."""
-    token, value = create_token(db, body.name, is_admin=body.is_admin)
+    token, value = create_token(
+        db, body.name, is_admin=body.is_admin, require_signature=body.require_signature
+    )
     db.commit()
+    public = TokenPublic.model_validate(token).model_dump()
     return TokenCreated.model_validate(
-        {**TokenPublic.model_validate(token).model_dump(), "token": value}
+        {**public, "token": value, "signing_secret": token.signing_secret}
     )
 
 

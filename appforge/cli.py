@@ -44,6 +44,9 @@ def serve(host: str, port: int, workers: int) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # HTTP clients log every request at INFO; our own INFO line per run/call is enough.
+    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     click.echo(f"appforge {__version__}: API on http://{host}:{port}/api (docs at /docs)")
     uvicorn.run(
         "api.app:from_environment",
@@ -74,13 +77,27 @@ def _parse_inputs(pairs: tuple[str, ...], declared: dict[str, Any]) -> dict[str,
     return values
 
 
+def _retriever(settings: Settings, doc: Any, embedder: Any) -> tuple[Any, Any]:
+    """The datasources of the home (or database) for retrieve steps; none if the app has none."""
+    if not any(step.kind == "retrieve" for step in doc.steps):
+        return None, None
+    from appforge.db import make_engine, migrate, session_factory
+    from datasources.store import DatasourceStore, StoreRetriever
+
+    db_engine = make_engine(settings.resolved_database_url())
+    migrate(db_engine)
+    store = DatasourceStore.open(settings, session_factory(db_engine), embedder)
+    return StoreRetriever(store), db_engine
+
+
 @main.command()
 @click.argument("app_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--input", "-i", "inputs", multiple=True, help="An input value as key=value.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole output as one JSON object.")
 @click.pass_obj
 def run(obj: dict[str, Any], app_file: Path, inputs: tuple[str, ...], as_json: bool) -> None:
-    """Run an app file locally, printing its output as it streams."""
+    """Run an app file (YAML) or a flow (a .py file) locally, printing its output as it
+    streams."""
     from apps_yaml import engine
     from apps_yaml.errors import AppsYamlError
     from apps_yaml.inputs import check_input
@@ -88,46 +105,94 @@ def run(obj: dict[str, Any], app_file: Path, inputs: tuple[str, ...], as_json: b
     from providers.registry import ProviderRegistry
 
     settings = _settings()
-    try:
-        doc = load_file(app_file)
-        values = check_input(doc, _parse_inputs(inputs, doc.input))
-    except AppsYamlError as exc:
-        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
-        for problem in exc.details.get("errors", []) if isinstance(exc.details, dict) else []:
-            where = f"line {problem['line']}: " if problem.get("line") else ""
-            click.echo(
-                f"  {where}{problem.get('path') or problem.get('field')}: {problem['message']}",
-                err=True,
-            )
-        sys.exit(2)
     registry = ProviderRegistry(settings, providers=obj.get("providers"))
-    outcome = engine.Outcome()
-    current: str | None = None
-    multi = len(doc.output) > 1
+    db_engine: Any = None
     try:
-        for event in engine.run(doc, values, engine.Dependencies(models=registry)):
-            outcome.add(event)
-            if as_json:
-                continue
-            if isinstance(event, engine.Chunk | engine.Output):
-                if multi and event.key != current:
-                    click.echo(("\n" if current else "") + f"[{event.key}] ", nl=False)
-                current = event.key
-                text = event.text if isinstance(event, engine.Chunk) else event.value
-                if not isinstance(text, str):
-                    text = json.dumps(text, ensure_ascii=False)
-                click.echo(text, nl=False)
+        if app_file.suffix == ".py":
+            flow = _load_flow(app_file)
+            db_engine = _engine(settings)
+            events = flow.run(_parse_inputs(inputs, {}), _flow_deps(registry, db_engine))
+            multi = True
+        else:
+            try:
+                doc = load_file(app_file)
+                values = check_input(doc, _parse_inputs(inputs, doc.input))
+            except AppsYamlError as exc:
+                _report_app_error(exc)
+                sys.exit(2)
+            retriever, db_engine = _retriever(settings, doc, obj.get("embedder"))
+            deps = engine.Dependencies(models=registry, retriever=retriever)
+            events = engine.run(doc, values, deps)
+            multi = len(doc.output) > 1
+        outcome = _print_events(events, as_json, multi)
     finally:
         registry.close()
+        if db_engine is not None:
+            db_engine.dispose()
     if outcome.failure is not None:
-        if current is not None:
-            click.echo()
         click.echo(f"error [{outcome.failure.code}]: {outcome.failure.message}", err=True)
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(outcome.output, ensure_ascii=False, indent=2))
-    else:
+
+
+def _report_app_error(exc: Any) -> None:
+    click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+    for problem in exc.details.get("errors", []) if isinstance(exc.details, dict) else []:
+        where = f"line {problem['line']}: " if problem.get("line") else ""
+        click.echo(
+            f"  {where}{problem.get('path') or problem.get('field')}: {problem['message']}",
+            err=True,
+        )
+
+
+def _print_events(events: Any, as_json: bool, multi: bool) -> Any:
+    """Fold the run's events, printing output pieces as they arrive (unless as_json)."""
+    from apps_yaml import engine
+
+    outcome = engine.Outcome()
+    current: str | None = None
+    for event in events:
+        outcome.add(event)
+        if as_json or not isinstance(event, engine.Chunk | engine.Output):
+            continue
+        if multi and event.key != current:
+            click.echo(("\n" if current else "") + f"[{event.key}] ", nl=False)
+        current = event.key
+        text = event.text if isinstance(event, engine.Chunk) else event.value
+        click.echo(
+            text if isinstance(text, str) else json.dumps(text, ensure_ascii=False), nl=False
+        )
+    if current is not None:
         click.echo()
+    return outcome
+
+
+def _load_flow(path: Path) -> Any:
+    """The Flow defined in a Python file (running it is a local, trusted action)."""
+    import importlib.util
+
+    from apps_yaml.flows import Flow
+
+    spec = importlib.util.spec_from_file_location(f"appforge_flow_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise click.BadParameter(f"cannot load {path}", param_hint="APP_FILE")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    flows = [v for v in vars(module).values() if isinstance(v, Flow)]
+    if len(flows) != 1:
+        raise click.BadParameter(
+            f"{path} must define exactly one Flow (found {len(flows)})", param_hint="APP_FILE"
+        )
+    return flows[0]
+
+
+def _flow_deps(registry: Any, db_engine: Any) -> Any:
+    from api.prompt_refs import StorePrompts
+    from appforge.db import session_factory
+    from apps_yaml.engine import Dependencies
+
+    return Dependencies(models=registry, prompts=StorePrompts(session_factory(db_engine)))
 
 
 @main.group()
@@ -148,13 +213,16 @@ def _db() -> Any:
 @token.command("create")
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="Allow managing tokens.")
-def token_create(name: str, admin: bool) -> None:
+@click.option("--signed", is_flag=True, help="Require HMAC-signed requests with this token.")
+def token_create(name: str, admin: bool, signed: bool) -> None:
     """Create a token; its secret is printed once, here."""
     from api.auth import create_token
     from appforge.db import transaction
 
     with transaction(_db()) as db:
-        row, value = create_token(db, name, is_admin=admin)
+        row, value = create_token(db, name, is_admin=admin, require_signature=signed)
+        if row.signing_secret:
+            click.echo(f"signing secret: {row.signing_secret}", err=True)
         click.echo(
             f"created token {row.id} ({'admin' if admin else 'user'}): keep it safe,"
             " it is not shown again",
@@ -190,3 +258,316 @@ def token_revoke(token_id: str) -> None:
             click.echo(f"error [TOKEN_NOT_FOUND]: no token '{token_id}'", err=True)
             sys.exit(1)
         click.echo(f"revoked {row.id} ({row.name})")
+
+
+@main.command()
+@click.option(
+    "--filename",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the export.",
+)
+@click.option("--runs", is_flag=True, help="Include the runs.")
+@click.option("--prompts", is_flag=True, help="Include prompts with all versions and labels.")
+def export(filename: Path, runs: bool, prompts: bool) -> None:
+    """Export apps (as YAML), datasources with entries and metadata, optionally prompts
+    and runs, into one JSON document."""
+    from appforge import backup as backups
+
+    engine = _engine(_settings())
+    doc = backups.export(engine, runs=runs, prompts=prompts)
+    engine.dispose()
+    filename.write_text(json.dumps(doc, ensure_ascii=False, indent=2))
+    parts = [f"{len(doc['apps'])} apps", f"{len(doc['datasources'])} datasources"]
+    if prompts:
+        parts.append(f"{len(doc['prompts']['prompts'])} prompts")
+    if runs:
+        parts.append(f"{len(doc['runs'])} runs")
+    click.echo(f"exported {', '.join(parts)} to {filename}")
+
+
+@main.command()
+@click.option(
+    "--json_path",
+    "json_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the backup.",
+)
+def backup(json_path: Path) -> None:
+    """Write the whole database and stored files to one JSON file."""
+    from appforge import backup as backups
+
+    settings = _settings()
+    engine = _engine(settings)
+    doc = backups.dump(engine, settings.home)
+    engine.dispose()
+    json_path.write_text(json.dumps(doc, ensure_ascii=False))
+    rows = sum(len(r) for r in doc["tables"].values())
+    click.echo(f"backed up {rows} rows and {len(doc['files'])} files to {json_path}")
+
+
+@main.command()
+@click.option(
+    "--json_path",
+    "json_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file made by backup.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def restore(json_path: Path, yes: bool) -> None:
+    """Replace the database and stored files with a backup; entries are embedded again."""
+    from appforge import backup as backups
+
+    settings = _settings()
+    try:
+        doc = json.loads(json_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        click.echo(f"error [BACKUP_INVALID]: {json_path} is not JSON: {exc}", err=True)
+        sys.exit(2)
+    engine = _engine(settings)
+    problems = backups.check(doc, engine)
+    if problems:
+        click.echo("error [BACKUP_INVALID]: nothing was restored:", err=True)
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(2)
+    if not backups.is_empty(engine) and not yes:
+        click.confirm(
+            f"This replaces everything in {settings.home} with the backup. Continue?",
+            abort=True,
+            err=True,
+        )
+    counts = backups.load(doc, engine, settings.home)
+    requeued = _requeue_entries(engine)
+    engine.dispose()
+    click.echo(
+        f"restored {sum(counts.values())} rows and {len(doc.get('files', {}))} files; "
+        f"{requeued} entries will be embedded again when the server starts"
+    )
+
+
+def _engine(settings: Settings) -> Any:
+    from appforge.db import make_engine, migrate
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    return engine
+
+
+def _requeue_entries(engine: Any) -> int:
+    """Vectors are not in a backup: hand every entry to the ingestion worker again."""
+    from sqlalchemy import update
+
+    from datasources.models import Entry
+
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(Entry).values(
+                status="pending",
+                error=None,
+                chunks_total=None,
+                chunks_done=0,
+                attempts=0,
+                claim_token=None,
+                lease_until=None,
+            )
+        )
+    return int(result.rowcount)
+
+
+# --- commands that talk to a running server through the Python client -------------
+
+
+def _remote_options(f: Any) -> Any:
+    f = click.option(
+        "--url",
+        envvar="APPFORGE_URL",
+        default="http://127.0.0.1:8000",
+        show_default=True,
+        help="The API (or APPFORGE_URL).",
+    )(f)
+    return click.option(
+        "--token", envvar="APPFORGE_TOKEN", required=True, help="API token (or APPFORGE_TOKEN)."
+    )(f)
+
+
+def _client(obj: dict[str, Any], url: str, token: str) -> Any:
+    from appforge.client import Client
+
+    # Tests hand over an HTTP transport bound to an in-process app.
+    return Client(url, token, http=obj.get("http"))
+
+
+def _fail(exc: Exception) -> None:
+    code = getattr(exc, "code", type(exc).__name__)
+    click.echo(f"error [{code}]: {getattr(exc, 'message', str(exc))}", err=True)
+    sys.exit(1)
+
+
+def _remote(name: str, help: str) -> click.Group:
+    group = click.Group(name, help=help)
+    main.add_command(group)
+    return group
+
+
+apps_cmd = _remote("apps", "Apps on a running server.")
+datasources_cmd = _remote("datasources", "Datasources on a running server.")
+prompts_cmd = _remote("prompts", "Managed prompts on a running server.")
+
+
+@apps_cmd.command("list")
+@_remote_options
+@click.pass_obj
+def apps_list(obj: dict[str, Any], url: str, token: str) -> None:
+    """List apps: uuid, version, type, name."""
+    from appforge.client import ApiError
+
+    try:
+        for app in _client(obj, url, token).list_apps():
+            click.echo(f"{app.uuid}  v{app.version:<3} {app.type:5} {app.name}")
+    except ApiError as exc:
+        _fail(exc)
+
+
+@apps_cmd.command("create")
+@click.argument("app_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_remote_options
+@click.pass_obj
+def apps_create(obj: dict[str, Any], app_file: Path, url: str, token: str) -> None:
+    """Create an app from a YAML file; prints its uuid."""
+    from appforge.client import ApiError
+
+    try:
+        app = _client(obj, url, token).create_app(app_file)
+    except ApiError as exc:
+        for problem in exc.details.get("errors", []) if isinstance(exc.details, dict) else []:
+            line = f"line {problem.get('line')}: " if problem.get("line") else ""
+            click.echo(f"  {line}{problem.get('path')}: {problem.get('message')}", err=True)
+        _fail(exc)
+    click.echo(app.uuid)
+
+
+@datasources_cmd.command("list")
+@_remote_options
+@click.pass_obj
+def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
+    """List datasources: uuid, type, name."""
+    from appforge.client import ApiError
+
+    try:
+        for ds in _client(obj, url, token).list_datasources():
+            click.echo(f"{ds['uuid']}  {ds['type']:6} {ds['name']}")
+    except ApiError as exc:
+        _fail(exc)
+
+
+@datasources_cmd.command("create")
+@click.argument("name")
+@click.option(
+    "--type",
+    "kind",
+    default="mixed",
+    show_default=True,
+    type=click.Choice(["text", "url", "file", "mixed"]),
+)
+@_remote_options
+@click.pass_obj
+def datasources_create(obj: dict[str, Any], name: str, kind: str, url: str, token: str) -> None:
+    """Create a datasource; prints its uuid."""
+    from appforge.client import ApiError
+
+    try:
+        click.echo(_client(obj, url, token).create_datasource(name, kind)["uuid"])
+    except ApiError as exc:
+        _fail(exc)
+
+
+@datasources_cmd.command("add")
+@click.argument("datasource")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--metadata", "-m", multiple=True, help="key=value on every entry.")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Wait until every entry is embedded."
+)
+@_remote_options
+@click.pass_obj
+def datasources_add(
+    obj: dict[str, Any],
+    datasource: str,
+    folder: Path,
+    metadata: tuple[str, ...],
+    wait: bool,
+    url: str,
+    token: str,
+) -> None:
+    """Add every file of FOLDER (recursively) as an entry, with a progress bar."""
+    from appforge.client import ApiError
+
+    meta = dict(pair.partition("=")[::2] for pair in metadata)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    client = _client(obj, url, token)
+    added, refused = 0, []
+    with click.progressbar(files, label="adding entries", file=sys.stderr) as bar:
+        for path in bar:
+            try:
+                client.add_entry(
+                    datasource,
+                    path.name,
+                    file=path,
+                    metadata={**meta, "path": str(path.relative_to(folder))},
+                )
+                added += 1
+            except ApiError as exc:
+                refused.append(f"{path}: [{exc.code}] {exc.message}")
+    for line in refused:
+        click.echo(f"  refused {line}", err=True)
+    if wait and added:
+        entries = client.wait_for_entries(datasource)
+        failed = [e for e in entries if e["status"] == "failed"]
+        for e in failed:
+            click.echo(f"  failed {e['name']}: {e.get('error')}", err=True)
+        click.echo(
+            f"added {added} entries: {len(entries) - len(failed)} ready, "
+            f"{len(failed)} failed, {len(refused)} refused"
+        )
+    else:
+        click.echo(f"added {added} entries ({len(refused)} refused)")
+    if refused:
+        sys.exit(1)
+
+
+@prompts_cmd.command("list")
+@click.argument("use_case_id")
+@_remote_options
+@click.pass_obj
+def prompts_list(obj: dict[str, Any], use_case_id: str, url: str, token: str) -> None:
+    """List the prompts of a use case: id, name."""
+    from appforge.client import ApiError
+
+    try:
+        for prompt in _client(obj, url, token).list_prompts(use_case_id):
+            click.echo(f"{prompt['id']}  {prompt['name']}")
+    except ApiError as exc:
+        _fail(exc)
+
+
+@prompts_cmd.command("promote")
+@click.argument("prompt_id")
+@click.argument("version", type=int)
+@click.option("--label", default="production", show_default=True)
+@_remote_options
+@click.pass_obj
+def prompts_promote(
+    obj: dict[str, Any], prompt_id: str, version: int, label: str, url: str, token: str
+) -> None:
+    """Put LABEL on VERSION of a prompt (apps pinning the label follow)."""
+    from appforge.client import ApiError
+
+    try:
+        _client(obj, url, token).promote(prompt_id, version, label)
+    except ApiError as exc:
+        _fail(exc)
+    click.echo(f"{label} -> version {version}")

@@ -25,6 +25,9 @@ from sqlalchemy.types import TypeDecorator
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The packages that own tables; importing each registers its tables on Base
+# (used by Alembic and by backups).
+MODEL_MODULES = ("api.models", "prompts.models", "datasources.models")
 
 # A fixed lock id for pg_advisory_lock while migrating (any constant works).
 _MIGRATION_LOCK = 73_2611_0001

@@ -89,9 +89,21 @@ class Retriever(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ResolvedPrompt:
+    """A managed prompt as an inline prompt, and which stored version it is (``source``)."""
+
+    prompt: InlinePrompt
+    source: dict[str, Any]
+
+
 class PromptResolver(Protocol):
-    def resolve(self, ref: str, label: str) -> InlinePrompt:
-        """The managed prompt's templates at ``label`` as an inline prompt."""
+    def resolve(self, ref: str, label: str, version: int | None = None) -> ResolvedPrompt:
+        """The managed prompt's templates at ``version`` (if given) or ``label``.
+
+        Its templates read the prompt's variables (the ``PromptRef.variables``
+        rendered from the app's context), not the app's context itself.
+        """
         ...
 
 
@@ -158,7 +170,11 @@ def run(
                     "text": result["text"],
                     "ttft_ms": result.pop("_ttft_ms"),
                     "finish_reason": result.pop("_finish_reason"),
+                    "usage_reported": result.pop("_usage_reported"),
                 }
+                source = result.pop("_prompt")
+                if source is not None:
+                    detail["prompt"] = source
             else:
                 result = _run_retrieve(step, context, deps)
                 usage = {}
@@ -186,12 +202,13 @@ def run(
         yield Failed(code, message, current, status)
 
 
-def _messages(
+def render_messages(
     prompt: InlinePrompt,
     context: Mapping[str, Any],
     history: Sequence[HistoryTurn],
     step: LlmStep,
 ) -> list[ChatMessage]:
+    """The chat messages of a prompt rendered with ``context``, past turns inserted."""
     rendered: list[ChatMessage] = []
     if prompt.messages is not None:
         for m in prompt.messages:
@@ -226,13 +243,17 @@ def _run_llm(
     cancel: threading.Event | None,
 ) -> Generator[Event, None, dict[str, Any]]:
     prompt = step.prompt
+    source: dict[str, Any] | None = None
+    scope: Mapping[str, Any] = context
     if isinstance(prompt, PromptRef):
         if deps.prompts is None:
             raise AppsYamlError(
                 f"prompt '{prompt.ref}' cannot be resolved here", code="PROMPT_NOT_FOUND"
             )
-        prompt = deps.prompts.resolve(prompt.ref, prompt.label)
-    messages = _messages(prompt, context, history, step)
+        scope = {name: templates.evaluate(t, context) for name, t in prompt.variables.items()}
+        resolved = deps.prompts.resolve(prompt.ref, prompt.label, prompt.version)
+        prompt, source = resolved.prompt, resolved.source
+    messages = render_messages(prompt, scope, history, step)
     provider, model = deps.models.resolve(step.model)
     params = GenerationParams(**step.params.model_dump())
     started = time.perf_counter()
@@ -269,6 +290,8 @@ def _run_llm(
         "_messages": messages,
         "_ttft_ms": ttft,
         "_finish_reason": completion.finish_reason,
+        "_usage_reported": completion.usage_reported,
+        "_prompt": source,
     }
 
 
@@ -293,6 +316,8 @@ def _run_retrieve(
     query = templates.render(step.query, context)
     where = _render_where(step.where, context) if step.where else None
     documents = deps.retriever.search(step.datasources, query, step.top_k, where)
+    if step.min_score is not None:
+        documents = [d for d in documents if d.get("score", 0.0) >= step.min_score]
     sources: list[str] = []
     for doc in documents:
         source = doc.get("metadata", {}).get("source")
@@ -320,7 +345,7 @@ class Outcome:
     def status(self) -> str:
         if self.failure is None:
             return "succeeded"
-        return "cancelled" if self.failure.code == "CANCELLED" else "failed"
+        return {"CANCELLED": "cancelled", "RUN_TIMEOUT": "timeout"}.get(self.failure.code, "failed")
 
     def add(self, event: Event) -> None:
         if isinstance(event, Chunk):

@@ -60,10 +60,13 @@ class InlinePrompt(_Strict):
 
 
 class PromptRef(_Strict):
-    """A managed prompt pinned by label (resolved by the prompts package)."""
+    """A managed prompt pinned by label or version (resolved by the prompts package)."""
 
-    ref: str = Field(min_length=1, max_length=200)
+    ref: str = Field(min_length=1, max_length=200, description="The prompt's id or name.")
     label: str = Field(default="production", pattern=r"^[a-z0-9_.-]{1,36}$")
+    version: int | None = Field(
+        default=None, ge=1, description="Pin this version number; the label is then ignored."
+    )
     variables: dict[str, str] = Field(
         default_factory=dict, description="Templates giving the prompt's variables."
     )
@@ -99,9 +102,22 @@ class RetrieveStep(_Step):
     query: str
     top_k: int = Field(default=4, ge=1, le=100)
     where: dict[str, Any] | None = None
+    min_score: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="Drop documents scoring below this (cosine similarity, -1..1).",
+    )
 
 
 Step = Annotated[LlmStep | RetrieveStep, Field(discriminator="kind")]
+
+
+class AppLimits(_Strict):
+    """Per-app limits; each may only tighten the server's own."""
+
+    max_active_runs: int | None = Field(default=None, ge=1, description="Runs at once.")
+    timeout_seconds: float | None = Field(default=None, gt=0, description="Time per run.")
 
 
 class AppDocument(_Strict):
@@ -115,6 +131,7 @@ class AppDocument(_Strict):
     input: dict[Annotated[str, Field(pattern=IDENT)], InputField] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1)
     output: dict[Annotated[str, Field(pattern=IDENT)], str] = Field(min_length=1)
+    limits: AppLimits = Field(default_factory=AppLimits)
 
     def step(self, step_id: str) -> LlmStep | RetrieveStep:
         for s in self.steps:

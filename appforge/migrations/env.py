@@ -6,10 +6,9 @@ import importlib
 
 from alembic import context
 
-from appforge.db import Base
+from appforge.db import MODEL_MODULES, Base
 
-# Every package that owns tables registers them on Base when imported.
-for module in ("api.models",):
+for module in MODEL_MODULES:
     importlib.import_module(module)
 
 target_metadata = Base.metadata

@@ -355,7 +355,7 @@ def test_load_text_unknown_key_points_at_the_key_line() -> None:
             "colour",
             10,
             "unknown key 'colour'; allowed keys: "
-            "version, name, description, type, public, input, steps, output",
+            "version, name, description, type, public, input, steps, output, limits",
         ),
     ]
 
@@ -439,7 +439,11 @@ def test_load_text_prompt_with_ref_is_checked_as_a_prompt_ref() -> None:
         """
     )
     assert problems(text) == [
-        ("steps[0].prompt.user", 5, "unknown key 'user'; allowed keys: ref, label, variables"),
+        (
+            "steps[0].prompt.user",
+            5,
+            "unknown key 'user'; allowed keys: ref, label, version, variables",
+        ),
     ]
 
 
@@ -489,7 +493,7 @@ def test_load_text_prompt_as_string_is_one_problem() -> None:
             "steps[0].prompt",
             5,
             "should be a mapping with the keys {system, user, messages} or "
-            "{ref, label, variables}, got a string ('Summarize this')",
+            "{ref, label, version, variables}, got a string ('Summarize this')",
         ),
     ]
 

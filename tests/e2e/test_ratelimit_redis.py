@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from ports import free_port
 from server_process import ServerProcess
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -37,7 +38,6 @@ def test_redis_limit_is_shared_by_two_processes(
 def test_redis_down_does_not_block_requests(
     start_server: Callable[[dict[str, str]], ServerProcess], tmp_path: Path
 ):
-    from server_process import free_port
 
     token = "af_" + secrets.token_hex(16)
     server = start_server(

@@ -82,7 +82,7 @@ def test_registry_unknown_prefix_names_configured_providers(
     with pytest.raises(ModelNotFoundError, match="'nowhere'") as info:
         registry.resolve(name)
     assert "local" in str(info.value)
-    assert info.value.details["providers"] == ["local"]
+    assert info.value.details["providers"] == ["local", "openai"]
     assert info.value.status_code == 422
 
 

@@ -1,0 +1,161 @@
+"""``GET /api/models``: the configured model aliases and providers, and which are reachable.
+
+Reachability is checked now, never cached: the local provider by its GGUF
+file (nothing is loaded), an OpenAI-compatible server by one ``GET /models``
+without retries, bounded by a short timeout. Checks run in worker threads,
+all at once, so a slow server delays the answer by at most that timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentToken
+from providers.errors import ProviderError
+from providers.local import MODEL_NAME, LocalProvider
+from providers.openai_compat import OpenAICompatProvider
+from providers.registry import ProviderRegistry
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+
+
+class ProblemPublic(BaseModel):
+    code: str
+    message: str
+
+
+class ProviderPublic(BaseModel):
+    name: str = Field(description="The prefix of model names: `<name>:<model>`")
+    kind: Literal["local", "openai-compatible", "other"]
+    target: str | None = Field(
+        description="local: the GGUF file name; openai-compatible: the server (scheme://host:port)"
+    )
+    configured: bool = Field(description="Whether calls can be made at all (a key, a model file)")
+    reachable: bool | None = Field(description="Whether it answered now; null if not checkable")
+    loaded: bool | None = Field(default=None, description="local: the model is in memory")
+    models: list[str] | None = Field(description="Model names it serves, when it can tell")
+    error: ProblemPublic | None = None
+
+
+class AliasPublic(BaseModel):
+    name: str
+    target: str = Field(description="What the alias resolves to, `<provider>:<model>`")
+    provider: str | None
+    model: str | None
+    reachable: bool = Field(description="Its provider is reachable and serves this model name")
+    listed: bool | None = Field(
+        description="Whether the provider's model list names it; null when it gave no list"
+    )
+    error: ProblemPublic | None = None
+
+
+class ModelsPublic(BaseModel):
+    aliases: list[AliasPublic]
+    providers: list[ProviderPublic]
+
+
+def _provider_status(registry: ProviderRegistry, name: str, timeout: float) -> ProviderPublic:
+    try:
+        provider = registry.provider(name)
+    except ProviderError as exc:
+        return ProviderPublic(
+            name=name,
+            kind="other",
+            target=None,
+            configured=False,
+            reachable=False,
+            models=None,
+            error=ProblemPublic(code=exc.code, message=exc.message),
+        )
+    if isinstance(provider, LocalProvider):
+        path = provider.model_path()
+        available = provider.is_available()
+        return ProviderPublic(
+            name=name,
+            kind="local",
+            target=path.name if path is not None else None,
+            configured=path is not None,
+            reachable=available,
+            loaded=provider.is_loaded,
+            models=[MODEL_NAME],
+            error=None
+            if available
+            else ProblemPublic(code="MODEL_NOT_FOUND", message="the GGUF model file is missing"),
+        )
+    if isinstance(provider, OpenAICompatProvider):
+        found = provider.ping(timeout)
+        return ProviderPublic(
+            name=name,
+            kind="openai-compatible",
+            target=provider.server,
+            configured=provider.configured,
+            reachable=found.reachable,
+            models=found.models,
+            error=ProblemPublic(**found.error) if found.error else None,
+        )
+    return ProviderPublic(
+        name=name, kind="other", target=None, configured=True, reachable=None, models=None
+    )
+
+
+def _alias_status(
+    registry: ProviderRegistry, alias: str, target: str, providers: dict[str, ProviderPublic]
+) -> AliasPublic:
+    try:
+        provider_name, model = registry.split(alias)
+        registry.check(alias)  # configuration only: no network, no model load
+    except ProviderError as exc:
+        return AliasPublic(
+            name=alias,
+            target=target,
+            provider=None,
+            model=None,
+            reachable=False,
+            listed=None,
+            error=ProblemPublic(code=exc.code, message=exc.message),
+        )
+    status = providers.get(provider_name)
+    listed = None if status is None or status.models is None else model in status.models
+    return AliasPublic(
+        name=alias,
+        target=f"{provider_name}:{model}",
+        provider=provider_name,
+        model=model,
+        reachable=bool(status is not None and status.reachable),
+        listed=listed,
+        error=status.error if status is not None else None,
+    )
+
+
+@router.get("", response_model=ModelsPublic)
+async def list_models(
+    request: Request,
+    _: CurrentToken,
+    timeout: Annotated[
+        float, Query(gt=0, le=10, description="Seconds each server may take to answer")
+    ] = 2.0,
+) -> ModelsPublic:
+    """The configured model aliases and providers, each with whether it is reachable now.
+
+    An alias is reachable when its provider is and the provider serves the
+    model name; ``listed`` tells whether the server's own model list has it.
+    """
+    registry: ProviderRegistry = request.app.state.models
+    names = registry.provider_names()
+    statuses = await asyncio.gather(
+        *(run_in_threadpool(_provider_status, registry, name, timeout) for name in names)
+    )
+    by_name = dict(zip(names, statuses, strict=True))
+    aliases = request.app.state.settings.models
+    alias_statuses = await run_in_threadpool(
+        lambda: [
+            _alias_status(registry, alias, target, by_name)
+            for alias, target in sorted(aliases.items())
+        ]
+    )
+    return ModelsPublic(aliases=alias_statuses, providers=list(statuses))

@@ -1,0 +1,239 @@
+"""Deliver the webhook outbox: claim due rows, POST them signed, retry with backoff.
+
+Workers in any number of processes share the ``webhook_deliveries`` table. A
+claim picks due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and marks them
+``delivering`` with a lease in one conditional UPDATE, so two workers never
+send the same attempt; a row whose worker died comes back when its lease ends.
+Each attempt re-checks the URL with the SSRF guard (DNS may have changed since
+the webhook was created) and connects to the checked address.
+
+Each request carries::
+
+    X-Appforge-Event: prompt.deployed
+    X-Appforge-Delivery: <delivery id>      (the same on every retry)
+    X-Appforge-Timestamp: <unix seconds>
+    X-Appforge-Signature: sha256=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.models import Webhook, WebhookDelivery
+from appforge.db import transaction, utcnow
+from appforge.settings import Settings
+from datasources.errors import DatasourceError
+from datasources.fetch import Allowlist, check_url
+
+log = logging.getLogger(__name__)
+
+_BATCH = 10
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Appforge-Signature`` value for a body sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class WebhookDispatcher:
+    """Claims due deliveries and sends them; ``start`` runs it in background threads."""
+
+    def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
+        self.db = factory
+        self.settings = settings.webhooks
+        self.allowlist = Allowlist(settings.datasources.url_allowlist)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- claiming ------------------------------------------------------------
+
+    @staticmethod
+    def _claimable(now: Any) -> Any:
+        return or_(
+            and_(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now),
+            and_(WebhookDelivery.status == "delivering", WebhookDelivery.lease_until < now),
+        )
+
+    def claim(self, limit: int = _BATCH) -> list[WebhookDelivery]:
+        """Take up to ``limit`` due deliveries, oldest first, for this worker."""
+        token = uuid.uuid4().hex
+        with transaction(self.db) as db:
+            now = utcnow()
+            query = (
+                select(WebhookDelivery.id)
+                .where(self._claimable(now))
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(limit)
+            )
+            if db.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list(db.scalars(query))
+            if not ids:
+                return []
+            # Conditional: on SQLite another worker may have claimed a row since the SELECT.
+            db.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids), self._claimable(now))
+                .values(
+                    status="delivering",
+                    claim_token=token,
+                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                    attempts=WebhookDelivery.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            rows = db.scalars(
+                select(WebhookDelivery).where(
+                    WebhookDelivery.id.in_(ids), WebhookDelivery.claim_token == token
+                )
+            )
+            return list(rows)
+
+    # --- sending -------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Claim and send one batch; how many deliveries were attempted."""
+        rows = self.claim()
+        for row in rows:
+            if self._stop.is_set():
+                self._release(row)
+                continue
+            self.deliver(row)
+        return len(rows)
+
+    def deliver(self, row: WebhookDelivery) -> None:
+        """One attempt of a claimed delivery, recorded in its log."""
+        with self.db() as db:
+            hook = db.get(Webhook, row.webhook_id)
+        if hook is None:
+            return  # deleted with its deliveries meanwhile
+        started = time.perf_counter()
+        code: int | None = None
+        error: str | None = None
+        try:
+            code = self._post(hook, row)
+            if not 200 <= code < 300:
+                error = f"HTTP {code}"
+        except DatasourceError as exc:  # URL_REFUSED or FETCH_FAILED (DNS)
+            error = str(exc)
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+        self._record(row, code, error, (time.perf_counter() - started) * 1000)
+
+    def _post(self, hook: Webhook, row: WebhookDelivery) -> int:
+        parsed, address = check_url(hook.url, self.allowlist)
+        body = row.body.encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Host": parsed.netloc.decode("ascii"),
+            "Content-Type": "application/json",
+            "User-Agent": "appforge-webhooks/1",
+            "X-Appforge-Event": row.event,
+            "X-Appforge-Delivery": row.id,
+            "X-Appforge-Timestamp": timestamp,
+            "X-Appforge-Signature": sign(hook.secret, timestamp, body),
+        }
+        timeout = httpx.Timeout(self.settings.timeout)
+        # Connect to the checked address (Host and SNI keep the name): DNS cannot
+        # answer differently between the check and the connection.
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            response = client.post(
+                parsed.copy_with(host=str(address)),
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": parsed.host},
+            )
+            return response.status_code
+
+    def _record(self, row: WebhookDelivery, code: int | None, error: str | None, ms: float) -> None:
+        now = utcnow()
+        entry = {"at": now.isoformat(), "status_code": code, "error": error, "ms": round(ms, 1)}
+        values: dict[str, Any] = {
+            "log": [*(row.log or []), entry],
+            "last_status_code": code,
+            "last_error": error,
+            "claim_token": None,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        if error is None:
+            values.update(status="delivered", delivered_at=now)
+        elif row.attempts >= self.settings.max_attempts:
+            values["status"] = "failed"
+        else:
+            delay = min(
+                self.settings.backoff_seconds * 2 ** (row.attempts - 1),
+                self.settings.max_backoff_seconds,
+            )
+            values.update(status="pending", next_attempt_at=now + timedelta(seconds=delay))
+        with transaction(self.db) as db:
+            db.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == row.id,
+                    WebhookDelivery.claim_token == row.claim_token,
+                )
+                .values(**values)
+            )
+        log.info(
+            "webhook %s %s attempt %d: %s",
+            row.event,
+            row.id,
+            row.attempts,
+            values.get("status"),
+        )
+
+    def _release(self, row: WebhookDelivery) -> None:
+        """Give back a claimed row unsent (shutting down): due again at once, attempt undone."""
+        with transaction(self.db) as db:
+            db.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == row.id,
+                    WebhookDelivery.claim_token == row.claim_token,
+                )
+                .values(
+                    status="pending",
+                    claim_token=None,
+                    lease_until=None,
+                    attempts=WebhookDelivery.attempts - 1,
+                    updated_at=utcnow(),
+                )
+            )
+
+    # --- threads -------------------------------------------------------------
+
+    def start(self, workers: int) -> None:
+        for n in range(workers):
+            thread = threading.Thread(target=self._loop, name=f"webhooks-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop the threads; an attempt in flight finishes (bounded by the timeout)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # the database went away: keep the thread, try later
+                log.exception("webhook delivery failed")
+                busy = 0
+            if not busy:
+                self._stop.wait(self.settings.poll_seconds)

@@ -1,0 +1,90 @@
+"""Errors of the datasources package; each carries ``code`` and ``status_code``.
+
+The API renders them as the one error body (``api/errors.py``)::
+
+    DatasourceError                 base: ``code``, ``status_code``, ``message``, ``details``
+    ├── DatasourceNotFoundError     404 DATASOURCE_NOT_FOUND
+    ├── EntryNotFoundError          404 ENTRY_NOT_FOUND
+    ├── DatasourceExistsError       409 DATASOURCE_EXISTS
+    ├── DuplicateEntryError         409 DUPLICATE_ENTRY (details name the existing entry)
+    ├── EntryTooLargeError          413 ENTRY_TOO_LARGE
+    ├── EntryInvalidError           422 ENTRY_INVALID, METADATA_INVALID
+    ├── FilterInvalidError          422 FILTER_INVALID
+    ├── UrlRefusedError             422 URL_REFUSED (SSRF guard)
+    ├── FetchError                  502 FETCH_FAILED
+    └── ExtractError                422 EXTRACT_FAILED
+
+Errors raised by the ingestion worker end up as the entry's ``error`` text
+(``"FETCH_FAILED: ..."``) instead of an HTTP answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DatasourceError(Exception):
+    code = "DATASOURCE_ERROR"
+    status_code = 400
+
+    def __init__(
+        self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class DatasourceNotFoundError(DatasourceError):
+    code = "DATASOURCE_NOT_FOUND"
+    status_code = 404
+
+
+class EntryNotFoundError(DatasourceError):
+    code = "ENTRY_NOT_FOUND"
+    status_code = 404
+
+
+class DatasourceExistsError(DatasourceError):
+    code = "DATASOURCE_EXISTS"
+    status_code = 409
+
+
+class DuplicateEntryError(DatasourceError):
+    code = "DUPLICATE_ENTRY"
+    status_code = 409
+
+
+class EntryTooLargeError(DatasourceError):
+    code = "ENTRY_TOO_LARGE"
+    status_code = 413
+
+
+class EntryInvalidError(DatasourceError):
+    code = "ENTRY_INVALID"
+    status_code = 422
+
+
+class FilterInvalidError(DatasourceError):
+    code = "FILTER_INVALID"
+    status_code = 422
+
+
+class UrlRefusedError(DatasourceError):
+    code = "URL_REFUSED"
+    status_code = 422
+
+
+class FetchError(DatasourceError):
+    code = "FETCH_FAILED"
+    status_code = 502
+
+
+class ExtractError(DatasourceError):
+    code = "EXTRACT_FAILED"
+    status_code = 422

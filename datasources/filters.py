@@ -1,0 +1,100 @@
+"""Search filters: a MongoDB-like ``where`` checked and translated to Chroma's.
+
+Accepted (keys are ``md_<key>`` or a default metadata key)::
+
+    {"md_lang": "en"}                                    equality
+    {"md_year": {"$gte": 2020, "$lt": 2024}}             several operators: all must hold
+    {"md_tag": {"$in": ["a", "b"]}}                      $eq $ne $in $nin $gt $gte $lt $lte
+    {"md_lang": "en", "md_draft": false}                 several keys: all must hold
+    {"$or": [{"md_lang": "en"}, {"md_lang": "de"}]}      $and / $or of filters
+
+Values are strings, numbers or booleans; ``$gt``/``$gte``/``$lt``/``$lte`` take
+numbers; ``$in``/``$nin`` a non-empty list of values. Anything else is a
+:class:`FilterInvalidError` (422) naming the path of the problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasources.errors import FilterInvalidError
+
+DEFAULT_KEYS = frozenset({"source", "entry_uuid", "datasource_uuid", "name"})
+COMPARE = ("$gt", "$gte", "$lt", "$lte")
+OPERATORS = ("$eq", "$ne", "$in", "$nin", *COMPARE)
+
+
+def translate(where: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Chroma ``where`` for ``where``; ``None`` for no filter."""
+    if where is None or where == {}:
+        return None
+    return _filter(where, "where")
+
+
+def _fail(path: str, message: str) -> FilterInvalidError:
+    return FilterInvalidError(f"{path}: {message}", details={"path": path})
+
+
+def _filter(node: Any, path: str) -> dict[str, Any]:
+    if not isinstance(node, dict) or not node:
+        raise _fail(path, "a filter is a non-empty object")
+    clauses: list[dict[str, Any]] = []
+    for key, value in node.items():
+        if not isinstance(key, str):
+            raise _fail(path, "filter keys are strings")
+        where = f"{path}.{key}"
+        if key in ("$and", "$or"):
+            if not isinstance(value, list) or not value:
+                raise _fail(where, f"{key} takes a non-empty list of filters")
+            parts = [_filter(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            clauses.append(parts[0] if len(parts) == 1 else {key: parts})
+        elif key.startswith("$"):
+            raise _fail(where, f"unknown operator {key!r} here; use $and or $or")
+        else:
+            if not (key.startswith("md_") and len(key) > 3) and key not in DEFAULT_KEYS:
+                raise _fail(
+                    where,
+                    f"unknown key {key!r}: use md_<metadata key> or one of {sorted(DEFAULT_KEYS)}",
+                )
+            clauses.extend(_field(key, value, where))
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _field(key: str, value: Any, path: str) -> list[dict[str, Any]]:
+    if not isinstance(value, dict):
+        return [{key: {"$eq": _scalar(value, path)}}]
+    if not value:
+        raise _fail(path, "an operator object needs at least one operator")
+    out: list[dict[str, Any]] = []
+    for op, operand in value.items():
+        where = f"{path}.{op}"
+        if op not in OPERATORS:
+            raise _fail(where, f"unknown operator {op!r}; use one of {list(OPERATORS)}")
+        if op in ("$in", "$nin"):
+            if not isinstance(operand, list) or not operand:
+                raise _fail(where, f"{op} takes a non-empty list of values")
+            items = [_scalar(v, f"{where}[{i}]") for i, v in enumerate(operand)]
+            if len({_kind(v) for v in items}) > 1:
+                raise _fail(where, f"the values of {op} must all be of one type")
+            out.append({key: {op: items}})
+        elif op in COMPARE:
+            if isinstance(operand, bool) or not isinstance(operand, int | float):
+                raise _fail(where, f"{op} compares numbers only")
+            out.append({key: {op: operand}})
+        else:
+            out.append({key: {op: _scalar(operand, where)}})
+    return out
+
+
+def _scalar(value: Any, path: str) -> str | int | float | bool:
+    if isinstance(value, str | bool | int | float) and value == value:  # not NaN
+        return value
+    raise _fail(path, f"values are strings, numbers or booleans, not {type(value).__name__}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return "str"

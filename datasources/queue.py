@@ -1,0 +1,304 @@
+"""The ingestion queue: workers that turn pending entries into indexed chunks.
+
+The queue is the ``datasource_entries`` table itself, so it survives restarts
+and is shared by every process on one database. A worker claims the oldest
+entry that is ``pending``, or ``processing`` with an expired lease (its worker
+died), by an atomic conditional ``UPDATE``; on PostgreSQL the candidate is
+first selected with ``FOR UPDATE SKIP LOCKED`` so concurrent workers pass over
+each other's rows instead of queueing on them. While it works, the worker
+extends its lease with each batch; every write is guarded by its claim token,
+so a worker that lost its claim stops instead of clobbering.
+
+Processing is idempotent: the entry's old vectors are deleted before the new
+ones are written under the same ids (``<entry_uuid>:<n>``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from appforge.db import transaction, utcnow
+from datasources.chunking import split
+from datasources.errors import DatasourceError
+from datasources.extract import extract
+from datasources.fetch import fetch
+from datasources.models import Datasource, Entry
+from datasources.store import DatasourceStore, chunk_metadata
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+class _LostClaim(Exception):
+    """The entry was deleted, or taken over by another worker."""
+
+
+class _Stopping(Exception):
+    pass
+
+
+class IngestionQueue:
+    """Claims and processes entries; ``start`` runs it in background threads."""
+
+    def __init__(self, store: DatasourceStore) -> None:
+        self.store = store
+        self.settings = store.settings.datasources
+        self.db = store.db
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- claiming ------------------------------------------------------------
+
+    def _claimable(self, now: Any) -> Any:
+        return or_(
+            Entry.status == "pending",
+            and_(Entry.status == "processing", Entry.lease_until < now),
+        )
+
+    def claim(self, limit: int = 1) -> list[Entry]:
+        """Take up to ``limit`` of the oldest claimable entries for this worker."""
+        token = uuid.uuid4().hex
+        with transaction(self.db) as db:
+            now = utcnow()
+            query = (
+                select(Entry.uuid)
+                .where(self._claimable(now))
+                .order_by(Entry.created_at)
+                .limit(limit)
+            )
+            if db.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            candidates = list(db.scalars(query))
+            if not candidates:
+                return []
+            db.execute(
+                update(Entry)
+                .where(Entry.uuid.in_(candidates), self._claimable(now))
+                .values(
+                    status="processing",
+                    claim_token=token,
+                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                    attempts=Entry.attempts + 1,
+                    chunks_done=0,
+                    error=None,
+                    updated_at=now,
+                )
+            )
+            rows = db.scalars(
+                select(Entry)
+                .where(Entry.uuid.in_(candidates), Entry.claim_token == token)
+                .order_by(Entry.created_at)
+            )
+            return list(rows)
+
+    def _report(self, updates: dict[str, tuple[Entry, dict[str, Any]]]) -> set[str]:
+        """Write each entry's values under our claim, extending the lease, in one
+        transaction; the uuids of entries whose claim we lost (deleted, taken over)."""
+        now = utcnow()
+        lost: set[str] = set()
+        with transaction(self.db) as db:
+            for entry_uuid, (entry, values) in updates.items():
+                values = dict(values)
+                if values.get("status") in ("ready", "failed", "pending"):
+                    values.update(claim_token=None, lease_until=None)
+                else:
+                    values["lease_until"] = now + timedelta(seconds=self.settings.lease_seconds)
+                result = db.execute(
+                    update(Entry)
+                    .where(Entry.uuid == entry_uuid, Entry.claim_token == entry.claim_token)
+                    .values(updated_at=now, **values)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    lost.add(entry_uuid)
+        return lost
+
+    # --- processing ----------------------------------------------------------
+
+    def run_once(self) -> list[str]:
+        """Claim and process a batch of entries; their uuids (empty: nothing to do)."""
+        entries = self.claim(self.settings.embedding_batch)
+        if entries:
+            self.process(entries)
+        return [e.uuid for e in entries]
+
+    def process(self, entries: list[Entry]) -> None:
+        """Extract, chunk, embed and index claimed entries; bad input fails only its entry.
+
+        Chunks of all the entries are embedded together, in batches, so many
+        small entries cost about what their chunks cost to embed.
+        """
+        started = time.perf_counter()
+        work: list[tuple[Entry, list[str], dict[str, Any]]] = []
+        totals: dict[str, tuple[Entry, dict[str, Any]]] = {}
+        for entry in entries:
+            try:
+                chunks, meta = self._prepare(entry)
+            except _LostClaim:
+                self._forget_if_deleted(entry)
+                continue
+            except Exception as exc:
+                self._fail(entry, exc)
+                continue
+            work.append((entry, chunks, meta))
+            totals[entry.uuid] = (entry, {"chunks_total": len(chunks), "chunks_done": 0})
+        lost = self._report(totals)
+        work = [w for w in work if w[0].uuid not in lost]
+        for entry in entries:
+            if entry.uuid in lost:
+                self._forget_if_deleted(entry)
+        try:
+            self._index(work, lost)
+        except _Stopping:
+            release = {e.uuid: (e, {"status": "pending", "chunks_done": 0}) for e, _, _ in work}
+            self._report({k: v for k, v in release.items() if k not in lost})
+            return
+        except Exception as exc:  # Chroma or the model broke: every unfinished entry fails
+            for entry, _, _ in work:
+                if entry.uuid not in lost:
+                    self._fail(entry, exc)
+            return
+        log.info(
+            "ingested %d entries (%d chunks) in %.0f ms",
+            len(work),
+            sum(len(c) for _, c, _ in work),
+            (time.perf_counter() - started) * 1000,
+        )
+
+    def _prepare(self, entry: Entry) -> tuple[list[str], dict[str, Any]]:
+        if entry.attempts > MAX_ATTEMPTS:
+            raise DatasourceError(
+                f"gave up after {MAX_ATTEMPTS} attempts (the worker died each time)",
+                code="INGEST_FAILED",
+            )
+        with self.db() as db:
+            source_row = db.get(Datasource, entry.datasource_uuid)
+        if source_row is None:
+            raise _LostClaim
+        defaults = self.settings
+        size = source_row.chunk_size or defaults.chunk_size
+        overlap = source_row.chunk_overlap
+        overlap = defaults.chunk_overlap if overlap is None else overlap
+        text, source = self._text(entry)
+        chunks = split(text, size, overlap)
+        if entry.attempts > 1:
+            # Idempotent: whatever an interrupted attempt wrote goes first.
+            self.store.index.delete_entry(entry.datasource_uuid, entry.uuid)
+        return chunks, chunk_metadata(entry, source)
+
+    def _index(self, work: list[tuple[Entry, list[str], dict[str, Any]]], lost: set[str]) -> None:
+        """Embed and upsert all chunks of ``work`` in batches, reporting progress."""
+        pending = [
+            (entry, n, text, meta) for entry, chunks, meta in work for n, text in enumerate(chunks)
+        ]
+        remaining = {entry.uuid: len(chunks) for entry, chunks, _ in work}
+        done: dict[str, int] = dict.fromkeys(remaining, 0)
+        finished: dict[str, tuple[Entry, dict[str, Any]]] = {
+            e.uuid: (e, {"status": "ready"}) for e, c, _ in work if not c
+        }
+        step = self.settings.embedding_batch * 4
+        for start in range(0, len(pending), step):
+            if self._stop.is_set():
+                raise _Stopping
+            batch = [b for b in pending[start : start + step] if b[0].uuid not in lost]
+            if not batch:
+                continue
+            vectors = self.store.embedder.encode([b[2] for b in batch])
+            by_source: dict[str, list[int]] = {}
+            for i, (entry, _, _, _) in enumerate(batch):
+                by_source.setdefault(entry.datasource_uuid, []).append(i)
+            for datasource_uuid, rows in by_source.items():
+                self.store.index.add(
+                    datasource_uuid,
+                    [f"{batch[i][0].uuid}:{batch[i][1]}" for i in rows],
+                    vectors[rows],
+                    [batch[i][2] for i in rows],
+                    [dict(batch[i][3]) for i in rows],
+                )
+            progress: dict[str, tuple[Entry, dict[str, Any]]] = {}
+            for entry, _, _, _ in batch:
+                done[entry.uuid] += 1
+            for entry, _, _, _ in batch:
+                n = done[entry.uuid]
+                if n == remaining[entry.uuid]:
+                    progress[entry.uuid] = (entry, {"status": "ready", "chunks_done": n})
+                else:
+                    progress[entry.uuid] = (entry, {"chunks_done": n})
+            progress.update(finished)
+            finished = {}
+            newly_lost = self._report(progress)
+            for entry_uuid in newly_lost:
+                self._forget_if_deleted(progress[entry_uuid][0])
+            lost |= newly_lost
+        if finished:
+            lost |= self._report(finished)
+
+    def _fail(self, entry: Entry, exc: Exception) -> None:
+        if isinstance(exc, DatasourceError):
+            error = str(exc)
+        else:  # a bug or a broken dependency: keep the worker alive
+            log.exception("entry %s failed", entry.uuid, exc_info=exc)
+            error = f"INGEST_FAILED: {type(exc).__name__}: {exc}"
+        log.info("entry %s failed: %s", entry.uuid, error)
+        if self._report({entry.uuid: (entry, {"status": "failed", "error": error[:2000]})}):
+            self._forget_if_deleted(entry)
+
+    def _text(self, entry: Entry) -> tuple[str, str]:
+        """The entry's text and its ``source`` (the URL, else the entry's name)."""
+        if entry.kind == "text":
+            return entry.content or "", entry.name
+        if entry.kind == "url":
+            assert entry.url is not None
+            fetched = fetch(entry.url, self.settings)
+            return extract(fetched.body, fetched.url, fetched.media_type), entry.url
+        data = self.store.file_path(entry).read_bytes()
+        return extract(data, entry.name, entry.media_type), entry.name
+
+    def _forget_if_deleted(self, entry: Entry) -> None:
+        """Our entry vanished while we worked: remove what we wrote for it."""
+        with self.db() as db:
+            still_there = db.get(Entry, entry.uuid) is not None
+            source_there = db.get(Datasource, entry.datasource_uuid) is not None
+        if not source_there:
+            self.store.index.drop(entry.datasource_uuid)
+        elif not still_there:
+            self.store.index.delete_entry(entry.datasource_uuid, entry.uuid)
+
+    # --- threads -------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for work now (an entry was just added)."""
+        self._wake.set()
+
+    def start(self, workers: int) -> None:
+        for n in range(workers):
+            thread = threading.Thread(target=self._loop, name=f"ingest-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the threads; an entry being processed goes back to ``pending``."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = bool(self.run_once())
+            except Exception:  # the database went away, ...: retry after a pause
+                log.exception("ingestion worker error")
+                worked = False
+            if not worked:
+                self._wake.wait(self.settings.poll_seconds)
+                self._wake.clear()

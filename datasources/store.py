@@ -1,0 +1,365 @@
+"""Datasources and entries: create, list, delete, add entries, search.
+
+Adding an entry only stores it (the row, and a file's bytes under
+``APPFORGE_HOME/files``) with status ``pending``; the ingestion queue
+(:mod:`datasources.queue`) does the slow work. Every method is blocking: the
+API calls them from its thread pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from appforge.db import transaction, utcnow
+from appforge.settings import Settings
+from datasources import filters
+from datasources.embedding import Embedder
+from datasources.errors import (
+    DatasourceError,
+    DatasourceExistsError,
+    DatasourceNotFoundError,
+    DuplicateEntryError,
+    EntryInvalidError,
+    EntryNotFoundError,
+    EntryTooLargeError,
+)
+from datasources.fetch import Allowlist, check_url
+from datasources.index import Hit, VectorIndex, make_client
+from datasources.models import Datasource, Entry
+
+TYPES = ("text", "url", "file", "mixed")
+# What an entry of each datasource type may carry.
+ACCEPTS = {"text": {"text"}, "url": {"url"}, "file": {"file"}, "mixed": {"text", "url", "file"}}
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What a client sends for one entry: exactly one of content, url, file."""
+
+    name: str
+    content: str | None = None
+    url: str | None = None
+    file: bytes | None = None
+    media_type: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        given = [
+            k
+            for k, v in (("text", self.content), ("url", self.url), ("file", self.file))
+            if v is not None
+        ]
+        if len(given) != 1:
+            raise EntryInvalidError(
+                "entry_data needs exactly one of content, url or file",
+                details={"given": given},
+            )
+        return given[0]
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Entry metadata as stored: string keys, scalar values (lists/dicts are refused)."""
+    out: dict[str, Any] = {}
+    for key, value in (metadata or {}).items():
+        if not METADATA_KEY.match(key):
+            raise EntryInvalidError(
+                f"metadata key {key!r} must be 1-64 letters, digits, '_', '.' or '-'",
+                code="METADATA_INVALID",
+                details={"key": key},
+            )
+        if isinstance(value, bool | int | float | str) and value == value:
+            out[key] = value
+        else:
+            raise EntryInvalidError(
+                f"metadata value of {key!r} must be a string, number or boolean, "
+                f"not {type(value).__name__}",
+                code="METADATA_INVALID",
+                details={"key": key},
+            )
+    return out
+
+
+def chunk_metadata(entry: Entry, source: str) -> dict[str, Any]:
+    """Metadata every chunk of ``entry`` carries: ``md_<key>`` plus the default keys."""
+    meta: dict[str, Any] = {f"md_{k}": v for k, v in (entry.entry_metadata or {}).items()}
+    meta.update(
+        source=source,
+        entry_uuid=entry.uuid,
+        datasource_uuid=entry.datasource_uuid,
+        name=entry.name,
+    )
+    return meta
+
+
+class DatasourceStore:
+    """Datasources and entries in the database, files on disk, chunks in the index."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: sessionmaker[Session],
+        index: VectorIndex,
+        embedder: Embedder,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.index = index
+        self.embedder = embedder
+        self.files = settings.home / "files"
+
+    @classmethod
+    def open(
+        cls, settings: Settings, db: sessionmaker[Session], embedder: Embedder | None = None
+    ) -> DatasourceStore:
+        """The store on the configured Chroma (server, else files in the home); blocking."""
+        client = make_client(settings.chroma_url, settings.home / "chroma")
+        if embedder is None:
+            embedder = Embedder(
+                settings.datasources.embedding_model,
+                batch_size=settings.datasources.embedding_batch,
+            )
+        return cls(settings, db, VectorIndex(client), embedder)
+
+    # --- datasources -------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        type: str,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+    ) -> Datasource:
+        now = utcnow()
+        row = Datasource(
+            uuid=str(uuid.uuid4()),
+            name=name,
+            type=type,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with transaction(self.db) as db:
+                db.add(row)
+        except IntegrityError as exc:
+            raise DatasourceExistsError(
+                f"a datasource named {name!r} exists", details={"name": name}
+            ) from exc
+        return row
+
+    def all(self) -> list[Datasource]:
+        with self.db() as db:
+            return list(db.scalars(select(Datasource).order_by(Datasource.created_at)))
+
+    def get(self, datasource_uuid: str) -> Datasource:
+        with self.db() as db:
+            row = db.get(Datasource, datasource_uuid)
+        if row is None:
+            raise DatasourceNotFoundError(f"no datasource '{datasource_uuid}'")
+        return row
+
+    def resolve(self, name_or_uuid: str) -> Datasource | None:
+        """The datasource with this uuid or name."""
+        with self.db() as db:
+            return db.scalar(
+                select(Datasource).where(
+                    or_(Datasource.uuid == name_or_uuid, Datasource.name == name_or_uuid)
+                )
+            )
+
+    def delete(self, datasource_uuid: str) -> None:
+        """Delete a datasource with its entries, their files and vectors."""
+        with transaction(self.db) as db:
+            row = db.get(Datasource, datasource_uuid)
+            if row is None:
+                raise DatasourceNotFoundError(f"no datasource '{datasource_uuid}'")
+            db.delete(row)
+        self.index.drop(datasource_uuid)
+        shutil.rmtree(self.files / datasource_uuid, ignore_errors=True)
+
+    def stats(self, datasource_uuid: str) -> dict[str, int]:
+        """Entries per status."""
+        with self.db() as db:
+            rows = db.execute(
+                select(Entry.status, func.count())
+                .where(Entry.datasource_uuid == datasource_uuid)
+                .group_by(Entry.status)
+            )
+            return {status: int(n) for status, n in rows}
+
+    # --- entries -----------------------------------------------------------
+
+    def add_entry(self, datasource_uuid: str, new: NewEntry) -> Entry:
+        """Store an entry as ``pending``; 409 if the same content is already there."""
+        source = self.get(datasource_uuid)
+        kind = new.kind
+        if kind not in ACCEPTS[source.type]:
+            raise EntryInvalidError(
+                f"a {source.type} datasource does not take {kind} entries "
+                f"(it takes: {', '.join(sorted(ACCEPTS[source.type]))})",
+                details={"datasource_type": source.type, "entry_type": kind},
+            )
+        metadata = check_metadata(new.metadata)
+        limit = self.settings.datasources.max_entry_bytes
+        if kind == "text":
+            data = (new.content or "").encode("utf-8")
+            if not data.strip():
+                raise EntryInvalidError("content is empty")
+        elif kind == "url":
+            url = (new.url or "").strip()
+            check_url(url, Allowlist(self.settings.datasources.url_allowlist))
+            data = url.encode("utf-8")
+        else:
+            data = new.file or b""
+            if not data:
+                raise EntryInvalidError("file is empty")
+        if kind != "url" and len(data) > limit:
+            raise EntryTooLargeError(
+                f"the entry is {len(data)} bytes; the limit is {limit}",
+                details={"size": len(data), "limit": limit},
+            )
+        digest = hashlib.sha256(kind.encode() + b"\0" + data).hexdigest()
+        self._refuse_duplicate(datasource_uuid, digest)
+        now = utcnow()
+        entry = Entry(
+            uuid=str(uuid.uuid4()),
+            datasource_uuid=datasource_uuid,
+            name=new.name,
+            kind=kind,
+            content=new.content if kind == "text" else None,
+            url=data.decode() if kind == "url" else None,
+            media_type=new.media_type,
+            size_bytes=len(data),
+            content_hash=digest,
+            entry_metadata=metadata,
+            status="pending",
+            chunks_done=0,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        path: Path | None = None
+        if kind == "file":
+            path = self.files / datasource_uuid / entry.uuid
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            entry.file_path = str(path.relative_to(self.settings.home))
+        try:
+            with transaction(self.db) as db:
+                db.add(entry)
+        except IntegrityError as exc:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            self._refuse_duplicate(datasource_uuid, digest)
+            self.get(datasource_uuid)  # deleted meanwhile: 404
+            raise DatasourceError(f"could not store the entry: {exc.orig}") from exc
+        return entry
+
+    def _refuse_duplicate(self, datasource_uuid: str, digest: str) -> None:
+        with self.db() as db:
+            existing = db.scalar(
+                select(Entry).where(
+                    Entry.datasource_uuid == datasource_uuid, Entry.content_hash == digest
+                )
+            )
+        if existing is not None:
+            raise DuplicateEntryError(
+                f"the same content is already entry '{existing.uuid}' ({existing.name!r})",
+                details={"entry_uuid": existing.uuid, "name": existing.name},
+            )
+
+    def list_entries(self, datasource_uuid: str) -> list[Entry]:
+        self.get(datasource_uuid)
+        with self.db() as db:
+            return list(
+                db.scalars(
+                    select(Entry)
+                    .where(Entry.datasource_uuid == datasource_uuid)
+                    .order_by(Entry.created_at)
+                )
+            )
+
+    def get_entry(self, datasource_uuid: str, entry_uuid: str) -> Entry:
+        self.get(datasource_uuid)
+        with self.db() as db:
+            row = db.get(Entry, entry_uuid)
+        if row is None or row.datasource_uuid != datasource_uuid:
+            raise EntryNotFoundError(f"datasource '{datasource_uuid}' has no entry '{entry_uuid}'")
+        return row
+
+    def delete_entry(self, datasource_uuid: str, entry_uuid: str) -> None:
+        """Delete an entry, its file and its vectors (a worker busy with it stops)."""
+        entry = self.get_entry(datasource_uuid, entry_uuid)
+        with transaction(self.db) as db:
+            row = db.get(Entry, entry_uuid)
+            if row is not None:
+                db.delete(row)
+        self.index.delete_entry(datasource_uuid, entry_uuid)
+        if entry.file_path:
+            (self.settings.home / entry.file_path).unlink(missing_ok=True)
+
+    def file_path(self, entry: Entry) -> Path:
+        if not entry.file_path:
+            raise EntryInvalidError(f"entry '{entry.uuid}' has no file")
+        return self.settings.home / entry.file_path
+
+    # --- search ------------------------------------------------------------
+
+    def search(
+        self,
+        datasource_uuids: Sequence[str],
+        query: str,
+        top_k: int,
+        where: dict[str, Any] | None = None,
+    ) -> list[Hit]:
+        """The ``top_k`` chunks nearest to ``query`` over these datasources, best first."""
+        chroma_where = filters.translate(where)
+        embedding = self.embedder.encode([query])[0]
+        hits: list[Hit] = []
+        for datasource_uuid in datasource_uuids:
+            hits += self.index.query(datasource_uuid, embedding, top_k, chroma_where)
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[:top_k]
+
+
+class StoreRetriever:
+    """The engine's ``Retriever``: datasources by name or uuid, results as plain dicts.
+
+    Top-level filter keys whose (rendered) value is empty or null are dropped,
+    so ``where: {md_product: "{{ input.product }}"}`` filters only when a
+    product was given.
+    """
+
+    def __init__(self, store: DatasourceStore) -> None:
+        self.store = store
+
+    def search(
+        self, datasources: Sequence[str], query: str, top_k: int, where: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        uuids = []
+        for ref in datasources:
+            row = self.store.resolve(ref)
+            if row is None:
+                raise DatasourceError(f"no datasource {ref!r}", code="DATASOURCE_NOT_FOUND")
+            uuids.append(row.uuid)
+        if where:
+            where = {k: v for k, v in where.items() if v not in ("", None)}
+        hits = self.store.search(uuids, query, top_k, where or None)
+        return [
+            {"id": h.id, "text": h.text, "score": round(h.score, 6), "metadata": h.metadata}
+            for h in hits
+        ]

@@ -1,0 +1,321 @@
+"""Webhooks: a real HTTP receiver on 127.0.0.1 checks signatures; outbox survives restarts."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from app_docs import TEXT_APP, YAML
+from fastapi.testclient import TestClient
+
+from appforge.settings import Settings
+
+SECRET = "s3cret-webhook-key"
+FAST = {"poll_seconds": 0.05, "backoff_seconds": 0.05, "max_backoff_seconds": 0.2}
+ALLOW = {"url_allowlist": ["127.0.0.1"]}
+V1 = {"type": "text", "template_text": "Hello {{name}}", "commit_message": "one"}
+V2 = {"type": "text", "template_text": "Hi {{name}}", "commit_message": "two"}
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that verifies each signature and records the payloads."""
+
+    def __init__(self, port: int = 0, status: int = 200) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+        self.status = status
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                ts = self.headers["X-Appforge-Timestamp"]
+                mac = hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256)
+                valid = hmac.compare_digest(
+                    "sha256=" + mac.hexdigest(), self.headers["X-Appforge-Signature"]
+                )
+                received.append(
+                    {
+                        "valid": valid,
+                        "event": self.headers["X-Appforge-Event"],
+                        "delivery": self.headers["X-Appforge-Delivery"],
+                        "payload": json.loads(body),
+                    }
+                )
+                self.send_response(outer.status if valid else 401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _subscribe(client: TestClient, url: str, events: list[str]) -> str:
+    r = client.post("/api/webhooks", json={"url": url, "events": events, "secret": SECRET})
+    assert r.status_code == 201, r.text
+    assert SECRET not in r.text
+    return str(r.json()["id"])
+
+
+def _wait(
+    client: TestClient, hook: str, done: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
+    """Poll the delivery log until ``done`` holds (at most 15 s)."""
+    deadline = time.monotonic() + 15
+    while True:
+        r = client.get(f"/api/webhooks/{hook}/deliveries")
+        assert r.status_code == 200, r.text
+        assert SECRET not in r.text
+        log: list[dict[str, Any]] = r.json()
+        if done(log):
+            return log
+        assert time.monotonic() < deadline, log
+        time.sleep(0.05)
+
+
+def _all_delivered(n: int) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda log: len(log) == n and all(d["status"] == "delivered" for d in log)
+
+
+def _prompt(client: TestClient, use_case: str = "Support") -> str:
+    uc = client.post("/api/v1/use-cases", json={"name": use_case}).json()["id"]
+    r = client.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "greet"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_webhooks_deliver_signed_prompt_and_app_events(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    receiver: Receiver,
+):
+    client = make_client(make_settings(database_url=backend, datasources=ALLOW, webhooks=FAST))
+    events = [
+        "prompt.created",
+        "prompt.updated",
+        "prompt.deployed",
+        "prompt.rolled_back",
+        "prompt.deleted",
+        "app.updated",
+    ]
+    hook = _subscribe(client, receiver.url, events)
+    assert SECRET not in client.get("/api/webhooks").text
+    assert SECRET not in client.get(f"/api/webhooks/{hook}").text
+
+    pid = _prompt(client)
+    for body in (V1, V2):
+        assert client.post(f"/api/v1/prompts/{pid}/versions", json=body).status_code == 201
+    r = client.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})
+    assert r.status_code == 200, r.text
+    r = client.post(
+        f"/api/v1/prompts/{pid}/deploy", json={"environment": "production", "version": 2}
+    )
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/v1/prompts/{pid}/rollback", json={"environment": "production"})
+    assert r.status_code == 200, r.text
+    # A change that fails emits nothing: deploying a missing version is rolled back.
+    r = client.post(
+        f"/api/v1/prompts/{pid}/deploy", json={"environment": "production", "version": 9}
+    )
+    assert r.status_code == 404
+    assert client.delete(f"/api/v1/prompts/{pid}").status_code == 204
+    app = client.post("/api/apps", content=TEXT_APP, headers=YAML).json()
+    r = client.patch(f"/api/apps/{app['uuid']}", content=TEXT_APP + "\n# edited\n", headers=YAML)
+    assert r.status_code == 200, r.text
+
+    log = _wait(client, hook, _all_delivered(8))
+    assert all(d["attempts"] == 1 and d["last_status_code"] == 200 for d in log)
+    got = sorted(receiver.received, key=lambda m: m["payload"]["timestamp"])
+    assert all(m["valid"] for m in got)
+    assert [m["event"] for m in got] == [
+        "prompt.created",
+        "prompt.updated",
+        "prompt.updated",
+        "prompt.deployed",
+        "prompt.deployed",
+        "prompt.rolled_back",
+        "prompt.deleted",
+        "app.updated",
+    ]
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for m in got:
+        assert m["payload"]["event"] == m["event"]
+        assert m["payload"]["timestamp"].endswith("Z")
+        by_event.setdefault(m["event"], []).append(m["payload"]["data"])
+    assert len(got) == 8
+    assert {m["delivery"] for m in got} == {d["id"] for d in log}
+    (created,) = by_event["prompt.created"]
+    assert (created["promptId"], created["promptName"], created["by"]) == (pid, "greet", "admin")
+    assert sorted(d["version"] for d in by_event["prompt.updated"]) == [1, 2]
+    deployed = {
+        (d["version"], d["environment"], d["deployedBy"]) for d in by_event["prompt.deployed"]
+    }
+    assert deployed == {(1, "production", "admin"), (2, "production", "admin")}
+    (rolled,) = by_event["prompt.rolled_back"]
+    assert (rolled["version"], rolled["previousVersion"], rolled["by"]) == (1, 2, "admin")
+    assert by_event["prompt.deleted"][0]["promptId"] == pid
+    (updated,) = by_event["app.updated"]
+    assert (updated["appId"], updated["version"], updated["by"]) == (app["uuid"], 2, "admin")
+
+
+def test_webhook_retried_until_receiver_is_up(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(make_settings(datasources=ALLOW, webhooks={**FAST, "max_attempts": 100}))
+    port = _closed_port()
+    hook = _subscribe(client, f"http://127.0.0.1:{port}/hook", ["prompt.created"])
+    _prompt(client)
+
+    log = _wait(client, hook, lambda log: len(log) == 1 and log[0]["attempts"] >= 2)
+    assert log[0]["status"] in ("pending", "delivering")
+    assert log[0]["last_status_code"] is None and log[0]["last_error"]
+    receiver = Receiver(port)
+    try:
+        (done,) = _wait(client, hook, _all_delivered(1))
+        assert done["last_status_code"] == 200 and done["last_error"] is None
+        assert done["log"][0]["error"] and done["log"][-1]["status_code"] == 200
+        assert len(done["log"]) == done["attempts"]
+        assert [m["delivery"] for m in receiver.received] == [done["id"]]
+        assert receiver.received[0]["valid"]
+    finally:
+        receiver.close()
+
+
+def test_webhook_non_2xx_fails_after_max_attempts(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
+):
+    receiver.status = 500
+    client = make_client(make_settings(datasources=ALLOW, webhooks={**FAST, "max_attempts": 3}))
+    hook = _subscribe(client, receiver.url, ["prompt.created"])
+    _prompt(client)
+    (failed,) = _wait(client, hook, lambda log: bool(log) and log[0]["status"] == "failed")
+    assert failed["attempts"] == 3 and failed["last_status_code"] == 500
+    assert [a["status_code"] for a in failed["log"]] == [500, 500, 500]
+    assert len(receiver.received) == 3
+
+
+def test_webhook_event_survives_restart(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    receiver: Receiver,
+):
+    stopped = make_settings(
+        database_url=backend, datasources=ALLOW, webhooks={**FAST, "workers": 0}
+    )
+    first = make_client(stopped)
+    hook = _subscribe(first, receiver.url, ["prompt.created"])
+    pid = _prompt(first)
+    (pending,) = first.get(f"/api/webhooks/{hook}/deliveries").json()
+    assert pending["status"] == "pending" and pending["attempts"] == 0
+    first.__exit__(None, None, None)
+    assert receiver.received == []
+
+    second = make_client(make_settings(database_url=backend, datasources=ALLOW, webhooks=FAST))
+    (done,) = _wait(second, hook, _all_delivered(1))
+    assert done["id"] == pending["id"]
+    assert [m["payload"]["data"]["promptId"] for m in receiver.received] == [pid]
+
+
+def test_webhook_create_refuses_internal_urls_and_unknown_events(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(make_settings())
+    for url in (
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/x",
+        "file:///etc/passwd",
+    ):
+        r = client.post(
+            "/api/webhooks", json={"url": url, "events": ["app.updated"], "secret": SECRET}
+        )
+        assert r.status_code == 422, (url, r.text)
+        assert r.json()["error"]["code"] == "URL_REFUSED"
+        assert SECRET not in r.text
+    r = client.post(
+        "/api/webhooks",
+        json={"url": "https://example.com/h", "events": ["prompt.exploded"], "secret": SECRET},
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert client.get("/api/webhooks").json() == []
+
+
+def test_webhook_metadata_refused_even_with_loopback_allowed(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(make_settings(datasources=ALLOW))
+    body = {"url": "http://169.254.169.254/", "events": ["app.updated"], "secret": SECRET}
+    r = client.post("/api/webhooks", json=body)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "URL_REFUSED"
+
+
+def test_webhook_routes_need_admin_and_delete(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
+):
+    client = make_client(make_settings(datasources=ALLOW, webhooks={**FAST, "workers": 0}))
+    hook = _subscribe(client, receiver.url, ["prompt.created"])
+    user = client.post("/api/tokens", json={"name": "user"}).json()["token"]
+    r = client.get("/api/webhooks", headers={"Authorization": f"Token {user}"})
+    assert r.status_code == 403
+    _prompt(client)
+    assert len(client.get(f"/api/webhooks/{hook}/deliveries").json()) == 1
+    assert client.delete(f"/api/webhooks/{hook}").status_code == 204
+    r = client.get(f"/api/webhooks/{hook}")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "WEBHOOK_NOT_FOUND"
+    _prompt(client, "Other")  # no subscriber left: nothing queued, nothing fails
+    assert client.get("/api/webhooks").json() == []
+
+
+def test_webhook_url_checked_again_at_delivery(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
+):
+    first = make_client(make_settings(datasources=ALLOW, webhooks={**FAST, "workers": 0}))
+    hook = _subscribe(first, receiver.url, ["prompt.created"])
+    _prompt(first)
+    first.__exit__(None, None, None)
+    # Restarted without the allow-list: the loopback receiver is now refused.
+    second = make_client(make_settings(webhooks={**FAST, "max_attempts": 1}))
+    (failed,) = _wait(second, hook, lambda log: bool(log) and log[0]["status"] == "failed")
+    assert failed["last_error"].startswith("URL_REFUSED")
+    assert failed["last_status_code"] is None
+    assert receiver.received == []

@@ -1,0 +1,203 @@
+"""Backup and restore through the CLI: a round trip gives the same API answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from appforge.cli import main
+from appforge.settings import Settings
+
+APP = """\
+name: Backed up
+type: chat
+input:
+  q: {type: string, required: true}
+steps:
+  - id: a
+    kind: llm
+    prompt: {user: "{{ input.q }}"}
+    history: 2
+    params: {temperature: 0, seed: 1, max_tokens: 8}
+output:
+  a: "{{ a.text }}"
+"""
+
+
+def _answers(client: TestClient, app_uuid: str, session_id: str) -> dict[str, Any]:
+    def strip(value: Any) -> Any:
+        return json.loads(json.dumps(value))
+
+    return {
+        "apps": strip(client.get("/api/apps").json()),
+        "yaml": client.get(f"/api/apps/{app_uuid}", headers={"Accept": "application/yaml"}).text,
+        "versions": strip(client.get(f"/api/apps/{app_uuid}/versions").json()),
+        "session": strip(client.get(f"/api/sessions/{session_id}").json()),
+        "runs": strip(client.get(f"/api/apps/{app_uuid}/runs").json()),
+        "tokens": [
+            {k: t[k] for k in ("id", "name", "is_admin", "prefix")}
+            for t in client.get("/api/tokens").json()
+        ],
+    }
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {"APPFORGE_HOME": str(settings.home)}
+    if settings.database_url:
+        env["APPFORGE_DATABASE_URL"] = settings.database_url
+    return env
+
+
+def test_backup_restore_round_trip(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    tmp_path: Path,
+):
+    source = make_settings(home=tmp_path / "a")
+    client = make_client(source)
+    app = client.post("/api/apps", content=APP, headers={"Content-Type": "application/yaml"})
+    uuid = app.json()["uuid"]
+    client.patch(
+        f"/api/apps/{uuid}",
+        content=APP.replace("Backed up", "Backed up v2"),
+        headers={"Content-Type": "application/yaml"},
+    )
+    first = client.post(f"/api/apps/{uuid}/run/s1", json={"input": {"q": "hi"}})
+    client.post(f"/api/apps/{uuid}/run/s1", json={"input": {"q": "again"}})
+    client.post("/api/tokens", json={"name": "ci"})
+    assert first.status_code == 200
+    before = _answers(client, uuid, "s1")
+
+    runner = CliRunner()
+    path = tmp_path / "backup.json"
+    out = runner.invoke(
+        main, ["backup", "--json_path", str(path)], env=_env(source), catch_exceptions=False
+    )
+    assert out.exit_code == 0, out.stderr
+    assert "backed up" in out.stdout
+
+    target = make_settings(home=tmp_path / "b", database_url=backend)
+    restored = runner.invoke(
+        main, ["restore", "--json_path", str(path)], env=_env(target), catch_exceptions=False
+    )
+    assert restored.exit_code == 0, restored.stderr
+    assert "restored" in restored.stdout
+    after_client = make_client(target)
+    assert _answers(after_client, uuid, "s1") == before
+    # the restored database keeps working: a new turn and a new version
+    more = after_client.post(f"/api/apps/{uuid}/run/s1", json={"input": {"q": "third"}})
+    assert more.status_code == 200
+    assert len(after_client.get("/api/sessions/s1").json()["turns"]) == 3
+    assert (
+        after_client.patch(
+            f"/api/apps/{uuid}", content=APP, headers={"Content-Type": "application/yaml"}
+        ).json()["version"]
+        == 3
+    )
+
+
+def test_restore_refuses_bad_files_and_writes_nothing(
+    make_settings: Callable[..., Settings], tmp_path: Path
+):
+    runner = CliRunner()
+    env = _env(make_settings(home=tmp_path / "c"))
+    cases: list[tuple[Any, str]] = [
+        ({"format": "something-else"}, "not an appforge backup"),
+        ({"format": "appforge-backup", "format_version": 99, "tables": {}}, "format version"),
+        (
+            {"format": "appforge-backup", "format_version": 1, "tables": {"nope": []}},
+            "unknown table",
+        ),
+    ]
+    for doc, words in cases:
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(doc))
+        result = runner.invoke(main, ["restore", "--json_path", str(path), "--yes"], env=env)
+        assert result.exit_code == 2
+        assert "BACKUP_INVALID" in result.stderr and words in result.stderr
+        assert result.stdout == ""
+    path.write_text("{not json")
+    result = runner.invoke(main, ["restore", "--json_path", str(path)], env=env)
+    assert result.exit_code == 2 and "not JSON" in result.stderr
+
+
+def test_restore_asks_before_replacing(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+):
+    settings = make_settings(home=tmp_path / "d")
+    client = make_client(settings)
+    client.post("/api/apps", content=APP, headers={"Content-Type": "application/yaml"})
+    runner = CliRunner()
+    path = tmp_path / "b.json"
+    runner.invoke(main, ["backup", "--json_path", str(path)], env=_env(settings))
+    refused = runner.invoke(
+        main, ["restore", "--json_path", str(path)], env=_env(settings), input="n\n"
+    )
+    assert refused.exit_code == 1
+    assert "Continue?" in refused.stderr
+    accepted = runner.invoke(
+        main, ["restore", "--json_path", str(path)], env=_env(settings), input="y\n"
+    )
+    assert accepted.exit_code == 0, accepted.stderr
+
+
+@pytest.fixture(autouse=True)
+def _no_env_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("APPFORGE_DATABASE_URL", raising=False)
+
+
+def test_export_apps_prompts_and_runs(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+):
+    settings = make_settings(home=tmp_path / "e")
+    client = make_client(settings)
+    uuid = client.post(
+        "/api/apps", content=APP, headers={"Content-Type": "application/yaml"}
+    ).json()["uuid"]
+    client.patch(
+        f"/api/apps/{uuid}",
+        content=APP.replace("Backed up", "Two"),
+        headers={"Content-Type": "application/yaml"},
+    )
+    client.post(f"/api/apps/{uuid}/run", json={"input": {"q": "hi"}})
+    uc = client.post("/api/v1/use-cases", json={"name": "UC"}).json()["id"]
+    pid = client.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "p"}).json()["id"]
+    client.post(f"/api/v1/prompts/{pid}/versions", json={"type": "text", "template_text": "Hi"})
+    client.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})
+    runner = CliRunner()
+    plain = tmp_path / "plain.json"
+    result = runner.invoke(
+        main, ["export", "--filename", str(plain)], env=_env(settings), catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("exported 1 apps, 0 datasources")
+    doc = json.loads(plain.read_text())
+    assert doc["format"] == "appforge-export" and doc["format_version"] == 1
+    (app,) = doc["apps"]
+    assert app["yaml"] == APP.replace("Backed up", "Two")
+    assert [v["version"] for v in app["versions"]] == [1, 2]
+    assert "prompts" not in doc and "runs" not in doc
+    full = tmp_path / "full.json"
+    result = runner.invoke(
+        main,
+        ["export", "--filename", str(full), "--runs", "--prompts"],
+        env=_env(settings),
+        catch_exceptions=False,
+    )
+    assert "1 prompts" in result.stdout and "1 runs" in result.stdout
+    doc = json.loads(full.read_text())
+    assert [v["version_number"] for v in doc["prompts"]["prompt_versions"]] == [1]
+    assert [lab["label"] for lab in doc["prompts"]["prompt_labels"]] == ["production"]
+    assert doc["runs"][0]["status"] == "succeeded"
+    assert "token_hash" not in full.read_text()

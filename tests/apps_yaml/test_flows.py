@@ -1,0 +1,135 @@
+"""Python flows: fan-out, fan-in, managed prompts, failures — on the real local model."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from api.prompt_refs import StorePrompts
+from appforge.cli import main
+from appforge.settings import Settings
+from apps_yaml.engine import Dependencies, Failed, Outcome, StepStarted
+from apps_yaml.flows import Flow, StepContext, StepResult
+from providers.registry import ProviderRegistry
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples" / "flows"
+TEXT = "Cats sleep most of the day.\n\nDogs like long walks in the park."
+
+
+@pytest.fixture
+def deps(local_provider: Any, tmp_path: Path) -> Dependencies:
+    registry = ProviderRegistry(Settings(home=tmp_path), providers={"local": local_provider})
+    return Dependencies(models=registry)
+
+
+def _example() -> Flow:
+    spec = importlib.util.spec_from_file_location("example_flow", EXAMPLE / "summarize_many.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    flow: Flow = module.flow
+    return flow
+
+
+def _run(flow: Flow, inputs: dict[str, Any], deps: Dependencies) -> tuple[list[Any], Outcome]:
+    events = list(flow.run(inputs, deps))
+    outcome = Outcome()
+    for e in events:
+        outcome.add(e)
+    return events, outcome
+
+
+def test_flow_fans_out_and_in(deps: Dependencies):
+    events, outcome = _run(_example(), {"text": TEXT}, deps)
+    assert outcome.status == "succeeded", outcome.failure
+    started = [e.step for e in events if isinstance(e, StepStarted)]
+    assert started == ["split#1", "summarize#2", "summarize#3", "join#4"]
+    summaries = [s["output"]["summary"] for s in outcome.steps if s["id"].startswith("summ")]
+    assert outcome.output["paragraphs"] == 2
+    assert outcome.output["summary"] == "\n".join(f"- {s}" for s in summaries)
+    first = outcome.steps[1]
+    assert first["input"] == {"part": "Cats sleep most of the day."}
+    assert "Cats sleep" in first["calls"][0]["messages"][0]["content"]
+    assert outcome.usage["completion_tokens"] == sum(
+        s["usage"].get("completion_tokens", 0) for s in outcome.steps
+    )
+
+
+def test_flow_step_uses_managed_prompt(
+    deps: Dependencies, make_client: Callable[..., TestClient], settings: Settings
+):
+    client = make_client(settings)
+    uc = client.post("/api/v1/use-cases", json={"name": "F"}).json()["id"]
+    pid = client.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "shout"}).json()["id"]
+    body = {"type": "text", "template_text": "Repeat loudly: {{ word }}"}
+    client.post(f"/api/v1/prompts/{pid}/versions", json=body)
+    client.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})
+    flow = Flow("managed")
+
+    @flow.step("say", prompt="shout", initial=True)
+    def say(ctx: StepContext, word: str) -> StepResult:
+        return StepResult(text=ctx.llm(variables={"word": word}, max_tokens=8, temperature=0))
+
+    deps.prompts = StorePrompts(client.app.state.db)  # type: ignore[attr-defined]
+    _, outcome = _run(flow, {"word": "hello"}, deps)
+    assert outcome.status == "succeeded", outcome.failure
+    step = outcome.steps[0]
+    assert step["prompt"] == {"id": pid, "name": "shout", "version": 1, "label": "production"}
+    assert step["calls"][0]["messages"] == [{"role": "user", "content": "Repeat loudly: hello"}]
+
+
+def test_flow_failures_are_reported(deps: Dependencies):
+    flow = Flow("broken")
+
+    @flow.step("a", initial=True)
+    def a(ctx: StepContext, mode: str) -> StepResult:
+        if mode == "raise":
+            raise KeyError("missing")
+        if mode == "error":
+            return StepResult(error="refused")
+        if mode == "nowhere":
+            return StepResult(next_step="zzz")
+        return StepResult(next_step="b", x=1)
+
+    @flow.step("b", one_to_many=True)
+    def b(ctx: StepContext, x: int) -> StepResult:
+        return StepResult(next_step="a", y=x)  # no list output: cannot fan out
+
+    cases = {
+        "raise": ("FLOW_STEP_FAILED", "KeyError"),
+        "error": ("FLOW_STEP_FAILED", "refused"),
+        "nowhere": ("FLOW_INVALID", "zzz"),
+        "fanout": ("FLOW_INVALID", "exactly one list"),
+    }
+    for mode, (code, words) in cases.items():
+        events, outcome = _run(flow, {"mode": mode}, deps)
+        assert isinstance(events[-1], Failed), mode
+        assert outcome.failure is not None and outcome.failure.code == code, mode
+        assert words in outcome.failure.message, mode
+        assert outcome.status == "failed"
+    with pytest.raises(ValueError):
+        flow.step("a")(a)
+
+
+def test_flow_runs_from_the_cli(
+    local_provider: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("APPFORGE_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(
+        main,
+        ["run", str(EXAMPLE / "summarize_many.py"), "--input", f"text={TEXT}", "--json"],
+        obj={"providers": {"local": local_provider}},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    assert '"paragraphs": 2' in result.stdout
+    not_a_flow = tmp_path / "x.py"
+    not_a_flow.write_text("x = 1\n")
+    bad = CliRunner().invoke(main, ["run", str(not_a_flow)])
+    assert bad.exit_code == 2 and "exactly one Flow" in bad.stderr

@@ -1,0 +1,101 @@
+"""What datasources tests share: a real HTTP server on 127.0.0.1, real files, polling."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+
+class Pages:
+    """What the page server answers: path -> (status, headers, body)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+
+    def add(self, path: str, body: bytes, content_type: str = "text/html") -> str:
+        self.routes[path] = (200, {"Content-Type": content_type}, body)
+        return self.base + path
+
+    def redirect(self, path: str, location: str) -> str:
+        self.routes[path] = (302, {"Location": location}, b"")
+        return self.base + path
+
+
+@contextmanager
+def serve_pages() -> Iterator[Pages]:
+    """A real HTTP server on 127.0.0.1 serving the pages a test adds."""
+    holder: dict[str, Pages] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            status, headers, body = holder["pages"].routes.get(
+                self.path, (404, {"Content-Type": "text/plain"}, b"not found")
+            )
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    holder["pages"] = Pages(f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield holder["pages"]
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def wait_for_entry(
+    client: TestClient, datasource: str, entry: str, deadline: float = 90.0
+) -> dict[str, Any]:
+    """Poll an entry until it is ready or failed (bounded)."""
+    end = time.monotonic() + deadline
+    while True:
+        body: dict[str, Any] = client.get(f"/api/datasources/{datasource}/entries/{entry}").json()
+        if body["status"] in ("ready", "failed") or time.monotonic() > end:
+            return body
+        time.sleep(0.1)
+
+
+def make_pdf(*paragraphs: str) -> bytes:
+    """A real PDF with these paragraphs as text (fpdf2)."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=12)
+    for text in paragraphs:
+        pdf.multi_cell(0, 8, text)
+        pdf.ln(4)
+    return bytes(pdf.output())
+
+
+def make_docx(*paragraphs: str, table: list[list[str]] | None = None) -> bytes:
+    """A real DOCX (python-docx)."""
+    import docx
+
+    document = docx.Document()
+    for text in paragraphs:
+        document.add_paragraph(text)
+    if table:
+        grid = document.add_table(rows=len(table), cols=len(table[0]))
+        for r, row in enumerate(table):
+            for c, value in enumerate(row):
+                grid.cell(r, c).text = value
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()

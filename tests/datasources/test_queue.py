@@ -1,0 +1,208 @@
+"""The ingestion queue: idempotent re-processing, lease take-over, several workers on
+one PostgreSQL database, and the Chroma server mode."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from ports import free_port
+from sqlalchemy import update
+
+from appforge.db import make_engine, session_factory, transaction, utcnow
+from appforge.settings import Settings
+from datasources.embedding import Embedder
+from datasources.index import VectorIndex, collection_name, make_client
+from datasources.models import Entry
+from datasources.queue import IngestionQueue
+from datasources.store import DatasourceStore
+from tests.datasources.support import wait_for_entry
+
+TEXT = " ".join(f"Line {i} of the manual explains step {i}." for i in range(30))
+
+
+def _state(client: TestClient) -> Any:
+    app: Any = client.app
+    return app.state
+
+
+def _setup(client: TestClient, n: int = 1) -> tuple[str, list[str]]:
+    ds = client.post(
+        "/api/datasources", json={"name": "q", "type": "text", "chunk_size": 120}
+    ).json()
+    entries = []
+    for i in range(n):
+        r = client.post(
+            f"/api/datasources/{ds['uuid']}/entries",
+            json={"entry_data": {"name": f"e{i}", "content": f"{i}: {TEXT}"}},
+        )
+        assert r.status_code == 201
+        entries.append(r.json()["uuid"])
+    return ds["uuid"], entries
+
+
+def _set(client: TestClient, entry: str, **values: Any) -> None:
+    with transaction(_state(client).db) as db:
+        db.execute(update(Entry).where(Entry.uuid == entry).values(**values))
+
+
+def test_reprocessing_an_entry_leaves_no_duplicate_vectors(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(make_settings(datasources={"workers": 0}))
+    ds, (entry,) = _setup(client)
+    queue: IngestionQueue = _state(client).ingestion
+    assert queue.run_once() == [entry]
+    first = wait_for_entry(client, ds, entry, deadline=0)
+    total = first["chunks_total"]
+    assert first["status"] == "ready" and total > 3
+    index: VectorIndex = _state(client).datasources.index
+    assert index.count(ds, entry) == total
+    # As if the worker had died half-way: the entry is claimable again.
+    _set(client, entry, status="pending")
+    assert queue.run_once() == [entry]
+    again = wait_for_entry(client, ds, entry, deadline=0)
+    assert again["status"] == "ready" and again["attempts"] == 2
+    assert index.count(ds, entry) == total
+    assert queue.run_once() == []
+
+
+def test_expired_lease_is_taken_over_and_the_old_worker_stops(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(make_settings(datasources={"workers": 0}))
+    ds, (entry,) = _setup(client)
+    queue: IngestionQueue = _state(client).ingestion
+    (stale,) = queue.claim()
+    assert stale.uuid == entry
+    assert queue.run_once() == []  # leased: nobody else takes it
+    _set(client, entry, lease_until=utcnow() - timedelta(seconds=1))
+    assert queue.run_once() == [entry]
+    assert wait_for_entry(client, ds, entry, deadline=0)["status"] == "ready"
+    # The first worker wakes up: its writes are refused, the entry stays ready.
+    queue.process([stale])
+    body = wait_for_entry(client, ds, entry, deadline=0)
+    assert body["status"] == "ready" and body["attempts"] == 2
+    assert _state(client).datasources.index.count(ds, entry) == body["chunks_total"]
+
+
+def test_worker_gives_up_after_repeated_deaths(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(make_settings(datasources={"workers": 0}))
+    ds, (entry,) = _setup(client)
+    _set(client, entry, attempts=3)
+    assert _state(client).ingestion.run_once() == [entry]
+    body = wait_for_entry(client, ds, entry, deadline=0)
+    assert body["status"] == "failed" and body["error"].startswith("INGEST_FAILED:")
+
+
+@pytest.mark.postgres
+def test_several_workers_on_postgresql_process_each_entry_once(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    postgres_url: str,
+    embedder: Embedder,
+    tmp_path: Path,
+):
+    from tests.conftest import _empty_postgres
+
+    _empty_postgres(postgres_url)
+    # Small claims, so the three workers really compete for the entries.
+    settings = make_settings(
+        database_url=postgres_url, datasources={"workers": 0, "embedding_batch": 2}
+    )
+    client = make_client(settings)
+    ds, entries = _setup(client, n=8)
+    processed: list[str] = []
+    lock = threading.Lock()
+    engines = []
+
+    def worker() -> None:
+        # Its own engine and sessions: as another process would have.
+        engine = make_engine(postgres_url)
+        engines.append(engine)
+        store = DatasourceStore(
+            settings, session_factory(engine), _state(client).datasources.index, embedder
+        )
+        queue = IngestionQueue(store)
+        while done := queue.run_once():
+            with lock:
+                processed.extend(done)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for engine in engines:
+        engine.dispose()
+    assert sorted(processed) == sorted(entries)  # each exactly once
+    listed = client.get(f"/api/datasources/{ds}/entries").json()
+    assert {e["status"] for e in listed} == {"ready"}
+    assert {e["attempts"] for e in listed} == {1}
+    index: VectorIndex = _state(client).datasources.index
+    assert index.count(ds) == sum(e["chunks_total"] for e in listed)
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``chroma run`` server on 127.0.0.1."""
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma_server")
+    log = (path / "server.log").open("wb")
+    exe = Path(sys.executable).parent / "chroma"
+    process = subprocess.Popen(
+        [str(exe), "run", "--path", str(path / "data"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"chroma did not start: {(path / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(15)
+    log.close()
+
+
+def test_chroma_server_mode(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    chroma_server: str,
+):
+    settings = make_settings(chroma_url=chroma_server)
+    client = make_client(settings)
+    ds, (entry,) = _setup(client)
+    assert wait_for_entry(client, ds, entry)["status"] == "ready"
+    hits = client.post(
+        f"/api/datasources/{ds}/search", json={"query": "step 7 of the manual"}
+    ).json()
+    assert hits["results"][0]["metadata"]["entry_uuid"] == entry
+    remote = make_client_for(chroma_server)
+    assert collection_name(ds) in [c.name for c in remote.list_collections()]
+    assert not (settings.home / "chroma").exists()  # nothing written locally
+    assert client.delete(f"/api/datasources/{ds}").status_code == 204
+    assert collection_name(ds) not in [c.name for c in remote.list_collections()]
+
+
+def make_client_for(url: str) -> Any:
+    return make_client(url, Path("/nonexistent"))
