@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -223,16 +223,27 @@ def _store(
     for attempt in range(3):
         try:
             with transaction(state.db) as db:
-                run = db.get(Run, p.run_id)
-                if run is None:  # the app was deleted while it ran
-                    return
-                run.status = outcome.status
-                run.output = outcome.output
-                run.steps = outcome.steps
-                run.usage = outcome.usage
-                run.latency_ms = round(latency_ms, 3)
-                run.ttft_ms = round(ttft_ms, 3) if ttft_ms is not None else None
-                run.finished_at = utcnow()
+                now = utcnow()
+                error = None
+                if failure is not None:
+                    error = {"code": failure.code, "message": failure.message, "step": failure.step}
+                # Plain UPDATEs: loading the row (and its JSON) first costs more.
+                updated = db.execute(
+                    update(Run)
+                    .where(Run.id == p.run_id)
+                    .values(
+                        status=outcome.status,
+                        output=outcome.output,
+                        steps=outcome.steps,
+                        usage=outcome.usage,
+                        error=error,
+                        latency_ms=round(latency_ms, 3),
+                        ttft_ms=round(ttft_ms, 3) if ttft_ms is not None else None,
+                        finished_at=now,
+                    )
+                )
+                if updated.rowcount == 0:  # type: ignore[attr-defined]
+                    return  # the app was deleted while it ran
                 for step in outcome.steps:
                     source = step.get("prompt")
                     if source:
@@ -245,12 +256,6 @@ def _store(
                                 label=source.get("label"),
                             )
                         )
-                if failure is not None:
-                    run.error = {
-                        "code": failure.code,
-                        "message": failure.message,
-                        "step": failure.step,
-                    }
                 if outcome.status == "succeeded":
                     last = db.scalar(
                         select(func.max(Turn.n)).where(Turn.session_id == p.session_id)
@@ -263,12 +268,14 @@ def _store(
                             input=p.inputs,
                             output=outcome.output,
                             transcript=outcome.transcript,
-                            created_at=utcnow(),
+                            created_at=now,
                         )
                     )
-                    session = db.get(ChatSession, p.session_id)
-                    if session is not None:
-                        session.updated_at = utcnow()
+                    db.execute(
+                        update(ChatSession)
+                        .where(ChatSession.id == p.session_id)
+                        .values(updated_at=now)
+                    )
             return
         except IntegrityError:
             if attempt == 2:

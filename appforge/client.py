@@ -491,6 +491,16 @@ class _Ops:
         return _json(r)
 
 
+def _stream_call(
+    uuid: str, input: dict[str, Any] | None, session_id: str | None, sse: bool
+) -> Call:
+    path = f"/api/apps/{uuid}/run" + (f"/{session_id}" if session_id else "")
+    call = Call("POST", path, json={"input": input or {}, "stream": True})
+    if sse:
+        call.headers["Accept"] = "text/event-stream"
+    return call
+
+
 def _json(response: httpx.Response) -> Any:
     return response.json()
 
@@ -667,12 +677,8 @@ class Client(_Base):
         sse: bool = False,
     ) -> Iterator[StreamChunk]:
         """Run with ``stream: true``; yields chunks, the last one with ``done=True``."""
-        path = f"/api/apps/{uuid}/run" + (f"/{session_id}" if session_id else "")
-        call = Call("POST", path, json={"input": input or {}, "stream": True})
-        if sse:
-            call.headers["Accept"] = "text/event-stream"
-        request = self._request(self._http, call)
-        response = self._http.send(request, stream=True)
+        call = _stream_call(uuid, input, session_id, sse)
+        response = self._http.send(self._request(self._http, call), stream=True)
         try:
             if response.status_code >= 400:
                 response.read()
@@ -758,10 +764,7 @@ class AsyncClient(_Base):
         sse: bool = False,
     ) -> AsyncIterator[StreamChunk]:
         """Run with ``stream: true``; yields chunks, the last one with ``done=True``."""
-        path = f"/api/apps/{uuid}/run" + (f"/{session_id}" if session_id else "")
-        call = Call("POST", path, json={"input": input or {}, "stream": True})
-        if sse:
-            call.headers["Accept"] = "text/event-stream"
+        call = _stream_call(uuid, input, session_id, sse)
         response = await self._http.send(self._request(self._http, call), stream=True)
         try:
             if response.status_code >= 400:

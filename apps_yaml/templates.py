@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateError, Undefined, nodes
 
 from apps_yaml.errors import RunFailedError
-from prompts.templating import environment
+from prompts.templating import compiled, compiled_expression, environment
 
 __all__ = ["environment", "evaluate", "parse", "render", "single_expression", "streamed_step"]
 
@@ -28,6 +29,7 @@ def parse(template: str) -> nodes.Template:
     return environment().parse(template)
 
 
+@lru_cache(maxsize=4096)
 def single_expression(template: str) -> nodes.Expr | None:
     """The expression node if ``template`` is exactly ``{{ expr }}``, else None."""
     match = _SINGLE.match(template)
@@ -56,15 +58,14 @@ def streamed_step(template: str) -> str | None:
 
 def evaluate(template: str, context: Mapping[str, Any]) -> Any:
     """Render ``template``; a single-expression template keeps its value's type."""
-    env = environment()
     try:
         match = _SINGLE.match(template)
         if match and single_expression(template) is not None:
-            value = env.compile_expression(match["expr"], undefined_to_none=False)(**context)
+            value = compiled_expression(match["expr"])(**context)
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
             return value
-        return env.from_string(template).render(**context)
+        return compiled(template).render(**context)
     except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise RunFailedError(f"template failed: {exc}", code="TEMPLATE_ERROR") from exc
 
@@ -72,6 +73,6 @@ def evaluate(template: str, context: Mapping[str, Any]) -> Any:
 def render(template: str, context: Mapping[str, Any]) -> str:
     """Render ``template`` to a string."""
     try:
-        return environment().from_string(template).render(**context)
+        return compiled(template).render(**context)
     except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise RunFailedError(f"template failed: {exc}", code="TEMPLATE_ERROR") from exc

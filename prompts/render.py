@@ -95,7 +95,7 @@ def _names(variant: dict[str, Any]) -> set[str]:
 
 def _render(template: str, variables: Mapping[str, Any]) -> str:
     try:
-        return templating.environment().from_string(template).render(**variables)
+        return templating.compiled(template).render(**variables)
     except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise PromptsInvalidError(
             f"the template failed: {exc}", code="RENDER_FAILED", details={"reason": str(exc)}

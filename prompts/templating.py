@@ -7,9 +7,11 @@ run in the very same sandbox.
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Callable
+from functools import cache, lru_cache
+from typing import Any
 
-from jinja2 import StrictUndefined, meta
+from jinja2 import StrictUndefined, Template, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
@@ -22,6 +24,18 @@ def environment() -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=True,
     )
     return env
+
+
+@lru_cache(maxsize=4096)
+def compiled(template: str) -> Template:
+    """The compiled template (compiling costs far more than rendering; runs reuse it)."""
+    return environment().from_string(template)
+
+
+@lru_cache(maxsize=4096)
+def compiled_expression(source: str) -> Callable[..., Any]:
+    """A compiled expression that returns its value (Undefined stays Undefined)."""
+    return environment().compile_expression(source, undefined_to_none=False)
 
 
 def variables(template: str) -> set[str]:

