@@ -117,3 +117,14 @@ def test_error_codes_are_documented_in_readme():
     readme = (root / "README.md").read_text()
     missing = sorted(c for c in codes if f"`{c}`" not in readme)
     assert missing == []
+
+
+def test_error_shape_for_429(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(
+        make_settings(rate_limit={"requests": 1, "window_seconds": 3600, "burst": 1})
+    )
+    assert client.get("/api/apps").status_code == 200
+    body = _assert_error(client.get("/api/apps"), 429, "RATE_LIMITED")
+    assert body["error"]["details"]["retry_after"] > 0
