@@ -278,6 +278,12 @@ class _Ops:
         r = yield Call("GET", f"/api/apps/{uuid}/versions")
         return [AppVersion.model_validate(v) for v in r.json()]
 
+    def get_app_version_yaml(self, uuid: str, version: int) -> Op[str]:
+        """One earlier definition of the app, as the YAML it was stored with."""
+        path = f"/api/apps/{uuid}/versions/{version}"
+        r = yield Call("GET", path, headers={"Accept": "application/yaml"})
+        return r.text
+
     def restore_app_version(self, uuid: str, version: int) -> Op[AppInfo]:
         r = yield Call("POST", f"/api/apps/{uuid}/versions/{version}/restore")
         return AppInfo.model_validate(r.json())
@@ -337,6 +343,13 @@ class _Ops:
 
     def health(self) -> Op[dict[str, Any]]:
         r = yield Call("GET", "/api/health")
+        body: dict[str, Any] = r.json()
+        return body
+
+    def list_models(self, timeout: float | None = None) -> Op[dict[str, Any]]:
+        """The model aliases and providers, each with whether it answers now."""
+        params = {"timeout": timeout} if timeout is not None else None
+        r = yield Call("GET", "/api/models", params=params)
         body: dict[str, Any] = r.json()
         return body
 

@@ -21,7 +21,7 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "appforge"
         self.proc = subprocess.Popen(
-            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"],
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

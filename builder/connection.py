@@ -1,0 +1,90 @@
+"""The one place the builder gets its API client, and shows API errors.
+
+The client comes from ``st.session_state`` (``appforge_url``, ``appforge_token``
+and, in tests, ``appforge_http``: a ready ``httpx.Client`` such as FastAPI's
+``TestClient``), else from the environment (``APPFORGE_URL``, ``APPFORGE_TOKEN``
+or ``APPFORGE_ADMIN_TOKEN``); with no token at all a login form asks for one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+import streamlit as st
+
+from appforge.client import ApiError, Client
+
+# What a page catches around an API call: shown with show_error, never as a trace.
+ERRORS = (ApiError, httpx.HTTPError, TimeoutError)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def api_url() -> str:
+    """The API base URL: the session's choice, else ``APPFORGE_URL``, else the default."""
+    url = st.session_state.get("appforge_url") or os.environ.get("APPFORGE_URL") or DEFAULT_URL
+    return str(url).rstrip("/")
+
+
+def _token() -> str | None:
+    token = (
+        st.session_state.get("appforge_token")
+        or os.environ.get("APPFORGE_TOKEN")
+        or os.environ.get("APPFORGE_ADMIN_TOKEN")
+    )
+    return str(token) if token else None
+
+
+def _login_form() -> None:
+    st.info(f"Sign in to the appforge API at {api_url()} with an API token.")
+    with st.form("login"):
+        token = st.text_input("API token", type="password")
+        if st.form_submit_button("Sign in") and token:
+            st.session_state["appforge_token"] = token
+            st.rerun()
+
+
+def get_client() -> Client:
+    """The client for this browser session; stops the page with a login form if no token."""
+    token = _token()
+    if token is None:
+        _login_form()
+        st.stop()
+    url = api_url()
+    key = (url, token)
+    cached = st.session_state.get("_appforge_client")
+    if cached is not None and cached[0] == key:
+        client: Client = cached[1]
+        return client
+    client = Client(url, token, http=st.session_state.get("appforge_http"))
+    st.session_state["_appforge_client"] = (key, client)
+    return client
+
+
+def problems(exc: ApiError) -> list[str]:
+    """The validation problems of an error body, each ``line N, path: message``."""
+    found: list[str] = []
+    details: Any = exc.details
+    errors = details.get("errors", []) if isinstance(details, dict) else []
+    for problem in errors if isinstance(errors, list) else []:
+        if not isinstance(problem, dict):
+            continue
+        line = problem.get("line")
+        where = f"line {line}, " if line else ""
+        path = problem.get("path") or problem.get("loc") or "document"
+        found.append(f"{where}{path}: {problem.get('message') or problem.get('msg', '')}")
+    return found
+
+
+def show_error(exc: Exception) -> None:
+    """An API error as ``CODE: message`` (and its problems); never a stack trace."""
+    if isinstance(exc, ApiError):
+        st.error(f"{exc.code}: {exc.message}")
+        for problem in problems(exc):
+            st.error(problem)
+    elif isinstance(exc, TimeoutError):
+        st.error(f"TIMEOUT: {exc}")
+    else:
+        st.error(f"API_UNREACHABLE: {api_url()} did not answer ({type(exc).__name__})")

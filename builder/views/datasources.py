@@ -1,0 +1,211 @@
+"""Datasources: create; add entries (text or files) with metadata; progress; search; delete."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from appforge.client import Client
+from builder.connection import ERRORS, get_client, show_error
+
+DONE = ("ready", "failed")
+
+
+def _flash() -> None:
+    message = st.session_state.pop("ds_flash", None)
+    if message:
+        st.success(message)
+
+
+def _metadata(rows: pd.DataFrame) -> dict[str, Any]:
+    """Key/value rows as entry metadata; values that read as JSON keep their type."""
+    found: dict[str, Any] = {}
+    for row in rows.to_dict("records"):
+        key = str(row.get("key") or "").strip()
+        if not key:
+            continue
+        raw = "" if row.get("value") is None else str(row["value"])
+        try:
+            found[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            found[key] = raw
+    return found
+
+
+def _add_entries(client: Client, uuid: str) -> None:
+    st.subheader("Add entries")
+    name = st.text_input("Entry name (for pasted text)", key="ds_entry_name")
+    text = st.text_area("Pasted text", key="ds_entry_text", height=150)
+    url = st.text_input("Or a URL", key="ds_entry_url")
+    files = st.file_uploader("Or files", accept_multiple_files=True, key="ds_entry_files")
+    rows = pd.DataFrame(
+        st.session_state.get("ds_meta_rows") or [{"key": "", "value": ""}],
+        columns=["key", "value"],
+    )
+    edited = st.data_editor(rows, num_rows="dynamic", key="ds_meta_editor", hide_index=True)
+    if st.button("Add", key="ds_add"):
+        metadata = _metadata(edited)
+        added, failed = 0, False
+        try:
+            if text.strip():
+                client.add_entry(uuid, name or "pasted text", content=text, metadata=metadata)
+                added += 1
+            if url.strip():
+                client.add_entry(uuid, name or url.strip(), url=url.strip(), metadata=metadata)
+                added += 1
+            for upload in files or []:
+                client.add_entry(uuid, upload.name, file=upload.getvalue(), metadata=metadata)
+                added += 1
+        except ERRORS as exc:
+            show_error(exc)
+            failed = True
+        message = f"Added {added} entr{'y' if added == 1 else 'ies'}"
+        if added and not failed:
+            st.session_state["ds_flash"] = message
+            st.rerun()
+        elif added:
+            st.success(message)
+        elif not failed:
+            st.warning("Paste some text, give a URL or choose files first.")
+
+
+def _wait(client: Client, uuid: str, timeout: float = 300.0) -> list[dict[str, Any]]:
+    """Poll the entries, showing progress, until none is pending or processing."""
+    with st.status("Processing entries…") as status:
+        bar = st.progress(0.0)
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = client.list_entries(uuid)
+            done = sum(e["status"] in DONE for e in entries)
+            bar.progress(done / len(entries) if entries else 1.0, text=f"{done}/{len(entries)}")
+            if done == len(entries) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        failed = sum(e["status"] == "failed" for e in entries)
+        label = f"{done} of {len(entries)} processed" + (f", {failed} failed" if failed else "")
+        status.update(label=label, state="error" if failed else "complete")
+    return entries
+
+
+def _entries(client: Client, uuid: str) -> None:
+    st.subheader("Entries")
+    refresh, wait = st.columns(2)
+    refresh.button("Refresh", key="ds_refresh")
+    try:
+        if wait.button("Wait until processed", key="ds_wait"):
+            entries = _wait(client, uuid)
+        else:
+            entries = client.list_entries(uuid)
+    except ERRORS as exc:
+        show_error(exc)
+        return
+    if not entries:
+        st.caption("No entries yet.")
+        return
+    done = sum(e["status"] in DONE for e in entries)
+    st.progress(done / len(entries), text=f"{done} of {len(entries)} entries processed")
+    st.dataframe(
+        [
+            {
+                "name": e["name"],
+                "status": e["status"],
+                "chunks": f"{e['chunks_done']}/{e['chunks_total'] or '?'}",
+                "metadata": json.dumps(e["entry_metadata"]),
+                "error": e.get("error") or "",
+                "uuid": e["uuid"],
+            }
+            for e in entries
+        ],
+        hide_index=True,
+    )
+    names = {e["uuid"]: e["name"] for e in entries}
+    doomed = st.selectbox("Entry", list(names), key="ds_entry_pick", format_func=lambda u: names[u])
+    if st.button("Delete entry", key="ds_entry_delete"):
+        try:
+            client.delete_entry(uuid, doomed)
+        except ERRORS as exc:
+            show_error(exc)
+        else:
+            st.session_state["ds_flash"] = f"Deleted entry {names[doomed]}"
+            st.rerun()
+
+
+def _search(client: Client, uuid: str) -> None:
+    st.subheader("Search")
+    query = st.text_input("Query", key="ds_query")
+    where_text = st.text_area('Metadata filter (JSON), e.g. {"md_product": "x"}', key="ds_where")
+    top_k = st.number_input("Results", min_value=1, max_value=100, value=4, key="ds_top_k")
+    if st.button("Search", key="ds_search") and query:
+        try:
+            where = json.loads(where_text) if where_text.strip() else None
+        except json.JSONDecodeError as exc:
+            st.error(f"FILTER_INVALID: not JSON (line {exc.lineno}): {exc.msg}")
+            return
+        try:
+            found = client.search(uuid, query, top_k=int(top_k), where=where)
+        except ERRORS as exc:
+            show_error(exc)
+            return
+        hits = found.get("results", []) if isinstance(found, dict) else found
+        if not hits:
+            st.info("Nothing found.")
+        for hit in hits:
+            with st.container(border=True):
+                st.markdown(f"**{hit['score']:.3f}** · `{json.dumps(hit['metadata'])}`")
+                st.text(hit["text"])
+
+
+st.title("Datasources")
+client = get_client()
+_flash()
+try:
+    datasources = client.list_datasources()
+except ERRORS as exc:
+    show_error(exc)
+    st.stop()
+
+with st.form("ds_create"):
+    st.subheader("Create a datasource")
+    new_name = st.text_input("Name", key="ds_new_name")
+    new_type = st.selectbox("Type", ["mixed", "text", "url", "file"], key="ds_new_type")
+    if st.form_submit_button("Create") and new_name:
+        try:
+            made = client.create_datasource(new_name, new_type)
+        except ERRORS as exc:
+            show_error(exc)
+        else:
+            st.session_state["ds_flash"] = f"Created datasource {made['name']}"
+            st.session_state["ds_pick"] = made["uuid"]
+            st.rerun()
+
+if not datasources:
+    st.stop()
+by_uuid = {d["uuid"]: d for d in datasources}
+if st.session_state.get("ds_pick") not in by_uuid:
+    st.session_state.pop("ds_pick", None)
+uuid = st.selectbox(
+    "Datasource",
+    list(by_uuid),
+    key="ds_pick",
+    format_func=lambda u: f"{by_uuid[u]['name']} ({by_uuid[u]['type']})",
+)
+_add_entries(client, uuid)
+_entries(client, uuid)
+_search(client, uuid)
+
+st.subheader("Delete the datasource")
+confirm = st.checkbox(f"Yes, delete {by_uuid[uuid]['name']} and its entries", key="ds_confirm")
+if st.button("Delete datasource", key="ds_delete", disabled=not confirm, type="primary"):
+    try:
+        client.delete_datasource(uuid)
+    except ERRORS as exc:
+        show_error(exc)
+    else:
+        st.session_state.pop("ds_pick", None)
+        st.session_state.pop("ds_confirm", None)
+        st.session_state["ds_flash"] = f"Deleted datasource {by_uuid[uuid]['name']}"
+        st.rerun()
