@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import streamlit as st
 
-from appforge.client import ApiError, Client
+from appforge.client import ApiError, AppInfo, Client
 
 # What a page catches around an API call: shown with show_error, never as a trace.
 ERRORS = (ApiError, httpx.HTTPError, TimeoutError)
@@ -88,3 +88,20 @@ def show_error(exc: Exception) -> None:
         st.error(f"TIMEOUT: {exc}")
     else:
         st.error(f"API_UNREACHABLE: {api_url()} did not answer ({type(exc).__name__})")
+
+
+def pick_app(client: Client, key: str) -> AppInfo:
+    """A select box over the apps; stops the page with a hint when there are none."""
+    try:
+        apps = client.list_apps()
+    except ERRORS as exc:
+        show_error(exc)
+        st.stop()
+    if not apps:
+        st.info("No apps yet: create one on the Apps page.")
+        st.stop()
+    by_uuid = {a.uuid: a for a in apps}
+    uuid = st.selectbox(
+        "App", list(by_uuid), key=key, format_func=lambda u: f"{by_uuid[u].name} ({u[:8]})"
+    )
+    return by_uuid[uuid]

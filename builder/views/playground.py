@@ -8,7 +8,7 @@ from typing import Any
 import streamlit as st
 
 from appforge.client import AppInfo, Client
-from builder.connection import ERRORS, get_client, show_error
+from builder.connection import ERRORS, get_client, pick_app, show_error
 
 
 def _state(uuid: str) -> dict[str, Any]:
@@ -110,19 +110,8 @@ def _send(client: Client, app: AppInfo, values: dict[str, Any], chat: dict[str, 
 
 st.title("Playground")
 client = get_client()
-try:
-    apps = client.list_apps()
-except ERRORS as exc:
-    show_error(exc)
-    st.stop()
-if not apps:
-    st.info("No apps yet: create one on the Apps page.")
-    st.stop()
-by_uuid = {a.uuid: a for a in apps}
-uuid = st.selectbox(
-    "App", list(by_uuid), key="pg_app", format_func=lambda u: f"{by_uuid[u].name} ({u[:8]})"
-)
-app = by_uuid[uuid]
+app = pick_app(client, "pg_app")
+uuid = app.uuid
 chat = _state(uuid)
 
 left, right = st.columns([3, 1])

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from builder.connection import ERRORS, get_client, show_error
+from builder.connection import ERRORS, get_client, pick_app, show_error
 
 st.title("Runs")
 client = get_client()
-try:
-    apps = client.list_apps()
-except ERRORS as exc:
-    show_error(exc)
-    st.stop()
-if not apps:
-    st.info("No apps yet: create one on the Apps page.")
-    st.stop()
-by_uuid = {a.uuid: a for a in apps}
-uuid = st.selectbox(
-    "App", list(by_uuid), key="runs_app", format_func=lambda u: f"{by_uuid[u].name} ({u[:8]})"
+app = pick_app(client, "runs_app")
+uuid = app.uuid
+status = st.selectbox(
+    "Status", ["any", "succeeded", "failed", "cancelled", "timeout", "running"], key="runs_status"
 )
-status = st.selectbox("Status", ["any", "succeeded", "failed", "running"], key="runs_status")
 st.button("Refresh", key="runs_refresh")
 try:
     runs = client.list_runs(uuid, status=None if status == "any" else status)
