@@ -275,6 +275,19 @@ def get_entry_route(
     return _entry_public(_store(request).get_entry(datasource_uuid, entry_uuid))
 
 
+@router.post("/{datasource_uuid}/entries/{entry_uuid}/retry", response_model=EntryPublic)
+def retry_entry_route(
+    request: Request, datasource_uuid: str, entry_uuid: str, _: CurrentToken
+) -> EntryPublic:
+    """Process a failed (or ready) entry again from the start: status back to ``pending``;
+    409 ``ENTRY_BUSY`` while it is pending or processing."""
+    entry = _store(request).retry_entry(datasource_uuid, entry_uuid)
+    queue: IngestionQueue | None = request.app.state.ingestion
+    if queue is not None:
+        queue.wake()
+    return _entry_public(entry)
+
+
 @router.delete("/{datasource_uuid}/entries/{entry_uuid}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_entry_route(
     request: Request, datasource_uuid: str, entry_uuid: str, _: CurrentToken

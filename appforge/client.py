@@ -402,6 +402,10 @@ class _Ops:
         r = yield Call("GET", f"/api/datasources/{datasource}/entries/{entry}")
         return _json(r)
 
+    def retry_entry(self, datasource: str, entry: str) -> Op[dict[str, Any]]:
+        r = yield Call("POST", f"/api/datasources/{datasource}/entries/{entry}/retry")
+        return _json(r)
+
     def delete_entry(self, datasource: str, entry: str) -> Op[None]:
         yield Call("DELETE", f"/api/datasources/{datasource}/entries/{entry}")
 

@@ -7,6 +7,7 @@ The API renders them as the one error body (``api/errors.py``)::
     ├── EntryNotFoundError          404 ENTRY_NOT_FOUND
     ├── DatasourceExistsError       409 DATASOURCE_EXISTS
     ├── DuplicateEntryError         409 DUPLICATE_ENTRY (details name the existing entry)
+    ├── EntryBusyError              409 ENTRY_BUSY (retry of an entry still being processed)
     ├── EntryTooLargeError          413 ENTRY_TOO_LARGE
     ├── EntryInvalidError           422 ENTRY_INVALID, METADATA_INVALID
     ├── FilterInvalidError          422 FILTER_INVALID
@@ -57,6 +58,11 @@ class DatasourceExistsError(DatasourceError):
 
 class DuplicateEntryError(DatasourceError):
     code = "DUPLICATE_ENTRY"
+    status_code = 409
+
+
+class EntryBusyError(DatasourceError):
+    code = "ENTRY_BUSY"
     status_code = 409
 
 

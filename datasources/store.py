@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +30,7 @@ from datasources.errors import (
     DatasourceExistsError,
     DatasourceNotFoundError,
     DuplicateEntryError,
+    EntryBusyError,
     EntryInvalidError,
     EntryNotFoundError,
     EntryTooLargeError,
@@ -311,6 +312,28 @@ class DatasourceStore:
         self.index.delete_entry(datasource_uuid, entry_uuid)
         if entry.file_path:
             (self.settings.home / entry.file_path).unlink(missing_ok=True)
+
+    def retry_entry(self, datasource_uuid: str, entry_uuid: str) -> Entry:
+        """Queue a failed (or ready) entry to be processed again from the start."""
+        self.get_entry(datasource_uuid, entry_uuid)
+        with transaction(self.db) as db:
+            changed = db.execute(
+                update(Entry)
+                .where(Entry.uuid == entry_uuid, Entry.status.in_(("failed", "ready")))
+                .values(
+                    status="pending",
+                    error=None,
+                    attempts=0,
+                    chunks_done=0,
+                    chunks_total=None,
+                    claim_token=None,
+                    lease_until=None,
+                    updated_at=utcnow(),
+                )
+            )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                raise EntryBusyError(f"entry '{entry_uuid}' is already waiting or being processed")
+        return self.get_entry(datasource_uuid, entry_uuid)
 
     def file_path(self, entry: Entry) -> Path:
         if not entry.file_path:

@@ -123,14 +123,24 @@ def _entries(client: Client, uuid: str) -> None:
         hide_index=True,
     )
     names = {e["uuid"]: e["name"] for e in entries}
-    doomed = st.selectbox("Entry", list(names), key="ds_entry_pick", format_func=lambda u: names[u])
-    if st.button("Delete entry", key="ds_entry_delete"):
+    statuses = {e["uuid"]: e["status"] for e in entries}
+    picked = st.selectbox("Entry", list(names), key="ds_entry_pick", format_func=lambda u: names[u])
+    retry, delete = st.columns(2)
+    if retry.button("Retry entry", key="ds_entry_retry", disabled=statuses[picked] not in DONE):
         try:
-            client.delete_entry(uuid, doomed)
+            client.retry_entry(uuid, picked)
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state["ds_flash"] = f"Deleted entry {names[doomed]}"
+            st.session_state["ds_flash"] = f"Queued {names[picked]} again"
+            st.rerun()
+    if delete.button("Delete entry", key="ds_entry_delete"):
+        try:
+            client.delete_entry(uuid, picked)
+        except ERRORS as exc:
+            show_error(exc)
+        else:
+            st.session_state["ds_flash"] = f"Deleted entry {names[picked]}"
             st.rerun()
 
 

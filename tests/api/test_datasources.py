@@ -388,3 +388,37 @@ def test_app_with_datasource_by_uuid_and_min_score(client: TestClient):
     ).json()
     assert out["output"]["sources"] == ["cats"]
     assert out["output"]["top"] > 0.4
+
+
+def test_entry_retry_after_a_failure(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], pages: Pages
+):
+    client = make_client(make_settings(datasources={"url_allowlist": ["127.0.0.1"]}))
+    ds = _datasource(client, type="url")
+    url = pages.base + "/later.html"  # not served yet: the fetch fails with 404
+    r = _add(client, ds, name="later", url=url)
+    entry = r.json()["uuid"]
+    failed = wait_for_entry(client, ds, entry)
+    assert failed["status"] == "failed" and failed["error"]
+    pages.add("/later.html", b"<html><body><p>Now it is here.</p></body></html>")
+    retried = client.post(f"/api/datasources/{ds}/entries/{entry}/retry")
+    assert retried.status_code == 200
+    assert retried.json()["status"] in ("pending", "processing", "ready")
+    ready = wait_for_entry(client, ds, entry)
+    assert ready["status"] == "ready" and ready["error"] is None
+    assert _vectors(client, ds, entry) == ready["chunks_total"] > 0
+    missing = client.post(f"/api/datasources/{ds}/entries/nope/retry")
+    assert missing.status_code == 404
+
+
+def test_entry_retry_of_a_waiting_entry_is_409(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    # No ingestion worker in this process: the entry stays pending.
+    client = make_client(make_settings(datasources={"workers": 0}))
+    ds = _datasource(client)
+    entry = _add(client, ds, name="waiting", content="Still in the queue.").json()["uuid"]
+    r = client.post(f"/api/datasources/{ds}/entries/{entry}/retry")
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "ENTRY_BUSY"
+    assert client.get(f"/api/datasources/{ds}/entries/{entry}").json()["status"] == "pending"

@@ -237,6 +237,10 @@ def test_builder_without_token_asks_to_sign_in(page: Page, monkeypatch):
 
 def test_datasources_delete_entry_then_datasource(page: Page):
     at = _ready_datasource(page)
+    at.button(key="ds_entry_retry").click().run()  # a processed entry may be redone
+    assert any("Queued reset.txt again" in t for t in _texts(at, "success"))
+    at.button(key="ds_wait").click().run(timeout=120)
+    assert "ready" in " ".join(str(d.value) for d in at.dataframe)
     at.button(key="ds_entry_delete").click().run()
     assert any("Deleted entry reset.txt" in t for t in _texts(at, "success"))
     assert any("No entries yet" in c.value for c in at.caption)
