@@ -135,10 +135,34 @@ def _retriever(settings: Settings, doc: Any, embedder: Any) -> tuple[Any, Any]:
 @click.argument("app_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--input", "-i", "inputs", multiple=True, help="An input value as key=value.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole output as one JSON object.")
+@click.option(
+    "--session",
+    "session_id",
+    default=None,
+    help="Continue this session (kept in the local database).",
+)
+@click.option("--serve", is_flag=True, help="Serve the app through the API instead of running it.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --serve.")
+@click.option("--port", default=8000, show_default=True, type=int, help="With --serve.")
 @click.pass_obj
-def run(obj: dict[str, Any], app_file: Path, inputs: tuple[str, ...], as_json: bool) -> None:
+def run(
+    obj: dict[str, Any],
+    app_file: Path,
+    inputs: tuple[str, ...],
+    as_json: bool,
+    session_id: str | None,
+    serve: bool,
+    host: str,
+    port: int,
+) -> None:
     """Run an app file (YAML) or a flow (a .py file) locally, printing its output as it
-    streams."""
+    streams. With --session or --serve a YAML app is saved in the local home (created,
+    or updated by name) and runs through the API, so sessions persist."""
+    if session_id or serve:
+        if app_file.suffix == ".py":
+            raise click.UsageError("--session and --serve take a YAML app; flows run locally")
+        _through_api(obj, app_file, inputs, as_json, session_id, serve, host, port)
+        return
     from apps_yaml import engine
     from apps_yaml.errors import AppsYamlError
     from apps_yaml.inputs import check_input
@@ -175,6 +199,113 @@ def run(obj: dict[str, Any], app_file: Path, inputs: tuple[str, ...], as_json: b
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(outcome.output, ensure_ascii=False, indent=2))
+
+
+def _through_api(
+    obj: dict[str, Any],
+    app_file: Path,
+    inputs: tuple[str, ...],
+    as_json: bool,
+    session_id: str | None,
+    serve: bool,
+    host: str,
+    port: int,
+) -> None:
+    """Start the API in this process, save the app in it, then serve it or run it once."""
+    import threading
+
+    import uvicorn
+
+    from api.app import create_app
+    from appforge.client import ApiError, Client, StreamChunk
+
+    settings = _settings()
+    if settings.admin_token is not None:
+        token, temporary = settings.admin_token.get_secret_value(), None
+    else:  # a token for this command only: revoked when it ends
+        from api.auth import create_token
+        from appforge.db import transaction
+
+        with transaction(_db()) as db:
+            row, token = create_token(db, f"appforge run {app_file.name}", is_admin=True)
+            temporary = row.id
+    if not serve:
+        port = _free_port()
+    app = create_app(settings, providers=obj.get("providers"), embedder=obj.get("embedder"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise click.ClickException(f"the API could not start on {host}:{port}")
+            thread.join(0.05)
+        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        with Client(base, token) as client:
+            try:
+                uuid = _save_app(client, app_file)
+                if serve:
+                    click.echo(f"serving {app_file.name} as app {uuid}")
+                    click.echo(f"run it: POST {base}/api/apps/{uuid}/run[/<session id>]")
+                    if temporary is not None:
+                        click.echo(f"token (valid while this runs): {token}", err=True)
+                    thread.join()
+                    return
+                app_info = client.get_app(uuid)
+                values = _parse_inputs(inputs, _declared_inputs(app_info.definition))
+                chunks: list[StreamChunk] = []
+                for chunk in client.stream(uuid, values, session_id):
+                    chunks.append(chunk)
+                    if not as_json:
+                        for piece in chunk.output.values():
+                            text = piece if isinstance(piece, str) else json.dumps(piece)
+                            click.echo(text, nl=False)
+            except ApiError as exc:
+                _report_app_error(exc)
+                sys.exit(1 if exc.status >= 500 or exc.code == "TEMPLATE_ERROR" else 2)
+        from appforge.client import stitch
+
+        if as_json:
+            click.echo(json.dumps(stitch(chunks[:-1]), ensure_ascii=False, indent=2))
+        else:
+            click.echo()
+        click.echo(f"session: {chunks[-1].session['id']}", err=True)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        if temporary is not None:
+            from api.auth import revoke_token
+            from appforge.db import transaction
+
+            with transaction(_db()) as db:
+                revoke_token(db, temporary)
+
+
+def _save_app(client: Any, app_file: Path) -> str:
+    """Create the app, or update the app of the same name (a new version if it changed)."""
+    import yaml
+
+    text = app_file.read_text()
+    name = (yaml.safe_load(text) or {}).get("name") if text.strip() else None
+    existing = [a for a in client.list_apps(q=name)] if isinstance(name, str) else []
+    same = [a for a in existing if a.name == name]
+    if same:
+        return str(client.update_app(same[0].uuid, text).uuid)
+    return str(client.create_app(text).uuid)
+
+
+def _declared_inputs(definition: dict[str, Any]) -> dict[str, Any]:
+    from apps_yaml.schema import InputField
+
+    return {k: InputField.model_validate(v) for k, v in definition.get("input", {}).items()}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _report_app_error(exc: Any) -> None:
