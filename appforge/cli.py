@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -573,10 +575,16 @@ def _client(obj: dict[str, Any], url: str, token: str) -> Any:
     return Client(url, token, http=obj.get("http"))
 
 
-def _fail(exc: Exception) -> None:
-    code = getattr(exc, "code", type(exc).__name__)
-    click.echo(f"error [{code}]: {getattr(exc, 'message', str(exc))}", err=True)
-    sys.exit(1)
+@contextmanager
+def _api_errors() -> Iterator[None]:
+    """An API error ends the command: its code, message and problems on stderr, exit 1."""
+    from appforge.client import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        _report_app_error(exc)
+        sys.exit(1)
 
 
 def _remote(name: str, help: str) -> click.Group:
@@ -595,13 +603,9 @@ prompts_cmd = _remote("prompts", "Managed prompts on a running server.")
 @click.pass_obj
 def apps_list(obj: dict[str, Any], url: str, token: str) -> None:
     """List apps: uuid, version, type, name."""
-    from appforge.client import ApiError
-
-    try:
+    with _api_errors():
         for app in _client(obj, url, token).list_apps():
             click.echo(f"{app.uuid}  v{app.version:<3} {app.type:5} {app.name}")
-    except ApiError as exc:
-        _fail(exc)
 
 
 @apps_cmd.command("create")
@@ -610,15 +614,8 @@ def apps_list(obj: dict[str, Any], url: str, token: str) -> None:
 @click.pass_obj
 def apps_create(obj: dict[str, Any], app_file: Path, url: str, token: str) -> None:
     """Create an app from a YAML file; prints its uuid."""
-    from appforge.client import ApiError
-
-    try:
+    with _api_errors():
         app = _client(obj, url, token).create_app(app_file)
-    except ApiError as exc:
-        for problem in exc.details.get("errors", []) if isinstance(exc.details, dict) else []:
-            line = f"line {problem.get('line')}: " if problem.get("line") else ""
-            click.echo(f"  {line}{problem.get('path')}: {problem.get('message')}", err=True)
-        _fail(exc)
     click.echo(app.uuid)
 
 
@@ -627,13 +624,9 @@ def apps_create(obj: dict[str, Any], app_file: Path, url: str, token: str) -> No
 @click.pass_obj
 def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
     """List datasources: uuid, type, name."""
-    from appforge.client import ApiError
-
-    try:
+    with _api_errors():
         for ds in _client(obj, url, token).list_datasources():
             click.echo(f"{ds['uuid']}  {ds['type']:6} {ds['name']}")
-    except ApiError as exc:
-        _fail(exc)
 
 
 @datasources_cmd.command("create")
@@ -649,12 +642,8 @@ def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
 @click.pass_obj
 def datasources_create(obj: dict[str, Any], name: str, kind: str, url: str, token: str) -> None:
     """Create a datasource; prints its uuid."""
-    from appforge.client import ApiError
-
-    try:
+    with _api_errors():
         click.echo(_client(obj, url, token).create_datasource(name, kind)["uuid"])
-    except ApiError as exc:
-        _fail(exc)
 
 
 @datasources_cmd.command("add")
@@ -717,13 +706,9 @@ def datasources_add(
 @click.pass_obj
 def prompts_list(obj: dict[str, Any], use_case_id: str, url: str, token: str) -> None:
     """List the prompts of a use case: id, name."""
-    from appforge.client import ApiError
-
-    try:
+    with _api_errors():
         for prompt in _client(obj, url, token).list_prompts(use_case_id):
             click.echo(f"{prompt['id']}  {prompt['name']}")
-    except ApiError as exc:
-        _fail(exc)
 
 
 @prompts_cmd.command("promote")
@@ -736,10 +721,6 @@ def prompts_promote(
     obj: dict[str, Any], prompt_id: str, version: int, label: str, url: str, token: str
 ) -> None:
     """Put LABEL on VERSION of a prompt (apps pinning the label follow)."""
-    from appforge.client import ApiError
-
-    try:
+    with _api_errors():
         _client(obj, url, token).promote(prompt_id, version, label)
-    except ApiError as exc:
-        _fail(exc)
     click.echo(f"{label} -> version {version}")
