@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -34,6 +34,7 @@ from api.webhook_delivery import WebhookDispatcher
 from appforge import __version__
 from appforge.db import make_engine, migrate, session_factory
 from appforge.settings import Settings
+from apps_yaml.flows import Flow
 from datasources.embedding import Embedder
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
@@ -54,8 +55,14 @@ def create_app(
     *,
     providers: dict[str, Provider] | None = None,
     embedder: Embedder | None = None,
+    flows: Mapping[str, Flow] | None = None,
 ) -> FastAPI:
-    """Build the API. ``providers`` and ``embedder`` inject ready models (tests share them)."""
+    """Build the API. ``providers`` and ``embedder`` inject ready models (tests share them).
+
+    ``flows`` are the Python flows this process serves, by name: apps naming one
+    (``flow: <name>``) run it. The API never accepts Python code; only the process
+    that loaded a flow file (``appforge run flow.py --serve``) can pass it here.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,6 +122,7 @@ def create_app(
     # Added last, so outermost: every response, a 429 included, gets a request id.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes)
     errors.install(app)
+    app.state.flows = dict(flows or {})
 
     @app.get("/api/health", response_model=Health, tags=["health"])
     def health() -> Health:

@@ -135,6 +135,9 @@ class StoreReferences:
             return exc.message
         return None
 
+    def flow_served(self, name: str) -> bool:
+        return name in self.request.app.state.flows
+
 
 def parse_definition(request: Request, db: Session, text: str) -> AppDocument:
     """Validate a definition completely, as it would run: 422 with every problem."""
@@ -155,7 +158,9 @@ def get_app_row(db: Session, app_uuid: str) -> App:
 
 
 def _document(doc: AppDocument) -> dict[str, Any]:
-    return doc.model_dump(mode="json", exclude_none=True)
+    # A flow app has no steps or output of its own (its Python code is them).
+    absent = {"steps", "output"} if doc.flow is not None else None
+    return doc.model_dump(mode="json", exclude_none=True, exclude=absent)
 
 
 def _apply(app: App, doc: AppDocument, text: str) -> None:

@@ -3,7 +3,9 @@
 A run is prepared in the request (app, input, session, history), executed by
 the engine in a worker thread, and stored by that same thread when it ends, so
 a run whose client went away is still recorded (as ``cancelled``, with the
-output produced so far).
+output produced so far). An app that names a Python flow (``flow: <name>``)
+runs the flow this process serves (``create_app(..., flows=...)``) instead of
+the engine; everything else (storage, streaming, limits, sessions) is shared.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from api.streaming import Encoder, wants_sse
 from appforge.db import transaction, utcnow
 from apps_yaml import engine
 from apps_yaml.engine import Chunk, Dependencies, Event, Failed, HistoryTurn, Outcome, Output
+from apps_yaml.flows import Flow
 from apps_yaml.inputs import check_input
 from apps_yaml.schema import AppDocument, LlmStep
 from datasources.store import StoreRetriever
@@ -104,6 +107,7 @@ class Prepared:
     session_id: str
     history: list[HistoryTurn]
     timeout: float
+    flow: Flow | None = None
 
 
 @dataclass
@@ -129,6 +133,16 @@ def _prepare(
                 headers={"WWW-Authenticate": "Token"},
             )
         doc = AppDocument.model_validate(app.document)
+        flow: Flow | None = None
+        if doc.flow is not None:
+            flow = state.flows.get(doc.flow)
+            if flow is None:  # saved by a process that served it, since stopped
+                raise ConflictError(
+                    f"app '{app.name}' runs the Python flow '{doc.flow}', which this server"
+                    " does not serve: serve it with `appforge run <flow file> --serve`",
+                    code="FLOW_NOT_SERVED",
+                    details={"flow": doc.flow},
+                )
         inputs = check_input(doc, body.input)
         if session_id is None:
             session_id = uuid.uuid4().hex
@@ -149,7 +163,10 @@ def _prepare(
             raise ConflictError(
                 f"session '{session_id}' belongs to another app", code="SESSION_APP_MISMATCH"
             )
-        depth = max((s.history for s in doc.steps if isinstance(s, LlmStep)), default=0)
+        if flow is not None:
+            depth = flow.history
+        else:
+            depth = max((s.history for s in doc.steps if isinstance(s, LlmStep)), default=0)
         history: list[HistoryTurn] = []
         if depth and doc.type == "chat":
             turns = db.scalars(
@@ -158,7 +175,7 @@ def _prepare(
                 .order_by(Turn.n.desc())
                 .limit(depth)
             )
-            history = [HistoryTurn(t.transcript) for t in reversed(list(turns))]
+            history = [HistoryTurn(t.transcript, t.input, t.output) for t in reversed(list(turns))]
         run = Run(
             id=str(uuid.uuid4()),
             app_uuid=app_uuid,
@@ -209,7 +226,7 @@ def _prepare(
                 retry = False
         if retry:
             return _prepare(state, app_uuid, authorized, body, session_id, stream, retried=True)
-        return Prepared(run.id, app_uuid, app.name, doc, inputs, session_id, history, timeout)
+        return Prepared(run.id, app_uuid, app.name, doc, inputs, session_id, history, timeout, flow)
 
 
 def _lock_key(app_uuid: str) -> int:
@@ -304,9 +321,14 @@ def _execute(
     timer.daemon = True
     timer.start()
     try:
-        events = engine.run(
-            p.doc, p.inputs, deps, session_id=p.session_id, history=p.history, cancel=cancel
-        )
+        if p.flow is not None:
+            events = p.flow.run(
+                p.inputs, deps, session_id=p.session_id, history=p.history, cancel=cancel
+            )
+        else:
+            events = engine.run(
+                p.doc, p.inputs, deps, session_id=p.session_id, history=p.history, cancel=cancel
+            )
         for event in events:
             if ttft is None and isinstance(event, Chunk | Output):
                 ttft = (time.perf_counter() - started) * 1000

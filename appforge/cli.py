@@ -83,11 +83,14 @@ def _start_builder(host: str, port: int, ui_port: int) -> subprocess.Popen[bytes
         raise click.ClickException("the builder package is not installed")
     app = Path(spec.origin).parent / "app.py"
     api_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    env = {**os.environ, "APPFORGE_URL": f"http://{api_host}:{port}"}
+    # The builder never gets the admin token: whoever opens it signs in with their own.
+    env = {k: v for k, v in os.environ.items() if k != "APPFORGE_ADMIN_TOKEN"}
+    env["APPFORGE_URL"] = f"http://{api_host}:{port}"
     command = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(ui_port), "--server.address", host,
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     return subprocess.Popen(command, env=env)
 
@@ -158,11 +161,10 @@ def run(
     port: int,
 ) -> None:
     """Run an app file (YAML) or a flow (a .py file) locally, printing its output as it
-    streams. With --session or --serve a YAML app is saved in the local home (created,
-    or updated by name) and runs through the API, so sessions persist."""
+    streams. With --session or --serve the app (for a flow: an app naming it) is saved
+    in the local home (created, or updated by name) and runs through the API started in
+    this process, so sessions persist."""
     if session_id or serve:
-        if app_file.suffix == ".py":
-            raise click.UsageError("--session and --serve take a YAML app; flows run locally")
         _through_api(obj, app_file, inputs, as_json, session_id, serve, host, port)
         return
     from apps_yaml import engine
@@ -177,8 +179,13 @@ def run(
     try:
         if app_file.suffix == ".py":
             flow = _load_flow(app_file)
+            try:
+                values = check_input(_flow_app(flow), _parse_inputs(inputs, flow.input))
+            except AppsYamlError as exc:
+                _report_app_error(exc)
+                sys.exit(2)
             db_engine = _engine(settings)
-            events = flow.run(_parse_inputs(inputs, {}), _flow_deps(registry, db_engine))
+            events = flow.run(values, _flow_deps(registry, db_engine))
             multi = True
         else:
             try:
@@ -186,6 +193,13 @@ def run(
                 values = check_input(doc, _parse_inputs(inputs, doc.input))
             except AppsYamlError as exc:
                 _report_app_error(exc)
+                sys.exit(2)
+            if doc.flow is not None:
+                click.echo(
+                    f"error [FLOW_NOT_SERVED]: {app_file.name} runs the Python flow "
+                    f"'{doc.flow}': run its flow file (appforge run flow.py)",
+                    err=True,
+                )
                 sys.exit(2)
             retriever, db_engine = _retriever(settings, doc, obj.get("embedder"))
             deps = engine.Dependencies(models=registry, retriever=retriever)
@@ -213,7 +227,10 @@ def _through_api(
     host: str,
     port: int,
 ) -> None:
-    """Start the API in this process, save the app in it, then serve it or run it once."""
+    """Start the API in this process, save the app in it, then serve it or run it once.
+
+    A flow (a .py file) is served by this process only: the API gets the loaded flow,
+    and the saved app names it (``flow: <name>``)."""
     import threading
 
     import uvicorn
@@ -221,6 +238,7 @@ def _through_api(
     from api.app import create_app
     from appforge.client import ApiError, Client, StreamChunk
 
+    flow = _load_flow(app_file) if app_file.suffix == ".py" else None
     settings = _settings()
     if settings.admin_token is not None:
         token, temporary = settings.admin_token.get_secret_value(), None
@@ -233,7 +251,12 @@ def _through_api(
             temporary = row.id
     if not serve:
         port = _free_port()
-    app = create_app(settings, providers=obj.get("providers"), embedder=obj.get("embedder"))
+    app = create_app(
+        settings,
+        providers=obj.get("providers"),
+        embedder=obj.get("embedder"),
+        flows={flow.name: flow} if flow is not None else None,
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -245,7 +268,7 @@ def _through_api(
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         with Client(base, token) as client:
             try:
-                uuid = _save_app(client, app_file)
+                uuid = _save_app(client, _flow_yaml(flow) if flow else app_file.read_text())
                 if serve:
                     click.echo(f"serving {app_file.name} as app {uuid}")
                     click.echo(f"run it: POST {base}/api/apps/{uuid}/run[/<session id>]")
@@ -253,15 +276,21 @@ def _through_api(
                         click.echo(f"token (valid while this runs): {token}", err=True)
                     thread.join()
                     return
-                app_info = client.get_app(uuid)
-                values = _parse_inputs(inputs, _declared_inputs(app_info.definition))
+                definition = client.get_app(uuid).definition
+                values = _parse_inputs(inputs, _declared_inputs(definition))
+                multi = "flow" in definition or len(definition.get("output", {})) > 1
                 chunks: list[StreamChunk] = []
+                current: str | None = None
                 for chunk in client.stream(uuid, values, session_id):
                     chunks.append(chunk)
-                    if not as_json:
-                        for piece in chunk.output.values():
-                            text = piece if isinstance(piece, str) else json.dumps(piece)
-                            click.echo(text, nl=False)
+                    if as_json:
+                        continue
+                    for key, piece in chunk.output.items():
+                        if multi and key != current:
+                            click.echo(("\n" if current else "") + f"[{key}] ", nl=False)
+                        current = key
+                        text = piece if isinstance(piece, str) else json.dumps(piece)
+                        click.echo(text, nl=False)
             except ApiError as exc:
                 _report_app_error(exc)
                 sys.exit(1 if exc.status >= 500 or exc.code == "TEMPLATE_ERROR" else 2)
@@ -283,11 +312,10 @@ def _through_api(
                 revoke_token(db, temporary)
 
 
-def _save_app(client: Any, app_file: Path) -> str:
+def _save_app(client: Any, text: str) -> str:
     """Create the app, or update the app of the same name (a new version if it changed)."""
     import yaml
 
-    text = app_file.read_text()
     name = (yaml.safe_load(text) or {}).get("name") if text.strip() else None
     existing = [a for a in client.list_apps(q=name)] if isinstance(name, str) else []
     same = [a for a in existing if a.name == name]
@@ -359,6 +387,19 @@ def _load_flow(path: Path) -> Any:
             f"{path} must define exactly one Flow (found {len(flows)})", param_hint="APP_FILE"
         )
     return flows[0]
+
+
+def _flow_app(flow: Any) -> Any:
+    """The app document naming ``flow`` (its inputs are checked against it)."""
+    from apps_yaml.schema import AppDocument
+
+    return AppDocument.model_validate(flow.app_document())
+
+
+def _flow_yaml(flow: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(flow.app_document(), sort_keys=False, allow_unicode=True)
 
 
 def _flow_deps(registry: Any, db_engine: Any) -> Any:

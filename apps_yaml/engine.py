@@ -116,9 +116,12 @@ class Dependencies:
 
 @dataclass(frozen=True)
 class HistoryTurn:
-    """What an earlier turn of the session said: per llm step, the user and assistant text."""
+    """An earlier turn of the session: per llm step, the user and assistant text; and the
+    turn's input and output (what a Python flow sees as ``ctx.history``)."""
 
     transcript: Mapping[str, Mapping[str, str]]
+    input: Mapping[str, Any] = field(default_factory=dict)
+    output: Mapping[str, Any] = field(default_factory=dict)
 
 
 class _Cancelled(Exception):

@@ -54,6 +54,10 @@ class References(Protocol):
         """Why ``model`` cannot be used (unknown alias or provider), or None if it can."""
         ...
 
+    def flow_served(self, name: str) -> bool:
+        """Whether this process serves the Python flow ``name`` (``flow:`` apps)."""
+        ...
+
 
 # --- line map -------------------------------------------------------------------
 

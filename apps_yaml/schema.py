@@ -4,6 +4,10 @@ An app is a versioned envelope (``version: 1``) with typed inputs, a list of
 steps (a discriminated union on ``kind``) that refer to earlier steps by id,
 and an output map whose keys are the run's output keys. Templates are Jinja2
 strings; they are checked when the app is saved (see ``apps_yaml.validate``).
+
+Instead of steps and output, an app may name a Python flow (``flow: <name>``,
+see ``apps_yaml.flows``): the flow's code is its steps, and only the process
+that loaded the flow file serves it (``appforge run flow.py --serve``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # Names that templates see besides inputs and step ids; steps may not take them.
@@ -120,18 +125,60 @@ class AppLimits(_Strict):
     timeout_seconds: float | None = Field(default=None, gt=0, description="Time per run.")
 
 
+# The published JSON Schema says what the model validator below enforces.
+_FLOW_OR_STEPS: dict[str, Any] = {
+    "if": {"required": ["flow"]},
+    "then": {"properties": {"steps": {"maxItems": 0}, "output": {"maxProperties": 0}}},
+    "else": {"required": ["steps", "output"]},
+}
+
+
 class AppDocument(_Strict):
     """The whole app as written in YAML."""
+
+    model_config = ConfigDict(json_schema_extra=_FLOW_OR_STEPS)
 
     version: Literal[1] = 1
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     type: Literal["chat", "text"] = "text"
     public: bool = False
+    flow: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A Python flow served by this server, instead of steps and output.",
+    )
     input: dict[Annotated[str, Field(pattern=IDENT)], InputField] = Field(default_factory=dict)
-    steps: list[Step] = Field(min_length=1)
-    output: dict[Annotated[str, Field(pattern=IDENT)], str] = Field(min_length=1)
+    steps: list[Step] = Field(
+        default_factory=list, min_length=1, description="Required unless the app names a flow."
+    )
+    output: dict[Annotated[str, Field(pattern=IDENT)], str] = Field(
+        default_factory=dict, min_length=1, description="Required unless the app names a flow."
+    )
     limits: AppLimits = Field(default_factory=AppLimits)
+
+    @model_validator(mode="after")
+    def _flow_or_steps(self) -> AppDocument:
+        # Errors carry the key they are about (ctx "key"), so that they get its line.
+        if self.flow is not None:
+            for key in ("steps", "output"):
+                if getattr(self, key):
+                    raise PydanticCustomError(
+                        "flow_exclusive",
+                        "an app with flow: has no {key}: the flow's Python code defines them",
+                        {"key": key},
+                    )
+        else:
+            missing = [k for k in ("steps", "output") if k not in self.model_fields_set]
+            if missing:
+                keys = " and ".join(f"'{k}'" for k in missing)
+                raise PydanticCustomError(
+                    "flow_missing",
+                    "missing required key{s} {keys} (or name a Python flow with flow:)",
+                    {"key": missing[0], "keys": keys, "s": "s" if len(missing) > 1 else ""},
+                )
+        return self
 
     def step(self, step_id: str) -> LlmStep | RetrieveStep:
         for s in self.steps:

@@ -33,6 +33,8 @@ _MODELS: dict[str, type[BaseModel]] = {
 # "PromptRef", "function-after[_one_form(), InlinePrompt]".
 _MEMBER = re.compile(r"^(?:function-\w+\[.*, )?(?P<name>[A-Z]\w*)\]?$")
 _IDENT_PATTERN = schema.IDENT
+# Errors of a model validator about one of the model's keys, named in ctx["key"].
+_KEYED = frozenset({"flow_exclusive", "flow_missing"})
 
 
 @dataclass
@@ -180,6 +182,8 @@ def _message(err: dict[str, Any], path: DocPath, data: Any, is_key: bool) -> tup
         return path, f"unknown key '{key}'{hint}"
     if kind == "missing":
         return path, f"missing required key '{path[-1]}'" if path else "missing"
+    if kind in _KEYED:
+        return (*path, ctx["key"]), msg
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         field = str(ctx.get("discriminator", "kind")).strip("'\"")
         tags = str(ctx.get("expected_tags", "")).replace("'", "") or "llm, retrieve"
@@ -260,7 +264,7 @@ def schema_problems(
         path, message = _message(e.raw, e.path, data, e.is_key)
         if lines is None:
             line = None
-        elif e.is_key or e.raw["type"] == "extra_forbidden":
+        elif e.is_key or e.raw["type"] == "extra_forbidden" or e.raw["type"] in _KEYED:
             line = lines.key_line(path)
         else:
             line = lines.line(path)

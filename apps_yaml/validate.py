@@ -13,7 +13,8 @@
   import and extends (there is nothing to load them from);
 - ``history`` on an app that is not ``type: chat``;
 - a datasource listed twice in one step;
-- with ``references``: unknown datasources, prompts (at their label) and models.
+- with ``references``: unknown datasources, prompts (at their label) and models,
+  and a ``flow:`` that this server does not serve.
 """
 
 from __future__ import annotations
@@ -187,6 +188,12 @@ def _check_inputs(doc: AppDocument, report: _Report) -> None:
 
 
 def _check_references(doc: AppDocument, references: References, report: _Report) -> None:
+    if doc.flow is not None and not references.flow_served(doc.flow):
+        report.add(
+            ("flow",),
+            f"flow '{doc.flow}' is not served by this server: a flow is served by the"
+            " process that loaded its file, `appforge run flow.py --serve`",
+        )
     for i, step in enumerate(doc.steps):
         if isinstance(step, RetrieveStep):
             for j, name in enumerate(step.datasources):

@@ -115,8 +115,12 @@ def test_run_serve_serves_the_app(tmp_path: Path):
             proc.stdout.close()
 
 
-def test_run_session_refuses_flows(tmp_path: Path):
-    flow = tmp_path / "f.py"
-    flow.write_text("x = 1\n")
-    result = CliRunner().invoke(main, ["run", str(flow), "--session", "s"])
-    assert result.exit_code == 2 and "flows run locally" in result.stderr
+def test_run_session_refuses_a_yaml_app_naming_a_flow(tmp_path: Path, local_provider: Any):
+    app = tmp_path / "app.yaml"
+    app.write_text("name: Ghost\nflow: ghost\n")
+    obj = {"providers": {"local": local_provider}}
+    env = {"APPFORGE_HOME": str(tmp_path / "home")}
+    result = CliRunner(env=env).invoke(main, ["run", str(app), "--session", "s"], obj=obj)
+    assert result.exit_code == 2 and "appforge run flow.py --serve" in result.stderr
+    local = CliRunner(env=env).invoke(main, ["run", str(app)], obj=obj)
+    assert local.exit_code == 2 and "FLOW_NOT_SERVED" in local.stderr

@@ -133,3 +133,100 @@ def test_flow_runs_from_the_cli(
     not_a_flow.write_text("x = 1\n")
     bad = CliRunner().invoke(main, ["run", str(not_a_flow)])
     assert bad.exit_code == 2 and "exactly one Flow" in bad.stderr
+
+
+def test_flow_inputs_declared_or_read_from_the_initial_step():
+    assert _example().app_document() == {
+        "version": 1,
+        "name": "summarize-many",
+        "description": "One summary line per paragraph.",
+        "type": "text",
+        "flow": "summarize-many",
+        "input": {
+            "text": {
+                "type": "string",
+                "required": True,
+                "description": "Paragraphs separated by blank lines.",
+                "max_length": 20000,
+            }
+        },
+    }
+    flow = Flow("typed", history=2)
+
+    @flow.step("a", initial=True)
+    def a(ctx: StepContext, n: int, tags: list[str], ratio: float = 0.5, note: Any = None):
+        return StepResult(n=n)
+
+    assert flow.app_document()["type"] == "chat"
+    assert {k: v.model_dump(exclude_defaults=True) for k, v in flow.input.items()} == {
+        "n": {"type": "integer", "required": True},
+        "tags": {"type": "array", "required": True},
+        "ratio": {"type": "number", "default": 0.5},
+        "note": {},
+    }
+    with pytest.raises(ValueError, match="identifier"):
+        Flow("bad", input={"not ok": {"type": "string"}})
+    with pytest.raises(ValueError):
+        Flow("bad", input={"x": {"type": "uuid"}})
+
+
+def test_flow_steps_see_the_session_history(deps: Dependencies):
+    from apps_yaml.engine import HistoryTurn
+
+    flow = Flow("recall", history=2)
+
+    @flow.step("a", initial=True)
+    def a(ctx: StepContext, msg: str) -> StepResult:
+        return StepResult(seen=[t.input["msg"] for t in ctx.history], session=ctx.session_id)
+
+    turns = [HistoryTurn({}, {"msg": f"m{i}"}, {"seen": []}) for i in range(3)]
+    _, outcome = _run_with(flow, {"msg": "now"}, deps, session_id="s", history=turns)
+    assert outcome.output == {"seen": ["m1", "m2"], "session": "s"}
+    flow.history = 0  # a stateless flow sees no history
+    _, outcome = _run_with(flow, {"msg": "now"}, deps, session_id="s", history=turns)
+    assert outcome.output["seen"] == []
+
+
+def _run_with(flow: Flow, inputs: dict[str, Any], deps: Dependencies, **kwargs: Any) -> Any:
+    outcome = Outcome()
+    events = list(flow.run(inputs, deps, **kwargs))
+    for e in events:
+        outcome.add(e)
+    return events, outcome
+
+
+def test_flow_output_must_be_json_and_step_detail_is_stored_as_json(deps: Dependencies):
+    flow = Flow("objects")
+
+    @flow.step("a", initial=True)
+    def a(ctx: StepContext) -> StepResult:
+        return StepResult(next_step="b", thing=object())
+
+    @flow.step("b")
+    def b(ctx: StepContext, thing: object) -> StepResult:
+        return StepResult(thing=thing)
+
+    events, outcome = _run(flow, {}, deps)
+    assert outcome.failure is not None and outcome.failure.code == "FLOW_INVALID"
+    assert "output 'thing'" in outcome.failure.message
+    assert outcome.steps[0]["output"]["thing"].startswith("<object object")
+
+
+def test_flow_cancelled_between_steps(deps: Dependencies):
+    import threading
+
+    cancel = threading.Event()
+    flow = Flow("stops")
+
+    @flow.step("a", initial=True)
+    def a(ctx: StepContext) -> StepResult:
+        cancel.set()
+        return StepResult(next_step="b", x=1)
+
+    @flow.step("b")
+    def b(ctx: StepContext, x: int) -> StepResult:
+        raise AssertionError("never runs")
+
+    _, outcome = _run_with(flow, {}, deps, cancel=cancel)
+    assert outcome.status == "cancelled"
+    assert [s["status"] for s in outcome.steps] == ["cancelled"]

@@ -355,7 +355,7 @@ def test_load_text_unknown_key_points_at_the_key_line() -> None:
             "colour",
             10,
             "unknown key 'colour'; allowed keys: "
-            "version, name, description, type, public, input, steps, output, limits",
+            "version, name, description, type, public, flow, input, steps, output, limits",
         ),
     ]
 

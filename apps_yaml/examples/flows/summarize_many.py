@@ -1,11 +1,23 @@
 """A flow with fan-out and fan-in: summarize each paragraph, then join the summaries.
 
 appforge run apps_yaml/examples/flows/summarize_many.py --input text="$(cat notes.txt)"
+appforge run apps_yaml/examples/flows/summarize_many.py --serve --port 8000
 """
 
 from apps_yaml.flows import Flow, StepContext, StepResult
 
-flow = Flow("summarize-many", description="One summary line per paragraph.")
+flow = Flow(
+    "summarize-many",
+    description="One summary line per paragraph.",
+    input={
+        "text": {
+            "type": "string",
+            "required": True,
+            "max_length": 20000,
+            "description": "Paragraphs separated by blank lines.",
+        }
+    },
+)
 
 
 @flow.step("split", initial=True, one_to_many=True)

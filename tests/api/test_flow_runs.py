@@ -1,0 +1,269 @@
+"""Python flows through the run API: served in-process, stored and streamed like YAML apps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from app_docs import YAML
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from api.models import RunPrompt
+from appforge.settings import Settings
+from apps_yaml.flows import Flow, StepContext, StepResult
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples" / "flows"
+TEXT = "Cats sleep most of the day.\n\nDogs like long walks in the park."
+
+
+def _example() -> Flow:
+    spec = importlib.util.spec_from_file_location("example_flow_api", EXAMPLE / "summarize_many.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    flow: Flow = module.flow
+    return flow
+
+
+def _chat_flow() -> Flow:
+    """Remembers the session: each run reports the earlier turns it was given."""
+    flow = Flow("remember", history=5, input={"msg": {"type": "string", "required": True}})
+
+    @flow.step("recall", initial=True)
+    def recall(ctx: StepContext, msg: str) -> StepResult:
+        earlier = [{"msg": t.input["msg"], "reply": t.output["reply"]} for t in ctx.history]
+        return StepResult(reply=f"#{len(earlier) + 1}: {msg}", earlier=earlier)
+
+    return flow
+
+
+@pytest.fixture
+def serve(
+    local_provider: Any, embedder: Any, admin_token: str
+) -> Iterator[Callable[..., TestClient]]:
+    """The real API serving the given flows (lifespan included), admin token preset."""
+    opened: list[TestClient] = []
+
+    def make(settings: Settings, *flows: Flow) -> TestClient:
+        app = create_app(
+            settings,
+            providers={"local": local_provider},
+            embedder=embedder,
+            flows={f.name: f for f in flows},
+        )
+        client = TestClient(app)
+        client.__enter__()
+        client.headers["Authorization"] = f"Token {admin_token}"
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+def _save(client: TestClient, flow: Flow) -> str:
+    text = yaml.safe_dump(flow.app_document(), sort_keys=False)
+    r = client.post("/api/apps", content=text, headers=YAML)
+    assert r.status_code == 201, r.text
+    assert r.json()["definition"]["flow"] == flow.name
+    assert "steps" not in r.json()["definition"]
+    uuid: str = r.json()["uuid"]
+    return uuid
+
+
+def _ndjson(client: TestClient, url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with client.stream("POST", url, json=body) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/x-ndjson")
+        return [json.loads(line) for line in r.iter_lines() if line]
+
+
+def test_flow_run_fans_out_and_in_through_the_api(
+    serve: Callable[..., TestClient], settings: Settings
+):
+    client = serve(settings, _example())
+    uuid = _save(client, _example())
+    url = f"/api/apps/{uuid}/run"
+    r = client.post(url, json={"input": {"text": TEXT}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["output"]["paragraphs"] == 2
+    assert body["output"]["summary"].count("\n- ") == 1
+    assert body["run"]["status"] == "succeeded"
+    run = client.get(f"/api/runs/{body['run']['id']}").json()
+    assert run["input"] == {"text": TEXT}
+    assert run["output"] == body["output"]
+    assert [s["id"] for s in run["steps"]] == ["split#1", "summarize#2", "summarize#3", "join#4"]
+    for step in run["steps"]:
+        assert step["kind"] == "flow" and step["status"] == "succeeded"
+        assert step["latency_ms"] >= 0
+    split, first, second, join = run["steps"]
+    assert split["output"] == {"part": TEXT.split("\n\n")}
+    assert first["input"] == {"part": "Cats sleep most of the day."}
+    assert second["input"] == {"part": "Dogs like long walks in the park."}
+    assert first["calls"][0]["model"] and first["usage"]["completion_tokens"] > 0
+    assert join["input"] == {"summary": [first["output"]["summary"], second["output"]["summary"]]}
+    assert run["usage"]["total_tokens"] == sum(
+        s["usage"].get("total_tokens", 0) for s in run["steps"]
+    )
+
+    # Streamed: NDJSON chunks stitch to the same output, then the done line.
+    lines = _ndjson(client, url, {"input": {"text": TEXT}, "stream": True})
+    *chunks, done = lines
+    assert done["done"] is True and done["run"]["status"] == "succeeded"
+    assert {k: v for c in chunks for k, v in c["output"].items()} == body["output"]
+    assert all(c["session"] == done["session"] for c in chunks)
+    # SSE carries the same JSON
+    body_sse = {"input": {"text": TEXT}, "stream": True}
+    with client.stream("POST", url, json=body_sse, headers={"Accept": "text/event-stream"}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        raw = r.read().decode()
+    events = [dict(ln.split(": ", 1) for ln in b.split("\n")) for b in raw.split("\n\n") if b]
+    assert [e["event"] for e in events] == ["chunk", "chunk", "done"]
+    sse_output = [json.loads(e["data"])["output"] for e in events[:-1]]
+    assert {k: v for o in sse_output for k, v in o.items()} == body["output"]
+    runs = client.get(f"/api/apps/{uuid}/runs").json()
+    assert [r["status"] for r in runs] == ["succeeded"] * 3
+    assert all(len(r["steps"]) == 4 for r in runs)
+
+
+def test_flow_run_records_the_managed_prompt_version(
+    serve: Callable[..., TestClient], settings: Settings
+):
+    flow = Flow("shouter")
+
+    @flow.step("say", prompt="shout", initial=True)
+    def say(ctx: StepContext, word: str) -> StepResult:
+        return StepResult(text=ctx.llm(variables={"word": word}, max_tokens=8, temperature=0))
+
+    client = serve(settings, flow)
+    uc = client.post("/api/v1/use-cases", json={"name": "F"}).json()["id"]
+    pid = client.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "shout"}).json()["id"]
+    for text in ("Repeat loudly: {{ word }}", "Whisper: {{ word }}"):
+        body = {"type": "text", "template_text": text}
+        assert client.post(f"/api/v1/prompts/{pid}/versions", json=body).status_code == 201
+    client.post(f"/api/v1/prompts/{pid}/versions/2/promote", json={"label": "production"})
+    uuid = _save(client, flow)
+    assert flow.app_document()["input"] == {"word": {"type": "string", "required": True}}
+    r = client.post(f"/api/apps/{uuid}/run", json={"input": {"word": "hello"}})
+    assert r.status_code == 200, r.text
+    run_id = r.json()["run"]["id"]
+    step = client.get(f"/api/runs/{run_id}").json()["steps"][0]
+    assert step["prompt"] == {"id": pid, "name": "shout", "version": 2, "label": "production"}
+    assert step["calls"][0]["messages"] == [{"role": "user", "content": "Whisper: hello"}]
+    with client.app.state.db() as db:  # type: ignore[attr-defined]
+        rows = list(db.scalars(select(RunPrompt).where(RunPrompt.run_id == run_id)))
+    assert [(p.step_id, p.prompt_id, p.prompt_version, p.label) for p in rows] == [
+        ("say#1", pid, 2, "production")
+    ]
+
+
+def test_flow_session_second_run_sees_the_first_turn(
+    serve: Callable[..., TestClient], settings: Settings
+):
+    flow = _chat_flow()
+    client = serve(settings, flow)
+    uuid = _save(client, flow)
+    assert client.get(f"/api/apps/{uuid}").json()["type"] == "chat"
+    url = f"/api/apps/{uuid}/run/s-1"
+    first = client.post(url, json={"input": {"msg": "hello"}}).json()
+    assert first["output"] == {"reply": "#1: hello", "earlier": []}
+    lines = _ndjson(client, url, {"input": {"msg": "again"}, "stream": True})
+    output = {k: v for line in lines[:-1] for k, v in line["output"].items()}
+    assert output == {"reply": "#2: again", "earlier": [{"msg": "hello", "reply": "#1: hello"}]}
+    assert lines[-1]["session"] == {"id": "s-1"}
+    turns = client.get("/api/sessions/s-1").json()["turns"]
+    assert [t["input"]["msg"] for t in turns] == ["hello", "again"]
+    # another session starts afresh
+    other = client.post(f"/api/apps/{uuid}/run/s-2", json={"input": {"msg": "x"}}).json()
+    assert other["output"]["earlier"] == []
+
+
+def test_flow_failures_and_bad_input_through_the_api(
+    serve: Callable[..., TestClient], settings: Settings
+):
+    flow = Flow("fragile")
+
+    @flow.step("a", initial=True)
+    def a(ctx: StepContext, n: int, note: str = "") -> StepResult:
+        if n < 0:
+            return StepResult(error="n must not be negative")
+        return StepResult(double=2 * n)
+
+    client = serve(settings, flow)
+    uuid = _save(client, flow)
+    url = f"/api/apps/{uuid}/run"
+    assert client.post(url, json={"input": {"n": 2}}).json()["output"] == {"double": 4}
+    r = client.post(url, json={"input": {"n": "two"}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "INPUT_INVALID"
+    r = client.post(url, json={"input": {"n": -1}})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "FLOW_STEP_FAILED"
+    run = client.get(f"/api/runs/{r.json()['error']['details']['run_id']}").json()
+    assert run["status"] == "failed" and run["error"]["step"] == "a"
+    assert run["steps"][0]["status"] == "failed"
+    assert run["steps"][0]["error"] == "n must not be negative"
+    statuses = [x["status"] for x in client.get(f"/api/apps/{uuid}/runs").json()]
+    assert sorted(statuses) == ["failed", "succeeded"]  # the bad input stored nothing
+
+
+def test_flow_unknown_at_save_is_refused(serve: Callable[..., TestClient], settings: Settings):
+    client = serve(settings, _example())
+    text = "name: Ghost\ndescription: x\nflow: not-served\n"
+    r = client.post("/api/apps", content=text, headers=YAML)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "APP_INVALID"
+    [problem] = error["details"]["errors"]
+    assert problem["path"] == "flow" and problem["line"] == 3
+    assert "appforge run flow.py --serve" in problem["message"]
+    assert client.get("/api/apps").json() == []
+
+
+def test_flow_with_steps_is_refused(serve: Callable[..., TestClient], settings: Settings):
+    client = serve(settings, _example())
+    text = """\
+name: Both
+flow: summarize-many
+steps:
+  - id: a
+    kind: llm
+    prompt: {user: hi}
+"""
+    r = client.post("/api/apps", content=text, headers=YAML)
+    assert r.status_code == 422, r.text
+    [problem] = r.json()["error"]["details"]["errors"]
+    assert problem["path"] == "steps" and problem["line"] == 3
+    assert "flow" in problem["message"]
+    r = client.post("/api/apps", content="name: Neither\n", headers=YAML)
+    assert r.status_code == 422
+    [problem] = r.json()["error"]["details"]["errors"]
+    assert problem["message"].startswith("missing required keys 'steps' and 'output'")
+    assert client.get("/api/apps").json() == []
+
+
+def test_flow_not_served_at_run_is_409(
+    serve: Callable[..., TestClient], settings: Settings, admin_token: str
+):
+    first = serve(settings, _example())
+    uuid = _save(first, _example())
+    first.__exit__(None, None, None)  # the server stops; a new one starts without the flow
+    client = serve(settings)
+    r = client.post(f"/api/apps/{uuid}/run/s-9", json={"input": {"text": TEXT}})
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert error["code"] == "FLOW_NOT_SERVED" and error["details"] == {"flow": "summarize-many"}
+    assert "appforge run" in error["message"]
+    assert client.get(f"/api/apps/{uuid}/runs").json() == []
+    assert client.get("/api/sessions/s-9").status_code == 404
+    # a new version of the app cannot be saved here either
+    text = client.get(f"/api/apps/{uuid}", headers={"Accept": "application/yaml"}).text
+    r = client.patch(f"/api/apps/{uuid}", content=text + "public: true\n", headers=YAML)
+    assert r.status_code == 422 and r.json()["error"]["details"]["errors"][0]["path"] == "flow"
