@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,6 +109,134 @@ class TokenInfo(_Result):
     name: str
     prefix: str
     is_admin: bool
+
+
+class AppVersionDetail(AppVersion):
+    yaml: str
+    definition: dict[str, Any]
+
+
+class RunStats(_Result):
+    """Figures over runs; a series item also has ``bucket``, a breakdown its key."""
+
+    runs: int
+    errors: int
+    cancelled: int
+    error_rate: float
+    latency_ms: dict[str, float | None]
+    ttft_ms: dict[str, float | None]
+    tokens: dict[str, int]
+
+
+class AppAnalytics(_Result):
+    app_uuid: str
+    start: datetime
+    end: datetime
+    bucket: str
+    totals: RunStats
+    series: list[RunStats]
+    by_version: list[RunStats]
+
+
+class PromptAnalytics(_Result):
+    prompt_id: str
+    start: datetime
+    end: datetime
+    bucket: str
+    totals: RunStats
+    series: list[RunStats]
+    by_version: list[RunStats]
+    by_label: list[RunStats]
+
+
+class EntryInfo(_Result):
+    uuid: str
+    datasource_uuid: str
+    name: str
+    type: str
+    status: str
+    entry_metadata: dict[str, Any]
+    error: str | None = None
+
+
+class UseCaseInfo(_Result):
+    id: str
+    name: str
+    description: str
+    prompt_count: int
+
+
+class PromptInfo(_Result):
+    id: str
+    use_case_id: str
+    name: str
+    description: str
+    tags: list[str]
+    version_count: int
+    latest_version: int | None
+
+
+class PromptVersionInfo(_Result):
+    id: str
+    prompt_id: str
+    version_number: int
+    type: str
+    template_text: str | None
+    template_messages: list[dict[str, Any]] | None
+    model_defaults: dict[str, Any]
+    variables: list[str]
+    labels: list[str]
+
+
+class DeployResult(_Result):
+    """A move of an environment (deploy or rollback), with the API's field names."""
+
+    promptId: str
+    environment: str
+    version: int
+    previousVersion: int | None
+    notes: str | None = None
+
+
+class Dependent(_Result):
+    app_uuid: str
+    name: str
+    step: str
+    label: str | None
+    version: int | None
+
+
+class PromptSearchResult(_Result):
+    prompts: list[PromptInfo]
+    pagination: dict[str, int]
+
+
+class BulkResult(_Result):
+    operation: str
+    atomic: bool
+    applied: bool
+    succeeded: int
+    failed: int
+    results: list[dict[str, Any]]
+
+
+class WebhookInfo(_Result):
+    id: str
+    url: str
+    events: list[str]
+    active: bool
+
+
+class WebhookDeliveryInfo(_Result):
+    id: str
+    webhook_id: str
+    event: str
+    status: str
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    payload: dict[str, Any]
+    log: list[dict[str, Any]] = []
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -218,6 +348,21 @@ Op = Generator[Call | Sleep, httpx.Response, T]
 # Operations whose last good answer is kept: served again (stale) when the server
 # is briefly unreachable, so an app reading its prompts keeps working.
 CACHED_OPS = frozenset({"render", "get_prompt"})
+# Writes after which no cached prompt answer is fresh any more: a client sees its
+# own changes at once (the old answers stay as stale-if-error fallbacks).
+PROMPT_WRITES = frozenset(
+    {
+        "update_prompt",
+        "delete_prompt",
+        "create_version",
+        "promote",
+        "demote",
+        "deploy",
+        "rollback",
+        "bulk_prompts",
+        "delete_use_case",
+    }
+)
 # What a Sleep step receives back (operations ignore it).
 _NO_RESPONSE = httpx.Response(204)
 
@@ -284,6 +429,11 @@ class _Ops:
         r = yield Call("GET", path, headers={"Accept": "application/yaml"})
         return r.text
 
+    def get_app_version(self, uuid: str, version: int) -> Op[AppVersionDetail]:
+        """One earlier definition of the app, as JSON (with its YAML text)."""
+        r = yield Call("GET", f"/api/apps/{uuid}/versions/{version}")
+        return AppVersionDetail.model_validate(r.json())
+
     def restore_app_version(self, uuid: str, version: int) -> Op[AppInfo]:
         r = yield Call("POST", f"/api/apps/{uuid}/versions/{version}/restore")
         return AppInfo.model_validate(r.json())
@@ -301,18 +451,34 @@ class _Ops:
         return RunRecord.model_validate(r.json())
 
     def list_runs(
-        self, uuid: str, status: str | None = None, limit: int = 50
+        self,
+        uuid: str,
+        status: str | None = None,
+        limit: int = 50,
+        *,
+        session_id: str | None = None,
+        offset: int = 0,
     ) -> Op[list[RunRecord]]:
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             params["status"] = status
+        if session_id:
+            params["session_id"] = session_id
         r = yield Call("GET", f"/api/apps/{uuid}/runs", params=params)
         return [RunRecord.model_validate(x) for x in r.json()]
 
-    def analytics(self, uuid: str, **params: Any) -> Op[dict[str, Any]]:
+    def analytics(
+        self,
+        uuid: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        bucket: str = "day",
+    ) -> Op[AppAnalytics]:
+        """Run figures of an app between ``start`` and ``end`` (default: the last 7 days)."""
+        params = _window(start, end, bucket)
         r = yield Call("GET", f"/api/apps/{uuid}/analytics", params=params)
-        body: dict[str, Any] = r.json()
-        return body
+        return AppAnalytics.model_validate(r.json())
 
     # sessions
     def get_session(self, session_id: str) -> Op[SessionInfo]:
@@ -340,6 +506,11 @@ class _Ops:
 
     def revoke_token(self, token_id: str) -> Op[None]:
         yield Call("DELETE", f"/api/tokens/{token_id}")
+
+    def me(self) -> Op[TokenInfo]:
+        """The token this client authenticates with."""
+        r = yield Call("GET", "/api/tokens/me")
+        return TokenInfo.model_validate(r.json())
 
     def health(self) -> Op[dict[str, Any]]:
         r = yield Call("GET", "/api/health")
@@ -380,6 +551,7 @@ class _Ops:
         url: str | None = None,
         file: Path | bytes | None = None,
         metadata: dict[str, Any] | None = None,
+        media_type: str | None = None,
     ) -> Op[dict[str, Any]]:
         """Add a text, URL or file entry (files go base64 in the JSON body)."""
         data: dict[str, Any] = {"name": name}
@@ -390,9 +562,39 @@ class _Ops:
         if file is not None:
             raw = file.read_bytes() if isinstance(file, Path) else file
             data["file"] = base64.b64encode(raw).decode()
+        if media_type is not None:
+            data["media_type"] = media_type
         body = {"entry_data": data, "entry_metadata": metadata or {}}
         r = yield Call("POST", f"/api/datasources/{datasource}/entries", json=body)
         return _json(r)
+
+    def upload_entry(
+        self,
+        datasource: str,
+        file: Path | bytes,
+        *,
+        name: str | None = None,
+        filename: str | None = None,
+        media_type: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Op[EntryInfo]:
+        """Add a file entry as multipart/form-data (no base64 inflation on the wire)."""
+        raw = file.read_bytes() if isinstance(file, Path) else file
+        upload_name = filename or (file.name if isinstance(file, Path) else "upload")
+        form: dict[str, str] = {}
+        if name is not None:
+            form["name"] = name
+        if metadata:
+            form["entry_metadata"] = json.dumps(metadata)
+        kind = media_type or "application/octet-stream"
+        # httpx encodes the form; the bytes go out as they are (and are signed as they are).
+        encoded = httpx.Request(
+            "POST", "http://form", files={"file": (upload_name, raw, kind)}, data=form
+        )
+        path = f"/api/datasources/{datasource}/entries/upload"
+        headers = {"Content-Type": encoded.headers["Content-Type"]}
+        r = yield Call("POST", path, content=encoded.read(), headers=headers)
+        return EntryInfo.model_validate(r.json())
 
     def list_entries(self, datasource: str) -> Op[list[dict[str, Any]]]:
         r = yield Call("GET", f"/api/datasources/{datasource}/entries")
@@ -439,22 +641,61 @@ class _Ops:
         r = yield Call("POST", "/api/v1/use-cases", json=body)
         return _json(r)
 
-    def list_use_cases(self) -> Op[list[dict[str, Any]]]:
-        r = yield Call("GET", "/api/v1/use-cases")
+    def list_use_cases(self, skip: int = 0, limit: int = 100) -> Op[list[dict[str, Any]]]:
+        r = yield Call("GET", "/api/v1/use-cases", params={"skip": skip, "limit": limit})
         return _json(r)
+
+    def get_use_case(self, use_case_id: str) -> Op[UseCaseInfo]:
+        r = yield Call("GET", f"/api/v1/use-cases/{use_case_id}")
+        return UseCaseInfo.model_validate(r.json())
+
+    def update_use_case(
+        self, use_case_id: str, *, name: str | None = None, description: str | None = None
+    ) -> Op[UseCaseInfo]:
+        """Rename or describe a use case; fields left as None are not changed."""
+        body = _given(name=name, description=description)
+        r = yield Call("PATCH", f"/api/v1/use-cases/{use_case_id}", json=body)
+        return UseCaseInfo.model_validate(r.json())
+
+    def delete_use_case(self, use_case_id: str) -> Op[None]:
+        """Delete a use case with all its prompts and their versions."""
+        yield Call("DELETE", f"/api/v1/use-cases/{use_case_id}")
 
     def create_prompt(self, use_case_id: str, name: str, **fields: Any) -> Op[dict[str, Any]]:
         body = {"name": name, **fields}
         r = yield Call("POST", f"/api/v1/use-cases/{use_case_id}/prompts", json=body)
         return _json(r)
 
-    def list_prompts(self, use_case_id: str) -> Op[list[dict[str, Any]]]:
-        r = yield Call("GET", f"/api/v1/use-cases/{use_case_id}/prompts")
+    def list_prompts(
+        self,
+        use_case_id: str,
+        tags: Sequence[str] | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> Op[list[dict[str, Any]]]:
+        """The prompts of a use case; with ``tags``, those having every tag."""
+        params: dict[str, Any] = {"skip": skip, "limit": limit}
+        if tags:
+            params["tags"] = ",".join(tags)
+        r = yield Call("GET", f"/api/v1/use-cases/{use_case_id}/prompts", params=params)
         return _json(r)
 
     def get_prompt(self, prompt_id: str) -> Op[dict[str, Any]]:
         r = yield Call("GET", f"/api/v1/prompts/{prompt_id}")
         return _json(r)
+
+    def update_prompt(
+        self,
+        prompt_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Op[PromptInfo]:
+        """Change a prompt's name, description or tags; fields left as None are not changed."""
+        body = _given(name=name, description=description, tags=None if tags is None else list(tags))
+        r = yield Call("PATCH", f"/api/v1/prompts/{prompt_id}", json=body)
+        return PromptInfo.model_validate(r.json())
 
     def delete_prompt(self, prompt_id: str) -> Op[None]:
         yield Call("DELETE", f"/api/v1/prompts/{prompt_id}")
@@ -466,6 +707,10 @@ class _Ops:
     def list_versions(self, prompt_id: str) -> Op[list[dict[str, Any]]]:
         r = yield Call("GET", f"/api/v1/prompts/{prompt_id}/versions")
         return _json(r)
+
+    def get_version(self, prompt_id: str, version: int) -> Op[PromptVersionInfo]:
+        r = yield Call("GET", f"/api/v1/prompts/{prompt_id}/versions/{version}")
+        return PromptVersionInfo.model_validate(r.json())
 
     def promote(self, prompt_id: str, version: int, label: str) -> Op[Any]:
         path = f"/api/v1/prompts/{prompt_id}/versions/{version}/promote"
@@ -481,6 +726,14 @@ class _Ops:
         body = {"environment": environment, "version": version, "notes": notes}
         r = yield Call("POST", f"/api/v1/prompts/{prompt_id}/deploy", json=body)
         return _json(r)
+
+    def rollback(
+        self, prompt_id: str, environment: str, notes: str | None = None
+    ) -> Op[DeployResult]:
+        """Move an environment back to the version it had before its last move."""
+        body = {"environment": environment, "notes": notes}
+        r = yield Call("POST", f"/api/v1/prompts/{prompt_id}/rollback", json=body)
+        return DeployResult.model_validate(r.json())
 
     def deployments(self, prompt_id: str) -> Op[Any]:
         r = yield Call("GET", f"/api/v1/prompts/{prompt_id}/deployments")
@@ -498,14 +751,101 @@ class _Ops:
         *,
         label: str | None = None,
         version: int | None = None,
+        model_provider: str | None = None,
+        model_name: str | None = None,
     ) -> Op[dict[str, Any]]:
+        """Render by ``version`` or ``label`` (default production, else latest); the model
+        names pick a model-specific variant."""
         body: dict[str, Any] = {"variables": variables or {}}
-        if label is not None:
-            body["label"] = label
-        if version is not None:
-            body["version"] = version
+        body.update(
+            _given(
+                label=label, version=version, model_provider=model_provider, model_name=model_name
+            )
+        )
         r = yield Call("POST", f"/api/v1/prompts/{prompt_id}/render", json=body)
         return _json(r)
+
+    def dependents(self, prompt_id: str) -> Op[list[Dependent]]:
+        """The apps whose llm steps pin this prompt."""
+        r = yield Call("GET", f"/api/v1/prompts/{prompt_id}/dependents")
+        return [Dependent.model_validate(d) for d in r.json()]
+
+    def prompt_analytics(
+        self,
+        prompt_id: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        bucket: str = "day",
+    ) -> Op[PromptAnalytics]:
+        """Figures of the runs that used the prompt, per version and per label."""
+        params = _window(start, end, bucket)
+        r = yield Call("GET", f"/api/v1/prompts/{prompt_id}/analytics", params=params)
+        return PromptAnalytics.model_validate(r.json())
+
+    def search_prompts(
+        self,
+        query: str = "",
+        *,
+        tags: Sequence[str] = (),
+        author: str | None = None,
+        type: str | None = None,
+        has_config: bool | None = None,
+        page: int = 1,
+        limit: int = 20,
+    ) -> Op[PromptSearchResult]:
+        """Prompts whose name, description or templates contain ``query``, filtered."""
+        filters = {"tags": list(tags), **_given(author=author, type=type, hasConfig=has_config)}
+        body = {"query": query, "filters": filters, "pagination": {"page": page, "limit": limit}}
+        r = yield Call("POST", "/api/v1/prompts/search", json=body)
+        return PromptSearchResult.model_validate(r.json())
+
+    def bulk_prompts(
+        self,
+        operation: str,
+        prompts: Sequence[str | tuple[str, int]],
+        *,
+        environment: str | None = None,
+        notes: str | None = None,
+        atomic: bool = False,
+    ) -> Op[BulkResult]:
+        """``deploy``/``label`` (items are ``(prompt_id, version)``) or ``delete`` (ids)."""
+        items = [
+            {"id": p} if isinstance(p, str) else {"id": p[0], "version": p[1]} for p in prompts
+        ]
+        body = {
+            "operation": operation,
+            "prompts": items,
+            "atomic": atomic,
+            **_given(environment=environment, notes=notes),
+        }
+        r = yield Call("POST", "/api/v1/prompts/bulk", json=body)
+        return BulkResult.model_validate(r.json())
+
+    # webhooks (admin tokens only)
+    def create_webhook(self, url: str, events: Sequence[str], secret: str) -> Op[WebhookInfo]:
+        """Subscribe ``url`` to events; deliveries are signed with ``secret``."""
+        body = {"url": url, "events": list(events), "secret": secret}
+        r = yield Call("POST", "/api/webhooks", json=body)
+        return WebhookInfo.model_validate(r.json())
+
+    def list_webhooks(self) -> Op[list[WebhookInfo]]:
+        r = yield Call("GET", "/api/webhooks")
+        return [WebhookInfo.model_validate(w) for w in r.json()]
+
+    def get_webhook(self, webhook_id: str) -> Op[WebhookInfo]:
+        r = yield Call("GET", f"/api/webhooks/{webhook_id}")
+        return WebhookInfo.model_validate(r.json())
+
+    def delete_webhook(self, webhook_id: str) -> Op[None]:
+        yield Call("DELETE", f"/api/webhooks/{webhook_id}")
+
+    def webhook_deliveries(
+        self, webhook_id: str, limit: int = 100
+    ) -> Op[list[WebhookDeliveryInfo]]:
+        """The delivery log of a webhook, newest first."""
+        r = yield Call("GET", f"/api/webhooks/{webhook_id}/deliveries", params={"limit": limit})
+        return [WebhookDeliveryInfo.model_validate(d) for d in r.json()]
 
 
 def _stream_call(
@@ -520,6 +860,21 @@ def _stream_call(
 
 def _json(response: httpx.Response) -> Any:
     return response.json()
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None (PATCH bodies: absent means unchanged)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _window(start: datetime | None, end: datetime | None, bucket: str) -> dict[str, Any]:
+    """Analytics query parameters (the API calls the bounds ``from`` and ``to``)."""
+    params: dict[str, Any] = {"bucket": bucket}
+    if start is not None:
+        params["from"] = start.isoformat()
+    if end is not None:
+        params["to"] = end.isoformat()
+    return params
 
 
 class _Base:
@@ -555,6 +910,12 @@ class _Base:
             if time.monotonic() - stored < self.prompt_cache_ttl:
                 return True, value
         return False, None
+
+    def _remember(self, name: str, key: str | None, value: Any) -> None:
+        if key is not None:
+            self._cache[key] = (time.monotonic(), value)
+        elif name in PROMPT_WRITES:
+            self._cache = {k: (-math.inf, v) for k, (_, v) in self._cache.items()}
 
     def _stale(self, key: str | None, exc: Exception) -> Any:
         """The last good answer when the server is unreachable or failing; else re-raise."""
@@ -667,7 +1028,7 @@ class Client(_Base):
         except StopIteration as done:
             return done.value
 
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         key = self._cache_key(name, args, kwargs)
         fresh, value = self._fresh(key)
         if fresh:
@@ -676,8 +1037,7 @@ class Client(_Base):
             value = self._drive(getattr(_Ops, name)(self.ops, *args, **kwargs))
         except (httpx.TransportError, ServerError) as exc:
             return self._stale(key, exc)
-        if key is not None:
-            self._cache[key] = (time.monotonic(), value)
+        self._remember(name, key, value)
         return value
 
     def __getattr__(self, name: str) -> Any:
@@ -695,7 +1055,15 @@ class Client(_Base):
     ) -> Iterator[StreamChunk]:
         """Run with ``stream: true``; yields chunks, the last one with ``done=True``."""
         call = _stream_call(uuid, input, session_id, sse)
-        response = self._http.send(self._request(self._http, call), stream=True)
+        attempt = 0
+        while True:
+            response = self._http.send(self._request(self._http, call), stream=True)
+            wait = self._retry_wait(response, attempt)
+            if wait is None:
+                break
+            response.close()
+            time.sleep(wait)
+            attempt += 1
         try:
             if response.status_code >= 400:
                 response.read()
@@ -754,7 +1122,7 @@ class AsyncClient(_Base):
         except StopIteration as done:
             return done.value
 
-    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         key = self._cache_key(name, args, kwargs)
         fresh, value = self._fresh(key)
         if fresh:
@@ -763,8 +1131,7 @@ class AsyncClient(_Base):
             value = await self._drive(getattr(_Ops, name)(self.ops, *args, **kwargs))
         except (httpx.TransportError, ServerError) as exc:
             return self._stale(key, exc)
-        if key is not None:
-            self._cache[key] = (time.monotonic(), value)
+        self._remember(name, key, value)
         return value
 
     def __getattr__(self, name: str) -> Any:
@@ -782,7 +1149,15 @@ class AsyncClient(_Base):
     ) -> AsyncIterator[StreamChunk]:
         """Run with ``stream: true``; yields chunks, the last one with ``done=True``."""
         call = _stream_call(uuid, input, session_id, sse)
-        response = await self._http.send(self._request(self._http, call), stream=True)
+        attempt = 0
+        while True:
+            response = await self._http.send(self._request(self._http, call), stream=True)
+            wait = self._retry_wait(response, attempt)
+            if wait is None:
+                break
+            await response.aclose()
+            await asyncio.sleep(wait)
+            attempt += 1
         try:
             if response.status_code >= 400:
                 await response.aread()

@@ -187,3 +187,27 @@ def test_client_prompts_versions_labels_render(af: Client):
     with pytest.raises(InvalidRequestError) as info:
         af.render(prompt["id"], {"nope": 1}, version=1)
     assert info.value.code == "VARIABLES_INVALID"
+
+
+def test_client_sees_its_own_prompt_writes_at_once(af: Client):
+    uc = af.create_use_case("Own writes")
+    prompt = af.create_prompt(uc["id"], "p")
+    af.create_version(prompt["id"], type="text", template_text="One {{ x }}")
+    af.create_version(prompt["id"], type="text", template_text="Two {{ x }}")
+    af.promote(prompt["id"], 1, "production")
+    assert af.render(prompt["id"], {"x": 1})["text"] == "One 1"
+    af.promote(prompt["id"], 2, "production")  # within the cache's TTL
+    assert af.render(prompt["id"], {"x": 1})["text"] == "Two 1"
+    assert af.rollback(prompt["id"], "production").version == 1
+    assert af.render(prompt["id"], {"x": 1})["text"] == "One 1"
+    af.update_prompt(prompt["id"], description="changed")
+    assert af.get_prompt(prompt["id"])["description"] == "changed"
+
+
+def test_client_operations_take_name_as_a_keyword(af: Client):
+    ds = af.create_datasource(name="kb", type="mixed")
+    entry = af.add_entry(ds["uuid"], name="cats", content="Cats purr.")
+    assert entry["name"] == "cats"
+    uploaded = af.upload_entry(ds["uuid"], b"Dogs bark.", name="dogs", filename="dogs.txt")
+    assert (uploaded.name, uploaded.type) == ("dogs", "file")
+    assert af.create_use_case(name="Named")["name"] == "Named"
