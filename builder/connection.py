@@ -2,8 +2,9 @@
 
 The client comes from ``st.session_state`` (``appforge_url``, ``appforge_token``
 and, in tests, ``appforge_http``: a ready ``httpx.Client`` such as FastAPI's
-``TestClient``), else from the environment (``APPFORGE_URL``, ``APPFORGE_TOKEN``
-or ``APPFORGE_ADMIN_TOKEN``); with no token at all a login form asks for one.
+``TestClient``), else from the environment (``APPFORGE_URL``, ``APPFORGE_TOKEN``);
+with no token a sign-in form asks for one. The server's ``APPFORGE_ADMIN_TOKEN``
+is never used: whoever can reach the builder would otherwise be an admin.
 """
 
 from __future__ import annotations
@@ -29,11 +30,7 @@ def api_url() -> str:
 
 
 def _token() -> str | None:
-    token = (
-        st.session_state.get("appforge_token")
-        or os.environ.get("APPFORGE_TOKEN")
-        or os.environ.get("APPFORGE_ADMIN_TOKEN")
-    )
+    token = st.session_state.get("appforge_token") or os.environ.get("APPFORGE_TOKEN")
     return str(token) if token else None
 
 

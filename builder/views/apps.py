@@ -1,41 +1,35 @@
-"""Apps: list with search, create from a template or blank, edit the YAML, versions, delete."""
+"""Apps: list with search; create from a template or blank and edit, with a form and
+a YAML editor kept in sync; public/private toggle; versions with diff and restore; delete."""
 
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 
 import streamlit as st
 
-from appforge.client import AppInfo
+from appforge.client import AppInfo, Client
+from builder import app_editor, app_form
 from builder.connection import ERRORS, get_client, show_error
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples"
-BLANK = """version: 1
-name: My app
-type: chat
-input:
-  question: {type: string, required: true}
-steps:
-  - id: answer
-    kind: llm
-    prompt:
-      user: "{{ input.question }}"
-output:
-  answer: "{{ answer.text }}"
-"""
-
-
-def templates() -> dict[str, str]:
-    """Blank, then each example app of ``apps_yaml/examples`` by file name."""
-    found = {"Blank": BLANK}
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        found[path.stem] = path.read_text()
-    return found
+CREATE, EDIT = "Create an app", "Edit an app"
+NEW_SCOPE, NEW_YAML = "apps_new", "apps_new_yaml"
 
 
 def _use_template() -> None:
-    st.session_state["apps_new_yaml"] = templates()[st.session_state["apps_template"]]
+    app_editor.load(NEW_SCOPE, NEW_YAML, app_form.templates()[st.session_state["apps_template"]])
+
+
+def _go_to(mode: str, uuid: str | None = None) -> None:
+    """After an action: show this mode (and app) on the next run, before its widgets exist."""
+    st.session_state["apps_next"] = (mode, uuid)
+
+
+def _take_next() -> None:
+    mode, uuid = st.session_state.pop("apps_next", (None, None))
+    if mode:
+        st.session_state["apps_mode"] = mode
+    if uuid:
+        st.session_state["apps_open"] = uuid
 
 
 def _flash() -> None:
@@ -48,8 +42,60 @@ def _label(app: AppInfo) -> str:
     return f"{app.name} ({app.uuid[:8]})"
 
 
+def _create(client: Client) -> None:
+    st.subheader("Create an app")
+    st.selectbox(
+        "Template", list(app_form.templates()), key="apps_template", on_change=_use_template
+    )
+    if not app_editor.loaded(NEW_SCOPE, NEW_YAML):
+        _use_template()
+    app_editor.render(client, NEW_SCOPE, NEW_YAML)
+    if st.button("Validate and create", key="apps_create", type="primary"):
+        text = st.session_state[NEW_YAML]
+        try:
+            created = client.create_app(text)
+        except ERRORS as exc:
+            app_editor.show_api_error(exc, text)
+        else:
+            st.session_state["apps_flash"] = f"Created {created.name} (version {created.version})"
+            _go_to(EDIT, created.uuid)
+            st.rerun()
+
+
+def _public_toggle(client: Client, app: AppInfo, scope: str, editor_key: str) -> None:
+    """Public/private: flipping it saves a new version at once (the editor follows)."""
+    tries = st.session_state.get("apps_public_tries", 0)
+    public = st.toggle(
+        "Public: anyone can run it without a token (saves a new version)",
+        value=app.public,
+        key=f"apps_public_{app.uuid}_{app.version}_{tries}",
+    )
+    if public == app.public:
+        return
+    try:
+        saved = client.update_app(
+            app.uuid, app_form.set_public(client.get_app_yaml(app.uuid), public)
+        )
+    except ERRORS as exc:
+        show_error(exc)
+        st.session_state["apps_public_tries"] = tries + 1  # the toggle shows the truth again
+        return
+    # Unsaved edits stay; only their public line follows the saved app.
+    try:
+        app_editor.load(
+            scope, editor_key, app_form.set_public(st.session_state[editor_key], public)
+        )
+    except (KeyError, ValueError):
+        app_editor.forget(scope, editor_key)
+    st.session_state["apps_flash"] = (
+        f"{saved.name} is now {'public' if saved.public else 'private'} (version {saved.version})"
+    )
+    st.rerun()
+
+
 st.title("Apps")
 client = get_client()
+_take_next()
 _flash()
 
 query = st.text_input("Search apps", key="apps_q")
@@ -75,44 +121,36 @@ if apps:
 else:
     st.caption("No apps yet." if not query else "No app matches.")
 
-st.subheader("Create an app")
-st.selectbox("Template", list(templates()), key="apps_template", on_change=_use_template)
-if "apps_new_yaml" not in st.session_state:
-    _use_template()
-new_yaml = st.text_area("App YAML", key="apps_new_yaml", height=300)
-if st.button("Validate and create", key="apps_create"):
-    try:
-        created = client.create_app(new_yaml)
-    except ERRORS as exc:
-        show_error(exc)
-    else:
-        st.session_state["apps_flash"] = f"Created {created.name} (version {created.version})"
-        st.session_state["apps_open"] = created.uuid
-        st.rerun()
-
+mode = st.radio("Mode", [CREATE, EDIT], key="apps_mode", horizontal=True)
+if mode == CREATE:
+    _create(client)
+    st.stop()
 if not apps:
+    st.info("No app to edit: create one first." if not query else "No app matches the search.")
     st.stop()
 
-st.subheader("Open an app")
+st.subheader("Edit an app")
 by_uuid = {a.uuid: a for a in apps}
 if st.session_state.get("apps_open") not in by_uuid:
     st.session_state.pop("apps_open", None)
 uuid = st.selectbox("App", list(by_uuid), key="apps_open", format_func=lambda u: _label(by_uuid[u]))
 app = by_uuid[uuid]
-editor_key = f"apps_yaml_{uuid}"
-if editor_key not in st.session_state:
+scope, editor_key = f"apps_edit_{uuid}", f"apps_yaml_{uuid}"
+if not app_editor.loaded(scope, editor_key):
     try:
-        st.session_state[editor_key] = client.get_app_yaml(uuid)
+        app_editor.load(scope, editor_key, client.get_app_yaml(uuid))
     except ERRORS as exc:
         show_error(exc)
         st.stop()
 st.caption(f"{app.type} app, version {app.version}, {'public' if app.public else 'private'}")
-edited = st.text_area("YAML", key=editor_key, height=400)
-if st.button("Validate and save", key="apps_save"):
+_public_toggle(client, app, scope, editor_key)
+app_editor.render(client, scope, editor_key)
+if st.button("Validate and save", key="apps_save", type="primary"):
+    edited = st.session_state[editor_key]
     try:
         saved = client.update_app(uuid, edited)
     except ERRORS as exc:
-        show_error(exc)
+        app_editor.show_api_error(exc, edited)
     else:
         st.session_state["apps_flash"] = f"Saved {saved.name} as version {saved.version}"
         st.rerun()
@@ -147,7 +185,7 @@ if older:
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state.pop(editor_key, None)
+            app_editor.forget(scope, editor_key)
             st.session_state["apps_flash"] = (
                 f"Restored version {chosen} as version {restored.version}"
             )
@@ -163,8 +201,10 @@ if st.button("Delete app", key="apps_delete", disabled=not confirm, type="primar
     except ERRORS as exc:
         show_error(exc)
     else:
-        st.session_state.pop(editor_key, None)
+        app_editor.forget(scope, editor_key)
         st.session_state.pop("apps_open", None)
+        if len(apps) == 1:
+            _go_to(CREATE)
         st.session_state.pop("apps_delete_confirm", None)
         st.session_state["apps_flash"] = f"Deleted {app.name}"
         st.rerun()

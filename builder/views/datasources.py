@@ -6,7 +6,6 @@ import json
 import time
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from appforge.client import Client
@@ -21,14 +20,13 @@ def _flash() -> None:
         st.success(message)
 
 
-def _metadata(rows: pd.DataFrame) -> dict[str, Any]:
+def _metadata(rows: list[tuple[str, str]]) -> dict[str, Any]:
     """Key/value rows as entry metadata; values that read as JSON keep their type."""
     found: dict[str, Any] = {}
-    for row in rows.to_dict("records"):
-        key = str(row.get("key") or "").strip()
+    for key, raw in rows:
+        key = key.strip()
         if not key:
             continue
-        raw = "" if row.get("value") is None else str(row["value"])
         try:
             found[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -36,19 +34,40 @@ def _metadata(rows: pd.DataFrame) -> dict[str, Any]:
     return found
 
 
+def _metadata_rows() -> list[tuple[str, str]]:
+    """The metadata editor: key/value rows (the button for one more row is outside the form)."""
+    st.markdown("Metadata (searchable as `md_<key>`)")
+    rows = []
+    for n in range(st.session_state.setdefault("ds_meta_count", 1)):
+        key_col, value_col = st.columns(2)
+        key = key_col.text_input(f"Metadata key {n + 1}", key=f"ds_meta_key_{n}")
+        value = value_col.text_input(f"Metadata value {n + 1}", key=f"ds_meta_value_{n}")
+        rows.append((key, value))
+    return rows
+
+
+def _one_more_row() -> None:
+    st.session_state["ds_meta_count"] = st.session_state.get("ds_meta_count", 1) + 1
+
+
 def _add_entries(client: Client, uuid: str) -> None:
     st.subheader("Add entries")
-    name = st.text_input("Entry name (for pasted text)", key="ds_entry_name")
-    text = st.text_area("Pasted text", key="ds_entry_text", height=150)
-    url = st.text_input("Or a URL", key="ds_entry_url")
-    files = st.file_uploader("Or files", accept_multiple_files=True, key="ds_entry_files")
-    rows = pd.DataFrame(
-        st.session_state.get("ds_meta_rows") or [{"key": "", "value": ""}],
-        columns=["key", "value"],
-    )
-    edited = st.data_editor(rows, num_rows="dynamic", key="ds_meta_editor", hide_index=True)
-    if st.button("Add", key="ds_add"):
-        metadata = _metadata(edited)
+    # One form: nothing is sent until "Add", so a slow upload cannot race the
+    # fields typed meanwhile (a rerun for the upload would reset them).
+    with st.form("ds_add_form", border=False):
+        name = st.text_input("Entry name (for pasted text)", key="ds_entry_name")
+        text = st.text_area("Pasted text", key="ds_entry_text", height=150)
+        url = st.text_input("Or a URL", key="ds_entry_url")
+        # A file uploader cannot be emptied; a new key after each add gives a fresh one.
+        round_ = st.session_state.setdefault("ds_add_round", 0)
+        files = st.file_uploader(
+            "Or files", accept_multiple_files=True, key=f"ds_entry_files_{round_}"
+        )
+        rows = _metadata_rows()
+        submitted = st.form_submit_button("Add", key="ds_add")
+    st.button("Add a metadata row", key="ds_meta_more", on_click=_one_more_row)
+    if submitted:
+        metadata = _metadata(rows)
         added, failed = 0, False
         try:
             if text.strip():
@@ -66,11 +85,23 @@ def _add_entries(client: Client, uuid: str) -> None:
         message = f"Added {added} entr{'y' if added == 1 else 'ies'}"
         if added and not failed:
             st.session_state["ds_flash"] = message
+            _clear_entry_form()
             st.rerun()
         elif added:
             st.success(message)
         elif not failed:
             st.warning("Paste some text, give a URL or choose files first.")
+
+
+def _clear_entry_form() -> None:
+    """After a successful add: empty fields, one empty metadata row, a fresh uploader."""
+    count = st.session_state.get("ds_meta_count", 1)
+    for key in ("ds_entry_name", "ds_entry_text", "ds_entry_url", "ds_meta_count"):
+        st.session_state.pop(key, None)
+    for n in range(count):
+        st.session_state.pop(f"ds_meta_key_{n}", None)
+        st.session_state.pop(f"ds_meta_value_{n}", None)
+    st.session_state["ds_add_round"] = st.session_state.get("ds_add_round", 0) + 1
 
 
 def _wait(client: Client, uuid: str, timeout: float = 300.0) -> list[dict[str, Any]]:
@@ -92,14 +123,36 @@ def _wait(client: Client, uuid: str, timeout: float = 300.0) -> list[dict[str, A
 
 
 def _entries(client: Client, uuid: str) -> None:
+    """The entries table; while some are still processing it refreshes itself each second."""
     st.subheader("Entries")
+    try:
+        fetched = [client.list_entries(uuid)]
+    except ERRORS as exc:
+        show_error(exc)
+        return
+    busy = any(e["status"] not in DONE for e in fetched[0])
+
+    @st.fragment(run_every=1.0 if busy else None)
+    def live() -> None:
+        # The page's own run shows what it fetched; each refresh fetches anew.
+        _entries_table(client, uuid, fetched.pop() if fetched else None, busy)
+
+    live()
+
+
+def _entries_table(
+    client: Client, uuid: str, entries: list[dict[str, Any]] | None, was_busy: bool
+) -> None:
     refresh, wait = st.columns(2)
     refresh.button("Refresh", key="ds_refresh")
+    waited = wait.button("Wait until processed", key="ds_wait")
     try:
-        if wait.button("Wait until processed", key="ds_wait"):
+        if waited:
             entries = _wait(client, uuid)
-        else:
+        elif entries is None:
             entries = client.list_entries(uuid)
+            if was_busy and all(e["status"] in DONE for e in entries):
+                st.rerun(scope="app")  # all done: stop refreshing, show the final table
     except ERRORS as exc:
         show_error(exc)
         return

@@ -76,7 +76,8 @@ def _ready_datasource(page: Page) -> AppTest:
     at.text_input(key="ds_new_name").set_value("help-center")
     [create] = [b for b in at.button if b.label == "Create"]
     create.click().run()
-    at.session_state["ds_meta_rows"] = [{"key": "product", "value": "widget"}]
+    at.text_input(key="ds_meta_key_0").set_value("product")
+    at.text_input(key="ds_meta_value_0").set_value("widget")
     at.text_input(key="ds_entry_name").set_value("reset.txt")
     at.text_area(key="ds_entry_text").set_value(
         "To reset the widget, hold the power button for ten seconds."
@@ -289,9 +290,9 @@ def test_prompts_create_version_promote_diff_and_render(page: Page):
     at.button(key="pr_promote").click().run()
     assert any("Version 1 is now production" in t for t in _texts(at, "success"))
     assert list(_table(at, "variables")["labels"]) == ["production", ""]
-    at.button(key="pr_diff").click().run()
-    assert "Hello" in json.dumps(at.json[0].value)
+    at.toggle(key="pr_diff").set_value(True).run()
+    assert "+Hello {{ name }}!" in at.code[-1].value
     at.text_area(key="pr_variables").set_value('{"name": "Ada"}')
     at.selectbox(key="pr_render_v").set_value(2)
     at.button(key="pr_render").click().run()
-    assert at.code[0].value == "Hello Ada!"
+    assert at.code[-1].value == "Hello Ada!"

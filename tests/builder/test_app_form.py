@@ -1,0 +1,133 @@
+"""The form editor's pure functions: YAML text <-> document, fields, rows, pickers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from builder import app_form as af
+
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=40)
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | TEXT | (TEXT.map(lambda t: f"{t}\n{t}")),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(TEXT, VALUES, min_size=1, max_size=5))
+def test_app_form_dump_then_parse_gives_the_document_back(doc: dict[str, Any]):
+    parsed, problems = af.parse(af.dump(doc))
+    assert problems == [] and parsed == doc
+
+
+def test_app_form_dump_writes_multiline_templates_as_blocks():
+    text = af.dump({"prompt": {"system": "Line one.\nLine two.\n"}})
+    assert text == "prompt:\n  system: |\n    Line one.\n    Line two.\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "start"),
+    [
+        ("name: a\nsteps: [x\n", 3, "YAML syntax:"),
+        ("name: a\n  bad: indent\n", 2, "YAML syntax:"),
+        ("- just\n- a list\n", 1, "the app must be a mapping"),
+        ("", 1, "the app must be a mapping"),
+    ],
+)
+def test_app_form_parse_reports_problem_with_its_line(text: str, line: int, start: str):
+    doc, [problem] = af.parse(text)
+    assert doc is None and problem.line == line and problem.message.startswith(start)
+    assert str(problem).startswith(f"line {line}: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "name: a\npublic: false  # shared?\nsteps: []\n",
+            "name: a\npublic: true  # shared?\nsteps: []\n",
+        ),
+        ("name: a\ntype: chat\nsteps: []\n", "name: a\ntype: chat\npublic: true\nsteps: []\n"),
+        ("name: a # n\nsteps: []\n", "name: a # n\npublic: true\nsteps: []\n"),
+        (
+            "name: a\ndescription: |\n  two\n  lines\n",
+            "name: a\npublic: true\ndescription: |\n  two\n  lines\n",
+        ),
+        # A block scalar with nothing after it: the document is written again.
+        ("steps: []\nname: >\n  folded\n", "steps: []\nname: |\n  folded\npublic: true\n"),
+    ],
+)
+def test_app_form_set_public_keeps_the_rest_of_the_text(text: str, expected: str):
+    assert af.set_public(text, True) == expected
+    assert yaml.safe_load(af.set_public(text, True))["public"] is True
+    assert yaml.safe_load(af.set_public(expected, False))["public"] is False
+
+
+def test_app_form_put_writes_only_what_changed():
+    doc: dict[str, Any] = {"history": 2, "temperature": 0}
+    af.put(doc, "temperature", 0.0, 0.0)  # shown as a float, not changed: the int stays
+    af.put(doc, "history", 2, 2)
+    af.put(doc, "top_k", 4, 4)  # a default shown but absent: stays absent
+    assert doc == {"history": 2, "temperature": 0}
+    af.put(doc, "history", 2, 0)
+    af.put(doc, "temperature", 0.0, None, drop_empty=True)
+    assert doc == {"history": 0}
+
+
+def test_app_form_rows_steps_and_pickers():
+    assert af.moved([1, 2, 3], 2, -1) == [1, 3, 2]
+    assert af.moved([1, 2, 3], 0, -1) == [1, 2, 3]
+    assert af.unique_name("docs", {"docs", "docs_2"}) == "docs_3"
+    step = af.new_step("retrieve", [{"id": "docs", "kind": "retrieve"}])
+    assert step["id"] == "docs_2" and step["datasources"] == []
+    assert af.prompt_for("Messages", {"system": "S", "user": "U"}) == {
+        "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    }
+    assert af.prompt_for(
+        "System and user",
+        {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]},
+    ) == {"system": "S", "user": "U"}
+    assert af.prompt_source({"ref": "x"}) == "Managed prompt"
+    models = {
+        "aliases": [{"name": "default"}, {"name": "fast"}],
+        "providers": [{"name": "local", "models": ["smollm2"]}, {"name": "openai", "models": None}],
+    }
+    assert af.model_options(models, "openai:gpt-4o") == [
+        "default",
+        "fast",
+        "local:smollm2",
+        "openai:gpt-4o",
+    ]
+    prompts = [
+        {"id": "1", "name": "greet", "use_case": "a"},
+        {"id": "2", "name": "greet", "use_case": "b"},
+        {"id": "3", "name": "answer", "use_case": "a"},
+    ]
+    assert af.prompt_refs(prompts) == {"1": "greet (a)", "2": "greet (b)", "answer": "answer (a)"}
+    assert af.parse_json_object('{"md_a": 1}') == ({"md_a": 1}, None)
+    assert af.parse_json_object(" ") == (None, None)
+    assert af.parse_json_object("[1]") == (None, "it must be a JSON object ({...})")
+    assert (
+        af.parse_json_object("{")[1]
+        == "line 1, column 2: Expecting property name enclosed in double quotes"
+    )
+
+
+def test_app_form_excerpt_marks_problem_lines():
+    text = "\n".join(f"l{n}" for n in range(1, 13))
+    assert af.excerpt(text, [2, 11]) == "\n".join(
+        ["   1 | l1", ">  2 | l2", "   3 | l3", "...", "  10 | l10", "> 11 | l11", "  12 | l12"]
+    )
+
+
+def test_app_form_templates_are_blank_then_the_examples():
+    found = af.templates()
+    assert list(found)[0] == "Blank" and {"summarize", "support-bot"} <= set(found)
+    for text in found.values():
+        doc, problems = af.parse(text)
+        assert problems == [] and doc is not None and doc["version"] == 1

@@ -1,0 +1,330 @@
+"""The Apps page form editor and YAML editor, kept in sync, against the real API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from fastapi.testclient import TestClient
+from streamlit.testing.v1 import AppTest
+
+from builder.app_form import templates
+
+Page = Callable[[str], AppTest]
+
+APP = """version: 1
+name: Echo chat
+type: chat
+input:
+  question: {type: string, required: true, max_length: 500}
+  tone: {type: string, default: plain, enum: [plain, warm]}
+steps:
+  - id: answer
+    kind: llm
+    prompt:
+      user: "{{ input.question }}"
+    history: 2
+    params: {temperature: 0, seed: 1, max_tokens: 12}
+output:
+  answer: "{{ answer.text }}"
+limits:
+  max_active_runs: 2
+  timeout_seconds: 30
+"""
+
+
+def _widget(at: AppTest, kind: str, label: str) -> Any:
+    """The one widget of this kind with this visible label (as a browser finds it)."""
+    [found] = [w for w in getattr(at, kind) if w.label == label]
+    return found
+
+
+def _texts(at: AppTest, kind: str) -> list[str]:
+    return [str(e.value) for e in getattr(at, kind)]
+
+
+def _new_doc(at: AppTest) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(at.text_area(key="apps_new_yaml").value)
+    return doc
+
+
+def _editor(at: AppTest) -> Any:
+    [editor] = [t for t in at.text_area if t.key.startswith("apps_yaml_")]
+    return editor
+
+
+def _marked(code: str) -> dict[int, str]:
+    """The lines an excerpt marks with ``>``: number -> text."""
+    out = {}
+    for row in code.splitlines():
+        if row.startswith(">"):
+            number, _, text = row[1:].partition(" | ")
+            out[int(number)] = text
+    return out
+
+
+def _auth(admin_token: str) -> dict[str, str]:
+    return {"Authorization": f"Token {admin_token}"}
+
+
+def _apps(client: TestClient, admin_token: str) -> list[dict[str, Any]]:
+    answer = client.get("/api/apps", headers=_auth(admin_token))
+    assert answer.status_code == 200
+    apps: list[dict[str, Any]] = answer.json()
+    return apps
+
+
+def test_app_form_shows_template_and_leaves_its_yaml_alone(page: Page):
+    at = page("apps").run()
+    assert not at.exception
+    at.selectbox(key="apps_template").select("support-bot").run()
+    assert not at.exception and not at.error
+    # Drawing the form changes nothing: the template's text, comments included, stays.
+    assert at.text_area(key="apps_new_yaml").value == templates()["support-bot"]
+    assert _widget(at, "text_input", "App name").value == "Support bot"
+    assert _widget(at, "selectbox", "App type").value == "chat"
+    assert _widget(at, "multiselect", "Datasources (step 1)").value == ["help-center"]
+    assert _widget(at, "text_area", "Where filter, JSON (step 1)").value == (
+        '{"md_product": "{{ input.product }}"}'
+    )
+    assert _widget(at, "radio", "Prompt source (step 2)").value == "System and user"
+    assert _widget(at, "selectbox", "Model (step 2)").value == "default"
+    assert _widget(at, "text_input", "Output key (row 2)").value == "sources"
+
+
+def test_app_form_edit_rewrites_the_yaml(page: Page):
+    at = page("apps").run()
+    _widget(at, "text_input", "App name").set_value("Form bot").run()
+    assert not at.exception
+    assert _new_doc(at)["name"] == "Form bot"
+    _widget(at, "checkbox", "Public").check().run()
+    _widget(at, "selectbox", "App type").select("text").run()
+    _widget(at, "text_area", "System prompt (step 1)").set_value("Be brief.").run()
+    _widget(at, "number_input", "Temperature (step 1)").set_value(0.5).run()
+    _widget(at, "button", "Add an input").click().run()
+    _widget(at, "text_input", "Input name (row 2)").set_value("product").run()
+    _widget(at, "text_input", "Output template (row 1)").set_value("{{ answer.text }}!").run()
+    assert not at.exception and not at.error
+    doc = _new_doc(at)
+    assert doc["public"] is True and doc["type"] == "text"
+    assert doc["steps"][0]["prompt"] == {"user": "{{ input.question }}", "system": "Be brief."}
+    assert doc["steps"][0]["params"] == {"temperature": 0.5}
+    assert doc["input"] == {
+        "question": {"type": "string", "required": True},
+        "product": {"type": "string"},
+    }
+    assert doc["output"] == {"answer": "{{ answer.text }}!"}
+    # The form still shows what the YAML now says.
+    assert _widget(at, "text_input", "App name").value == "Form bot"
+
+
+def test_app_form_adds_moves_and_removes_steps(page: Page):
+    at = page("apps").run()
+    _widget(at, "selectbox", "New step kind").select("retrieve").run()
+    _widget(at, "button", "Add step").click().run()
+    assert [s["id"] for s in _new_doc(at)["steps"]] == ["answer", "docs"]
+    assert _widget(at, "text_input", "Query (step 2)").value == "{{ input.question }}"
+    _widget(at, "button", "Up (step 2)").click().run()
+    assert [s["kind"] for s in _new_doc(at)["steps"]] == ["retrieve", "llm"]
+    assert _widget(at, "text_input", "Id (step 1)").value == "docs"
+    assert _widget(at, "button", "Up (step 1)").disabled
+    _widget(at, "number_input", "Top k (step 1)").set_value(7).run()
+    _widget(at, "text_area", "Where filter, JSON (step 1)").set_value('{"md_lang": "en"}').run()
+    assert _new_doc(at)["steps"][0] == {
+        "id": "docs",
+        "kind": "retrieve",
+        "datasources": [],
+        "query": "{{ input.question }}",
+        "top_k": 7,
+        "where": {"md_lang": "en"},
+    }
+    _widget(at, "text_area", "Where filter, JSON (step 1)").set_value('{"md_lang": ').run()
+    assert any(
+        e.startswith("JSON_INVALID: Where filter, JSON (step 1): line 1")
+        for e in _texts(at, "error")
+    )
+    assert _new_doc(at)["steps"][0]["where"] == {"md_lang": "en"}
+    _widget(at, "button", "Remove (step 1)").click().run()
+    assert [s["id"] for s in _new_doc(at)["steps"]] == ["answer"]
+    assert not at.exception
+
+
+def test_app_yaml_edit_updates_the_form(page: Page):
+    at = page("apps").run()
+    at.text_area(key="apps_new_yaml").set_value(APP.replace("history: 2", "history: 5")).run()
+    assert not at.exception and not at.error
+    assert _widget(at, "text_input", "App name").value == "Echo chat"
+    assert _widget(at, "number_input", "History turns (step 1)").value == 5
+    assert _widget(at, "number_input", "Max tokens (step 1)").value == 12
+    assert _widget(at, "text_input", "Input name (row 2)").value == "tone"
+    # "Apply to form" does the same for a text the browser has not sent on change.
+    at.text_area(key="apps_new_yaml").set_value(APP.replace("Echo chat", "Applied"))
+    at.button(key="apps_new_apply").click().run()
+    assert _widget(at, "text_input", "App name").value == "Applied"
+
+
+def test_app_form_keeps_fields_it_does_not_model(page: Page):
+    at = page("apps").run()
+    at.text_area(key="apps_new_yaml").set_value(APP).run()
+    _widget(at, "text_input", "App name").set_value("Still limited").run()
+    _widget(at, "number_input", "Temperature (step 1)").set_value(0.3).run()
+    _widget(at, "text_input", "Input description (row 1)").set_value("Ask it.").run()
+    doc = _new_doc(at)
+    assert doc["name"] == "Still limited"
+    assert doc["limits"] == {"max_active_runs": 2, "timeout_seconds": 30}
+    assert doc["steps"][0]["params"] == {"temperature": 0.3, "seed": 1, "max_tokens": 12}
+    assert doc["input"]["question"] == {
+        "type": "string",
+        "required": True,
+        "max_length": 500,
+        "description": "Ask it.",
+    }
+    assert doc["input"]["tone"] == {"type": "string", "default": "plain", "enum": ["plain", "warm"]}
+
+
+def test_app_bad_yaml_shows_problem_at_its_line_and_saves_nothing(
+    page: Page, client: TestClient, admin_token: str
+):
+    at = page("apps").run()
+    broken = APP.replace("  - id: answer\n", "  - id: answer\n   kind: [llm\n")
+    at.text_area(key="apps_new_yaml").set_value(broken).run()
+    assert not at.exception
+    errors = _texts(at, "error")
+    assert len(errors) == 1 and errors[0].startswith("line 9: YAML syntax:"), errors
+    assert any("the form shows the last version that parsed" in w for w in _texts(at, "warning"))
+    assert _marked(at.code[0].value) == {9: "   kind: [llm"}
+    at.button(key="apps_create").click().run()
+    assert not at.success
+    errors = _texts(at, "error")
+    assert errors[0].startswith("line 9: YAML syntax:")  # still shown by the editor
+    assert errors[1].startswith("YAML_INVALID: "), errors
+    assert any(e.startswith("line 9") for e in errors[2:]), errors
+    # A document that parses but refers to a datasource that does not exist.
+    unknown = templates()["support-bot"]
+    at.text_area(key="apps_new_yaml").set_value(unknown).run()
+    assert not at.error
+    at.button(key="apps_create").click().run()
+    errors = _texts(at, "error")
+    assert errors[0].startswith("APP_INVALID: ")
+    [problem] = [e for e in errors[1:] if "datasources" in e]
+    line = next(n for n, t in enumerate(unknown.splitlines(), 1) if "[help-center]" in t)
+    assert problem.startswith(f"line {line}, steps[0].datasources"), problem
+    assert list(_marked(at.code[0].value)) == [line]
+    assert not at.success
+    assert _apps(client, admin_token) == []
+
+
+def test_app_created_from_template_with_a_datasource_picked_in_the_form(
+    page: Page, client: TestClient, admin_token: str
+):
+    made = client.post(
+        "/api/datasources", json={"name": "manuals", "type": "text"}, headers=_auth(admin_token)
+    )
+    assert made.status_code == 201, made.text
+    at = page("apps").run()
+    at.selectbox(key="apps_template").select("support-bot").run()
+    _widget(at, "text_input", "App name").set_value("Manuals bot").run()
+    picker = _widget(at, "multiselect", "Datasources (step 1)")
+    assert picker.options == ["manuals", "help-center"]
+    picker.unselect("help-center").select("manuals").run()
+    assert _new_doc(at)["steps"][0]["datasources"] == ["manuals"]
+    [create] = [b for b in at.button if b.label == "Validate and create"]
+    create.click().run()
+    assert not at.exception and not at.error
+    assert any("Created Manuals bot (version 1)" in t for t in _texts(at, "success"))
+    [app] = _apps(client, admin_token)
+    assert app["name"] == "Manuals bot" and app["type"] == "chat"
+    assert app["definition"]["steps"][0]["datasources"] == ["manuals"]
+    # The page now edits the new app, its form showing the saved document.
+    assert at.radio(key="apps_mode").value == "Edit an app"
+    assert _widget(at, "multiselect", "Datasources (step 1)").value == ["manuals"]
+    assert "datasources: [manuals]" in _editor(at).value or "- manuals" in _editor(at).value
+
+
+def test_app_public_toggle_saves_a_new_public_version(
+    page: Page, client: TestClient, admin_token: str
+):
+    at = page("apps").run()
+    at.text_area(key="apps_new_yaml").set_value(APP).run()
+    at.button(key="apps_create").click().run()
+    assert list(at.dataframe[0].value["public"]) == [False]
+    toggle = _widget(
+        at, "toggle", "Public: anyone can run it without a token (saves a new version)"
+    )
+    toggle.set_value(True).run()
+    assert not at.exception and not at.error
+    assert any("Echo chat is now public (version 2)" in t for t in _texts(at, "success"))
+    listed = at.dataframe[0].value
+    assert list(listed["public"]) == [True] and list(listed["version"]) == [2]
+    [app] = _apps(client, admin_token)
+    assert app["public"] is True and app["version"] == 2
+    # The stored YAML kept its layout; only the public line was added.
+    stored = client.get(
+        f"/api/apps/{app['uuid']}", headers={**_auth(admin_token), "Accept": "application/yaml"}
+    ).text
+    assert stored == APP.replace("type: chat\n", "type: chat\npublic: true\n")
+    assert _editor(at).value == stored
+    assert _widget(at, "checkbox", "Public").value is True
+    toggle = _widget(
+        at, "toggle", "Public: anyone can run it without a token (saves a new version)"
+    )
+    assert toggle.value is True
+    toggle.set_value(False).run()
+    assert any("Echo chat is now private (version 3)" in t for t in _texts(at, "success"))
+    assert list(at.dataframe[0].value["public"]) == [False]
+
+
+def test_app_edit_form_then_save_makes_a_version(page: Page, client: TestClient, admin_token: str):
+    at = page("apps").run()
+    at.text_area(key="apps_new_yaml").set_value(APP).run()
+    at.button(key="apps_create").click().run()
+    _widget(at, "text_input", "App name").set_value("Edited in the form").run()
+    assert "name: Edited in the form" in _editor(at).value
+    at.button(key="apps_save").click().run()
+    assert any("Saved Edited in the form as version 2" in t for t in _texts(at, "success"))
+    [app] = _apps(client, admin_token)
+    assert app["definition"]["limits"] == {"max_active_runs": 2, "timeout_seconds": 30.0}
+    # An invalid edit in the YAML editor: the problem at its line, no new version.
+    _editor(at).set_value(_editor(at).value.replace("history: 2", "history: -1")).run()
+    at.button(key="apps_save").click().run()
+    errors = _texts(at, "error")
+    assert errors[0].startswith("APP_INVALID: ")
+    assert any(e.startswith("line ") and "steps[0].history" in e for e in errors[1:]), errors
+    assert _apps(client, admin_token)[0]["version"] == 2
+
+
+def test_app_form_edits_a_message_list_prompt(page: Page):
+    at = page("apps").run()
+    at.selectbox(key="apps_template").select("draft-and-polish").run()
+    assert _widget(at, "radio", "Prompt source (step 2)").value == "Messages"
+    content = _widget(at, "text_area", "Content (step 2, message 1)")
+    assert content.value.startswith("You are an editor.")
+    content.set_value("You are a strict editor.").run()
+    _widget(at, "button", "Add a message (step 2)").click().run()
+    _widget(at, "selectbox", "Role (step 2, message 3)").select("assistant").run()
+    _widget(at, "text_area", "Content (step 2, message 3)").set_value("Sure:").run()
+    messages = _new_doc(at)["steps"][1]["prompt"]["messages"]
+    assert messages[0] == {"role": "system", "content": "You are a strict editor."}
+    assert messages[2] == {"role": "assistant", "content": "Sure:"}
+    _widget(at, "button", "Remove message 1 (step 2)").click().run()
+    assert [m["role"] for m in _new_doc(at)["steps"][1]["prompt"]["messages"]] == [
+        "user",
+        "assistant",
+    ]
+    # Step 1 from system/user to messages and back: the texts carry over.
+    _widget(at, "radio", "Prompt source (step 1)").set_value("Messages").run()
+    prompt = _new_doc(at)["steps"][0]["prompt"]
+    assert prompt == {
+        "messages": [
+            {
+                "role": "user",
+                "content": "Write a short first draft (one paragraph) about: {{ input.topic }}",
+            }
+        ]
+    }
+    _widget(at, "radio", "Prompt source (step 1)").set_value("System and user").run()
+    assert _new_doc(at)["steps"][0]["prompt"] == {
+        "user": "Write a short first draft (one paragraph) about: {{ input.topic }}"
+    }
+    assert not at.exception and not at.error
