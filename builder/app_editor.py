@@ -202,19 +202,21 @@ def _inputs(doc: dict[str, Any], new: dict[str, Any], k: str, change: Any) -> No
     for i, (name, old) in enumerate(af.input_rows(doc)):
         n, key = i + 1, f"{k}in{i}_"
         spec = af.copy_doc(old)
-        cols = st.columns([3, 2, 2, 4, 2], vertical_alignment="bottom")
-        new_name = cols[0].text_input(f"Input name (row {n})", value=name, key=key + "name")
+        box = st.container(border=True)
+        top = box.columns([3, 2])
+        new_name = top[0].text_input(f"Input name (row {n})", value=name, key=key + "name")
         shown = af.text(old.get("type", "string"))
-        with cols[1]:
+        with top[1]:
             value = _select(f"Input type (row {n})", af.INPUT_TYPES, shown, key + "type")
         af.put(spec, "type", shown, value)
-        required = bool(old.get("required", False))
-        checked = cols[2].checkbox(f"Required (row {n})", value=required, key=key + "req")
-        af.put(spec, "required", required, checked)
         shown = af.text(old.get("description"))
-        value = cols[3].text_input(f"Input description (row {n})", value=shown, key=key + "desc")
+        value = box.text_input(f"Input description (row {n})", value=shown, key=key + "desc")
         af.put(spec, "description", shown, value)
-        cols[4].button(
+        bottom = box.columns(2, vertical_alignment="center")
+        required = bool(old.get("required", False))
+        checked = bottom[0].checkbox(f"Required (row {n})", value=required, key=key + "req")
+        af.put(spec, "required", required, checked)
+        bottom[1].button(
             f"Remove input {n}", key=key + "rm", on_click=change, args=("remove_input", i)
         )
         rows.append((new_name.strip() or name, spec))

@@ -62,9 +62,13 @@ def _show_steps(client: Client, run_id: str) -> None:
 
 
 def _show_extras(message: dict[str, Any]) -> None:
-    if message.get("sources"):
+    sources = message.get("sources")
+    if sources:
         with st.expander("Sources"):
-            st.json(message["sources"])
+            if isinstance(sources, list) and all(isinstance(x, str) for x in sources):
+                st.markdown("\n".join(f"{n}. `{name}`" for n, name in enumerate(sources, 1)))
+            else:
+                st.json(sources)
     run = message.get("run")
     if run:
         usage = ", ".join(f"{k} {v}" for k, v in run.get("usage", {}).items())

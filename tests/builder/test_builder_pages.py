@@ -268,7 +268,7 @@ def test_playground_support_bot_answers_with_sources(page: Page):
     assistant = at.chat_message[1]
     assert assistant.markdown[0].value not in ("", "…")
     [sources] = [e for e in assistant.expander if e.label == "Sources"]
-    assert "reset.txt" in str(sources.json[0].value)
+    assert sources.markdown[0].value == "1. `reset.txt`"
 
 
 def test_prompts_create_version_promote_diff_and_render(page: Page):
