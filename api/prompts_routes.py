@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentToken, DbSession
 from api.prompt_refs import dependents
-from api.webhooks import emit
+from api.webhooks import EventName, emit
 from prompts import labels, store
 from prompts.diff import diff
 from prompts.errors import PromptsError, PromptsInvalidError
@@ -239,17 +239,22 @@ def _event_data(row: Prompt, **extra: Any) -> dict[str, Any]:
 
 
 def _emit_move(db: Session, entry: PromptDeployment) -> None:
-    """``prompt.deployed`` (promote, deploy) or ``prompt.rolled_back`` for a label move."""
-    rollback = entry.action == "rollback"
+    """The event of a label move: ``prompt.deployed`` (promote, deploy),
+    ``prompt.rolled_back``, or ``prompt.undeployed`` (demote: ``version`` is null)."""
+    event: EventName = "prompt.deployed"
+    if entry.action == "rollback":
+        event = "prompt.rolled_back"
+    elif entry.action == "demote":
+        event = "prompt.undeployed"
     data = _event_data(
         store.get_prompt(db, entry.prompt_id),
         version=entry.version_number,
         previousVersion=entry.previous_version,
         environment=entry.label,
         notes=entry.notes,
-        **{"by" if rollback else "deployedBy": entry.actor},
+        **{"deployedBy" if event == "prompt.deployed" else "by": entry.actor},
     )
-    emit(db, "prompt.rolled_back" if rollback else "prompt.deployed", data)
+    emit(db, event, data)
 
 
 # --- prompts ------------------------------------------------------------------
@@ -343,7 +348,8 @@ def demote_route(
     prompt_id: str, number: int, body: LabelBody, db: DbSession, token: CurrentToken
 ) -> VersionPublic:
     """Take a label off this version (404 ``LABEL_NOT_FOUND`` if it does not have it)."""
-    labels.remove(db, prompt_id, body.label, number, token.name)
+    entry = labels.remove(db, prompt_id, body.label, number, token.name)
+    _emit_move(db, entry)
     db.commit()
     return _version_out(db, prompt_id, number)
 

@@ -92,9 +92,29 @@ def update_use_case_route(
 
 
 @router.delete("/{use_case_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_use_case_route(use_case_id: str, db: DbSession, _: CurrentToken) -> Response:
-    """Delete a use case with all its prompts and their versions."""
-    db.delete(store.get_use_case(db, use_case_id))
+def delete_use_case_route(use_case_id: str, db: DbSession, token: CurrentToken) -> Response:
+    """Delete a use case with all its prompts and their versions.
+
+    Emits ``prompt.deleted`` for each of its prompts, then ``use_case.deleted``.
+    """
+    row = store.get_use_case(db, use_case_id)
+    prompts = db.scalars(
+        select(Prompt).where(Prompt.use_case_id == row.id).order_by(Prompt.created_at, Prompt.id)
+    ).all()
+    for p in prompts:
+        data = {"promptId": p.id, "promptName": p.name, "useCaseId": row.id, "by": token.name}
+        emit(db, "prompt.deleted", data)
+    emit(
+        db,
+        "use_case.deleted",
+        {
+            "useCaseId": row.id,
+            "useCaseName": row.name,
+            "promptIds": [p.id for p in prompts],
+            "by": token.name,
+        },
+    )
+    db.delete(row)
     db.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -13,6 +13,10 @@ Each request carries::
     X-Appforge-Delivery: <delivery id>      (the same on every retry)
     X-Appforge-Timestamp: <unix seconds>
     X-Appforge-Signature: sha256=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>
+
+A row claimed for a paused webhook is not sent: it ends as ``skipped``. The
+first worker thread of each process also deletes finished deliveries older than
+``webhooks.retention_days`` (:meth:`WebhookDispatcher.purge`), in batches.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ import logging
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.models import Webhook, WebhookDelivery
@@ -39,6 +43,11 @@ from datasources.fetch import Allowlist, check_url
 log = logging.getLogger(__name__)
 
 _BATCH = 10
+_PURGE_BATCH = 500
+_PURGE_EVERY = 600.0  # seconds between two purges by one process
+
+# A delivery in one of these states is never attempted again.
+FINISHED = ("delivered", "failed", "skipped")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -119,6 +128,9 @@ class WebhookDispatcher:
             hook = db.get(Webhook, row.webhook_id)
         if hook is None:
             return  # deleted with its deliveries meanwhile
+        if not hook.active:
+            self._skip(row)
+            return
         started = time.perf_counter()
         code: int | None = None
         error: str | None = None
@@ -213,11 +225,71 @@ class WebhookDispatcher:
                 )
             )
 
+    def _skip(self, row: WebhookDelivery) -> None:
+        """End a claimed row of a paused webhook unsent: ``skipped``, attempt undone."""
+        with transaction(self.db) as db:
+            db.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == row.id,
+                    WebhookDelivery.claim_token == row.claim_token,
+                )
+                .values(
+                    status="skipped",
+                    last_error="webhook paused",
+                    claim_token=None,
+                    lease_until=None,
+                    attempts=WebhookDelivery.attempts - 1,
+                    updated_at=utcnow(),
+                )
+            )
+        log.info("webhook %s %s skipped: webhook paused", row.event, row.id)
+
+    # --- retention -----------------------------------------------------------
+
+    def purge(self, now: datetime | None = None, batch: int = _PURGE_BATCH) -> int:
+        """Delete finished deliveries created more than ``retention_days`` before ``now``.
+
+        Pending and in-flight rows are never touched. Rows go ``batch`` at a time,
+        each batch in its own short transaction, so a large backlog never holds
+        locks for long. Returns how many rows were deleted.
+        """
+        if not self.settings.retention_days:
+            return 0
+        cutoff = (now or utcnow()) - timedelta(days=self.settings.retention_days)
+        old = and_(WebhookDelivery.status.in_(FINISHED), WebhookDelivery.created_at < cutoff)
+        total = 0
+        while True:
+            with transaction(self.db) as db:
+                ids = list(
+                    db.scalars(
+                        select(WebhookDelivery.id)
+                        .where(old)
+                        .order_by(WebhookDelivery.created_at)
+                        .limit(batch)
+                    )
+                )
+                if ids:
+                    db.execute(
+                        delete(WebhookDelivery)
+                        .where(WebhookDelivery.id.in_(ids), old)
+                        .execution_options(synchronize_session=False)
+                    )
+            total += len(ids)
+            if len(ids) < batch or self._stop.is_set():
+                break
+        if total:
+            log.info("webhook deliveries purged: %d older than %s", total, cutoff.isoformat())
+        return total
+
     # --- threads -------------------------------------------------------------
 
     def start(self, workers: int) -> None:
         for n in range(workers):
-            thread = threading.Thread(target=self._loop, name=f"webhooks-{n}", daemon=True)
+            # One purging thread per process is enough; any number of processes may purge.
+            thread = threading.Thread(
+                target=self._loop, args=(n == 0,), name=f"webhooks-{n}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -228,9 +300,13 @@ class WebhookDispatcher:
             thread.join()
         self._threads.clear()
 
-    def _loop(self) -> None:
+    def _loop(self, purging: bool) -> None:
+        next_purge = time.monotonic()
         while not self._stop.is_set():
             try:
+                if purging and time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + _PURGE_EVERY
+                    self.purge()
                 busy = self.run_once()
             except Exception:  # the database went away: keep the thread, try later
                 log.exception("webhook delivery failed")

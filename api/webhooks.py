@@ -7,6 +7,11 @@ one is delivered even if the process dies right after (``api/webhook_delivery.py
 sends the rows). Payloads follow the managed-prompts API:
 ``{"event", "timestamp", "data": {...}}``.
 
+A paused webhook (``active: false``) is like a disabled Stripe endpoint: sending
+stops at once. No event is queued for it while paused, and its deliveries still
+queued when it is paused end as ``skipped`` (never sent, kept in the log);
+resuming sends the events that happen from then on.
+
 Every route needs an admin token: webhooks are server-wide and their URLs and
 delivery logs may say where internal systems live. The secret is write-only.
 """
@@ -20,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -40,6 +45,8 @@ EventName = Literal[
     "prompt.deployed",
     "prompt.deleted",
     "prompt.rolled_back",
+    "prompt.undeployed",
+    "use_case.deleted",
     "app.updated",
 ]
 
@@ -50,6 +57,21 @@ class WebhookCreate(BaseModel):
     url: str = Field(min_length=1, max_length=2000)
     events: list[EventName] = Field(min_length=1, max_length=20)
     secret: str = Field(min_length=8, max_length=200, description="HMAC key; never returned")
+
+
+class WebhookUpdate(BaseModel):
+    """The fields to change; absent (or null) ones stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    events: list[EventName] | None = Field(default=None, min_length=1, max_length=20)
+    secret: str | None = Field(
+        default=None, min_length=8, max_length=200, description="A new HMAC key; never returned"
+    )
+    active: bool | None = Field(
+        default=None, description="false pauses the webhook (queued deliveries are skipped)"
+    )
 
 
 class WebhookPublic(BaseModel):
@@ -72,7 +94,9 @@ class DeliveryPublic(BaseModel):
     id: str
     webhook_id: str
     event: str
-    status: str = Field(description="pending, delivering, delivered or failed")
+    status: str = Field(
+        description="pending, delivering, delivered, failed, or skipped (webhook paused)"
+    )
     attempts: int
     last_status_code: int | None
     last_error: str | None
@@ -163,6 +187,56 @@ async def create_webhook_route(
                 created_at=utcnow(),
             )
             db.add(row)
+            db.commit()
+            return _public(row)
+
+    return await run_in_threadpool(save)
+
+
+@router.patch("/{webhook_id}", response_model=WebhookPublic)
+async def update_webhook_route(
+    webhook_id: str, request: Request, body: WebhookUpdate, _: AdminToken
+) -> WebhookPublic:
+    """Change a webhook's URL, events or secret, or pause (``"active": false``) and resume it.
+
+    A new URL is checked like on create (422 ``URL_REFUSED``); on any error
+    nothing changes. Deliveries already queued go to the new URL and are signed
+    with the new secret. Pausing stops sending at once: deliveries still queued
+    are marked ``skipped``, and no event is queued while paused; after resuming,
+    new events are delivered again.
+    """
+    factory = request.app.state.db
+
+    def exists() -> None:
+        with factory() as db:
+            _get(db, webhook_id)
+
+    if body.url is not None:
+        # 404 before 422; the host is resolved off the event loop.
+        await run_in_threadpool(exists)
+        await run_in_threadpool(check_webhook_url, body.url, request.app.state.settings)
+
+    def save() -> WebhookPublic:
+        with factory() as db:
+            row = _get(db, webhook_id)
+            if body.url is not None:
+                row.url = body.url
+            if body.events is not None:
+                row.events = sorted(set(body.events))
+            if body.secret is not None:
+                row.secret = body.secret
+            if body.active is False and row.active:
+                now = utcnow()
+                db.execute(
+                    update(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.webhook_id == row.id,
+                        WebhookDelivery.status == "pending",
+                    )
+                    .values(status="skipped", last_error="webhook paused", updated_at=now)
+                )
+            if body.active is not None:
+                row.active = body.active
             db.commit()
             return _public(row)
 

@@ -837,6 +837,28 @@ class _Ops:
         r = yield Call("GET", f"/api/webhooks/{webhook_id}")
         return WebhookInfo.model_validate(r.json())
 
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        secret: str | None = None,
+        active: bool | None = None,
+    ) -> Op[WebhookInfo]:
+        """Change a webhook, or pause (``active=False``) and resume it; None is unchanged.
+
+        Pausing skips the deliveries still queued; events of the pause are never sent.
+        """
+        body = _given(
+            url=url,
+            events=None if events is None else list(events),
+            secret=secret,
+            active=active,
+        )
+        r = yield Call("PATCH", f"/api/webhooks/{webhook_id}", json=body)
+        return WebhookInfo.model_validate(r.json())
+
     def delete_webhook(self, webhook_id: str) -> Op[None]:
         yield Call("DELETE", f"/api/webhooks/{webhook_id}")
 

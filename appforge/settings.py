@@ -165,6 +165,12 @@ class WebhookSettings(BaseModel):
         description="A delivery claimed this long ago without a result is retried (its "
         "worker died).",
     )
+    retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Delivered, failed and skipped deliveries created longer ago than this "
+        "are deleted (0: kept forever); pending ones never are.",
+    )
 
 
 class Settings(BaseSettings):

@@ -9,13 +9,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from app_docs import TEXT_APP, YAML
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
+from api.models import WebhookDelivery
+from api.webhook_delivery import WebhookDispatcher
+from appforge.db import utcnow
 from appforge.settings import Settings
 
 SECRET = "s3cret-webhook-key"
@@ -28,7 +33,7 @@ V2 = {"type": "text", "template_text": "Hi {{name}}", "commit_message": "two"}
 class Receiver:
     """An HTTP server on 127.0.0.1 that verifies each signature and records the payloads."""
 
-    def __init__(self, port: int = 0, status: int = 200) -> None:
+    def __init__(self, port: int = 0, status: int = 200, secret: str = SECRET) -> None:
         received: list[dict[str, Any]] = []
         self.received = received
         self.status = status
@@ -38,7 +43,7 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 ts = self.headers["X-Appforge-Timestamp"]
-                mac = hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256)
+                mac = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256)
                 valid = hmac.compare_digest(
                     "sha256=" + mac.hexdigest(), self.headers["X-Appforge-Signature"]
                 )
@@ -319,3 +324,253 @@ def test_webhook_url_checked_again_at_delivery(
     assert failed["last_error"].startswith("URL_REFUSED")
     assert failed["last_status_code"] is None
     assert receiver.received == []
+
+
+# --- demote and use-case events, PATCH (edit, pause, resume), retention -------------------
+#
+# These run no delivery thread (workers: 0) and drive the dispatcher's own
+# functions, so nothing races a timer.
+
+STOPPED = {**FAST, "workers": 0}
+
+
+def _dispatcher(client: TestClient) -> WebhookDispatcher:
+    dispatcher: WebhookDispatcher = client.app.state.webhooks  # type: ignore[attr-defined]
+    return dispatcher
+
+
+def _drain(client: TestClient) -> int:
+    """Attempt every due delivery (each receiver answers at once); how many attempts."""
+    attempts = 0
+    while n := _dispatcher(client).run_once():
+        attempts += n
+    return attempts
+
+
+def _log(client: TestClient, hook: str) -> list[dict[str, Any]]:
+    r = client.get(f"/api/webhooks/{hook}/deliveries")
+    assert r.status_code == 200, r.text
+    log: list[dict[str, Any]] = r.json()
+    return log
+
+
+def test_webhook_demote_and_use_case_delete_events(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    receiver: Receiver,
+):
+    client = make_client(make_settings(database_url=backend, datasources=ALLOW, webhooks=STOPPED))
+    hook = _subscribe(
+        client, receiver.url, ["prompt.undeployed", "prompt.deleted", "use_case.deleted"]
+    )
+    uc = client.post("/api/v1/use-cases", json={"name": "Doomed"}).json()["id"]
+    pids = []
+    for name in ("greet", "bye"):
+        r = client.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": name})
+        assert r.status_code == 201, r.text
+        pids.append(r.json()["id"])
+    assert client.post(f"/api/v1/prompts/{pids[0]}/versions", json=V1).status_code == 201
+    r = client.post(f"/api/v1/prompts/{pids[0]}/versions/1/promote", json={"label": "beta"})
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/v1/prompts/{pids[0]}/versions/1/demote", json={"label": "beta"})
+    assert r.status_code == 200 and r.json()["labels"] == []
+    # A demote that fails (the label is gone) emits nothing.
+    r = client.post(f"/api/v1/prompts/{pids[0]}/versions/1/demote", json={"label": "beta"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "LABEL_NOT_FOUND"
+    # Not subscribed: a use case deleted while nobody listens leaves no trace either.
+    assert client.delete(f"/api/v1/use-cases/{uc}").status_code == 204
+    assert client.get(f"/api/v1/prompts/{pids[0]}").status_code == 404
+
+    assert _drain(client) == 4
+    log = _log(client, hook)
+    assert len(log) == 4 and all(d["status"] == "delivered" for d in log)
+    assert all(m["valid"] for m in receiver.received)
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for m in receiver.received:
+        assert m["payload"]["event"] == m["event"]
+        by_event.setdefault(m["event"], []).append(m["payload"]["data"])
+    assert sorted(by_event) == ["prompt.deleted", "prompt.undeployed", "use_case.deleted"]
+    (undeployed,) = by_event["prompt.undeployed"]
+    assert undeployed == {
+        "promptId": pids[0],
+        "promptName": "greet",
+        "useCaseId": uc,
+        "version": None,
+        "previousVersion": 1,
+        "environment": "beta",
+        "notes": None,
+        "by": "admin",
+    }
+    deleted = sorted(by_event["prompt.deleted"], key=lambda d: d["promptName"])
+    assert [(d["promptId"], d["promptName"]) for d in deleted] == [
+        (pids[1], "bye"),
+        (pids[0], "greet"),
+    ]
+    assert all(d["useCaseId"] == uc and d["by"] == "admin" for d in deleted)
+    (gone,) = by_event["use_case.deleted"]
+    assert gone == {"useCaseId": uc, "useCaseName": "Doomed", "promptIds": pids, "by": "admin"}
+
+
+def test_webhook_patch_refuses_bad_input_and_changes_nothing(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    receiver: Receiver,
+):
+    client = make_client(make_settings(database_url=backend, datasources=ALLOW, webhooks=STOPPED))
+    hook = _subscribe(client, receiver.url, ["prompt.created"])
+    before = client.get(f"/api/webhooks/{hook}").json()
+    refused_urls = (
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/x",
+        "http://192.168.1.1/x",
+        "file:///etc/passwd",
+    )
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        *[({"url": url, "active": False}, 422, "URL_REFUSED") for url in refused_urls],
+        ({"events": ["prompt.exploded"]}, 422, "VALIDATION_ERROR"),
+        ({"events": []}, 422, "VALIDATION_ERROR"),
+        ({"url": ""}, 422, "VALIDATION_ERROR"),
+        ({"secret": "short"}, 422, "VALIDATION_ERROR"),
+        ({"active": "paused"}, 422, "VALIDATION_ERROR"),
+        ({"created_by": "mallory"}, 422, "VALIDATION_ERROR"),
+    ]
+    for body, code, error in cases:
+        r = client.patch(f"/api/webhooks/{hook}", json=body)
+        assert r.status_code == code, (body, r.text)
+        assert set(r.json()) == {"error", "request_id"}
+        assert r.json()["error"]["code"] == error, (body, r.text)
+        assert r.headers["X-Request-ID"] == r.json()["request_id"]
+    r = client.patch("/api/webhooks/nope", json={"url": "http://10.0.0.1/x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "WEBHOOK_NOT_FOUND"
+    user = client.post("/api/tokens", json={"name": "user"}).json()["token"]
+    r = client.patch(
+        f"/api/webhooks/{hook}",
+        json={"active": False},
+        headers={"Authorization": f"Token {user}"},
+    )
+    assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN"
+    assert client.get(f"/api/webhooks/{hook}").json() == before
+
+    # A valid edit: new events, URL and secret; queued deliveries use the new ones.
+    _prompt(client)
+    rotated = Receiver(secret="an0ther-s3cret")
+    try:
+        r = client.patch(
+            f"/api/webhooks/{hook}",
+            json={
+                "url": rotated.url,
+                "events": ["prompt.deleted", "prompt.created", "prompt.created"],
+                "secret": "an0ther-s3cret",
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert "an0ther-s3cret" not in r.text and SECRET not in r.text
+        edited = r.json()
+        assert edited == {
+            **before,
+            "url": rotated.url,
+            "events": ["prompt.created", "prompt.deleted"],
+        }
+        assert client.get(f"/api/webhooks/{hook}").json() == edited
+        assert _drain(client) == 1
+        assert receiver.received == []
+        assert [(m["event"], m["valid"]) for m in rotated.received] == [("prompt.created", True)]
+    finally:
+        rotated.close()
+
+
+def test_webhook_paused_receives_nothing_and_resumed_receives_new_events(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    receiver: Receiver,
+):
+    client = make_client(make_settings(database_url=backend, datasources=ALLOW, webhooks=STOPPED))
+    hook = _subscribe(client, receiver.url, ["prompt.created"])
+    dispatcher = _dispatcher(client)
+
+    def pause(active: bool) -> None:
+        r = client.patch(f"/api/webhooks/{hook}", json={"active": active})
+        assert r.status_code == 200 and r.json()["active"] is active, r.text
+        assert client.get(f"/api/webhooks/{hook}").json()["active"] is active
+
+    queued = _prompt(client, "Queued")  # pending when the webhook is paused
+    pause(False)
+    (skipped,) = _log(client, hook)
+    assert skipped["status"] == "skipped" and skipped["last_error"] == "webhook paused"
+    assert skipped["next_attempt_at"] is None and skipped["attempts"] == 0
+    assert skipped["payload"]["data"]["promptId"] == queued
+    _prompt(client, "While paused")  # nothing is queued for a paused webhook
+    assert len(_log(client, hook)) == 1
+    pause(False)  # pausing again changes nothing
+    assert _drain(client) == 0
+
+    # Paused between a worker's claim and its attempt: the attempt is not made.
+    pause(True)
+    in_flight = _prompt(client, "In flight")
+    (claimed,) = dispatcher.claim()
+    pause(False)
+    dispatcher.deliver(claimed)
+    newest = _log(client, hook)[0]
+    assert newest["payload"]["data"]["promptId"] == in_flight
+    assert (newest["status"], newest["attempts"], newest["log"]) == ("skipped", 0, [])
+
+    pause(True)
+    assert _drain(client) == 0  # skipped deliveries stay skipped after resuming
+    resumed = _prompt(client, "Resumed")
+    assert _drain(client) == 1
+    assert [m["payload"]["data"]["promptId"] for m in receiver.received] == [resumed]
+    assert [d["status"] for d in _log(client, hook)] == ["delivered", "skipped", "skipped"]
+
+
+def test_webhook_retention_deletes_only_old_finished_deliveries(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    receiver: Receiver,
+):
+    settings = make_settings(
+        database_url=backend,
+        datasources=ALLOW,
+        webhooks={**STOPPED, "max_attempts": 1, "retention_days": 30},
+    )
+    client = make_client(settings)
+    ok = _subscribe(client, receiver.url, ["prompt.created"])
+    bad = _subscribe(client, f"http://127.0.0.1:{_closed_port()}/hook", ["prompt.created"])
+    factory = client.app.state.db  # type: ignore[attr-defined]
+
+    def backdate() -> None:
+        """Every delivery so far was created 31 days ago; the pending ones retry tomorrow."""
+        now = utcnow()
+        with factory() as db:
+            db.execute(update(WebhookDelivery).values(created_at=now - timedelta(days=31)))
+            db.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.status == "pending")
+                .values(next_attempt_at=now + timedelta(days=1))
+            )
+            db.commit()
+
+    old = _prompt(client, "Old")
+    assert _drain(client) == 2  # one delivered, one failed
+    old_pending = _prompt(client, "Old but pending")
+    backdate()
+    new = _prompt(client, "New")
+    assert _drain(client) == 2
+    statuses = sorted(d["status"] for d in _log(client, ok) + _log(client, bad))
+    assert statuses == ["delivered", "delivered", "failed", "failed", "pending", "pending"]
+
+    kept_forever = {**settings.webhooks.model_dump(), "retention_days": 0}
+    keeper = WebhookDispatcher(factory, make_settings(webhooks=kept_forever))
+    assert keeper.purge() == 0
+    assert _dispatcher(client).purge(batch=1) == 2
+    assert _dispatcher(client).purge() == 0
+    for hook in (ok, bad):
+        left = {
+            (d["payload"]["data"]["promptId"], d["status"] if d["status"] == "pending" else "done")
+            for d in _log(client, hook)
+        }
+        assert left == {(old_pending, "pending"), (new, "done")}
+    assert [m["payload"]["data"]["promptId"] for m in receiver.received] == [old, new]

@@ -564,6 +564,28 @@ def test_client_live_webhooks_and_deliveries(server: ServerProcess, edge: Edge, 
         sent = [json.loads(body) for path, _, body in edge.received if path == hook_path]
         assert [s["data"]["promptId"] for s in sent] == [prompt["id"]]
 
+        # Paused: nothing is queued; resumed (and re-subscribed): new events arrive.
+        paused = await af.update_webhook(hook.id, active=False)
+        assert not paused.active and paused.url == hook.url
+        await af.create_prompt(uc["id"], "unheard")
+        assert len(await af.webhook_deliveries(hook.id)) == 1
+        with pytest.raises(InvalidRequestError) as refused:
+            await af.update_webhook(hook.id, url="http://169.254.169.254/", active=True)
+        assert refused.value.code == "URL_REFUSED"
+        assert not (await af.get_webhook(hook.id)).active
+        resumed = await af.update_webhook(
+            hook.id, active=True, events=["prompt.created", "use_case.deleted"]
+        )
+        assert resumed.active and resumed.events == ["prompt.created", "use_case.deleted"]
+        heard = await af.create_prompt(uc["id"], "heard")
+
+        async def two_delivered() -> list[Any]:
+            done = await af.webhook_deliveries(hook.id)
+            return done if len(done) == 2 and all(d.status == "delivered" for d in done) else []
+
+        latest = (await until(two_delivered))[0]
+        assert latest.payload["data"]["promptId"] == heard["id"]
+
         await af.delete_webhook(hook.id)
         with pytest.raises(NotFoundError) as gone:
             await af.webhook_deliveries(hook.id)
