@@ -12,7 +12,8 @@
 
     @flow.step("join", many_to_one=True)
     def join(ctx: StepContext, summary: list[str]) -> StepResult:
-        return StepResult(summary=" ".join(summary))
+        text = ctx.llm("Combine: " + " ".join(summary), stream="summary")
+        return StepResult(summary=text)
 
 A step receives the run's input (the initial step) or the named outputs of the
 step before it, and returns a :class:`StepResult`: its named outputs, the
@@ -42,13 +43,36 @@ see ``app_document``), and only the process that loaded the file serves it.
 ``run`` yields the same events as the YAML engine, so the CLI and the API
 store and stream flows like any app: every step run is a stored run step
 (``<step>#<n>``, with its input, output, status, timing, usage, model calls
-and the managed prompt version used); the outputs arrive whole, at the end.
+and the managed prompt version used).
+
+Streaming: ``ctx.llm(..., stream="summary")`` sends the model's text as
+``Chunk`` events of the output key ``summary`` while it is generated (each
+step runs in a worker thread whose chunks the ``run`` generator yields as they
+come); every other output arrives whole, at the end, as an ``Output`` event.
+Only the step that ends the flow can stream, so that the chunks are the run's
+output byte for byte:
+
+- ``llm(stream=...)`` in a step that runs in a fan-out branch (after a
+  ``one_to_many`` step or a ``next_step`` list, until a ``many_to_one`` step
+  joins them), or while other steps are still to run, raises ``FLOW_INVALID``
+  before any chunk is sent; stream from the joining step instead.
+- A step that streamed must end the flow (``next_step=None``) and return the
+  streamed text under that key, or leave the key out (the streamed text is
+  then its value); going on to another step, or returning another value for
+  the key, fails the run with ``FLOW_INVALID``. The client has seen the chunks
+  by then, so they are the failed run's stored (partial) output.
+- Cancellation (the ``cancel`` event, the run timeout, a client that goes
+  away, or this generator being closed) stops the model at its next token;
+  the run ends ``CANCELLED`` with the text streamed so far. The step's thread
+  is always joined before ``run`` moves on or returns.
 """
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
+import queue
 import re
 import threading
 import time
@@ -59,6 +83,7 @@ from typing import Any, Literal
 
 from apps_yaml import engine
 from apps_yaml.engine import (
+    Chunk,
     Dependencies,
     Event,
     Failed,
@@ -67,7 +92,7 @@ from apps_yaml.engine import (
     StepFinished,
     StepStarted,
 )
-from apps_yaml.errors import AppsYamlError
+from apps_yaml.errors import AppsYamlError, RunFailedError
 from apps_yaml.schema import IDENT, InlinePrompt, InputField, LlmParams, LlmStep
 from providers.base import ChatMessage, Completion, GenerationParams
 from providers.errors import ProviderError
@@ -83,6 +108,7 @@ _INPUT_TYPES: dict[Any, Literal["string", "integer", "number", "boolean", "array
 }
 # A stored run step is "<name>#<n>" and step ids are stored in 64 characters.
 _MAX_STEP_NAME = 48
+_STEP_DONE = object()  # the last item a step's worker thread queues
 
 
 class StepResult:
@@ -121,6 +147,10 @@ class StepContext:
     history: Sequence[HistoryTurn] = ()
     usage: dict[str, int] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
+    # Why this step may not stream (None: it may), and where its chunks go.
+    stream_refused: str | None = "it is not run by a flow"
+    emit: Callable[[str, str], None] | None = field(default=None, repr=False)
+    streamed: dict[str, str] = field(default_factory=dict)
 
     def llm(
         self,
@@ -129,10 +159,29 @@ class StepContext:
         system: str | None = None,
         variables: Mapping[str, Any] | None = None,
         model: str | None = None,
+        stream: str | None = None,
         **params: Any,
     ) -> str:
         """The model's answer: to the step's managed prompt rendered with ``variables``,
-        or to ``user`` (and ``system``) text."""
+        or to ``user`` (and ``system``) text.
+
+        With ``stream="<output key>"`` the text goes to the run's client as chunks
+        of that output key while the model writes it, and the answer returned is
+        exactly the text streamed. Only the step that ends the flow may stream (see
+        the module docstring); elsewhere this raises ``FLOW_INVALID``.
+        """
+        if stream is not None:
+            if not isinstance(stream, str) or not re.match(IDENT, stream):
+                raise RunFailedError(
+                    f"step '{self.step}': stream= names an output key, got {stream!r}",
+                    code="FLOW_INVALID",
+                )
+            if self.stream_refused is not None or self.emit is None:
+                raise RunFailedError(
+                    f"step '{self.step}' cannot stream output '{stream}': {self.stream_refused};"
+                    " only the step that ends the flow can stream",
+                    code="FLOW_INVALID",
+                )
         if self.prompt is not None and user is None:
             step = LlmStep(id="flow", kind="llm", prompt=self.prompt)
             messages = engine.render_messages(self.prompt, dict(variables or {}), (), step)
@@ -145,16 +194,28 @@ class StepContext:
         provider, name = self.deps.models.resolve(model or self.model)
         checked = LlmParams.model_validate(params)
         completion: Completion | None = None
+        pieces: list[str] = []
         for piece in provider.stream(
             name, messages, GenerationParams(**checked.model_dump()), self.cancel
         ):
             if isinstance(piece, Completion):
-                completion = piece
+                completion = piece  # keep iterating: the provider unlocks when its stream ends
+            elif stream is not None and piece.text:
+                assert self.emit is not None
+                self.emit(stream, piece.text)
+                pieces.append(piece.text)
         assert completion is not None
         for key, value in completion.usage.as_dict().items():
             self.usage[key] = self.usage.get(key, 0) + value
         self.calls.append({"model": completion.model, "messages": messages})
-        return completion.text
+        if stream is None:
+            return completion.text
+        text = "".join(pieces)
+        if stream not in self.streamed and not text:
+            assert self.emit is not None
+            self.emit(stream, "")  # the key is in the output even when the answer is empty
+        self.streamed[stream] = self.streamed.get(stream, "") + text
+        return text
 
 
 class Flow:
@@ -269,21 +330,28 @@ class Flow:
         """Run from the initial step; yield the engine's events.
 
         ``history`` (earlier turns of the session, oldest first) reaches the
-        steps as ``ctx.history``, cut to the flow's ``history`` turns.
+        steps as ``ctx.history``, cut to the flow's ``history`` turns. Setting
+        ``cancel`` stops the run (the model at its next token); closing this
+        generator early sets it too.
         """
         turns = list(history)[-self.history :] if self.history else []
-        queue: list[tuple[FlowStep, dict[str, Any]]] = [(self.initial, dict(inputs))]
+        if cancel is None:  # the steps' model calls and threads stop on this event
+            cancel = threading.Event()
+        # Each queued step: its inputs, and whether it runs in a fan-out branch.
+        pending: list[tuple[FlowStep, dict[str, Any], bool]] = [(self.initial, dict(inputs), False)]
         waiting: dict[str, list[dict[str, Any]]] = {}
         final: dict[str, Any] = {}
+        streamed: set[str] = set()
         runs = 0
-        while queue or waiting:
-            if not queue:  # every branch arrived: run each fan-in once, on lists
+        while pending or waiting:
+            if not pending:  # every branch arrived: run each fan-in once, on lists
                 name, arrived = next(iter(waiting.items()))
                 del waiting[name]
                 keys = list(dict.fromkeys(k for outputs in arrived for k in outputs))
-                queue.append((self.steps[name], {k: [o.get(k) for o in arrived] for k in keys}))
-            step, kwargs = queue.pop(0)
-            if cancel is not None and cancel.is_set():
+                joined = {k: [o.get(k) for o in arrived] for k in keys}
+                pending.append((self.steps[name], joined, False))
+            step, kwargs, branch = pending.pop(0)
+            if cancel.is_set():
                 yield Failed("CANCELLED", "the run was cancelled", step.name, 499)
                 return
             runs += 1
@@ -295,15 +363,19 @@ class Flow:
                 cancel=cancel,
                 session_id=session_id,
                 history=turns,
+                stream_refused=_stream_refusal(branch, bool(pending or waiting), bool(final)),
             )
             result = yield from self._run_step(step, label, kwargs, ctx)
             if result is None:
                 return
+            streamed.update(ctx.streamed)
             nexts = result.next_step
             if nexts is None:
                 final.update(result.outputs)
                 continue
-            for target in [nexts] if isinstance(nexts, str) else list(nexts):
+            targets = [nexts] if isinstance(nexts, str) else list(nexts)
+            forks = branch or step.one_to_many or len(targets) > 1
+            for target in targets:
                 if target not in self.steps:
                     yield Failed(
                         "FLOW_INVALID", f"step '{step.name}' names no step '{target}'", step.name
@@ -318,8 +390,10 @@ class Flow:
                     if self.steps[target].many_to_one:
                         waiting.setdefault(target, []).append(outputs)
                     else:
-                        queue.append((self.steps[target], outputs))
+                        pending.append((self.steps[target], outputs, forks))
         for key, value in final.items():
+            if key in streamed:  # sent as chunks, checked equal to them
+                continue
             try:
                 json.dumps(value)
             except (TypeError, ValueError):
@@ -330,7 +404,8 @@ class Flow:
                 )
                 return
         for key, value in final.items():
-            yield Output(key, value)
+            if key not in streamed:
+                yield Output(key, value)
 
     def _fan_out(self, step: FlowStep, outputs: dict[str, Any]) -> list[dict[str, Any]]:
         if not step.one_to_many:
@@ -356,7 +431,7 @@ class Flow:
                     raise RuntimeError("managed prompts are not available here")
                 resolved = deps.prompts.resolve(step.prompt, step.label, None)
                 ctx.prompt, ctx.prompt_source = resolved.prompt, resolved.source
-            result = step.func(ctx, **kwargs)
+            result = yield from _call(step, kwargs, ctx)
             if not isinstance(result, StepResult):
                 raise TypeError(
                     f"step '{step.name}' returned {type(result).__name__}, not a StepResult"
@@ -368,6 +443,12 @@ class Flow:
             result = StepResult(error=f"{type(exc).__name__}: {exc}")
         latency = (time.perf_counter() - started) * 1000
         cancelled = ctx.cancel is not None and ctx.cancel.is_set()
+        if ctx.streamed and not result.error and not cancelled:
+            problem = _streamed_problem(step, result, ctx.streamed)
+            if problem is not None:
+                failure = Failed("FLOW_INVALID", problem, step.name)
+            # A streamed key left out of the result has the streamed text as its value.
+            result = StepResult(result.next_step, problem, **{**ctx.streamed, **result.outputs})
         status = "failed" if result.error else "cancelled" if cancelled else "succeeded"
         detail: dict[str, Any] = {
             "input": _jsonable(kwargs),
@@ -387,6 +468,75 @@ class Flow:
             yield Failed("CANCELLED", "the run was cancelled", step.name, 499)
             return None
         return result
+
+
+def _call(step: FlowStep, kwargs: dict[str, Any], ctx: StepContext) -> Generator[Event, None, Any]:
+    """``step.func(ctx, **kwargs)``, yielding the chunks it streams as they come.
+
+    The step is plain synchronous code; it runs in a worker thread so that this
+    generator can yield while the model writes. The step's exception is raised
+    here, as if it had run in this thread. If this generator is closed early (its
+    consumer went away) the step is cancelled, and its thread is always joined.
+    """
+    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    box: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the step sees this thread's context variables
+
+    def work() -> None:
+        try:
+            box["result"] = context.run(step.func, ctx, **kwargs)
+        except BaseException as exc:  # re-raised in the generator's thread
+            box["error"] = exc
+        finally:
+            items.put(_STEP_DONE)
+
+    if ctx.stream_refused is None:
+        ctx.emit = lambda key, text: items.put(Chunk(key, text))
+    thread = threading.Thread(target=work, name=f"appforge-flow-step-{step.name}", daemon=True)
+    thread.start()
+    finished = False
+    try:
+        while (item := items.get()) is not _STEP_DONE:
+            yield item
+        finished = True
+    finally:
+        if not finished and ctx.cancel is not None:
+            ctx.cancel.set()  # stops the model at its next token, so the join is short
+        thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _stream_refusal(branch: bool, others_pending: bool, ended: bool) -> str | None:
+    """Why a step may not stream into the run's output (None: it may)."""
+    if branch:
+        return (
+            "it runs in a fan-out branch (after a one_to_many step or a next_step list);"
+            " stream from the many_to_one step that joins the branches"
+        )
+    if others_pending:
+        return "other steps of the flow are still to run"
+    if ended:
+        return "another branch already ended the flow"
+    return None
+
+
+def _streamed_problem(step: FlowStep, result: StepResult, streamed: dict[str, str]) -> str | None:
+    """Why a step's result contradicts the chunks it streamed (None: it does not)."""
+    keys = ", ".join(f"'{k}'" for k in streamed)
+    if result.next_step is not None:
+        return (
+            f"step '{step.name}' streamed output {keys} but goes on to {result.next_step!r}:"
+            " only the step that ends the flow can stream"
+        )
+    for key, text in streamed.items():
+        if key in result.outputs and result.outputs[key] != text:
+            return (
+                f"step '{step.name}' streamed output '{key}' but returned a different value"
+                " for it: return the streamed text, or leave the key out"
+            )
+    return None
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,7 @@ def test_flow_run_fans_out_and_in_through_the_api(
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["output"]["paragraphs"] == 2
-    assert body["output"]["summary"].count("\n- ") == 1
+    assert len(body["output"]["points"]) == 2 and body["output"]["summary"]
     assert body["run"]["status"] == "succeeded"
     run = client.get(f"/api/runs/{body['run']['id']}").json()
     assert run["input"] == {"text": TEXT}
@@ -111,28 +113,148 @@ def test_flow_run_fans_out_and_in_through_the_api(
     assert second["input"] == {"part": "Dogs like long walks in the park."}
     assert first["calls"][0]["model"] and first["usage"]["completion_tokens"] > 0
     assert join["input"] == {"summary": [first["output"]["summary"], second["output"]["summary"]]}
+    assert body["output"]["points"] == join["input"]["summary"]
     assert run["usage"]["total_tokens"] == sum(
         s["usage"].get("total_tokens", 0) for s in run["steps"]
     )
 
-    # Streamed: NDJSON chunks stitch to the same output, then the done line.
+    # Streamed: the answer in many NDJSON chunks, then the whole outputs, then done;
+    # the chunks stitch byte for byte to the stored output (and the non-streamed one).
     lines = _ndjson(client, url, {"input": {"text": TEXT}, "stream": True})
     *chunks, done = lines
     assert done["done"] is True and done["run"]["status"] == "succeeded"
-    assert {k: v for c in chunks for k, v in c["output"].items()} == body["output"]
     assert all(c["session"] == done["session"] for c in chunks)
+    keys = [k for c in chunks for k in c["output"]]
+    assert keys[-2:] == ["points", "paragraphs"] and set(keys[:-2]) == {"summary"}
+    assert len(keys) - 2 > 1  # the answer arrived in more than one chunk
+    stored = client.get(f"/api/runs/{done['run']['id']}").json()
+    assert stored["status"] == "succeeded" and stored["stream"] is True
+    assert _stitch(chunks) == stored["output"] == body["output"]
+    assert stored["ttft_ms"] < stored["latency_ms"]
     # SSE carries the same JSON
     body_sse = {"input": {"text": TEXT}, "stream": True}
     with client.stream("POST", url, json=body_sse, headers={"Accept": "text/event-stream"}) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         raw = r.read().decode()
     events = [dict(ln.split(": ", 1) for ln in b.split("\n")) for b in raw.split("\n\n") if b]
-    assert [e["event"] for e in events] == ["chunk", "chunk", "done"]
-    sse_output = [json.loads(e["data"])["output"] for e in events[:-1]]
-    assert {k: v for o in sse_output for k, v in o.items()} == body["output"]
+    assert [e["event"] for e in events] == ["chunk"] * (len(events) - 1) + ["done"]
+    assert len(events) == len(lines)
+    assert _stitch([json.loads(e["data"]) for e in events[:-1]]) == body["output"]
     runs = client.get(f"/api/apps/{uuid}/runs").json()
     assert [r["status"] for r in runs] == ["succeeded"] * 3
     assert all(len(r["steps"]) == 4 for r in runs)
+
+
+def _stitch(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a client makes of chunks: strings concatenated per key, other values whole."""
+    out: dict[str, Any] = {}
+    for chunk in chunks:
+        for key, piece in chunk["output"].items():
+            out[key] = out.get(key, "") + piece if isinstance(piece, str) else piece
+    return out
+
+
+def _streaming_flow(name: str, max_tokens: int, returns: str = "same") -> Flow:
+    """One step that streams ``story``; ``returns``: "same" or "different" text."""
+    flow = Flow(name, input={"topic": {"type": "string", "default": "the sea"}})
+
+    @flow.step("write", initial=True)
+    def write(ctx: StepContext, topic: str) -> StepResult:
+        text = ctx.llm(f"Write a very long story about {topic}.", temperature=0, seed=1,
+                       max_tokens=max_tokens, stream="story")  # fmt: skip
+        return StepResult(story=text if returns == "same" else text.upper(), n=1)
+
+    return flow
+
+
+def _wait_finished(client: TestClient, run_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    run: dict[str, Any] = client.get(f"/api/runs/{run_id}").json()
+    while run["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = client.get(f"/api/runs/{run_id}").json()
+    return run
+
+
+def _flow_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("appforge-flow-step-")]
+
+
+def test_flow_stream_contradicted_by_the_step_sends_an_error_line(
+    serve: Callable[..., TestClient], settings: Settings
+):
+    flow = _streaming_flow("liar", 16, returns="different")
+    client = serve(settings, flow)
+    uuid = _save(client, flow)
+    with client.stream("POST", f"/api/apps/{uuid}/run", json={"stream": True}) as r:
+        assert r.status_code == 200
+        run_id = r.headers["x-run-id"]
+        *chunks, error = [json.loads(line) for line in r.iter_lines() if line]
+    assert len(chunks) > 1 and all(list(c["output"]) == ["story"] for c in chunks)
+    assert error["error"]["code"] == "FLOW_INVALID"
+    assert "streamed output 'story' but returned a different value" in error["error"]["message"]
+    assert error["error"]["details"] == {"run_id": run_id, "step": "write"}
+    run = client.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "failed" and run["error"]["code"] == "FLOW_INVALID"
+    assert run["output"] == _stitch(chunks)  # exactly what the client saw, nothing more
+    assert run["steps"][0]["status"] == "failed"
+
+    # a fan-out branch cannot stream: refused before the first byte, a plain error
+    fan = Flow("fan")
+
+    @fan.step("split", initial=True, one_to_many=True)
+    def split(ctx: StepContext) -> StepResult:
+        return StepResult(next_step="each", item=["a"])
+
+    @fan.step("each")
+    def each(ctx: StepContext, item: str) -> StepResult:
+        return StepResult(text=ctx.llm(item, max_tokens=4, stream="text"))
+
+    client = serve(settings, fan)
+    uuid = _save(client, fan)
+    r = client.post(f"/api/apps/{uuid}/run", json={"stream": True})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "FLOW_INVALID"
+    assert "fan-out branch" in r.json()["error"]["message"]
+    run = client.get(f"/api/runs/{r.json()['error']['details']['run_id']}").json()
+    assert run["status"] == "failed" and run["output"] == {}
+
+
+def test_flow_stream_cancelled_when_the_client_goes_away(
+    serve: Callable[..., TestClient], settings: Settings
+):
+    flow = _streaming_flow("storyteller", 400)
+    client = serve(settings, flow)
+    uuid = _save(client, flow)
+    with client.stream("POST", f"/api/apps/{uuid}/run", json={"stream": True}) as r:
+        run_id = r.headers["x-run-id"]
+        lines = r.iter_lines()
+        first = json.loads(next(lines))
+        assert list(first["output"]) == ["story"]
+    # leaving the block closes the stream mid-generation
+    run = _wait_finished(client, run_id)
+    assert run["status"] == "cancelled" and run["error"]["code"] == "CANCELLED"
+    assert run["error"]["step"] == "write"
+    assert run["output"]["story"].startswith(first["output"]["story"])
+    assert "n" not in run["output"]  # the step's other outputs never came
+    assert 0 < run["usage"]["completion_tokens"] < 400
+    assert run["steps"][0]["status"] == "cancelled"
+    assert client.get(f"/api/sessions/{run['session_id']}").json()["turns"] == []
+    assert _flow_threads() == []  # the step's thread ended with the run
+
+
+def test_flow_stream_timeout_stores_timeout_with_partial_output(
+    serve: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    flow = _streaming_flow("slow", 400)
+    client = serve(make_settings(runs={"timeout_seconds": 1}), flow)
+    uuid = _save(client, flow)
+    r = client.post(f"/api/apps/{uuid}/run", json={})
+    assert r.status_code == 504 and r.json()["error"]["code"] == "RUN_TIMEOUT"
+    run = client.get(f"/api/runs/{r.json()['error']['details']['run_id']}").json()
+    assert run["status"] == "timeout" and run["error"]["step"] == "write"
+    assert list(run["output"]) == ["story"]  # what was streamed; the step never returned
+    assert run["usage"]["completion_tokens"] < 400
+    assert _flow_threads() == []
 
 
 def test_flow_run_records_the_managed_prompt_version(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,8 +46,8 @@ def test_run_flow_with_session_stores_turns_in_the_home(
             catch_exceptions=False,
         )
         assert result.exit_code == 0, result.stderr
-        assert result.stdout.startswith("[summary] - ")
-        assert "\n[paragraphs] 2\n" in result.stdout
+        assert result.stdout.startswith("[summary] ")
+        assert result.stdout.endswith("\n[paragraphs] 2\n")
         assert "session: s1" in result.stderr
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]  # temperature 0, a seed: the same summaries
@@ -60,6 +61,12 @@ def test_run_flow_with_session_stores_turns_in_the_home(
     run = client.get(f"/api/runs/{turns[1]['run_id']}").json()
     assert [s["id"] for s in run["steps"]] == ["split#1", "summarize#2", "summarize#3", "join#4"]
     assert all(s["status"] == "succeeded" for s in run["steps"])
+    # the streamed answer, as printed from its chunks, is the stored output
+    output = run["output"]
+    assert outputs[1] == (
+        f"[summary] {output['summary']}\n[points] {json.dumps(output['points'])}\n"
+        f"[paragraphs] {output['paragraphs']}\n"
+    )
     # the declared input is checked, as for a YAML app
     bad = runner.invoke(main, ["run", str(EXAMPLE), "--session", "s1"], obj=obj)
     assert bad.exit_code == 2 and "INPUT_INVALID" in bad.stderr and "text" in bad.stderr
@@ -76,8 +83,48 @@ def test_run_flow_json_through_the_api(
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.stderr
-    assert '"paragraphs": 2' in result.stdout and '"summary": "- ' in result.stdout
+    output = json.loads(result.stdout)  # the streamed answer stitched from its chunks
+    assert output["paragraphs"] == 2 and len(output["points"]) == 2
+    assert isinstance(output["summary"], str) and output["summary"]
     assert "session: j" in result.stderr
+
+
+STREAMER = """\
+from apps_yaml.flows import Flow, StepContext, StepResult
+
+flow = Flow("streamer")
+
+
+@flow.step("write", initial=True)
+def write(ctx: StepContext, topic: str, honest: bool = True) -> StepResult:
+    text = ctx.llm(f"Say hello about {topic}.", max_tokens=16, temperature=0, seed=1,
+                   stream="answer")
+    return StepResult(answer=text if honest else text + "!", words=len(text.split()))
+"""
+
+
+def test_run_flow_prints_the_streamed_answer(
+    tmp_path: Path, local_provider: Any, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("APPFORGE_HOME", str(tmp_path / "home"))
+    flow_file = tmp_path / "streamer.py"
+    flow_file.write_text(STREAMER)
+    runner = CliRunner()
+    obj = {"providers": {"local": local_provider}}
+    args = ["run", str(flow_file), "--input", "topic=cats"]
+    as_json = runner.invoke(main, [*args, "--json"], obj=obj, catch_exceptions=False)
+    assert as_json.exit_code == 0, as_json.stderr
+    output = json.loads(as_json.stdout)
+    assert output["answer"] and output["words"] == len(output["answer"].split())
+    printed = runner.invoke(main, args, obj=obj, catch_exceptions=False)
+    assert printed.exit_code == 0, printed.stderr
+    assert printed.stdout == f"[answer] {output['answer']}\n[words] {output['words']}\n"
+    assert printed.stderr == ""
+    # a step that returns something else than it streamed: the text shown, then the error
+    bad = runner.invoke(main, [*args, "--input", "honest=false"], obj=obj)
+    assert bad.exit_code == 1
+    assert bad.stdout == f"[answer] {output['answer']}\n"
+    assert "error [FLOW_INVALID]: step 'write' streamed output 'answer'" in bad.stderr
 
 
 def test_run_flow_refuses_a_file_without_a_flow(tmp_path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from api.prompt_refs import StorePrompts
 from appforge.cli import main
 from appforge.settings import Settings
-from apps_yaml.engine import Dependencies, Failed, Outcome, StepStarted
+from apps_yaml.engine import Chunk, Dependencies, Failed, Outcome, Output, StepStarted
 from apps_yaml.flows import Flow, StepContext, StepResult
 from providers.registry import ProviderRegistry
 
@@ -45,6 +46,10 @@ def _run(flow: Flow, inputs: dict[str, Any], deps: Dependencies) -> tuple[list[A
     return events, outcome
 
 
+def _flow_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("appforge-flow-step-")]
+
+
 def test_flow_fans_out_and_in(deps: Dependencies):
     events, outcome = _run(_example(), {"text": TEXT}, deps)
     assert outcome.status == "succeeded", outcome.failure
@@ -52,7 +57,16 @@ def test_flow_fans_out_and_in(deps: Dependencies):
     assert started == ["split#1", "summarize#2", "summarize#3", "join#4"]
     summaries = [s["output"]["summary"] for s in outcome.steps if s["id"].startswith("summ")]
     assert outcome.output["paragraphs"] == 2
-    assert outcome.output["summary"] == "\n".join(f"- {s}" for s in summaries)
+    assert outcome.output["points"] == summaries
+    # The joining step streamed its answer: chunks while it ran, sent once, no Output.
+    join_at = events.index(StepStarted("join#4", "flow"))
+    chunks = [e for e in events if isinstance(e, Chunk)]
+    assert len(chunks) > 1 and {c.key for c in chunks} == {"summary"}
+    assert all(join_at < events.index(c) < join_at + 1 + len(chunks) for c in chunks)
+    assert "".join(c.text for c in chunks) == outcome.output["summary"] != ""
+    assert outcome.steps[-1]["output"]["summary"] == outcome.output["summary"]
+    assert [e.key for e in events if isinstance(e, Output)] == ["points", "paragraphs"]
+    assert _flow_threads() == []
     first = outcome.steps[1]
     assert first["input"] == {"part": "Cats sleep most of the day."}
     assert "Cats sleep" in first["calls"][0]["messages"][0]["content"]
@@ -139,7 +153,7 @@ def test_flow_inputs_declared_or_read_from_the_initial_step():
     assert _example().app_document() == {
         "version": 1,
         "name": "summarize-many",
-        "description": "One summary line per paragraph.",
+        "description": "Summarizes each paragraph, then all of them in one answer.",
         "type": "text",
         "flow": "summarize-many",
         "input": {
@@ -230,3 +244,160 @@ def test_flow_cancelled_between_steps(deps: Dependencies):
     _, outcome = _run_with(flow, {}, deps, cancel=cancel)
     assert outcome.status == "cancelled"
     assert [s["status"] for s in outcome.steps] == ["cancelled"]
+
+
+def _final_streamer(returns: str) -> Flow:
+    """A flow whose last step streams ``answer``, then returns per ``returns``."""
+    flow = Flow(f"stream-{returns}")
+
+    @flow.step("start", initial=True)
+    def start(ctx: StepContext, topic: str) -> StepResult:
+        return StepResult(next_step="write", topic=topic)
+
+    @flow.step("write")
+    def write(ctx: StepContext, topic: str) -> StepResult:
+        text = ctx.llm(f"Say hello about {topic}.", max_tokens=12, temperature=0, seed=1,
+                       stream="answer")  # fmt: skip
+        if returns == "same":
+            return StepResult(answer=text, words=len(text.split()))
+        if returns == "omitted":
+            return StepResult(words=len(text.split()))
+        if returns == "different":
+            return StepResult(answer=text.strip() + "!")
+        if returns == "goes-on":
+            return StepResult(next_step="after", answer=text)
+        raise RuntimeError("broke after streaming")
+
+    @flow.step("after")
+    def after(ctx: StepContext, answer: str) -> StepResult:
+        return StepResult(answer=answer)
+
+    return flow
+
+
+def test_flow_final_step_streams_its_answer_once(deps: Dependencies):
+    outputs = []
+    for returns in ("same", "omitted"):
+        events, outcome = _run(_final_streamer(returns), {"topic": "cats"}, deps)
+        assert outcome.status == "succeeded", outcome.failure
+        chunks = [e.text for e in events if isinstance(e, Chunk) and e.key == "answer"]
+        assert len(chunks) > 1
+        assert "".join(chunks) == outcome.output["answer"]
+        assert [e.key for e in events if isinstance(e, Output)] == ["words"]
+        # the stored step output has the streamed key, returned or not
+        assert outcome.steps[-1]["output"]["answer"] == outcome.output["answer"]
+        assert outcome.output["words"] == len(outcome.output["answer"].split())
+        outputs.append(outcome.output)
+    assert outputs[0] == outputs[1]
+    assert _flow_threads() == []
+
+
+def test_flow_stream_that_contradicts_the_output_fails(deps: Dependencies):
+    cases = {
+        "different": ("FLOW_INVALID", "returned a different value"),
+        "goes-on": ("FLOW_INVALID", "goes on to 'after'"),
+        "raises": ("FLOW_STEP_FAILED", "RuntimeError: broke after streaming"),
+    }
+    for returns, (code, words) in cases.items():
+        events, outcome = _run(_final_streamer(returns), {"topic": "cats"}, deps)
+        assert outcome.failure is not None and outcome.failure.code == code, returns
+        assert words in outcome.failure.message, returns
+        assert outcome.failure.step == "write" and outcome.status == "failed"
+        # what was streamed is the stored (partial) output, nothing else
+        streamed = "".join(e.text for e in events if isinstance(e, Chunk))
+        assert streamed and outcome.output == {"answer": streamed}, returns
+        assert not any(isinstance(e, Output) for e in events)
+        assert outcome.steps[-1]["id"] == "write#2"
+        assert outcome.steps[-1]["status"] == "failed"
+        assert words in outcome.steps[-1]["error"]
+    assert _flow_threads() == []
+
+
+def test_flow_stream_refused_outside_the_final_step(deps: Dependencies):
+    """A fan-out branch (or a step with others still to run) cannot stream: refused
+    before any chunk, whatever the number of branches."""
+    fan = Flow("fan")
+
+    @fan.step("split", initial=True, one_to_many=True)
+    def split(ctx: StepContext, n: int) -> StepResult:
+        return StepResult(next_step="each", item=list(range(n)))
+
+    @fan.step("each")
+    def each(ctx: StepContext, item: int) -> StepResult:
+        return StepResult(text=ctx.llm("Count.", max_tokens=4, stream="text"))
+
+    for n in (1, 2):
+        events, outcome = _run(fan, {"n": n}, deps)
+        assert outcome.failure is not None and outcome.failure.code == "FLOW_INVALID"
+        assert "fan-out branch" in outcome.failure.message and outcome.failure.step == "each"
+        assert outcome.failure.status_code == 500
+        assert not any(isinstance(e, Chunk) for e in events) and outcome.output == {}
+        assert outcome.steps[-1]["calls"] == []  # refused before the model was called
+
+    pair = Flow("pair")
+
+    @pair.step("a", initial=True)
+    def a(ctx: StepContext) -> StepResult:
+        return StepResult(next_step=["b", "c"], x=1)
+
+    @pair.step("b")
+    def b(ctx: StepContext, x: int) -> StepResult:
+        return StepResult(x=ctx.llm("Hi.", max_tokens=4, stream="x"))
+
+    @pair.step("c")
+    def c(ctx: StepContext, x: int) -> StepResult:
+        return StepResult(y=x)
+
+    _, outcome = _run(pair, {}, deps)
+    assert outcome.failure is not None and outcome.failure.code == "FLOW_INVALID"
+    assert "fan-out branch" in outcome.failure.message
+
+    bad = Flow("bad-key")
+
+    @bad.step("a", initial=True)
+    def bad_key(ctx: StepContext) -> StepResult:
+        return StepResult(x=ctx.llm("Hi.", max_tokens=4, stream="not a key"))
+
+    _, outcome = _run(bad, {}, deps)
+    assert outcome.failure is not None and outcome.failure.code == "FLOW_INVALID"
+    assert "'not a key'" in outcome.failure.message
+    assert _flow_threads() == []
+
+
+def _long_streamer() -> Flow:
+    flow = Flow("long")
+
+    @flow.step("write", initial=True)
+    def write(ctx: StepContext) -> StepResult:
+        text = ctx.llm("Write a very long story about the sea.", max_tokens=400,
+                       temperature=0, seed=1, stream="story")  # fmt: skip
+        return StepResult(story=text)
+
+    return flow
+
+
+def test_flow_cancelled_mid_stream_keeps_the_partial_answer(deps: Dependencies):
+    cancel = threading.Event()
+    outcome = Outcome()
+    chunks = 0
+    for event in _long_streamer().run({}, deps, cancel=cancel):
+        outcome.add(event)
+        if isinstance(event, Chunk):
+            chunks += 1
+            if chunks == 3:
+                cancel.set()
+    assert outcome.status == "cancelled" and outcome.failure is not None
+    assert outcome.failure.step == "write"
+    assert outcome.output["story"] and outcome.steps[0]["status"] == "cancelled"
+    assert 3 <= outcome.usage["completion_tokens"] < 400
+    assert _flow_threads() == []
+
+
+def test_flow_closed_mid_stream_stops_the_step_thread(deps: Dependencies):
+    cancel = threading.Event()
+    events = _long_streamer().run({}, deps, cancel=cancel)
+    first = next(e for e in events if isinstance(e, Chunk))
+    assert first.key == "story" and _flow_threads()
+    events.close()  # the consumer goes away: the step is cancelled and joined
+    assert cancel.is_set()
+    assert _flow_threads() == []

@@ -1,5 +1,8 @@
 """A flow with fan-out and fan-in: summarize each paragraph, then join the summaries.
 
+The joining step ends the flow and streams its answer (``stream="summary"``):
+through the run API the summary arrives as chunks while the model writes it.
+
 appforge run apps_yaml/examples/flows/summarize_many.py --input text="$(cat notes.txt)"
 appforge run apps_yaml/examples/flows/summarize_many.py --serve --port 8000
 """
@@ -8,7 +11,7 @@ from apps_yaml.flows import Flow, StepContext, StepResult
 
 flow = Flow(
     "summarize-many",
-    description="One summary line per paragraph.",
+    description="Summarizes each paragraph, then all of them in one answer.",
     input={
         "text": {
             "type": "string",
@@ -41,5 +44,14 @@ def summarize(ctx: StepContext, part: str) -> StepResult:
 
 @flow.step("join", many_to_one=True)
 def join(ctx: StepContext, summary: list[str]) -> StepResult:
-    """Fan in: receives every branch's summary, in order."""
-    return StepResult(summary="\n".join(f"- {s}" for s in summary), paragraphs=len(summary))
+    """Fan in: one answer from every branch's summary, streamed as the model writes it."""
+    points = "\n".join(f"- {s}" for s in summary)
+    answer = ctx.llm(
+        f"Combine these points into one short paragraph:\n\n{points}",
+        temperature=0,
+        seed=1,
+        max_tokens=80,
+        stream="summary",
+    )
+    # The streamed key is returned exactly as streamed (or could be left out).
+    return StepResult(summary=answer, points=summary, paragraphs=len(summary))
