@@ -5,26 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-from ports import free_port
+from ports import free_port, wait_ok
 
 from tests.conftest import ADMIN_TOKEN
-
-
-def _wait_ok(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, log.read_text()
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer:\n{log.read_text()}")
 
 
 def test_serve_starts_builder_and_stops_it(tmp_path: Path):
@@ -43,8 +29,8 @@ def test_serve_starts_builder_and_stops_it(tmp_path: Path):
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            _wait_ok(f"http://127.0.0.1:{api_port}/api/health", process, log)
-            _wait_ok(f"http://127.0.0.1:{ui_port}/_stcore/health", process, log)
+            wait_ok(f"http://127.0.0.1:{api_port}/api/health", process, log)
+            wait_ok(f"http://127.0.0.1:{ui_port}/_stcore/health", process, log)
             assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=5).status_code == 200
         finally:
             process.terminate()

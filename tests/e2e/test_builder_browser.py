@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Locator, Page, sync_playwright
-from ports import free_port
+from ports import free_port, wait_ok
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -55,19 +54,6 @@ class Served:
     ui: str
 
 
-def _wait_ok(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, log.read_text()
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer:\n{log.read_text()}")
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """`appforge serve` with the builder, on a fresh home."""
@@ -84,8 +70,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
         )  # fmt: skip
         try:
             served = Served(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}")
-            _wait_ok(f"{served.api}/api/health", process, log)
-            _wait_ok(f"{served.ui}/_stcore/health", process, log)
+            wait_ok(f"{served.api}/api/health", process, log)
+            wait_ok(f"{served.ui}/_stcore/health", process, log)
             yield served
         finally:
             process.terminate()
