@@ -206,6 +206,25 @@ def create_app_route(
     return to_public(app)
 
 
+class AppCheck(BaseModel):
+    """A definition that passed every save-time check (nothing was stored)."""
+
+    valid: bool
+    name: str
+    type: str
+    public: bool
+
+
+@router.post("/validate", response_model=AppCheck, openapi_extra=_YAML_BODY)
+def validate_app_route(
+    request: Request, text: DefinitionText, db: DbSession, _: CurrentToken
+) -> AppCheck:
+    """Check a YAML definition exactly as a create or save would, storing nothing:
+    200 if it is valid, else 422 ``APP_INVALID`` with each problem at its line."""
+    doc = parse_definition(request, db, text)
+    return AppCheck(valid=True, name=doc.name, type=doc.type, public=doc.public)
+
+
 @router.get("", response_model=list[AppPublic])
 def list_apps_route(
     db: DbSession,

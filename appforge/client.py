@@ -395,6 +395,11 @@ class _Ops:
         r = yield Call("POST", "/api/apps", content=_definition(app), headers=YAML_TYPE)
         return AppInfo.model_validate(r.json())
 
+    def validate_app(self, app: str | Path | dict[str, Any]) -> Op[dict[str, Any]]:
+        """Check a definition as a save would, storing nothing (raises on problems)."""
+        r = yield Call("POST", "/api/apps/validate", content=_definition(app), headers=YAML_TYPE)
+        return dict(r.json())
+
     def update_app(self, uuid: str, app: str | Path | dict[str, Any]) -> Op[AppInfo]:
         r = yield Call("PATCH", f"/api/apps/{uuid}", content=_definition(app), headers=YAML_TYPE)
         return AppInfo.model_validate(r.json())

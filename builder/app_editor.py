@@ -489,6 +489,19 @@ def render(client: Client, scope: str, yaml_key: str) -> None:
             st.code(af.excerpt(text, lines), language=None)
 
 
+def check_button(client: Client, yaml_key: str, key: str) -> None:
+    """A button that runs every save-time check on the YAML, saving nothing."""
+    if not st.button("Check without saving", key=key):
+        return
+    text = st.session_state[yaml_key]
+    try:
+        client.validate_app(text)
+    except ERRORS as exc:
+        show_api_error(exc, text)
+    else:
+        st.success("No problems: it can be saved.")
+
+
 def show_api_error(exc: Exception, text: str) -> None:
     """An API error; for an invalid app, also the YAML lines its problems are at."""
     show_error(exc)

@@ -50,6 +50,7 @@ def _create(client: Client) -> None:
     if not app_editor.loaded(NEW_SCOPE, NEW_YAML):
         _use_template()
     app_editor.render(client, NEW_SCOPE, NEW_YAML)
+    app_editor.check_button(client, NEW_YAML, "apps_new_check")
     if st.button("Validate and create", key="apps_create", type="primary"):
         text = st.session_state[NEW_YAML]
         try:
@@ -145,6 +146,7 @@ if not app_editor.loaded(scope, editor_key):
 st.caption(f"{app.type} app, version {app.version}, {'public' if app.public else 'private'}")
 _public_toggle(client, app, scope, editor_key)
 app_editor.render(client, scope, editor_key)
+app_editor.check_button(client, editor_key, "apps_check")
 if st.button("Validate and save", key="apps_save", type="primary"):
     edited = st.session_state[editor_key]
     try:

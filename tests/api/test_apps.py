@@ -186,3 +186,24 @@ def test_delete_app_then_404(db_client: TestClient, create: Callable[..., Any]):
         r = db_client.request(method, path, **kwargs)
         assert r.status_code == 404, (method, path)
         assert r.json()["error"]["code"] == "APP_NOT_FOUND"
+
+
+def test_validate_app_checks_like_a_save_and_stores_nothing(client: TestClient):
+    ok = client.post("/api/apps/validate", content=CHAT_APP, headers=YAML)
+    assert ok.status_code == 200
+    assert ok.json() == {"valid": True, "name": "Chatty", "type": "chat", "public": False}
+    # A reference check (not only the schema) runs too, with its line.
+    bad = TEXT_APP.replace("    kind: llm\n", "    kind: llm\n    model: nonsense:thing\n")
+    r = client.post("/api/apps/validate", content=bad, headers=YAML)
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["code"] == "APP_INVALID"
+    assert error["details"]["errors"][0]["path"] == "steps[0].model"
+    assert error["details"]["errors"][0]["line"] == 11
+    r = client.post("/api/apps/validate", content="name: [\n", headers=YAML)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "YAML_INVALID"
+    assert client.get("/api/apps").json() == []
+    anonymous = client.post(
+        "/api/apps/validate", content=CHAT_APP, headers={**YAML, "Authorization": ""}
+    )
+    assert anonymous.status_code == 401

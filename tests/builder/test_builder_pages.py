@@ -296,3 +296,19 @@ def test_prompts_create_version_promote_diff_and_render(page: Page):
     at.selectbox(key="pr_render_v").set_value(2)
     at.button(key="pr_render").click().run()
     assert at.code[-1].value == "Hello Ada!"
+
+
+def test_apps_check_without_saving_shows_problems_then_ok(page: Page):
+    at = page("apps").run()
+    at.text_area(key="apps_new_yaml").set_value(
+        CHAT_APP.replace("    history: 2\n", "    history: 2\n    model: nowhere\n")
+    )
+    at.button(key="apps_new_check").click().run()
+    assert not at.exception
+    errors = _texts(at, "error")
+    assert errors[0].startswith("APP_INVALID: ")
+    assert any(e.startswith("line 12, steps[0].model") for e in errors[1:]), errors
+    at.text_area(key="apps_new_yaml").set_value(CHAT_APP)
+    at.button(key="apps_new_check").click().run()
+    assert any("No problems" in t for t in _texts(at, "success"))
+    assert any("No apps yet" in c.value for c in at.caption)  # nothing was saved

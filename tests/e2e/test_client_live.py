@@ -213,6 +213,13 @@ def test_client_live_apps_lifecycle(server: ServerProcess, kind: str):
         from_file = await af.create_app(EXAMPLE)
         assert from_file.name == "Summarize" and from_file.version == 1
         assert await af.get_app_yaml(from_file.uuid) == EXAMPLE.read_text()
+        checked = await af.validate_app(chat_app(f"Checked {kind}"))
+        expected = {"valid": True, "name": f"Checked {kind}", "type": "chat", "public": False}
+        assert checked == expected
+        with pytest.raises(InvalidRequestError) as invalid:
+            await af.validate_app("name: [")
+        assert invalid.value.code == "YAML_INVALID" and invalid.value.status == 422
+        assert await af.list_apps(q=f"checked {kind}") == []  # validating stores nothing
         app = await af.create_app(chat_app(f"Apps {kind}"))
         assert (await af.get_app(app.uuid)).definition["steps"][0]["id"] == "a"
         listed = await af.list_apps(q=f"apps {kind}")
