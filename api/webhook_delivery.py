@@ -209,24 +209,15 @@ class WebhookDispatcher:
 
     def _release(self, row: WebhookDelivery) -> None:
         """Give back a claimed row unsent (shutting down): due again at once, attempt undone."""
-        with transaction(self.db) as db:
-            db.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == row.id,
-                    WebhookDelivery.claim_token == row.claim_token,
-                )
-                .values(
-                    status="pending",
-                    claim_token=None,
-                    lease_until=None,
-                    attempts=WebhookDelivery.attempts - 1,
-                    updated_at=utcnow(),
-                )
-            )
+        self._unclaim(row, status="pending")
 
     def _skip(self, row: WebhookDelivery) -> None:
         """End a claimed row of a paused webhook unsent: ``skipped``, attempt undone."""
+        self._unclaim(row, status="skipped", last_error="webhook paused")
+        log.info("webhook %s %s skipped: webhook paused", row.event, row.id)
+
+    def _unclaim(self, row: WebhookDelivery, **values: Any) -> None:
+        """Drop our claim on a row we did not send, undoing its attempt."""
         with transaction(self.db) as db:
             db.execute(
                 update(WebhookDelivery)
@@ -235,15 +226,13 @@ class WebhookDispatcher:
                     WebhookDelivery.claim_token == row.claim_token,
                 )
                 .values(
-                    status="skipped",
-                    last_error="webhook paused",
                     claim_token=None,
                     lease_until=None,
                     attempts=WebhookDelivery.attempts - 1,
                     updated_at=utcnow(),
+                    **values,
                 )
             )
-        log.info("webhook %s %s skipped: webhook paused", row.event, row.id)
 
     # --- retention -----------------------------------------------------------
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +11,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from ports import free_port
+from ports import run_serve
 
 from appforge.cli import main
 from appforge.settings import Settings
@@ -136,29 +132,8 @@ def test_run_flow_refuses_a_file_without_a_flow(tmp_path: Path):
 
 
 def test_run_flow_serve_serves_the_flow(tmp_path: Path):
-    port = free_port()
     token = "af_serve_token_0123456789"
-    env = {
-        **os.environ,
-        "APPFORGE_HOME": str(tmp_path / "home"),
-        "APPFORGE_ADMIN_TOKEN": token,
-        "PYTHONUNBUFFERED": "1",
-    }
-    exe = Path(sys.executable).parent / "appforge"
-    proc = subprocess.Popen(
-        [str(exe), "run", str(EXAMPLE), "--serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 60
-        while not any(ln.startswith("run it: POST ") for ln in lines):
-            assert time.monotonic() < deadline, lines
-            lines.append(proc.stdout.readline())
+    with run_serve(EXAMPLE, tmp_path / "home", token) as (port, lines):
         serving = next(ln for ln in lines if ln.startswith("serving"))
         assert serving.startswith("serving summarize_many.py as app ")
         url = lines[-1].split("POST ", 1)[1].strip().removesuffix("[/<session id>]")
@@ -170,8 +145,3 @@ def test_run_flow_serve_serves_the_flow(tmp_path: Path):
         assert r.json()["session"] == {"id": "s-1"}
         r = httpx.post(url, json={"input": {}}, headers=headers, timeout=60)
         assert r.status_code == 422 and r.json()["error"]["code"] == "INPUT_INVALID"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stdout:
-            proc.stdout.close()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +10,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from ports import free_port
+from ports import run_serve
 
 from appforge.cli import main
 from appforge.settings import Settings
@@ -77,28 +73,9 @@ def test_run_with_session_keeps_history_in_the_home(
 def test_run_serve_serves_the_app(tmp_path: Path):
     app = tmp_path / "app.yaml"
     app.write_text(APP)
-    port = free_port()
     token = "af_serve_token_0123456789"
-    env = {
-        **os.environ,
-        "APPFORGE_HOME": str(tmp_path / "home"),
-        "APPFORGE_ADMIN_TOKEN": token,
-        "PYTHONUNBUFFERED": "1",
-    }
-    exe = Path(sys.executable).parent / "appforge"
-    proc = subprocess.Popen(
-        [str(exe), "run", str(app), "--serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = ""
-        deadline = time.monotonic() + 60
-        while "serving" not in line and time.monotonic() < deadline:
-            line = proc.stdout.readline()
+    with run_serve(app, tmp_path / "home", token) as (port, lines):
+        line = next(ln for ln in lines if ln.startswith("serving"))
         assert line.startswith("serving app.yaml as app ")
         uuid = line.split()[-1]
         r = httpx.post(
@@ -108,11 +85,6 @@ def test_run_serve_serves_the_app(tmp_path: Path):
             timeout=60,
         )
         assert r.status_code == 200 and r.json()["output"]["a"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stdout:
-            proc.stdout.close()
 
 
 def test_run_session_refuses_a_yaml_app_naming_a_flow(tmp_path: Path, local_provider: Any):
