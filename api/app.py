@@ -14,26 +14,26 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
-from api import (
+from api import errors
+from api.auth import ensure_token
+from api.middleware import RequestContextMiddleware
+from api.ratelimit import RateLimitMiddleware, make_limiter
+from api.routes import (
     analytics,
     apps,
     datasources,
-    errors,
-    models_routes,
-    prompts_routes,
+    llm_models,
+    prompts,
     runs,
     sessions,
     tokens,
     use_cases,
     webhooks,
 )
-from api.auth import ensure_token
-from api.middleware import RequestContextMiddleware
-from api.ratelimit import RateLimitMiddleware, make_limiter
 from api.webhook_delivery import WebhookDispatcher
 from appforge import __version__
-from appforge.db import make_engine, migrate, session_factory
-from appforge.settings import Settings
+from appforge.core.db import make_engine, migrate, session_factory
+from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
 from datasources.embedding import Embedder
 from datasources.queue import IngestionQueue
@@ -131,13 +131,13 @@ def create_app(
 
     routers = (
         apps,
-        models_routes,
+        llm_models,
         runs,
         sessions,
         tokens,
         analytics,
         use_cases,
-        prompts_routes,
+        prompts,
         datasources,
         webhooks,
     )

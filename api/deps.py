@@ -9,10 +9,10 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api import signing
-from api.auth import authenticate
+from api.auth import authenticate, verify_signature
 from api.errors import AuthError, ForbiddenError
-from api.models import Token
+from api.tables import Token
+from appforge.core import signing
 
 
 def get_db(request: Request) -> Iterator[Session]:
@@ -66,7 +66,7 @@ async def optional_token(
     body = await request.body()
     query = request.url.query
     await run_in_threadpool(
-        signing.verify,
+        verify_signature,
         request.app.state.db,
         secret=token.signing_secret or "",
         token=presented_token(request) or "",

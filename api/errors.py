@@ -5,9 +5,9 @@ Every 4xx/5xx answer is::
     {"error": {"code": "APP_NOT_FOUND", "message": "...", "details": {...}},
      "request_id": "..."}
 
-Exceptions of the API layer:
+Exceptions of the API layer (all under ``appforge.core.errors.AppforgeError``):
 
-    ApiError                     base: ``code``, ``status_code``, ``details``
+    ApiError                     base: ``code``, ``status_code``, ``details``, ``headers``
     ├── NotFoundError            404 (APP_NOT_FOUND, RUN_NOT_FOUND, SESSION_NOT_FOUND, ...)
     ├── AuthError                401 (AUTH_REQUIRED, TOKEN_INVALID, AUTH_INVALID)
     ├── ForbiddenError           403 FORBIDDEN
@@ -16,7 +16,7 @@ Exceptions of the API layer:
     └── UnsupportedMediaError    415 UNSUPPORTED_MEDIA_TYPE
 
 Errors of the packages below (``apps_yaml``, ``datasources``, ``prompts``, ``providers``)
-carry their own ``code`` and ``status_code`` and are rendered the same way.
+derive from the same root and are rendered by the same handler.
 """
 
 from __future__ import annotations
@@ -30,35 +30,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from apps_yaml.errors import AppsYamlError
-from datasources.errors import DatasourceError
-from prompts.errors import PromptsError
-from providers.errors import ProviderError
+from appforge.core.errors import AppforgeError
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(AppforgeError):
     code = "BAD_REQUEST"
     status_code = 400
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        status_code: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        if status_code is not None:
-            self.status_code = status_code
-        self.details = details or {}
-        self.headers = headers or {}
 
 
 class NotFoundError(ApiError):
@@ -171,24 +150,11 @@ def error_response(
 def install(app: FastAPI) -> None:
     """Register the handlers that render every failure as the one error body."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(AppforgeError)
+    async def _appforge_error(request: Request, exc: AppforgeError) -> JSONResponse:
         return error_response(
             request, exc.status_code, exc.code, exc.message, exc.details, exc.headers
         )
-
-    async def _package_error(request: Request, exc: Exception) -> JSONResponse:
-        # Each package's base error carries code, status_code, message and details.
-        return error_response(
-            request,
-            getattr(exc, "status_code", 500),
-            getattr(exc, "code", "INTERNAL_ERROR"),
-            getattr(exc, "message", str(exc)),
-            getattr(exc, "details", None),
-        )
-
-    for base in (AppsYamlError, DatasourceError, PromptsError, ProviderError):
-        app.add_exception_handler(base, _package_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
-from appforge.settings import RateLimitSettings
+from appforge.core.settings import RateLimitSettings
 
 log = logging.getLogger(__name__)
 

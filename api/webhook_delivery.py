@@ -1,9 +1,9 @@
 """Deliver the webhook outbox: claim due rows, POST them signed, retry with backoff.
 
-Workers in any number of processes share the ``webhook_deliveries`` table. A
-claim picks due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and marks them
-``delivering`` with a lease in one conditional UPDATE, so two workers never
-send the same attempt; a row whose worker died comes back when its lease ends.
+Workers in any number of processes share the ``webhook_deliveries`` table, run
+by the one lease queue (``appforge.core.queue``): a claim marks due rows
+``delivering`` with a lease, so two workers never send the same attempt; a row
+whose worker died comes back when its lease ends.
 Each attempt re-checks the URL with the SSRF guard (DNS may have changed since
 the webhook was created) and connects to the checked address.
 
@@ -24,19 +24,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
 import time
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.models import Webhook, WebhookDelivery
-from appforge.db import transaction, utcnow
-from appforge.settings import Settings
+from api.tables import Webhook, WebhookDelivery
+from appforge.core.db import transaction, utcnow
+from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
+from appforge.core.settings import Settings
 from datasources.errors import DatasourceError
 from datasources.fetch import Allowlist, check_url
 
@@ -56,6 +55,14 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Due pending deliveries, and deliveries whose worker died mid-attempt."""
+    return or_(
+        and_(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now),
+        and_(WebhookDelivery.status == "delivering", WebhookDelivery.lease_until < now),
+    )
+
+
 class WebhookDispatcher:
     """Claims due deliveries and sends them; ``start`` runs it in background threads."""
 
@@ -63,52 +70,23 @@ class WebhookDispatcher:
         self.db = factory
         self.settings = settings.webhooks
         self.allowlist = Allowlist(settings.datasources.url_allowlist)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    # --- claiming ------------------------------------------------------------
-
-    @staticmethod
-    def _claimable(now: Any) -> Any:
-        return or_(
-            and_(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now),
-            and_(WebhookDelivery.status == "delivering", WebhookDelivery.lease_until < now),
+        self.queue = LeaseQueue(
+            factory,
+            LeaseTable(
+                model=WebhookDelivery,
+                key="id",
+                claimable=_claimable,
+                order_by="next_attempt_at",
+                claimed_status="delivering",
+                lease_seconds=self.settings.lease_seconds,
+            ),
         )
+        self.workers = Workers("webhooks", self._work, self.settings.poll_seconds)
+        self._next_purge = 0.0
 
     def claim(self, limit: int = _BATCH) -> list[WebhookDelivery]:
         """Take up to ``limit`` due deliveries, oldest first, for this worker."""
-        token = uuid.uuid4().hex
-        with transaction(self.db) as db:
-            now = utcnow()
-            query = (
-                select(WebhookDelivery.id)
-                .where(self._claimable(now))
-                .order_by(WebhookDelivery.next_attempt_at)
-                .limit(limit)
-            )
-            if db.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            ids = list(db.scalars(query))
-            if not ids:
-                return []
-            # Conditional: on SQLite another worker may have claimed a row since the SELECT.
-            db.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(ids), self._claimable(now))
-                .values(
-                    status="delivering",
-                    claim_token=token,
-                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    attempts=WebhookDelivery.attempts + 1,
-                    updated_at=now,
-                )
-            )
-            rows = db.scalars(
-                select(WebhookDelivery).where(
-                    WebhookDelivery.id.in_(ids), WebhookDelivery.claim_token == token
-                )
-            )
-            return list(rows)
+        return self.queue.claim(limit)
 
     # --- sending -------------------------------------------------------------
 
@@ -116,7 +94,7 @@ class WebhookDispatcher:
         """Claim and send one batch; how many deliveries were attempted."""
         rows = self.claim()
         for row in rows:
-            if self._stop.is_set():
+            if self.workers.stopping.is_set():
                 self._release(row)
                 continue
             self.deliver(row)
@@ -176,9 +154,6 @@ class WebhookDispatcher:
             "log": [*(row.log or []), entry],
             "last_status_code": code,
             "last_error": error,
-            "claim_token": None,
-            "lease_until": None,
-            "updated_at": now,
         }
         if error is None:
             values.update(status="delivered", delivered_at=now)
@@ -190,15 +165,7 @@ class WebhookDispatcher:
                 self.settings.max_backoff_seconds,
             )
             values.update(status="pending", next_attempt_at=now + timedelta(seconds=delay))
-        with transaction(self.db) as db:
-            db.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == row.id,
-                    WebhookDelivery.claim_token == row.claim_token,
-                )
-                .values(**values)
-            )
+        self.queue.write({row.id: Claimed(row.claim_token, values)})
         log.info(
             "webhook %s %s attempt %d: %s",
             row.event,
@@ -218,21 +185,8 @@ class WebhookDispatcher:
 
     def _unclaim(self, row: WebhookDelivery, **values: Any) -> None:
         """Drop our claim on a row we did not send, undoing its attempt."""
-        with transaction(self.db) as db:
-            db.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == row.id,
-                    WebhookDelivery.claim_token == row.claim_token,
-                )
-                .values(
-                    claim_token=None,
-                    lease_until=None,
-                    attempts=WebhookDelivery.attempts - 1,
-                    updated_at=utcnow(),
-                    **values,
-                )
-            )
+        undo = {"attempts": WebhookDelivery.attempts - 1, **values}
+        self.queue.write({row.id: Claimed(row.claim_token, undo)})
 
     # --- retention -----------------------------------------------------------
 
@@ -265,7 +219,7 @@ class WebhookDispatcher:
                         .execution_options(synchronize_session=False)
                     )
             total += len(ids)
-            if len(ids) < batch or self._stop.is_set():
+            if len(ids) < batch or self.workers.stopping.is_set():
                 break
         if total:
             log.info("webhook deliveries purged: %d older than %s", total, cutoff.isoformat())
@@ -274,31 +228,15 @@ class WebhookDispatcher:
     # --- threads -------------------------------------------------------------
 
     def start(self, workers: int) -> None:
-        for n in range(workers):
-            # One purging thread per process is enough; any number of processes may purge.
-            thread = threading.Thread(
-                target=self._loop, args=(n == 0,), name=f"webhooks-{n}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        self.workers.start(workers)
 
     def stop(self) -> None:
         """Stop the threads; an attempt in flight finishes (bounded by the timeout)."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-        self._threads.clear()
+        self.workers.stop(timeout=self.settings.timeout + 30)
 
-    def _loop(self, purging: bool) -> None:
-        next_purge = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                if purging and time.monotonic() >= next_purge:
-                    next_purge = time.monotonic() + _PURGE_EVERY
-                    self.purge()
-                busy = self.run_once()
-            except Exception:  # the database went away: keep the thread, try later
-                log.exception("webhook delivery failed")
-                busy = 0
-            if not busy:
-                self._stop.wait(self.settings.poll_seconds)
+    def _work(self, index: int) -> bool:
+        # One purging thread per process is enough; any number of processes may purge.
+        if index == 0 and time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + _PURGE_EVERY
+            self.purge()
+        return bool(self.run_once())

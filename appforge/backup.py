@@ -15,7 +15,6 @@ embedded again by the ingestion worker.
 from __future__ import annotations
 
 import base64
-import importlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, LargeBinary, Table, func, select, text
 from sqlalchemy.engine import Engine
 
-from appforge.db import MODEL_MODULES, Base
+from appforge.core.db import load_tables
 
 FORMAT = "appforge-backup"
 FORMAT_VERSION = 1
@@ -38,9 +37,7 @@ class BackupError(Exception):
 
 
 def _tables() -> list[Table]:
-    for module in MODEL_MODULES:
-        importlib.import_module(module)
-    return [t for t in Base.metadata.sorted_tables if t.name not in SKIPPED_TABLES]
+    return [t for t in load_tables().sorted_tables if t.name not in SKIPPED_TABLES]
 
 
 def _dump_value(value: Any) -> Any:

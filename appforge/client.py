@@ -5,7 +5,7 @@ needs and receives the response; ``Client`` drives it with ``httpx.Client``
 and ``AsyncClient`` with ``httpx.AsyncClient``. Errors come back as
 :class:`ApiError` subclasses chosen by the error code of the body; 429 and 503
 answers are retried, honouring ``Retry-After``. Given a signing secret, every
-request is signed (see ``api/signing.py`` for the scheme).
+request is signed (see ``appforge/core/signing.py`` for the scheme).
 
     with Client("http://127.0.0.1:8000", token="...") as af:
         app = af.create_app(Path("apps_yaml/examples/summarize.yaml"))
@@ -31,7 +31,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from appforge import signing
+from appforge.core import signing
 
 T = TypeVar("T")
 

@@ -1,5 +1,7 @@
 """Errors of the app language.
 
+Every one derives from the root ``appforge.core.errors.AppforgeError``.
+
 AppsYamlError                  base: carries ``code``, ``status_code``, ``details``
 ├── AppDocumentError           422: the document is not a valid app
 │   codes: YAML_INVALID (syntax), YAML_TOO_COMPLEX (alias bomb, too deep),
@@ -14,6 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from appforge.core.errors import AppforgeError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -27,16 +31,9 @@ class Problem:
         return asdict(self)
 
 
-class AppsYamlError(Exception):
+class AppsYamlError(AppforgeError):
     code = "APP_ERROR"
     status_code = 400
-
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.details = details or {}
 
 
 class AppDocumentError(AppsYamlError):

@@ -1,6 +1,6 @@
 """Sandboxed Jinja2 templates: the one renderer of apps and managed prompts.
 
-The environment itself is ``prompts.templating.environment`` (the lower layer).
+The environment itself is ``appforge.core.sandbox.environment`` (the lower layer).
 
 ``{{ var }}`` as in the seeds works as is. A template that is exactly one
 expression (``"{{ docs.sources }}"``) evaluates to the expression's value, so a
@@ -16,8 +16,8 @@ from typing import Any
 
 from jinja2 import TemplateError, Undefined, nodes
 
+from appforge.core.sandbox import compiled, compiled_expression, environment
 from apps_yaml.errors import RunFailedError
-from prompts.templating import compiled, compiled_expression, environment
 
 __all__ = ["environment", "evaluate", "parse", "render", "single_expression", "streamed_step"]
 

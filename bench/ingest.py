@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import SecretStr
 
-from appforge.db import make_engine, migrate, session_factory
-from appforge.settings import Settings
+from appforge.core.db import make_engine, migrate, session_factory
+from appforge.core.settings import Settings
 from datasources.chunking import split
 from datasources.embedding import Embedder
 from datasources.filters import translate

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appforge.settings import LocalModelSettings  # noqa: E402
+from appforge.core.settings import LocalModelSettings  # noqa: E402
 from providers.base import ChatMessage, Completion, Delta, GenerationParams  # noqa: E402
 from providers.local import LocalProvider  # noqa: E402
 

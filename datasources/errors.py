@@ -1,5 +1,7 @@
 """Errors of the datasources package; each carries ``code`` and ``status_code``.
 
+Every one derives from the root ``appforge.core.errors.AppforgeError``.
+
 The API renders them as the one error body (``api/errors.py``)::
 
     DatasourceError                 base: ``code``, ``status_code``, ``message``, ``details``
@@ -21,21 +23,12 @@ Errors raised by the ingestion worker end up as the entry's ``error`` text
 
 from __future__ import annotations
 
-from typing import Any
+from appforge.core.errors import AppforgeError
 
 
-class DatasourceError(Exception):
+class DatasourceError(AppforgeError):
     code = "DATASOURCE_ERROR"
     status_code = 400
-
-    def __init__(
-        self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.details = details or {}
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -21,7 +21,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from appforge.settings import DatasourceSettings
+from appforge.core.settings import DatasourceSettings
 from datasources.errors import EntryTooLargeError, FetchError, UrlRefusedError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -1,13 +1,10 @@
 """The ingestion queue: workers that turn pending entries into indexed chunks.
 
-The queue is the ``datasource_entries`` table itself, so it survives restarts
-and is shared by every process on one database. A worker claims the oldest
-entry that is ``pending``, or ``processing`` with an expired lease (its worker
-died), by an atomic conditional ``UPDATE``; on PostgreSQL the candidate is
-first selected with ``FOR UPDATE SKIP LOCKED`` so concurrent workers pass over
-each other's rows instead of queueing on them. While it works, the worker
-extends its lease with each batch; every write is guarded by its claim token,
-so a worker that lost its claim stops instead of clobbering.
+The queue is the ``datasource_entries`` table itself, run by the one lease queue
+(``appforge.core.queue``): a worker claims the oldest entries that are
+``pending``, or ``processing`` with an expired lease (their worker died). While
+it works, the worker extends its lease with each batch; every write is guarded
+by its claim token, so a worker that lost its claim stops instead of clobbering.
 
 Processing is idempotent: the entry's old vectors are deleted before the new
 ones are written under the same ids (``<entry_uuid>:<n>``).
@@ -16,21 +13,20 @@ ones are written under the same ids (``<entry_uuid>:<n>``).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import uuid
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy.engine import Engine
 
-from appforge.db import transaction, utcnow
+from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
 from datasources.chunking import split
 from datasources.errors import DatasourceError
 from datasources.extract import extract
 from datasources.fetch import fetch
-from datasources.models import Datasource, Entry
 from datasources.store import DatasourceStore, chunk_metadata
+from datasources.tables import Datasource, Entry
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +41,14 @@ class _Stopping(Exception):
     pass
 
 
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Pending entries, and entries whose worker stopped reporting (its process died)."""
+    return or_(
+        Entry.status == "pending",
+        and_(Entry.status == "processing", Entry.lease_until < now),
+    )
+
+
 class IngestionQueue:
     """Claims and processes entries; ``start`` runs it in background threads."""
 
@@ -52,74 +56,31 @@ class IngestionQueue:
         self.store = store
         self.settings = store.settings.datasources
         self.db = store.db
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    # --- claiming ------------------------------------------------------------
-
-    def _claimable(self, now: Any) -> Any:
-        return or_(
-            Entry.status == "pending",
-            and_(Entry.status == "processing", Entry.lease_until < now),
+        self.queue = LeaseQueue(
+            store.db,
+            LeaseTable(
+                model=Entry,
+                key="uuid",
+                claimable=_claimable,
+                order_by="created_at",
+                claimed_status="processing",
+                lease_seconds=self.settings.lease_seconds,
+            ),
+        )
+        self.workers = Workers(
+            "ingest", lambda _: bool(self.run_once()), self.settings.poll_seconds
         )
 
     def claim(self, limit: int = 1) -> list[Entry]:
         """Take up to ``limit`` of the oldest claimable entries for this worker."""
-        token = uuid.uuid4().hex
-        with transaction(self.db) as db:
-            now = utcnow()
-            query = (
-                select(Entry.uuid)
-                .where(self._claimable(now))
-                .order_by(Entry.created_at)
-                .limit(limit)
-            )
-            if db.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            candidates = list(db.scalars(query))
-            if not candidates:
-                return []
-            db.execute(
-                update(Entry)
-                .where(Entry.uuid.in_(candidates), self._claimable(now))
-                .values(
-                    status="processing",
-                    claim_token=token,
-                    lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                    attempts=Entry.attempts + 1,
-                    chunks_done=0,
-                    error=None,
-                    updated_at=now,
-                )
-            )
-            rows = db.scalars(
-                select(Entry)
-                .where(Entry.uuid.in_(candidates), Entry.claim_token == token)
-                .order_by(Entry.created_at)
-            )
-            return list(rows)
+        return self.queue.claim(limit, chunks_done=0, error=None)
 
     def _report(self, updates: dict[str, tuple[Entry, dict[str, Any]]]) -> set[str]:
-        """Write each entry's values under our claim, extending the lease, in one
-        transaction; the uuids of entries whose claim we lost (deleted, taken over)."""
-        now = utcnow()
-        lost: set[str] = set()
-        with transaction(self.db) as db:
-            for entry_uuid, (entry, values) in updates.items():
-                values = dict(values)
-                if values.get("status") in ("ready", "failed", "pending"):
-                    values.update(claim_token=None, lease_until=None)
-                else:
-                    values["lease_until"] = now + timedelta(seconds=self.settings.lease_seconds)
-                result = db.execute(
-                    update(Entry)
-                    .where(Entry.uuid == entry_uuid, Entry.claim_token == entry.claim_token)
-                    .values(updated_at=now, **values)
-                )
-                if result.rowcount != 1:  # type: ignore[attr-defined]
-                    lost.add(entry_uuid)
-        return lost
+        """Write each entry's values under our claim (extending the lease while it is
+        processing), in one transaction; the uuids of entries whose claim we lost."""
+        return self.queue.write(
+            {key: Claimed(entry.claim_token, values) for key, (entry, values) in updates.items()}
+        )
 
     # --- processing ----------------------------------------------------------
 
@@ -206,7 +167,7 @@ class IngestionQueue:
         }
         step = self.settings.embedding_batch * 4
         for start in range(0, len(pending), step):
-            if self._stop.is_set():
+            if self.workers.stopping.is_set():
                 raise _Stopping
             batch = [b for b in pending[start : start + step] if b[0].uuid not in lost]
             if not batch:
@@ -276,29 +237,29 @@ class IngestionQueue:
 
     def wake(self) -> None:
         """Look for work now (an entry was just added)."""
-        self._wake.set()
+        self.workers.wake()
 
     def start(self, workers: int) -> None:
-        for n in range(workers):
-            thread = threading.Thread(target=self._loop, name=f"ingest-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.workers.start(workers)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the threads; an entry being processed goes back to ``pending``."""
-        self._stop.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads.clear()
+        self.workers.stop(timeout)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                worked = bool(self.run_once())
-            except Exception:  # the database went away, ...: retry after a pause
-                log.exception("ingestion worker error")
-                worked = False
-            if not worked:
-                self._wake.wait(self.settings.poll_seconds)
-                self._wake.clear()
+
+def requeue_all(engine: Engine) -> int:
+    """Hand every entry to the ingestion workers again (after a restore: vectors are not
+    in a backup); how many entries were requeued."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(Entry).values(
+                status="pending",
+                error=None,
+                chunks_total=None,
+                chunks_done=0,
+                attempts=0,
+                claim_token=None,
+                lease_until=None,
+            )
+        )
+    return int(result.rowcount)

@@ -21,8 +21,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from appforge.db import transaction, utcnow
-from appforge.settings import Settings
+from appforge.core.db import transaction, utcnow
+from appforge.core.settings import Settings
 from datasources import filters
 from datasources.embedding import Embedder
 from datasources.errors import (
@@ -37,7 +37,7 @@ from datasources.errors import (
 )
 from datasources.fetch import Allowlist, check_url
 from datasources.index import Hit, VectorIndex, make_client
-from datasources.models import Datasource, Entry
+from datasources.tables import Datasource, Entry
 
 TYPES = ("text", "url", "file", "mixed")
 # What an entry of each datasource type may carry.

@@ -10,7 +10,7 @@ import difflib
 import json
 from typing import Any
 
-from prompts.models import PromptVersion
+from prompts.tables import PromptVersion
 
 
 def template_lines(version: PromptVersion) -> list[str]:

@@ -1,5 +1,7 @@
 """Errors of the prompts package.
 
+Every one derives from the root ``appforge.core.errors.AppforgeError``.
+
 PromptsError                   base: carries ``code``, ``status_code``, ``details``
 ├── PromptsNotFoundError       404: USE_CASE_NOT_FOUND, PROMPT_NOT_FOUND,
 │                                   VERSION_NOT_FOUND, LABEL_NOT_FOUND
@@ -12,19 +14,12 @@ PromptsError                   base: carries ``code``, ``status_code``, ``detail
 
 from __future__ import annotations
 
-from typing import Any
+from appforge.core.errors import AppforgeError
 
 
-class PromptsError(Exception):
+class PromptsError(AppforgeError):
     code = "PROMPTS_ERROR"
     status_code = 400
-
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.details = details or {}
 
 
 class PromptsNotFoundError(PromptsError):

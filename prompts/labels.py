@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appforge.db import utcnow
+from appforge.core.db import utcnow
 from prompts.errors import PromptsInvalidError, PromptsNotFoundError
-from prompts.models import PromptDeployment, PromptLabel, PromptVersion
 from prompts.store import get_version, latest_version, lock_prompt
+from prompts.tables import PromptDeployment, PromptLabel, PromptVersion
 
 LABEL_RE = re.compile(r"^[a-z0-9_.-]{1,36}$")
 LATEST = "latest"

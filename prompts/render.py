@@ -15,9 +15,9 @@ from typing import Any
 from jinja2 import TemplateError
 from jsonschema import Draft202012Validator
 
-from prompts import templating
+from appforge.core import sandbox as templating
 from prompts.errors import PromptsInvalidError
-from prompts.models import PromptVersion
+from prompts.tables import PromptVersion
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from prompts.models import Prompt, PromptVersion
+from prompts.tables import Prompt, PromptVersion
 
 
 def search(

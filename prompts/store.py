@@ -20,10 +20,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from appforge.db import utcnow
-from prompts import templating
+from appforge.core import sandbox as templating
+from appforge.core.db import utcnow
 from prompts.errors import PromptsConflictError, PromptsInvalidError, PromptsNotFoundError
-from prompts.models import Prompt, PromptLabel, PromptVersion, UseCase
+from prompts.tables import Prompt, PromptLabel, PromptVersion, UseCase
 
 UUID_RE = re.compile(r"^[0-9a-fA-F-]{36}$")
 

@@ -1,5 +1,7 @@
 """Errors raised by LLM providers.
 
+Every one derives from the root ``appforge.core.errors.AppforgeError``.
+
 Each error carries a stable UPPER_SNAKE ``code`` and the HTTP ``status_code``
 that ``api/errors.py`` answers with::
 
@@ -13,22 +15,14 @@ that ``api/errors.py`` answers with::
 
 from __future__ import annotations
 
-from typing import Any
+from appforge.core.errors import AppforgeError
 
 
-class ProviderError(Exception):
+class ProviderError(AppforgeError):
     """Base of every provider error; also used as is for generic failures."""
 
     code: str = "PROVIDER_ERROR"
     status_code: int = 502
-
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details: dict[str, Any] = dict(details) if details else {}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
 
 
 class ProviderUnavailableError(ProviderError):

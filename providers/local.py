@@ -31,7 +31,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appforge.settings import LocalModelSettings
+from appforge.core.settings import LocalModelSettings
 from providers.base import ChatMessage, Completion, Delta, GenerationParams, Usage
 from providers.errors import ContextWindowExceededError, ModelNotFoundError, ProviderError
 

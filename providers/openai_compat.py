@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import openai
 
-from appforge.settings import OPENAI_BASE_URL, OpenAISettings
+from appforge.core.settings import OPENAI_BASE_URL, OpenAISettings
 from providers.base import ChatMessage, Completion, Delta, GenerationParams, Usage
 from providers.errors import (
     ContextWindowExceededError,

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 from providers.base import Provider
 from providers.errors import ModelNotFoundError
 

@@ -21,8 +21,8 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from api.app import create_app
-from appforge.db import Base, make_engine, migrate
-from appforge.settings import LocalModelSettings, Settings
+from appforge.core.db import load_tables, make_engine, migrate
+from appforge.core.settings import LocalModelSettings, Settings
 from datasources.embedding import Embedder
 from providers.local import LocalProvider
 
@@ -68,7 +68,7 @@ def postgres_url() -> Iterator[str]:
 
 def _empty_postgres(url: str) -> None:
     engine = make_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    tables = ", ".join(f'"{t.name}"' for t in load_tables().sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} CASCADE"))
     engine.dispose()

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.models import Token
-from appforge.settings import Settings
+from api.tables import Token
+from appforge.core.settings import Settings
 
 
 def test_health_needs_no_token(client: TestClient):

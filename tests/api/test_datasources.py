@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 from tests.datasources.support import Pages, make_docx, make_pdf, serve_pages, wait_for_entry
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples"

@@ -10,7 +10,7 @@ from app_docs import CHAT_APP, TEXT_APP, YAML
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 
 
 def _assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
-from api.models import RunPrompt
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 from apps_yaml.flows import Flow, StepContext, StepResult
+from runs.tables import RunPrompt
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples" / "flows"
 TEXT = "Cats sleep most of the day.\n\nDogs like long walks in the park."

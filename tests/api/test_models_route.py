@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from appforge.settings import OpenAISettings, Settings
+from appforge.core.settings import OpenAISettings, Settings
 
 
 def _closed_port() -> int:

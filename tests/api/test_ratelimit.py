@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 
 
 def _client(

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from appforge.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, timestamp_now
+from appforge.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, timestamp_now
 
 
 def _signed_token(client: TestClient) -> tuple[str, str]:

@@ -18,10 +18,10 @@ from app_docs import TEXT_APP, YAML
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from api.models import WebhookDelivery
+from api.tables import WebhookDelivery
 from api.webhook_delivery import WebhookDispatcher
-from appforge.db import utcnow
-from appforge.settings import Settings
+from appforge.core.db import utcnow
+from appforge.core.settings import Settings
 
 SECRET = "s3cret-webhook-key"
 FAST = {"poll_seconds": 0.05, "backoff_seconds": 0.05, "max_backoff_seconds": 0.2}

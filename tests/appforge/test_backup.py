@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from appforge.cli import main
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 
 APP = """\
 name: Backed up

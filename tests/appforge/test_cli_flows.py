@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from ports import run_serve
 
 from appforge.cli import main
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 
 FLOW = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples" / "flows"
 EXAMPLE = FLOW / "summarize_many.py"

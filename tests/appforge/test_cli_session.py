@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from ports import run_serve
 
 from appforge.cli import main
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 
 APP = """\
 name: Remembers

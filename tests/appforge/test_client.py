@@ -22,7 +22,7 @@ from appforge.client import (
     StreamError,
     stitch,
 )
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples"
 

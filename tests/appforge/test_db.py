@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +9,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from appforge.db import Base, make_engine, migrate, normalize_url
+from appforge.core.db import load_tables, make_engine, migrate, normalize_url
 
 
 def test_migrations_match_models(backend: str | None, tmp_path: Path):
-    importlib.import_module("api.models")
     url = backend or f"sqlite:///{tmp_path / 'm.db'}"
     engine = make_engine(url)
     migrate(engine)
     migrate(engine)  # idempotent
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), load_tables())
     engine.dispose()
     assert diff == []
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 from apps_yaml import engine
 from apps_yaml.engine import Chunk, Dependencies, Failed, HistoryTurn, Outcome
 from apps_yaml.schema import AppDocument

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from api.prompt_refs import StorePrompts
 from appforge.cli import main
-from appforge.settings import Settings
+from appforge.core.settings import Settings
 from apps_yaml.engine import Chunk, Dependencies, Failed, Outcome, Output, StepStarted
 from apps_yaml.flows import Flow, StepContext, StepResult
 from providers.registry import ProviderRegistry
+from runs.prompt_refs import StorePrompts
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples" / "flows"
 TEXT = "Cats sleep most of the day.\n\nDogs like long walks in the park."

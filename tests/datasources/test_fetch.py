@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appforge.settings import DatasourceSettings
+from appforge.core.settings import DatasourceSettings
 from datasources.errors import EntryTooLargeError, FetchError, UrlRefusedError
 from datasources.fetch import fetch
 from tests.datasources.support import Pages

@@ -18,13 +18,13 @@ from fastapi.testclient import TestClient
 from ports import free_port
 from sqlalchemy import update
 
-from appforge.db import make_engine, session_factory, transaction, utcnow
-from appforge.settings import Settings
+from appforge.core.db import make_engine, session_factory, transaction, utcnow
+from appforge.core.settings import Settings
 from datasources.embedding import Embedder
 from datasources.index import VectorIndex, collection_name, make_client
-from datasources.models import Entry
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
+from datasources.tables import Entry
 from tests.datasources.support import wait_for_entry
 
 TEXT = " ".join(f"Line {i} of the manual explains step {i}." for i in range(30))

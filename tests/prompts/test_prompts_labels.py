@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from appforge.db import make_engine, migrate, session_factory, transaction
+from appforge.core.db import make_engine, migrate, session_factory, transaction
 from prompts import labels, store
-from prompts.models import PromptLabel
 from prompts.store import VersionSpec
+from prompts.tables import PromptLabel
 
 
 @pytest.fixture

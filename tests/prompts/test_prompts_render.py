@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prompts import templating
+from appforge.core import sandbox as templating
 from prompts.errors import PromptsInvalidError
-from prompts.models import PromptVersion
 from prompts.render import render
 from prompts.store import VersionSpec, check_version
+from prompts.tables import PromptVersion
 
 
 def make(**fields: Any) -> PromptVersion:

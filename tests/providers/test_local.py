@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appforge.settings import LocalModelSettings
+from appforge.core.settings import LocalModelSettings
 from providers.base import ChatMessage, Completion, Delta, GenerationParams
 from providers.errors import ContextWindowExceededError, ModelNotFoundError, ProviderError
 from providers.local import LocalProvider

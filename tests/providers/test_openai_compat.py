@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from ports import free_port
 from pydantic import SecretStr
 
-from appforge.settings import OpenAISettings, Settings
+from appforge.core.settings import OpenAISettings, Settings
 from providers.base import ChatMessage, Completion, Delta, GenerationParams
 from providers.errors import (
     ModelNotFoundError,

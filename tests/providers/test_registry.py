@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appforge.settings import LocalModelSettings, Settings
+from appforge.core.settings import LocalModelSettings, Settings
 from providers.base import GenerationParams
 from providers.errors import ModelNotFoundError
 from providers.local import LocalProvider

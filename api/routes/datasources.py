@@ -1,0 +1,310 @@
+"""Datasources and their entries: the Promptly paths, plus entry status, upload and search.
+
+Adding an entry answers 201 at once with status ``pending``; the ingestion
+workers (:mod:`datasources.queue`) extract, chunk, embed and index it, and
+``GET .../entries/<entry_uuid>`` shows the progress. Routes are plain ``def``:
+FastAPI runs them in its thread pool, so embedding and Chroma calls never
+block the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.deps import CurrentToken
+from datasources.errors import EntryInvalidError, EntryTooLargeError
+from datasources.queue import IngestionQueue
+from datasources.store import DatasourceStore, NewEntry
+from datasources.tables import Datasource, Entry
+
+router = APIRouter(prefix="/api/datasources", tags=["datasources"])
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class DatasourceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    type: Literal["text", "url", "file", "mixed"] = Field(
+        description="What entries it takes: text content, URLs, files, or any (mixed)."
+    )
+    chunk_size: int | None = Field(
+        default=None, ge=50, le=20_000, description="Characters per chunk; empty = the default."
+    )
+    chunk_overlap: int | None = Field(
+        default=None, ge=0, le=5_000, description="Characters shared by neighbouring chunks."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> DatasourceCreate:
+        if self.chunk_size and self.chunk_overlap and self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class DatasourcePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    uuid: str
+    name: str
+    type: str
+    chunk_size: int | None
+    chunk_overlap: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DatasourceDetail(DatasourcePublic):
+    entries: dict[str, int] = Field(description="Entries per status.")
+
+
+class EntryData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=500)]
+    content: str | None = Field(default=None, description="Text (text and mixed datasources).")
+    url: Annotated[str, Field(max_length=4000)] | None = Field(
+        default=None, description="A page or document to fetch (url and mixed datasources)."
+    )
+    file: str | None = Field(
+        default=None, description="Base64 file bytes (file and mixed datasources)."
+    )
+    media_type: str | None = Field(
+        default=None, max_length=200, description="The file's media type; else from its name."
+    )
+
+
+class EntryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entry_data: EntryData
+    entry_metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Scalar values; each key is md_<key> on the entry's chunks.",
+    )
+
+
+class EntryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    uuid: str
+    datasource_uuid: str
+    name: str
+    type: str = Field(description="text, url or file")
+    url: str | None
+    media_type: str | None
+    size_bytes: int
+    content_hash: str
+    entry_metadata: dict[str, Any]
+    status: str = Field(description="pending, processing, ready or failed")
+    error: str | None
+    chunks_total: int | None
+    chunks_done: int
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: Annotated[str, Field(min_length=1, max_length=10_000)]
+    top_k: int = Field(default=4, ge=1, le=100)
+    where: dict[str, Any] | None = Field(default=None, description="A metadata filter.")
+
+
+class SearchHit(BaseModel):
+    id: str = Field(description="<entry_uuid>:<n>")
+    text: str
+    score: float = Field(description="Cosine similarity of query and chunk: 1 - cosine distance.")
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]
+
+
+def _store(request: Request) -> DatasourceStore:
+    store: DatasourceStore = request.app.state.datasources
+    return store
+
+
+def _entry_public(entry: Entry) -> EntryPublic:
+    return EntryPublic.model_validate(
+        {
+            **{k: getattr(entry, k) for k in EntryPublic.model_fields if k != "type"},
+            "type": entry.kind,
+        }
+    )
+
+
+def _datasource_public(row: Datasource) -> DatasourcePublic:
+    return DatasourcePublic.model_validate(row)
+
+
+def _added(request: Request, datasource_uuid: str, new: NewEntry) -> EntryPublic:
+    entry = _store(request).add_entry(datasource_uuid, new)
+    queue: IngestionQueue | None = request.app.state.ingestion
+    if queue is not None:
+        queue.wake()
+    return _entry_public(entry)
+
+
+@router.get("", response_model=list[DatasourcePublic])
+def list_datasources_route(request: Request, _: CurrentToken) -> list[DatasourcePublic]:
+    """List datasources, oldest first."""
+    return [_datasource_public(r) for r in _store(request).all()]
+
+
+@router.post("", response_model=DatasourcePublic, status_code=status.HTTP_201_CREATED)
+def create_datasource_route(
+    request: Request, body: DatasourceCreate, _: CurrentToken
+) -> DatasourcePublic:
+    """Create a datasource (``type``: text, url, file or mixed); 409 if the name is taken."""
+    row = _store(request).create(body.name, body.type, body.chunk_size, body.chunk_overlap)
+    return _datasource_public(row)
+
+
+@router.get("/{datasource_uuid}", response_model=DatasourceDetail)
+def get_datasource_route(
+    request: Request, datasource_uuid: str, _: CurrentToken
+) -> DatasourceDetail:
+    """One datasource, with its number of entries per status."""
+    store = _store(request)
+    row = store.get(datasource_uuid)
+    return DatasourceDetail(
+        **_datasource_public(row).model_dump(), entries=store.stats(datasource_uuid)
+    )
+
+
+@router.delete("/{datasource_uuid}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_datasource_route(request: Request, datasource_uuid: str, _: CurrentToken) -> None:
+    """Delete a datasource with all its entries, their files and vectors."""
+    _store(request).delete(datasource_uuid)
+
+
+@router.post(
+    "/{datasource_uuid}/entries",
+    response_model=EntryPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+def add_entry_route(
+    request: Request, datasource_uuid: str, body: EntryCreate, _: CurrentToken
+) -> EntryPublic:
+    """Add an entry: ``entry_data`` has a name and one of ``content``, ``url`` or ``file``
+    (base64). Answers at once with status ``pending``; 409 ``DUPLICATE_ENTRY`` if the same
+    content is already in the datasource."""
+    data = body.entry_data
+    file: bytes | None = None
+    if data.file is not None:
+        limit = request.app.state.settings.datasources.max_entry_bytes
+        if len(data.file) > (limit + 2) // 3 * 4 + 4:
+            raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
+        try:
+            file = base64.b64decode(data.file, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise EntryInvalidError("entry_data.file is not valid base64") from exc
+    new = NewEntry(
+        name=data.name,
+        content=data.content,
+        url=data.url,
+        file=file,
+        media_type=data.media_type,
+        metadata=body.entry_metadata,
+    )
+    return _added(request, datasource_uuid, new)
+
+
+@router.post(
+    "/{datasource_uuid}/entries/upload",
+    response_model=EntryPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+def upload_entry_route(
+    request: Request,
+    datasource_uuid: str,
+    file: Annotated[UploadFile, File(description="The file")],
+    _: CurrentToken,
+    name: Annotated[str | None, Form(max_length=500)] = None,
+    entry_metadata: Annotated[str | None, Form(description="A JSON object")] = None,
+) -> EntryPublic:
+    """Add a file entry as ``multipart/form-data`` (``file``, optional ``name`` and
+    ``entry_metadata`` as JSON) instead of base64; otherwise as ``POST .../entries``."""
+    limit = request.app.state.settings.datasources.max_entry_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
+    metadata: Any = {}
+    if entry_metadata:
+        try:
+            metadata = json.loads(entry_metadata)
+        except json.JSONDecodeError as exc:
+            raise EntryInvalidError("entry_metadata is not valid JSON") from exc
+        if not isinstance(metadata, dict):
+            raise EntryInvalidError("entry_metadata must be a JSON object")
+    new = NewEntry(
+        name=name or file.filename or "upload",
+        file=data,
+        media_type=file.content_type if file.content_type != "application/octet-stream" else None,
+        metadata=metadata,
+    )
+    return _added(request, datasource_uuid, new)
+
+
+@router.get("/{datasource_uuid}/entries", response_model=list[EntryPublic])
+def list_entries_route(
+    request: Request, datasource_uuid: str, _: CurrentToken
+) -> list[EntryPublic]:
+    """The datasource's entries, oldest first, each with its status and progress."""
+    return [_entry_public(e) for e in _store(request).list_entries(datasource_uuid)]
+
+
+@router.get("/{datasource_uuid}/entries/{entry_uuid}", response_model=EntryPublic)
+def get_entry_route(
+    request: Request, datasource_uuid: str, entry_uuid: str, _: CurrentToken
+) -> EntryPublic:
+    """One entry: status (pending, processing, ready, failed), error, chunks done/total."""
+    return _entry_public(_store(request).get_entry(datasource_uuid, entry_uuid))
+
+
+@router.post("/{datasource_uuid}/entries/{entry_uuid}/retry", response_model=EntryPublic)
+def retry_entry_route(
+    request: Request, datasource_uuid: str, entry_uuid: str, _: CurrentToken
+) -> EntryPublic:
+    """Process a failed (or ready) entry again from the start: status back to ``pending``;
+    409 ``ENTRY_BUSY`` while it is pending or processing."""
+    entry = _store(request).retry_entry(datasource_uuid, entry_uuid)
+    queue: IngestionQueue | None = request.app.state.ingestion
+    if queue is not None:
+        queue.wake()
+    return _entry_public(entry)
+
+
+@router.delete("/{datasource_uuid}/entries/{entry_uuid}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_entry_route(
+    request: Request, datasource_uuid: str, entry_uuid: str, _: CurrentToken
+) -> None:
+    """Delete an entry with its file and vectors."""
+    _store(request).delete_entry(datasource_uuid, entry_uuid)
+
+
+@router.post("/{datasource_uuid}/search", response_model=SearchResponse)
+def search_route(
+    request: Request, datasource_uuid: str, body: SearchRequest, _: CurrentToken
+) -> SearchResponse:
+    """The ``top_k`` chunks most similar to ``query`` that pass ``where``, best first.
+    ``score`` is cosine similarity (1 - cosine distance)."""
+    store = _store(request)
+    store.get(datasource_uuid)
+    hits = store.search([datasource_uuid], body.query, body.top_k, body.where)
+    return SearchResponse(
+        results=[SearchHit(id=h.id, text=h.text, score=h.score, metadata=h.metadata) for h in hits]
+    )

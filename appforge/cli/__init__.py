@@ -1,0 +1,9 @@
+"""The ``appforge`` command: thin commands that parse, call a domain function and print.
+
+One module per command group; each registers its commands on the root group.
+"""
+
+from appforge.cli import data, remote, run, serve, tokens
+from appforge.cli.root import main
+
+__all__ = ["data", "main", "remote", "run", "serve", "tokens"]

@@ -1,0 +1,184 @@
+"""Commands that talk to a running server through the Python client."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appforge.cli.root import main, report_error
+
+
+def _remote_options(f: Any) -> Any:
+    f = click.option(
+        "--url",
+        envvar="APPFORGE_URL",
+        default="http://127.0.0.1:8000",
+        show_default=True,
+        help="The API (or APPFORGE_URL).",
+    )(f)
+    return click.option(
+        "--token", envvar="APPFORGE_TOKEN", required=True, help="API token (or APPFORGE_TOKEN)."
+    )(f)
+
+
+def _client(obj: dict[str, Any], url: str, token: str) -> Any:
+    from appforge.client import Client
+
+    # Tests hand over an HTTP transport bound to an in-process app.
+    return Client(url, token, http=obj.get("http"))
+
+
+@contextmanager
+def _api_errors() -> Iterator[None]:
+    """An API error ends the command: its code, message and problems on stderr, exit 1."""
+    from appforge.client import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        report_error(exc)
+        sys.exit(1)
+
+
+def _remote(name: str, help: str) -> click.Group:
+    group = click.Group(name, help=help)
+    main.add_command(group)
+    return group
+
+
+apps_cmd = _remote("apps", "Apps on a running server.")
+datasources_cmd = _remote("datasources", "Datasources on a running server.")
+prompts_cmd = _remote("prompts", "Managed prompts on a running server.")
+
+
+@apps_cmd.command("list")
+@_remote_options
+@click.pass_obj
+def apps_list(obj: dict[str, Any], url: str, token: str) -> None:
+    """List apps: uuid, version, type, name."""
+    with _api_errors():
+        for app in _client(obj, url, token).list_apps():
+            click.echo(f"{app.uuid}  v{app.version:<3} {app.type:5} {app.name}")
+
+
+@apps_cmd.command("create")
+@click.argument("app_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_remote_options
+@click.pass_obj
+def apps_create(obj: dict[str, Any], app_file: Path, url: str, token: str) -> None:
+    """Create an app from a YAML file; prints its uuid."""
+    with _api_errors():
+        app = _client(obj, url, token).create_app(app_file)
+    click.echo(app.uuid)
+
+
+@datasources_cmd.command("list")
+@_remote_options
+@click.pass_obj
+def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
+    """List datasources: uuid, type, name."""
+    with _api_errors():
+        for ds in _client(obj, url, token).list_datasources():
+            click.echo(f"{ds['uuid']}  {ds['type']:6} {ds['name']}")
+
+
+@datasources_cmd.command("create")
+@click.argument("name")
+@click.option(
+    "--type",
+    "kind",
+    default="mixed",
+    show_default=True,
+    type=click.Choice(["text", "url", "file", "mixed"]),
+)
+@_remote_options
+@click.pass_obj
+def datasources_create(obj: dict[str, Any], name: str, kind: str, url: str, token: str) -> None:
+    """Create a datasource; prints its uuid."""
+    with _api_errors():
+        click.echo(_client(obj, url, token).create_datasource(name, kind)["uuid"])
+
+
+@datasources_cmd.command("add")
+@click.argument("datasource")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--metadata", "-m", multiple=True, help="key=value on every entry.")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Wait until every entry is embedded."
+)
+@_remote_options
+@click.pass_obj
+def datasources_add(
+    obj: dict[str, Any],
+    datasource: str,
+    folder: Path,
+    metadata: tuple[str, ...],
+    wait: bool,
+    url: str,
+    token: str,
+) -> None:
+    """Add every file of FOLDER (recursively) as an entry, with a progress bar."""
+    from appforge.client import ApiError
+
+    meta = dict(pair.partition("=")[::2] for pair in metadata)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    client = _client(obj, url, token)
+    added, refused = 0, []
+    with click.progressbar(files, label="adding entries", file=sys.stderr) as bar:
+        for path in bar:
+            try:
+                client.add_entry(
+                    datasource,
+                    path.name,
+                    file=path,
+                    metadata={**meta, "path": str(path.relative_to(folder))},
+                )
+                added += 1
+            except ApiError as exc:
+                refused.append(f"{path}: [{exc.code}] {exc.message}")
+    for line in refused:
+        click.echo(f"  refused {line}", err=True)
+    if wait and added:
+        entries = client.wait_for_entries(datasource)
+        failed = [e for e in entries if e["status"] == "failed"]
+        for e in failed:
+            click.echo(f"  failed {e['name']}: {e.get('error')}", err=True)
+        click.echo(
+            f"added {added} entries: {len(entries) - len(failed)} ready, "
+            f"{len(failed)} failed, {len(refused)} refused"
+        )
+    else:
+        click.echo(f"added {added} entries ({len(refused)} refused)")
+    if refused:
+        sys.exit(1)
+
+
+@prompts_cmd.command("list")
+@click.argument("use_case_id")
+@_remote_options
+@click.pass_obj
+def prompts_list(obj: dict[str, Any], use_case_id: str, url: str, token: str) -> None:
+    """List the prompts of a use case: id, name."""
+    with _api_errors():
+        for prompt in _client(obj, url, token).list_prompts(use_case_id):
+            click.echo(f"{prompt['id']}  {prompt['name']}")
+
+
+@prompts_cmd.command("promote")
+@click.argument("prompt_id")
+@click.argument("version", type=int)
+@click.option("--label", default="production", show_default=True)
+@_remote_options
+@click.pass_obj
+def prompts_promote(
+    obj: dict[str, Any], prompt_id: str, version: int, label: str, url: str, token: str
+) -> None:
+    """Put LABEL on VERSION of a prompt (apps pinning the label follow)."""
+    with _api_errors():
+        _client(obj, url, token).promote(prompt_id, version, label)
+    click.echo(f"{label} -> version {version}")

