@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from apps_yaml import templates
 from apps_yaml.errors import AppsYamlError
 from apps_yaml.schema import AppDocument, InlinePrompt, LlmStep, PromptRef, RetrieveStep
-from providers.base import ChatMessage, Completion, GenerationParams, Provider
+from providers.base import ChatMessage, GenerationParams, Provider
 
 log = logging.getLogger(__name__)
 
@@ -261,20 +261,15 @@ def _run_llm(
     params = GenerationParams(**step.params.model_dump())
     started = time.perf_counter()
     ttft: float | None = None
-    completion: Completion | None = None
-    for piece in provider.stream(model, messages, params, cancel):
-        if isinstance(piece, Completion):
-            # Keep iterating: the provider releases its model lock when its stream ends.
-            completion = piece
-            continue
-        if not piece.text:
-            continue
-        if ttft is None:
-            ttft = (time.perf_counter() - started) * 1000
-        for key in keys:
-            yield Chunk(key, piece.text)
-    if completion is None:
-        raise AppsYamlError("the model ended without a completion", code="PROVIDER_ERROR")
+    with provider.stream(model, messages, params, cancel) as generation:
+        for piece in generation:
+            if not piece.text:
+                continue
+            if ttft is None:
+                ttft = (time.perf_counter() - started) * 1000
+            for key in keys:
+                yield Chunk(key, piece.text)
+        completion = generation.result()
     if not completion.text:
         for key in keys:
             yield Chunk(key, "")

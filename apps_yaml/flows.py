@@ -94,7 +94,7 @@ from apps_yaml.engine import (
 )
 from apps_yaml.errors import AppsYamlError, RunFailedError
 from apps_yaml.schema import IDENT, InlinePrompt, InputField, LlmParams, LlmStep
-from providers.base import ChatMessage, Completion, GenerationParams
+from providers.base import ChatMessage, GenerationParams
 from providers.errors import ProviderError
 
 # Input types read from the initial step's annotations (anything else is a string).
@@ -193,18 +193,15 @@ class StepContext:
                 messages.insert(0, ChatMessage(role="system", content=system))
         provider, name = self.deps.models.resolve(model or self.model)
         checked = LlmParams.model_validate(params)
-        completion: Completion | None = None
         pieces: list[str] = []
-        for piece in provider.stream(
-            name, messages, GenerationParams(**checked.model_dump()), self.cancel
-        ):
-            if isinstance(piece, Completion):
-                completion = piece  # keep iterating: the provider unlocks when its stream ends
-            elif stream is not None and piece.text:
-                assert self.emit is not None
-                self.emit(stream, piece.text)
-                pieces.append(piece.text)
-        assert completion is not None
+        sampling = GenerationParams(**checked.model_dump())
+        with provider.stream(name, messages, sampling, self.cancel) as generation:
+            for piece in generation:
+                if stream is not None and piece.text:
+                    assert self.emit is not None
+                    self.emit(stream, piece.text)
+                    pieces.append(piece.text)
+            completion = generation.result()
         for key, value in completion.usage.as_dict().items():
             self.usage[key] = self.usage.get(key, 0) + value
         self.calls.append({"model": completion.model, "messages": messages})

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appforge.core.settings import LocalModelSettings  # noqa: E402
-from providers.base import ChatMessage, Completion, Delta, GenerationParams  # noqa: E402
+from providers.base import ChatMessage, GenerationParams  # noqa: E402
 from providers.local import LocalProvider  # noqa: E402
 
 MODEL = "smollm2"
@@ -34,14 +34,13 @@ def run_ours(provider: LocalProvider, params: GenerationParams) -> tuple[float, 
     """(ttft ms, total ms, completion tokens, text) of one LocalProvider.stream call."""
     started = time.perf_counter()
     first: float | None = None
-    completion: Completion | None = None
-    for item in provider.stream(MODEL, MESSAGES, params):
-        if isinstance(item, Delta) and first is None:
-            first = time.perf_counter()
-        elif isinstance(item, Completion):
-            completion = item
+    with provider.stream(MODEL, MESSAGES, params) as generation:
+        for _ in generation:
+            if first is None:
+                first = time.perf_counter()
+        completion = generation.result()
     finished = time.perf_counter()
-    assert completion is not None and first is not None
+    assert first is not None
     return (
         (first - started) * 1000,
         (finished - started) * 1000,

@@ -1,16 +1,26 @@
 """The one interface every LLM provider implements.
 
 A provider turns a list of chat messages and sampling parameters into a
-stream of text deltas followed by one final :class:`Completion` carrying the
+:class:`Generation`: text deltas, then one :class:`Completion` carrying the
 token usage. Calls are blocking: callers run them in a worker thread. A
 ``cancel`` event lets the caller stop generation early (client disconnected).
+
+A generation holds resources while it runs (the local model's lock, an HTTP
+stream), so it is a context manager: leaving the ``with`` block ends it and
+releases them, whether the deltas were all read or not::
+
+    with provider.stream(model, messages, params, cancel) as generation:
+        for delta in generation:
+            send(delta.text)
+    completion = generation.result()
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Literal, Protocol, TypedDict
 
 
@@ -64,6 +74,56 @@ class Completion:
     # False when the backend sent no token counts (some servers' streams): usage is 0 then.
     usage_reported: bool = True
 
+    @property
+    def ttft_ms(self) -> float | None:
+        """Milliseconds from the call to its first text (measured once, by the provider)."""
+        return self.timings.get("ttft_ms")
+
+
+class Generation:
+    """One model call in progress: iterate for its deltas, then :meth:`result`.
+
+    ``pieces`` is the provider's generator: deltas, then exactly one Completion.
+    Closing the generation (leaving its ``with`` block, or :meth:`close`) closes
+    that generator, so the provider stops and releases what it holds at once,
+    however far the consumer read.
+    """
+
+    def __init__(self, pieces: Generator[Delta | Completion, None, None]) -> None:
+        self._pieces = pieces
+        self._completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[Delta]:
+        for item in self._pieces:
+            if isinstance(item, Completion):
+                self._completion = item
+            else:
+                yield item
+
+    def result(self) -> Completion:
+        """The completion: after the deltas were read, or reading (and dropping) the rest."""
+        if self._completion is None:
+            for _ in self:
+                pass
+        if self._completion is None:
+            raise RuntimeError("the provider's stream ended without a completion")
+        return self._completion
+
+    def close(self) -> None:
+        """End the call now (the provider stops generating and frees its resources)."""
+        self._pieces.close()
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
 
 class Provider(Protocol):
     """A model backend. ``model`` is the provider-specific model name."""
@@ -76,8 +136,9 @@ class Provider(Protocol):
         messages: list[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Delta | Completion]:
-        """Yield text deltas, then exactly one Completion (also when cancelled)."""
+    ) -> Generation:
+        """The call as a :class:`Generation`: deltas, then one Completion (also when
+        cancelled). Use it in a ``with`` block."""
         ...
 
     def complete(

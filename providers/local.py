@@ -13,8 +13,9 @@ non-streamed llama-cpp call with the same parameters gives the same text and
 the same usage.
 
 A llama.cpp context is not thread-safe: one lock per provider serializes
-generation for the whole length of a stream. A consumer that stops iterating
-must close the stream (or set ``cancel`` and drain it) to release the lock.
+generation for the whole length of a stream. The stream is a
+:class:`~providers.base.Generation`: leaving its ``with`` block releases the
+lock, however much of it was read.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appforge.core.settings import LocalModelSettings
-from providers.base import ChatMessage, Completion, Delta, GenerationParams, Usage
+from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams, Usage
 from providers.errors import ContextWindowExceededError, ModelNotFoundError, ProviderError
 
 if TYPE_CHECKING:
@@ -226,11 +228,12 @@ class LocalProvider:
         messages: list[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Delta | Completion]:
-        """Yield text deltas, then exactly one Completion (also when cancelled).
+    ) -> Generation:
+        """The call as a :class:`Generation` (deltas, then one Completion, also when
+        cancelled); the model's lock is held from the first delta until it is closed.
 
         Raises :class:`ModelNotFoundError` for an unknown model and
-        :class:`ContextWindowExceededError` when the prompt does not fit.
+        :class:`ContextWindowExceededError` when the prompt does not fit, at once.
         """
         started = time.perf_counter()
         llama, formatter = self._loaded(model)
@@ -244,126 +247,137 @@ class LocalProvider:
                 details={"model": model, "prompt_tokens": len(prompt), "n_ctx": n_ctx},
             )
         room = n_ctx - len(prompt)
-        max_tokens = min(params.max_tokens, room) if params.max_tokens else room
         stops = [s for s in (params.stop or []) if s]
         if formatter.eos_token:  # as the chat handler adds it
             stops.append(formatter.eos_token)
+        call = _Call(
+            model=model,
+            prompt=prompt,
+            params=params,
+            max_tokens=min(params.max_tokens, room) if params.max_tokens else room,
+            stops=stops,
+            cancel=cancel,
+            started=started,
+        )
+        return Generation(self._locked(call))
 
+    def _locked(self, call: _Call) -> Generator[Delta | Completion, None, None]:
+        # Entered on the first delta; the lock goes when this generator is closed.
         with self._generate_lock:
-            llama, _ = self._loaded(model)  # close() may have run while we waited
-            yield from self._generate(
-                llama, model, prompt, params, max_tokens, stops, cancel, started
-            )
+            llama, _ = self._loaded(call.model)  # close() may have run while we waited
+            yield from self._generate(llama, call)
 
-    def _generate(
-        self,
-        llama: Llama,
-        model: str,
-        prompt: list[int],
-        params: GenerationParams,
-        max_tokens: int,
-        stops: list[str],
-        cancel: threading.Event | None,
-        started: float,
-    ) -> Iterator[Delta | Completion]:
+    def _generate(self, llama: Llama, call: _Call) -> Iterator[Delta | Completion]:
+        """Sample token by token, holding back text that may begin a stop sequence."""
         import llama_cpp
 
         vocab = llama_cpp.llama_model_get_vocab(llama.model)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
-        seed = params.seed if params.seed is not None else random.getrandbits(32)
-        llama.set_seed(seed)
+        params = call.params
+        llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
         # Evaluate the whole prompt every time instead of reusing a KV-cache
         # prefix from the previous call: a re-evaluated last token can give
         # slightly different logits, and temperature 0 must be reproducible.
         llama.reset()
-
-        emitted: list[str] = []
-        pending = ""  # decoded text held back: it may begin a stop sequence
-        n_completion = 0
-        finish_reason = "length"
-        first_token_at: float | None = None
         tokens = llama.generate(
-            prompt,
+            call.prompt,
             top_k=_TOP_K,
             top_p=params.top_p if params.top_p is not None else _DEFAULT_TOP_P,
             min_p=_MIN_P,
             temp=params.temperature if params.temperature is not None else _DEFAULT_TEMPERATURE,
             repeat_penalty=_REPEAT_PENALTY,
         )
+        pending = ""  # decoded text held back: it may begin a stop sequence
         try:
-            while n_completion < max_tokens:
-                if cancel is not None and cancel.is_set():
-                    finish_reason = "cancelled"
+            while call.n_completion < call.max_tokens:
+                if call.cancel is not None and call.cancel.is_set():
+                    call.finish_reason = "cancelled"
                     break
-                try:
-                    token = next(tokens)
-                except StopIteration:  # pragma: no cover - generate() is endless
-                    finish_reason = "stop"
+                token = self._next_token(tokens, call)
+                if token is None or llama_cpp.llama_vocab_is_eog(vocab, token):
+                    call.finish_reason = "stop"
                     break
-                except (RuntimeError, ValueError) as exc:
-                    raise ProviderError(
-                        f"llama.cpp failed while generating: {exc}",
-                        details={"provider": self.name, "model": model},
-                    ) from exc
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish_reason = "stop"
-                    break
-                n_completion += 1
+                call.n_completion += 1
                 pending += decoder.decode(llama.detokenize([token]))
-                cut = _find_stop(pending, stops)
+                cut = _find_stop(pending, call.stops)
                 if cut is not None:
                     pending = pending[:cut]
-                    finish_reason = "stop"
+                    call.finish_reason = "stop"
                     break
-                ready = len(pending) - _held_back(pending, stops)
+                ready = len(pending) - _held_back(pending, call.stops)
                 if ready > 0:
                     piece, pending = pending[:ready], pending[ready:]
-                    emitted.append(piece)
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter()
-                    yield Delta(piece)
+                    yield call.delta(piece)
         finally:
             tokens.close()
-
         # The held-back tail did not turn into a stop sequence: it is output.
         pending += decoder.decode(b"", final=True)
         if pending:
-            emitted.append(pending)
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-            yield Delta(pending)
+            yield call.delta(pending)
+        yield call.completion()
 
-        finished = time.perf_counter()
-        total_ms = (finished - started) * 1000
-        ttft_ms = ((first_token_at or finished) - started) * 1000
-        usage = Usage(prompt_tokens=len(prompt), completion_tokens=n_completion)
-        logger.info(
-            "llm call provider=local model=%s finish=%s prompt_tokens=%d "
-            "completion_tokens=%d ttft_ms=%.0f ms=%.0f",
-            model,
-            finish_reason,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            ttft_ms,
-            total_ms,
-        )
-        yield Completion(
-            text="".join(emitted),
-            usage=usage,
-            model=model,
-            finish_reason=finish_reason,
-            timings={"ttft_ms": ttft_ms, "total_ms": total_ms},
-        )
+    def _next_token(self, tokens: Iterator[int], call: _Call) -> int | None:
+        try:
+            return next(tokens)
+        except StopIteration:  # pragma: no cover - generate() is endless
+            return None
+        except (RuntimeError, ValueError) as exc:
+            raise ProviderError(
+                f"llama.cpp failed while generating: {exc}",
+                details={"provider": self.name, "model": call.model},
+            ) from exc
 
     def complete(
         self, model: str, messages: list[ChatMessage], params: GenerationParams
     ) -> Completion:
         """The whole answer at once (the stream, drained)."""
-        for item in self.stream(model, messages, params):
-            if isinstance(item, Completion):
-                return item
-        raise ProviderError(  # pragma: no cover - stream always ends with a Completion
-            "The local provider's stream ended without a completion."
+        with self.stream(model, messages, params) as generation:
+            return generation.result()
+
+
+@dataclass
+class _Call:
+    """One generation's parameters and running state."""
+
+    model: str
+    prompt: list[int]
+    params: GenerationParams
+    max_tokens: int
+    stops: list[str]
+    cancel: threading.Event | None
+    started: float
+    n_completion: int = 0
+    finish_reason: str = "length"
+    emitted: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
+
+    def delta(self, piece: str) -> Delta:
+        self.emitted.append(piece)
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        return Delta(piece)
+
+    def completion(self) -> Completion:
+        finished = time.perf_counter()
+        total_ms = (finished - self.started) * 1000
+        ttft_ms = ((self.first_token_at or finished) - self.started) * 1000
+        usage = Usage(prompt_tokens=len(self.prompt), completion_tokens=self.n_completion)
+        logger.info(
+            "llm call provider=local model=%s finish=%s prompt_tokens=%d "
+            "completion_tokens=%d ttft_ms=%.0f ms=%.0f",
+            self.model,
+            self.finish_reason,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            ttft_ms,
+            total_ms,
+        )
+        return Completion(
+            text="".join(self.emitted),
+            usage=usage,
+            model=self.model,
+            finish_reason=self.finish_reason,
+            timings={"ttft_ms": ttft_ms, "total_ms": total_ms},
         )
 
 

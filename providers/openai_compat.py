@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import openai
 
 from appforge.core.settings import OPENAI_BASE_URL, OpenAISettings
-from providers.base import ChatMessage, Completion, Delta, GenerationParams, Usage
+from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams, Usage
 from providers.errors import (
     ContextWindowExceededError,
     ModelNotFoundError,
@@ -145,14 +145,24 @@ class OpenAICompatProvider:
         messages: list[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Delta | Completion]:
-        """Yield text deltas, then exactly one Completion (also when cancelled).
+    ) -> Generation:
+        """The call as a :class:`Generation`: deltas, then one Completion (also when
+        cancelled).
 
-        ``cancel`` is checked between chunks; when set, the HTTP stream is
-        closed, which makes the server stop generating.
+        ``cancel`` is checked between chunks; when set, or when the generation is
+        closed, the HTTP stream is closed, which makes the server stop generating.
         """
         started = time.perf_counter()
         kwargs = self._request(model, messages, params)
+        return Generation(self._pieces(model, kwargs, cancel, started))
+
+    def _pieces(
+        self,
+        model: str,
+        kwargs: dict[str, Any],
+        cancel: threading.Event | None,
+        started: float,
+    ) -> Generator[Delta | Completion, None, None]:
         if cancel is not None and cancel.is_set():
             yield self._finish(model, [], None, "cancelled", started, None)
             return

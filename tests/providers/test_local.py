@@ -26,12 +26,11 @@ def _run(
     messages: list[ChatMessage] = COUNT,
     cancel: threading.Event | None = None,
 ) -> tuple[list[Delta], Completion]:
-    items = list(provider.stream(MODEL, messages, params, cancel))
-    assert items, "the stream yielded nothing"
-    *deltas, last = items
-    assert isinstance(last, Completion)
+    with provider.stream(MODEL, messages, params, cancel) as generation:
+        deltas = list(generation)
+        last = generation.result()
     assert all(isinstance(d, Delta) for d in deltas)
-    return deltas, last  # type: ignore[return-value]
+    return deltas, last
 
 
 def test_stream_deltas_concatenate_to_completion_text(local_provider: LocalProvider) -> None:
@@ -135,21 +134,32 @@ def test_stream_cancel_mid_stream_stops_early(local_provider: LocalProvider) -> 
     cancel = threading.Event()
     params = GenerationParams(temperature=0.0, seed=7, max_tokens=32)
     seen: list[str] = []
-    completion: Completion | None = None
-    for item in local_provider.stream(MODEL, COUNT, params, cancel):
-        if isinstance(item, Delta):
+    with local_provider.stream(MODEL, COUNT, params, cancel) as generation:
+        for item in generation:
             seen.append(item.text)
             if len(seen) == 2:
                 cancel.set()
-        else:
-            completion = item
-    assert completion is not None
+        completion = generation.result()
     assert completion.finish_reason == "cancelled"
     assert completion.text == "".join(seen)
     assert 2 <= completion.usage.completion_tokens < 8
     # The lock was released: the provider serves the next call.
     _, after = _run(local_provider, GenerationParams(temperature=0.0, seed=7, max_tokens=2))
     assert after.usage.completion_tokens == 2
+
+
+def test_stream_abandoned_half_way_frees_the_model_at_once(local_provider: LocalProvider) -> None:
+    # A consumer that stops reading and leaves the block (no cancel, no draining)
+    # must not keep the model's lock: another thread runs at once.
+    params = GenerationParams(temperature=0.0, seed=7, max_tokens=32)
+    with local_provider.stream(MODEL, COUNT, params) as generation:
+        first = next(iter(generation))
+    assert first.text
+    # The lock is free the moment the block is left (not when the generator is collected).
+    assert local_provider._generate_lock.acquire(blocking=False), "the model is still locked"
+    local_provider._generate_lock.release()
+    again = local_provider.complete(MODEL, COUNT, GenerationParams(max_tokens=2))
+    assert again.usage.completion_tokens == 2
 
 
 def test_stream_cancel_set_before_start_generates_nothing(local_provider: LocalProvider) -> None:

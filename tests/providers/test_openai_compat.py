@@ -23,7 +23,7 @@ from ports import free_port
 from pydantic import SecretStr
 
 from appforge.core.settings import OpenAISettings, Settings
-from providers.base import ChatMessage, Completion, Delta, GenerationParams
+from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams
 from providers.errors import (
     ModelNotFoundError,
     ProviderAuthError,
@@ -51,10 +51,18 @@ def _run(
     params: GenerationParams,
     cancel: threading.Event | None = None,
 ) -> tuple[list[Delta], Completion]:
-    *deltas, last = list(provider.stream(MODEL, COUNT, params, cancel))
+    *deltas, last = _items(provider.stream(MODEL, COUNT, params, cancel))
     assert isinstance(last, Completion)
     assert all(isinstance(d, Delta) for d in deltas)
     return deltas, last  # type: ignore[return-value]
+
+
+def _items(generation: Generation) -> list[Delta | Completion]:
+    """Every delta of a generation, then its completion."""
+    with generation:
+        items: list[Delta | Completion] = list(generation)
+        items.append(generation.result())
+    return items
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +132,14 @@ def test_model_params_are_defaults_under_step_params(llama_server: str) -> None:
 
 def test_stream_cancel_stops_between_chunks(served: OpenAICompatProvider) -> None:
     cancel = threading.Event()
-    stream = served.stream(MODEL, COUNT, GenerationParams(temperature=0.0, max_tokens=16), cancel)
-    first = next(stream)
-    assert isinstance(first, Delta)
-    cancel.set()
-    rest = list(stream)
-    assert len(rest) == 1
-    completion = rest[0]
-    assert isinstance(completion, Completion)
+    params = GenerationParams(temperature=0.0, max_tokens=16)
+    with served.stream(MODEL, COUNT, params, cancel) as generation:
+        pieces = iter(generation)
+        first = next(pieces)
+        assert isinstance(first, Delta)
+        cancel.set()
+        assert list(pieces) == []
+        completion = generation.result()
     assert completion.finish_reason == "cancelled"
     assert completion.text == first.text
 
@@ -148,7 +156,7 @@ def test_invalid_key_is_auth_failed_without_leaking_it(
             provider.complete(MODEL, COUNT, GREEDY)
         assert info.value.code == "PROVIDER_AUTH_FAILED"
         with pytest.raises(ProviderAuthError):
-            list(provider.stream(MODEL, COUNT, GREEDY))
+            _items(provider.stream(MODEL, COUNT, GREEDY))
         shown = f"{info.value} {info.value!r} {info.value.details}"
         assert wrong not in shown and "secret-server-key" not in shown
         assert right.complete(MODEL, COUNT, GREEDY).text
@@ -164,7 +172,7 @@ def test_closed_port_is_unavailable_fast() -> None:
     provider = _provider(f"http://127.0.0.1:{free_port()}/v1", max_retries=1)
     started = time.monotonic()
     with pytest.raises(ProviderUnavailableError) as info:
-        list(provider.stream(MODEL, COUNT, GREEDY))
+        _items(provider.stream(MODEL, COUNT, GREEDY))
     assert time.monotonic() - started < 5
     assert info.value.code == "PROVIDER_UNAVAILABLE"
     assert info.value.status_code == 503
@@ -183,7 +191,7 @@ def test_silent_server_is_bounded_by_timeout() -> None:
         provider = _provider(f"http://127.0.0.1:{port}/v1", timeout=0.5, max_retries=0)
         started = time.monotonic()
         with pytest.raises(ProviderUnavailableError) as info:
-            list(provider.stream(MODEL, COUNT, GREEDY))
+            _items(provider.stream(MODEL, COUNT, GREEDY))
         elapsed = time.monotonic() - started
         provider.close()
     assert 0.4 < elapsed < 3
@@ -260,7 +268,7 @@ def test_unknown_model_is_model_not_found(edge: EdgeServer) -> None:
     ]
     provider = _provider(edge.url, api_key=SecretStr("sk-edge-key-0123"))
     with pytest.raises(ModelNotFoundError) as info:
-        list(provider.stream("nope", COUNT, GREEDY))
+        _items(provider.stream("nope", COUNT, GREEDY))
     assert info.value.code == "MODEL_NOT_FOUND"
     assert "'nope'" in info.value.message and "does not exist" in info.value.message
     assert len(edge.requests) == 1  # a 404 is not retried
@@ -287,7 +295,7 @@ def test_server_error_is_retried_then_unavailable(edge: EdgeServer) -> None:
         Reply(200, None, sse=[_sse_chunk("ok", None), _sse_chunk(None, "stop")]),
     ]
     provider = _provider(edge.url, max_retries=1)
-    *deltas, completion = list(provider.stream(MODEL, COUNT, GREEDY))
+    *deltas, completion = _items(provider.stream(MODEL, COUNT, GREEDY))
     assert [d.text for d in deltas if isinstance(d, Delta)] == ["ok"]
     assert len(edge.requests) == 2
     edge.replies = [Reply(500, _openai_error("boom"), {"retry-after-ms": "10"})]
@@ -339,7 +347,7 @@ def test_stream_reads_usage_chunk_and_sends_params(edge: EdgeServer) -> None:
     ]
     provider = _provider(edge.url, model_params={"gpt-test": {"temperature": 0.3, "seed": 1}})
     params = GenerationParams(top_p=0.5, max_tokens=8, stop=["\n"], seed=4)
-    *deltas, completion = list(provider.stream("gpt-test", COUNT, params))
+    *deltas, completion = _items(provider.stream("gpt-test", COUNT, params))
     assert [d.text for d in deltas if isinstance(d, Delta)] == ["Hel", "lo"]
     assert isinstance(completion, Completion)
     assert completion.text == "Hello"
