@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from api import errors
-from api.auth import ensure_token
+from api.auth import TokenCache, ensure_token
 from api.middleware import RequestContextMiddleware
-from api.ratelimit import RateLimitMiddleware, make_limiter
+from api.ratelimit import Limiter, RateLimitMiddleware, make_limiter
 from api.routes import (
     analytics,
     apps,
@@ -30,16 +29,16 @@ from api.routes import (
     use_cases,
     webhooks,
 )
+from api.state import ApiState, api_state
 from api.webhook_delivery import WebhookDispatcher
 from appforge import __version__
-from appforge.core.db import make_engine, migrate, session_factory
 from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
 from datasources.embedding import Embedder
 from datasources.queue import IngestionQueue
-from datasources.store import DatasourceStore
 from providers.base import Provider
-from providers.registry import ProviderRegistry
+from runs.service import RunService
+from runs.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -64,47 +63,23 @@ def create_app(
     that loaded a flow file (``appforge run flow.py --serve``) can pass it here.
     """
 
+    limiter: Limiter | None = None
+    if settings.rate_limit.enabled:
+        limiter = make_limiter(settings.rate_limit, settings.redis_url)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.resolved_database_url())
-        await run_in_threadpool(migrate, engine)
-        factory = session_factory(engine)
-        if settings.admin_token is not None:
-            await run_in_threadpool(
-                ensure_token, factory, settings.admin_token.get_secret_value(), "admin", True
-            )
-        registry = ProviderRegistry(settings, providers=providers)
-        # Opens Chroma (files or server): blocking, so off the event loop. The
-        # embedding model loads on first use, in a worker or request thread.
-        datasource_store = await run_in_threadpool(
-            DatasourceStore.open, settings, factory, embedder
+        state = await run_in_threadpool(_open, settings, providers, embedder, flows, limiter)
+        app.state.api = state
+        log.info(
+            "appforge %s ready (database: %s)", __version__, state.services.engine.dialect.name
         )
-        ingestion = IngestionQueue(datasource_store)
-        ingestion.start(settings.datasources.workers)
-        app.state.datasources = datasource_store
-        app.state.ingestion = ingestion
-        executor = ThreadPoolExecutor(max_workers=settings.runs.workers, thread_name_prefix="run")
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.db = factory
-        app.state.models = registry
-        app.state.executor = executor
-        app.state.admission = threading.Lock()
-        dispatcher = WebhookDispatcher(factory, settings)
-        dispatcher.start(settings.webhooks.workers)
-        app.state.webhooks = dispatcher
-        log.info("appforge %s ready (database: %s)", __version__, engine.dialect.name)
         try:
             yield
         finally:
-            await run_in_threadpool(ingestion.stop)
-            await run_in_threadpool(dispatcher.stop)
-            executor.shutdown(wait=True, cancel_futures=True)
-            registry.close()
-            engine.dispose()
-            if getattr(app.state, "limiter", None) is not None:
-                await app.state.limiter.close()
+            await run_in_threadpool(_close, state)
+            if limiter is not None:
+                await limiter.close()
 
     app = FastAPI(
         title="appforge",
@@ -113,21 +88,19 @@ def create_app(
         lifespan=lifespan,
         responses=errors.ERROR_RESPONSES,
     )
-    if settings.rate_limit.enabled:
-        # Built here, not in the lifespan: middleware is fixed before start-up.
+    if limiter is not None:
+        # Built before the lifespan: middleware is fixed before start-up.
         # The Redis client connects lazily, on the first request.
-        limiter = make_limiter(settings.rate_limit, settings.redis_url)
-        app.state.limiter = limiter
         app.add_middleware(RateLimitMiddleware, limiter=limiter)
     # Added last, so outermost: every response, a 429 included, gets a request id.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes)
     errors.install(app)
-    app.state.flows = dict(flows or {})
 
     @app.get("/api/health", response_model=Health, tags=["health"])
-    def health() -> Health:
+    def health(request: Request) -> Health:
         """Liveness: no token needed."""
-        return Health(status="ok", version=__version__, database=app.state.engine.dialect.name)
+        database = api_state(request).services.engine.dialect.name
+        return Health(status="ok", version=__version__, database=database)
 
     routers = (
         apps,
@@ -146,6 +119,40 @@ def create_app(
         app.include_router(module.router)
     _summaries_from_docstrings(app.router.routes)
     return app
+
+
+def _open(
+    settings: Settings,
+    providers: dict[str, Provider] | None,
+    embedder: Embedder | None,
+    flows: Mapping[str, Flow] | None,
+    limiter: Limiter | None,
+) -> ApiState:
+    """Open everything the routes share (blocking: run off the event loop)."""
+    services = Services.open(settings, providers=providers, embedder=embedder, flows=flows)
+    if settings.admin_token is not None:
+        ensure_token(services.db, settings.admin_token.get_secret_value(), "admin", True)
+    # Opens Chroma (files or server); the embedding model loads on first use.
+    ingestion = IngestionQueue(services.datasources)
+    ingestion.start(settings.datasources.workers)
+    webhooks = WebhookDispatcher(services.db, settings)
+    webhooks.start(settings.webhooks.workers)
+    return ApiState(
+        services=services,
+        runs=RunService(services),
+        ingestion=ingestion,
+        webhooks=webhooks,
+        executor=ThreadPoolExecutor(max_workers=settings.runs.workers, thread_name_prefix="run"),
+        tokens=TokenCache(settings.auth.cache_seconds),
+        limiter=limiter,
+    )
+
+
+def _close(state: ApiState) -> None:
+    state.ingestion.stop()
+    state.webhooks.stop()
+    state.executor.shutdown(wait=True, cancel_futures=True)
+    state.services.close()
 
 
 def _summaries_from_docstrings(routes: Sequence[BaseRoute]) -> None:

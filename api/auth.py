@@ -26,10 +26,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -91,16 +95,79 @@ def ensure_token(factory: sessionmaker[Session], value: str, name: str, is_admin
         )
 
 
-def authenticate(db: Session, value: str) -> Token | None:
-    """The live token with this value, or None."""
-    token = db.scalar(select(Token).where(Token.token_hash == hash_token(value)))
-    if token is None or token.revoked_at is not None:
-        return None
-    now = utcnow()
-    if token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY:
-        token.last_used_at = now
-        db.commit()
-    return token
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from: a live token, as authentication found it."""
+
+    id: str
+    name: str
+    is_admin: bool
+    require_signature: bool
+    signing_secret: str | None
+
+
+class TokenCache:
+    """Recently authenticated tokens by hash, for ``seconds`` (0: no cache).
+
+    A revocation made through this process takes effect at once (:meth:`clear`);
+    one made through another API process, within ``seconds``.
+    """
+
+    def __init__(
+        self, seconds: float, *, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self.size = size
+        self.clock = clock
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if self.clock() - entry[0] >= self.seconds:
+                del self._entries[digest]
+                return None
+            return entry[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if self.seconds <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.size:
+                self._entries.clear()  # simple and bounded; the next requests refill it
+            self._entries[digest] = (self.clock(), principal)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def authenticate(factory: sessionmaker[Session], value: str) -> Principal | None:
+    """The live token with this value, or None: one indexed query (and, at most once a
+    minute per token, an update of its ``last_used_at``)."""
+    digest = hash_token(value)
+    with factory() as db:
+        row = db.execute(
+            select(
+                Token.id,
+                Token.name,
+                Token.is_admin,
+                Token.require_signature,
+                Token.signing_secret,
+                Token.last_used_at,
+                Token.revoked_at,
+            ).where(Token.token_hash == digest)
+        ).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        now = utcnow()
+        if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
+            db.execute(update(Token).where(Token.id == row.id).values(last_used_at=now))
+            db.commit()
+    return Principal(row.id, row.name, row.is_admin, row.require_signature, row.signing_secret)
 
 
 def list_tokens(db: Session) -> list[Token]:

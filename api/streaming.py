@@ -1,4 +1,4 @@
-"""Encoders for streamed runs: NDJSON lines (default) and Server-Sent Events.
+"""Streamed runs: the bridge from the run's thread, and the NDJSON and SSE encoders.
 
 Both carry the same JSON objects: chunks shaped like the non-streamed body
 (``{"session": {...}, "output": {key: chunk}}``), then a final
@@ -7,8 +7,15 @@ Both carry the same JSON objects: chunks shaped like the non-streamed body
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from apps_yaml.events import Chunk, Event, Output
+from runs.service import FinishedRun, PreparedRun, RunRequest, RunService
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
@@ -36,3 +43,78 @@ class Encoder:
 
 def wants_sse(accept: str) -> bool:
     return SSE in accept.lower()
+
+
+# --- from the run's worker thread to the response -----------------------------------
+
+
+@dataclass(frozen=True)
+class _End:
+    """The last item of a run: what it returned, or what it raised."""
+
+    finished: FinishedRun | None = None
+    error: BaseException | None = None
+
+
+class RunBridge:
+    """Carries a run's events from its worker thread to the event loop, in order.
+
+    :meth:`emit` is called on the worker thread; :meth:`first` waits (on the
+    loop) for the first output or the end, so a run that fails before its first
+    byte still gets a normal error status; :meth:`rest` yields what follows.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[Event | PreparedRun | _End] = asyncio.Queue()
+        self.prepared: PreparedRun | None = None
+
+    def emit(self, item: Event | PreparedRun | _End) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            pass
+
+    def job(
+        self, service: RunService, request: RunRequest, cancel: threading.Event
+    ) -> Callable[[], None]:
+        """The worker-thread function: prepare the run (sent first), execute it
+        (each event sent as it comes), then its result or error."""
+
+        def work() -> None:
+            try:
+                prepared = service.prepare(request)
+                self.emit(prepared)
+                finished = service.execute(prepared, cancel, self.emit)
+            except BaseException as exc:  # handed to the loop, raised there
+                self.emit(_End(error=exc))
+            else:
+                self.emit(_End(finished=finished))
+
+        return work
+
+    async def first(self, disconnected: Callable[[], Awaitable[bool]]) -> Event | _End | None:
+        """The first output event or the end; None if the client went away meanwhile."""
+        while True:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), timeout=0.5)
+            except TimeoutError:
+                if await disconnected():
+                    return None
+                continue
+            if isinstance(item, PreparedRun):
+                self.prepared = item
+            elif isinstance(item, Chunk | Output | _End):
+                return item
+
+    async def rest(self) -> AsyncIterator[Event | PreparedRun | _End]:
+        """Every item after the first, the end included."""
+        while True:
+            item = await self._queue.get()
+            yield item
+            if isinstance(item, _End):
+                return
+
+
+def is_end(item: object) -> TypeGuard[_End]:
+    return isinstance(item, _End)

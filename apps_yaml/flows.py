@@ -81,21 +81,23 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from apps_yaml import engine
-from apps_yaml.engine import (
+from appforge.core.errors import AppforgeError
+from apps_yaml.errors import RunFailedError
+from apps_yaml.events import (
     Chunk,
-    Dependencies,
     Event,
     Failed,
-    HistoryTurn,
+    FlowStepResult,
+    LlmResult,
     Output,
+    PromptSource,
     StepFinished,
     StepStarted,
 )
-from apps_yaml.errors import AppsYamlError, RunFailedError
-from apps_yaml.schema import IDENT, InlinePrompt, InputField, LlmParams, LlmStep
-from providers.base import ChatMessage, GenerationParams
-from providers.errors import ProviderError
+from apps_yaml.llm import call_model, drive, render_messages
+from apps_yaml.runner import Dependencies, HistoryTurn
+from apps_yaml.schema import IDENT, InlinePrompt, InputField, LlmParams
+from providers.base import ChatMessage
 
 # Input types read from the initial step's annotations (anything else is a string).
 _INPUT_TYPES: dict[Any, Literal["string", "integer", "number", "boolean", "array", "object"]] = {
@@ -141,12 +143,11 @@ class StepContext:
     deps: Dependencies
     model: str
     prompt: InlinePrompt | None = None
-    prompt_source: dict[str, Any] | None = None
+    prompt_source: PromptSource | None = None
     cancel: threading.Event | None = None
     session_id: str | None = None
     history: Sequence[HistoryTurn] = ()
-    usage: dict[str, int] = field(default_factory=dict)
-    calls: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[LlmResult] = field(default_factory=list)
     # Why this step may not stream (None: it may), and where its chunks go.
     stream_refused: str | None = "it is not run by a flow"
     emit: Callable[[str, str], None] | None = field(default=None, repr=False)
@@ -183,30 +184,32 @@ class StepContext:
                     code="FLOW_INVALID",
                 )
         if self.prompt is not None and user is None:
-            step = LlmStep(id="flow", kind="llm", prompt=self.prompt)
-            messages = engine.render_messages(self.prompt, dict(variables or {}), (), step)
+            messages = render_messages(self.prompt, dict(variables or {}))
         else:
             if user is None:
                 raise ValueError(f"step '{self.step}' has no prompt: give the user text")
             messages = [ChatMessage(role="user", content=user)]
             if system:
                 messages.insert(0, ChatMessage(role="system", content=system))
-        provider, name = self.deps.models.resolve(model or self.model)
-        checked = LlmParams.model_validate(params)
+        call = call_model(
+            self.deps,
+            model or self.model,
+            messages,
+            LlmParams.model_validate(params),
+            self.cancel,
+        )
         pieces: list[str] = []
-        sampling = GenerationParams(**checked.model_dump())
-        with provider.stream(name, messages, sampling, self.cancel) as generation:
-            for piece in generation:
-                if stream is not None and piece.text:
-                    assert self.emit is not None
-                    self.emit(stream, piece.text)
-                    pieces.append(piece.text)
-            completion = generation.result()
-        for key, value in completion.usage.as_dict().items():
-            self.usage[key] = self.usage.get(key, 0) + value
-        self.calls.append({"model": completion.model, "messages": messages})
+
+        def send(text: str) -> None:
+            if stream is not None:
+                assert self.emit is not None
+                self.emit(stream, text)
+                pieces.append(text)
+
+        result = drive(call, send)
+        self.calls.append(result)
         if stream is None:
-            return completion.text
+            return result.text
         text = "".join(pieces)
         if stream not in self.streamed and not text:
             assert self.emit is not None
@@ -323,7 +326,7 @@ class Flow:
         session_id: str | None = None,
         history: Sequence[HistoryTurn] = (),
         cancel: threading.Event | None = None,
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Run from the initial step; yield the engine's events.
 
         ``history`` (earlier turns of the session, oldest first) reaches the
@@ -334,25 +337,14 @@ class Flow:
         turns = list(history)[-self.history :] if self.history else []
         if cancel is None:  # the steps' model calls and threads stop on this event
             cancel = threading.Event()
-        # Each queued step: its inputs, and whether it runs in a fan-out branch.
-        pending: list[tuple[FlowStep, dict[str, Any], bool]] = [(self.initial, dict(inputs), False)]
-        waiting: dict[str, list[dict[str, Any]]] = {}
-        final: dict[str, Any] = {}
-        streamed: set[str] = set()
+        walk = _Walk(self, dict(inputs))
         runs = 0
-        while pending or waiting:
-            if not pending:  # every branch arrived: run each fan-in once, on lists
-                name, arrived = next(iter(waiting.items()))
-                del waiting[name]
-                keys = list(dict.fromkeys(k for outputs in arrived for k in outputs))
-                joined = {k: [o.get(k) for o in arrived] for k in keys}
-                pending.append((self.steps[name], joined, False))
-            step, kwargs, branch = pending.pop(0)
+        while (queued := walk.next()) is not None:
+            step, kwargs, branch = queued
             if cancel.is_set():
                 yield Failed("CANCELLED", "the run was cancelled", step.name, 499)
                 return
             runs += 1
-            label = f"{step.name}#{runs}"
             ctx = StepContext(
                 step=step.name,
                 deps=deps,
@@ -360,80 +352,29 @@ class Flow:
                 cancel=cancel,
                 session_id=session_id,
                 history=turns,
-                stream_refused=_stream_refusal(branch, bool(pending or waiting), bool(final)),
+                stream_refused=_stream_refusal(branch, walk.others_pending, bool(walk.final)),
             )
-            result = yield from self._run_step(step, label, kwargs, ctx)
+            result = yield from self._run_step(step, f"{step.name}#{runs}", kwargs, ctx)
             if result is None:
                 return
-            streamed.update(ctx.streamed)
-            nexts = result.next_step
-            if nexts is None:
-                final.update(result.outputs)
-                continue
-            targets = [nexts] if isinstance(nexts, str) else list(nexts)
-            forks = branch or step.one_to_many or len(targets) > 1
-            for target in targets:
-                if target not in self.steps:
-                    yield Failed(
-                        "FLOW_INVALID", f"step '{step.name}' names no step '{target}'", step.name
-                    )
-                    return
-                try:
-                    branches = self._fan_out(step, result.outputs)
-                except ValueError as exc:
-                    yield Failed("FLOW_INVALID", str(exc), step.name)
-                    return
-                for outputs in branches:
-                    if self.steps[target].many_to_one:
-                        waiting.setdefault(target, []).append(outputs)
-                    else:
-                        pending.append((self.steps[target], outputs, forks))
-        for key, value in final.items():
-            if key in streamed:  # sent as chunks, checked equal to them
-                continue
-            try:
-                json.dumps(value)
-            except (TypeError, ValueError):
-                yield Failed(
-                    "FLOW_INVALID",
-                    f"output '{key}' is a {type(value).__name__}, not JSON data",
-                    None,
-                )
+            walk.streamed.update(ctx.streamed)
+            problem = walk.route(step, result, branch)
+            if problem is not None:
+                yield Failed("FLOW_INVALID", problem, step.name)
                 return
-        for key, value in final.items():
-            if key not in streamed:
-                yield Output(key, value)
-
-    def _fan_out(self, step: FlowStep, outputs: dict[str, Any]) -> list[dict[str, Any]]:
-        if not step.one_to_many:
-            return [outputs]
-        lists = [k for k, v in outputs.items() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise ValueError(f"one_to_many step '{step.name}' must return exactly one list output")
-        key = lists[0]
-        return [{**outputs, key: item} for item in outputs[key]]
+        yield from walk.outputs()
 
     def _run_step(
         self, step: FlowStep, label: str, kwargs: dict[str, Any], ctx: StepContext
     ) -> Generator[Event, None, StepResult | None]:
         yield StepStarted(label, "flow")
-        deps = ctx.deps
         started = time.perf_counter()
         # Our own components (providers, prompts) keep their error codes; any other
         # exception is the flow's code failing: a failed run, not a crash.
         failure: Failed | None = None
         try:
-            if step.prompt is not None:
-                if deps.prompts is None:
-                    raise RuntimeError("managed prompts are not available here")
-                resolved = deps.prompts.resolve(step.prompt, step.label, None)
-                ctx.prompt, ctx.prompt_source = resolved.prompt, resolved.source
-            result = yield from _call(step, kwargs, ctx)
-            if not isinstance(result, StepResult):
-                raise TypeError(
-                    f"step '{step.name}' returned {type(result).__name__}, not a StepResult"
-                )
-        except (AppsYamlError, ProviderError) as exc:
+            result = yield from _call_step(step, kwargs, ctx)
+        except AppforgeError as exc:
             result = StepResult(error=exc.message)
             failure = Failed(exc.code, exc.message, step.name, exc.status_code)
         except Exception as exc:
@@ -446,18 +387,15 @@ class Flow:
                 failure = Failed("FLOW_INVALID", problem, step.name)
             # A streamed key left out of the result has the streamed text as its value.
             result = StepResult(result.next_step, problem, **{**ctx.streamed, **result.outputs})
-        status = "failed" if result.error else "cancelled" if cancelled else "succeeded"
-        detail: dict[str, Any] = {
-            "input": _jsonable(kwargs),
-            "output": _jsonable(result.outputs),
-            "status": status,
-            "calls": ctx.calls,
-        }
-        if result.error:
-            detail["error"] = result.error
-        if ctx.prompt_source is not None:
-            detail["prompt"] = ctx.prompt_source
-        yield StepFinished(label, "flow", latency, dict(ctx.usage), detail)
+        record = FlowStepResult(
+            input=_jsonable(kwargs),
+            output=_jsonable(result.outputs),
+            status="failed" if result.error else "cancelled" if cancelled else "succeeded",
+            calls=ctx.calls,
+            error=result.error,
+            prompt=ctx.prompt_source,
+        )
+        yield StepFinished(label, "flow", latency, record)
         if result.error:
             yield failure or Failed("FLOW_STEP_FAILED", result.error, step.name, 500)
             return None
@@ -465,6 +403,95 @@ class Flow:
             yield Failed("CANCELLED", "the run was cancelled", step.name, 499)
             return None
         return result
+
+
+class _Walk:
+    """Where a flow run is: the steps queued, the fan-ins waiting, the final outputs."""
+
+    def __init__(self, flow: Flow, inputs: dict[str, Any]) -> None:
+        self.flow = flow
+        # Each queued step: its inputs, and whether it runs in a fan-out branch.
+        self.pending: list[tuple[FlowStep, dict[str, Any], bool]] = [(flow.initial, inputs, False)]
+        self.waiting: dict[str, list[dict[str, Any]]] = {}
+        self.final: dict[str, Any] = {}
+        self.streamed: set[str] = set()
+
+    @property
+    def others_pending(self) -> bool:
+        return bool(self.pending or self.waiting)
+
+    def next(self) -> tuple[FlowStep, dict[str, Any], bool] | None:
+        """The next step to run, or None when the flow is done."""
+        if not self.pending and self.waiting:  # every branch arrived: each fan-in, on lists
+            name, arrived = next(iter(self.waiting.items()))
+            del self.waiting[name]
+            keys = list(dict.fromkeys(k for outputs in arrived for k in outputs))
+            joined = {k: [o.get(k) for o in arrived] for k in keys}
+            self.pending.append((self.flow.steps[name], joined, False))
+        return self.pending.pop(0) if self.pending else None
+
+    def route(self, step: FlowStep, result: StepResult, branch: bool) -> str | None:
+        """Queue what follows ``step``; why the flow is invalid, or None."""
+        nexts = result.next_step
+        if nexts is None:
+            self.final.update(result.outputs)
+            return None
+        targets = [nexts] if isinstance(nexts, str) else list(nexts)
+        forks = branch or step.one_to_many or len(targets) > 1
+        for target in targets:
+            if target not in self.flow.steps:
+                return f"step '{step.name}' names no step '{target}'"
+            try:
+                branches = _fan_out(step, result.outputs)
+            except ValueError as exc:
+                return str(exc)
+            for outputs in branches:
+                if self.flow.steps[target].many_to_one:
+                    self.waiting.setdefault(target, []).append(outputs)
+                else:
+                    self.pending.append((self.flow.steps[target], outputs, forks))
+        return None
+
+    def outputs(self) -> Iterator[Event]:
+        """The final outputs not streamed already, or a failure if one is not JSON data."""
+        for key, value in self.final.items():
+            if key in self.streamed:  # sent as chunks, checked equal to them
+                continue
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                yield Failed(
+                    "FLOW_INVALID", f"output '{key}' is a {type(value).__name__}, not JSON data"
+                )
+                return
+        for key, value in self.final.items():
+            if key not in self.streamed:
+                yield Output(key, value)
+
+
+def _fan_out(step: FlowStep, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    if not step.one_to_many:
+        return [outputs]
+    lists = [k for k, v in outputs.items() if isinstance(v, list)]
+    if len(lists) != 1:
+        raise ValueError(f"one_to_many step '{step.name}' must return exactly one list output")
+    key = lists[0]
+    return [{**outputs, key: item} for item in outputs[key]]
+
+
+def _call_step(
+    step: FlowStep, kwargs: dict[str, Any], ctx: StepContext
+) -> Generator[Event, None, StepResult]:
+    """The step, with its managed prompt resolved; its result checked to be a StepResult."""
+    if step.prompt is not None:
+        if ctx.deps.prompts is None:
+            raise RuntimeError("managed prompts are not available here")
+        resolved = ctx.deps.prompts.resolve(step.prompt, step.label, None)
+        ctx.prompt, ctx.prompt_source = resolved.prompt, resolved.source
+    result = yield from _call(step, kwargs, ctx)
+    if not isinstance(result, StepResult):
+        raise TypeError(f"step '{step.name}' returned {type(result).__name__}, not a StepResult")
+    return result
 
 
 def _call(step: FlowStep, kwargs: dict[str, Any], ctx: StepContext) -> Generator[Event, None, Any]:

@@ -1,6 +1,6 @@
 """Apps that pin managed prompts: resolving a ``PromptRef`` and finding dependents.
 
-This adapter sits in the API layer because it joins two packages below it:
+This adapter sits in the run service because it joins two packages below it:
 it reads the prompts store and produces the app engine's ``InlinePrompt``.
 """
 
@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from apps_yaml.engine import ResolvedPrompt
+from apps_yaml.events import PromptSource
+from apps_yaml.runner import ResolvedPrompt
 from apps_yaml.schema import InlinePrompt, Message
 from prompts import labels, store
 from prompts.errors import PromptsError
@@ -35,12 +36,7 @@ class StorePrompts:
                 inline = InlinePrompt(
                     messages=[Message.model_validate(m) for m in row.template_messages or []]
                 )
-            source = {
-                "id": prompt.id,
-                "name": prompt.name,
-                "version": row.version_number,
-                "label": found_by,
-            }
+            source = PromptSource(prompt.id, prompt.name, row.version_number, found_by)
             return ResolvedPrompt(prompt=inline, source=source)
 
 

@@ -14,16 +14,18 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from api.auth import Principal
 from api.deps import CurrentToken, DbSession
 from api.errors import ApiError, NotFoundError, UnsupportedMediaError
 from api.routes.webhooks import emit
-from api.tables import Token
+from api.state import api_state
 from appforge.core.db import utcnow
 from apps_yaml.loader import load_text
 from apps_yaml.schema import AppDocument
 from datasources.tables import Datasource
 from providers.errors import ProviderError
 from runs import prompt_refs
+from runs.records import stored_document
 from runs.tables import App, AppVersion
 
 router = APIRouter(prefix="/api/apps", tags=["apps"])
@@ -131,18 +133,18 @@ class StoreReferences:
 
     def model_problem(self, model: str) -> str | None:
         try:
-            self.request.app.state.models.check(model)
+            api_state(self.request).models.check(model)
         except ProviderError as exc:
             return exc.message
         return None
 
     def flow_served(self, name: str) -> bool:
-        return name in self.request.app.state.flows
+        return name in api_state(self.request).services.flows
 
 
 def parse_definition(request: Request, db: Session, text: str) -> AppDocument:
     """Validate a definition completely, as it would run: 422 with every problem."""
-    limits = request.app.state.settings.limits
+    limits = api_state(request).settings.limits
     return load_text(
         text,
         max_bytes=limits.max_yaml_bytes,
@@ -158,23 +160,17 @@ def get_app_row(db: Session, app_uuid: str) -> App:
     return app
 
 
-def _document(doc: AppDocument) -> dict[str, Any]:
-    # A flow app has no steps or output of its own (its Python code is them).
-    absent = {"steps", "output"} if doc.flow is not None else None
-    return doc.model_dump(mode="json", exclude_none=True, exclude=absent)
-
-
 def _apply(app: App, doc: AppDocument, text: str) -> None:
     app.name = doc.name
     app.description = doc.description
     app.type = doc.type
     app.public = doc.public
     app.yaml = text
-    app.document = _document(doc)
+    app.document = stored_document(doc)
     app.updated_at = utcnow()
 
 
-def _new_version(db: Session, app: App, token: Token) -> None:
+def _new_version(db: Session, app: App, token: Principal) -> None:
     db.add(
         AppVersion(
             app_uuid=app.uuid,
@@ -261,7 +257,7 @@ def get_app_route(request: Request, app_uuid: str, db: DbSession, _: CurrentToke
     return to_public(app)
 
 
-def _event_data(app: App, token: Token, **extra: Any) -> dict[str, Any]:
+def _event_data(app: App, token: Principal, **extra: Any) -> dict[str, Any]:
     """A webhook payload's ``data`` about an app."""
     data = {"appId": app.uuid, "appName": app.name, "version": app.version, "by": token.name}
     return {**data, **extra}

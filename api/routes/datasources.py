@@ -19,6 +19,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import CurrentToken
+from api.state import api_state
 from datasources.errors import EntryInvalidError, EntryTooLargeError
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore, NewEntry
@@ -133,7 +134,7 @@ class SearchResponse(BaseModel):
 
 
 def _store(request: Request) -> DatasourceStore:
-    store: DatasourceStore = request.app.state.datasources
+    store: DatasourceStore = api_state(request).datasources
     return store
 
 
@@ -152,7 +153,7 @@ def _datasource_public(row: Datasource) -> DatasourcePublic:
 
 def _added(request: Request, datasource_uuid: str, new: NewEntry) -> EntryPublic:
     entry = _store(request).add_entry(datasource_uuid, new)
-    queue: IngestionQueue | None = request.app.state.ingestion
+    queue: IngestionQueue | None = api_state(request).ingestion
     if queue is not None:
         queue.wake()
     return _entry_public(entry)
@@ -205,7 +206,7 @@ def add_entry_route(
     data = body.entry_data
     file: bytes | None = None
     if data.file is not None:
-        limit = request.app.state.settings.datasources.max_entry_bytes
+        limit = api_state(request).settings.datasources.max_entry_bytes
         if len(data.file) > (limit + 2) // 3 * 4 + 4:
             raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
         try:
@@ -238,7 +239,7 @@ def upload_entry_route(
 ) -> EntryPublic:
     """Add a file entry as ``multipart/form-data`` (``file``, optional ``name`` and
     ``entry_metadata`` as JSON) instead of base64; otherwise as ``POST .../entries``."""
-    limit = request.app.state.settings.datasources.max_entry_bytes
+    limit = api_state(request).settings.datasources.max_entry_bytes
     data = file.file.read(limit + 1)
     if len(data) > limit:
         raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
@@ -282,7 +283,7 @@ def retry_entry_route(
     """Process a failed (or ready) entry again from the start: status back to ``pending``;
     409 ``ENTRY_BUSY`` while it is pending or processing."""
     entry = _store(request).retry_entry(datasource_uuid, entry_uuid)
-    queue: IngestionQueue | None = request.app.state.ingestion
+    queue: IngestionQueue | None = api_state(request).ingestion
     if queue is not None:
         queue.wake()
     return _entry_public(entry)

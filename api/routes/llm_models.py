@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentToken
+from api.state import api_state
 from providers.errors import ProviderError
 from providers.local import MODEL_NAME, LocalProvider
 from providers.openai_compat import OpenAICompatProvider
@@ -145,13 +146,13 @@ async def list_models(
     An alias is reachable when its provider is and the provider serves the
     model name; ``listed`` tells whether the server's own model list has it.
     """
-    registry: ProviderRegistry = request.app.state.models
+    registry: ProviderRegistry = api_state(request).models
     names = registry.provider_names()
     statuses = await asyncio.gather(
         *(run_in_threadpool(_provider_status, registry, name, timeout) for name in names)
     )
     by_name = dict(zip(names, statuses, strict=True))
-    aliases = request.app.state.settings.models
+    aliases = api_state(request).settings.models
     alias_statuses = await run_in_threadpool(
         lambda: [
             _alias_status(registry, alias, target, by_name)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import create_token, list_tokens, revoke_token
 from api.deps import AdminToken, CurrentToken, DbSession
 from api.errors import NotFoundError
+from api.state import State
 from api.tables import Token
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"])
@@ -50,9 +51,12 @@ def list_route(db: DbSession, _: AdminToken) -> list[Token]:
 
 
 @router.get("/me", response_model=TokenPublic)
-def me_route(token: CurrentToken) -> Token:
+def me_route(token: CurrentToken, db: DbSession) -> Token:
     """The token making this request."""
-    return token
+    row = db.get(Token, token.id)
+    if row is None:  # deleted since it was looked up
+        raise NotFoundError(f"no token '{token.id}'", code="TOKEN_NOT_FOUND")
+    return row
 
 
 @router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
@@ -69,8 +73,10 @@ def create_route(body: TokenCreate, db: DbSession, _: AdminToken) -> TokenCreate
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_route(token_id: str, db: DbSession, _: AdminToken) -> None:
-    """Revoke a token (admin only); it stops working at once."""
+def revoke_route(token_id: str, db: DbSession, state: State, _: AdminToken) -> None:
+    """Revoke a token (admin only); it stops working at once in this process, and
+    within ``APPFORGE_AUTH__CACHE_SECONDS`` in the others."""
     if revoke_token(db, token_id) is None:
         raise NotFoundError(f"no token '{token_id}'", code="TOKEN_NOT_FOUND")
     db.commit()
+    state.tokens.clear()

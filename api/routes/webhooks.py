@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminToken, DbSession
 from api.errors import ApiError, NotFoundError
+from api.state import api_state
 from api.tables import Webhook, WebhookDelivery
 from appforge.core.db import utcnow
 from appforge.core.settings import Settings
@@ -173,10 +174,10 @@ async def create_webhook_route(
 ) -> WebhookPublic:
     """Subscribe a URL to events; the URL must reach a public address (422 ``URL_REFUSED``)."""
     # Resolving the host blocks: off the event loop.
-    await run_in_threadpool(check_webhook_url, body.url, request.app.state.settings)
+    await run_in_threadpool(check_webhook_url, body.url, api_state(request).settings)
 
     def save() -> WebhookPublic:
-        with request.app.state.db() as db:
+        with api_state(request).db() as db:
             row = Webhook(
                 id=str(uuid.uuid4()),
                 url=body.url,
@@ -205,7 +206,7 @@ async def update_webhook_route(
     are marked ``skipped``, and no event is queued while paused; after resuming,
     new events are delivered again.
     """
-    factory = request.app.state.db
+    factory = api_state(request).db
 
     def exists() -> None:
         with factory() as db:
@@ -214,7 +215,7 @@ async def update_webhook_route(
     if body.url is not None:
         # 404 before 422; the host is resolved off the event loop.
         await run_in_threadpool(exists)
-        await run_in_threadpool(check_webhook_url, body.url, request.app.state.settings)
+        await run_in_threadpool(check_webhook_url, body.url, api_state(request).settings)
 
     def save() -> WebhookPublic:
         with factory() as db:

@@ -1,19 +1,33 @@
-"""``appforge run``: run an app file or a Python flow here, or serve it."""
+"""``appforge run``: run an app file or a Python flow here, or serve it.
+
+A plain run goes through the run service of this process, wired like the
+server's (the home's models, managed prompts and datasources), and stores
+nothing. ``--session`` and ``--serve`` save the app in the home and run it
+through the API started in this process, so sessions persist.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from appforge.cli.root import load_settings, main, open_db, open_engine, report_error
-from appforge.core.settings import Settings
+from appforge.cli.root import load_settings, main, open_db, report_error
+
+if TYPE_CHECKING:
+    from appforge.client import Client
+    from apps_yaml.events import Event, Outcome
+    from apps_yaml.flows import Flow
+    from apps_yaml.schema import AppDocument, InputField
 
 
-def _parse_inputs(pairs: tuple[str, ...], declared: dict[str, Any]) -> dict[str, Any]:
+def _parse_inputs(pairs: tuple[str, ...], declared: dict[str, InputField]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -30,19 +44,6 @@ def _parse_inputs(pairs: tuple[str, ...], declared: dict[str, Any]) -> dict[str,
         else:
             values[key] = raw
     return values
-
-
-def _retriever(settings: Settings, doc: Any, embedder: Any) -> tuple[Any, Any]:
-    """The datasources of the home (or database) for retrieve steps; none if the app has none."""
-    if not any(step.kind == "retrieve" for step in doc.steps):
-        return None, None
-    from appforge.core.db import make_engine, migrate, session_factory
-    from datasources.store import DatasourceStore, StoreRetriever
-
-    db_engine = make_engine(settings.resolved_database_url())
-    migrate(db_engine)
-    store = DatasourceStore.open(settings, session_factory(db_engine), embedder)
-    return StoreRetriever(store), db_engine
 
 
 @main.command()
@@ -76,54 +77,97 @@ def run(
     if session_id or serve:
         _through_api(obj, app_file, inputs, as_json, session_id, serve, host, port)
         return
-    from apps_yaml import engine
-    from apps_yaml.errors import AppsYamlError
-    from apps_yaml.inputs import check_input
-    from apps_yaml.loader import load_file
-    from providers.registry import ProviderRegistry
-
-    settings = load_settings()
-    registry = ProviderRegistry(settings, providers=obj.get("providers"))
-    db_engine: Any = None
-    try:
-        if app_file.suffix == ".py":
-            flow = _load_flow(app_file)
-            try:
-                values = check_input(_flow_app(flow), _parse_inputs(inputs, flow.input))
-            except AppsYamlError as exc:
-                report_error(exc)
-                sys.exit(2)
-            db_engine = open_engine(settings)
-            events = flow.run(values, _flow_deps(registry, db_engine))
-            multi = True
-        else:
-            try:
-                doc = load_file(app_file)
-                values = check_input(doc, _parse_inputs(inputs, doc.input))
-            except AppsYamlError as exc:
-                report_error(exc)
-                sys.exit(2)
-            if doc.flow is not None:
-                click.echo(
-                    f"error [FLOW_NOT_SERVED]: {app_file.name} runs the Python flow "
-                    f"'{doc.flow}': run its flow file (appforge run flow.py)",
-                    err=True,
-                )
-                sys.exit(2)
-            retriever, db_engine = _retriever(settings, doc, obj.get("embedder"))
-            deps = engine.Dependencies(models=registry, retriever=retriever)
-            events = engine.run(doc, values, deps)
-            multi = len(doc.output) > 1
-        outcome = _print_events(events, as_json, multi)
-    finally:
-        registry.close()
-        if db_engine is not None:
-            db_engine.dispose()
+    flow = _load_flow(app_file) if app_file.suffix == ".py" else None
+    doc = _document(app_file, flow)
+    outcome = _run_here(obj, doc, flow, _parse_inputs(inputs, doc.input), as_json)
     if outcome.failure is not None:
         click.echo(f"error [{outcome.failure.code}]: {outcome.failure.message}", err=True)
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(outcome.output, ensure_ascii=False, indent=2))
+
+
+def _document(app_file: Path, flow: Flow | None) -> AppDocument:
+    """The app document of the file (for a flow: the app naming it); exit 2 if invalid."""
+    from apps_yaml.errors import AppsYamlError
+    from apps_yaml.loader import load_file
+    from apps_yaml.schema import AppDocument
+
+    try:
+        doc = AppDocument.model_validate(flow.app_document()) if flow else load_file(app_file)
+    except AppsYamlError as exc:
+        report_error(exc)
+        sys.exit(2)
+    if flow is None and doc.flow is not None:
+        click.echo(
+            f"error [FLOW_NOT_SERVED]: {app_file.name} runs the Python flow "
+            f"'{doc.flow}': run its flow file (appforge run flow.py)",
+            err=True,
+        )
+        sys.exit(2)
+    return doc
+
+
+def _run_here(
+    obj: dict[str, Any], doc: AppDocument, flow: Flow | None, values: dict[str, Any], as_json: bool
+) -> Outcome:
+    """Run ``doc`` through this process's run service, printing its output as it comes."""
+    from apps_yaml.errors import InputInvalidError
+    from runs.service import RunService
+    from runs.services import Services
+
+    services = Services.open(
+        load_settings(),
+        providers=obj.get("providers"),
+        embedder=obj.get("embedder"),
+        flows={flow.name: flow} if flow else None,
+    )
+    try:
+        try:
+            events = RunService(services).run_document(doc, values)
+        except InputInvalidError as exc:
+            report_error(exc)
+            sys.exit(2)
+        multi = flow is not None or len(doc.output) > 1
+        return _print_events(events, as_json, multi)
+    finally:
+        services.close()
+
+
+def _print_events(events: Iterator[Event], as_json: bool, multi: bool) -> Outcome:
+    """Fold the run's events, printing output pieces as they arrive (unless as_json)."""
+    from apps_yaml.events import Chunk, Outcome, Output
+
+    outcome = Outcome()
+    printer = _Printer(multi)
+    for event in events:
+        outcome.add(event)
+        if not as_json and isinstance(event, Chunk | Output):
+            printer.piece(event.key, event.text if isinstance(event, Chunk) else event.value)
+    printer.end()
+    return outcome
+
+
+class _Printer:
+    """Prints output pieces as they come; with several keys, each under ``[key]``."""
+
+    def __init__(self, multi: bool) -> None:
+        self.multi = multi
+        self.current: str | None = None
+
+    def piece(self, key: str, value: Any) -> None:
+        if self.multi and key != self.current:
+            click.echo(("\n" if self.current else "") + f"[{key}] ", nl=False)
+        self.current = key
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        click.echo(text, nl=False)
+
+    def end(self) -> None:
+        if self.current is not None:
+            click.echo()
+
+
+# --- through the API of this process ----------------------------------------------------
 
 
 def _through_api(
@@ -140,28 +184,58 @@ def _through_api(
 
     A flow (a .py file) is served by this process only: the API gets the loaded flow,
     and the saved app names it (``flow: <name>``)."""
-    import threading
+    from appforge.client import ApiError, Client
 
+    flow = _load_flow(app_file) if app_file.suffix == ".py" else None
+    with _admin_token(app_file) as (token, temporary):
+        with _api(obj, flow, host, port if serve else _free_port()) as (base, thread):
+            with Client(base, token) as client:
+                try:
+                    uuid = _save_app(client, _flow_yaml(flow) if flow else app_file.read_text())
+                    if serve:
+                        click.echo(f"serving {app_file.name} as app {uuid}")
+                        click.echo(f"run it: POST {base}/api/apps/{uuid}/run[/<session id>]")
+                        if temporary:
+                            click.echo(f"token (valid while this runs): {token}", err=True)
+                        thread.join()
+                        return
+                    _stream_once(client, uuid, inputs, session_id, as_json)
+                except ApiError as exc:
+                    report_error(exc)
+                    sys.exit(1 if exc.status >= 500 or exc.code == "TEMPLATE_ERROR" else 2)
+
+
+@contextmanager
+def _admin_token(app_file: Path) -> Iterator[tuple[str, bool]]:
+    """The server's admin token, or one made for this command and revoked when it ends."""
+    from api.auth import create_token, revoke_token
+    from appforge.core.db import transaction
+
+    settings = load_settings()
+    if settings.admin_token is not None:
+        yield settings.admin_token.get_secret_value(), False
+        return
+    db = open_db()
+    with transaction(db) as session:
+        row, token = create_token(session, f"appforge run {app_file.name}", is_admin=True)
+    try:
+        yield token, True
+    finally:
+        with transaction(db) as session:
+            revoke_token(session, row.id)
+
+
+@contextmanager
+def _api(
+    obj: dict[str, Any], flow: Flow | None, host: str, port: int
+) -> Iterator[tuple[str, threading.Thread]]:
+    """The API on ``host:port`` in a thread of this process, until the block ends."""
     import uvicorn
 
     from api.app import create_app
-    from appforge.client import ApiError, Client, StreamChunk
 
-    flow = _load_flow(app_file) if app_file.suffix == ".py" else None
-    settings = load_settings()
-    if settings.admin_token is not None:
-        token, temporary = settings.admin_token.get_secret_value(), None
-    else:  # a token for this command only: revoked when it ends
-        from api.auth import create_token
-        from appforge.core.db import transaction
-
-        with transaction(open_db()) as db:
-            row, token = create_token(db, f"appforge run {app_file.name}", is_admin=True)
-            temporary = row.id
-    if not serve:
-        port = _free_port()
     app = create_app(
-        settings,
+        load_settings(),
         providers=obj.get("providers"),
         embedder=obj.get("embedder"),
         flows={flow.name: flow} if flow is not None else None,
@@ -174,69 +248,46 @@ def _through_api(
             if not thread.is_alive():
                 raise click.ClickException(f"the API could not start on {host}:{port}")
             thread.join(0.05)
-        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        with Client(base, token) as client:
-            try:
-                uuid = _save_app(client, _flow_yaml(flow) if flow else app_file.read_text())
-                if serve:
-                    click.echo(f"serving {app_file.name} as app {uuid}")
-                    click.echo(f"run it: POST {base}/api/apps/{uuid}/run[/<session id>]")
-                    if temporary is not None:
-                        click.echo(f"token (valid while this runs): {token}", err=True)
-                    thread.join()
-                    return
-                definition = client.get_app(uuid).definition
-                values = _parse_inputs(inputs, _declared_inputs(definition))
-                multi = "flow" in definition or len(definition.get("output", {})) > 1
-                chunks: list[StreamChunk] = []
-                current: str | None = None
-                for chunk in client.stream(uuid, values, session_id):
-                    chunks.append(chunk)
-                    if as_json:
-                        continue
-                    for key, piece in chunk.output.items():
-                        if multi and key != current:
-                            click.echo(("\n" if current else "") + f"[{key}] ", nl=False)
-                        current = key
-                        text = piece if isinstance(piece, str) else json.dumps(piece)
-                        click.echo(text, nl=False)
-            except ApiError as exc:
-                report_error(exc)
-                sys.exit(1 if exc.status >= 500 or exc.code == "TEMPLATE_ERROR" else 2)
-        from appforge.client import stitch
-
-        if as_json:
-            click.echo(json.dumps(stitch(chunks[:-1]), ensure_ascii=False, indent=2))
-        else:
-            click.echo()
-        click.echo(f"session: {chunks[-1].session['id']}", err=True)
+        yield f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", thread
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-        if temporary is not None:
-            from api.auth import revoke_token
-            from appforge.core.db import transaction
-
-            with transaction(open_db()) as db:
-                revoke_token(db, temporary)
 
 
-def _save_app(client: Any, text: str) -> str:
+def _stream_once(
+    client: Client, uuid: str, inputs: tuple[str, ...], session_id: str | None, as_json: bool
+) -> None:
+    """Run the saved app once in ``session_id``, printing its output as it streams."""
+    from appforge.client import StreamChunk, stitch
+    from apps_yaml.schema import InputField
+
+    definition = client.get_app(uuid).definition
+    declared = {k: InputField.model_validate(v) for k, v in definition.get("input", {}).items()}
+    values = _parse_inputs(inputs, declared)
+    printer = _Printer("flow" in definition or len(definition.get("output", {})) > 1)
+    chunks: list[StreamChunk] = []
+    for chunk in client.stream(uuid, values, session_id):
+        chunks.append(chunk)
+        if not as_json:
+            for key, piece in chunk.output.items():
+                printer.piece(key, piece)
+    if as_json:
+        click.echo(json.dumps(stitch(chunks[:-1]), ensure_ascii=False, indent=2))
+    else:
+        click.echo()
+    click.echo(f"session: {chunks[-1].session['id']}", err=True)
+
+
+def _save_app(client: Client, text: str) -> str:
     """Create the app, or update the app of the same name (a new version if it changed)."""
     import yaml
 
     name = (yaml.safe_load(text) or {}).get("name") if text.strip() else None
-    existing = [a for a in client.list_apps(q=name)] if isinstance(name, str) else []
+    existing = list(client.list_apps(q=name)) if isinstance(name, str) else []
     same = [a for a in existing if a.name == name]
     if same:
         return str(client.update_app(same[0].uuid, text).uuid)
     return str(client.create_app(text).uuid)
-
-
-def _declared_inputs(definition: dict[str, Any]) -> dict[str, Any]:
-    from apps_yaml.schema import InputField
-
-    return {k: InputField.model_validate(v) for k, v in definition.get("input", {}).items()}
 
 
 def _free_port() -> int:
@@ -247,29 +298,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _print_events(events: Any, as_json: bool, multi: bool) -> Any:
-    """Fold the run's events, printing output pieces as they arrive (unless as_json)."""
-    from apps_yaml import engine
-
-    outcome = engine.Outcome()
-    current: str | None = None
-    for event in events:
-        outcome.add(event)
-        if as_json or not isinstance(event, engine.Chunk | engine.Output):
-            continue
-        if multi and event.key != current:
-            click.echo(("\n" if current else "") + f"[{event.key}] ", nl=False)
-        current = event.key
-        text = event.text if isinstance(event, engine.Chunk) else event.value
-        click.echo(
-            text if isinstance(text, str) else json.dumps(text, ensure_ascii=False), nl=False
-        )
-    if current is not None:
-        click.echo()
-    return outcome
-
-
-def _load_flow(path: Path) -> Any:
+def _load_flow(path: Path) -> Flow:
     """The Flow defined in a Python file (running it is a local, trusted action)."""
     import importlib.util
 
@@ -288,22 +317,7 @@ def _load_flow(path: Path) -> Any:
     return flows[0]
 
 
-def _flow_app(flow: Any) -> Any:
-    """The app document naming ``flow`` (its inputs are checked against it)."""
-    from apps_yaml.schema import AppDocument
-
-    return AppDocument.model_validate(flow.app_document())
-
-
-def _flow_yaml(flow: Any) -> str:
+def _flow_yaml(flow: Flow) -> str:
     import yaml
 
     return yaml.safe_dump(flow.app_document(), sort_keys=False, allow_unicode=True)
-
-
-def _flow_deps(registry: Any, db_engine: Any) -> Any:
-    from appforge.core.db import session_factory
-    from apps_yaml.engine import Dependencies
-    from runs.prompt_refs import StorePrompts
-
-    return Dependencies(models=registry, prompts=StorePrompts(session_factory(db_engine)))

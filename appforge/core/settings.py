@@ -140,6 +140,17 @@ class RateLimitSettings(BaseModel):
     burst: int = Field(default=120, ge=1, description="Bucket size: requests allowed at once.")
 
 
+class AuthSettings(BaseModel):
+    """Authentication of API tokens."""
+
+    cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long each API process remembers a token it looked up (0: never); "
+        "a token revoked through another process stops working within this time.",
+    )
+
+
 class WebhookSettings(BaseModel):
     """Webhook delivery: worker threads, timeouts, retries with exponential backoff."""
 
@@ -209,6 +220,7 @@ class Settings(BaseSettings):
         description="Redis URL; when set, rate-limit buckets are shared by all API processes.",
     )
     runs: RunSettings = Field(default_factory=RunSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     chroma_url: str | None = Field(
         default=None,
         description="Chroma server URL (http://host:8000); empty = Chroma files in the home.",

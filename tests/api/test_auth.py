@@ -52,7 +52,7 @@ def test_tokens_created_hashed_and_revoked(db_client: TestClient):
     listed = db_client.get("/api/tokens").json()
     assert {t["name"] for t in listed} == {"admin", "ci"}
     assert all("token" not in t for t in listed)
-    with db_client.app.state.db() as db:  # type: ignore[attr-defined]
+    with db_client.app.state.api.db() as db:  # type: ignore[attr-defined]
         hashes = list(db.scalars(select(Token.token_hash)))
     assert value not in hashes and all(len(h) == 64 for h in hashes)
     assert db_client.delete(f"/api/tokens/{created['id']}").status_code == 204

@@ -45,7 +45,7 @@ def _ready(client: TestClient, ds: str, metadata: dict[str, Any] | None = None, 
 
 def _vectors(client: TestClient, ds: str, entry: str | None = None) -> int:
     app: Any = client.app
-    return int(app.state.datasources.index.count(ds, entry))
+    return int(app.state.api.datasources.index.count(ds, entry))
 
 
 # --- datasources ---------------------------------------------------------------

@@ -281,7 +281,7 @@ def test_flow_run_records_the_managed_prompt_version(
     step = client.get(f"/api/runs/{run_id}").json()["steps"][0]
     assert step["prompt"] == {"id": pid, "name": "shout", "version": 2, "label": "production"}
     assert step["calls"][0]["messages"] == [{"role": "user", "content": "Whisper: hello"}]
-    with client.app.state.db() as db:  # type: ignore[attr-defined]
+    with client.app.state.api.db() as db:  # type: ignore[attr-defined]
         rows = list(db.scalars(select(RunPrompt).where(RunPrompt.run_id == run_id)))
     assert [(p.step_id, p.prompt_id, p.prompt_version, p.label) for p in rows] == [
         ("say#1", pid, 2, "production")

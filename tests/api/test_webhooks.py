@@ -335,7 +335,7 @@ STOPPED = {**FAST, "workers": 0}
 
 
 def _dispatcher(client: TestClient) -> WebhookDispatcher:
-    dispatcher: WebhookDispatcher = client.app.state.webhooks  # type: ignore[attr-defined]
+    dispatcher: WebhookDispatcher = client.app.state.api.webhooks  # type: ignore[attr-defined]
     return dispatcher
 
 
@@ -539,7 +539,7 @@ def test_webhook_retention_deletes_only_old_finished_deliveries(
     client = make_client(settings)
     ok = _subscribe(client, receiver.url, ["prompt.created"])
     bad = _subscribe(client, f"http://127.0.0.1:{_closed_port()}/hook", ["prompt.created"])
-    factory = client.app.state.db  # type: ignore[attr-defined]
+    factory = client.app.state.api.db  # type: ignore[attr-defined]
 
     def backdate() -> None:
         """Every delivery so far was created 31 days ago; the pending ones retry tomorrow."""

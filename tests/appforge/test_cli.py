@@ -109,3 +109,41 @@ def test_cli_tokens_create_list_revoke(runner: CliRunner):
     missing = runner.invoke(main, ["token", "revoke", "nope"])
     assert missing.exit_code == 1
     assert "TOKEN_NOT_FOUND" in missing.stderr
+
+
+def test_cli_run_app_pinning_a_managed_prompt(
+    runner: CliRunner,
+    obj: dict[str, Any],
+    tmp_path: Path,
+    make_client: Any,
+    make_settings: Any,
+):
+    # The prompt lives in the home the CLI uses (APPFORGE_HOME = tmp_path / "home").
+    api = make_client(make_settings())
+    uc = api.post("/api/v1/use-cases", json={"name": "Support"}).json()["id"]
+    pid = api.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "support-answer"})
+    version = {"type": "text", "template_text": "Say the word {{ word }} once."}
+    assert api.post(f"/api/v1/prompts/{pid.json()['id']}/versions", json=version).status_code == 201
+    promote = api.post(
+        f"/api/v1/prompts/{pid.json()['id']}/versions/1/promote", json={"label": "production"}
+    )
+    assert promote.status_code == 200, promote.text
+    app = tmp_path / "pinned.yaml"
+    app.write_text(
+        "name: Pinned\ninput:\n  word: {type: string, required: true}\n"
+        "steps:\n  - id: a\n    kind: llm\n"
+        "    prompt: {ref: support-answer, variables: {word: '{{ input.word }}'}}\n"
+        "    params: {temperature: 0, seed: 1, max_tokens: 8}\n"
+        "output:\n  said: '{{ a.text }}'\n"
+    )
+    args = ["run", str(app), "--input", "word=apple", "--json"]
+    result = runner.invoke(main, args, obj=obj, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    said = json.loads(result.stdout)["said"]
+    # The same app through the API answers the same (temperature 0, same seed).
+    created = api.post(
+        "/api/apps", content=app.read_text(), headers={"Content-Type": "application/yaml"}
+    )
+    ran = api.post(f"/api/apps/{created.json()['uuid']}/run", json={"input": {"word": "apple"}})
+    assert ran.status_code == 200, ran.text
+    assert said == ran.json()["output"]["said"]

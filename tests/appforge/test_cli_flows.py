@@ -139,9 +139,9 @@ def test_run_flow_serve_serves_the_flow(tmp_path: Path):
         url = lines[-1].split("POST ", 1)[1].strip().removesuffix("[/<session id>]")
         assert url == f"http://127.0.0.1:{port}/api/apps/{serving.split()[-1]}/run"
         headers = {"Authorization": f"Token {token}"}
-        r = httpx.post(f"{url}/s-1", json={"input": {"text": TEXT}}, headers=headers, timeout=60)
+        r = httpx.post(f"{url}/s-1", json={"input": {"text": TEXT}}, headers=headers, timeout=600)
         assert r.status_code == 200, r.text
         assert r.json()["output"]["paragraphs"] == 2
         assert r.json()["session"] == {"id": "s-1"}
-        r = httpx.post(url, json={"input": {}}, headers=headers, timeout=60)
+        r = httpx.post(url, json={"input": {}}, headers=headers, timeout=600)
         assert r.status_code == 422 and r.json()["error"]["code"] == "INPUT_INVALID"

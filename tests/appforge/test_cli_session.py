@@ -82,7 +82,7 @@ def test_run_serve_serves_the_app(tmp_path: Path):
             f"http://127.0.0.1:{port}/api/apps/{uuid}/run",
             json={"input": {"msg": "hi"}},
             headers={"Authorization": f"Token {token}"},
-            timeout=60,
+            timeout=600,
         )
         assert r.status_code == 200 and r.json()["output"]["a"]
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from appforge.core.settings import Settings
-from apps_yaml import engine
-from apps_yaml.engine import Chunk, Dependencies, Failed, HistoryTurn, Outcome
+from apps_yaml.engine import AppRunner
+from apps_yaml.events import Chunk, Failed, Outcome
+from apps_yaml.runner import Dependencies, HistoryTurn
 from apps_yaml.schema import AppDocument
 from providers.registry import ProviderRegistry
 
@@ -50,7 +51,7 @@ def _app(**overrides: Any) -> AppDocument:
 
 
 def _run(app: AppDocument, deps: Dependencies, **kw: Any) -> tuple[list[Any], Outcome]:
-    events = list(engine.run(app, kw.pop("inputs", {"topic": "rain"}), deps, **kw))
+    events = list(AppRunner(app).run(kw.pop("inputs", {"topic": "rain"}), deps, **kw))
     outcome = Outcome()
     for e in events:
         outcome.add(e)
@@ -139,7 +140,7 @@ def test_engine_cancel_stops_generation(deps: Dependencies):
     )
     cancel = threading.Event()
     seen: list[Any] = []
-    for event in engine.run(app, {"topic": "x"}, deps, cancel=cancel):
+    for event in AppRunner(app).run({"topic": "x"}, deps, cancel=cancel):
         seen.append(event)
         if isinstance(event, Chunk) and len(seen) > 4:
             cancel.set()

@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 
 from appforge.cli import main
 from appforge.core.settings import Settings
-from apps_yaml.engine import Chunk, Dependencies, Failed, Outcome, Output, StepStarted
+from apps_yaml.events import Chunk, Failed, Outcome, Output, StepStarted
 from apps_yaml.flows import Flow, StepContext, StepResult
+from apps_yaml.runner import Dependencies
 from providers.registry import ProviderRegistry
 from runs.prompt_refs import StorePrompts
 
@@ -90,7 +91,7 @@ def test_flow_step_uses_managed_prompt(
     def say(ctx: StepContext, word: str) -> StepResult:
         return StepResult(text=ctx.llm(variables={"word": word}, max_tokens=8, temperature=0))
 
-    deps.prompts = StorePrompts(client.app.state.db)  # type: ignore[attr-defined]
+    deps.prompts = StorePrompts(client.app.state.api.db)  # type: ignore[attr-defined]
     _, outcome = _run(flow, {"word": "hello"}, deps)
     assert outcome.status == "succeeded", outcome.failure
     step = outcome.steps[0]
@@ -185,7 +186,7 @@ def test_flow_inputs_declared_or_read_from_the_initial_step():
 
 
 def test_flow_steps_see_the_session_history(deps: Dependencies):
-    from apps_yaml.engine import HistoryTurn
+    from apps_yaml.runner import HistoryTurn
 
     flow = Flow("recall", history=2)
 

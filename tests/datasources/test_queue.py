@@ -32,7 +32,7 @@ TEXT = " ".join(f"Line {i} of the manual explains step {i}." for i in range(30))
 
 def _state(client: TestClient) -> Any:
     app: Any = client.app
-    return app.state
+    return app.state.api
 
 
 def _setup(client: TestClient, n: int = 1) -> tuple[str, list[str]]:

@@ -1,0 +1,61 @@
+"""The API's state: one typed object built by the lifespan, not an untyped bag.
+
+``create_app`` puts an :class:`ApiState` on ``app.state.api`` when it starts;
+routes reach it through the ``State`` dependency (or :func:`api_state`).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.auth import TokenCache
+from api.ratelimit import Limiter
+from api.webhook_delivery import WebhookDispatcher
+from appforge.core.settings import Settings
+from datasources.queue import IngestionQueue
+from datasources.store import DatasourceStore
+from providers.registry import ProviderRegistry
+from runs.service import RunService
+from runs.services import Services
+
+
+@dataclass
+class ApiState:
+    """Everything the routes share, opened by the lifespan and closed with it."""
+
+    services: Services
+    runs: RunService
+    ingestion: IngestionQueue
+    webhooks: WebhookDispatcher
+    executor: ThreadPoolExecutor  # runs execute here, off the event loop
+    tokens: TokenCache
+    limiter: Limiter | None
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def db(self) -> sessionmaker[Session]:
+        return self.services.db
+
+    @property
+    def models(self) -> ProviderRegistry:
+        return self.services.models
+
+    @property
+    def datasources(self) -> DatasourceStore:
+        return self.services.datasources
+
+
+def api_state(request: Request) -> ApiState:
+    """The state of the application serving ``request``."""
+    return cast(ApiState, request.app.state.api)
+
+
+State = Annotated[ApiState, Depends(api_state)]

@@ -1,0 +1,58 @@
+"""Errors of the run service; every one derives from ``appforge.core.errors.AppforgeError``.
+
+RunServiceError                base (400)
+├── AppNotFoundError           404 APP_NOT_FOUND
+├── RunNotFoundError           404 RUN_NOT_FOUND
+├── SessionNotFoundError       404 SESSION_NOT_FOUND
+├── RunAuthError               401 AUTH_REQUIRED: a private app run without a token
+├── RunConflictError           409 SESSION_APP_MISMATCH, FLOW_NOT_SERVED
+├── SessionIdInvalidError      422 SESSION_ID_INVALID
+└── TooManyRunsError           429 TOO_MANY_ACTIVE_RUNS (with Retry-After)
+
+A run that starts and then fails is not an exception: it ends with a
+``Failed`` event and is stored with its error.
+"""
+
+from __future__ import annotations
+
+from appforge.core.errors import AppforgeError
+
+
+class RunServiceError(AppforgeError):
+    code = "RUN_ERROR"
+    status_code = 400
+
+
+class AppNotFoundError(RunServiceError):
+    code = "APP_NOT_FOUND"
+    status_code = 404
+
+
+class RunNotFoundError(RunServiceError):
+    code = "RUN_NOT_FOUND"
+    status_code = 404
+
+
+class SessionNotFoundError(RunServiceError):
+    code = "SESSION_NOT_FOUND"
+    status_code = 404
+
+
+class RunAuthError(RunServiceError):
+    code = "AUTH_REQUIRED"
+    status_code = 401
+
+
+class RunConflictError(RunServiceError):
+    code = "CONFLICT"
+    status_code = 409
+
+
+class SessionIdInvalidError(RunServiceError):
+    code = "SESSION_ID_INVALID"
+    status_code = 422
+
+
+class TooManyRunsError(RunServiceError):
+    code = "TOO_MANY_ACTIVE_RUNS"
+    status_code = 429

@@ -1,0 +1,275 @@
+"""The run service: prepare, execute and store a run of a stored app.
+
+:meth:`RunService.prepare` checks the request against the stored app (it may
+be private, name a flow this process does not serve, have too many runs going)
+and records the run, in one transaction. :meth:`RunService.execute` drives the
+app's :class:`~apps_yaml.runner.Runner` (a YAML app's steps or a Python flow:
+the service never asks which), hands each event to the caller as it comes, and
+stores the outcome in one more transaction, so a run whose caller went away is
+still recorded (``cancelled``, with the output produced so far). Both block:
+call them from a worker thread. :meth:`RunService.run_document` runs an app
+document that is not stored (``appforge run app.yaml``) with the same wiring.
+
+A run's timeout (the server's, or the app's own ``limits.timeout_seconds`` if
+lower) sets its cancel event, which stops the model at its next token; the run
+then ends as ``timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from appforge.core.db import utcnow
+from apps_yaml.engine import AppRunner
+from apps_yaml.events import Chunk, Event, Failed, Outcome, Output
+from apps_yaml.inputs import check_input
+from apps_yaml.runner import HistoryTurn, Runner
+from apps_yaml.schema import AppDocument
+from runs import records
+from runs.deadlines import DeadlineWatcher
+from runs.errors import RunAuthError, RunConflictError, TooManyRunsError
+from runs.services import Services
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks for a run: a token (by id and name)."""
+
+    token_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A request to run a stored app; ``caller`` None is an anonymous caller."""
+
+    app_uuid: str
+    input: Any
+    session_id: str | None = None
+    stream: bool = False
+    caller: Caller | None = None
+
+
+@dataclass
+class PreparedRun:
+    """A recorded run, ready to execute."""
+
+    run_id: str
+    app_uuid: str
+    app_name: str
+    runner: Runner
+    inputs: dict[str, Any]
+    session_id: str
+    history: list[HistoryTurn]
+    timeout: float
+
+
+@dataclass
+class FinishedRun:
+    """A stored run: what it produced, how long it took, and when it first answered."""
+
+    run: PreparedRun
+    outcome: Outcome
+    latency_ms: float
+    ttft_ms: float | None = None
+    usage: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.usage = self.outcome.usage
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
+
+    @property
+    def failure(self) -> Failed | None:
+        return self.outcome.failure
+
+
+class RunService:
+    """Runs stored apps (and unstored documents) with the dependencies of ``services``."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.deps = services.dependencies()
+        self._documents = records.DocumentCache()
+        self._deadlines = DeadlineWatcher()
+        self._admission = threading.Lock()  # count-then-insert, one at a time per process
+
+    # --- stored apps ---------------------------------------------------------------
+
+    def run(self, request: RunRequest, cancel: threading.Event, emit: Emit | None) -> FinishedRun:
+        """Prepare and execute in one call (one worker-thread hop for the caller)."""
+        return self.execute(self.prepare(request), cancel, emit)
+
+    def prepare(self, request: RunRequest) -> PreparedRun:
+        """Check the request and record the run (status ``running``); one transaction."""
+        if request.session_id is not None:
+            records.check_session_id(request.session_id)
+        for attempt in (1, 2):
+            try:
+                return self._prepare(request)
+            except IntegrityError:
+                # Two first runs of one new session: the loser finds the session now.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _prepare(self, request: RunRequest) -> PreparedRun:
+        limits = self.services.settings.runs
+        with self.services.engine.connect() as conn:
+            app = records.load_app(conn, request.app_uuid, self._documents)
+            if not app.public and request.caller is None:
+                raise RunAuthError(
+                    "this app is not public: send 'Authorization: Token <token>'",
+                    headers={"WWW-Authenticate": "Token"},
+                )
+            runner = self._runner(app.name, app.document)
+            inputs = check_input(app.document, request.input)
+            session_id = request.session_id or uuid.uuid4().hex
+            known = request.session_id is not None and records.session_exists(
+                conn, session_id, app.uuid
+            )
+            history: list[HistoryTurn] = []
+            if known and runner.history:
+                history = records.load_history(conn, session_id, runner.history)
+            timeout = min(limits.timeout_seconds, app.document.limits.timeout_seconds or math.inf)
+            most = min(limits.max_active_per_app, app.document.limits.max_active_runs or math.inf)
+            run_id = str(uuid.uuid4())
+            with self._admission:
+                records.lock_app(conn, app.uuid)
+                since = utcnow() - timedelta(seconds=timeout + 30)
+                active = records.count_active(conn, app.uuid, since)
+                if active >= most:
+                    conn.rollback()
+                    raise TooManyRunsError(
+                        f"this app already has {active} runs going (limit {int(most)})",
+                        details={"limit": int(most)},
+                        headers={"Retry-After": "1"},
+                    )
+                if not known:
+                    records.insert_session(conn, session_id, app.uuid)
+                records.insert_run(conn, run_id, app, session_id, request.stream, inputs)
+                conn.commit()
+        return PreparedRun(run_id, app.uuid, app.name, runner, inputs, session_id, history, timeout)
+
+    def _runner(self, app_name: str, doc: AppDocument) -> Runner:
+        if doc.flow is None:
+            return AppRunner(doc)
+        flow = self.services.flows.get(doc.flow)
+        if flow is None:  # saved by a process that served it, since stopped
+            raise RunConflictError(
+                f"app '{app_name}' runs the Python flow '{doc.flow}', which this server"
+                " does not serve: serve it with `appforge run <flow file> --serve`",
+                code="FLOW_NOT_SERVED",
+                details={"flow": doc.flow},
+            )
+        return flow
+
+    def execute(self, run: PreparedRun, cancel: threading.Event, emit: Emit | None) -> FinishedRun:
+        """Drive the run to its end, handing each event to ``emit``; store it."""
+        started = time.perf_counter()
+        outcome = Outcome()
+        ttft: float | None = None
+        events = self._events(
+            run.runner, run.inputs, run.session_id, run.history, run.timeout, cancel
+        )
+        for event in events:
+            if ttft is None and isinstance(event, Chunk | Output):
+                ttft = (time.perf_counter() - started) * 1000
+            outcome.add(event)
+            if emit is not None:
+                emit(event)
+        finished = FinishedRun(run, outcome, (time.perf_counter() - started) * 1000, ttft)
+        self._store(finished)
+        log.info(
+            "run app=%s run=%s status=%s ms=%.0f tokens=%d",
+            run.app_uuid,
+            run.run_id,
+            outcome.status,
+            finished.latency_ms,
+            outcome.usage.get("total_tokens", 0),
+        )
+        return finished
+
+    def _store(self, finished: FinishedRun) -> None:
+        run = finished.run
+        done = records.Finish(
+            run.run_id,
+            run.session_id,
+            run.inputs,
+            finished.outcome,
+            finished.latency_ms,
+            finished.ttft_ms,
+        )
+        for attempt in range(3):
+            try:
+                with self.services.engine.begin() as conn:
+                    records.store_finished(conn, done)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise  # a turn number raced three times: give up loudly
+
+    # --- any runner ------------------------------------------------------------------
+
+    def run_document(
+        self, doc: AppDocument, given: Any, cancel: threading.Event | None = None
+    ) -> Generator[Event, None, None]:
+        """Run an app document that is not stored (nothing is recorded); its inputs are
+        checked first (``INPUT_INVALID``)."""
+        runner = self._runner(doc.name, doc)
+        inputs = check_input(doc, given)
+        timeout = min(
+            self.services.settings.runs.timeout_seconds,
+            doc.limits.timeout_seconds or math.inf,
+        )
+        return self._events(runner, inputs, None, [], timeout, cancel or threading.Event())
+
+    def _events(
+        self,
+        runner: Runner,
+        inputs: Mapping[str, Any],
+        session_id: str | None,
+        history: list[HistoryTurn],
+        timeout: float,
+        cancel: threading.Event,
+    ) -> Generator[Event, None, None]:
+        """The runner's events, under the run's deadline; a crash becomes a failure."""
+        timed_out = threading.Event()
+
+        def time_up() -> None:
+            timed_out.set()
+            cancel.set()
+
+        deadline = self._deadlines.watch(timeout, time_up)
+        events = runner.run(
+            inputs, self.deps, session_id=session_id, history=history, cancel=cancel
+        )
+        try:
+            for event in events:
+                if isinstance(event, Failed) and event.code == "CANCELLED" and timed_out.is_set():
+                    event = Failed(
+                        "RUN_TIMEOUT", f"the run took longer than {timeout:g} s", event.step, 504
+                    )
+                yield event
+        except Exception:  # the runners report step errors themselves; this is a bug
+            log.exception("a run crashed")
+            yield Failed("INTERNAL_ERROR", "internal error while running the app")
+        finally:
+            deadline.cancel()
+            events.close()

@@ -1,0 +1,100 @@
+"""The parts a process runs apps with, opened once and named: the typed state.
+
+Every entry point (the API's lifespan, ``appforge run``) opens one
+:class:`Services` and hands it to the run service, so a run's dependencies
+(models, managed prompts, retrieval) are wired here and nowhere else.
+Chroma and the embedding model are opened on first use: a CLI run of an app
+without retrieval never pays for them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from appforge.core.db import make_engine, migrate, session_factory
+from appforge.core.settings import Settings
+from apps_yaml.flows import Flow
+from apps_yaml.runner import Dependencies
+from datasources.embedding import Embedder
+from datasources.store import DatasourceStore, StoreRetriever
+from providers.base import Provider
+from providers.registry import ProviderRegistry
+from runs.prompt_refs import StorePrompts
+
+
+@dataclass
+class Services:
+    """Settings, database, models, datasources and served flows of this process."""
+
+    settings: Settings
+    engine: Engine
+    db: sessionmaker[Session]
+    models: ProviderRegistry
+    flows: Mapping[str, Flow] = field(default_factory=dict)
+    embedder: Embedder | None = None
+    _datasources: DatasourceStore | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        providers: dict[str, Provider] | None = None,
+        embedder: Embedder | None = None,
+        flows: Mapping[str, Flow] | None = None,
+    ) -> Services:
+        """Open the database (migrated) and the model registry; blocking.
+
+        ``providers`` and ``embedder`` are ready models to use (tests share them);
+        ``flows`` are the Python flows this process serves, by name.
+        """
+        settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url())
+        migrate(engine)
+        return cls(
+            settings=settings,
+            engine=engine,
+            db=session_factory(engine),
+            models=ProviderRegistry(settings, providers=providers),
+            flows=dict(flows or {}),
+            embedder=embedder,
+        )
+
+    @property
+    def datasources(self) -> DatasourceStore:
+        """The datasource store, opened (Chroma) on first use; blocking."""
+        if self._datasources is None:
+            with self._lock:
+                if self._datasources is None:
+                    self._datasources = DatasourceStore.open(self.settings, self.db, self.embedder)
+        return self._datasources
+
+    def dependencies(self) -> Dependencies:
+        """What runners get: the models, the prompts store and the datasources."""
+        return Dependencies(
+            models=self.models, retriever=_Retrieval(self), prompts=StorePrompts(self.db)
+        )
+
+    def close(self) -> None:
+        """Close the models this process built and the database connections."""
+        self.models.close()
+        self.engine.dispose()
+
+
+class _Retrieval:
+    """The engine's ``Retriever``, opening the datasource store at the first search."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def search(
+        self, datasources: Sequence[str], query: str, top_k: int, where: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        return StoreRetriever(self._services.datasources).search(datasources, query, top_k, where)

@@ -1,0 +1,202 @@
+"""The run service on its own (no FastAPI): real SQLite, the real local model."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from appforge.core.db import utcnow
+from appforge.core.settings import Settings
+from apps_yaml.errors import InputInvalidError
+from apps_yaml.events import Chunk, Event, Output, StepFinished
+from apps_yaml.flows import Flow, StepContext, StepResult
+from apps_yaml.loader import load_text
+from runs.deadlines import DeadlineWatcher
+from runs.errors import AppNotFoundError, RunAuthError, RunConflictError
+from runs.records import stored_document
+from runs.service import Caller, RunRequest, RunService
+from runs.services import Services
+from runs.tables import App, Run, Turn
+
+CHAT = """\
+name: Echo
+type: chat
+input:
+  q: {type: string, required: true}
+steps:
+  - id: a
+    kind: llm
+    prompt: {system: Be brief., user: "{{ input.q }}"}
+    history: 4
+    params: {temperature: 0, seed: 3, max_tokens: 6}
+output:
+  a: "{{ a.text }}"
+  n: "{{ a.usage.completion_tokens }}"
+"""
+ME = Caller("token-1", "tester")
+
+shout = Flow("shout", input={"word": {"type": "string", "required": True}})
+
+
+@shout.step("up", initial=True)
+def _up(ctx: StepContext, word: str) -> StepResult:
+    return StepResult(loud=word.upper() + "!")
+
+
+@pytest.fixture
+def services(tmp_path: Path, local_provider: Any) -> Iterator[Services]:
+    opened = Services.open(
+        Settings(home=tmp_path / "home"),
+        providers={"local": local_provider},
+        flows={"shout": shout},
+    )
+    yield opened
+    opened.close()
+
+
+def _store(services: Services, text: str, public: bool = False) -> str:
+    """Save an app the way the API does (the service only runs stored apps)."""
+    doc = load_text(text)
+    app_uuid = str(uuid.uuid4())
+    document = stored_document(doc)
+    with services.engine.begin() as conn:
+        conn.execute(
+            insert(App).values(
+                uuid=app_uuid,
+                name=doc.name,
+                description="",
+                type=doc.type,
+                public=public,
+                version=1,
+                yaml=text,
+                document=document,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+    return app_uuid
+
+
+def _count(services: Services, table: Any) -> int:
+    with services.engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def test_service_runs_yaml_apps_and_flows_alike_and_stores_them(services: Services):
+    service = RunService(services)
+    yaml_app = _store(services, CHAT)
+    flow_app = _store(services, "name: shout\nflow: shout\ninput:\n  word: {type: string}\n")
+    seen: list[Event] = []
+    first = service.run(
+        RunRequest(yaml_app, {"q": "Hi"}, caller=ME), threading.Event(), seen.append
+    )
+    second = service.run(RunRequest(flow_app, {"word": "hey"}, caller=ME), threading.Event(), None)
+    assert (first.status, second.status) == ("succeeded", "succeeded")
+    assert second.outcome.output == {"loud": "HEY!"}
+    streamed = "".join(e.text for e in seen if isinstance(e, Chunk))
+    assert streamed == first.outcome.output["a"]
+    assert [e.key for e in seen if isinstance(e, Output)] == ["n"]
+    assert any(isinstance(e, StepFinished) for e in seen)
+    with services.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(Run.id, Run.status, Run.output, Run.usage))}
+    assert rows[first.run.run_id].status == "succeeded"
+    assert rows[first.run.run_id].output == first.outcome.output
+    assert rows[second.run.run_id].output == {"loud": "HEY!"}
+    assert rows[first.run.run_id].usage["completion_tokens"] > 0
+
+
+def test_service_session_history_reaches_the_next_turn(services: Services):
+    service = RunService(services)
+    app = _store(services, CHAT)
+    one = service.run(RunRequest(app, {"q": "Say one."}, caller=ME), threading.Event(), None)
+    session = one.run.session_id
+    two = service.run(
+        RunRequest(app, {"q": "Say two."}, session_id=session, caller=ME), threading.Event(), None
+    )
+    messages = two.outcome.steps[0]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert (
+        messages[1]["content"] == "Say one." and messages[2]["content"] == one.outcome.output["a"]
+    )
+    assert _count(services, Turn) == 2
+
+
+def test_service_refuses_before_storing_anything(services: Services):
+    service = RunService(services)
+    app = _store(services, CHAT)
+    cancel = threading.Event()
+    with pytest.raises(RunAuthError):  # a private app, no caller
+        service.run(RunRequest(app, {"q": "x"}), cancel, None)
+    with pytest.raises(InputInvalidError):
+        service.run(RunRequest(app, {"q": 3}, caller=ME), cancel, None)
+    with pytest.raises(AppNotFoundError):
+        service.run(RunRequest(str(uuid.uuid4()), {}, caller=ME), cancel, None)
+    other = _store(services, CHAT.replace("Echo", "Other"))
+    done = service.run(RunRequest(other, {"q": "x"}, caller=ME), cancel, None)
+    with pytest.raises(RunConflictError) as info:  # another app's session
+        service.run(RunRequest(app, {"q": "x"}, done.run.session_id, caller=ME), cancel, None)
+    assert info.value.code == "SESSION_APP_MISMATCH"
+    assert _count(services, Run) == 1
+
+
+def test_service_public_app_runs_anonymously(services: Services):
+    service = RunService(services)
+    app = _store(services, CHAT, public=True)
+    done = service.run(RunRequest(app, {"q": "Hi"}), threading.Event(), None)
+    assert done.status == "succeeded"
+
+
+def test_service_cancelled_run_is_stored_with_what_it_wrote(services: Services):
+    service = RunService(services)
+    app = _store(services, CHAT.replace("max_tokens: 6", "max_tokens: 64"))
+    cancel = threading.Event()
+    pieces: list[str] = []
+
+    def emit(event: Event) -> None:
+        if isinstance(event, Chunk):
+            pieces.append(event.text)
+            cancel.set()  # stop after the first piece
+
+    done = service.run(RunRequest(app, {"q": "Count to fifty."}, caller=ME), cancel, emit)
+    assert done.status == "cancelled"
+    assert done.outcome.output["a"] == "".join(pieces)
+    with services.engine.connect() as conn:
+        stored = conn.execute(select(Run.status, Run.output).where(Run.id == done.run.run_id)).one()
+    assert stored.status == "cancelled" and stored.output == done.outcome.output
+
+
+def test_service_unserved_flow_is_a_conflict(tmp_path: Path, local_provider: Any):
+    services = Services.open(Settings(home=tmp_path / "h2"), providers={"local": local_provider})
+    try:
+        app = _store(services, "name: shout\nflow: shout\ninput:\n  word: {type: string}\n")
+        with pytest.raises(RunConflictError) as info:
+            RunService(services).run(RunRequest(app, {}, caller=ME), threading.Event(), None)
+        assert info.value.code == "FLOW_NOT_SERVED"
+    finally:
+        services.close()
+
+
+def test_service_run_document_stores_nothing(services: Services):
+    service = RunService(services)
+    events = list(service.run_document(load_text(CHAT), {"q": "Hi"}))
+    assert any(isinstance(e, Chunk) for e in events)
+    assert _count(services, Run) == 0
+
+
+def test_deadlines_fire_in_order_and_cancelled_ones_never():
+    watcher = DeadlineWatcher()
+    fired: list[str] = []
+    last = threading.Event()
+    watcher.watch(0.2, lambda: fired.append("late"))
+    dropped = watcher.watch(0.05, lambda: fired.append("dropped"))
+    watcher.watch(0.1, lambda: fired.append("early"))
+    watcher.watch(0.3, lambda: (fired.append("last"), last.set()))
+    dropped.cancel()
+    assert last.wait(60)  # a guard against hanging, not a speed check
+    assert fired == ["early", "late", "last"]
