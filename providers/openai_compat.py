@@ -1,15 +1,24 @@
-"""Any OpenAI-compatible chat server, through the official ``openai`` SDK.
+"""Any OpenAI-compatible chat server, spoken to over HTTP with httpx.
 
 One provider instance talks to one server (OpenAI, vLLM, Ollama, llama.cpp
 server, LM Studio): the ``openai`` section of the settings, or a named entry of
 ``APPFORGE_PROVIDERS``. Model names are passed to the server as they are.
 
-- Timeouts and retries are the SDK's: ``max_retries`` retries connection
-  errors, 408/409/429 and 5xx with exponential backoff, honouring the server's
-  ``Retry-After`` (or ``retry-after-ms``) up to two minutes.
-- Streams ask for usage (``stream_options.include_usage``). A server that does
-  not send it (llama-cpp-python's server) gives a Completion with zero counts
-  and ``usage_reported=False``: we do not guess token counts.
+- One ``httpx.Client`` per provider holds the connection pool; it is built on
+  first use and closed by :meth:`OpenAICompatProvider.close`.
+- Streams are ``POST {base_url}/chat/completions`` with ``stream`` and
+  ``stream_options.include_usage``; each Server-Sent Event's ``data`` is read
+  with ``json.loads`` into a dict and picked apart by hand, until
+  ``data: [DONE]``. No model object is built per chunk: under load, the openai
+  SDK doing so took a fifth of the server's time (bench/openai_stream.py
+  compares the two).
+- Timeouts: ``connect_timeout`` to connect, ``timeout`` for each read or write
+  (also between two chunks of a stream). Retries follow the openai SDK's rules
+  (which failures, how many, how long to wait; a stream only before its first
+  byte) under a deadline per call: see :mod:`providers.retries`.
+- Streams ask for usage. A server that does not send it (llama-cpp-python's
+  server) gives a Completion with zero counts and ``usage_reported=False``: we
+  do not guess token counts.
 - Errors become provider errors with our codes; messages name the server's
   host, never the key (a server echoing the key has it masked).
 - ``check_model`` makes no network call (it runs when an app is saved); only
@@ -18,17 +27,19 @@ server, LM Studio): the ``openai`` section of the settings, or a named entry of
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import openai
+import httpx
 
+from appforge import __version__
 from appforge.core.settings import OPENAI_BASE_URL, OpenAISettings
 from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams, Usage
 from providers.errors import (
@@ -39,12 +50,17 @@ from providers.errors import (
     ProviderRateLimitedError,
     ProviderUnavailableError,
 )
+from providers.retries import Retries, send
+from providers.sse import event_data
 
 logger = logging.getLogger(__name__)
 
-# Sent to servers that need no key (the SDK insists on one); never to OpenAI itself.
+# Sent to servers that need no key (some insist on a header); never to OpenAI itself.
 _NO_KEY = "no-key"
 _MAX_LISTED_MODELS = 200
+# The openai SDK's pool: each running stream holds a connection.
+_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+_CHUNK_ERRORS = (ValueError, TypeError, AttributeError, LookupError)
 
 
 @dataclass(frozen=True)
@@ -56,11 +72,52 @@ class Reachability:
     error: dict[str, str] | None = field(default=None)
 
 
+@dataclass
+class _Answer:
+    """What the server said so far in one call."""
+
+    model: str
+    parts: list[str] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    finish_reason: str = "stop"
+    first_at: float | None = None
+
+    def take(self, chunk: dict[str, Any]) -> str | None:
+        """Note one ``chat.completion.chunk``; its text, if it has some."""
+        self.model = chunk.get("model") or self.model
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices:
+            return None
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta")
+        text = delta.get("content") if delta else None
+        if not text or not isinstance(text, str):
+            return None
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        self.parts.append(text)
+        return text
+
+
 class OpenAICompatProvider:
     """A :class:`~providers.base.Provider` for one OpenAI-compatible server."""
 
-    def __init__(self, name: str, settings: OpenAISettings, *, key_env: str | None = None) -> None:
-        """``key_env`` names an environment variable read when no key is configured."""
+    def __init__(
+        self,
+        name: str,
+        settings: OpenAISettings,
+        *,
+        key_env: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``key_env`` names an environment variable read when no key is configured;
+        ``clock`` and ``sleep`` time the waits between retries (tests pass their own)."""
         self.name = name
         self._settings = settings
         key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -68,11 +125,13 @@ class OpenAICompatProvider:
             key = os.environ.get(key_env) or None
         self._key = key
         self._key_env = key_env
+        self._clock = clock
+        self._sleep = sleep
         parts = urlsplit(settings.base_url)
         # Scheme, host and port only: user:password@ in a URL is a credential too.
         port = f":{parts.port}" if parts.port else ""
         self.server = f"{parts.scheme}://{parts.hostname or ''}{port}"
-        self._client: openai.OpenAI | None = None
+        self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------
@@ -101,17 +160,19 @@ class OpenAICompatProvider:
                 details={"provider": self.name, "model": model},
             )
 
-    def client(self) -> openai.OpenAI:
-        """The SDK client (built once; it holds the HTTP connection pool)."""
+    def _http(self) -> httpx.Client:
+        """The HTTP client (built once; it holds the connection pool)."""
         with self._client_lock:
             if self._client is None:
-                self._client = openai.OpenAI(
-                    api_key=self._key or _NO_KEY,
+                self._client = httpx.Client(
                     base_url=self._settings.base_url,
-                    timeout=openai.Timeout(
-                        self._settings.timeout, connect=self._settings.connect_timeout
-                    ),
-                    max_retries=self._settings.max_retries,
+                    headers={
+                        "Authorization": f"Bearer {self._key or _NO_KEY}",
+                        "User-Agent": f"appforge/{__version__}",
+                    },
+                    timeout=self._timeout(),
+                    limits=_LIMITS,
+                    follow_redirects=True,
                 )
             return self._client
 
@@ -122,22 +183,31 @@ class OpenAICompatProvider:
         if client is not None:
             client.close()
 
+    def _timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self._settings.timeout, connect=self._settings.connect_timeout)
+
+    def _retries(self) -> Retries:
+        one_try = self._settings.connect_timeout + self._settings.timeout
+        return Retries.start(
+            self._settings.max_retries, one_try, clock=self._clock, sleep=self._sleep
+        )
+
     # -- calls -----------------------------------------------------------------
 
-    def _request(
+    def _payload(
         self, model: str, messages: list[ChatMessage], params: GenerationParams
     ) -> dict[str, Any]:
-        """The create() arguments: the step's params over the model's configured defaults."""
+        """The request body: the step's params over the model's configured defaults."""
         self.check_model(model)
         defaults = self._settings.model_params.get(model, {})
-        kwargs: dict[str, Any] = {"model": model, "messages": messages}
+        payload: dict[str, Any] = {"model": model, "messages": messages}
         for name in ("temperature", "top_p", "max_tokens", "stop", "seed"):
             value = getattr(params, name)
             if value is None:
                 value = defaults.get(name)
             if value is not None:
-                kwargs[name] = value
-        return kwargs
+                payload[name] = value
+        return payload
 
     def stream(
         self,
@@ -153,103 +223,112 @@ class OpenAICompatProvider:
         closed, the HTTP stream is closed, which makes the server stop generating.
         """
         started = time.perf_counter()
-        kwargs = self._request(model, messages, params)
-        return Generation(self._pieces(model, kwargs, cancel, started))
+        payload = self._payload(model, messages, params)
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+        return Generation(self._pieces(model, payload, cancel, started))
 
     def _pieces(
         self,
         model: str,
-        kwargs: dict[str, Any],
+        payload: dict[str, Any],
         cancel: threading.Event | None,
         started: float,
     ) -> Generator[Delta | Completion, None, None]:
+        answer = _Answer(model)
         if cancel is not None and cancel.is_set():
-            yield self._finish(model, [], None, "cancelled", started, None)
+            answer.finish_reason = "cancelled"
+            yield self._finish(answer, started)
             return
+        response = self._send("POST", "chat/completions", model, payload, stream=True)
         try:
-            response = self.client().chat.completions.create(
-                **kwargs, stream=True, stream_options={"include_usage": True}
-            )
-        except openai.OpenAIError as exc:
-            raise self._error(exc, model) from exc
-        parts: list[str] = []
-        usage: Any = None
-        finish_reason = "stop"
-        served = model
-        first_at: float | None = None
-        try:
-            chunks = iter(response)
+            events = event_data(response.iter_bytes())
             while True:
                 if cancel is not None and cancel.is_set():
-                    finish_reason = "cancelled"
+                    answer.finish_reason = "cancelled"
                     break
-                try:
-                    chunk = next(chunks)
-                except StopIteration:
+                data = self._next_event(events, model)
+                if data is None or data.startswith(b"[DONE]"):
                     break
-                except openai.OpenAIError as exc:  # the SDK wraps transport errors too
-                    raise self._error(exc, model) from exc
-                served = chunk.model or served
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                text = choice.delta.content if choice.delta is not None else None
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
+                text = self._take(answer, data, model)
                 if text:
-                    if first_at is None:
-                        first_at = time.perf_counter()
-                    parts.append(text)
                     yield Delta(text)
         finally:
             response.close()
-        yield self._finish(served, parts, usage, finish_reason, started, first_at)
+        yield self._finish(answer, started)
+
+    def _next_event(self, events: Iterator[bytes], model: str) -> bytes | None:
+        """The next event's data; None at the end of the stream."""
+        try:
+            return next(events, None)
+        except httpx.TimeoutException as exc:
+            why = f"no chunk within {self._settings.timeout:g} s"
+            raise self._unavailable(model, why) from exc
+        except httpx.TransportError as exc:
+            raise self._unavailable(model, "the connection broke mid-stream") from exc
+        except httpx.HTTPError as exc:
+            raise self._error(exc, model, 0, self._settings.timeout) from exc
+
+    def _take(self, answer: _Answer, data: bytes, model: str) -> str | None:
+        """Read one event's data into ``answer``; its text, if any."""
+        try:
+            chunk = json.loads(data)
+            if chunk.get("error"):
+                error = chunk["error"]
+                said = error.get("message") if isinstance(error, dict) else error
+                raise ProviderError(
+                    f"The model server {self.server} failed: "
+                    f"{self._mask(str(said or 'an error while streaming'))[:300]}",
+                    details=self._details(model),
+                )
+            return answer.take(chunk)
+        except _CHUNK_ERRORS as exc:
+            shown = self._mask(data[:200].decode(errors="replace"))
+            raise ProviderError(
+                f"The model server {self.server} sent a stream chunk we cannot read: {shown}",
+                details=self._details(model),
+            ) from exc
 
     def complete(
         self, model: str, messages: list[ChatMessage], params: GenerationParams
     ) -> Completion:
         """The whole answer at once (a non-streamed request)."""
         started = time.perf_counter()
-        kwargs = self._request(model, messages, params)
+        payload = self._payload(model, messages, params)
+        response = self._send("POST", "chat/completions", model, payload, stream=False)
         try:
-            response = self.client().chat.completions.create(**kwargs)
-        except openai.OpenAIError as exc:
-            raise self._error(exc, model) from exc
-        text, finish_reason = "", "stop"
-        if response.choices:
-            choice = response.choices[0]
-            text = choice.message.content or ""
-            finish_reason = choice.finish_reason or "stop"
-        done = time.perf_counter()
-        return self._finish(
-            response.model or model, [text], response.usage, finish_reason, started, done
-        )
+            body = response.json()
+            answer = _Answer(body.get("model") or model)
+            if isinstance(body.get("usage"), dict):
+                answer.usage = body["usage"]
+            if body.get("choices"):
+                choice = body["choices"][0]
+                answer.parts.append(choice["message"].get("content") or "")
+                answer.finish_reason = choice.get("finish_reason") or "stop"
+        except _CHUNK_ERRORS as exc:
+            raise ProviderError(
+                f"The model server {self.server} answered with no chat completion.",
+                details=self._details(model),
+            ) from exc
+        answer.first_at = time.perf_counter()
+        return self._finish(answer, started)
 
-    def _finish(
-        self,
-        model: str,
-        parts: list[str],
-        usage: Any,
-        finish_reason: str,
-        started: float,
-        first_at: float | None,
-    ) -> Completion:
+    def _finish(self, answer: _Answer, started: float) -> Completion:
         finished = time.perf_counter()
         total_ms = (finished - started) * 1000
-        ttft_ms = ((first_at or finished) - started) * 1000
-        reported = usage is not None
+        ttft_ms = ((answer.first_at or finished) - started) * 1000
+        usage = answer.usage or {}
         counts = Usage(
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            prompt_tokens=_count(usage.get("prompt_tokens")),
+            completion_tokens=_count(usage.get("completion_tokens")),
         )
+        reported = answer.usage is not None
         logger.info(
             "llm call provider=%s model=%s finish=%s prompt_tokens=%d completion_tokens=%d "
             "usage_reported=%s ttft_ms=%.0f ms=%.0f",
             self.name,
-            model,
-            finish_reason,
+            answer.model,
+            answer.finish_reason,
             counts.prompt_tokens,
             counts.completion_tokens,
             reported,
@@ -257,13 +336,41 @@ class OpenAICompatProvider:
             total_ms,
         )
         return Completion(
-            text="".join(parts),
+            text="".join(answer.parts),
             usage=counts,
-            model=model,
-            finish_reason=finish_reason,
+            model=answer.model,
+            finish_reason=answer.finish_reason,
             timings={"ttft_ms": ttft_ms, "total_ms": total_ms},
             usage_reported=reported,
         )
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        model: str,
+        payload: dict[str, Any] | None,
+        *,
+        stream: bool,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """One call with retries (none when ``timeout`` bounds it, as for ``ping``); a
+        failure becomes our error."""
+        client = self._http()
+        if timeout is None:
+            limit, retries = self._timeout(), self._retries()
+        else:
+            limit = httpx.Timeout(timeout)
+            retries = Retries.start(0, timeout, clock=self._clock, sleep=self._sleep)
+        accept = "text/event-stream" if stream else "application/json"
+        request = client.build_request(
+            method, path, json=payload, headers={"Accept": accept}, timeout=limit
+        )
+        try:
+            return send(client, request, retries, stream=stream)
+        except httpx.HTTPError as exc:
+            waited = timeout if timeout is not None else self._settings.timeout
+            raise self._error(exc, model, retries.taken, waited) from exc
 
     # -- reachability ------------------------------------------------------------
 
@@ -272,11 +379,15 @@ class OpenAICompatProvider:
         if not self.configured:
             return Reachability(False, error={"code": "MODEL_NOT_FOUND", "message": "no API key"})
         try:
-            page = self.client().with_options(timeout=timeout, max_retries=0).models.list()
-            models = [m.id for m in page.data[:_MAX_LISTED_MODELS]]
-        except openai.OpenAIError as exc:
-            error = self._error(exc, "")
+            response = self._send("GET", "models", "", None, stream=False, timeout=timeout)
+        except ProviderError as error:
             return Reachability(False, error={"code": error.code, "message": error.message})
+        try:
+            listed = response.json()["data"][:_MAX_LISTED_MODELS]
+            models = [str(entry["id"]) for entry in listed]
+        except _CHUNK_ERRORS:
+            message = f"The model server {self.server} answered GET /models with no model list."
+            return Reachability(False, error={"code": ProviderError.code, "message": message})
         return Reachability(True, models=models)
 
     # -- errors -------------------------------------------------------------------
@@ -286,29 +397,40 @@ class OpenAICompatProvider:
             text = text.replace(self._key, "***")
         return text
 
+    def _details(self, model: str) -> dict[str, Any]:
+        details: dict[str, Any] = {"provider": self.name, "server": self.server}
+        if model:
+            details["model"] = model
+        return details
+
     def _unavailable(self, model: str, why: str) -> ProviderUnavailableError:
         return ProviderUnavailableError(
             f"The model server {self.server} of provider {self.name!r} is unavailable: {why}.",
             details={"provider": self.name, "model": model, "server": self.server},
         )
 
-    def _error(self, exc: openai.OpenAIError, model: str) -> ProviderError:
-        """Our error for an SDK error; the server's message is kept, with any key masked."""
-        details: dict[str, Any] = {"provider": self.name, "server": self.server}
-        if model:
-            details["model"] = model
-        if isinstance(exc, openai.APITimeoutError):
-            return self._unavailable(model, f"no answer within {self._settings.timeout:g} s")
-        if isinstance(exc, openai.APIConnectionError):
+    def _error(
+        self, exc: httpx.HTTPError, model: str, retries: int, timeout: float
+    ) -> ProviderError:
+        """Our error for a failed call; the server's message is kept, with any key masked."""
+        if isinstance(exc, httpx.TimeoutException):
+            return self._unavailable(model, f"no answer within {timeout:g} s")
+        if isinstance(exc, httpx.ConnectError):
             return self._unavailable(model, "cannot connect")
-        if not isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, httpx.TransportError):
+            return self._unavailable(model, f"the connection failed ({type(exc).__name__})")
+        if not isinstance(exc, httpx.HTTPStatusError):
             return ProviderError(
-                f"The model server {self.server} failed: {self._mask(_server_message(exc))}",
-                details=details,
+                f"The model server {self.server} failed: {self._mask(str(exc))[:300]}",
+                details=self._details(model),
             )
-        status = exc.status_code
-        details["status"] = status
-        said = self._mask(_server_message(exc))
+        return self._status_error(exc.response, model, retries)
+
+    def _status_error(self, response: httpx.Response, model: str, retries: int) -> ProviderError:
+        status = response.status_code
+        details = {**self._details(model), "status": status}
+        said = self._mask(_server_message(response))
+        after = f" after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
         if status in (401, 403):
             return ProviderAuthError(
                 f"The model server {self.server} refused our credentials ({status}); check "
@@ -316,12 +438,11 @@ class OpenAICompatProvider:
                 details=details,
             )
         if status == 429:
-            retry_after = exc.response.headers.get("retry-after")
+            retry_after = response.headers.get("retry-after")
             if retry_after:
                 details["retry_after"] = retry_after
             return ProviderRateLimitedError(
-                f"The model server {self.server} is rate limiting us (429) after "
-                f"{self._settings.max_retries} retries: {said}",
+                f"The model server {self.server} is rate limiting us (429){after}: {said}",
                 details=details,
             )
         if status == 404:
@@ -336,24 +457,36 @@ class OpenAICompatProvider:
             )
         if status >= 500:
             return ProviderUnavailableError(
-                f"The model server {self.server} failed ({status}) after "
-                f"{self._settings.max_retries} retries: {said}",
+                f"The model server {self.server} failed ({status}){after}: {said}",
                 details=details,
             )
         return ProviderError(
-            f"The model server {self.server} refused the request ({status}): {said}",
+            f"The model server {self.server} refused the request ({status}){after}: {said}",
             details=details,
         )
 
 
-def _server_message(exc: openai.OpenAIError) -> str:
+def _count(value: Any) -> int:
+    """A token count as the server reported it; 0 when it sent none (or not a number)."""
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _server_message(response: httpx.Response) -> str:
     """The server's own error message (OpenAI's ``{"error": {"message"}}``), bounded."""
-    body = getattr(exc, "body", None)
+    try:
+        raw = response.content
+    except httpx.ResponseNotRead:  # the body broke off
+        raw = b""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
     message: Any = None
     if isinstance(body, dict):
         error = body.get("error", body)
         message = error.get("message") if isinstance(error, dict) else error
         if message is None and isinstance(body.get("detail"), str):
             message = body["detail"]
-    text = str(message) if message else (getattr(exc, "message", None) or str(exc))
-    return text[:300]
+    if not message:
+        message = raw.decode(errors="replace").strip() or response.reason_phrase
+    return str(message)[:300]

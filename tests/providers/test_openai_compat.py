@@ -1,8 +1,13 @@
 """OpenAICompatProvider against a real llama_cpp.server on 127.0.0.1.
 
 Behaviours llama_cpp.server cannot show (it serves any model name, never
-rate-limits, sends no usage in streams) are checked against a tiny real HTTP
-server on 127.0.0.1 answering what OpenAI answers: a fake only at the network edge.
+rate-limits, sends no usage in streams, never breaks off) are checked against a
+tiny real HTTP server on 127.0.0.1 answering what OpenAI answers
+(tests/openai_edge.py): a fake only at the network edge.
+
+Retry waits go through a fake clock and sleep given to the provider: tests
+check the waits it asked for and the requests the edge server saw, never how
+long anything took.
 """
 
 from __future__ import annotations
@@ -10,20 +15,27 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from openai_edge import (
+    EdgeServer,
+    FakeTime,
+    Reply,
+    completion_body,
+    drain,
+    is_backoff,
+    make_provider,
+    openai_error,
+    sse_chunk,
+)
 from ports import free_port
 from pydantic import SecretStr
 
 from appforge.core.settings import OpenAISettings, Settings
-from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams
+from providers.base import ChatMessage, Completion, Delta, GenerationParams
 from providers.errors import (
     ModelNotFoundError,
     ProviderAuthError,
@@ -42,32 +54,20 @@ COUNT: list[ChatMessage] = [
 GREEDY = GenerationParams(temperature=0.0, seed=7, max_tokens=12)
 
 
-def _provider(base_url: str, **settings: Any) -> OpenAICompatProvider:
-    return OpenAICompatProvider("openai", OpenAISettings(base_url=base_url, **settings))
-
-
 def _run(
     provider: OpenAICompatProvider,
     params: GenerationParams,
     cancel: threading.Event | None = None,
 ) -> tuple[list[Delta], Completion]:
-    *deltas, last = _items(provider.stream(MODEL, COUNT, params, cancel))
+    *deltas, last = drain(provider.stream(MODEL, COUNT, params, cancel))
     assert isinstance(last, Completion)
     assert all(isinstance(d, Delta) for d in deltas)
     return deltas, last  # type: ignore[return-value]
 
 
-def _items(generation: Generation) -> list[Delta | Completion]:
-    """Every delta of a generation, then its completion."""
-    with generation:
-        items: list[Delta | Completion] = list(generation)
-        items.append(generation.result())
-    return items
-
-
 @pytest.fixture(scope="module")
 def served(llama_server: str) -> Iterator[OpenAICompatProvider]:
-    provider = _provider(llama_server)
+    provider = make_provider(llama_server)
     yield provider
     provider.close()
 
@@ -121,7 +121,9 @@ def test_stop_sequence_ends_generation(served: OpenAICompatProvider) -> None:
 
 
 def test_model_params_are_defaults_under_step_params(llama_server: str) -> None:
-    provider = _provider(llama_server, model_params={MODEL: {"max_tokens": 3, "temperature": 0}})
+    provider = make_provider(
+        llama_server, model_params={MODEL: {"max_tokens": 3, "temperature": 0}}
+    )
     try:
         assert provider.complete(MODEL, COUNT, GenerationParams()).usage.completion_tokens == 3
         step = GenerationParams(max_tokens=5)
@@ -149,14 +151,14 @@ def test_invalid_key_is_auth_failed_without_leaking_it(
 ) -> None:
     url = llama_server_factory(api_key="secret-server-key")
     wrong = "sk-wrong-key-0123456789"
-    provider = _provider(url, api_key=SecretStr(wrong))
-    right = _provider(url, api_key=SecretStr("secret-server-key"))
+    provider = make_provider(url, api_key=SecretStr(wrong))
+    right = make_provider(url, api_key=SecretStr("secret-server-key"))
     try:
         with pytest.raises(ProviderAuthError) as info:
             provider.complete(MODEL, COUNT, GREEDY)
         assert info.value.code == "PROVIDER_AUTH_FAILED"
         with pytest.raises(ProviderAuthError):
-            _items(provider.stream(MODEL, COUNT, GREEDY))
+            drain(provider.stream(MODEL, COUNT, GREEDY))
         shown = f"{info.value} {info.value!r} {info.value.details}"
         assert wrong not in shown and "secret-server-key" not in shown
         assert right.complete(MODEL, COUNT, GREEDY).text
@@ -168,107 +170,46 @@ def test_invalid_key_is_auth_failed_without_leaking_it(
 # --- servers that are down -----------------------------------------------------
 
 
-def test_closed_port_is_unavailable_fast() -> None:
-    provider = _provider(f"http://127.0.0.1:{free_port()}/v1", max_retries=1)
-    started = time.monotonic()
+def test_closed_port_is_unavailable_after_retries() -> None:
+    timing = FakeTime()
+    provider = make_provider(f"http://127.0.0.1:{free_port()}/v1", timing, max_retries=1)
     with pytest.raises(ProviderUnavailableError) as info:
-        _items(provider.stream(MODEL, COUNT, GREEDY))
-    assert time.monotonic() - started < 5
+        drain(provider.stream(MODEL, COUNT, GREEDY))
     assert info.value.code == "PROVIDER_UNAVAILABLE"
     assert info.value.status_code == 503
     assert "cannot connect" in info.value.message
+    assert len(timing.waits) == 1 and is_backoff(timing.waits)  # a connection error is retried
     with pytest.raises(ProviderUnavailableError):
         provider.complete(MODEL, COUNT, GREEDY)
+    assert len(timing.waits) == 2
     assert provider.ping(1.0).reachable is False
+    assert len(timing.waits) == 2  # ping never retries
 
 
-def test_silent_server_is_bounded_by_timeout() -> None:
+def test_silent_server_is_bounded_by_timeout_and_retried() -> None:
     # Accepts connections (the kernel's backlog) but never answers.
+    timing = FakeTime()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
-        port = sock.getsockname()[1]
-        provider = _provider(f"http://127.0.0.1:{port}/v1", timeout=0.5, max_retries=0)
-        started = time.monotonic()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        provider = make_provider(url, timing, timeout=0.3, max_retries=1)
         with pytest.raises(ProviderUnavailableError) as info:
-            _items(provider.stream(MODEL, COUNT, GREEDY))
-        elapsed = time.monotonic() - started
+            drain(provider.stream(MODEL, COUNT, GREEDY))
         provider.close()
-    assert 0.4 < elapsed < 3
-    assert "within 0.5 s" in info.value.message
+    assert "within 0.3 s" in info.value.message
+    assert len(timing.waits) == 1 and is_backoff(timing.waits)  # a timeout is retried
 
 
 # --- a tiny OpenAI look-alike at the network edge ------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    sse: list[dict[str, Any]] | None = None
-
-
-@dataclass
-class EdgeServer:
-    url: str
-    replies: list[Reply]
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-
-
-@pytest.fixture
-def edge() -> Iterator[EdgeServer]:
-    """An HTTP server on 127.0.0.1 answering scripted replies (the last one repeats)."""
-    state = EdgeServer(url="", replies=[])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            state.requests.append(json.loads(self.rfile.read(length) or b"{}"))
-            state.requests[-1]["_authorization"] = self.headers.get("Authorization")
-            state.times.append(time.monotonic())
-            reply = state.replies[0] if len(state.replies) == 1 else state.replies.pop(0)
-            self.send_response(reply.status)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            if reply.sse is not None:
-                data = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in reply.sse)
-                data += b"data: [DONE]\n\n"
-                self.send_header("Content-Type", "text/event-stream")
-            else:
-                data = json.dumps(reply.body).encode()
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def _openai_error(message: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-
-
 def test_unknown_model_is_model_not_found(edge: EdgeServer) -> None:
     # llama_cpp.server serves its model under any name; OpenAI answers 404 like this.
-    edge.replies = [
-        Reply(404, _openai_error("The model `nope` does not exist.", "model_not_found"))
-    ]
-    provider = _provider(edge.url, api_key=SecretStr("sk-edge-key-0123"))
+    edge.replies = [Reply(404, openai_error("The model `nope` does not exist.", "model_not_found"))]
+    provider = make_provider(edge.url, api_key=SecretStr("sk-edge-key-0123"))
     with pytest.raises(ModelNotFoundError) as info:
-        _items(provider.stream("nope", COUNT, GREEDY))
+        drain(provider.stream("nope", COUNT, GREEDY))
     assert info.value.code == "MODEL_NOT_FOUND"
     assert "'nope'" in info.value.message and "does not exist" in info.value.message
     assert len(edge.requests) == 1  # a 404 is not retried
@@ -276,38 +217,40 @@ def test_unknown_model_is_model_not_found(edge: EdgeServer) -> None:
     provider.close()
 
 
-def test_rate_limit_honours_retry_after_then_fails(edge: EdgeServer) -> None:
-    edge.replies = [Reply(429, _openai_error("Slow down."), {"Retry-After": "1"})]
-    provider = _provider(edge.url, api_key=SecretStr("sk-edge-key-0123"), max_retries=1)
+def test_rate_limit_honours_retry_after_then_fails(edge: EdgeServer, timing: FakeTime) -> None:
+    edge.replies = [Reply(429, openai_error("Slow down."), {"Retry-After": "1"})]
+    provider = make_provider(edge.url, timing, api_key=SecretStr("sk-edge-key-0123"), max_retries=1)
     with pytest.raises(ProviderRateLimitedError) as info:
         provider.complete(MODEL, COUNT, GREEDY)
     assert info.value.code == "PROVIDER_RATE_LIMITED"
     assert info.value.details["retry_after"] == "1"
+    assert "after 1 retry:" in info.value.message
     assert len(edge.requests) == 2  # the first try and one retry
-    # The SDK's own backoff would wait 0.375-0.5 s: 1 s means it used Retry-After.
-    assert 0.95 <= edge.times[1] - edge.times[0] < 1.5
+    assert timing.waits == [1.0]  # Retry-After, not the SDK's 0.375-0.5 s backoff
     provider.close()
 
 
-def test_server_error_is_retried_then_unavailable(edge: EdgeServer) -> None:
+def test_server_error_is_retried_then_unavailable(edge: EdgeServer, timing: FakeTime) -> None:
     edge.replies = [
-        Reply(503, _openai_error("overloaded"), {"retry-after-ms": "10"}),
-        Reply(200, None, sse=[_sse_chunk("ok", None), _sse_chunk(None, "stop")]),
+        Reply(503, openai_error("overloaded"), {"retry-after-ms": "10"}),
+        Reply(200, None, sse=[sse_chunk("ok", None), sse_chunk(None, "stop")]),
     ]
-    provider = _provider(edge.url, max_retries=1)
-    *deltas, completion = _items(provider.stream(MODEL, COUNT, GREEDY))
+    provider = make_provider(edge.url, timing, max_retries=1)
+    *deltas, completion = drain(provider.stream(MODEL, COUNT, GREEDY))
     assert [d.text for d in deltas if isinstance(d, Delta)] == ["ok"]
     assert len(edge.requests) == 2
-    edge.replies = [Reply(500, _openai_error("boom"), {"retry-after-ms": "10"})]
-    with pytest.raises(ProviderUnavailableError):
+    assert timing.waits == [0.01]
+    edge.replies = [Reply(500, openai_error("boom"), {"retry-after-ms": "10"})]
+    with pytest.raises(ProviderUnavailableError) as info:
         provider.complete(MODEL, COUNT, GREEDY)
+    assert "(500) after 1 retry: boom" in info.value.message
     provider.close()
 
 
 def test_echoed_key_is_masked(edge: EdgeServer) -> None:
     key = "sk-echoed-key-0123456789"
-    edge.replies = [Reply(400, _openai_error(f"Bad request for key {key}"))]
-    provider = _provider(edge.url, api_key=SecretStr(key))
+    edge.replies = [Reply(400, openai_error(f"Bad request for key {key}"))]
+    provider = make_provider(edge.url, api_key=SecretStr(key))
     with pytest.raises(ProviderError) as info:
         provider.complete(MODEL, COUNT, GREEDY)
     assert info.value.code == "PROVIDER_ERROR"
@@ -317,20 +260,6 @@ def test_echoed_key_is_masked(edge: EdgeServer) -> None:
     provider.close()
 
 
-def _sse_chunk(text: str | None, finish: str | None, usage: Any = None) -> dict[str, Any]:
-    choices = [] if text is None and finish is None else [
-        {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
-    ]  # fmt: skip
-    return {
-        "id": "c1",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "gpt-test",
-        "choices": choices,
-        "usage": usage,
-    }
-
-
 def test_stream_reads_usage_chunk_and_sends_params(edge: EdgeServer) -> None:
     usage = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
     edge.replies = [
@@ -338,16 +267,16 @@ def test_stream_reads_usage_chunk_and_sends_params(edge: EdgeServer) -> None:
             200,
             None,
             sse=[
-                _sse_chunk("Hel", None),
-                _sse_chunk("lo", None),
-                _sse_chunk(None, "stop"),
-                _sse_chunk(None, None, usage),  # include_usage: the last chunk, no choices
+                sse_chunk("Hel", None),
+                sse_chunk("lo", None),
+                sse_chunk(None, "stop"),
+                sse_chunk(None, None, usage),  # include_usage: the last chunk, no choices
             ],
         )
     ]
-    provider = _provider(edge.url, model_params={"gpt-test": {"temperature": 0.3, "seed": 1}})
+    provider = make_provider(edge.url, model_params={"gpt-test": {"temperature": 0.3, "seed": 1}})
     params = GenerationParams(top_p=0.5, max_tokens=8, stop=["\n"], seed=4)
-    *deltas, completion = _items(provider.stream("gpt-test", COUNT, params))
+    *deltas, completion = drain(provider.stream("gpt-test", COUNT, params))
     assert [d.text for d in deltas if isinstance(d, Delta)] == ["Hel", "lo"]
     assert isinstance(completion, Completion)
     assert completion.text == "Hello"
@@ -359,6 +288,88 @@ def test_stream_reads_usage_chunk_and_sends_params(edge: EdgeServer) -> None:
     assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.3, 0.5, 8)
     assert (sent["stop"], sent["seed"]) == (["\n"], 4)
     assert sent["_authorization"] == "Bearer no-key"  # a keyless server gets a placeholder
+    provider.close()
+
+
+def test_stream_failing_after_its_first_chunk_is_not_retried(
+    edge: EdgeServer, timing: FakeTime
+) -> None:
+    edge.replies = [Reply(200, None, sse=[sse_chunk("Hel", None), sse_chunk("lo", None)], cut=True)]
+    provider = make_provider(edge.url, timing, max_retries=3)
+    got: list[str] = []
+    with pytest.raises(ProviderUnavailableError) as info:
+        with provider.stream(MODEL, COUNT, GREEDY) as generation:
+            got.extend(delta.text for delta in generation)
+    assert got == ["Hel"]
+    assert "broke mid-stream" in info.value.message
+    assert (len(edge.requests), timing.waits) == (1, [])
+    provider.close()
+
+
+def test_complete_retries_a_body_cut_short(edge: EdgeServer, timing: FakeTime) -> None:
+    # A non-streamed answer is read within its try, so a broken body is retried (as the SDK).
+    edge.replies = [Reply(200, completion_body("hi"), cut=True), Reply(200, completion_body("hi"))]
+    provider = make_provider(edge.url, timing, max_retries=1)
+    assert provider.complete(MODEL, COUNT, GREEDY).text == "hi"
+    assert len(edge.requests) == len(timing.waits) + 1 == 2 and is_backoff(timing.waits)
+    provider.close()
+
+
+@pytest.mark.parametrize("how", ["close", "cancel"])
+def test_ending_a_generation_mid_stream_hangs_up(edge: EdgeServer, how: str) -> None:
+    edge.replies = [
+        Reply(200, None, sse=[sse_chunk("one", None), sse_chunk("two", None)], hold=True)
+    ]
+    provider = make_provider(edge.url)
+    cancel = threading.Event()
+    with provider.stream(MODEL, COUNT, GREEDY, cancel) as generation:
+        pieces = iter(generation)
+        assert next(pieces) == Delta("one")  # the server holds the rest back
+        if how == "cancel":
+            cancel.set()
+            assert list(pieces) == []
+            assert generation.result().finish_reason == "cancelled"
+    # The server waits on the connection: it sees it closed (not at its 30 s limit).
+    assert edge.hung_up.wait(20)
+    provider.close()
+
+
+def test_stalled_stream_is_unavailable_after_timeout(edge: EdgeServer, timing: FakeTime) -> None:
+    edge.replies = [Reply(200, None, sse=[sse_chunk("one", None), sse_chunk(".", None)], hold=True)]
+    provider = make_provider(edge.url, timing, timeout=0.3, max_retries=2)
+    got: list[str] = []
+    with pytest.raises(ProviderUnavailableError) as info:
+        with provider.stream(MODEL, COUNT, GREEDY) as generation:
+            got.extend(delta.text for delta in generation)
+    assert got == ["one"]
+    assert "no chunk within 0.3 s" in info.value.message
+    assert (len(edge.requests), timing.waits) == (1, [])  # past the first byte: no retry
+    provider.close()
+
+
+def test_stream_error_event_is_a_provider_error(edge: EdgeServer, timing: FakeTime) -> None:
+    key = "sk-edge-key-0123456789"
+    failing = [sse_chunk("a", None), {"error": {"message": f"overloaded for {key}"}}]
+    edge.replies = [Reply(200, None, sse=failing)]
+    provider = make_provider(edge.url, timing, api_key=SecretStr(key))
+    with pytest.raises(ProviderError) as info:
+        drain(provider.stream(MODEL, COUNT, GREEDY))
+    assert info.value.code == "PROVIDER_ERROR"
+    assert "overloaded for ***" in info.value.message
+    assert len(edge.requests) == 1
+    provider.close()
+
+
+def test_ping_is_one_try(edge: EdgeServer, timing: FakeTime) -> None:
+    edge.replies = [Reply(503, openai_error("down"))]
+    provider = make_provider(edge.url, timing, max_retries=3)
+    found = provider.ping(1.0)
+    assert found.reachable is False and found.error is not None
+    assert found.error["code"] == "PROVIDER_UNAVAILABLE"
+    assert (len(edge.requests), timing.waits) == (1, [])
+    edge.replies = [Reply(200, {"object": "list", "data": [{"id": "a"}, {"id": "b"}]})]
+    assert provider.ping(1.0).models == ["a", "b"]
+    assert edge.requests[-1]["_path"] == "/v1/models"
     provider.close()
 
 

@@ -1,0 +1,45 @@
+"""Server-Sent Events (``text/event-stream``), read for their ``data`` only.
+
+OpenAI-compatible servers stream one JSON object per event (``data: {...}``)
+and end with ``data: [DONE]``; the event names, ids and retry hints of the SSE
+format carry nothing we use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+
+def event_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The ``data`` of each Server-Sent Event in a byte stream.
+
+    Lines end with LF, CRLF or CR (also split across two chunks); an empty line
+    ends an event; several ``data:`` lines of one event are joined with LF (an
+    event whose data is empty is dropped);
+    comments (``: keep-alive``) and other fields are skipped.
+    """
+    pending = b""  # the start of a line whose end has not come yet
+    after_cr = False  # the last chunk ended with CR: an LF starting the next is its pair
+    data: list[bytes] = []
+    for chunk in chunks:
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        after_cr = chunk.endswith(b"\r")
+        if not chunk:
+            continue
+        lines = (pending + chunk).splitlines(keepends=True)
+        pending = b"" if lines[-1].endswith((b"\n", b"\r")) else lines.pop()
+        for line in lines:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if data and data != [b""]:  # an event with empty data is not dispatched
+                    yield b"\n".join(data)
+                data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+    if pending.startswith(b"data:"):
+        value = pending[5:]
+        data.append(value[1:] if value.startswith(b" ") else value)
+    if data and data != [b""]:  # a stream cut before its last empty line: keep what it said
+        yield b"\n".join(data)
