@@ -23,6 +23,7 @@ from api.routes import (
     apps,
     datasources,
     llm_models,
+    prompt_versions,
     prompts,
     runs,
     sessions,
@@ -138,6 +139,7 @@ def create_app(
         analytics,
         use_cases,
         prompts,
+        prompt_versions,
         datasources,
         webhooks,
     )
