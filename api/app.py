@@ -22,6 +22,7 @@ from api.routes import (
     apps,
     datasources,
     llm_models,
+    prompt_versions,
     prompts,
     runs,
     sessions,
@@ -111,6 +112,7 @@ def create_app(
         analytics,
         use_cases,
         prompts,
+        prompt_versions,
         datasources,
         webhooks,
     )

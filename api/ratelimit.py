@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,12 +52,18 @@ class Decision:
         return headers
 
 
-def _decide(tokens: float, allowed: bool, rate: float, burst: int) -> Decision:
+Clock = Callable[[], float]
+"""Seconds as a float: ``time.monotonic`` for buckets, ``time.time`` for reset times."""
+
+
+def _decide(
+    tokens: float, allowed: bool, rate: float, burst: int, wall_clock: Clock = time.time
+) -> Decision:
     return Decision(
         allowed=allowed,
         limit=burst,
         remaining=max(0, math.floor(tokens)),
-        reset_at=math.ceil(time.time() + (burst - tokens) / rate),
+        reset_at=math.ceil(wall_clock() + (burst - tokens) / rate),
         retry_after=0 if allowed else max(1, math.ceil((1 - tokens) / rate)),
     )
 
@@ -68,16 +75,28 @@ class Limiter(Protocol):
 
 
 class MemoryLimiter:
-    """Buckets in this process (the embedded default)."""
+    """Buckets in this process (the embedded default).
 
-    def __init__(self, settings: RateLimitSettings) -> None:
+    ``clock`` measures refills (monotonic: immune to the system clock being set);
+    ``wall_clock`` gives the Unix time of ``X-RateLimit-Reset``. Tests pass their own.
+    """
+
+    def __init__(
+        self,
+        settings: RateLimitSettings,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
         self.rate = settings.requests / settings.window_seconds
         self.burst = settings.burst
+        self.clock = clock
+        self.wall_clock = wall_clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     async def hit(self, key: str) -> Decision:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
@@ -91,7 +110,7 @@ class MemoryLimiter:
                     for k, v in self._buckets.items()
                     if v[0] + (now - v[1]) * self.rate < self.burst
                 }
-        return _decide(tokens, allowed, self.rate, self.burst)
+        return _decide(tokens, allowed, self.rate, self.burst, self.wall_clock)
 
     async def close(self) -> None:
         return None

@@ -271,52 +271,69 @@ def _scan(root: Node, loader: _Loader, text: str) -> tuple[list[Problem], bool, 
             continue
         if not isinstance(node, MappingNode):
             continue
-        if (
-            node.flow_style
-            and len(node.value) == 1
-            and isinstance(node.value[0][0], MappingNode)
-            and node.value[0][0].flow_style
-            and text.startswith("{{", node.start_mark.index)
-        ):
-            # `user: {{ input.q }}` unquoted: YAML reads a mapping inside a mapping,
-            # which would fail to construct with a puzzling "unhashable key".
-            source = text[node.start_mark.index : node.end_mark.index]
-            problems.append(
-                Problem(
-                    format_path(path),
-                    f"{source} is read by YAML as a mapping, not a template: "
-                    "quote a value that starts with '{{'",
-                    _line(node.start_mark),
-                )
-            )
+        unquoted = _unquoted_template(node, path, text)
+        if unquoted is not None:
+            problems.append(unquoted)
             fatal = True
             continue
-        first: dict[Any, int | None] = {}
-        children: list[tuple[DocPath, Node]] = []
-        for key_node, value in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
-                children.append((path, value))
-                continue
-            try:
-                key = loader.construct_object(key_node)
-                hash(key)
-            except (yaml.YAMLError, TypeError):
-                key = key_node.value
-            key_values[id(key_node)] = key
-            if key in first:
-                problems.append(
-                    Problem(
-                        format_path((*path, key)),
-                        f"duplicate key '{key}' (first at line {first[key]}); "
-                        "YAML would keep only the last one",
-                        _line(key_node.start_mark),
-                    )
-                )
-            else:
-                first[key] = _line(key_node.start_mark)
-            children.append(((*path, key), value))
+        children = _scan_keys(node, path, loader, key_values, problems)
         stack.extend(reversed(children))
     return problems, fatal, key_values
+
+
+def _unquoted_template(node: MappingNode, path: DocPath, text: str) -> Problem | None:
+    """`user: {{ input.q }}` unquoted: YAML reads a mapping inside a mapping,
+    which would fail to construct with a puzzling "unhashable key"."""
+    if not (
+        node.flow_style
+        and len(node.value) == 1
+        and isinstance(node.value[0][0], MappingNode)
+        and node.value[0][0].flow_style
+        and text.startswith("{{", node.start_mark.index)
+    ):
+        return None
+    source = text[node.start_mark.index : node.end_mark.index]
+    return Problem(
+        format_path(path),
+        f"{source} is read by YAML as a mapping, not a template: "
+        "quote a value that starts with '{{'",
+        _line(node.start_mark),
+    )
+
+
+def _scan_keys(
+    node: MappingNode,
+    path: DocPath,
+    loader: _Loader,
+    key_values: dict[int, Any],
+    problems: list[Problem],
+) -> list[tuple[DocPath, Node]]:
+    """Record the mapping's constructed keys and report duplicates; returns its children."""
+    first: dict[Any, int | None] = {}
+    children: list[tuple[DocPath, Node]] = []
+    for key_node, value in node.value:
+        if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
+            children.append((path, value))
+            continue
+        try:
+            key = loader.construct_object(key_node)
+            hash(key)
+        except (yaml.YAMLError, TypeError):
+            key = key_node.value
+        key_values[id(key_node)] = key
+        if key in first:
+            problems.append(
+                Problem(
+                    format_path((*path, key)),
+                    f"duplicate key '{key}' (first at line {first[key]}); "
+                    "YAML would keep only the last one",
+                    _line(key_node.start_mark),
+                )
+            )
+        else:
+            first[key] = _line(key_node.start_mark)
+        children.append(((*path, key), value))
+    return children
 
 
 # --- loading ----------------------------------------------------------------------------

@@ -168,18 +168,7 @@ def _message(err: dict[str, Any], path: DocPath, data: Any, is_key: bool) -> tup
     given = err.get("input")
     msg: str = err["msg"]
     if kind == "extra_forbidden":
-        key = path[-1] if path else "?"
-        model = _model_at(data, path[:-1])
-        hint = ""
-        if model is not None:
-            allowed = list(model.model_fields)
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = (
-                f"; did you mean '{close[0]}'?"
-                if close
-                else f"; allowed keys: {', '.join(allowed)}"
-            )
-        return path, f"unknown key '{key}'{hint}"
+        return path, _unknown_key_message(path, data)
     if kind == "missing":
         return path, f"missing required key '{path[-1]}'" if path else "missing"
     if kind in _KEYED:
@@ -190,40 +179,63 @@ def _message(err: dict[str, Any], path: DocPath, data: Any, is_key: bool) -> tup
         if kind == "union_tag_not_found":
             return (*path, field), f"missing '{field}'; allowed {field}s: {tags}"
         return (*path, field), f"unknown {field} '{ctx.get('tag')}'; allowed {field}s: {tags}"
-    if is_key and kind == "string_pattern_mismatch" and ctx.get("pattern") == _IDENT_PATTERN:
-        return path, (
+    if is_key:
+        return path, _key_message(kind, ctx, given, msg)
+    if msg == "Keys should be strings":
+        return path, "a key should be a string; quote it"
+    return path, _value_message(kind, ctx, given, msg)
+
+
+def _unknown_key_message(path: DocPath, data: Any) -> str:
+    key = path[-1] if path else "?"
+    model = _model_at(data, path[:-1])
+    hint = ""
+    if model is not None:
+        allowed = list(model.model_fields)
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; allowed keys: {', '.join(allowed)}"
+    return f"unknown key '{key}'{hint}"
+
+
+def _key_message(kind: str, ctx: dict[str, Any], given: Any, msg: str) -> str:
+    """The message about a mapping key (a name under ``input:`` or ``output:``)."""
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == _IDENT_PATTERN:
+        return (
             f"'{given}' is not a valid name: use letters, digits and _,"
             " starting with a letter or _ (at most 64 characters)"
         )
-    if (is_key and kind == "string_type") or msg == "Keys should be strings":
-        return path, "a key should be a string; quote it"
-    if is_key:
-        return path, f"the key {given!r} is not valid: {msg[0].lower()}{msg[1:]}"
+    if kind == "string_type" or msg == "Keys should be strings":
+        return "a key should be a string; quote it"
+    return f"the key {given!r} is not valid: {msg[0].lower()}{msg[1:]}"
+
+
+def _value_message(kind: str, ctx: dict[str, Any], given: Any, msg: str) -> str:
+    """The message about a value: what it should be, and what it is."""
     if kind == "string_pattern_mismatch":
         if ctx.get("pattern") == _IDENT_PATTERN:
-            return path, (
+            return (
                 f"{given!r} is not a valid id: use letters, digits and _,"
                 " starting with a letter or _ (at most 64 characters)"
             )
-        return path, f"{given!r} should match the pattern {ctx.get('pattern')}"
+        return f"{given!r} should match the pattern {ctx.get('pattern')}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return path, f"should be a mapping, got {kind_of(given)}"
+        return f"should be a mapping, got {kind_of(given)}"
     if kind == "list_type":
-        return path, f"should be a list, got {kind_of(given)}"
+        return f"should be a list, got {kind_of(given)}"
     if kind == "too_short" and "min_length" in ctx:
         n = ctx["min_length"]
         if isinstance(given, dict):
             what = "entry" if n == 1 else "entries"
         else:
             what = "item" if n == 1 else "items"
-        return path, f"needs at least {n} {what}"
+        return f"needs at least {n} {what}"
     if kind == "value_error":
-        return path, msg.removeprefix("Value error, ")
+        return msg.removeprefix("Value error, ")
     if msg.startswith("Input should"):
         msg = "should" + msg[len("Input should") :]
         if not isinstance(given, dict | list):
             msg += f", got {kind_of(given)}"
-    return path, msg
+    return msg
 
 
 def schema_problems(

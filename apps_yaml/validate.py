@@ -270,15 +270,6 @@ def _check_template(
         report.add(path, f"template syntax error: {exc.message}", lineno=exc.lineno)
         return
     env = templates.environment()
-    positions: dict[str, int] = {}
-    for i, step in enumerate(doc.steps):
-        positions.setdefault(step.id, i)
-    # Names the template assigns itself ({% set %}, loop targets, macro args).
-    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx != "load"}
-    first_use: dict[str, int] = {}
-    for n in tree.find_all(nodes.Name):
-        if n.ctx == "load":
-            first_use.setdefault(n.name, n.lineno)
     unknown_filters = {f.name for f in tree.find_all(nodes.Filter)} - set(env.filters)
     unknown_tests = {t.name for t in tree.find_all(nodes.Test)} - set(env.tests)
     if unknown_filters or unknown_tests:
@@ -293,10 +284,46 @@ def _check_template(
     except TemplateSyntaxError as exc:
         report.add(path, f"template error: {exc.message}", lineno=exc.lineno)
         return
+    missing = _check_names(doc, tree, undeclared, path, position, report)
+    # Names the template assigns itself ({% set %}, loop targets, macro args).
+    local = {n.name for n in tree.find_all(nodes.Name) if n.ctx != "load"}
+    _check_fields(doc, tree, local | missing, path, report)
+    _check_input_gets(doc, tree, local, path, report)
+    for f in tree.find_all(nodes.Filter):
+        if f.name in unknown_filters:
+            report.add(path, f"unknown filter '{f.name}'", lineno=f.lineno)
+    for t in tree.find_all(nodes.Test):
+        if t.name in unknown_tests:
+            report.add(path, f"unknown test '{t.name}'", lineno=t.lineno)
+    for loading in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
+        report.add(
+            path,
+            "templates cannot include, import or extend other templates",
+            lineno=loading.lineno,
+        )
+
+
+def _check_names(
+    doc: AppDocument,
+    tree: nodes.Template,
+    undeclared: set[str],
+    path: DocPath,
+    position: int,
+    report: _Report,
+) -> set[str]:
+    """Report names that are unknown or whose step has not run yet; returns those names."""
+    env_globals = templates.environment().globals
+    positions: dict[str, int] = {}
+    for i, step in enumerate(doc.steps):
+        positions.setdefault(step.id, i)
+    first_use: dict[str, int] = {}
+    for n in tree.find_all(nodes.Name):
+        if n.ctx == "load":
+            first_use.setdefault(n.name, n.lineno)
     missing: set[str] = set()
     for name in sorted(undeclared, key=lambda n: (first_use.get(n, 1), n)):
         lineno = first_use.get(name, 1)
-        if name in ("input", "session") or name in env.globals:
+        if name in ("input", "session") or name in env_globals:
             continue
         if name in positions:
             where = positions[name]
@@ -312,7 +339,16 @@ def _check_template(
             continue
         missing.add(name)
         report.add(path, _unknown_name(doc, name, position), lineno=lineno)
+    return missing
 
+
+def _check_fields(
+    doc: AppDocument, tree: nodes.Template, skip: set[str], path: DocPath, report: _Report
+) -> None:
+    """Field reads (``docs.text``, ``input['q']``) of inputs, the session and steps.
+
+    Names in ``skip`` (assigned by the template, or already reported) are not checked.
+    """
     callees = {id(c.node) for c in tree.find_all(nodes.Call)}
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)
@@ -331,13 +367,18 @@ def _check_template(
         else:
             continue
         base = node.node
-        if not isinstance(base, nodes.Name) or base.name in local or base.name in missing:
+        if not isinstance(base, nodes.Name) or base.name in skip:
             continue
         message = _field_problem(doc, base.name, attr)
         if message:
             report.add(path, message, lineno=node.lineno)
+
+
+def _check_input_gets(
+    doc: AppDocument, tree: nodes.Template, local: set[str], path: DocPath, report: _Report
+) -> None:
+    """``input.get('name', default)`` reads an input too."""
     for call in tree.find_all(nodes.Call):
-        # input.get('name', default) reads an input too.
         callee = call.node
         if (
             isinstance(callee, nodes.Getattr)
@@ -352,18 +393,6 @@ def _check_template(
             message = _field_problem(doc, "input", call.args[0].value)
             if message:
                 report.add(path, message, lineno=call.lineno)
-    for f in tree.find_all(nodes.Filter):
-        if f.name in unknown_filters:
-            report.add(path, f"unknown filter '{f.name}'", lineno=f.lineno)
-    for t in tree.find_all(nodes.Test):
-        if t.name in unknown_tests:
-            report.add(path, f"unknown test '{t.name}'", lineno=t.lineno)
-    for loading in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
-        report.add(
-            path,
-            "templates cannot include, import or extend other templates",
-            lineno=loading.lineno,
-        )
 
 
 def _unknown(*args: Any, **kwargs: Any) -> Any:

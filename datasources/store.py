@@ -215,24 +215,7 @@ class DatasourceStore:
                 details={"datasource_type": source.type, "entry_type": kind},
             )
         metadata = check_metadata(new.metadata)
-        limit = self.settings.datasources.max_entry_bytes
-        if kind == "text":
-            data = (new.content or "").encode("utf-8")
-            if not data.strip():
-                raise EntryInvalidError("content is empty")
-        elif kind == "url":
-            url = (new.url or "").strip()
-            check_url(url, Allowlist(self.settings.datasources.url_allowlist))
-            data = url.encode("utf-8")
-        else:
-            data = new.file or b""
-            if not data:
-                raise EntryInvalidError("file is empty")
-        if kind != "url" and len(data) > limit:
-            raise EntryTooLargeError(
-                f"the entry is {len(data)} bytes; the limit is {limit}",
-                details={"size": len(data), "limit": limit},
-            )
+        data = self._entry_bytes(kind, new)
         digest = hashlib.sha256(kind.encode() + b"\0" + data).hexdigest()
         self._refuse_duplicate(datasource_uuid, digest)
         now = utcnow()
@@ -269,6 +252,28 @@ class DatasourceStore:
             self.get(datasource_uuid)  # deleted meanwhile: 404
             raise DatasourceError(f"could not store the entry: {exc.orig}") from exc
         return entry
+
+    def _entry_bytes(self, kind: str, new: NewEntry) -> bytes:
+        """What the entry stores and hashes: the text, the checked URL or the file."""
+        if kind == "text":
+            data = (new.content or "").encode("utf-8")
+            if not data.strip():
+                raise EntryInvalidError("content is empty")
+        elif kind == "url":
+            url = (new.url or "").strip()
+            check_url(url, Allowlist(self.settings.datasources.url_allowlist))
+            return url.encode("utf-8")
+        else:
+            data = new.file or b""
+            if not data:
+                raise EntryInvalidError("file is empty")
+        limit = self.settings.datasources.max_entry_bytes
+        if len(data) > limit:
+            raise EntryTooLargeError(
+                f"the entry is {len(data)} bytes; the limit is {limit}",
+                details={"size": len(data), "limit": limit},
+            )
+        return data
 
     def _refuse_duplicate(self, datasource_uuid: str, digest: str) -> None:
         with self.db() as db:

@@ -2,7 +2,8 @@
 
 Storage tests take the ``backend`` fixture and run on SQLite (a file in
 ``tmp_path``) and on PostgreSQL (a database created for this test session on
-the server at 127.0.0.1, dropped at the end).
+the server at 127.0.0.1, dropped at the end). Every test that needs PostgreSQL
+is marked ``postgres``: ``pytest -m "not postgres"`` runs without the server.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from ports import free_port
 from pydantic import SecretStr
 from sqlalchemy import text
+from waiting import poll_until
 
 from api.app import create_app
 from appforge.core.db import load_tables, make_engine, migrate
@@ -74,7 +76,7 @@ def _empty_postgres(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
     """The database URL of a storage test: None (SQLite in the home) or PostgreSQL."""
     if request.param == "sqlite":
@@ -153,7 +155,6 @@ def llama_server_factory(
     """
     import subprocess
     import sys
-    import time
 
     import httpx
 
@@ -180,18 +181,18 @@ def llama_server_factory(
         started.append((process, log))
         url = f"http://127.0.0.1:{port}/v1"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def llama_server_answers() -> bool:
             if process.poll() is not None:
                 log.flush()
                 pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{url}/models", headers=headers, timeout=1).status_code == 200:
-                    return url
+                return httpx.get(f"{url}/models", headers=headers, timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"llama_cpp.server did not start: {log_path.read_text()[-2000:]}")
+                return False
+
+        poll_until(llama_server_answers, interval=0.2, detail=lambda: log_path.read_text()[-2000:])
+        return url
 
     yield start
     for process, log in started:

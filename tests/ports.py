@@ -7,12 +7,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from waiting import poll_until
 
 
 def free_port() -> int:
@@ -25,16 +25,17 @@ def free_port() -> int:
 
 def wait_ok(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
     """Wait until ``url`` answers 200; fail with the process's log if it exits or never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
             if httpx.get(url, timeout=1).status_code == 200:
-                return
+                return True
         except httpx.TransportError:
             pass
         assert process.poll() is None, log.read_text()
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer:\n{log.read_text()}")
+        return False
+
+    poll_until(answers, timeout=timeout, interval=0.3, detail=lambda: f"{url}\n{log.read_text()}")
 
 
 @contextmanager
@@ -57,12 +58,16 @@ def run_serve(app_file: Path, home: Path, token: str) -> Iterator[tuple[int, lis
         text=True,
     )
     try:
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        assert stdout is not None
         lines: list[str] = []
-        deadline = time.monotonic() + 60
-        while not any(line.startswith("run it: POST ") for line in lines):
-            assert time.monotonic() < deadline and proc.poll() is None, lines
-            lines.append(proc.stdout.readline())
+
+        def printed_run_line() -> bool:
+            assert proc.poll() is None, lines
+            lines.append(stdout.readline())  # blocks until a line: no sleep needed
+            return lines[-1].startswith("run it: POST ")
+
+        poll_until(printed_run_line, interval=0, detail=lambda: lines)
         yield port, lines
     finally:
         proc.terminate()

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Integer, case, func, literal, select
+from sqlalchemy import ColumnElement, Integer, Row, Subquery, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentToken, DbSession
@@ -86,6 +86,40 @@ def _stats(
     by_prompt: bool = False,
 ) -> list[tuple[Any, Stats]]:
     """Stats per value of ``group`` (one row keyed None when ``group`` is None)."""
+    base = _ranked_runs(filters, start, end, group, by_prompt)
+
+    def pct(value: Any, rank: Any, n: Any, p: float) -> Any:
+        return func.min(case((value.isnot(None) & (rank >= p * n), value)))
+
+    rows = db.execute(
+        select(
+            base.c.k,
+            func.count().label("runs"),
+            func.sum(case((base.c.status.in_(ERROR_STATUSES), 1), else_=0)).label("errors"),
+            func.sum(case((base.c.status == "cancelled", 1), else_=0)).label("cancelled"),
+            pct(base.c.latency, base.c.rl, base.c.nl, 0.5).label("lat50"),
+            pct(base.c.latency, base.c.rl, base.c.nl, 0.95).label("lat95"),
+            func.avg(base.c.latency).label("latavg"),
+            pct(base.c.ttft, base.c.rt, base.c.nt, 0.5).label("ttft50"),
+            pct(base.c.ttft, base.c.rt, base.c.nt, 0.95).label("ttft95"),
+            func.avg(base.c.ttft).label("ttftavg"),
+            func.coalesce(func.sum(base.c.tin), 0).cast(Integer).label("tin"),
+            func.coalesce(func.sum(base.c.tout), 0).cast(Integer).label("tout"),
+        )
+        .group_by(base.c.k)
+        .order_by(base.c.k)
+    ).all()
+    return [(r.k, _stats_of(r)) for r in rows]
+
+
+def _ranked_runs(
+    filters: Sequence[ColumnElement[bool]],
+    start: datetime,
+    end: datetime,
+    group: Any,
+    by_prompt: bool,
+) -> Subquery:
+    """Finished runs in the window, each with its latency and TTFT rank within its group."""
     key = group if group is not None else literal(0)
     query = (
         select(
@@ -111,47 +145,21 @@ def _stats(
     )
     if by_prompt:  # one row per use of the prompt (a step of a run)
         query = query.join(RunPrompt, RunPrompt.run_id == Run.id)
-    base = query.subquery()
+    return query.subquery()
 
-    def pct(value: Any, rank: Any, n: Any, p: float) -> Any:
-        return func.min(case((value.isnot(None) & (rank >= p * n), value)))
 
-    rows = db.execute(
-        select(
-            base.c.k,
-            func.count().label("runs"),
-            func.sum(case((base.c.status.in_(ERROR_STATUSES), 1), else_=0)).label("errors"),
-            func.sum(case((base.c.status == "cancelled", 1), else_=0)).label("cancelled"),
-            pct(base.c.latency, base.c.rl, base.c.nl, 0.5).label("lat50"),
-            pct(base.c.latency, base.c.rl, base.c.nl, 0.95).label("lat95"),
-            func.avg(base.c.latency).label("latavg"),
-            pct(base.c.ttft, base.c.rt, base.c.nt, 0.5).label("ttft50"),
-            pct(base.c.ttft, base.c.rt, base.c.nt, 0.95).label("ttft95"),
-            func.avg(base.c.ttft).label("ttftavg"),
-            func.coalesce(func.sum(base.c.tin), 0).cast(Integer).label("tin"),
-            func.coalesce(func.sum(base.c.tout), 0).cast(Integer).label("tout"),
-        )
-        .group_by(base.c.k)
-        .order_by(base.c.k)
-    ).all()
-    out = []
-    for r in rows:
-        runs = int(r.runs)
-        out.append(
-            (
-                r.k,
-                Stats(
-                    runs=runs,
-                    errors=int(r.errors or 0),
-                    cancelled=int(r.cancelled or 0),
-                    error_rate=round(int(r.errors or 0) / runs, 4) if runs else 0.0,
-                    latency_ms=Percentiles(p50=r.lat50, p95=r.lat95, avg=_round(r.latavg)),
-                    ttft_ms=Percentiles(p50=r.ttft50, p95=r.ttft95, avg=_round(r.ttftavg)),
-                    tokens=Tokens(prompt=r.tin, completion=r.tout, total=r.tin + r.tout),
-                ),
-            )
-        )
-    return out
+def _stats_of(row: Row[Any]) -> Stats:
+    runs = int(row.runs)
+    errors = int(row.errors or 0)
+    return Stats(
+        runs=runs,
+        errors=errors,
+        cancelled=int(row.cancelled or 0),
+        error_rate=round(errors / runs, 4) if runs else 0.0,
+        latency_ms=Percentiles(p50=row.lat50, p95=row.lat95, avg=_round(row.latavg)),
+        ttft_ms=Percentiles(p50=row.ttft50, p95=row.ttft95, avg=_round(row.ttftavg)),
+        tokens=Tokens(prompt=row.tin, completion=row.tout, total=row.tin + row.tout),
+    )
 
 
 def _round(value: Any) -> float | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,9 +42,7 @@ def test_models_lists_aliases_and_providers_with_reachability(
         providers={"down": OpenAISettings(base_url=down, api_key=SecretStr("sk-down-0123"))},
     )
     client = make_client(settings)
-    started = time.monotonic()
     r = client.get("/api/models", params={"timeout": 1})
-    assert time.monotonic() - started < 5
     assert r.status_code == 200, r.text
     body = r.json()
 

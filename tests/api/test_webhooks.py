@@ -7,7 +7,6 @@ import hmac
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +16,7 @@ import pytest
 from app_docs import TEXT_APP, YAML
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from waiting import poll_until
 
 from api.tables import WebhookDelivery
 from api.webhook_delivery import WebhookDispatcher
@@ -97,17 +97,20 @@ def _subscribe(client: TestClient, url: str, events: list[str]) -> str:
 def _wait(
     client: TestClient, hook: str, done: Callable[[list[dict[str, Any]]], bool]
 ) -> list[dict[str, Any]]:
-    """Poll the delivery log until ``done`` holds (at most 15 s)."""
-    deadline = time.monotonic() + 15
-    while True:
+    """Poll the delivery log until ``done`` holds."""
+
+    def deliveries() -> list[dict[str, Any]]:
         r = client.get(f"/api/webhooks/{hook}/deliveries")
         assert r.status_code == 200, r.text
         assert SECRET not in r.text
         log: list[dict[str, Any]] = r.json()
-        if done(log):
-            return log
-        assert time.monotonic() < deadline, log
-        time.sleep(0.05)
+        return log
+
+    def done_log() -> list[dict[str, Any]] | None:
+        log = deliveries()
+        return log if done(log) else None
+
+    return poll_until(done_log, interval=0.05, detail=deliveries)
 
 
 def _all_delivered(n: int) -> Callable[[list[dict[str, Any]]], bool]:

@@ -38,22 +38,24 @@ class Store:
         return None if model in ("default", "local:smollm2") else f"no model {model!r}"
 
 
-# --- step ids -----------------------------------------------------------------------
+RESERVED = "false, input, loop, none, self, session, true"
 
-
-def test_check_duplicate_step_ids() -> None:
-    text = """\
+# A document and every problem ``check`` reports in it: (path, YAML line, message).
+PROBLEMS = [
+    # --- step ids -------------------------------------------------------------
+    pytest.param(
+        """\
         name: x
         steps:
           - {id: a, kind: llm, prompt: {user: hi}}
           - {id: a, kind: llm, prompt: {user: hi}}
         output: {a: "{{ a.text }}"}
-        """
-    assert problems(text) == [("steps[1].id", 4, "duplicate step id 'a' (also steps[0])")]
-
-
-def test_check_reserved_step_ids() -> None:
-    text = """\
+        """,
+        [("steps[1].id", 4, "duplicate step id 'a' (also steps[0])")],
+        id="duplicate-step-ids",
+    ),
+    pytest.param(
+        """\
         name: x
         steps:
           - id: input
@@ -63,31 +65,292 @@ def test_check_reserved_step_ids() -> None:
             kind: llm
             prompt: {user: hi}
         output: {a: "x"}
-        """
-    reserved = "false, input, loop, none, self, session, true"
-    assert problems(text) == [
-        ("steps[0].id", 3, f"'input' is reserved; a step id cannot be one of: {reserved}"),
-        ("steps[1].id", 6, f"'session' is reserved; a step id cannot be one of: {reserved}"),
-    ]
-
-
-def test_check_step_id_hiding_a_template_function() -> None:
-    text = """\
+        """,
+        [
+            ("steps[0].id", 3, f"'input' is reserved; a step id cannot be one of: {RESERVED}"),
+            ("steps[1].id", 6, f"'session' is reserved; a step id cannot be one of: {RESERVED}"),
+        ],
+        id="reserved-step-ids",
+    ),
+    pytest.param(
+        """\
         name: x
         steps:
           - {id: range, kind: llm, prompt: {user: hi}}
         output: {a: "{{ range.text }}"}
-        """
-    assert problems(text) == [
-        ("steps[0].id", 3, "step id 'range' would hide the template function 'range'"),
-    ]
+        """,
+        [
+            ("steps[0].id", 3, "step id 'range' would hide the template function 'range'"),
+        ],
+        id="step-id-hides-a-function",
+    ),
+    # --- names ----------------------------------------------------------------
+    pytest.param(
+        """\
+        name: x
+        steps:
+          - {id: docs, kind: retrieve, datasources: [kb], query: hi}
+          - id: answer
+            kind: llm
+            prompt: {user: "{{ doc.documents }}"}
+        output: {a: "{{ answer.text }}"}
+        """,
+        [
+            (
+                "steps[1].prompt.user",
+                6,
+                "unknown name 'doc'; did you mean 'docs'? (available: input, session, docs)",
+            ),
+        ],
+        id="unknown-name-lists-what-is-available",
+    ),
+    pytest.param(
+        """\
+        name: x
+        input: {question: {}}
+        steps:
+          - {id: a, kind: llm, prompt: {user: "{{ question }}"}}
+        output: {a: "{{ a.text }}"}
+        """,
+        [
+            (
+                "steps[0].prompt.user",
+                4,
+                "unknown name 'question'; inputs are read as input.question",
+            ),
+        ],
+        id="input-name-without-prefix-gets-a-hint",
+    ),
+    pytest.param(
+        """\
+        name: x
+        steps:
+          - id: first
+            kind: llm
+            prompt:
+              user: |
+                {{ first.text }}
+                {{ second.text }}
+          - {id: second, kind: llm, prompt: {user: "{{ first.text }}"}}
+        output: {a: "{{ second.text }}", b: "{{ first.text }}"}
+        """,
+        [
+            ("steps[0].prompt.user", 7, "step 'first' is this step; its result is not there yet"),
+            ("steps[0].prompt.user", 8, "step 'second' runs after this one"),
+        ],
+        id="later-and-same-step-not-available",
+    ),
+    # --- fields ---------------------------------------------------------------
+    pytest.param(
+        """\
+        name: x
+        input: {question: {}, product: {}}
+        steps:
+          - id: a
+            kind: llm
+            prompt:
+              system: "{{ input['prodcut'] }}"
+              user: "{{ input.questoin }} {{ input.get('lang', 'en') }}"
+        output: {a: "{{ a.text }}"}
+        """,
+        [
+            (
+                "steps[0].prompt.system",
+                7,
+                "unknown input 'prodcut'; declared inputs: question, product",
+            ),
+            (
+                "steps[0].prompt.user",
+                8,
+                "unknown input 'questoin'; declared inputs: question, product",
+            ),
+            ("steps[0].prompt.user", 8, "unknown input 'lang'; declared inputs: question, product"),
+        ],
+        id="unknown-input-by-attribute-item-and-get",
+    ),
+    pytest.param(
+        """\
+        name: x
+        steps:
+          - {id: docs, kind: retrieve, datasources: [kb], query: hi}
+          - id: answer
+            kind: llm
+            prompt: {user: "{{ docs.txt }}"}
+        output:
+          a: "{{ answer['content'] }}"
+        """,
+        [
+            (
+                "steps[1].prompt.user",
+                6,
+                "step 'docs' (retrieve) has no field 'txt'; fields: documents, sources",
+            ),
+            (
+                "output.a",
+                8,
+                "step 'answer' (llm) has no field 'content'; fields: text, usage, model",
+            ),
+        ],
+        id="unknown-step-field",
+    ),
+    pytest.param(
+        """\
+        name: x
+        steps:
+          - {id: a, kind: llm, prompt: {user: "{{ session.user }}"}}
+        output: {a: "{{ a.text }}"}
+        """,
+        [
+            ("steps[0].prompt.user", 3, "session has no field 'user'; fields: id"),
+        ],
+        id="unknown-session-field",
+    ),
+    pytest.param(
+        """\
+        name: x
+        steps:
+          - {id: a, kind: llm, prompt: {user: hi}}
+          - {id: b, kind: llm, prompt: {user: "{{ a.text }}"}}
+        output: {first: "{{ a.text }}", second: "{{ b.model }}", c: "{{ c.text }}"}
+        """,
+        [
+            ("output.c", 5, "unknown name 'c' (available: input, session, a, b)"),
+        ],
+        id="outputs-see-every-step",
+    ),
+    pytest.param(
+        """\
+        name: x
+        steps:
+          - id: a
+            kind: llm
+            prompt:
+              ref: support-answer
+              variables: {question: "{{ input.q }}"}
+        output: {a: "{{ a.text }}"}
+        """,
+        [
+            ("steps[0].prompt.variables.question", 7, "unknown input 'q'; declared inputs: none"),
+        ],
+        id="prompt-ref-variables-are-templates",
+    ),
+    pytest.param(
+        """\
+        name: x
+        steps:
+          - id: a
+            kind: llm
+            prompt:
+              messages:
+                - {role: system, content: be brief}
+                - {role: user, content: "{{ nothing }}"}
+        output: {a: "{{ a.text }}"}
+        """,
+        [
+            (
+                "steps[0].prompt.messages[1].content",
+                8,
+                "unknown name 'nothing' (available: input, session)",
+            ),
+        ],
+        id="messages-content-is-a-template",
+    ),
+    pytest.param(
+        """\
+        name: x
+        input: {q: {}}
+        steps:
+          - id: a
+            kind: llm
+            prompt:
+              user: |
+                {{ input.q | shout }}
+                {{ input.q.__class__ }}
+                {% include 'other.txt' %}
+                {% if input.q is shiny %}x{% endif %}
+        output: {a: "{{ a.text }}"}
+        """,
+        [
+            ("steps[0].prompt.user", 8, "unknown filter 'shout'"),
+            ("steps[0].prompt.user", 9, "'__class__' is private: templates cannot read it"),
+            (
+                "steps[0].prompt.user",
+                10,
+                "templates cannot include, import or extend other templates",
+            ),
+            ("steps[0].prompt.user", 11, "unknown test 'shiny'"),
+        ],
+        id="unknown-filter-private-attribute-include",
+    ),
+    # --- inputs, history, datasources -----------------------------------------
+    pytest.param(
+        """\
+        name: x
+        input:
+          n: {type: integer, default: "3"}
+          tone: {enum: [calm, 2], default: loud}
+          flag: {type: boolean, max_length: 3}
+          short: {max_length: 2, default: long}
+        steps:
+          - {id: a, kind: llm, prompt: {user: hi}}
+        output: {a: "{{ a.text }}"}
+        """,
+        [
+            ("input.n.default", 3, "the default is not of type integer"),
+            ("input.tone.enum[1]", 4, "enum value 2 is not of type string"),
+            ("input.tone.default", 4, "the default 'loud' is not one of the enum"),
+            ("input.flag.max_length", 5, "max_length applies to string inputs only"),
+            ("input.short.default", 6, "the default is longer than 2 characters"),
+        ],
+        id="input-defaults-and-enums",
+    ),
+    pytest.param(
+        """\
+        name: x
+        type: text
+        steps:
+          - id: a
+            kind: llm
+            prompt: {user: hi}
+            history: 4
+        output: {a: "{{ a.text }}"}
+        """,
+        [
+            ("steps[0].history", 7, "history needs type: chat (this app is type: text)"),
+        ],
+        id="history-needs-chat",
+    ),
+    pytest.param(
+        """\
+        name: x
+        steps:
+          - id: docs
+            kind: retrieve
+            datasources:
+              - kb
+              - kb
+            query: hi
+        output: {a: "{{ docs.sources }}"}
+        """,
+        [("steps[0].datasources[1]", 7, "datasource 'kb' is listed twice")],
+        id="datasource-listed-twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PROBLEMS)
+def test_check_reports_each_problem_with_path_and_line(
+    text: str, expected: list[tuple[str, int, str]]
+) -> None:
+    assert problems(text) == expected
 
 
 # --- template syntax ----------------------------------------------------------------
 
-
-def test_check_template_syntax_error_in_flow_scalar() -> None:
-    text = """\
+# A document with one template syntax error: its path, YAML line and message start.
+SYNTAX_ERRORS = [
+    pytest.param(
+        """\
         name: x
         steps:
           - id: a
@@ -95,14 +358,16 @@ def test_check_template_syntax_error_in_flow_scalar() -> None:
             prompt:
               user: "{{ input.q "
         output: {a: "{{ a.text }}"}
-        """
-    ((path, line, message),) = problems(text)
-    assert (path, line) == ("steps[0].prompt.user", 6)
-    assert message.startswith("template syntax error: ")
-
-
-def test_check_template_syntax_error_line_in_literal_block() -> None:
-    text = """\
+        """,
+        "steps[0].prompt.user",
+        6,
+        "template syntax error: ",
+        id="flow-scalar",
+    ),
+    pytest.param(
+        # The block's content starts on YAML line 7 (the line after '|'): Jinja's
+        # line 3, the unclosed for-loop, is YAML line 9.
+        """\
         name: x
         steps:
           - id: a
@@ -114,17 +379,14 @@ def test_check_template_syntax_error_line_in_literal_block() -> None:
                 {% for d in docs %}{{ d }}
               user: hi
         output: {a: "{{ a.text }}"}
-        """
-    # The block's content starts on YAML line 7 (the line after '|'): Jinja's
-    # line 3, the unclosed for-loop, is YAML line 9.
-    ((path, line, message),) = problems(text)
-    assert path == "steps[0].prompt.system"
-    assert message.startswith("template syntax error: Unexpected end of template")
-    assert line == 9
-
-
-def test_check_template_syntax_error_line_in_middle_of_block() -> None:
-    text = """\
+        """,
+        "steps[0].prompt.system",
+        9,
+        "template syntax error: Unexpected end of template",
+        id="line-in-literal-block",
+    ),
+    pytest.param(
+        """\
         name: x
         steps:
           - id: a
@@ -135,12 +397,15 @@ def test_check_template_syntax_error_line_in_middle_of_block() -> None:
                 line two {{ 1 + }}
                 line three
         output: {a: "{{ a.text }}"}
-        """
-    assert [(p, line) for p, line, _ in problems(text)] == [("steps[0].prompt.user", 8)]
-
-
-def test_check_template_syntax_error_line_in_folded_block() -> None:
-    text = """\
+        """,
+        "steps[0].prompt.user",
+        8,
+        "template syntax error: ",
+        id="line-in-middle-of-block",
+    ),
+    pytest.param(
+        # Folded content also starts on the line after '>': Jinja's line 1 is YAML line 7.
+        """\
         name: x
         steps:
           - id: a
@@ -149,9 +414,22 @@ def test_check_template_syntax_error_line_in_folded_block() -> None:
               user: >
                 {% if x %}
         output: {a: "{{ a.text }}"}
-        """
-    # Folded content also starts on the line after '>': Jinja's line 1 is YAML line 7.
-    assert [(p, line) for p, line, _ in problems(text)] == [("steps[0].prompt.user", 7)]
+        """,
+        "steps[0].prompt.user",
+        7,
+        "template syntax error: ",
+        id="line-in-folded-block",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "line", "message_start"), SYNTAX_ERRORS)
+def test_check_template_syntax_error_has_path_and_yaml_line(
+    text: str, path: str, line: int, message_start: str
+) -> None:
+    ((got_path, got_line, message),) = problems(text)
+    assert (got_path, got_line) == (path, line)
+    assert message.startswith(message_start)
 
 
 def test_check_template_error_in_where_value_has_nested_path() -> None:
@@ -178,58 +456,7 @@ def test_check_template_error_in_where_value_has_nested_path() -> None:
     assert message2.startswith("template syntax error: ")
 
 
-# --- names -----------------------------------------------------------------------------
-
-
-def test_check_unknown_name_lists_what_is_available() -> None:
-    text = """\
-        name: x
-        steps:
-          - {id: docs, kind: retrieve, datasources: [kb], query: hi}
-          - id: answer
-            kind: llm
-            prompt: {user: "{{ doc.documents }}"}
-        output: {a: "{{ answer.text }}"}
-        """
-    assert problems(text) == [
-        (
-            "steps[1].prompt.user",
-            6,
-            "unknown name 'doc'; did you mean 'docs'? (available: input, session, docs)",
-        ),
-    ]
-
-
-def test_check_input_name_without_input_prefix_gets_a_hint() -> None:
-    text = """\
-        name: x
-        input: {question: {}}
-        steps:
-          - {id: a, kind: llm, prompt: {user: "{{ question }}"}}
-        output: {a: "{{ a.text }}"}
-        """
-    assert problems(text) == [
-        ("steps[0].prompt.user", 4, "unknown name 'question'; inputs are read as input.question"),
-    ]
-
-
-def test_check_later_and_same_step_are_not_available() -> None:
-    text = """\
-        name: x
-        steps:
-          - id: first
-            kind: llm
-            prompt:
-              user: |
-                {{ first.text }}
-                {{ second.text }}
-          - {id: second, kind: llm, prompt: {user: "{{ first.text }}"}}
-        output: {a: "{{ second.text }}", b: "{{ first.text }}"}
-        """
-    assert problems(text) == [
-        ("steps[0].prompt.user", 7, "step 'first' is this step; its result is not there yet"),
-        ("steps[0].prompt.user", 8, "step 'second' runs after this one"),
-    ]
+# --- names a template sets itself ------------------------------------------------
 
 
 def test_check_template_locals_and_functions_are_not_unknown() -> None:
@@ -247,190 +474,6 @@ def test_check_template_locals_and_functions_are_not_unknown() -> None:
         output: {a: "{{ a.text }}", u: "{{ a.usage.total_tokens }}"}
         """
     assert load_text(dedent(text)).steps[0].id == "a"
-
-
-# --- fields --------------------------------------------------------------------------------
-
-
-def test_check_unknown_input_by_attribute_item_and_get() -> None:
-    text = """\
-        name: x
-        input: {question: {}, product: {}}
-        steps:
-          - id: a
-            kind: llm
-            prompt:
-              system: "{{ input['prodcut'] }}"
-              user: "{{ input.questoin }} {{ input.get('lang', 'en') }}"
-        output: {a: "{{ a.text }}"}
-        """
-    declared = "declared inputs: question, product"
-    assert problems(text) == [
-        ("steps[0].prompt.system", 7, f"unknown input 'prodcut'; {declared}"),
-        ("steps[0].prompt.user", 8, f"unknown input 'questoin'; {declared}"),
-        ("steps[0].prompt.user", 8, f"unknown input 'lang'; {declared}"),
-    ]
-
-
-def test_check_unknown_step_field() -> None:
-    text = """\
-        name: x
-        steps:
-          - {id: docs, kind: retrieve, datasources: [kb], query: hi}
-          - id: answer
-            kind: llm
-            prompt: {user: "{{ docs.txt }}"}
-        output:
-          a: "{{ answer['content'] }}"
-        """
-    assert problems(text) == [
-        (
-            "steps[1].prompt.user",
-            6,
-            "step 'docs' (retrieve) has no field 'txt'; fields: documents, sources",
-        ),
-        ("output.a", 8, "step 'answer' (llm) has no field 'content'; fields: text, usage, model"),
-    ]
-
-
-def test_check_unknown_session_field() -> None:
-    text = """\
-        name: x
-        steps:
-          - {id: a, kind: llm, prompt: {user: "{{ session.user }}"}}
-        output: {a: "{{ a.text }}"}
-        """
-    assert problems(text) == [
-        ("steps[0].prompt.user", 3, "session has no field 'user'; fields: id"),
-    ]
-
-
-def test_check_outputs_see_every_step() -> None:
-    text = """\
-        name: x
-        steps:
-          - {id: a, kind: llm, prompt: {user: hi}}
-          - {id: b, kind: llm, prompt: {user: "{{ a.text }}"}}
-        output: {first: "{{ a.text }}", second: "{{ b.model }}", c: "{{ c.text }}"}
-        """
-    assert problems(text) == [
-        ("output.c", 5, "unknown name 'c' (available: input, session, a, b)"),
-    ]
-
-
-def test_check_prompt_ref_variables_are_templates() -> None:
-    text = """\
-        name: x
-        steps:
-          - id: a
-            kind: llm
-            prompt:
-              ref: support-answer
-              variables: {question: "{{ input.q }}"}
-        output: {a: "{{ a.text }}"}
-        """
-    assert problems(text) == [
-        ("steps[0].prompt.variables.question", 7, "unknown input 'q'; declared inputs: none"),
-    ]
-
-
-def test_check_messages_content_is_a_template() -> None:
-    text = """\
-        name: x
-        steps:
-          - id: a
-            kind: llm
-            prompt:
-              messages:
-                - {role: system, content: be brief}
-                - {role: user, content: "{{ nothing }}"}
-        output: {a: "{{ a.text }}"}
-        """
-    assert problems(text) == [
-        (
-            "steps[0].prompt.messages[1].content",
-            8,
-            "unknown name 'nothing' (available: input, session)",
-        ),
-    ]
-
-
-def test_check_unknown_filter_private_attribute_and_include() -> None:
-    text = """\
-        name: x
-        input: {q: {}}
-        steps:
-          - id: a
-            kind: llm
-            prompt:
-              user: |
-                {{ input.q | shout }}
-                {{ input.q.__class__ }}
-                {% include 'other.txt' %}
-                {% if input.q is shiny %}x{% endif %}
-        output: {a: "{{ a.text }}"}
-        """
-    assert problems(text) == [
-        ("steps[0].prompt.user", 8, "unknown filter 'shout'"),
-        ("steps[0].prompt.user", 9, "'__class__' is private: templates cannot read it"),
-        ("steps[0].prompt.user", 10, "templates cannot include, import or extend other templates"),
-        ("steps[0].prompt.user", 11, "unknown test 'shiny'"),
-    ]
-
-
-# --- inputs, history, datasources -------------------------------------------------------
-
-
-def test_check_input_defaults_and_enums() -> None:
-    text = """\
-        name: x
-        input:
-          n: {type: integer, default: "3"}
-          tone: {enum: [calm, 2], default: loud}
-          flag: {type: boolean, max_length: 3}
-          short: {max_length: 2, default: long}
-        steps:
-          - {id: a, kind: llm, prompt: {user: hi}}
-        output: {a: "{{ a.text }}"}
-        """
-    assert problems(text) == [
-        ("input.n.default", 3, "the default is not of type integer"),
-        ("input.tone.enum[1]", 4, "enum value 2 is not of type string"),
-        ("input.tone.default", 4, "the default 'loud' is not one of the enum"),
-        ("input.flag.max_length", 5, "max_length applies to string inputs only"),
-        ("input.short.default", 6, "the default is longer than 2 characters"),
-    ]
-
-
-def test_check_history_needs_chat() -> None:
-    text = """\
-        name: x
-        type: text
-        steps:
-          - id: a
-            kind: llm
-            prompt: {user: hi}
-            history: 4
-        output: {a: "{{ a.text }}"}
-        """
-    assert problems(text) == [
-        ("steps[0].history", 7, "history needs type: chat (this app is type: text)"),
-    ]
-
-
-def test_check_datasource_listed_twice() -> None:
-    text = """\
-        name: x
-        steps:
-          - id: docs
-            kind: retrieve
-            datasources:
-              - kb
-              - kb
-            query: hi
-        output: {a: "{{ docs.sources }}"}
-        """
-    assert problems(text) == [("steps[0].datasources[1]", 7, "datasource 'kb' is listed twice")]
 
 
 # --- references ----------------------------------------------------------------------

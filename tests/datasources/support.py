@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from fastapi.testclient import TestClient
+from waiting import poll_until
 
 
 class Pages:
@@ -59,16 +59,20 @@ def serve_pages() -> Iterator[Pages]:
     thread.join()
 
 
-def wait_for_entry(
-    client: TestClient, datasource: str, entry: str, deadline: float = 90.0
-) -> dict[str, Any]:
-    """Poll an entry until it is ready or failed (bounded)."""
-    end = time.monotonic() + deadline
-    while True:
-        body: dict[str, Any] = client.get(f"/api/datasources/{datasource}/entries/{entry}").json()
-        if body["status"] in ("ready", "failed") or time.monotonic() > end:
-            return body
-        time.sleep(0.1)
+def get_entry(client: TestClient, datasource: str, entry: str) -> dict[str, Any]:
+    """The entry as the API shows it now."""
+    body: dict[str, Any] = client.get(f"/api/datasources/{datasource}/entries/{entry}").json()
+    return body
+
+
+def wait_for_entry(client: TestClient, datasource: str, entry: str) -> dict[str, Any]:
+    """Poll an entry until it is ready or failed."""
+
+    def finished() -> dict[str, Any] | None:
+        body = get_entry(client, datasource, entry)
+        return body if body["status"] in ("ready", "failed") else None
+
+    return poll_until(finished, detail=lambda: get_entry(client, datasource, entry))
 
 
 def make_pdf(*paragraphs: str) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from ports import free_port
 from sqlalchemy import update
+from waiting import poll_until
 
 from appforge.core.db import make_engine, session_factory, transaction, utcnow
 from appforge.core.settings import Settings
@@ -25,7 +25,7 @@ from datasources.index import VectorIndex, collection_name, make_client
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
 from datasources.tables import Entry
-from tests.datasources.support import wait_for_entry
+from tests.datasources.support import get_entry, wait_for_entry
 
 TEXT = " ".join(f"Line {i} of the manual explains step {i}." for i in range(30))
 
@@ -62,7 +62,7 @@ def test_reprocessing_an_entry_leaves_no_duplicate_vectors(
     ds, (entry,) = _setup(client)
     queue: IngestionQueue = _state(client).ingestion
     assert queue.run_once() == [entry]
-    first = wait_for_entry(client, ds, entry, deadline=0)
+    first = get_entry(client, ds, entry)
     total = first["chunks_total"]
     assert first["status"] == "ready" and total > 3
     index: VectorIndex = _state(client).datasources.index
@@ -70,7 +70,7 @@ def test_reprocessing_an_entry_leaves_no_duplicate_vectors(
     # As if the worker had died half-way: the entry is claimable again.
     _set(client, entry, status="pending")
     assert queue.run_once() == [entry]
-    again = wait_for_entry(client, ds, entry, deadline=0)
+    again = get_entry(client, ds, entry)
     assert again["status"] == "ready" and again["attempts"] == 2
     assert index.count(ds, entry) == total
     assert queue.run_once() == []
@@ -87,10 +87,10 @@ def test_expired_lease_is_taken_over_and_the_old_worker_stops(
     assert queue.run_once() == []  # leased: nobody else takes it
     _set(client, entry, lease_until=utcnow() - timedelta(seconds=1))
     assert queue.run_once() == [entry]
-    assert wait_for_entry(client, ds, entry, deadline=0)["status"] == "ready"
+    assert get_entry(client, ds, entry)["status"] == "ready"
     # The first worker wakes up: its writes are refused, the entry stays ready.
     queue.process([stale])
-    body = wait_for_entry(client, ds, entry, deadline=0)
+    body = get_entry(client, ds, entry)
     assert body["status"] == "ready" and body["attempts"] == 2
     assert _state(client).datasources.index.count(ds, entry) == body["chunks_total"]
 
@@ -102,7 +102,7 @@ def test_worker_gives_up_after_repeated_deaths(
     ds, (entry,) = _setup(client)
     _set(client, entry, attempts=3)
     assert _state(client).ingestion.run_once() == [entry]
-    body = wait_for_entry(client, ds, entry, deadline=0)
+    body = get_entry(client, ds, entry)
     assert body["status"] == "failed" and body["error"].startswith("INGEST_FAILED:")
 
 
@@ -167,17 +167,22 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def chroma_answers() -> bool:
         try:
             if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                break
+                return True
         except httpx.TransportError:
             pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"chroma did not start: {(path / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.2)
+        if process.poll() is not None:
+            pytest.fail(f"chroma exited: {(path / 'server.log').read_text()[-2000:]}")
+        return False
+
+    try:
+        poll_until(chroma_answers, interval=0.2)
+    except AssertionError:
+        process.kill()
+        pytest.fail(f"chroma did not start: {(path / 'server.log').read_text()[-2000:]}")
     yield url
     process.terminate()
     process.wait(15)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from waiting import poll_until
 
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.server_process import ServerProcess
@@ -46,27 +46,31 @@ def test_killed_server_entries_are_finished_after_restart(tmp_path: Path):
             )
             assert r.status_code == 201 and r.json()["status"] == "pending"
             ids.append(r.json()["uuid"])
-        deadline = time.monotonic() + 90
-        while True:
+
+        def half_done() -> dict[str, Any] | None:
             body = _entry(base, ds, ids[0])
             if body["status"] == "processing" and body["chunks_done"] > 0:
-                break
+                return body
             assert body["status"] != "ready", "finished before it could be killed"
-            assert time.monotonic() < deadline, body
-            time.sleep(0.05)
+            return None
+
+        body = poll_until(half_done, interval=0.05, detail=lambda: _entry(base, ds, ids[0]))
     finally:
         first.kill()
     assert 0 < body["chunks_done"] < body["chunks_total"]
 
     second = ServerProcess(env)
     try:
-        deadline = time.monotonic() + 120
-        states = [_entry(second.base, ds, e) for e in ids]
-        while {s["status"] for s in states} != {"ready"}:
+
+        def states_now() -> list[dict[str, Any]]:
+            return [_entry(second.base, ds, e) for e in ids]
+
+        def all_ready() -> list[dict[str, Any]] | None:
+            states = states_now()
             assert "failed" not in {s["status"] for s in states}, states
-            assert time.monotonic() < deadline, states
-            time.sleep(0.3)
-            states = [_entry(second.base, ds, e) for e in ids]
+            return states if {s["status"] for s in states} == {"ready"} else None
+
+        states = poll_until(all_ready, interval=0.3, detail=states_now)
         assert states[0]["attempts"] == 2 and states[0]["chunks_done"] == states[0]["chunks_total"]
         # No duplicate vectors: the whole collection holds exactly the chunks.
         r = httpx.post(

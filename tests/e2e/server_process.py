@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 from ports import free_port
+from waiting import poll_until
 
 
 class ServerProcess:
@@ -26,18 +26,21 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"server did not start:\n{out}")
-            time.sleep(0.2)
+        try:
+            poll_until(self._healthy, interval=0.2)
+        except AssertionError as exc:  # it exited, or never answered
+            self.proc.kill()
+            out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+            raise RuntimeError(f"server did not start ({exc}):\n{out}") from None
+
+    def _healthy(self) -> bool:
+        try:
+            if httpx.get(f"{self.base}/api/health", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        assert self.proc.poll() is None, "the server exited"
+        return False
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs (a crash)."""
