@@ -13,11 +13,14 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from appforge.client import ModelsInfo
 
 INPUT_TYPES = ["string", "integer", "number", "boolean", "array", "object"]
 STEP_KINDS = ["llm", "retrieve"]
@@ -281,27 +284,33 @@ def prompt_for(source: str, previous: Any) -> dict[str, Any]:
 # --- pickers --------------------------------------------------------------------------
 
 
-def model_options(models: dict[str, Any], current: str | None) -> list[str]:
+def model_options(models: ModelsInfo | None, current: str | None) -> list[str]:
     """Model names to pick from: aliases, then ``provider:model`` names, then the current."""
-    found: list[str] = [str(a["name"]) for a in items(models.get("aliases")) if "name" in a]
-    for provider in items(models.get("providers")):
-        for model in items(provider.get("models")) if isinstance(provider, dict) else []:
-            found.append(f"{provider['name']}:{model}")
+    found = [a.name for a in models.aliases] if models is not None else []
+    for provider in models.providers if models is not None else []:
+        found.extend(f"{provider.name}:{model}" for model in provider.models or [])
     for extra in ("default", current):
         if extra and extra not in found:
             found.append(extra)
     return list(dict.fromkeys(found))
 
 
-def prompt_refs(prompts: list[dict[str, Any]]) -> dict[str, str]:
+@dataclass(frozen=True)
+class ManagedPrompt:
+    """A managed prompt a step can refer to, with the name of its use case."""
+
+    id: str
+    name: str
+    use_case: str
+
+
+def prompt_refs(prompts: list[ManagedPrompt]) -> dict[str, str]:
     """``ref -> shown name`` for managed prompts: the name when it is unique, else the id."""
-    counts: dict[str, int] = {}
-    for p in prompts:
-        counts[p["name"]] = counts.get(p["name"], 0) + 1
+    counts = Counter(p.name for p in prompts)
     out: dict[str, str] = {}
     for p in prompts:
-        ref = p["name"] if counts[p["name"]] == 1 else p["id"]
-        out[ref] = f"{p['name']} ({p.get('use_case', '')})".replace(" ()", "")
+        ref = p.name if counts[p.name] == 1 else p.id
+        out[ref] = f"{p.name} ({p.use_case})" if p.use_case else p.name
     return out
 
 

@@ -6,11 +6,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from appforge.cli.root import main, report_error
+
+if TYPE_CHECKING:
+    from appforge.client import Client
 
 
 def _remote_options(f: Any) -> Any:
@@ -26,7 +29,7 @@ def _remote_options(f: Any) -> Any:
     )(f)
 
 
-def _client(obj: dict[str, Any], url: str, token: str) -> Any:
+def _client(obj: dict[str, Any], url: str, token: str) -> Client:
     from appforge.client import Client
 
     # Tests hand over an HTTP transport bound to an in-process app.
@@ -84,7 +87,7 @@ def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
     """List datasources: uuid, type, name."""
     with _api_errors():
         for ds in _client(obj, url, token).list_datasources():
-            click.echo(f"{ds['uuid']}  {ds['type']:6} {ds['name']}")
+            click.echo(f"{ds.uuid}  {ds.type:6} {ds.name}")
 
 
 @datasources_cmd.command("create")
@@ -101,7 +104,7 @@ def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
 def datasources_create(obj: dict[str, Any], name: str, kind: str, url: str, token: str) -> None:
     """Create a datasource; prints its uuid."""
     with _api_errors():
-        click.echo(_client(obj, url, token).create_datasource(name, kind)["uuid"])
+        click.echo(_client(obj, url, token).create_datasource(name, kind).uuid)
 
 
 @datasources_cmd.command("add")
@@ -145,9 +148,9 @@ def datasources_add(
         click.echo(f"  refused {line}", err=True)
     if wait and added:
         entries = client.wait_for_entries(datasource)
-        failed = [e for e in entries if e["status"] == "failed"]
+        failed = [e for e in entries if e.status == "failed"]
         for e in failed:
-            click.echo(f"  failed {e['name']}: {e.get('error')}", err=True)
+            click.echo(f"  failed {e.name}: {e.error}", err=True)
         click.echo(
             f"added {added} entries: {len(entries) - len(failed)} ready, "
             f"{len(failed)} failed, {len(refused)} refused"
@@ -166,7 +169,7 @@ def prompts_list(obj: dict[str, Any], use_case_id: str, url: str, token: str) ->
     """List the prompts of a use case: id, name."""
     with _api_errors():
         for prompt in _client(obj, url, token).list_prompts(use_case_id):
-            click.echo(f"{prompt['id']}  {prompt['name']}")
+            click.echo(f"{prompt.id}  {prompt.name}")
 
 
 @prompts_cmd.command("promote")

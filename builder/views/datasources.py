@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from appforge.client import Client
+from appforge.client import Client, EntryInfo
 from builder.connection import ERRORS, get_client, show_error
 
 DONE = ("ready", "failed")
@@ -104,19 +104,19 @@ def _clear_entry_form() -> None:
     st.session_state["ds_add_round"] = st.session_state.get("ds_add_round", 0) + 1
 
 
-def _wait(client: Client, uuid: str, timeout: float = 300.0) -> list[dict[str, Any]]:
+def _wait(client: Client, uuid: str, timeout: float = 300.0) -> list[EntryInfo]:
     """Poll the entries, showing progress, until none is pending or processing."""
     with st.status("Processing entries…") as status:
         bar = st.progress(0.0)
         deadline = time.monotonic() + timeout
         while True:
             entries = client.list_entries(uuid)
-            done = sum(e["status"] in DONE for e in entries)
+            done = sum(e.status in DONE for e in entries)
             bar.progress(done / len(entries) if entries else 1.0, text=f"{done}/{len(entries)}")
             if done == len(entries) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        failed = sum(e["status"] == "failed" for e in entries)
+        failed = sum(e.status == "failed" for e in entries)
         label = f"{done} of {len(entries)} processed" + (f", {failed} failed" if failed else "")
         status.update(label=label, state="error" if failed else "complete")
     return entries
@@ -130,7 +130,7 @@ def _entries(client: Client, uuid: str) -> None:
     except ERRORS as exc:
         show_error(exc)
         return
-    busy = any(e["status"] not in DONE for e in fetched[0])
+    busy = any(e.status not in DONE for e in fetched[0])
 
     @st.fragment(run_every=1.0 if busy else None)
     def live() -> None:
@@ -141,7 +141,7 @@ def _entries(client: Client, uuid: str) -> None:
 
 
 def _entries_table(
-    client: Client, uuid: str, entries: list[dict[str, Any]] | None, was_busy: bool
+    client: Client, uuid: str, entries: list[EntryInfo] | None, was_busy: bool
 ) -> None:
     refresh, wait = st.columns(2)
     refresh.button("Refresh", key="ds_refresh")
@@ -151,7 +151,7 @@ def _entries_table(
             entries = _wait(client, uuid)
         elif entries is None:
             entries = client.list_entries(uuid)
-            if was_busy and all(e["status"] in DONE for e in entries):
+            if was_busy and all(e.status in DONE for e in entries):
                 st.rerun(scope="app")  # all done: stop refreshing, show the final table
     except ERRORS as exc:
         show_error(exc)
@@ -159,24 +159,24 @@ def _entries_table(
     if not entries:
         st.caption("No entries yet.")
         return
-    done = sum(e["status"] in DONE for e in entries)
+    done = sum(e.status in DONE for e in entries)
     st.progress(done / len(entries), text=f"{done} of {len(entries)} entries processed")
     st.dataframe(
         [
             {
-                "name": e["name"],
-                "status": e["status"],
-                "chunks": f"{e['chunks_done']}/{e['chunks_total'] or '?'}",
-                "metadata": json.dumps(e["entry_metadata"]),
-                "error": e.get("error") or "",
-                "uuid": e["uuid"],
+                "name": e.name,
+                "status": e.status,
+                "chunks": f"{e.chunks_done}/{e.chunks_total or '?'}",
+                "metadata": json.dumps(e.entry_metadata),
+                "error": e.error or "",
+                "uuid": e.uuid,
             }
             for e in entries
         ],
         hide_index=True,
     )
-    names = {e["uuid"]: e["name"] for e in entries}
-    statuses = {e["uuid"]: e["status"] for e in entries}
+    names = {e.uuid: e.name for e in entries}
+    statuses = {e.uuid: e.status for e in entries}
     picked = st.selectbox("Entry", list(names), key="ds_entry_pick", format_func=lambda u: names[u])
     retry, delete = st.columns(2)
     if retry.button("Retry entry", key="ds_entry_retry", disabled=statuses[picked] not in DONE):
@@ -213,13 +213,12 @@ def _search(client: Client, uuid: str) -> None:
         except ERRORS as exc:
             show_error(exc)
             return
-        hits = found.get("results", []) if isinstance(found, dict) else found
-        if not hits:
+        if not found.results:
             st.info("Nothing found.")
-        for hit in hits:
+        for hit in found.results:
             with st.container(border=True):
-                st.markdown(f"**{hit['score']:.3f}** · `{json.dumps(hit['metadata'])}`")
-                st.text(hit["text"])
+                st.markdown(f"**{hit.score:.3f}** · `{json.dumps(hit.metadata)}`")
+                st.text(hit.text)
 
 
 st.title("Datasources")
@@ -241,27 +240,27 @@ with st.form("ds_create"):
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state["ds_flash"] = f"Created datasource {made['name']}"
-            st.session_state["ds_pick"] = made["uuid"]
+            st.session_state["ds_flash"] = f"Created datasource {made.name}"
+            st.session_state["ds_pick"] = made.uuid
             st.rerun()
 
 if not datasources:
     st.stop()
-by_uuid = {d["uuid"]: d for d in datasources}
+by_uuid = {d.uuid: d for d in datasources}
 if st.session_state.get("ds_pick") not in by_uuid:
     st.session_state.pop("ds_pick", None)
 uuid = st.selectbox(
     "Datasource",
     list(by_uuid),
     key="ds_pick",
-    format_func=lambda u: f"{by_uuid[u]['name']} ({by_uuid[u]['type']})",
+    format_func=lambda u: f"{by_uuid[u].name} ({by_uuid[u].type})",
 )
 _add_entries(client, uuid)
 _entries(client, uuid)
 _search(client, uuid)
 
 st.subheader("Delete the datasource")
-confirm = st.checkbox(f"Yes, delete {by_uuid[uuid]['name']} and its entries", key="ds_confirm")
+confirm = st.checkbox(f"Yes, delete {by_uuid[uuid].name} and its entries", key="ds_confirm")
 if st.button("Delete datasource", key="ds_delete", disabled=not confirm, type="primary"):
     try:
         client.delete_datasource(uuid)
@@ -270,5 +269,5 @@ if st.button("Delete datasource", key="ds_delete", disabled=not confirm, type="p
     else:
         st.session_state.pop("ds_pick", None)
         st.session_state.pop("ds_confirm", None)
-        st.session_state["ds_flash"] = f"Deleted datasource {by_uuid[uuid]['name']}"
+        st.session_state["ds_flash"] = f"Deleted datasource {by_uuid[uuid].name}"
         st.rerun()

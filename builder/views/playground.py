@@ -90,7 +90,7 @@ def _send(client: Client, app: AppInfo, values: dict[str, Any], chat: dict[str, 
         placeholder = st.empty()
         try:
             for chunk in client.stream(app.uuid, values, chat["session_id"]):
-                chat["session_id"] = str(chunk.session.get("id") or chat["session_id"])
+                chat["session_id"] = chunk.session_id
                 if chunk.done:
                     answer["run"] = chunk.run.model_dump() if chunk.run else None
                     continue
@@ -133,8 +133,8 @@ with right:
             chat["session_id"] = session.id
             chat["messages"] = []
             for turn in session.turns:
-                chat["messages"].append({"role": "user", "text": json.dumps(turn["input"])})
-                out = turn.get("output") or {}
+                chat["messages"].append({"role": "user", "text": json.dumps(turn.input)})
+                out = turn.output
                 text = out.get("answer") if isinstance(out.get("answer"), str) else json.dumps(out)
                 chat["messages"].append(
                     {"role": "assistant", "text": text, "sources": out.get("sources")}

@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from appforge.client import Client
+from appforge.client import Client, PromptVersionInfo
 from builder.connection import ERRORS, get_client, show_error
 
 ROLES = ["system", "user", "assistant"]
@@ -34,11 +34,11 @@ def _json_field(label: str, key: str, default: str = "{}") -> dict[str, Any] | N
     return value
 
 
-def _template(version: dict[str, Any]) -> str:
+def _template(version: PromptVersionInfo) -> str:
     """A version's template as text: the text, or ``role: content`` per chat message."""
-    if version["type"] == "text":
-        return str(version["template_text"] or "")
-    return "\n".join(f"{m['role']}: {m['content']}" for m in version["template_messages"] or [])
+    if version.type == "text":
+        return version.template_text or ""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in version.template_messages or [])
 
 
 def _message_rows() -> list[dict[str, str]]:
@@ -64,16 +64,15 @@ def _message_rows() -> list[dict[str, str]]:
 def _new_version(client: Client, prompt_id: str) -> None:
     st.subheader("New version")
     kind = st.radio("Version type", ["text", "chat"], horizontal=True, key="pr_type")
-    body: dict[str, Any] = {"type": kind}
+    text: str | None = None
+    messages: list[dict[str, str]] | None = None
     if kind == "text":
         st.caption("Jinja variables like `{{ name }}`.")
-        body["template_text"] = st.text_area("Template", key="pr_template")
-        ready = bool(body["template_text"].strip())
+        text = st.text_area("Template", key="pr_template")
+        ready = bool(text.strip())
     else:
-        body["template_messages"] = _message_rows()
-        ready = bool(body["template_messages"]) and all(
-            m["content"].strip() for m in body["template_messages"]
-        )
+        messages = _message_rows()
+        ready = bool(messages) and all(m["content"].strip() for m in messages)
     schema = _json_field("Variables schema (JSON)", "pr_schema", default="")
     defaults = _json_field("Model defaults (JSON)", "pr_defaults")
     commit = st.text_input("Commit message", key="pr_commit")
@@ -85,21 +84,25 @@ def _new_version(client: Client, prompt_id: str) -> None:
     if schema is None or defaults is None:
         st.error("JSON_INVALID: fix the JSON fields above first; nothing was created.")
         return
-    if schema:
-        body["variables_schema"] = schema
-    if commit.strip():
-        body["commit_message"] = commit.strip()
     try:
-        made = client.create_version(prompt_id, model_defaults=defaults, **body)
+        made = client.create_version(
+            prompt_id,
+            type=kind,
+            template_text=text,
+            template_messages=messages,
+            model_defaults=defaults,
+            variables_schema=schema or None,
+            commit_message=commit.strip() or None,
+        )
     except ERRORS as exc:
         show_error(exc)
     else:
-        st.session_state["pr_flash"] = f"Created version {made['version_number']}"
+        st.session_state["pr_flash"] = f"Created version {made.version_number}"
         st.rerun()
 
 
-def _labels(client: Client, prompt_id: str, numbers: list[int]) -> None:
-    st.subheader("Labels and deployments")
+def _label_moves(client: Client, prompt_id: str, numbers: list[int]) -> None:
+    """Promote, demote, deploy (with notes) and roll back a label."""
     version = st.selectbox("Version", numbers, index=len(numbers) - 1, key="pr_label_version")
     label = st.text_input("Label", value="production", key="pr_label")
     notes = st.text_input("Deployment notes", key="pr_notes")
@@ -123,50 +126,54 @@ def _labels(client: Client, prompt_id: str, numbers: list[int]) -> None:
             st.rerun()
     except ERRORS as exc:
         show_error(exc)
+
+
+def _deployments(client: Client, prompt_id: str) -> None:
+    """Where each label points now, and the history of label moves."""
     try:
         found = client.deployments(prompt_id)
     except ERRORS as exc:
         show_error(exc)
         return
-    if found["deployments"]:
+    if found.deployments:
         st.markdown("Where each label points now")
         st.dataframe(
             [
                 {
-                    "label": d["environment"],
-                    "version": d["version"],
-                    "since": d["deployedAt"],
-                    "by": d["deployedBy"],
+                    "label": d.environment,
+                    "version": d.version,
+                    "since": d.deployedAt,
+                    "by": d.deployedBy,
                 }
-                for d in found["deployments"]
+                for d in found.deployments
             ],
             hide_index=True,
         )
     st.markdown("Label history")
-    if not found["history"]:
+    if not found.history:
         st.caption("No label was ever moved.")
         return
     st.dataframe(
         [
             {
-                "at": m["at"],
-                "label": m["environment"],
-                "action": m["action"],
-                "version": m["version"],
-                "previous version": m["previousVersion"],
-                "by": m["by"],
-                "notes": m["notes"] or "",
+                "at": m.at,
+                "label": m.environment,
+                "action": m.action,
+                "version": m.version,
+                "previous version": m.previousVersion,
+                "by": m.by,
+                "notes": m.notes or "",
             }
-            for m in found["history"]
+            for m in found.history
         ],
         hide_index=True,
     )
 
 
-def _diff(client: Client, prompt_id: str, versions: list[dict[str, Any]]) -> None:
+def _diff(client: Client, prompt_id: str, versions: list[PromptVersionInfo]) -> None:
     st.subheader("Diff")
-    numbers = [v["version_number"] for v in versions]
-    by_number = {v["version_number"]: v for v in versions}
+    numbers = [v.version_number for v in versions]
+    by_number = {v.version_number: v for v in versions}
     left, right = st.columns(2)
     before = left.selectbox("From version", numbers, index=len(numbers) - 2, key="pr_diff_from")
     after = right.selectbox("To version", numbers, index=len(numbers) - 1, key="pr_diff_to")
@@ -175,22 +182,22 @@ def _diff(client: Client, prompt_id: str, versions: list[dict[str, Any]]) -> Non
     for column, number in ((left, before), (right, after)):
         version = by_number[number]
         column.caption(
-            f"Version {number} ({version['type']}) · labels: {', '.join(version['labels']) or '-'}"
+            f"Version {number} ({version.type}) · labels: {', '.join(version.labels) or '-'}"
         )
         column.code(_template(version), language=None, wrap_lines=True)
-        column.caption(f"Model defaults: {json.dumps(version['model_defaults'])}")
+        column.caption(f"Model defaults: {json.dumps(version.model_defaults)}")
     try:
-        found = client.diff(prompt_id, before, after)["diff"]
+        found = client.diff(prompt_id, before, after)
     except ERRORS as exc:
         show_error(exc)
         return
-    summary = found["summary"]
+    summary = found.summary
     st.caption(
-        f"{summary['additions']} added, {summary['deletions']} removed, "
-        f"{summary['modifications']} modified lines; "
-        f"{summary['model_defaults']} model default changes"
+        f"{summary.additions} added, {summary.deletions} removed, "
+        f"{summary.modifications} modified lines; "
+        f"{summary.model_defaults} model default changes"
     )
-    st.code(found["unified"] or "(the templates are the same)", language="diff")
+    st.code(found.unified or "(the templates are the same)", language="diff")
 
 
 def _dependents(client: Client, prompt_id: str) -> None:
@@ -219,7 +226,7 @@ def _dependents(client: Client, prompt_id: str) -> None:
 
 def _versions(client: Client, prompt_id: str) -> None:
     try:
-        versions = sorted(client.list_versions(prompt_id), key=lambda v: v["version_number"])
+        versions = sorted(client.list_versions(prompt_id), key=lambda v: v.version_number)
     except ERRORS as exc:
         show_error(exc)
         return
@@ -228,12 +235,12 @@ def _versions(client: Client, prompt_id: str) -> None:
         st.dataframe(
             [
                 {
-                    "version": v["version_number"],
-                    "type": v["type"],
-                    "labels": ", ".join(v["labels"]),
-                    "variables": ", ".join(v["variables"]),
+                    "version": v.version_number,
+                    "type": v.type,
+                    "labels": ", ".join(v.labels),
+                    "variables": ", ".join(v.variables),
                     "template": _template(v),
-                    "commit message": v.get("commit_message") or "",
+                    "commit message": v.commit_message or "",
                 }
                 for v in versions
             ],
@@ -245,8 +252,10 @@ def _versions(client: Client, prompt_id: str) -> None:
     _dependents(client, prompt_id)
     if not versions:
         return
-    numbers = [v["version_number"] for v in versions]
-    _labels(client, prompt_id, numbers)
+    numbers = [v.version_number for v in versions]
+    st.subheader("Labels and deployments")
+    _label_moves(client, prompt_id, numbers)
+    _deployments(client, prompt_id)
     if len(numbers) > 1:
         _diff(client, prompt_id, versions)
 
@@ -259,7 +268,7 @@ def _versions(client: Client, prompt_id: str) -> None:
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.code(rendered.get("text") or json.dumps(rendered.get("messages"), indent=2))
+            st.code(rendered.text or json.dumps(rendered.messages, indent=2))
 
 
 st.title("Prompts")
@@ -280,12 +289,12 @@ with st.form("pr_use_case_form"):
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state["pr_flash"] = f"Created use case {made_uc['name']}"
-            st.session_state["pr_uc"] = made_uc["id"]
+            st.session_state["pr_flash"] = f"Created use case {made_uc.name}"
+            st.session_state["pr_uc"] = made_uc.id
             st.rerun()
 if not use_cases:
     st.stop()
-cases = {u["id"]: u["name"] for u in use_cases}
+cases = {u.id: u.name for u in use_cases}
 if st.session_state.get("pr_uc") not in cases:
     st.session_state.pop("pr_uc", None)
 use_case_id = st.selectbox("Use case", list(cases), key="pr_uc", format_func=cases.__getitem__)
@@ -304,12 +313,12 @@ with st.form("pr_prompt_form"):
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state["pr_flash"] = f"Created prompt {made_p['name']}"
-            st.session_state["pr_prompt"] = made_p["id"]
+            st.session_state["pr_flash"] = f"Created prompt {made_p.name}"
+            st.session_state["pr_prompt"] = made_p.id
             st.rerun()
 if not prompts:
     st.stop()
-names = {p["id"]: p["name"] for p in prompts}
+names = {p.id: p.name for p in prompts}
 if st.session_state.get("pr_prompt") not in names:
     st.session_state.pop("pr_prompt", None)
 prompt_id = st.selectbox("Prompt", list(names), key="pr_prompt", format_func=names.__getitem__)

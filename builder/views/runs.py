@@ -44,7 +44,7 @@ except ERRORS as exc:
     show_error(exc)
     st.stop()
 if record.error:
-    st.error(f"{record.error.get('code', 'ERROR')}: {record.error.get('message', '')}")
+    st.error(f"{record.error.code}: {record.error.message}")
 left, right = st.columns(2)
 with left:
     st.markdown("**Input**")

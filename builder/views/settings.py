@@ -19,7 +19,7 @@ try:
 except ERRORS as exc:
     show_error(exc)
     st.stop()
-st.caption(f"{api_url()}: {health.get('status', health)}")
+st.caption(f"{api_url()}: {health.status}")
 if st.button("Sign out", key="settings_sign_out"):
     st.session_state.pop("appforge_token", None)
     st.session_state.pop("_appforge_client", None)
@@ -36,8 +36,8 @@ with st.form("settings_token_form"):
             show_error(exc)
         else:
             # Not kept in session state: the secret is shown in this run only.
-            st.success(f"Token {made['name']} created. Copy it now: it is not shown again.")
-            st.code(made["token"], language=None)
+            st.success(f"Token {made.name} created. Copy it now: it is not shown again.")
+            st.code(made.token, language=None)
 try:
     tokens = client.list_tokens()
 except ERRORS as exc:
@@ -75,12 +75,12 @@ if st.button("Check reachability", key="settings_models"):
         st.dataframe(
             [
                 {
-                    "alias": a["name"],
-                    "target": a["target"],
-                    "reachable": a["reachable"],
-                    "error": (a.get("error") or {}).get("message", ""),
+                    "alias": a.name,
+                    "target": a.target,
+                    "reachable": a.reachable,
+                    "error": a.error.message if a.error else "",
                 }
-                for a in models.get("aliases", [])
+                for a in models.aliases
             ],
             hide_index=True,
         )
@@ -88,14 +88,14 @@ if st.button("Check reachability", key="settings_models"):
         st.dataframe(
             [
                 {
-                    "provider": p["name"],
-                    "kind": p["kind"],
-                    "target": p["target"],
-                    "configured": p["configured"],
-                    "reachable": p["reachable"],
-                    "error": (p.get("error") or {}).get("message", ""),
+                    "provider": p.name,
+                    "kind": p.kind,
+                    "target": p.target,
+                    "configured": p.configured,
+                    "reachable": p.reachable,
+                    "error": p.error.message if p.error else "",
                 }
-                for p in models.get("providers", [])
+                for p in models.providers
             ],
             hide_index=True,
         )

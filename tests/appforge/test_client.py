@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,7 @@ def test_client_run_stream_and_session(af: Client):
     sse = list(af.stream(app.uuid, {"q": "Hello"}, sse=True))
     assert stitch(sse[:-1]) == first.output
     again = list(af.stream(app.uuid, {"q": "Again"}, session_id=first.session_id))
-    assert again[-1].session["id"] == first.session_id
+    assert again[-1].session_id == first.session_id
     assert len(af.get_session(first.session_id).turns) == 2
     assert again[-1].run is not None
     record = af.get_run(again[-1].run.id)
@@ -124,11 +123,11 @@ def test_client_retries_after_429(
 def test_client_signs_requests(af: Client, client: TestClient):
     created = af.create_token("signer", signed=True)
     signed = Client(
-        "http://testserver", created["token"], http=client, signing_secret=created["signing_secret"]
+        "http://testserver", created.token, http=client, signing_secret=created.signing_secret
     )
     assert signed.list_apps(q="x") == []
     assert signed.create_app(APP).name == "Client test"
-    unsigned = Client("http://testserver", created["token"], http=client)
+    unsigned = Client("http://testserver", created.token, http=client)
     with pytest.raises(AuthenticationError) as info:
         unsigned.list_apps()
     assert info.value.code == "SIGNATURE_REQUIRED"
@@ -152,62 +151,112 @@ def test_async_client_runs_and_streams(client: TestClient, admin_token: str):
 def test_client_datasources_entries_and_search(af: Client):
     ds = af.create_datasource("kb", "text")
     entry = af.add_entry(
-        ds["uuid"], "cats", content="Cats sleep sixteen hours a day.", metadata={"topic": "cats"}
+        ds.uuid, "cats", content="Cats sleep sixteen hours a day.", metadata={"topic": "cats"}
     )
     af.add_entry(
-        ds["uuid"], "dogs", content="Dogs bark at the mail carrier.", metadata={"topic": "dogs"}
+        ds.uuid, "dogs", content="Dogs bark at the mail carrier.", metadata={"topic": "dogs"}
     )
-    entries = af.wait_for_entries(ds["uuid"], timeout=120)
-    assert {e["status"] for e in entries} == {"ready"}
-    assert af.get_entry(ds["uuid"], entry["uuid"])["name"] == "cats"
-    found = af.search(ds["uuid"], "How long do cats sleep?", top_k=1, where={"md_topic": "cats"})
-    hits = found["results"]
+    entries = af.wait_for_entries(ds.uuid, timeout=120)
+    assert {e.status for e in entries} == {"ready"}
+    assert af.get_entry(ds.uuid, entry.uuid).name == "cats"
+    found = af.search(ds.uuid, "How long do cats sleep?", top_k=1, where={"md_topic": "cats"})
+    hits = found.results
     assert len(hits) == 1
-    assert hits[0]["metadata"]["entry_uuid"] == entry["uuid"]
-    af.delete_entry(ds["uuid"], entry["uuid"])
-    assert [e["name"] for e in af.list_entries(ds["uuid"])] == ["dogs"]
-    af.delete_datasource(ds["uuid"])
+    assert hits[0].metadata["entry_uuid"] == entry.uuid
+    af.delete_entry(ds.uuid, entry.uuid)
+    assert [e.name for e in af.list_entries(ds.uuid)] == ["dogs"]
+    af.delete_datasource(ds.uuid)
     assert af.list_datasources() == []
 
 
 def test_client_prompts_versions_labels_render(af: Client):
     uc = af.create_use_case("Support")
-    prompt = af.create_prompt(uc["id"], "greet")
-    af.create_version(prompt["id"], type="text", template_text="Hi {{ name }}!")
-    af.create_version(prompt["id"], type="text", template_text="Hello {{ name }}!")
-    assert [v["version_number"] for v in af.list_versions(prompt["id"])] in ([1, 2], [2, 1])
-    af.promote(prompt["id"], 1, "production")
-    assert af.render(prompt["id"], {"name": "Ada"})["text"] == "Hi Ada!"
-    af.deploy(prompt["id"], "production", 2, "better greeting")
-    assert af.render(prompt["id"], {"name": "Ada"}, label="production")["text"] == "Hello Ada!"
-    assert af.render(prompt["id"], {"name": "Bo"}, version=1)["text"] == "Hi Bo!"
-    changes = af.diff(prompt["id"], 1, 2)
-    assert "Hello" in json.dumps(changes)
-    assert af.deployments(prompt["id"])
+    prompt = af.create_prompt(uc.id, "greet")
+    af.create_version(prompt.id, type="text", template_text="Hi {{ name }}!")
+    af.create_version(prompt.id, type="text", template_text="Hello {{ name }}!")
+    assert [v.version_number for v in af.list_versions(prompt.id)] == [2, 1]
+    assert af.promote(prompt.id, 1, "production").labels == ["production"]
+    assert af.render(prompt.id, {"name": "Ada"}).text == "Hi Ada!"
+    deployed = af.deploy(prompt.id, "production", 2, "better greeting")
+    assert (deployed.version, deployed.previousVersion) == (2, 1)
+    assert af.render(prompt.id, {"name": "Ada"}, label="production").text == "Hello Ada!"
+    assert af.render(prompt.id, {"name": "Bo"}, version=1).text == "Hi Bo!"
+    changes = af.diff(prompt.id, 1, 2)
+    assert (changes.from_version, changes.to_version) == (1, 2)
+    assert changes.summary.modifications == 1 and "+Hello {{ name }}!" in changes.unified
+    assert [d.version for d in af.deployments(prompt.id).deployments] == [2]
     with pytest.raises(InvalidRequestError) as info:
-        af.render(prompt["id"], {"nope": 1}, version=1)
+        af.render(prompt.id, {"nope": 1}, version=1)
     assert info.value.code == "VARIABLES_INVALID"
 
 
 def test_client_sees_its_own_prompt_writes_at_once(af: Client):
     uc = af.create_use_case("Own writes")
-    prompt = af.create_prompt(uc["id"], "p")
-    af.create_version(prompt["id"], type="text", template_text="One {{ x }}")
-    af.create_version(prompt["id"], type="text", template_text="Two {{ x }}")
-    af.promote(prompt["id"], 1, "production")
-    assert af.render(prompt["id"], {"x": 1})["text"] == "One 1"
-    af.promote(prompt["id"], 2, "production")  # within the cache's TTL
-    assert af.render(prompt["id"], {"x": 1})["text"] == "Two 1"
-    assert af.rollback(prompt["id"], "production").version == 1
-    assert af.render(prompt["id"], {"x": 1})["text"] == "One 1"
-    af.update_prompt(prompt["id"], description="changed")
-    assert af.get_prompt(prompt["id"])["description"] == "changed"
+    prompt = af.create_prompt(uc.id, "p")
+    af.create_version(prompt.id, type="text", template_text="One {{ x }}")
+    af.create_version(prompt.id, type="text", template_text="Two {{ x }}")
+    af.promote(prompt.id, 1, "production")
+    assert af.render(prompt.id, {"x": 1}).text == "One 1"
+    af.promote(prompt.id, 2, "production")  # within the cache's TTL
+    assert af.render(prompt.id, {"x": 1}).text == "Two 1"
+    assert af.rollback(prompt.id, "production").version == 1
+    assert af.render(prompt.id, {"x": 1}).text == "One 1"
+    af.update_prompt(prompt.id, description="changed")
+    assert af.get_prompt(prompt.id).description == "changed"
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_client_prompt_cache_is_fresh_for_its_ttl_on_its_clock(
+    client: TestClient, admin_token: str
+):
+    clock = Clock()
+    af = Client("http://testserver", admin_token, http=client, prompt_cache_ttl=30, clock=clock)
+    uc = af.create_use_case("Cached")
+    prompt = af.create_prompt(uc.id, "p")
+    af.create_version(prompt.id, type="text", template_text="One {{ x }}")
+    af.create_version(prompt.id, type="text", template_text="Two {{ x }}")
+    af.promote(prompt.id, 1, "production")
+    assert af.render(prompt.id, {"x": 1}).text == "One 1"
+    assert af.get_prompt(prompt.id).versions[1].labels == ["production"]
+    # Someone else moves the label: this client does not see it while its answers are fresh.
+    promote(client, admin_token, prompt.id, 2)
+    clock.now += 29.9
+    assert af.render(prompt.id, {"x": 1}).text == "One 1"
+    assert af.get_prompt(prompt.id).versions[1].labels == ["production"]
+    assert af.render(prompt.id, {"x": 2}).text == "Two 2"  # other variables: not cached
+    clock.now += 0.1
+    assert af.render(prompt.id, {"x": 1}).text == "Two 1"
+    assert af.get_prompt(prompt.id).versions[0].labels == ["production"]
+    # A TTL of 0 keeps nothing: every read asks the server.
+    off = Client("http://testserver", admin_token, http=client, prompt_cache_ttl=0, clock=clock)
+    assert off.render(prompt.id, {"x": 1}).text == "Two 1"
+    promote(client, admin_token, prompt.id, 1)
+    assert off.render(prompt.id, {"x": 1}).text == "One 1"
+
+
+def promote(client: TestClient, token: str, prompt_id: str, version: int) -> None:
+    """Move the production label past the client under test."""
+    moved = client.post(
+        f"/api/v1/prompts/{prompt_id}/versions/{version}/promote",
+        json={"label": "production"},
+        headers={"Authorization": f"Token {token}"},
+    )
+    assert moved.status_code == 200
 
 
 def test_client_operations_take_name_as_a_keyword(af: Client):
     ds = af.create_datasource(name="kb", type="mixed")
-    entry = af.add_entry(ds["uuid"], name="cats", content="Cats purr.")
-    assert entry["name"] == "cats"
-    uploaded = af.upload_entry(ds["uuid"], b"Dogs bark.", name="dogs", filename="dogs.txt")
+    entry = af.add_entry(ds.uuid, name="cats", content="Cats purr.")
+    assert entry.name == "cats"
+    uploaded = af.upload_entry(ds.uuid, b"Dogs bark.", name="dogs", filename="dogs.txt")
     assert (uploaded.name, uploaded.type) == ("dogs", "file")
-    assert af.create_use_case(name="Named")["name"] == "Named"
+    assert af.create_use_case(name="Named").name == "Named"

@@ -9,6 +9,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from appforge.client import ModelsInfo
 from builder import app_form as af
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=40)
@@ -93,10 +94,19 @@ def test_app_form_rows_steps_and_pickers():
         {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]},
     ) == {"system": "S", "user": "U"}
     assert af.prompt_source({"ref": "x"}) == "Managed prompt"
-    models = {
-        "aliases": [{"name": "default"}, {"name": "fast"}],
-        "providers": [{"name": "local", "models": ["smollm2"]}, {"name": "openai", "models": None}],
-    }
+    models = ModelsInfo.model_validate(
+        {
+            "aliases": [
+                {"name": name, "target": "local:smollm2", "reachable": True}
+                for name in ("default", "fast")
+            ],
+            "providers": [
+                {"name": "local", "kind": "local", "configured": True, "models": ["smollm2"]},
+                {"name": "openai", "kind": "openai-compatible", "configured": False},
+            ],
+        }
+    )
+    assert af.model_options(None, "x") == ["default", "x"]
     assert af.model_options(models, "openai:gpt-4o") == [
         "default",
         "fast",
@@ -104,9 +114,9 @@ def test_app_form_rows_steps_and_pickers():
         "openai:gpt-4o",
     ]
     prompts = [
-        {"id": "1", "name": "greet", "use_case": "a"},
-        {"id": "2", "name": "greet", "use_case": "b"},
-        {"id": "3", "name": "answer", "use_case": "a"},
+        af.ManagedPrompt("1", "greet", "a"),
+        af.ManagedPrompt("2", "greet", "b"),
+        af.ManagedPrompt("3", "answer", "a"),
     ]
     assert af.prompt_refs(prompts) == {"1": "greet (a)", "2": "greet (b)", "answer": "answer (a)"}
     assert af.parse_json_object('{"md_a": 1}') == ({"md_a": 1}, None)

@@ -39,7 +39,6 @@ from appforge.client import (
     RateLimitedError,
     StreamChunk,
     StreamError,
-    _Ops,
     stitch,
 )
 
@@ -215,7 +214,7 @@ def test_client_live_apps_lifecycle(server: ServerProcess, kind: str):
         assert await af.get_app_yaml(from_file.uuid) == EXAMPLE.read_text()
         checked = await af.validate_app(chat_app(f"Checked {kind}"))
         expected = {"valid": True, "name": f"Checked {kind}", "type": "chat", "public": False}
-        assert checked == expected
+        assert checked.model_dump() == expected
         with pytest.raises(InvalidRequestError) as invalid:
             await af.validate_app("name: [")
         assert invalid.value.code == "YAML_INVALID" and invalid.value.status == 422
@@ -263,14 +262,14 @@ def test_client_live_run_stream_sessions_and_runs(server: ServerProcess, kind: s
         second = await af.run(app.uuid, {"q": "And then?"}, session_id=sid)
         assert second.session_id == sid
         third = await collect(af.stream(app.uuid, {"q": "More"}, session_id=sid))
-        assert third[-1].session["id"] == sid and third[-1].run is not None
+        assert third[-1].session_id == sid and third[-1].run is not None
         session = await af.get_session(sid)
         assert session.app_uuid == app.uuid
-        assert [t["input"]["q"] for t in session.turns] == ["Hello", "And then?", "More"]
-        assert [t["run_id"] for t in session.turns][-1] == third[-1].run.id
+        assert [t.input["q"] for t in session.turns] == ["Hello", "And then?", "More"]
+        assert [t.run_id for t in session.turns][-1] == third[-1].run.id
 
         in_session = await af.list_runs(app.uuid, session_id=sid)
-        assert [r.id for r in in_session] == [t["run_id"] for t in reversed(session.turns)]
+        assert [r.id for r in in_session] == [t.run_id for t in reversed(session.turns)]
         everything = await af.list_runs(app.uuid, status="succeeded")
         assert len(everything) == 5  # two lone runs, three in the session
         assert [r.id for r in await af.list_runs(app.uuid, limit=2, offset=1)] == [
@@ -285,7 +284,9 @@ def test_client_live_run_stream_sessions_and_runs(server: ServerProcess, kind: s
         )
         assert isinstance(stats, AppAnalytics)
         assert stats.totals.runs == 5 and stats.totals.errors == 0
-        assert [v.model_extra for v in stats.by_version] == [{"app_version": 1}]
+        assert [v.app_version for v in stats.by_version] == [1]
+        completion = sum(r.usage["completion_tokens"] for r in everything)
+        assert stats.totals.tokens.completion == completion > 0
         assert sum(s.runs for s in stats.series) == 5
 
         await af.delete_session(sid)
@@ -311,12 +312,13 @@ def test_client_live_datasources_entries_and_search(
 
     async def scenario(af: Any) -> None:
         ds = await af.create_datasource(f"kb-{kind}", "mixed", chunk_size=200, chunk_overlap=20)
-        uid = ds["uuid"]
-        assert uid in {d["uuid"] for d in await af.list_datasources()}
+        uid = ds.uuid
+        assert (ds.chunk_size, ds.chunk_overlap) == (200, 20)
+        assert uid in {d.uuid for d in await af.list_datasources()}
         text = await af.add_entry(
             uid, "dogs", content=f"Dogs ({kind}) bark at the mail carrier.", metadata={"t": "dogs"}
         )
-        assert text["status"] == "pending" and text["entry_metadata"] == {"t": "dogs"}
+        assert text.status == "pending" and text.entry_metadata == {"t": "dogs"}
         from_file = await af.add_entry(
             uid, "cats", file=notes, media_type="text/markdown", metadata={"t": "cats"}
         )
@@ -330,32 +332,32 @@ def test_client_live_datasources_entries_and_search(
         )
 
         entries = await af.wait_for_entries(uid, timeout=120, poll=0.2)
-        assert {e["name"]: e["status"] for e in entries} == dict.fromkeys(
+        assert {e.name: e.status for e in entries} == dict.fromkeys(
             ["dogs", "cats", "otters", "birds"], "ready"
         ), entries
-        assert [e["type"] for e in entries] == ["text", "file", "url", "file"]
-        assert (await af.get_datasource(uid))["entries"] == {"ready": 4}
-        assert (await af.get_entry(uid, from_url["uuid"]))["url"] == url
+        assert [e.type for e in entries] == ["text", "file", "url", "file"]
+        assert (await af.get_datasource(uid)).entries == {"ready": 4}
+        assert (await af.get_entry(uid, from_url.uuid)).url == url
 
-        hits = (await af.search(uid, "Do otters hold hands?", top_k=1))["results"]
-        assert hits[0]["metadata"]["entry_uuid"] == from_url["uuid"]
-        assert "hold hands" in hits[0]["text"]
+        hits = (await af.search(uid, "Do otters hold hands?", top_k=1)).results
+        assert hits[0].metadata["entry_uuid"] == from_url.uuid
+        assert "hold hands" in hits[0].text and -1 <= hits[0].score <= 1
         only_cats = await af.search(uid, "Do otters hold hands?", top_k=4, where={"md_t": "cats"})
-        assert {h["metadata"]["entry_uuid"] for h in only_cats["results"]} == {from_file["uuid"]}
-        assert all(h["metadata"]["md_t"] == "cats" for h in only_cats["results"])
+        assert {h.metadata["entry_uuid"] for h in only_cats.results} == {from_file.uuid}
+        assert all(h.metadata["md_t"] == "cats" for h in only_cats.results)
         numeric = await af.search(uid, "animals", where={"md_n": {"$gte": 3}})
-        assert {h["metadata"]["name"] for h in numeric["results"]} == {"otters"}
+        assert {h.metadata["name"] for h in numeric.results} == {"otters"}
 
-        again = await af.retry_entry(uid, text["uuid"])
-        assert again["status"] == "pending"
+        again = await af.retry_entry(uid, text.uuid)
+        assert again.status == "pending"
         await af.wait_for_entries(uid, timeout=120, poll=0.2)
-        await af.delete_entry(uid, text["uuid"])
-        assert [e["name"] for e in await af.list_entries(uid)] == ["cats", "otters", "birds"]
+        await af.delete_entry(uid, text.uuid)
+        assert [e.name for e in await af.list_entries(uid)] == ["cats", "otters", "birds"]
         with pytest.raises(NotFoundError) as gone:
-            await af.get_entry(uid, text["uuid"])
+            await af.get_entry(uid, text.uuid)
         assert gone.value.code == "ENTRY_NOT_FOUND"
         await af.delete_datasource(uid)
-        assert uid not in {d["uuid"] for d in await af.list_datasources()}
+        assert uid not in {d.uuid for d in await af.list_datasources()}
 
     drive(server.base, kind, scenario)
 
@@ -366,16 +368,16 @@ def test_client_live_datasources_entries_and_search(
 def test_client_live_prompts_versions_labels_deploy_render(server: ServerProcess, kind: str):
     async def scenario(af: Any) -> None:
         uc = await af.create_use_case(f"Support {kind}", "first")
-        assert uc["id"] in {u["id"] for u in await af.list_use_cases()}
-        renamed = await af.update_use_case(uc["id"], description="help desk")
+        assert uc.id in {u.id for u in await af.list_use_cases()}
+        renamed = await af.update_use_case(uc.id, description="help desk")
         assert (renamed.name, renamed.description) == (f"Support {kind}", "help desk")
 
-        greet = await af.create_prompt(uc["id"], f"greet-{kind}", tags=["greeting", kind])
-        other = await af.create_prompt(uc["id"], f"other-{kind}", tags=[kind])
-        assert (await af.get_use_case(uc["id"])).prompt_count == 2
-        tagged = await af.list_prompts(uc["id"], tags=["greeting"])
-        assert [p["id"] for p in tagged] == [greet["id"]]
-        pid = greet["id"]
+        greet = await af.create_prompt(uc.id, f"greet-{kind}", tags=["greeting", kind])
+        other = await af.create_prompt(uc.id, f"other-{kind}", tags=[kind])
+        assert (await af.get_use_case(uc.id)).prompt_count == 2
+        tagged = await af.list_prompts(uc.id, tags=["greeting"])
+        assert [p.id for p in tagged] == [greet.id]
+        pid = greet.id
         updated = await af.update_prompt(pid, description="says hello", tags=["greeting", kind])
         assert updated.description == "says hello" and updated.version_count == 0
 
@@ -383,44 +385,47 @@ def test_client_live_prompts_versions_labels_deploy_render(server: ServerProcess
         await af.create_version(
             pid, type="text", template_text="Hello {{ name }}!", commit_message="warmer"
         )
-        assert [v["version_number"] for v in await af.list_versions(pid)] == [2, 1]
+        assert [v.version_number for v in await af.list_versions(pid)] == [2, 1]
         v2 = await af.get_version(pid, 2)
         assert (v2.template_text, v2.variables, v2.labels) == ("Hello {{ name }}!", ["name"], [])
 
         promoted = await af.promote(pid, 1, "production")
-        assert promoted["labels"] == ["production"]
-        assert (await af.promote(pid, 2, "beta"))["labels"] == ["beta"]
-        assert (await af.demote(pid, 2, "beta"))["labels"] == []
+        assert promoted.labels == ["production"]
+        assert (await af.promote(pid, 2, "beta")).labels == ["beta"]
+        assert (await af.demote(pid, 2, "beta")).labels == []
         detail = await af.get_prompt(pid)
-        assert {v["version_number"]: v["labels"] for v in detail["versions"]} == {
+        assert {v.version_number: v.labels for v in detail.versions} == {
             2: [],
             1: ["production"],
         }
 
         production = {"name": "Ada"}
-        assert (await af.render(pid, production, label="production"))["text"] == "Hi Ada!"
+        assert (await af.render(pid, production, label="production")).text == "Hi Ada!"
         deployed = await af.deploy(pid, "production", 2, "warmer greeting")
-        assert (deployed["version"], deployed["previousVersion"]) == (2, 1)
+        assert (deployed.version, deployed.previousVersion) == (2, 1)
         # The client's own deploy makes its cached render stale at once.
-        assert (await af.render(pid, production, label="production"))["text"] == "Hello Ada!"
+        assert (await af.render(pid, production, label="production")).text == "Hello Ada!"
         back = await af.rollback(pid, "production", notes="too warm")
         assert (back.version, back.previousVersion, back.notes) == (1, 2, "too warm")
-        assert (await af.render(pid, production, label="production"))["text"] == "Hi Ada!"
-        assert (await af.render(pid, {"name": "Bo"}, version=2))["text"] == "Hello Bo!"
+        assert (await af.render(pid, production, label="production")).text == "Hi Ada!"
+        assert (await af.render(pid, {"name": "Bo"}, version=2)).text == "Hello Bo!"
         moves = await af.deployments(pid)
-        assert [m["action"] for m in moves["history"]] == ["promote", "promote", "demote"] + [
+        assert [m.action for m in moves.history] == ["promote", "promote", "demote"] + [
             "deploy",
             "rollback",
         ]
-        assert moves["deployments"][0]["version"] == 1
+        assert [(d.environment, d.version) for d in moves.deployments] == [("production", 1)]
 
-        changes = json.dumps(await af.diff(pid, 1, 2))
-        assert "Hello" in changes and "Hi" in changes
+        changes = await af.diff(pid, 1, 2)
+        assert [(c.type, c.old_content, c.content) for c in changes.changes] == [
+            ("modified", "Hi {{ name }}!", "Hello {{ name }}!")
+        ]
+        assert changes.type.old == changes.type.new == "text" and changes.variables.added == []
 
         found = await af.search_prompts("Hello {{ name }}", tags=[kind])
-        assert [p.id for p in found.prompts] == [pid] and found.pagination["total"] == 1
+        assert [p.id for p in found.prompts] == [pid] and found.pagination.total == 1
         mine = await af.search_prompts(tags=[kind], type="text", limit=1)
-        assert mine.pagination == {"page": 1, "limit": 1, "total": 1, "pages": 1}
+        assert mine.pagination.model_dump() == {"page": 1, "limit": 1, "total": 1, "pages": 1}
 
         # an app pinning the prompt: dependents, and analytics of the runs that used it
         app = await af.create_app(
@@ -451,33 +456,35 @@ def test_client_live_prompts_versions_labels_deploy_render(server: ServerProcess
         assert "Hi Ada!" in json.dumps(record.steps)
         usage = await af.prompt_analytics(pid, end=datetime.now(UTC) + timedelta(minutes=1))
         assert usage.prompt_id == pid and usage.totals.runs == 1
-        assert [s.model_extra for s in usage.by_version] == [{"prompt_version": 1}]
-        assert [s.model_extra for s in usage.by_label] == [{"label": "production"}]
+        assert [s.prompt_version for s in usage.by_version] == [1]
+        assert [s.label for s in usage.by_label] == ["production"]
         await af.delete_app(app.uuid)
 
-        await af.create_version(other["id"], type="text", template_text="Bye")
+        await af.create_version(other.id, type="text", template_text="Bye")
         bulk = await af.bulk_prompts(
-            "deploy", [(pid, 2), (other["id"], 1)], environment="staging", atomic=True
+            "deploy", [(pid, 2), (other.id, 1)], environment="staging", atomic=True
         )
         assert (bulk.applied, bulk.succeeded, bulk.failed) == (True, 2, 0)
-        assert (await af.get_version(other["id"], 1)).labels == ["staging"]
+        assert (await af.get_version(other.id, 1)).labels == ["staging"]
         refused = await af.bulk_prompts(
             "deploy", [(pid, 1), ("no-such-prompt", 1)], environment="staging", atomic=True
         )
         assert (refused.applied, refused.succeeded, refused.failed) == (False, 0, 1)
-        assert [r["ok"] for r in refused.results] == [True, False]
-        assert refused.results[1]["error"]["code"] == "PROMPT_NOT_FOUND"
+        assert [r.ok for r in refused.results] == [True, False]
+        assert (refused.results[1].error or {})["code"] == "PROMPT_NOT_FOUND"
         assert (await af.get_version(pid, 2)).labels == ["staging"]  # nothing applied
-        dropped = await af.bulk_prompts("delete", [other["id"]])
-        assert dropped.results == [{"id": other["id"], "ok": True, "error": None}]
+        dropped = await af.bulk_prompts("delete", [other.id])
+        assert [r.model_dump() for r in dropped.results] == [
+            {"id": other.id, "ok": True, "error": None}
+        ]
 
         await af.delete_prompt(pid)
         with pytest.raises(NotFoundError) as gone:
             await af.get_prompt(pid)
         assert gone.value.code == "PROMPT_NOT_FOUND"
-        await af.delete_use_case(uc["id"])
+        await af.delete_use_case(uc.id)
         with pytest.raises(NotFoundError):
-            await af.get_use_case(uc["id"])
+            await af.get_use_case(uc.id)
 
     drive(server.base, kind, scenario)
 
@@ -487,36 +494,38 @@ def test_client_live_prompts_versions_labels_deploy_render(server: ServerProcess
 
 def test_client_live_tokens_models_and_signing(server: ServerProcess, kind: str):
     async def scenario(af: Any) -> dict[str, Any]:
-        assert (await af.health())["status"] == "ok"
+        health = await af.health()
+        assert health.status == "ok" and health.database
         me = await af.me()
         assert me.is_admin and me.name == "admin"
         models = await af.list_models(timeout=1)
-        default = {a["name"]: a for a in models["aliases"]}["default"]
-        assert (default["target"], default["reachable"]) == ("local:smollm2", True)
-        assert {p["name"]: p["kind"] for p in models["providers"]}["local"] == "local"
+        default = {a.name: a for a in models.aliases}["default"]
+        assert (default.target, default.reachable) == ("local:smollm2", True)
+        assert {p.name: p.kind for p in models.providers}["local"] == "local"
         plain = await af.create_token(f"reader-{kind}")
         signed = await af.create_token(f"signer-{kind}", signed=True)
-        assert plain["token"].startswith(plain["prefix"]) and plain["signing_secret"] is None
+        assert plain.token.startswith(plain.prefix) and plain.signing_secret is None
+        assert signed.require_signature and signed.signing_secret
         listed = {t.id: t for t in await af.list_tokens()}
-        assert not listed[plain["id"]].is_admin
-        assert (listed[signed["id"]].model_extra or {})["require_signature"] is True
+        assert not listed[plain.id].is_admin
+        assert listed[signed.id].require_signature is True
         return {"plain": plain, "signed": signed}
 
     made = drive(server.base, kind, scenario)
     plain, signed = made["plain"], made["signed"]
 
     async def as_signer(af: Any) -> None:
-        assert (await af.me()).id == signed["id"]
-        assert (await af.create_use_case(f"Signed {kind}"))["name"] == f"Signed {kind}"
+        assert (await af.me()).id == signed.id
+        assert (await af.create_use_case(f"Signed {kind}")).name == f"Signed {kind}"
 
-    drive(server.base, kind, as_signer, signed["token"], signing_secret=signed["signing_secret"])
+    drive(server.base, kind, as_signer, signed.token, signing_secret=signed.signing_secret)
 
     async def unsigned(af: Any) -> None:
         with pytest.raises(AuthenticationError) as info:
             await af.me()
         assert info.value.code == "SIGNATURE_REQUIRED"
 
-    drive(server.base, kind, unsigned, signed["token"])
+    drive(server.base, kind, unsigned, signed.token)
 
     async def not_admin(af: Any) -> None:
         assert (await af.me()).name == f"reader-{kind}"
@@ -524,11 +533,11 @@ def test_client_live_tokens_models_and_signing(server: ServerProcess, kind: str)
             await af.list_tokens()
         assert info.value.status == 403 and info.value.code
 
-    drive(server.base, kind, not_admin, plain["token"])
+    drive(server.base, kind, not_admin, plain.token)
 
     async def revoke(af: Any) -> None:
-        await af.revoke_token(plain["id"])
-        await af.revoke_token(signed["id"])
+        await af.revoke_token(plain.id)
+        await af.revoke_token(signed.id)
         with pytest.raises(NotFoundError) as info:
             await af.revoke_token("no-such-token")
         assert info.value.code == "TOKEN_NOT_FOUND"
@@ -539,7 +548,7 @@ def test_client_live_tokens_models_and_signing(server: ServerProcess, kind: str)
         with pytest.raises(AuthenticationError):
             await af.me()
 
-    drive(server.base, kind, revoked, plain["token"])
+    drive(server.base, kind, revoked, plain.token)
 
 
 # --- webhooks ---------------------------------------------------------------------------
@@ -558,7 +567,7 @@ def test_client_live_webhooks_and_deliveries(server: ServerProcess, edge: Edge, 
         assert "secret" not in (await af.get_webhook(hook.id)).model_dump()
 
         uc = await af.create_use_case(f"Hooked {kind}")
-        prompt = await af.create_prompt(uc["id"], "hooked")
+        prompt = await af.create_prompt(uc.id, "hooked")
 
         async def delivered() -> list[Any]:
             done = await af.webhook_deliveries(hook.id)
@@ -566,15 +575,16 @@ def test_client_live_webhooks_and_deliveries(server: ServerProcess, edge: Edge, 
 
         deliveries = await until(delivered)
         assert [d.event for d in deliveries] == ["prompt.created"]
-        assert deliveries[0].payload["data"]["promptId"] == prompt["id"]
+        assert deliveries[0].payload["data"]["promptId"] == prompt.id
         assert deliveries[0].attempts == 1 and deliveries[0].last_status_code == 200
+        assert [a.status_code for a in deliveries[0].log] == [200]
         sent = [json.loads(body) for path, _, body in edge.received if path == hook_path]
-        assert [s["data"]["promptId"] for s in sent] == [prompt["id"]]
+        assert [s["data"]["promptId"] for s in sent] == [prompt.id]
 
         # Paused: nothing is queued; resumed (and re-subscribed): new events arrive.
         paused = await af.update_webhook(hook.id, active=False)
         assert not paused.active and paused.url == hook.url
-        await af.create_prompt(uc["id"], "unheard")
+        await af.create_prompt(uc.id, "unheard")
         assert len(await af.webhook_deliveries(hook.id)) == 1
         with pytest.raises(InvalidRequestError) as refused:
             await af.update_webhook(hook.id, url="http://169.254.169.254/", active=True)
@@ -584,20 +594,20 @@ def test_client_live_webhooks_and_deliveries(server: ServerProcess, edge: Edge, 
             hook.id, active=True, events=["prompt.created", "use_case.deleted"]
         )
         assert resumed.active and resumed.events == ["prompt.created", "use_case.deleted"]
-        heard = await af.create_prompt(uc["id"], "heard")
+        heard = await af.create_prompt(uc.id, "heard")
 
         async def two_delivered() -> list[Any]:
             done = await af.webhook_deliveries(hook.id)
             return done if len(done) == 2 and all(d.status == "delivered" for d in done) else []
 
         latest = (await until(two_delivered))[0]
-        assert latest.payload["data"]["promptId"] == heard["id"]
+        assert latest.payload["data"]["promptId"] == heard.id
 
         await af.delete_webhook(hook.id)
         with pytest.raises(NotFoundError) as gone:
             await af.webhook_deliveries(hook.id)
         assert gone.value.code == "WEBHOOK_NOT_FOUND"
-        await af.delete_use_case(uc["id"])
+        await af.delete_use_case(uc.id)
 
     drive(server.base, kind, scenario)
 
@@ -617,7 +627,7 @@ def test_client_live_errors_are_typed(server: ServerProcess, kind: str):
             await af.create_datasource(f"twice-{kind}", "text")
         assert (taken.value.status, taken.value.code) == (409, "DATASOURCE_EXISTS")
         assert f"twice-{kind}" in taken.value.message
-        await af.delete_datasource(ds["uuid"])
+        await af.delete_datasource(ds.uuid)
 
         with pytest.raises(InvalidRequestError) as bad_yaml:
             await af.create_app("name: [")
@@ -715,8 +725,9 @@ def test_client_live_calls_every_operation():
     called = set(re.findall(r"\baf\.(\w+)\(", source))
     operations = {
         name
-        for name, fn in inspect.getmembers(_Ops, inspect.isfunction)
-        if not name.startswith("_")
+        for name, fn in inspect.getmembers(Client, inspect.isfunction)
+        if not name.startswith("_") and name != "close"
     }
+    assert "stream" in operations and len(operations) == 66
     assert operations - called == set()
-    assert "stream" in called and issubclass(StreamError, ApiError)
+    assert issubclass(StreamError, ApiError)

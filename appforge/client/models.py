@@ -1,0 +1,340 @@
+"""What the server answers, as typed results: apps, runs, sessions, analytics,
+datasources, tokens and the server itself (prompts and webhooks: ``prompt_models``).
+
+Each model mirrors a ``*Public`` answer of ``api/routes``. Fields a newer server
+adds are kept (``extra="allow"``, read with ``model_extra``) instead of failing.
+Values whose shape the app or the caller decides (an app definition, a run's input
+and output, entry metadata) stay JSON mappings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Result(BaseModel):
+    """Base of every result: unknown fields are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- apps -------------------------------------------------------------------------------
+
+
+class AppInfo(Result):
+    """An app with its current definition."""
+
+    uuid: str
+    name: str
+    description: str = ""
+    type: str
+    public: bool
+    version: int
+    created_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    definition: dict[str, Any]
+
+
+class AppCheck(Result):
+    """A definition that passed every save-time check (``validate_app``)."""
+
+    valid: bool
+    name: str
+    type: str
+    public: bool
+
+
+class AppVersion(Result):
+    version: int
+    created_at: datetime
+    created_by: str | None = None
+    current: bool
+
+
+class AppVersionDetail(AppVersion):
+    """One stored definition of an app, with the YAML it was saved as."""
+
+    yaml: str
+    definition: dict[str, Any]
+
+
+# --- runs and sessions ------------------------------------------------------------------
+
+
+class RunSummary(Result):
+    id: str
+    status: str
+    usage: dict[str, int] = {}
+    latency_ms: float | None = None
+
+
+class RunResult(Result):
+    """The answer of a run that was not streamed."""
+
+    # A mapping (``{"id": ...}``), not a model: callers (``appforge run``) read
+    # ``session["id"]``; ``session_id`` is the typed way.
+    session: dict[str, Any]
+    output: dict[str, Any]
+    run: RunSummary
+
+    @property
+    def session_id(self) -> str:
+        return str(self.session["id"])
+
+
+class StreamChunk(Result):
+    """One line of a streamed run: an output piece, or the final ``done`` line."""
+
+    session: dict[str, Any]  # a mapping, as in RunResult
+    output: dict[str, Any] = {}
+    run: RunSummary | None = None
+    done: bool = False
+
+    @property
+    def session_id(self) -> str:
+        return str(self.session["id"])
+
+
+def stitch(chunks: Iterable[StreamChunk]) -> dict[str, Any]:
+    """Join streamed chunks into the output a non-streamed run returns."""
+    out: dict[str, Any] = {}
+    for chunk in chunks:
+        for key, piece in chunk.output.items():
+            out[key] = out.get(key, "") + piece if isinstance(piece, str) else piece
+    return out
+
+
+class RunFailure(Result):
+    """Why a stored run failed: the error code and message, and the step it failed in."""
+
+    code: str
+    message: str
+    step: str | None = None
+
+
+class RunRecord(Result):
+    """A stored run: what went in, what came out, each step, usage and timings."""
+
+    id: str
+    app_uuid: str
+    app_version: int
+    session_id: str
+    status: str
+    stream: bool = False
+    input: dict[str, Any]
+    output: dict[str, Any]
+    steps: list[dict[str, Any]]
+    usage: dict[str, Any]
+    error: RunFailure | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class TurnInfo(Result):
+    n: int
+    run_id: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+    created_at: datetime
+
+
+class SessionInfo(Result):
+    """A session with its finished turns, oldest first."""
+
+    id: str
+    app_uuid: str
+    created_at: datetime
+    updated_at: datetime
+    turns: list[TurnInfo]
+
+
+# --- analytics --------------------------------------------------------------------------
+
+
+class Percentiles(Result):
+    p50: float | None
+    p95: float | None
+    avg: float | None
+
+
+class TokenCounts(Result):
+    prompt: int
+    completion: int
+    total: int
+
+
+class RunStats(Result):
+    """Figures over a set of runs."""
+
+    runs: int
+    errors: int
+    cancelled: int
+    error_rate: float
+    latency_ms: Percentiles
+    ttft_ms: Percentiles
+    tokens: TokenCounts
+
+
+class BucketStats(RunStats):
+    bucket: str
+
+
+class AppVersionStats(RunStats):
+    app_version: int
+
+
+class PromptVersionStats(RunStats):
+    prompt_version: int
+
+
+class LabelStats(RunStats):
+    label: str | None
+
+
+class AppAnalytics(Result):
+    """Run figures of an app: totals, a series of buckets, and per app version."""
+
+    app_uuid: str
+    start: datetime
+    end: datetime
+    bucket: str
+    totals: RunStats
+    series: list[BucketStats]
+    by_version: list[AppVersionStats]
+
+
+class PromptAnalytics(Result):
+    """Figures of the runs that used a prompt: totals, a series, per version and label."""
+
+    prompt_id: str
+    start: datetime
+    end: datetime
+    bucket: str
+    totals: RunStats
+    series: list[BucketStats]
+    by_version: list[PromptVersionStats]
+    by_label: list[LabelStats]
+
+
+# --- datasources ------------------------------------------------------------------------
+
+
+class DatasourceInfo(Result):
+    uuid: str
+    name: str
+    type: str
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DatasourceDetail(DatasourceInfo):
+    """A datasource with how many of its entries are in each status."""
+
+    entries: dict[str, int]
+
+
+class EntryInfo(Result):
+    """An entry of a datasource and where its ingestion is."""
+
+    uuid: str
+    datasource_uuid: str
+    name: str
+    type: str
+    url: str | None = None
+    media_type: str | None = None
+    size_bytes: int
+    content_hash: str
+    entry_metadata: dict[str, Any]
+    status: str
+    error: str | None = None
+    chunks_total: int | None = None
+    chunks_done: int
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchHit(Result):
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any]
+
+
+class SearchResults(Result):
+    """The chunks nearest a query, best first."""
+
+    results: list[SearchHit]
+
+
+# --- the server: health, models, tokens -------------------------------------------------
+
+
+class Health(Result):
+    status: str
+    version: str
+    database: str
+
+
+class ModelProblem(Result):
+    code: str
+    message: str
+
+
+class ModelProvider(Result):
+    """A model backend: whether it is configured and answers now, the models it serves."""
+
+    name: str
+    kind: str
+    target: str | None = None
+    configured: bool
+    reachable: bool | None = None
+    loaded: bool | None = None
+    models: list[str] | None = None
+    error: ModelProblem | None = None
+
+
+class ModelAlias(Result):
+    """A model alias of the settings, what it resolves to, and whether that answers."""
+
+    name: str
+    target: str
+    provider: str | None = None
+    model: str | None = None
+    reachable: bool
+    listed: bool | None = None
+    error: ModelProblem | None = None
+
+
+class ModelsInfo(Result):
+    aliases: list[ModelAlias]
+    providers: list[ModelProvider]
+
+
+class TokenInfo(Result):
+    """An API token (never its secret)."""
+
+    id: str
+    name: str
+    prefix: str
+    is_admin: bool
+    require_signature: bool = False
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class NewToken(TokenInfo):
+    """A token just made: the only answer that carries its secret (and signing key)."""
+
+    token: str
+    signing_secret: str | None = None

@@ -1,0 +1,69 @@
+"""Signatures of the client as a caller's type checker sees them.
+
+Never run: ``test_client_types.py`` has mypy (``--strict``, so unused ignores are
+errors) check this file. Each ``assert_type`` pins a result type; each ``type:
+ignore[...]`` pins a mistake mypy must refuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, assert_type
+
+from appforge.client import (
+    AppCheck,
+    AppInfo,
+    AsyncClient,
+    Client,
+    DeployResult,
+    EntryInfo,
+    ModelsInfo,
+    NewToken,
+    PromptDetail,
+    PromptDiff,
+    PromptVersionInfo,
+    RenderedPrompt,
+    RunRecord,
+    RunResult,
+    SearchResults,
+    StreamChunk,
+    UseCaseInfo,
+)
+
+
+def sync_client(client: Client) -> None:
+    assert_type(client.create_app(Path("app.yaml")), AppInfo)
+    assert_type(client.create_app({"name": "x"}), AppInfo)
+    assert_type(client.validate_app("name: x"), AppCheck)
+    assert_type(client.get_app("uuid").definition, dict[str, Any])
+    assert_type(client.list_apps(q="x"), list[AppInfo])
+    assert_type(client.run("uuid", {"q": "hi"}), RunResult)
+    assert_type(client.stream("uuid", {"q": "hi"}), Iterator[StreamChunk])
+    assert_type(client.get_run("run"), RunRecord)
+    assert_type(client.wait_for_entries("ds"), list[EntryInfo])
+    assert_type(client.search("ds", "query", where={"md_a": 1}), SearchResults)
+    assert_type(client.create_use_case("support"), UseCaseInfo)
+    assert_type(client.get_prompt("p"), PromptDetail)
+    assert_type(client.promote("p", 1, "production"), PromptVersionInfo)
+    assert_type(client.deploy("p", "production", 2), DeployResult)
+    assert_type(client.diff("p", 1, 2), PromptDiff)
+    assert_type(client.render("p", {"name": "Ada"}, label="production"), RenderedPrompt)
+    assert_type(client.list_models(timeout=1.0), ModelsInfo)
+    assert_type(client.create_token("ci", signed=True), NewToken)
+
+    client.create_ap("x")  # type: ignore[attr-defined]
+    client.run("uuid", "not a mapping")  # type: ignore[arg-type]
+    client.list_runs("uuid", sesion_id="s")  # type: ignore[call-arg]
+    client.create_version("p", template_text="Hi")  # type: ignore[call-arg]
+    print(client.get_run("run").output_text)  # type: ignore[attr-defined]
+
+
+async def async_client(aclient: AsyncClient) -> None:
+    assert_type(await aclient.create_app(Path("app.yaml")), AppInfo)
+    assert_type(await aclient.get_run("run"), RunRecord)
+    assert_type(await aclient.render("p", version=1), RenderedPrompt)
+    assert_type(aclient.stream("uuid", {"q": "hi"}), AsyncIterator[StreamChunk])
+
+    await aclient.create_ap("x")  # type: ignore[attr-defined]
+    print(aclient.get_run("run").id)  # type: ignore[attr-defined]  # not awaited
