@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
@@ -21,6 +20,7 @@ from api.routes import (
     analytics,
     apps,
     datasources,
+    health,
     llm_models,
     prompt_versions,
     prompts,
@@ -30,7 +30,7 @@ from api.routes import (
     use_cases,
     webhooks,
 )
-from api.state import ApiState, api_state
+from api.state import ApiState
 from api.webhook_delivery import WebhookDispatcher
 from appforge import __version__
 from appforge.core.settings import Settings
@@ -42,12 +42,6 @@ from runs.service import RunService
 from runs.services import Services
 
 log = logging.getLogger(__name__)
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-    database: str
 
 
 def create_app(
@@ -68,6 +62,48 @@ def create_app(
     if settings.rate_limit.enabled:
         limiter = make_limiter(settings.rate_limit, settings.redis_url)
 
+    app = FastAPI(
+        title="appforge",
+        version=__version__,
+        description="Low-code LLM apps: YAML apps, streaming runs with sessions.",
+        lifespan=_lifespan(settings, providers, embedder, flows, limiter),
+        responses=errors.ERROR_RESPONSES,
+    )
+    if limiter is not None:
+        # Built before the lifespan: middleware is fixed before start-up.
+        # The Redis client connects lazily, on the first request.
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    # Added last, so outermost: every response, a 429 included, gets a request id.
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes)
+    errors.install(app)
+    for module in (
+        health,
+        apps,
+        llm_models,
+        runs,
+        sessions,
+        tokens,
+        analytics,
+        use_cases,
+        prompts,
+        prompt_versions,
+        datasources,
+        webhooks,
+    ):
+        _summaries_from_docstrings(module.router.routes)
+        app.include_router(module.router)
+    return app
+
+
+def _lifespan(
+    settings: Settings,
+    providers: dict[str, Provider] | None,
+    embedder: Embedder | None,
+    flows: Mapping[str, Flow] | None,
+    limiter: Limiter | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open the API's state when the server starts; close it when it stops."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await run_in_threadpool(_open, settings, providers, embedder, flows, limiter)
@@ -82,45 +118,7 @@ def create_app(
             if limiter is not None:
                 await limiter.close()
 
-    app = FastAPI(
-        title="appforge",
-        version=__version__,
-        description="Low-code LLM apps: YAML apps, streaming runs with sessions.",
-        lifespan=lifespan,
-        responses=errors.ERROR_RESPONSES,
-    )
-    if limiter is not None:
-        # Built before the lifespan: middleware is fixed before start-up.
-        # The Redis client connects lazily, on the first request.
-        app.add_middleware(RateLimitMiddleware, limiter=limiter)
-    # Added last, so outermost: every response, a 429 included, gets a request id.
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes)
-    errors.install(app)
-
-    @app.get("/api/health", response_model=Health, tags=["health"])
-    def health(request: Request) -> Health:
-        """Liveness: no token needed."""
-        database = api_state(request).services.engine.dialect.name
-        return Health(status="ok", version=__version__, database=database)
-
-    routers = (
-        apps,
-        llm_models,
-        runs,
-        sessions,
-        tokens,
-        analytics,
-        use_cases,
-        prompts,
-        prompt_versions,
-        datasources,
-        webhooks,
-    )
-    for module in routers:
-        _summaries_from_docstrings(module.router.routes)
-        app.include_router(module.router)
-    _summaries_from_docstrings(app.router.routes)
-    return app
+    return lifespan
 
 
 def _open(

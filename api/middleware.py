@@ -29,14 +29,17 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get("x-request-id", "")
+        given, declared = "", ""
+        for key, value in scope["headers"]:  # ASGI header names are lower-case
+            if key == b"x-request-id":
+                given = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = value.decode("latin-1")
         request_id = given if _GOOD_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         limit = self.max_body_bytes
 
         message = f"request body is larger than {limit} bytes"
-        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             body = error_body("PAYLOAD_TOO_LARGE", message, {"limit": limit}, request_id)
             response = JSONResponse(body, status_code=413, headers={"X-Request-ID": request_id})

@@ -58,4 +58,9 @@ def api_state(request: Request) -> ApiState:
     return cast(ApiState, request.app.state.api)
 
 
-State = Annotated[ApiState, Depends(api_state)]
+async def _state(request: Request) -> ApiState:
+    # async: FastAPI runs a plain function dependency in the thread pool (a hop).
+    return api_state(request)
+
+
+State = Annotated[ApiState, Depends(_state)]

@@ -63,6 +63,10 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
+# The outbox as a lease queue: due deliveries first, "delivering" while claimed.
+DELIVERIES = LeaseTable(WebhookDelivery, "id", _claimable, "next_attempt_at", "delivering")
+
+
 class WebhookDispatcher:
     """Claims due deliveries and sends them; ``start`` runs it in background threads."""
 
@@ -70,17 +74,7 @@ class WebhookDispatcher:
         self.db = factory
         self.settings = settings.webhooks
         self.allowlist = Allowlist(settings.datasources.url_allowlist)
-        self.queue = LeaseQueue(
-            factory,
-            LeaseTable(
-                model=WebhookDelivery,
-                key="id",
-                claimable=_claimable,
-                order_by="next_attempt_at",
-                claimed_status="delivering",
-                lease_seconds=self.settings.lease_seconds,
-            ),
-        )
+        self.queue = LeaseQueue(factory, DELIVERIES, self.settings.lease_seconds)
         self.workers = Workers("webhooks", self._work, self.settings.poll_seconds)
         self._next_purge = 0.0
 

@@ -36,7 +36,7 @@ from apps_yaml.events import (
     StepFinished,
     StepStarted,
 )
-from apps_yaml.llm import call_model, render_messages
+from apps_yaml.llm import ModelCall, render_messages
 from apps_yaml.runner import Dependencies, HistoryTurn
 from apps_yaml.schema import AppDocument, LlmStep, PromptRef, RetrieveStep
 
@@ -136,18 +136,12 @@ def _run_llm(
         resolved = deps.prompts.resolve(prompt.ref, prompt.label, prompt.version)
         prompt, source = resolved.prompt, resolved.source
     messages = render_messages(prompt, scope, history, step_id=step.id, turns=step.history)
-    call = call_model(deps, step.model, messages, step.params, cancel, source)
-    try:
-        while True:
-            try:
-                text = next(call)
-            except StopIteration as done:
-                result: LlmResult = done.value
-                break
+    # Leaving the block frees the model, also when the consumer goes away mid-answer.
+    with ModelCall(deps, step.model, messages, step.params, cancel, source) as call:
+        for text in call:
             for key in keys:
                 yield Chunk(key, text)
-    finally:
-        call.close()  # the consumer went away mid-answer: free the model now
+        result = call.result
     if not result.text:
         for key in keys:
             yield Chunk(key, "")

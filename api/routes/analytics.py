@@ -177,16 +177,22 @@ _EMPTY = Stats(
 )
 
 
+# The window and bucket parameters of both analytics routes.
+Start = Annotated[
+    datetime | None, Query(alias="from", description="Start (ISO 8601); default: 7 days ago")
+]
+End = Annotated[datetime | None, Query(alias="to", description="End; default: now")]
+Bucket = Annotated[Literal["hour", "day"], Query(description="Series bucket size")]
+
+
 @router.get("/api/apps/{app_uuid}/analytics", response_model=AppAnalytics)
 def app_analytics_route(
     app_uuid: str,
     db: DbSession,
     _: CurrentToken,
-    start: Annotated[
-        datetime | None, Query(alias="from", description="Start (ISO 8601); default: 7 days ago")
-    ] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="End; default: now")] = None,
-    bucket: Annotated[Literal["hour", "day"], Query(description="Series bucket size")] = "day",
+    start: Start = None,
+    end: End = None,
+    bucket: Bucket = "day",
 ) -> AppAnalytics:
     """Finished runs of an app: counts, errors, latency and time-to-first-token
     percentiles (p50/p95, nearest rank) and tokens, in total, per time bucket and per
@@ -233,11 +239,9 @@ def prompt_analytics_route(
     prompt_id: str,
     db: DbSession,
     _: CurrentToken,
-    start: Annotated[
-        datetime | None, Query(alias="from", description="Start (ISO 8601); default: 7 days ago")
-    ] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="End; default: now")] = None,
-    bucket: Annotated[Literal["hour", "day"], Query(description="Series bucket size")] = "day",
+    start: Start = None,
+    end: End = None,
+    bucket: Bucket = "day",
 ) -> PromptAnalytics:
     """Runs that used a managed prompt: the same figures as app analytics, per use of the
     prompt, in total, per time bucket, per prompt version and per label it was resolved by."""

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +76,7 @@ def run(
     in the local home (created, or updated by name) and runs through the API started in
     this process, so sessions persist."""
     if session_id or serve:
-        _through_api(obj, app_file, inputs, as_json, session_id, serve, host, port)
+        _through_api(obj, app_file, _ApiRun(inputs, as_json, session_id, serve, host, port))
         return
     flow = _load_flow(app_file) if app_file.suffix == ".py" else None
     doc = _document(app_file, flow)
@@ -170,16 +171,19 @@ class _Printer:
 # --- through the API of this process ----------------------------------------------------
 
 
-def _through_api(
-    obj: dict[str, Any],
-    app_file: Path,
-    inputs: tuple[str, ...],
-    as_json: bool,
-    session_id: str | None,
-    serve: bool,
-    host: str,
-    port: int,
-) -> None:
+@dataclass(frozen=True)
+class _ApiRun:
+    """What ``--session`` or ``--serve`` asked for."""
+
+    inputs: tuple[str, ...]
+    as_json: bool
+    session_id: str | None
+    serve: bool
+    host: str
+    port: int
+
+
+def _through_api(obj: dict[str, Any], app_file: Path, how: _ApiRun) -> None:
     """Start the API in this process, save the app in it, then serve it or run it once.
 
     A flow (a .py file) is served by this process only: the API gets the loaded flow,
@@ -187,19 +191,20 @@ def _through_api(
     from appforge.client import ApiError, Client
 
     flow = _load_flow(app_file) if app_file.suffix == ".py" else None
+    port = how.port if how.serve else _free_port()
     with _admin_token(app_file) as (token, temporary):
-        with _api(obj, flow, host, port if serve else _free_port()) as (base, thread):
+        with _api(obj, flow, how.host, port) as (base, thread):
             with Client(base, token) as client:
                 try:
                     uuid = _save_app(client, _flow_yaml(flow) if flow else app_file.read_text())
-                    if serve:
+                    if how.serve:
                         click.echo(f"serving {app_file.name} as app {uuid}")
                         click.echo(f"run it: POST {base}/api/apps/{uuid}/run[/<session id>]")
                         if temporary:
                             click.echo(f"token (valid while this runs): {token}", err=True)
                         thread.join()
                         return
-                    _stream_once(client, uuid, inputs, session_id, as_json)
+                    _stream_once(client, uuid, how.inputs, how.session_id, how.as_json)
                 except ApiError as exc:
                     report_error(exc)
                     sys.exit(1 if exc.status >= 500 or exc.code == "TEMPLATE_ERROR" else 2)

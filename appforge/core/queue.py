@@ -47,7 +47,6 @@ class LeaseTable:
     claimable: Callable[[datetime], ColumnElement[bool]]  # rows a worker may take at ``now``
     order_by: str  # the column claims go in order of (oldest first)
     claimed_status: str  # the status of a claimed row, while its lease lasts
-    lease_seconds: float
 
 
 @dataclass(frozen=True)
@@ -61,9 +60,12 @@ class Claimed:
 class LeaseQueue:
     """Claims rows of one :class:`LeaseTable` and writes results under the claim."""
 
-    def __init__(self, factory: sessionmaker[Session], table: LeaseTable) -> None:
+    def __init__(
+        self, factory: sessionmaker[Session], table: LeaseTable, lease_seconds: float
+    ) -> None:
         self.db = factory
         self.table = table
+        self.lease = timedelta(seconds=lease_seconds)
 
     def _column(self, name: str) -> Any:
         return getattr(self.table.model, name)
@@ -95,7 +97,7 @@ class LeaseQueue:
                 .values(
                     status=table.claimed_status,
                     claim_token=token,
-                    lease_until=now + timedelta(seconds=table.lease_seconds),
+                    lease_until=now + self.lease,
                     attempts=self._column("attempts") + 1,
                     updated_at=now,
                     **values,
@@ -122,7 +124,7 @@ class LeaseQueue:
             for row_key, claimed in updates.items():
                 values = dict(claimed.values)
                 if values.get("status", table.claimed_status) == table.claimed_status:
-                    values["lease_until"] = now + timedelta(seconds=table.lease_seconds)
+                    values["lease_until"] = now + self.lease
                 else:
                     values.update(claim_token=None, lease_until=None)
                 result = db.execute(

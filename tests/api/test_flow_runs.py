@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 from app_docs import YAML
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from waiting import poll_until
 
 from api.app import create_app
 from appforge.core.settings import Settings
@@ -168,12 +168,11 @@ def _streaming_flow(name: str, max_tokens: int, returns: str = "same") -> Flow:
 
 
 def _wait_finished(client: TestClient, run_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    run: dict[str, Any] = client.get(f"/api/runs/{run_id}").json()
-    while run["status"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
-        run = client.get(f"/api/runs/{run_id}").json()
-    return run
+    def finished() -> dict[str, Any] | None:
+        run: dict[str, Any] = client.get(f"/api/runs/{run_id}").json()
+        return None if run["status"] == "running" else run
+
+    return poll_until(finished)
 
 
 def _flow_threads() -> list[threading.Thread]:

@@ -39,7 +39,7 @@ def _client(
 ) -> TestClient:
     client = make_client(make_settings(rate_limit=limits))
     # create_app builds the limiter the middleware uses; its clocks are attributes.
-    limiter = client.app.state.limiter  # type: ignore[attr-defined]
+    limiter = client.app.state.api.limiter  # type: ignore[attr-defined]
     assert isinstance(limiter, MemoryLimiter)
     limiter.clock, limiter.wall_clock = clock.monotonic, clock.time
     return client

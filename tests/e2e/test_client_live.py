@@ -192,8 +192,8 @@ async def collect(chunks: AsyncIterator[StreamChunk]) -> list[StreamChunk]:
     return [c async for c in chunks]
 
 
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
-    """Poll ``check`` until it returns something truthy (bounded)."""
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 300.0) -> Any:
+    """Poll ``check`` until it returns something truthy (bounded only against hangs)."""
     end = time.monotonic() + timeout
     while True:
         value = await check()

@@ -1,0 +1,23 @@
+"""Liveness: ``GET /api/health``, the one route that needs no token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from api.state import State
+from appforge import __version__
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    database: str
+
+
+@router.get("/api/health", response_model=Health)
+def health(state: State) -> Health:
+    """Liveness: no token needed."""
+    return Health(status="ok", version=__version__, database=state.services.engine.dialect.name)
