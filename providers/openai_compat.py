@@ -241,6 +241,7 @@ class OpenAICompatProvider:
             yield self._finish(answer, started)
             return
         response = self._send("POST", "chat/completions", model, payload, stream=True)
+        ended = False
         try:
             events = event_data(response.iter_bytes())
             while True:
@@ -249,11 +250,14 @@ class OpenAICompatProvider:
                     break
                 data = self._next_event(events, model)
                 if data is None or data.startswith(b"[DONE]"):
+                    ended = True
                     break
                 text = self._take(answer, data, model)
                 if text:
                     yield Delta(text)
         finally:
+            if ended:
+                _finish_reading(events)
             response.close()
         yield self._finish(answer, started)
 
@@ -490,3 +494,14 @@ def _server_message(response: httpx.Response) -> str:
     if not message:
         message = raw.decode(errors="replace").strip() or response.reason_phrase
     return str(message)[:300]
+
+
+def _finish_reading(events: Iterator[bytes], most: int = 8) -> None:
+    """Read what follows ``[DONE]`` (normally nothing but the end of the body), so the
+    connection goes back to the pool instead of being closed half-read; bounded."""
+    try:
+        for n, _ in enumerate(events):
+            if n >= most:
+                return
+    except httpx.HTTPError:
+        return

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import JSON, Connection, String, bindparam, func, insert, select, update
 
-from appforge.core.db import utcnow
+from appforge.core.db import UTCDateTime, utcnow
 from apps_yaml.events import Outcome
 from apps_yaml.runner import HistoryTurn
 from apps_yaml.schema import AppDocument
@@ -62,6 +62,64 @@ class DocumentCache:
                 self._docs.popitem(last=False)
 
 
+# Statements built once (their compiled form is cached): a run executes them with
+# parameters only, so building and hashing SQL does not cost on every run.
+_APP = select(App.name, App.version, App.public).where(App.uuid == bindparam("b_app"))
+_DOCUMENT = select(App.document).where(App.uuid == bindparam("b_app"))
+_OWNER = select(ChatSession.app_uuid).where(ChatSession.id == bindparam("b_session"))
+_HISTORY = (
+    select(Turn.transcript, Turn.input, Turn.output)
+    .where(Turn.session_id == bindparam("b_session"))
+    .order_by(Turn.n.desc())
+    .limit(bindparam("b_depth"))
+)
+_ACTIVE = (
+    select(func.count())
+    .select_from(Run)
+    .where(
+        Run.app_uuid == bindparam("b_app"),
+        Run.status == "running",
+        Run.created_at > bindparam("b_since"),
+    )
+)
+_NEW_SESSION = insert(ChatSession)
+_NEW_RUN = insert(Run)
+_FINISH = (
+    update(Run)
+    .where(Run.id == bindparam("b_run"))
+    .values(
+        status=bindparam("b_status"),
+        output=bindparam("b_output"),
+        steps=bindparam("b_steps"),
+        usage=bindparam("b_usage"),
+        error=bindparam("b_error"),
+        latency_ms=bindparam("b_latency"),
+        ttft_ms=bindparam("b_ttft"),
+        finished_at=bindparam("b_now"),
+    )
+)
+_PROMPT_USES = insert(RunPrompt)
+_SESSION = bindparam("b_session", type_=String(128))
+# The session's next turn, numbered in the same statement.
+_NEXT_TURN = insert(Turn).from_select(
+    ["session_id", "n", "run_id", "input", "output", "transcript", "created_at"],
+    select(
+        _SESSION,
+        func.coalesce(func.max(Turn.n), 0) + 1,
+        bindparam("b_run", type_=String(36)),
+        bindparam("b_input", type_=JSON),
+        bindparam("b_output", type_=JSON),
+        bindparam("b_transcript", type_=JSON),
+        bindparam("b_now", type_=UTCDateTime),
+    ).where(Turn.session_id == _SESSION),
+)
+_TOUCH_SESSION = (
+    update(ChatSession)
+    .where(ChatSession.id == bindparam("b_session"))
+    .values(updated_at=bindparam("b_now"))
+)
+
+
 def stored_document(doc: AppDocument) -> dict[str, Any]:
     """The JSON an app document is stored as (``apps.document``)."""
     # A flow app has no steps or output of its own (its Python code is them).
@@ -71,14 +129,12 @@ def stored_document(doc: AppDocument) -> dict[str, Any]:
 
 def load_app(conn: Connection, app_uuid: str, cache: DocumentCache) -> AppRecord:
     """The app's current version; raises ``APP_NOT_FOUND``."""
-    row = conn.execute(
-        select(App.name, App.version, App.public).where(App.uuid == app_uuid)
-    ).first()
+    row = conn.execute(_APP, {"b_app": app_uuid}).first()
     if row is None:
         raise AppNotFoundError(f"no app '{app_uuid}'")
     doc = cache.get((app_uuid, row.version))
     if doc is None:
-        stored = conn.scalar(select(App.document).where(App.uuid == app_uuid))
+        stored = conn.scalar(_DOCUMENT, {"b_app": app_uuid})
         doc = AppDocument.model_validate(stored)
         cache.put((app_uuid, row.version), doc)
     return AppRecord(app_uuid, row.name, row.version, row.public, doc)
@@ -94,7 +150,7 @@ def check_session_id(session_id: str) -> None:
 
 def session_exists(conn: Connection, session_id: str, app_uuid: str) -> bool:
     """Whether the session exists (for this app); another app's session is a conflict."""
-    owner = conn.scalar(select(ChatSession.app_uuid).where(ChatSession.id == session_id))
+    owner = conn.scalar(_OWNER, {"b_session": session_id})
     if owner is None:
         return False
     if owner != app_uuid:
@@ -106,12 +162,7 @@ def session_exists(conn: Connection, session_id: str, app_uuid: str) -> bool:
 
 def load_history(conn: Connection, session_id: str, depth: int) -> list[HistoryTurn]:
     """The last ``depth`` turns of the session, oldest first."""
-    rows = conn.execute(
-        select(Turn.transcript, Turn.input, Turn.output)
-        .where(Turn.session_id == session_id)
-        .order_by(Turn.n.desc())
-        .limit(depth)
-    ).all()
+    rows = conn.execute(_HISTORY, {"b_session": session_id, "b_depth": depth}).all()
     return [HistoryTurn(r.transcript, r.input, r.output) for r in reversed(rows)]
 
 
@@ -124,11 +175,7 @@ def lock_app(conn: Connection, app_uuid: str) -> None:
 
 def count_active(conn: Connection, app_uuid: str, since: datetime) -> int:
     """Runs of the app still going that started after ``since`` (older ones are dead)."""
-    active = conn.scalar(
-        select(func.count())
-        .select_from(Run)
-        .where(Run.app_uuid == app_uuid, Run.status == "running", Run.created_at > since)
-    )
+    active = conn.scalar(_ACTIVE, {"b_app": app_uuid, "b_since": since})
     return int(active or 0)
 
 
@@ -143,19 +190,20 @@ def insert_run(
     conn: Connection, run_id: str, app: AppRecord, session_id: str, stream: bool, inputs: Any
 ) -> None:
     conn.execute(
-        insert(Run).values(
-            id=run_id,
-            app_uuid=app.uuid,
-            app_version=app.version,
-            session_id=session_id,
-            status="running",
-            stream=stream,
-            input=inputs,
-            output={},
-            steps=[],
-            usage={},
-            created_at=utcnow(),
-        )
+        _NEW_RUN,
+        {
+            "id": run_id,
+            "app_uuid": app.uuid,
+            "app_version": app.version,
+            "session_id": session_id,
+            "status": "running",
+            "stream": stream,
+            "input": inputs,
+            "output": {},
+            "steps": [],
+            "usage": {},
+            "created_at": utcnow(),
+        },
     )
 
 
@@ -179,24 +227,24 @@ def store_finished(conn: Connection, done: Finish) -> None:
     if failure is not None:
         error = {"code": failure.code, "message": failure.message, "step": failure.step}
     updated = conn.execute(
-        update(Run)
-        .where(Run.id == done.run_id)
-        .values(
-            status=outcome.status,
-            output=outcome.output,
-            steps=outcome.steps,
-            usage=outcome.usage,
-            error=error,
-            latency_ms=round(done.latency_ms, 3),
-            ttft_ms=round(done.ttft_ms, 3) if done.ttft_ms is not None else None,
-            finished_at=now,
-        )
+        _FINISH,
+        {
+            "b_run": done.run_id,
+            "b_status": outcome.status,
+            "b_output": outcome.output,
+            "b_steps": outcome.steps,
+            "b_usage": outcome.usage,
+            "b_error": error,
+            "b_latency": round(done.latency_ms, 3),
+            "b_ttft": round(done.ttft_ms, 3) if done.ttft_ms is not None else None,
+            "b_now": now,
+        },
     )
     if updated.rowcount == 0:
         return  # the app was deleted while it ran
     if outcome.prompts:
         conn.execute(
-            insert(RunPrompt),
+            _PROMPT_USES,
             [
                 {
                     "run_id": done.run_id,
@@ -213,18 +261,13 @@ def store_finished(conn: Connection, done: Finish) -> None:
 
 
 def _add_turn(conn: Connection, done: Finish, now: datetime) -> None:
-    last = conn.scalar(select(func.max(Turn.n)).where(Turn.session_id == done.session_id))
-    conn.execute(
-        insert(Turn).values(
-            session_id=done.session_id,
-            n=(last or 0) + 1,
-            run_id=done.run_id,
-            input=done.inputs,
-            output=done.outcome.output,
-            transcript=done.outcome.transcript,
-            created_at=now,
-        )
-    )
-    conn.execute(
-        update(ChatSession).where(ChatSession.id == done.session_id).values(updated_at=now)
-    )
+    params = {
+        "b_session": done.session_id,
+        "b_run": done.run_id,
+        "b_input": done.inputs,
+        "b_output": done.outcome.output,
+        "b_transcript": done.outcome.transcript,
+        "b_now": now,
+    }
+    conn.execute(_NEXT_TURN, params)
+    conn.execute(_TOUCH_SESSION, {"b_session": done.session_id, "b_now": now})

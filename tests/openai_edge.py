@@ -125,6 +125,7 @@ def _events(reply: Reply) -> list[bytes]:
 
 class _Handler(BaseHTTPRequestHandler):
     state: EdgeServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
 
     def do_GET(self) -> None:
         self._answer({"_method": "GET", "_path": self.path})
@@ -136,6 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, request: dict[str, Any]) -> None:
         state = self.state
         request["_authorization"] = self.headers.get("Authorization")
+        request["_client_port"] = self.client_address[1]  # one per TCP connection
         state.requests.append(request)
         reply = state.replies[0] if len(state.replies) == 1 else state.replies.pop(0)
         self.send_response(reply.status)
@@ -148,6 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
             events = [json.dumps(reply.body).encode()]
             self.send_header("Content-Type", "application/json")
         data = b"".join(events)
+        if reply.hold or reply.cut:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         if not reply.hold:
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -243,4 +243,4 @@ class Settings(BaseSettings):
         """The database to use: the configured URL, or SQLite inside ``home``."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.home / 'appforge.core.db'}"
+        return f"sqlite:///{self.home / 'appforge.db'}"

@@ -41,4 +41,4 @@ def test_settings_read_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert s.local.n_ctx == 4096
     assert s.models["fast"] == "default"
     assert "s3cret" not in repr(s)
-    assert s.resolved_database_url() == f"sqlite:///{tmp_path / 'appforge.core.db'}"
+    assert s.resolved_database_url() == f"sqlite:///{tmp_path / 'appforge.db'}"

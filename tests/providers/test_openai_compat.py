@@ -291,6 +291,18 @@ def test_stream_reads_usage_chunk_and_sends_params(edge: EdgeServer) -> None:
     provider.close()
 
 
+def test_streams_reuse_one_connection(edge: EdgeServer) -> None:
+    # Reading past [DONE] to the end of the body hands the connection back to the
+    # pool: a run's model call does not pay for a new TCP connection each time.
+    edge.replies = [Reply(200, None, sse=[sse_chunk("ok", "stop")])]
+    provider = make_provider(edge.url)
+    for _ in range(3):
+        *_, completion = drain(provider.stream(MODEL, COUNT, GREEDY))
+        assert isinstance(completion, Completion) and completion.text == "ok"
+    assert len({r["_client_port"] for r in edge.requests}) == 1
+    provider.close()
+
+
 def test_stream_failing_after_its_first_chunk_is_not_retried(
     edge: EdgeServer, timing: FakeTime
 ) -> None:
