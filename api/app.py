@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from api import errors
-from api.auth import TokenCache, ensure_token
+from api.access import publish_rules
+from api.auth import TokenCache, ensure_admin_token
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import Limiter, RateLimitMiddleware, make_limiter
 from api.routes import (
@@ -91,6 +92,7 @@ def create_app(
         webhooks,
     ):
         _summaries_from_docstrings(module.router.routes)
+        publish_rules(module.router.routes)
         app.include_router(module.router)
     return app
 
@@ -131,7 +133,7 @@ def _open(
     """Open everything the routes share (blocking: run off the event loop)."""
     services = Services.open(settings, providers=providers, embedder=embedder, flows=flows)
     if settings.admin_token is not None:
-        ensure_token(services.db, settings.admin_token.get_secret_value(), "admin", True)
+        ensure_admin_token(services.db, settings.admin_token.get_secret_value(), "admin")
     # Opens Chroma (files or server); the embedding model loads on first use.
     ingestion = IngestionQueue(services.datasources)
     ingestion.start(settings.datasources.workers)

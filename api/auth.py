@@ -50,23 +50,43 @@ def hash_token(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def create_token(
-    db: Session, name: str, *, is_admin: bool = False, require_signature: bool = False
-) -> tuple[Token, str]:
+ROLES = ("admin", "editor", "viewer", "runner")
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """What a new token may do: its role, and optionally apps, origins, expiry, rate."""
+
+    name: str
+    role: str = "editor"
+    apps: list[str] | None = None  # app uuids; None: every app
+    origins: list[str] | None = None  # runner keys only; None: any
+    expires_at: datetime | None = None
+    rate_limit: str | None = None  # "60/minute"
+    require_signature: bool = False
+
+
+def create_token(db: Session, spec: TokenSpec) -> tuple[Token, str]:
     """Store a new token; returns the row and the secret value (never stored).
 
     With ``require_signature`` the token also gets a signing secret
     (``token.signing_secret``), and every request must be signed with it.
     """
+    if spec.role not in ROLES:
+        raise ValueError(f"unknown role {spec.role!r}")
     value = PREFIX + secrets.token_urlsafe(32)
     token = Token(
         id=str(uuid.uuid4()),
-        name=name,
+        name=spec.name,
         token_hash=hash_token(value),
         prefix=value[:10],
-        is_admin=is_admin,
-        require_signature=require_signature,
-        signing_secret=("afs_" + secrets.token_urlsafe(32)) if require_signature else None,
+        role=spec.role,
+        apps=spec.apps,
+        origins=spec.origins,
+        expires_at=spec.expires_at,
+        rate_limit=spec.rate_limit,
+        require_signature=spec.require_signature,
+        signing_secret=("afs_" + secrets.token_urlsafe(32)) if spec.require_signature else None,
         created_at=utcnow(),
     )
     db.add(token)
@@ -74,14 +94,15 @@ def create_token(
     return token, value
 
 
-def ensure_token(factory: sessionmaker[Session], value: str, name: str, is_admin: bool) -> None:
-    """Make sure a token with this exact value exists (used for APPFORGE_ADMIN_TOKEN)."""
+def ensure_admin_token(factory: sessionmaker[Session], value: str, name: str) -> None:
+    """Make sure an admin token with this exact value exists (``APPFORGE_ADMIN_TOKEN``)."""
     digest = hash_token(value)
     with transaction(factory) as db:
         existing = db.scalar(select(Token).where(Token.token_hash == digest))
         if existing is not None:
             existing.revoked_at = None
-            existing.is_admin = existing.is_admin or is_admin
+            existing.role = "admin"
+            existing.apps = existing.origins = existing.expires_at = None
             return
         db.add(
             Token(
@@ -89,7 +110,7 @@ def ensure_token(factory: sessionmaker[Session], value: str, name: str, is_admin
                 name=name,
                 token_hash=digest,
                 prefix=value[:10],
-                is_admin=is_admin,
+                role="admin",
                 created_at=utcnow(),
             )
         )
@@ -101,9 +122,24 @@ class Principal:
 
     id: str
     name: str
-    is_admin: bool
+    role: str
+    apps: frozenset[str] | None  # None: every app
+    origins: frozenset[str] | None  # None: any
+    rate_limit: str | None
+    expires_at: datetime | None
     require_signature: bool
     signing_secret: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def may_use_app(self, app_uuid: str) -> bool:
+        """Whether the token's app scope includes this app."""
+        return self.apps is None or app_uuid in self.apps
 
 
 class TokenCache:
@@ -123,6 +159,7 @@ class TokenCache:
         self._lock = threading.Lock()
 
     def get(self, digest: str) -> Principal | None:
+        """The principal, if it was looked up less than ``seconds`` ago."""
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
@@ -146,28 +183,44 @@ class TokenCache:
 
 
 def authenticate(factory: sessionmaker[Session], value: str) -> Principal | None:
-    """The live token with this value, or None: one indexed query (and, at most once a
-    minute per token, an update of its ``last_used_at``)."""
+    """The token with this value unless revoked, or None: one indexed query (and, at
+    most once a minute per token, an update of its ``last_used_at``). Whether it has
+    expired is the caller's check (``Principal.expired``), also for cached ones."""
     digest = hash_token(value)
     with factory() as db:
-        row = db.execute(
-            select(
-                Token.id,
-                Token.name,
-                Token.is_admin,
-                Token.require_signature,
-                Token.signing_secret,
-                Token.last_used_at,
-                Token.revoked_at,
-            ).where(Token.token_hash == digest)
-        ).first()
+        row = db.execute(select(*_PRINCIPAL_COLUMNS).where(Token.token_hash == digest)).first()
         if row is None or row.revoked_at is not None:
             return None
         now = utcnow()
         if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
             db.execute(update(Token).where(Token.id == row.id).values(last_used_at=now))
             db.commit()
-    return Principal(row.id, row.name, row.is_admin, row.require_signature, row.signing_secret)
+    return Principal(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        apps=frozenset(row.apps) if row.apps is not None else None,
+        origins=frozenset(row.origins) if row.origins is not None else None,
+        rate_limit=row.rate_limit,
+        expires_at=row.expires_at,
+        require_signature=row.require_signature,
+        signing_secret=row.signing_secret,
+    )
+
+
+_PRINCIPAL_COLUMNS = (
+    Token.id,
+    Token.name,
+    Token.role,
+    Token.apps,
+    Token.origins,
+    Token.expires_at,
+    Token.rate_limit,
+    Token.require_signature,
+    Token.signing_secret,
+    Token.last_used_at,
+    Token.revoked_at,
+)
 
 
 def list_tokens(db: Session) -> list[Token]:

@@ -1,5 +1,8 @@
 """Dependencies shared by the routers: the database session and the caller's token.
 
+Which callers a route admits is declared with a rule of ``api.access``; this
+module only finds out who the caller is.
+
 Authentication runs on the event loop when the token was looked up recently
 (``APPFORGE_AUTH__CACHE_SECONDS``) and in the thread pool otherwise, so an
 authenticated request costs no database round trip and no thread hop in the
@@ -19,6 +22,7 @@ from api.auth import Principal, authenticate, hash_token, verify_signature
 from api.errors import AuthError, ForbiddenError
 from api.state import api_state
 from appforge.core import signing
+from appforge.core.db import utcnow
 
 
 def get_db(request: Request) -> Iterator[Session]:
@@ -63,13 +67,27 @@ async def _known_token(request: Request) -> Principal | None:
                 headers={"WWW-Authenticate": "Token"},
             )
         state.tokens.put(digest, principal)
+    if principal.expired(utcnow()):
+        raise AuthError(
+            "the token has expired",
+            code="TOKEN_EXPIRED",
+            headers={"WWW-Authenticate": "Token"},
+        )
+    origin = request.headers.get("origin")
+    if principal.origins is not None and origin is not None and origin not in principal.origins:
+        raise ForbiddenError(
+            f"this key may not be used from the origin {origin}",
+            code="ORIGIN_FORBIDDEN",
+            details={"origin": origin},
+        )
     return principal
 
 
 async def optional_token(
     request: Request, token: Annotated[Principal | None, Depends(_known_token)]
 ) -> Principal | None:
-    """The caller's token, if any; its request signature checked when it requires one."""
+    """The caller's token, if any; its request signature checked when it requires one.
+    Routes do not take this directly but one of the rules of ``api.access``."""
     if token is None or not token.require_signature:
         return token
     body = await request.body()
@@ -86,25 +104,3 @@ async def optional_token(
         body=body,
     )
     return token
-
-
-async def current_token(
-    token: Annotated[Principal | None, Depends(optional_token)],
-) -> Principal:
-    if token is None:
-        raise AuthError(
-            "this endpoint needs a token: send 'Authorization: Token <token>'",
-            headers={"WWW-Authenticate": "Token"},
-        )
-    return token
-
-
-async def admin_token(token: Annotated[Principal, Depends(current_token)]) -> Principal:
-    if not token.is_admin:
-        raise ForbiddenError("this needs an admin token")
-    return token
-
-
-OptionalToken = Annotated[Principal | None, Depends(optional_token)]
-CurrentToken = Annotated[Principal, Depends(current_token)]
-AdminToken = Annotated[Principal, Depends(admin_token)]

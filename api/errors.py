@@ -10,8 +10,8 @@ Exceptions of the API layer (all under ``appforge.core.errors.AppforgeError``):
     ApiError                     base: ``code``, ``status_code``, ``details``, ``headers``
     ├── NotFoundError            404 (APP_NOT_FOUND, RUN_NOT_FOUND, SESSION_NOT_FOUND, ...)
     ├── AuthError                401 (AUTH_REQUIRED, TOKEN_INVALID, AUTH_INVALID)
-    ├── ForbiddenError           403 FORBIDDEN
-    ├── ConflictError            409 (CONFLICT, SESSION_APP_MISMATCH)
+    ├── ForbiddenError           403 (FORBIDDEN, APP_FORBIDDEN, ORIGIN_FORBIDDEN)
+    ├── ConflictError            409 CONFLICT
     ├── PayloadTooLargeError     413 PAYLOAD_TOO_LARGE
     └── UnsupportedMediaError    415 UNSUPPORTED_MEDIA_TYPE
 

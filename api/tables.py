@@ -18,7 +18,14 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # admin | editor | viewer | runner (see api/access.py for what each may do).
+    role: Mapped[str] = mapped_column(String(16))
+    # Narrowed to these app uuids (None: every app), and for runner keys to these
+    # browser origins (None: any, and calls without an Origin header).
+    apps: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    origins: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rate_limit: Mapped[str | None] = mapped_column(String(32), nullable=True)  # "60/minute"
     # When set, every request with this token must carry an HMAC signature
     # made with this secret (see appforge/core/signing.py). Kept in clear: the server
     # must compute the same HMAC.
@@ -80,3 +87,19 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AuditEvent(Base):
+    """Who created, changed or deleted what, written in the transaction of the change."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    actor_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    actor_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)  # "app.created", ...
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(64), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -3,9 +3,9 @@
 RunServiceError                base (400)
 ├── AppNotFoundError           404 APP_NOT_FOUND
 ├── RunNotFoundError           404 RUN_NOT_FOUND
-├── SessionNotFoundError       404 SESSION_NOT_FOUND
+├── SessionNotFoundError       404 SESSION_NOT_FOUND (also: not this caller's, another app's)
 ├── RunAuthError               401 AUTH_REQUIRED: a private app run without a token
-├── RunConflictError           409 SESSION_APP_MISMATCH, FLOW_NOT_SERVED
+├── RunConflictError           409 FLOW_NOT_SERVED
 ├── SessionIdInvalidError      422 SESSION_ID_INVALID
 └── TooManyRunsError           429 TOO_MANY_ACTIVE_RUNS (with Retry-After)
 

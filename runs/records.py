@@ -23,7 +23,7 @@ from appforge.core.db import UTCDateTime, utcnow
 from apps_yaml.events import Outcome
 from apps_yaml.runner import HistoryTurn
 from apps_yaml.schema import AppDocument
-from runs.errors import AppNotFoundError, RunConflictError, SessionIdInvalidError
+from runs.errors import AppNotFoundError, SessionIdInvalidError
 from runs.tables import App, ChatSession, Run, RunPrompt, Turn
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -66,7 +66,9 @@ class DocumentCache:
 # parameters only, so building and hashing SQL does not cost on every run.
 _APP = select(App.name, App.version, App.public).where(App.uuid == bindparam("b_app"))
 _DOCUMENT = select(App.document).where(App.uuid == bindparam("b_app"))
-_OWNER = select(ChatSession.app_uuid).where(ChatSession.id == bindparam("b_session"))
+_SESSION_ROW = select(ChatSession.app_uuid, ChatSession.owner).where(
+    ChatSession.id == bindparam("b_session")
+)
 _HISTORY = (
     select(Turn.transcript, Turn.input, Turn.output)
     .where(Turn.session_id == bindparam("b_session"))
@@ -148,16 +150,10 @@ def check_session_id(session_id: str) -> None:
         )
 
 
-def session_exists(conn: Connection, session_id: str, app_uuid: str) -> bool:
-    """Whether the session exists (for this app); another app's session is a conflict."""
-    owner = conn.scalar(_OWNER, {"b_session": session_id})
-    if owner is None:
-        return False
-    if owner != app_uuid:
-        raise RunConflictError(
-            f"session '{session_id}' belongs to another app", code="SESSION_APP_MISMATCH"
-        )
-    return True
+def load_session(conn: Connection, session_id: str) -> tuple[str, str | None] | None:
+    """The session's app and owner, or None if there is no such session."""
+    row = conn.execute(_SESSION_ROW, {"b_session": session_id}).first()
+    return None if row is None else (row.app_uuid, row.owner)
 
 
 def load_history(conn: Connection, session_id: str, depth: int) -> list[HistoryTurn]:
@@ -179,15 +175,26 @@ def count_active(conn: Connection, app_uuid: str, since: datetime) -> int:
     return int(active or 0)
 
 
-def insert_session(conn: Connection, session_id: str, app_uuid: str) -> None:
+def insert_session(conn: Connection, session_id: str, app_uuid: str, owner: str) -> None:
     now = utcnow()
-    conn.execute(
-        insert(ChatSession).values(id=session_id, app_uuid=app_uuid, created_at=now, updated_at=now)
-    )
+    values = {
+        "id": session_id,
+        "app_uuid": app_uuid,
+        "owner": owner,
+        "created_at": now,
+        "updated_at": now,
+    }
+    conn.execute(_NEW_SESSION, values)
 
 
 def insert_run(
-    conn: Connection, run_id: str, app: AppRecord, session_id: str, stream: bool, inputs: Any
+    conn: Connection,
+    run_id: str,
+    app: AppRecord,
+    session_id: str,
+    token_id: str | None,
+    stream: bool,
+    inputs: Any,
 ) -> None:
     conn.execute(
         _NEW_RUN,
@@ -196,6 +203,7 @@ def insert_run(
             "app_uuid": app.uuid,
             "app_version": app.version,
             "session_id": session_id,
+            "token_id": token_id,
             "status": "running",
             "stream": stream,
             "input": inputs,

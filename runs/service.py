@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from appforge.core.db import utcnow
@@ -37,7 +39,12 @@ from apps_yaml.runner import HistoryTurn, Runner
 from apps_yaml.schema import AppDocument
 from runs import records
 from runs.deadlines import DeadlineWatcher
-from runs.errors import RunAuthError, RunConflictError, TooManyRunsError
+from runs.errors import (
+    RunAuthError,
+    RunConflictError,
+    SessionNotFoundError,
+    TooManyRunsError,
+)
 from runs.services import Services
 
 log = logging.getLogger(__name__)
@@ -47,10 +54,19 @@ Emit = Callable[[Event], None]
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asks for a run: a token (by id and name)."""
+    """Who asks for a run: a token, by id and name, and its role."""
 
     token_id: str
     name: str
+    role: str = "editor"
+
+    @property
+    def owner(self) -> str:
+        """How the sessions this caller makes are owned."""
+        return f"token:{self.token_id}"
+
+
+ANONYMOUS = "anonymous"  # the owner of sessions made by callers without a token
 
 
 @dataclass(frozen=True)
@@ -140,10 +156,7 @@ class RunService:
                 )
             runner = self._runner(app.name, app.document)
             inputs = check_input(app.document, request.input)
-            session_id = request.session_id or uuid.uuid4().hex
-            known = request.session_id is not None and records.session_exists(
-                conn, session_id, app.uuid
-            )
+            session_id, known = self._session(conn, request, app.uuid)
             history: list[HistoryTurn] = []
             if known and runner.history:
                 history = records.load_history(conn, session_id, runner.history)
@@ -161,11 +174,45 @@ class RunService:
                         details={"limit": int(most)},
                         headers={"Retry-After": "1"},
                     )
+                caller = request.caller
                 if not known:
-                    records.insert_session(conn, session_id, app.uuid)
-                records.insert_run(conn, run_id, app, session_id, request.stream, inputs)
+                    owner = caller.owner if caller is not None else ANONYMOUS
+                    records.insert_session(conn, session_id, app.uuid, owner)
+                token_id = caller.token_id if caller is not None else None
+                records.insert_run(conn, run_id, app, session_id, token_id, request.stream, inputs)
                 conn.commit()
         return PreparedRun(run_id, app.uuid, app.name, runner, inputs, session_id, history, timeout)
+
+    @staticmethod
+    def _session(conn: Connection, request: RunRequest, app_uuid: str) -> tuple[str, bool]:
+        """The run's session id, and whether the session exists already.
+
+        A caller continues only a session of this app that it may use: a runner or
+        an anonymous caller only its own, an admin or editor any. Anything else is
+        "no such session" (404), so a session's existence is not revealed. Only
+        callers with a token choose new session ids; anonymous callers get one
+        made here (192 random bits), which is then their key to continue it.
+        """
+        caller = request.caller
+        if request.session_id is None:
+            return secrets.token_urlsafe(24), False
+        found = records.load_session(conn, request.session_id)
+        if found is None:
+            if caller is None:
+                raise SessionNotFoundError(
+                    f"no session '{request.session_id}': a caller without a token cannot "
+                    "choose a session id; run without one to get one",
+                    details={"session_id": request.session_id},
+                )
+            return request.session_id, False
+        app_of, owner = found
+        mine = owner == (caller.owner if caller is not None else ANONYMOUS)
+        trusted = caller is not None and caller.role in ("admin", "editor")
+        if app_of != app_uuid or not (mine or trusted):
+            raise SessionNotFoundError(
+                f"no session '{request.session_id}'", details={"session_id": request.session_id}
+            )
+        return request.session_id, True
 
     def _runner(self, app_name: str, doc: AppDocument) -> Runner:
         if doc.flow is None:

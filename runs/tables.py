@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from appforge.core.db import Base, UTCDateTime, utcnow
@@ -46,6 +46,8 @@ class ChatSession(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     app_uuid: Mapped[str] = mapped_column(ForeignKey("apps.uuid", ondelete="CASCADE"), index=True)
+    # Who made it: "token:<id>" or "anonymous" (None: made before owners were kept).
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -70,11 +72,13 @@ class Turn(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_app_uuid_status", "app_uuid", "status"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     app_uuid: Mapped[str] = mapped_column(ForeignKey("apps.uuid", ondelete="CASCADE"), index=True)
     app_version: Mapped[int] = mapped_column(Integer)
     session_id: Mapped[str] = mapped_column(String(128), index=True)
+    token_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     input: Mapped[dict[str, Any]] = mapped_column(JSON)

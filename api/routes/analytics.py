@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Integer, Row, Subquery, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentToken, DbSession
+from api.access import AppReader, Reader
+from api.deps import DbSession
 from api.errors import ApiError
 from api.routes.apps import get_app_row
 from prompts.store import get_prompt
@@ -189,7 +190,7 @@ Bucket = Annotated[Literal["hour", "day"], Query(description="Series bucket size
 def app_analytics_route(
     app_uuid: str,
     db: DbSession,
-    _: CurrentToken,
+    _: AppReader,
     start: Start = None,
     end: End = None,
     bucket: Bucket = "day",
@@ -238,7 +239,7 @@ class PromptAnalytics(BaseModel):
 def prompt_analytics_route(
     prompt_id: str,
     db: DbSession,
-    _: CurrentToken,
+    _: Reader,
     start: Start = None,
     end: End = None,
     bucket: Bucket = "day",

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from api.access import AppLister, AppReader, AppWriter, Reader, Writer
 from api.auth import Principal
-from api.deps import CurrentToken, DbSession
+from api.deps import DbSession
 from api.errors import ApiError, NotFoundError, UnsupportedMediaError
 from api.routes.webhooks import emit
 from api.state import api_state
@@ -189,7 +190,7 @@ def _new_version(db: Session, app: App, token: Principal) -> None:
     openapi_extra=_YAML_BODY,
 )
 def create_app_route(
-    request: Request, text: DefinitionText, db: DbSession, token: CurrentToken
+    request: Request, text: DefinitionText, db: DbSession, token: Writer
 ) -> AppPublic:
     """Create an app from its YAML definition (``Content-Type: application/yaml``)."""
     doc = parse_definition(request, db, text)
@@ -214,7 +215,7 @@ class AppCheck(BaseModel):
 
 @router.post("/validate", response_model=AppCheck, openapi_extra=_YAML_BODY)
 def validate_app_route(
-    request: Request, text: DefinitionText, db: DbSession, _: CurrentToken
+    request: Request, text: DefinitionText, db: DbSession, _: Reader
 ) -> AppCheck:
     """Check a YAML definition exactly as a create or save would, storing nothing:
     200 if it is valid, else 422 ``APP_INVALID`` with each problem at its line."""
@@ -225,14 +226,17 @@ def validate_app_route(
 @router.get("", response_model=list[AppPublic])
 def list_apps_route(
     db: DbSession,
-    _: CurrentToken,
+    token: AppLister,
     response: Response,
     q: Annotated[str | None, Query(max_length=200, description="Search name/description")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[AppPublic]:
-    """List apps, newest first; ``X-Total-Count`` gives the number before paging."""
+    """List apps, newest first; ``X-Total-Count`` gives the number before paging.
+    A token narrowed to apps lists only those."""
     query = select(App)
+    if token.apps is not None:
+        query = query.where(App.uuid.in_(sorted(token.apps)))
     if q:
         like = f"%{q.lower()}%"
         query = query.where(
@@ -249,7 +253,7 @@ def list_apps_route(
     response_model=AppPublic,
     responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
-def get_app_route(request: Request, app_uuid: str, db: DbSession, _: CurrentToken) -> Any:
+def get_app_route(request: Request, app_uuid: str, db: DbSession, _: AppReader) -> Any:
     """One app as JSON, or its YAML as stored when the client sends ``Accept: application/yaml``."""
     app = get_app_row(db, app_uuid)
     if wants_yaml(request):
@@ -265,7 +269,7 @@ def _event_data(app: App, token: Principal, **extra: Any) -> dict[str, Any]:
 
 @router.patch("/{app_uuid}", response_model=AppPublic, openapi_extra=_YAML_BODY)
 def update_app_route(
-    request: Request, app_uuid: str, text: DefinitionText, db: DbSession, token: CurrentToken
+    request: Request, app_uuid: str, text: DefinitionText, db: DbSession, token: AppWriter
 ) -> AppPublic:
     """Replace an app's definition with new YAML; the old one stays as a numbered version."""
     app = get_app_row(db, app_uuid)
@@ -281,7 +285,7 @@ def update_app_route(
 
 
 @router.delete("/{app_uuid}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_app_route(app_uuid: str, db: DbSession, _: CurrentToken) -> None:
+def delete_app_route(app_uuid: str, db: DbSession, _: AppWriter) -> None:
     """Delete an app with its versions, sessions and runs."""
     app = get_app_row(db, app_uuid)
     db.delete(app)
@@ -289,7 +293,7 @@ def delete_app_route(app_uuid: str, db: DbSession, _: CurrentToken) -> None:
 
 
 @router.get("/{app_uuid}/versions", response_model=list[AppVersionPublic])
-def list_versions_route(app_uuid: str, db: DbSession, _: CurrentToken) -> list[AppVersionPublic]:
+def list_versions_route(app_uuid: str, db: DbSession, _: AppReader) -> list[AppVersionPublic]:
     """Every definition the app has had, newest first."""
     app = get_app_row(db, app_uuid)
     rows = db.scalars(
@@ -325,7 +329,7 @@ def _version_row(db: Session, app_uuid: str, version: int) -> AppVersion:
     responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
 def get_version_route(
-    request: Request, app_uuid: str, version: int, db: DbSession, _: CurrentToken
+    request: Request, app_uuid: str, version: int, db: DbSession, _: AppReader
 ) -> Any:
     """One earlier definition, as JSON or (``Accept: application/yaml``) YAML."""
     app = get_app_row(db, app_uuid)
@@ -344,7 +348,7 @@ def get_version_route(
 
 @router.post("/{app_uuid}/versions/{version}/restore", response_model=AppPublic)
 def restore_version_route(
-    request: Request, app_uuid: str, version: int, db: DbSession, token: CurrentToken
+    request: Request, app_uuid: str, version: int, db: DbSession, token: AppWriter
 ) -> AppPublic:
     """Make an earlier definition current again, as a new version (validated as on save)."""
     app = get_app_row(db, app_uuid)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.deps import CurrentToken
+from api.access import Reader, Writer
 from api.state import api_state
 from datasources.errors import EntryInvalidError, EntryTooLargeError
 from datasources.queue import IngestionQueue
@@ -160,14 +160,14 @@ def _added(request: Request, datasource_uuid: str, new: NewEntry) -> EntryPublic
 
 
 @router.get("", response_model=list[DatasourcePublic])
-def list_datasources_route(request: Request, _: CurrentToken) -> list[DatasourcePublic]:
+def list_datasources_route(request: Request, _: Reader) -> list[DatasourcePublic]:
     """List datasources, oldest first."""
     return [_datasource_public(r) for r in _store(request).all()]
 
 
 @router.post("", response_model=DatasourcePublic, status_code=status.HTTP_201_CREATED)
 def create_datasource_route(
-    request: Request, body: DatasourceCreate, _: CurrentToken
+    request: Request, body: DatasourceCreate, _: Writer
 ) -> DatasourcePublic:
     """Create a datasource (``type``: text, url, file or mixed); 409 if the name is taken."""
     row = _store(request).create(body.name, body.type, body.chunk_size, body.chunk_overlap)
@@ -175,9 +175,7 @@ def create_datasource_route(
 
 
 @router.get("/{datasource_uuid}", response_model=DatasourceDetail)
-def get_datasource_route(
-    request: Request, datasource_uuid: str, _: CurrentToken
-) -> DatasourceDetail:
+def get_datasource_route(request: Request, datasource_uuid: str, _: Reader) -> DatasourceDetail:
     """One datasource, with its number of entries per status."""
     store = _store(request)
     row = store.get(datasource_uuid)
@@ -187,7 +185,7 @@ def get_datasource_route(
 
 
 @router.delete("/{datasource_uuid}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_datasource_route(request: Request, datasource_uuid: str, _: CurrentToken) -> None:
+def delete_datasource_route(request: Request, datasource_uuid: str, _: Writer) -> None:
     """Delete a datasource with all its entries, their files and vectors."""
     _store(request).delete(datasource_uuid)
 
@@ -198,7 +196,7 @@ def delete_datasource_route(request: Request, datasource_uuid: str, _: CurrentTo
     status_code=status.HTTP_201_CREATED,
 )
 def add_entry_route(
-    request: Request, datasource_uuid: str, body: EntryCreate, _: CurrentToken
+    request: Request, datasource_uuid: str, body: EntryCreate, _: Writer
 ) -> EntryPublic:
     """Add an entry: ``entry_data`` has a name and one of ``content``, ``url`` or ``file``
     (base64). Answers at once with status ``pending``; 409 ``DUPLICATE_ENTRY`` if the same
@@ -233,7 +231,7 @@ def upload_entry_route(
     request: Request,
     datasource_uuid: str,
     file: Annotated[UploadFile, File(description="The file")],
-    _: CurrentToken,
+    _: Writer,
     name: Annotated[str | None, Form(max_length=500)] = None,
     entry_metadata: Annotated[str | None, Form(description="A JSON object")] = None,
 ) -> EntryPublic:
@@ -261,16 +259,14 @@ def upload_entry_route(
 
 
 @router.get("/{datasource_uuid}/entries", response_model=list[EntryPublic])
-def list_entries_route(
-    request: Request, datasource_uuid: str, _: CurrentToken
-) -> list[EntryPublic]:
+def list_entries_route(request: Request, datasource_uuid: str, _: Reader) -> list[EntryPublic]:
     """The datasource's entries, oldest first, each with its status and progress."""
     return [_entry_public(e) for e in _store(request).list_entries(datasource_uuid)]
 
 
 @router.get("/{datasource_uuid}/entries/{entry_uuid}", response_model=EntryPublic)
 def get_entry_route(
-    request: Request, datasource_uuid: str, entry_uuid: str, _: CurrentToken
+    request: Request, datasource_uuid: str, entry_uuid: str, _: Reader
 ) -> EntryPublic:
     """One entry: status (pending, processing, ready, failed), error, chunks done/total."""
     return _entry_public(_store(request).get_entry(datasource_uuid, entry_uuid))
@@ -278,7 +274,7 @@ def get_entry_route(
 
 @router.post("/{datasource_uuid}/entries/{entry_uuid}/retry", response_model=EntryPublic)
 def retry_entry_route(
-    request: Request, datasource_uuid: str, entry_uuid: str, _: CurrentToken
+    request: Request, datasource_uuid: str, entry_uuid: str, _: Writer
 ) -> EntryPublic:
     """Process a failed (or ready) entry again from the start: status back to ``pending``;
     409 ``ENTRY_BUSY`` while it is pending or processing."""
@@ -290,16 +286,14 @@ def retry_entry_route(
 
 
 @router.delete("/{datasource_uuid}/entries/{entry_uuid}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_entry_route(
-    request: Request, datasource_uuid: str, entry_uuid: str, _: CurrentToken
-) -> None:
+def delete_entry_route(request: Request, datasource_uuid: str, entry_uuid: str, _: Writer) -> None:
     """Delete an entry with its file and vectors."""
     _store(request).delete_entry(datasource_uuid, entry_uuid)
 
 
 @router.post("/{datasource_uuid}/search", response_model=SearchResponse)
 def search_route(
-    request: Request, datasource_uuid: str, body: SearchRequest, _: CurrentToken
+    request: Request, datasource_uuid: str, body: SearchRequest, _: Reader
 ) -> SearchResponse:
     """The ``top_k`` chunks most similar to ``query`` that pass ``where``, best first.
     ``score`` is cosine similarity (1 - cosine distance)."""

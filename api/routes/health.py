@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from api.access import Anyone
 from api.state import State
 from appforge import __version__
 
@@ -18,6 +19,6 @@ class Health(BaseModel):
 
 
 @router.get("/api/health", response_model=Health)
-def health(state: State) -> Health:
+def health(state: State, _: Anyone) -> Health:
     """Liveness: no token needed."""
     return Health(status="ok", version=__version__, database=state.services.engine.dialect.name)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentToken
+from api.access import Reader
 from api.state import api_state
 from providers.errors import ProviderError
 from providers.local import MODEL_NAME, LocalProvider
@@ -136,7 +136,7 @@ def _alias_status(
 @router.get("", response_model=ModelsPublic)
 async def list_models(
     request: Request,
-    _: CurrentToken,
+    _: Reader,
     timeout: Annotated[
         float, Query(gt=0, le=10, description="Seconds each server may take to answer")
     ] = 2.0,

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentToken, DbSession
+from api.access import Reader, Writer
+from api.deps import DbSession
 from api.routes.prompts import emit_move, event_data
 from api.routes.webhooks import emit
 from prompts import labels, store
@@ -167,7 +168,7 @@ def _deploy_public(entry: PromptDeployment) -> DeployPublic:
 
 
 @router.get("/{prompt_id}/versions", response_model=list[VersionPublic])
-def list_versions_route(prompt_id: str, db: DbSession, _: CurrentToken) -> list[VersionPublic]:
+def list_versions_route(prompt_id: str, db: DbSession, _: Reader) -> list[VersionPublic]:
     """Every version of the prompt, newest first."""
     store.get_prompt(db, prompt_id)
     by_version = store.labels_by_version(db, prompt_id)
@@ -178,7 +179,7 @@ def list_versions_route(prompt_id: str, db: DbSession, _: CurrentToken) -> list[
     "/{prompt_id}/versions", response_model=VersionPublic, status_code=status.HTTP_201_CREATED
 )
 def create_version_route(
-    prompt_id: str, body: VersionSpec, db: DbSession, token: CurrentToken
+    prompt_id: str, body: VersionSpec, db: DbSession, token: Writer
 ) -> VersionPublic:
     """Create the next version (numbers count up from 1); versions never change after."""
     row = store.create_version(db, prompt_id, body, token.name)
@@ -189,7 +190,7 @@ def create_version_route(
 
 
 @router.get("/{prompt_id}/versions/{number}", response_model=VersionPublic)
-def get_version_route(prompt_id: str, number: int, db: DbSession, _: CurrentToken) -> VersionPublic:
+def get_version_route(prompt_id: str, number: int, db: DbSession, _: Reader) -> VersionPublic:
     """One version by number."""
     store.get_prompt(db, prompt_id)
     return _version_out(db, prompt_id, number)
@@ -197,7 +198,7 @@ def get_version_route(prompt_id: str, number: int, db: DbSession, _: CurrentToke
 
 @router.post("/{prompt_id}/versions/{number}/promote", response_model=VersionPublic)
 def promote_route(
-    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: CurrentToken
+    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer
 ) -> VersionPublic:
     """Put a label on this version, moving it off the version that had it."""
     entry = labels.move(db, prompt_id, body.label, number, token.name, action="promote")
@@ -208,7 +209,7 @@ def promote_route(
 
 @router.post("/{prompt_id}/versions/{number}/demote", response_model=VersionPublic)
 def demote_route(
-    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: CurrentToken
+    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer
 ) -> VersionPublic:
     """Take a label off this version (404 ``LABEL_NOT_FOUND`` if it does not have it)."""
     entry = labels.remove(db, prompt_id, body.label, number, token.name)
@@ -221,9 +222,7 @@ def demote_route(
 
 
 @router.post("/{prompt_id}/deploy", response_model=DeployPublic)
-def deploy_route(
-    prompt_id: str, body: DeployBody, db: DbSession, token: CurrentToken
-) -> DeployPublic:
+def deploy_route(prompt_id: str, body: DeployBody, db: DbSession, token: Writer) -> DeployPublic:
     """Deploy a version to an environment (the label of that name), with notes."""
     entry = labels.move(
         db, prompt_id, body.environment, body.version, token.name, action="deploy", notes=body.notes
@@ -235,7 +234,7 @@ def deploy_route(
 
 @router.post("/{prompt_id}/rollback", response_model=DeployPublic)
 def rollback_route(
-    prompt_id: str, body: RollbackBody, db: DbSession, token: CurrentToken
+    prompt_id: str, body: RollbackBody, db: DbSession, token: Writer
 ) -> DeployPublic:
     """Move an environment back to the version it had before its last move."""
     entry = labels.rollback(db, prompt_id, body.environment, token.name, body.notes)
@@ -245,7 +244,7 @@ def rollback_route(
 
 
 @router.get("/{prompt_id}/deployments", response_model=Deployments)
-def deployments_route(prompt_id: str, db: DbSession, _: CurrentToken) -> Deployments:
+def deployments_route(prompt_id: str, db: DbSession, _: Reader) -> Deployments:
     """Where each environment points now, and every move of every environment."""
     store.get_prompt(db, prompt_id)
     now = [
@@ -279,7 +278,7 @@ def deployments_route(prompt_id: str, db: DbSession, _: CurrentToken) -> Deploym
 def diff_route(
     prompt_id: str,
     db: DbSession,
-    _: CurrentToken,
+    _: Reader,
     from_: Annotated[int, Query(alias="from", ge=1)],
     to: Annotated[int, Query(ge=1)],
 ) -> dict[str, Any]:
@@ -291,7 +290,7 @@ def diff_route(
 
 
 @router.post("/{prompt_id}/render", response_model=RenderPublic)
-def render_route(prompt_id: str, body: RenderBody, db: DbSession, _: CurrentToken) -> RenderPublic:
+def render_route(prompt_id: str, body: RenderBody, db: DbSession, _: Reader) -> RenderPublic:
     """Render a version with variables: by ``version``, or ``label`` (default production,
     else latest); ``model_provider``/``model_name`` pick a model-specific variant."""
     store.get_prompt(db, prompt_id)

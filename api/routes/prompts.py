@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentToken, DbSession
+from api.access import Reader, Writer
+from api.deps import DbSession
 from api.routes.webhooks import EventName, emit
 from prompts import labels, store
 from prompts.errors import PromptsError, PromptsInvalidError
@@ -124,7 +125,7 @@ def emit_move(db: Session, entry: PromptDeployment) -> None:
 
 
 @router.get("/{prompt_id}", response_model=PromptDetail)
-def get_prompt_route(prompt_id: str, db: DbSession, _: CurrentToken) -> PromptDetail:
+def get_prompt_route(prompt_id: str, db: DbSession, _: Reader) -> PromptDetail:
     """A prompt with its version history (newest first) and each version's labels."""
     row = store.get_prompt(db, prompt_id)
     by_version = store.labels_by_version(db, prompt_id)
@@ -141,7 +142,7 @@ def get_prompt_route(prompt_id: str, db: DbSession, _: CurrentToken) -> PromptDe
 
 @router.patch("/{prompt_id}", response_model=PromptPublic)
 def update_prompt_route(
-    prompt_id: str, body: PromptUpdate, db: DbSession, token: CurrentToken
+    prompt_id: str, body: PromptUpdate, db: DbSession, token: Writer
 ) -> PromptPublic:
     """Update a prompt's name, description or tags (not its versions)."""
     row = store.update_prompt(
@@ -154,7 +155,7 @@ def update_prompt_route(
 
 
 @router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_prompt_route(prompt_id: str, db: DbSession, token: CurrentToken) -> Response:
+def delete_prompt_route(prompt_id: str, db: DbSession, token: Writer) -> Response:
     """Delete a prompt with all its versions, labels and deployment history."""
     row = store.get_prompt(db, prompt_id)
     emit(db, "prompt.deleted", event_data(row, by=token.name))
@@ -164,7 +165,7 @@ def delete_prompt_route(prompt_id: str, db: DbSession, token: CurrentToken) -> R
 
 
 @router.get("/{prompt_id}/dependents", response_model=list[Dependent])
-def dependents_route(prompt_id: str, db: DbSession, _: CurrentToken) -> list[Dependent]:
+def dependents_route(prompt_id: str, db: DbSession, _: Reader) -> list[Dependent]:
     """The apps whose llm steps pin this prompt (by id or name), with label or version."""
     row = store.get_prompt(db, prompt_id)
     return [Dependent(**d) for d in dependents(db, row)]
@@ -242,7 +243,7 @@ class BulkResult(BaseModel):
 
 
 @router.post("/search", response_model=SearchResult)
-def search_route(body: SearchBody, db: DbSession, _: CurrentToken) -> SearchResult:
+def search_route(body: SearchBody, db: DbSession, _: Reader) -> SearchResult:
     """Search by text in names, descriptions and templates; filter by tags, author, type."""
     f = body.filters
     found = search(db, body.query, f.tags, f.author, f.type, f.hasConfig)
@@ -275,7 +276,7 @@ def _bulk_one(db: Session, body: BulkBody, item: BulkItem, actor: str) -> None:
 
 
 @router.post("/bulk", response_model=BulkResult)
-def bulk_route(body: BulkBody, db: DbSession, token: CurrentToken) -> BulkResult:
+def bulk_route(body: BulkBody, db: DbSession, token: Writer) -> BulkResult:
     """Deploy (or label) or delete many prompts; per-item results.
 
     With ``"atomic": true`` either every item is applied or none is.

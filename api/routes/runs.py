@@ -21,8 +21,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
+from api.access import AppRunCaller, AppRunsReader, OwnReader
 from api.auth import Principal
-from api.deps import CurrentToken, DbSession, OptionalToken
+from api.deps import DbSession
 from api.errors import ApiError, NotFoundError, error_body, request_id_of
 from api.routes.apps import get_app_row
 from api.state import ApiState, State
@@ -83,7 +84,7 @@ class RunPublic(BaseModel):
 
 
 def _caller(token: Principal | None) -> Caller | None:
-    return None if token is None else Caller(token.id, token.name)
+    return None if token is None else Caller(token.id, token.name, token.role)
 
 
 def _failure_error(finished: FinishedRun) -> ApiError:
@@ -121,7 +122,7 @@ async def run_app_route(
     request: Request,
     app_uuid: str,
     body: RunBody,
-    token: OptionalToken,
+    token: AppRunCaller,
     state: State,
     session_id: str | None = None,
 ) -> Response:
@@ -226,7 +227,7 @@ def _last_line(
 def list_runs_route(
     app_uuid: str,
     db: DbSession,
-    _: CurrentToken,
+    token: AppRunsReader,
     response: Response,
     status: Annotated[
         str | None, Query(pattern="^(running|succeeded|failed|cancelled|timeout)$")
@@ -235,9 +236,12 @@ def list_runs_route(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[Run]:
-    """An app's runs, newest first; ``X-Total-Count`` gives the number before paging."""
+    """An app's runs, newest first; ``X-Total-Count`` gives the number before paging.
+    A runner key sees only the runs it made."""
     get_app_row(db, app_uuid)
     query = select(Run).where(Run.app_uuid == app_uuid)
+    if token.role == "runner":
+        query = query.where(Run.token_id == token.id)
     if status:
         query = query.where(Run.status == status)
     if session_id:
@@ -248,9 +252,12 @@ def list_runs_route(
 
 
 @router.get("/api/runs/{run_id}", response_model=RunPublic)
-def get_run_route(run_id: str, db: DbSession, _: CurrentToken) -> Run:
-    """One run: input, output, steps (rendered prompts, timings, usage), status and error."""
+def get_run_route(run_id: str, db: DbSession, token: OwnReader) -> Run:
+    """One run: input, output, steps (rendered prompts, timings, usage), status and error.
+    A runner key sees only the runs it made; a key narrowed to apps, only theirs."""
     run = db.get(Run, run_id)
-    if run is None:
+    if run is None or not token.may_use_app(run.app_uuid):
+        raise NotFoundError(f"no run '{run_id}'", code="RUN_NOT_FOUND")
+    if token.role == "runner" and run.token_id != token.id:
         raise NotFoundError(f"no run '{run_id}'", code="RUN_NOT_FOUND")
     return run

@@ -9,7 +9,9 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from api.deps import CurrentToken, DbSession
+from api.access import OwnReader, OwnWriter
+from api.auth import Principal
+from api.deps import DbSession
 from api.errors import NotFoundError
 from runs.tables import ChatSession, Turn
 
@@ -32,17 +34,25 @@ class SessionPublic(BaseModel):
     turns: list[TurnPublic]
 
 
-def _get(db: DbSession, session_id: str) -> ChatSession:
+def _get(db: DbSession, session_id: str, token: Principal) -> ChatSession:
+    """The session if this token may see it; else 404, as if it did not exist.
+
+    A runner key sees only the sessions it made; a key narrowed to apps, only
+    the sessions of those apps.
+    """
     session = db.get(ChatSession, session_id)
-    if session is None:
+    hidden = session is None or not token.may_use_app(session.app_uuid)
+    if not hidden and token.role == "runner":
+        hidden = session is None or session.owner != f"token:{token.id}"
+    if hidden or session is None:
         raise NotFoundError(f"no session '{session_id}'", code="SESSION_NOT_FOUND")
     return session
 
 
 @router.get("/{session_id}", response_model=SessionPublic)
-def get_session_route(session_id: str, db: DbSession, _: CurrentToken) -> SessionPublic:
+def get_session_route(session_id: str, db: DbSession, token: OwnReader) -> SessionPublic:
     """A session with its finished turns, oldest first."""
-    session = _get(db, session_id)
+    session = _get(db, session_id, token)
     turns = db.scalars(select(Turn).where(Turn.session_id == session_id).order_by(Turn.n))
     return SessionPublic(
         id=session.id,
@@ -59,7 +69,7 @@ def get_session_route(session_id: str, db: DbSession, _: CurrentToken) -> Sessio
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_session_route(session_id: str, db: DbSession, _: CurrentToken) -> None:
+def delete_session_route(session_id: str, db: DbSession, token: OwnWriter) -> None:
     """Forget a session and its turns; the next run with this id starts afresh."""
-    db.delete(_get(db, session_id))
+    db.delete(_get(db, session_id, token))
     db.commit()

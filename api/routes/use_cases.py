@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentToken, DbSession
+from api.access import Reader, Writer
+from api.deps import DbSession
 from api.routes.prompts import PromptCreate, PromptPublic, prompt_public
 from api.routes.webhooks import emit
 from prompts import store
@@ -57,7 +58,7 @@ def _public(db: Session, row: UseCase) -> UseCasePublic:
 @router.get("", response_model=list[UseCasePublic])
 def list_use_cases_route(
     db: DbSession,
-    _: CurrentToken,
+    _: Reader,
     skip: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[UseCasePublic]:
@@ -66,7 +67,7 @@ def list_use_cases_route(
 
 
 @router.post("", response_model=UseCasePublic, status_code=status.HTTP_201_CREATED)
-def create_use_case_route(body: UseCaseCreate, db: DbSession, _: CurrentToken) -> UseCasePublic:
+def create_use_case_route(body: UseCaseCreate, db: DbSession, _: Writer) -> UseCasePublic:
     """Create a use case; names are unique (409 ``CONFLICT``)."""
     row = store.create_use_case(db, body.name, body.description)
     db.commit()
@@ -74,14 +75,14 @@ def create_use_case_route(body: UseCaseCreate, db: DbSession, _: CurrentToken) -
 
 
 @router.get("/{use_case_id}", response_model=UseCasePublic)
-def get_use_case_route(use_case_id: str, db: DbSession, _: CurrentToken) -> UseCasePublic:
+def get_use_case_route(use_case_id: str, db: DbSession, _: Reader) -> UseCasePublic:
     """One use case."""
     return _public(db, store.get_use_case(db, use_case_id))
 
 
 @router.patch("/{use_case_id}", response_model=UseCasePublic)
 def update_use_case_route(
-    use_case_id: str, body: UseCaseUpdate, db: DbSession, _: CurrentToken
+    use_case_id: str, body: UseCaseUpdate, db: DbSession, _: Writer
 ) -> UseCasePublic:
     """Rename or describe a use case."""
     row = store.update_use_case(
@@ -92,7 +93,7 @@ def update_use_case_route(
 
 
 @router.delete("/{use_case_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_use_case_route(use_case_id: str, db: DbSession, token: CurrentToken) -> Response:
+def delete_use_case_route(use_case_id: str, db: DbSession, token: Writer) -> Response:
     """Delete a use case with all its prompts and their versions.
 
     Emits ``prompt.deleted`` for each of its prompts, then ``use_case.deleted``.
@@ -123,7 +124,7 @@ def delete_use_case_route(use_case_id: str, db: DbSession, token: CurrentToken) 
 def list_prompts_route(
     use_case_id: str,
     db: DbSession,
-    _: CurrentToken,
+    _: Reader,
     tags: Annotated[
         str | None, Query(description="Comma-separated; prompts having every tag")
     ] = None,
@@ -141,7 +142,7 @@ def list_prompts_route(
     "/{use_case_id}/prompts", response_model=PromptPublic, status_code=status.HTTP_201_CREATED
 )
 def create_prompt_route(
-    use_case_id: str, body: PromptCreate, db: DbSession, token: CurrentToken
+    use_case_id: str, body: PromptCreate, db: DbSession, token: Writer
 ) -> PromptPublic:
     """Create a prompt; names are unique within a use case (409 ``CONFLICT``)."""
     use_case = store.get_use_case(db, use_case_id)

@@ -29,7 +29,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AdminToken, DbSession
+from api.access import Admin
+from api.deps import DbSession
 from api.errors import ApiError, NotFoundError
 from api.state import api_state
 from api.tables import Webhook, WebhookDelivery
@@ -170,7 +171,7 @@ def _get(db: Session, webhook_id: str) -> Webhook:
 
 @router.post("", response_model=WebhookPublic, status_code=status.HTTP_201_CREATED)
 async def create_webhook_route(
-    request: Request, body: WebhookCreate, token: AdminToken
+    request: Request, body: WebhookCreate, token: Admin
 ) -> WebhookPublic:
     """Subscribe a URL to events; the URL must reach a public address (422 ``URL_REFUSED``)."""
     # Resolving the host blocks: off the event loop.
@@ -196,7 +197,7 @@ async def create_webhook_route(
 
 @router.patch("/{webhook_id}", response_model=WebhookPublic)
 async def update_webhook_route(
-    webhook_id: str, request: Request, body: WebhookUpdate, _: AdminToken
+    webhook_id: str, request: Request, body: WebhookUpdate, _: Admin
 ) -> WebhookPublic:
     """Change a webhook's URL, events or secret, or pause (``"active": false``) and resume it.
 
@@ -245,20 +246,20 @@ async def update_webhook_route(
 
 
 @router.get("", response_model=list[WebhookPublic])
-def list_webhooks_route(db: DbSession, _: AdminToken) -> list[WebhookPublic]:
+def list_webhooks_route(db: DbSession, _: Admin) -> list[WebhookPublic]:
     """Every webhook, oldest first (secrets are never returned)."""
     rows = db.scalars(select(Webhook).order_by(Webhook.created_at, Webhook.id))
     return [_public(r) for r in rows]
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic)
-def get_webhook_route(webhook_id: str, db: DbSession, _: AdminToken) -> WebhookPublic:
+def get_webhook_route(webhook_id: str, db: DbSession, _: Admin) -> WebhookPublic:
     """One webhook."""
     return _public(_get(db, webhook_id))
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook_route(webhook_id: str, db: DbSession, _: AdminToken) -> Response:
+def delete_webhook_route(webhook_id: str, db: DbSession, _: Admin) -> Response:
     """Delete a webhook with its delivery log; pending deliveries are dropped."""
     row = _get(db, webhook_id)
     db.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == row.id))
@@ -271,7 +272,7 @@ def delete_webhook_route(webhook_id: str, db: DbSession, _: AdminToken) -> Respo
 def deliveries_route(
     webhook_id: str,
     db: DbSession,
-    _: AdminToken,
+    _: Admin,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeliveryPublic]:
     """The delivery log, newest first: each event's status, attempts and their results."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -59,7 +59,7 @@ def report_error(exc: Any) -> None:
         )
 
 
-def fail(code: str, message: str, status: int = 1) -> None:
+def fail(code: str, message: str, status: int = 1) -> NoReturn:
     """End the command: ``error [CODE]: message`` on stderr and exit ``status``."""
     click.echo(f"error [{code}]: {message}", err=True)
     sys.exit(status)

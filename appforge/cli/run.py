@@ -213,7 +213,7 @@ def _through_api(obj: dict[str, Any], app_file: Path, how: _ApiRun) -> None:
 @contextmanager
 def _admin_token(app_file: Path) -> Iterator[tuple[str, bool]]:
     """The server's admin token, or one made for this command and revoked when it ends."""
-    from api.auth import create_token, revoke_token
+    from api.auth import TokenSpec, create_token, revoke_token
     from appforge.core.db import transaction
 
     settings = load_settings()
@@ -222,7 +222,8 @@ def _admin_token(app_file: Path) -> Iterator[tuple[str, bool]]:
         return
     db = open_db()
     with transaction(db) as session:
-        row, token = create_token(session, f"appforge run {app_file.name}", is_admin=True)
+        spec = TokenSpec(f"appforge run {app_file.name}", role="admin")
+        row, token = create_token(session, spec)
     try:
         yield token, True
     finally:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from appforge.cli.root import main, open_db
+from appforge.cli.root import fail, main, open_db
 
 
 @main.group()
@@ -16,22 +16,60 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("name")
-@click.option("--admin", is_flag=True, help="Allow managing tokens.")
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "editor", "viewer", "runner"]),
+    default=None,
+    help="What the token may do (default: editor).",
+)
+@click.option("--app", "apps", multiple=True, help="Narrow the token to this app (uuid or name).")
+@click.option("--origin", "origins", multiple=True, help="Runner keys: a browser origin allowed.")
+@click.option("--expires", default=None, help="When it stops working (ISO 8601).")
+@click.option("--rate-limit", default=None, help='Its own rate limit, e.g. "60/minute".')
+@click.option("--admin", is_flag=True, help="The same as --role admin.")
 @click.option("--signed", is_flag=True, help="Require HMAC-signed requests with this token.")
-def token_create(name: str, admin: bool, signed: bool) -> None:
+def token_create(
+    name: str,
+    role: str | None,
+    apps: tuple[str, ...],
+    origins: tuple[str, ...],
+    expires: str | None,
+    rate_limit: str | None,
+    admin: bool,
+    signed: bool,
+) -> None:
     """Create a token; its secret is printed once, here."""
+    from pydantic import ValidationError
+
     from api.auth import create_token
+    from api.errors import ApiError
+    from api.routes.tokens import TokenCreate, token_spec
     from appforge.core.db import transaction
 
-    with transaction(open_db()) as db:
-        row, value = create_token(db, name, is_admin=admin, require_signature=signed)
-        if row.signing_secret:
-            click.echo(f"signing secret: {row.signing_secret}", err=True)
-        click.echo(
-            f"created token {row.id} ({'admin' if admin else 'user'}): keep it safe,"
-            " it is not shown again",
-            err=True,
+    try:
+        body = TokenCreate(
+            name=name,
+            role="admin" if admin else role,  # type: ignore[arg-type]
+            apps=list(apps) or None,
+            origins=list(origins) or None,
+            expires_at=expires,  # type: ignore[arg-type]
+            rate_limit=rate_limit,
+            require_signature=signed,
         )
+        with transaction(open_db()) as db:
+            row, value = create_token(db, token_spec(db, body))
+            signing_secret, token_id = row.signing_secret, row.id
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        fail("VALIDATION_ERROR", str(problem.get("msg", exc)), status=2)
+    except ApiError as exc:
+        fail(exc.code, exc.message, status=2)
+    if signing_secret:
+        click.echo(f"signing secret: {signing_secret}", err=True)
+    click.echo(
+        f"created token {token_id} ({body.role or 'editor'}): keep it safe, it is not shown again",
+        err=True,
+    )
     click.echo(value)
 
 
@@ -42,11 +80,11 @@ def token_list() -> None:
 
     with open_db()() as db:
         rows = list_tokens(db)
-    click.echo(f"{'ID':36}  {'PREFIX':10}  {'NAME':20}  {'ADMIN':5}  STATUS")
+    click.echo(f"{'ID':36}  {'PREFIX':10}  {'NAME':20}  {'ROLE':6}  {'APPS':5}  STATUS")
     for t in rows:
         state = "revoked" if t.revoked_at else "active"
-        admin = "yes" if t.is_admin else "no"
-        click.echo(f"{t.id:36}  {t.prefix:10}  {t.name[:20]:20}  {admin:5}  {state}")
+        scope = "all" if t.apps is None else str(len(t.apps))
+        click.echo(f"{t.id:36}  {t.prefix:10}  {t.name[:20]:20}  {t.role:6}  {scope:5}  {state}")
 
 
 @token.command("revoke")

@@ -44,10 +44,17 @@ def test_error_shape_for_each_status(
     _assert_error(client.get("/api/apps/nope"), 404, "APP_NOT_FOUND")
     _assert_error(client.get("/api/no/such/route"), 404, "NOT_FOUND")
     _assert_error(client.put("/api/apps"), 405, "METHOD_NOT_ALLOWED")
+    # Another app's session is not revealed to exist.
     _assert_error(
         client.post(f"/api/apps/{other['uuid']}/run/s", json={"input": {"message": "x"}}),
+        404,
+        "SESSION_NOT_FOUND",
+    )
+    assert client.post("/api/datasources", json={"name": "dup", "type": "text"}).is_success
+    _assert_error(
+        client.post("/api/datasources", json={"name": "dup", "type": "text"}),
         409,
-        "SESSION_APP_MISMATCH",
+        "DATASOURCE_EXISTS",
     )
     _assert_error(
         client.post("/api/apps", content=TEXT_APP + "#" * 5000, headers=YAML),

@@ -109,7 +109,7 @@ def test_session_id_invalid_is_422(client: TestClient, create: Callable[..., Any
     assert r.json()["error"]["code"] == "SESSION_ID_INVALID"
 
 
-def test_session_of_another_app_is_409(db_client: TestClient, create: Callable[..., Any]):
+def test_session_of_another_app_is_not_found(db_client: TestClient, create: Callable[..., Any]):
     a = create(db_client, CHAT_APP)
     b = create(db_client, CHAT_APP)
     assert (
@@ -119,8 +119,10 @@ def test_session_of_another_app_is_409(db_client: TestClient, create: Callable[.
         == 200
     )
     r = db_client.post(f"/api/apps/{b['uuid']}/run/s1", json={"input": {"message": "x"}})
-    assert r.status_code == 409
-    assert r.json()["error"]["code"] == "SESSION_APP_MISMATCH"
+    # 404, not 409: that the id exists for another app is not revealed; nothing stored.
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "SESSION_NOT_FOUND"
+    assert db_client.get(f"/api/apps/{b['uuid']}/runs").json() == []
 
 
 def test_delete_session_forgets_history(db_client: TestClient, create: Callable[..., Any]):

@@ -111,6 +111,32 @@ def test_cli_tokens_create_list_revoke(runner: CliRunner):
     assert "TOKEN_NOT_FOUND" in missing.stderr
 
 
+def test_cli_token_create_runner_key_for_an_app(
+    runner: CliRunner, make_client: Any, make_settings: Any
+):
+    api = make_client(make_settings())  # the same home as the CLI
+    app = api.post(
+        "/api/apps",
+        content="name: Shop bot\nsteps:\n  - {id: a, kind: llm, prompt: {user: hi}}\n"
+        "output: {a: '{{ a.text }}'}\n",
+        headers={"Content-Type": "application/yaml"},
+    ).json()
+    args = ["token", "create", "widget", "--role", "runner", "--app", "Shop bot"]
+    args += ["--origin", "https://shop.example", "--rate-limit", "30/minute"]
+    made = runner.invoke(main, args, catch_exceptions=False)
+    assert made.exit_code == 0, made.stderr
+    assert "(runner)" in made.stderr
+    me = api.get("/api/tokens/me", headers={"Authorization": f"Token {made.stdout.strip()}"})
+    assert me.json()["role"] == "runner" and me.json()["apps"] == [app["uuid"]]
+    assert me.json()["origins"] == ["https://shop.example"]
+    assert me.json()["rate_limit"] == "30/minute"
+    listed = runner.invoke(main, ["token", "list"], catch_exceptions=False).stdout
+    assert any("widget" in line and "runner" in line for line in listed.splitlines())
+    for bad in (["--role", "editor", "--origin", "https://x.example"], ["--app", "nope"]):
+        refused = runner.invoke(main, ["token", "create", "bad", *bad])
+        assert refused.exit_code == 2 and "error [" in refused.stderr, refused.stderr
+
+
 def test_cli_run_app_pinning_a_managed_prompt(
     runner: CliRunner,
     obj: dict[str, Any],

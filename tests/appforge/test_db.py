@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
-from appforge.core.db import load_tables, make_engine, migrate, normalize_url
+from appforge.core.db import load_tables, make_engine, migrate, normalize_url, utcnow
 
 
 def test_migrations_match_models(backend: str | None, tmp_path: Path):
@@ -63,3 +68,53 @@ def test_sqlite_migrations_from_several_processes_at_once(tmp_path: Path):
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
     engine.dispose()
     assert len(version) == 1
+
+
+PG_SERVER = os.environ.get("APPFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def fresh_url(backend: str | None, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no tables) on each backend."""
+    if backend is None:
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    name = f"appforge_fresh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_SERVER}/{name}"
+    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_token_roles_migration_keeps_existing_tokens_working(fresh_url: str):
+    from alembic import command
+
+    from api.auth import authenticate, hash_token
+    from appforge.core.db import alembic_config, session_factory
+
+    engine = make_engine(fresh_url)
+    with engine.begin() as conn:  # the schema as it was before roles
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006")
+    old = {"af_old_admin_token_000": True, "af_old_user_token_0000": False}
+    with engine.begin() as conn:
+        for n, (value, admin) in enumerate(old.items()):
+            conn.execute(
+                text(
+                    "INSERT INTO tokens (id, name, token_hash, prefix, is_admin, "
+                    "require_signature, created_at) VALUES (:id, :name, :hash, :prefix, "
+                    ":admin, false, :now)"
+                ),
+                {
+                    "id": f"t{n}", "name": f"old {n}", "hash": hash_token(value),
+                    "prefix": value[:10], "admin": admin, "now": utcnow(),
+                },
+            )  # fmt: skip
+    migrate(engine)
+    factory = session_factory(engine)
+    admin, user = (authenticate(factory, value) for value in old)
+    engine.dispose()
+    assert admin is not None and (admin.role, admin.is_admin, admin.apps) == ("admin", True, None)
+    assert user is not None and (user.role, user.is_admin) == ("editor", False)

@@ -1,0 +1,147 @@
+"""Who may call what: one declared rule per route.
+
+Every token has one role:
+
+- ``admin``: everything;
+- ``editor``: apps, datasources, prompts, runs, sessions, analytics (not tokens,
+  webhooks or the audit log);
+- ``viewer``: reads what an editor can change, runs nothing;
+- ``runner``: runs apps, and reads only its own sessions and runs.
+
+A token may be narrowed to apps (``apps``): it can then use only the routes
+about one of those apps, and lists show only those apps. Each route takes one
+of the rules below as a dependency; the rule refuses the caller (401, 403)
+before the route runs, and ``create_app`` publishes it in the OpenAPI document
+as ``x-access`` (a test walks every route and role against it). Rules with
+scope ``own`` leave the last word to the route: it shows a runner only what
+the runner made, and answers 404 for the rest, so that another key's session
+is not even revealed to exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from api.auth import Principal
+from api.deps import optional_token
+from api.errors import AuthError, ForbiddenError
+
+Scope = Literal["global", "app", "own", "list"]
+ALL_ROLES = frozenset({"admin", "editor", "viewer", "runner"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The roles a route admits, how it is scoped to apps, and whether it admits
+    callers without a token.
+
+    - ``global``: not about one app; a token narrowed to apps is refused;
+    - ``app``: about the app in the path (``{app_uuid}``): a narrowed token must
+      include it;
+    - ``own``: about a session or run, checked by the route (owner and app);
+    - ``list``: a list the route narrows to the token's apps.
+    """
+
+    roles: frozenset[str]
+    scope: Scope = "global"
+    anonymous: bool = False
+
+    async def __call__(
+        self, request: Request, token: Annotated[Principal | None, Depends(optional_token)]
+    ) -> Principal | None:
+        if token is None:
+            if self.anonymous:
+                return None
+            raise AuthError(
+                "this endpoint needs a token: send 'Authorization: Token <token>'",
+                headers={"WWW-Authenticate": "Token"},
+            )
+        if token.role not in self.roles:
+            raise ForbiddenError(
+                f"a {token.role} token may not do this (allowed: {', '.join(self.allowed)})",
+                details={"role": token.role, "allowed": self.allowed},
+            )
+        if token.apps is not None:
+            self._check_scope(request, token)
+        return token
+
+    def _check_scope(self, request: Request, token: Principal) -> None:
+        if self.scope == "global":
+            raise ForbiddenError(
+                "this token is limited to some apps, and this is not about one app",
+                code="APP_FORBIDDEN",
+            )
+        if self.scope == "app":
+            app_uuid = str(request.path_params.get("app_uuid", ""))
+            if not token.may_use_app(app_uuid):
+                raise ForbiddenError(
+                    f"this token may not use app '{app_uuid}'",
+                    code="APP_FORBIDDEN",
+                    details={"app_uuid": app_uuid},
+                )
+
+    @property
+    def allowed(self) -> list[str]:
+        return [r for r in ("admin", "editor", "viewer", "runner") if r in self.roles]
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as published in OpenAPI (``x-access``)."""
+        return {"roles": self.allowed, "scope": self.scope, "anonymous": self.anonymous}
+
+
+def _rule(*roles: str, scope: Scope = "global", anonymous: bool = False) -> Rule:
+    return Rule(frozenset(roles), scope, anonymous)
+
+
+READ = _rule("admin", "editor", "viewer")
+WRITE = _rule("admin", "editor")
+ADMIN = _rule("admin")
+ANY_TOKEN = _rule(*ALL_ROLES, scope="own")
+APP_READ = _rule("admin", "editor", "viewer", scope="app")
+APP_WRITE = _rule("admin", "editor", scope="app")
+APP_LIST = _rule("admin", "editor", "viewer", scope="list")
+# Runs: any token that runs, or nobody for a public app (the run service checks).
+APP_RUN = _rule("admin", "editor", "runner", scope="app", anonymous=True)
+# A runner's own runs of an app; everyone else's too for readers.
+APP_RUNS = _rule("admin", "editor", "viewer", "runner", scope="app")
+OWN_READ = _rule("admin", "editor", "viewer", "runner", scope="own")
+OWN_WRITE = _rule("admin", "editor", "runner", scope="own")
+PUBLIC = _rule(*ALL_ROLES, anonymous=True)
+
+Reader = Annotated[Principal, Depends(READ)]
+Writer = Annotated[Principal, Depends(WRITE)]
+Admin = Annotated[Principal, Depends(ADMIN)]
+AnyToken = Annotated[Principal, Depends(ANY_TOKEN)]
+AppReader = Annotated[Principal, Depends(APP_READ)]
+AppWriter = Annotated[Principal, Depends(APP_WRITE)]
+AppLister = Annotated[Principal, Depends(APP_LIST)]
+AppRunCaller = Annotated[Principal | None, Depends(APP_RUN)]
+AppRunsReader = Annotated[Principal, Depends(APP_RUNS)]
+OwnReader = Annotated[Principal, Depends(OWN_READ)]
+OwnWriter = Annotated[Principal, Depends(OWN_WRITE)]
+Anyone = Annotated[Principal | None, Depends(PUBLIC)]
+
+
+def route_rule(route: APIRoute) -> Rule | None:
+    """The rule a route declares among its dependencies, if any."""
+    pending: list[Dependant] = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        if isinstance(dependant.call, Rule):
+            return dependant.call
+        pending.extend(dependant.dependencies)
+    return None
+
+
+def publish_rules(routes: list[Any]) -> None:
+    """Put each route's rule in its OpenAPI operation as ``x-access``."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            rule = route_rule(route)
+            if rule is not None:
+                route.openapi_extra = {**(route.openapi_extra or {}), "x-access": rule.describe()}
