@@ -110,6 +110,10 @@ APP_RUN = _rule("admin", "editor", "runner", scope="app", anonymous=True)
 # A runner's own runs of an app; everyone else's too for readers.
 APP_RUNS = _rule("admin", "editor", "viewer", "runner", scope="app")
 OWN_READ = _rule("admin", "editor", "viewer", "runner", scope="own")
+# A session's turns: also for the anonymous caller that made it (its id is its key).
+SESSION_READ = _rule("admin", "editor", "viewer", "runner", scope="own", anonymous=True)
+# What a chat page shows of an app: for anyone who may run it, or view it.
+APP_PAGE = _rule("admin", "editor", "viewer", "runner", scope="app", anonymous=True)
 OWN_WRITE = _rule("admin", "editor", "runner", scope="own")
 PUBLIC = _rule(*ALL_ROLES, anonymous=True)
 
@@ -123,6 +127,8 @@ AppLister = Annotated[Principal, Depends(APP_LIST)]
 AppRunCaller = Annotated[Principal | None, Depends(APP_RUN)]
 AppRunsReader = Annotated[Principal, Depends(APP_RUNS)]
 OwnReader = Annotated[Principal, Depends(OWN_READ)]
+SessionReader = Annotated[Principal | None, Depends(SESSION_READ)]
+AppPageReader = Annotated[Principal | None, Depends(APP_PAGE)]
 OwnWriter = Annotated[Principal, Depends(OWN_WRITE)]
 Anyone = Annotated[Principal | None, Depends(PUBLIC)]
 

@@ -29,6 +29,7 @@ from api.routes import (
     sessions,
     tokens,
     use_cases,
+    web,
     webhooks,
 )
 from api.state import ApiState
@@ -90,6 +91,7 @@ def create_app(
         prompt_versions,
         datasources,
         webhooks,
+        web,
     ):
         _summaries_from_docstrings(module.router.routes)
         publish_rules(module.router.routes)

@@ -125,6 +125,23 @@ class AppLimits(_Strict):
     timeout_seconds: float | None = Field(default=None, gt=0, description="Time per run.")
 
 
+class AppUI(_Strict):
+    """How the app's chat page and widget look (``/chat/<uuid>``, ``/embed.js``)."""
+
+    title: str | None = Field(default=None, max_length=120, description="Page title.")
+    welcome: str | None = Field(
+        default=None, max_length=2000, description="The first message shown (Markdown)."
+    )
+    suggestions: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=8, description="Questions offered to click."
+    )
+    accent: str | None = Field(
+        default=None,
+        pattern=r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$",
+        description="Accent colour, #rgb or #rrggbb.",
+    )
+
+
 # The published JSON Schema says what the model validator below enforces.
 _FLOW_OR_STEPS: dict[str, Any] = {
     "if": {"required": ["flow"]},
@@ -157,6 +174,7 @@ class AppDocument(_Strict):
         default_factory=dict, min_length=1, description="Required unless the app names a flow."
     )
     limits: AppLimits = Field(default_factory=AppLimits)
+    ui: AppUI = Field(default_factory=AppUI)
 
     @model_validator(mode="after")
     def _flow_or_steps(self) -> AppDocument:

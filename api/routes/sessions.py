@@ -9,10 +9,11 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from api.access import OwnReader, OwnWriter
+from api.access import OwnWriter, SessionReader
 from api.auth import Principal
 from api.deps import DbSession
 from api.errors import NotFoundError
+from runs.service import ANONYMOUS
 from runs.tables import ChatSession, Turn
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
@@ -34,23 +35,27 @@ class SessionPublic(BaseModel):
     turns: list[TurnPublic]
 
 
-def _get(db: DbSession, session_id: str, token: Principal) -> ChatSession:
-    """The session if this token may see it; else 404, as if it did not exist.
+def _get(db: DbSession, session_id: str, token: Principal | None) -> ChatSession:
+    """The session if this caller may see it; else 404, as if it did not exist.
 
     A runner key sees only the sessions it made; a key narrowed to apps, only
-    the sessions of those apps.
+    the sessions of those apps; a caller without a token, only a session made
+    without one (its id is the key to it).
     """
     session = db.get(ChatSession, session_id)
-    hidden = session is None or not token.may_use_app(session.app_uuid)
-    if not hidden and token.role == "runner":
-        hidden = session is None or session.owner != f"token:{token.id}"
+    if token is None:
+        hidden = session is None or session.owner != ANONYMOUS
+    else:
+        hidden = session is None or not token.may_use_app(session.app_uuid)
+        if not hidden and token.role == "runner":
+            hidden = session is None or session.owner != f"token:{token.id}"
     if hidden or session is None:
         raise NotFoundError(f"no session '{session_id}'", code="SESSION_NOT_FOUND")
     return session
 
 
 @router.get("/{session_id}", response_model=SessionPublic)
-def get_session_route(session_id: str, db: DbSession, token: OwnReader) -> SessionPublic:
+def get_session_route(session_id: str, db: DbSession, token: SessionReader) -> SessionPublic:
     """A session with its finished turns, oldest first."""
     session = _get(db, session_id, token)
     turns = db.scalars(select(Turn).where(Turn.session_id == session_id).order_by(Turn.n))
