@@ -130,6 +130,34 @@ def _app_fields(doc: dict[str, Any], new: dict[str, Any], k: str) -> None:
     af.put(new, "public", public, checked)
 
 
+def _ui_fields(doc: dict[str, Any], new: dict[str, Any], k: str) -> None:
+    """The ``ui:`` block: how the chat page and the widget look (empty fields: left out)."""
+    old = af.mapping(doc.get("ui"))
+    ui = af.copy_doc(old)
+    with st.expander("Chat page and widget", expanded=bool(old)):
+        for key, label in (("title", "Page title"), ("accent", "Accent colour (#rrggbb)")):
+            shown = af.text(old.get(key))
+            af.put(ui, key, shown, st.text_input(label, value=shown, key=k + "ui_" + key), True)
+        shown = af.text(old.get("welcome"))
+        value = st.text_area("Welcome message", value=shown, key=k + "ui_welcome", height=80)
+        af.put(ui, "welcome", shown, value, drop_empty=True)
+        listed = "\n".join(af.text(x) for x in af.items(old.get("suggestions")))
+        value = st.text_area(
+            "Suggested questions (one per line)", value=listed, key=k + "ui_sugg", height=80
+        )
+        if value != listed:
+            lines = [line.strip() for line in value.splitlines() if line.strip()]
+            if lines:
+                ui["suggestions"] = lines
+            else:
+                ui.pop("suggestions", None)
+    if ui != old:
+        if ui:
+            new["ui"] = ui
+        else:
+            new.pop("ui", None)
+
+
 def _inputs(doc: dict[str, Any], new: dict[str, Any], k: str, change: Change) -> None:
     st.markdown("**Inputs**")
     rows: list[tuple[str, Any]] = []
@@ -207,6 +235,7 @@ def render(client: Client, scope: str, yaml_key: str) -> None:
             _inputs(doc, new, k, change)
             step_editor.steps(doc, new, k, step_editor.Pickers(client), change)
             _output(doc, new, k, change)
+            _ui_fields(doc, new, k)
             if new != doc:
                 _commit(scope, yaml_key, new, redraw=False)
                 problems = []

@@ -150,6 +150,26 @@ def test_app_form_adds_moves_and_removes_steps(page: Page):
     assert not at.exception
 
 
+def test_app_form_edits_the_chat_page_look(page: Page):
+    at = page("apps").run()
+    _widget(at, "text_input", "Page title").set_value("Ask us").run()
+    _widget(at, "text_input", "Accent colour (#rrggbb)").set_value("#0f766e").run()
+    _widget(at, "text_area", "Welcome message").set_value("Hi! How can we help?").run()
+    _widget(at, "text_area", "Suggested questions (one per line)").set_value("One?\n\nTwo?").run()
+    assert not at.exception
+    assert _new_doc(at)["ui"] == {
+        "title": "Ask us",
+        "accent": "#0f766e",
+        "welcome": "Hi! How can we help?",
+        "suggestions": ["One?", "Two?"],
+    }
+    for label in ("Page title", "Accent colour (#rrggbb)"):
+        _widget(at, "text_input", label).set_value("").run()
+    _widget(at, "text_area", "Welcome message").set_value("").run()
+    _widget(at, "text_area", "Suggested questions (one per line)").set_value("").run()
+    assert "ui" not in _new_doc(at)  # emptied: left out, as if never written
+
+
 def test_app_yaml_edit_updates_the_form(page: Page):
     at = page("apps").run()
     at.text_area(key="apps_new_yaml").set_value(APP.replace("history: 2", "history: 5")).run()
