@@ -11,10 +11,20 @@ Accepted (keys are ``md_<key>`` or a default metadata key)::
 Values are strings, numbers or booleans; ``$gt``/``$gte``/``$lt``/``$lte`` take
 numbers; ``$in``/``$nin`` a non-empty list of values. Anything else is a
 :class:`FilterInvalidError` (422) naming the path of the problem.
+
+A filter may come from an anonymous caller (a public app's templated ``where``),
+and Chroma fails on large expression trees (500 at about a thousand clauses, a
+crash of the whole process at ten thousand), so every filter is bounded before
+anything reaches the store: its comparisons, the values of one ``$in``/``$nin``,
+its nesting depth and its size as JSON (:class:`FilterLimits`, from the
+``APPFORGE_DATASOURCES__MAX_FILTER_*`` settings). Past a bound it is
+``FILTER_INVALID`` naming the limit.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from datasources.errors import FilterInvalidError
@@ -24,20 +34,59 @@ COMPARE = ("$gt", "$gte", "$lt", "$lte")
 OPERATORS = ("$eq", "$ne", "$in", "$nin", *COMPARE)
 
 
-def translate(where: dict[str, Any] | None) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class FilterLimits:
+    """How large a filter may be."""
+
+    clauses: int = 100  # comparisons in all (an $in counts once)
+    values: int = 1000  # values of one $in / $nin
+    depth: int = 8  # nested $and / $or
+    bytes: int = 65536  # the filter as JSON
+
+
+@dataclass
+class _Budget:
+    limits: FilterLimits
+    clauses: int = field(default=0)
+
+    def clause(self, path: str) -> None:
+        self.clauses += 1
+        if self.clauses > self.limits.clauses:
+            raise _limit(path, "clauses", self.limits.clauses, "comparisons in one filter")
+
+
+def translate(
+    where: dict[str, Any] | None, limits: FilterLimits | None = None
+) -> dict[str, Any] | None:
     """The Chroma ``where`` for ``where``; ``None`` for no filter."""
     if where is None or where == {}:
         return None
-    return _filter(where, "where")
+    limits = limits or FilterLimits()
+    try:
+        size = len(json.dumps(where, default=str))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _fail("where", "a filter is JSON data") from exc
+    if size > limits.bytes:
+        raise _limit("where", "bytes", limits.bytes, "bytes of JSON")
+    return _filter(where, "where", _Budget(limits), 0)
 
 
 def _fail(path: str, message: str) -> FilterInvalidError:
     return FilterInvalidError(f"{path}: {message}", details={"path": path})
 
 
-def _filter(node: Any, path: str) -> dict[str, Any]:
+def _limit(path: str, name: str, limit: int, what: str) -> FilterInvalidError:
+    return FilterInvalidError(
+        f"{path}: the filter is too large: at most {limit} {what}",
+        details={"path": path, "limit": name, "max": limit},
+    )
+
+
+def _filter(node: Any, path: str, budget: _Budget, depth: int) -> dict[str, Any]:
     if not isinstance(node, dict) or not node:
         raise _fail(path, "a filter is a non-empty object")
+    if depth > budget.limits.depth:
+        raise _limit(path, "depth", budget.limits.depth, "levels of $and/$or")
     clauses: list[dict[str, Any]] = []
     for key, value in node.items():
         if not isinstance(key, str):
@@ -46,7 +95,7 @@ def _filter(node: Any, path: str) -> dict[str, Any]:
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise _fail(where, f"{key} takes a non-empty list of filters")
-            parts = [_filter(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            parts = [_filter(v, f"{where}[{i}]", budget, depth + 1) for i, v in enumerate(value)]
             clauses.append(parts[0] if len(parts) == 1 else {key: parts})
         elif key.startswith("$"):
             raise _fail(where, f"unknown operator {key!r} here; use $and or $or")
@@ -56,12 +105,13 @@ def _filter(node: Any, path: str) -> dict[str, Any]:
                     where,
                     f"unknown key {key!r}: use md_<metadata key> or one of {sorted(DEFAULT_KEYS)}",
                 )
-            clauses.extend(_field(key, value, where))
+            clauses.extend(_field(key, value, where, budget))
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def _field(key: str, value: Any, path: str) -> list[dict[str, Any]]:
+def _field(key: str, value: Any, path: str, budget: _Budget) -> list[dict[str, Any]]:
     if not isinstance(value, dict):
+        budget.clause(path)
         return [{key: {"$eq": _scalar(value, path)}}]
     if not value:
         raise _fail(path, "an operator object needs at least one operator")
@@ -70,9 +120,12 @@ def _field(key: str, value: Any, path: str) -> list[dict[str, Any]]:
         where = f"{path}.{op}"
         if op not in OPERATORS:
             raise _fail(where, f"unknown operator {op!r}; use one of {list(OPERATORS)}")
+        budget.clause(where)
         if op in ("$in", "$nin"):
             if not isinstance(operand, list) or not operand:
                 raise _fail(where, f"{op} takes a non-empty list of values")
+            if len(operand) > budget.limits.values:
+                raise _limit(where, "values", budget.limits.values, f"values in one {op}")
             items = [_scalar(v, f"{where}[{i}]") for i, v in enumerate(operand)]
             if len({_kind(v) for v in items}) > 1:
                 raise _fail(where, f"the values of {op} must all be of one type")

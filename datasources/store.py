@@ -355,7 +355,16 @@ class DatasourceStore:
         where: dict[str, Any] | None = None,
     ) -> list[Hit]:
         """The ``top_k`` chunks nearest to ``query`` over these datasources, best first."""
-        chroma_where = filters.translate(where)
+        limits = self.settings.datasources
+        chroma_where = filters.translate(
+            where,
+            filters.FilterLimits(
+                clauses=limits.max_filter_clauses,
+                values=limits.max_filter_values,
+                depth=limits.max_filter_depth,
+                bytes=limits.max_filter_bytes,
+            ),
+        )
         embedding = self.embedder.encode([query])[0]
         hits: list[Hit] = []
         for datasource_uuid in datasource_uuids:

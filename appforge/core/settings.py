@@ -129,6 +129,21 @@ class DatasourceSettings(BaseModel):
         description="A sentence-transformers model folder; empty = the bundled all-MiniLM-L6-v2.",
     )
     embedding_batch: int = Field(default=64, ge=1, le=4096, description="Chunks per encode call.")
+    max_filter_clauses: int = Field(
+        default=100,
+        ge=1,
+        le=500,
+        description="Comparisons in one search filter (`where`); Chroma fails on large trees.",
+    )
+    max_filter_values: int = Field(
+        default=1000, ge=1, le=10_000, description="Values of one $in / $nin in a filter."
+    )
+    max_filter_depth: int = Field(
+        default=8, ge=1, le=32, description="Nested $and / $or levels in a filter."
+    )
+    max_filter_bytes: int = Field(
+        default=65536, ge=256, le=1_048_576, description="A filter's size as JSON."
+    )
 
 
 class RateLimitSettings(BaseModel):

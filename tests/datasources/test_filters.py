@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datasources.errors import FilterInvalidError
-from datasources.filters import translate
+from datasources.filters import FilterLimits, translate
 from datasources.index import VectorIndex, make_client
 
 
@@ -156,3 +156,39 @@ def test_filter_results_equal_python_evaluation(filled_index: VectorIndex, where
     got = set(collection.get(where=translate(where), include=[])["ids"])
     expected = {f"e{i}:0" for i, meta in enumerate(ENTRIES) if _holds(where, meta)}
     assert got == expected
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"md_a": 1}
+    for n in range(levels):
+        node = {"$and" if n % 2 else "$or": [node]}
+    return node
+
+
+@pytest.mark.parametrize(
+    ("where", "limit"),
+    [
+        ({"$or": [{"md_a": i} for i in range(101)]}, "clauses"),
+        ({"md_a": {"$in": list(range(1001))}}, "values"),
+        ({"md_a": {"$nin": ["x"] * 1001}}, "values"),
+        ({"md_a": {"$gt": 1, "$lt": 5}, "$and": [{"md_b": i} for i in range(99)]}, "clauses"),
+        (_deep(9), "depth"),
+        ({"md_a": "x" * 70_000}, "bytes"),
+    ],
+)
+def test_translate_refuses_filters_over_a_limit(where: dict[str, Any], limit: str):
+    with pytest.raises(FilterInvalidError) as info:
+        translate(where)
+    assert info.value.status_code == 422
+    assert info.value.details["limit"] == limit
+    assert "too large" in info.value.message
+
+
+def test_translate_accepts_filters_at_the_limits():
+    assert translate({"$or": [{"md_a": i} for i in range(100)]}) is not None
+    assert translate({"md_a": {"$in": list(range(1000))}}) is not None
+    assert translate(_deep(8)) is not None
+    limits = FilterLimits(clauses=3, values=2, depth=1, bytes=1000)
+    assert translate({"md_a": 1, "$or": [{"md_b": 1}, {"md_b": 2}]}, limits) is not None
+    with pytest.raises(FilterInvalidError):
+        translate({"md_a": 1, "$or": [{"md_b": 1}, {"md_b": 2}, {"md_b": 3}]}, limits)
