@@ -14,12 +14,14 @@ from starlette.routing import BaseRoute
 
 from api import errors
 from api.access import publish_rules
+from api.audit import AuditRetention
 from api.auth import TokenCache, ensure_admin_token
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import Limiter, RateLimitMiddleware, make_limiter
 from api.routes import (
     analytics,
     apps,
+    audit,
     datasources,
     health,
     llm_models,
@@ -91,6 +93,7 @@ def create_app(
         prompt_versions,
         datasources,
         webhooks,
+        audit,
         web,
     ):
         _summaries_from_docstrings(module.router.routes)
@@ -141,11 +144,14 @@ def _open(
     ingestion.start(settings.datasources.workers)
     webhooks = WebhookDispatcher(services.db, settings)
     webhooks.start(settings.webhooks.workers)
+    retention = AuditRetention(services.db, settings.audit.retention_days)
+    retention.start()
     return ApiState(
         services=services,
         runs=RunService(services),
         ingestion=ingestion,
         webhooks=webhooks,
+        audit=retention,
         executor=ThreadPoolExecutor(max_workers=settings.runs.workers, thread_name_prefix="run"),
         tokens=TokenCache(settings.auth.cache_seconds),
         limiter=limiter,
@@ -155,6 +161,7 @@ def _open(
 def _close(state: ApiState) -> None:
     state.ingestion.stop()
     state.webhooks.stop()
+    state.audit.stop()
     state.executor.shutdown(wait=True, cancel_futures=True)
     state.services.close()
 

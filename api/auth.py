@@ -227,13 +227,20 @@ def list_tokens(db: Session) -> list[Token]:
     return list(db.scalars(select(Token).order_by(Token.created_at)))
 
 
-def revoke_token(db: Session, token_id: str) -> Token | None:
-    """Revoke by id (or by the token's shown prefix); None if no such token."""
+def revoke_token(
+    db: Session, token_id: str, on_revoke: Callable[[Token], None] | None = None
+) -> Token | None:
+    """Revoke by id (or by the token's shown prefix); None if no such token.
+
+    ``on_revoke`` is called (in ``db``'s transaction) only if the token was live.
+    """
     token = db.get(Token, token_id) or db.scalar(select(Token).where(Token.prefix == token_id))
     if token is None:
         return None
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+        if on_revoke is not None:
+            on_revoke(token)
     db.flush()
     return token
 

@@ -1,7 +1,7 @@
 """Dependencies shared by the routers: the database session and the caller's token.
 
 Which callers a route admits is declared with a rule of ``api.access``; this
-module only finds out who the caller is.
+module only finds out who the caller is (``Who``: as the audit log names it).
 
 Authentication runs on the event loop when the token was looked up recently
 (``APPFORGE_AUTH__CACHE_SECONDS``) and in the thread pool otherwise, so an
@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.audit import Actor, client_address
 from api.auth import Principal, authenticate, hash_token, verify_signature
 from api.errors import AuthError, ForbiddenError
 from api.state import api_state
@@ -104,3 +105,15 @@ async def optional_token(
         body=body,
     )
     return token
+
+
+async def _current_actor(
+    request: Request, token: Annotated[Principal | None, Depends(optional_token)]
+) -> Actor:
+    # The same ``optional_token`` as the route's access rule: FastAPI resolves it
+    # once per request, so this is no second lookup (nor a second signature check).
+    return Actor.of(token, client_address(request))
+
+
+# Who calls a route, for ``api.audit.record``; the route's access rule decides who may.
+Who = Annotated[Actor, Depends(_current_actor)]

@@ -13,6 +13,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.audit import AuditRetention
 from api.auth import TokenCache
 from api.ratelimit import Limiter
 from api.webhook_delivery import WebhookDispatcher
@@ -32,6 +33,7 @@ class ApiState:
     runs: RunService
     ingestion: IngestionQueue
     webhooks: WebhookDispatcher
+    audit: AuditRetention  # deletes old audit events
     executor: ThreadPoolExecutor  # runs execute here, off the event loop
     tokens: TokenCache
     limiter: Limiter | None

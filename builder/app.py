@@ -20,6 +20,7 @@ page = st.navigation(
         st.Page(VIEWS / "prompts.py", title="Prompts", icon=":material/edit_note:"),
         st.Page(VIEWS / "runs.py", title="Runs", icon=":material/history:"),
         st.Page(VIEWS / "settings.py", title="Settings", icon=":material/settings:"),
+        st.Page(VIEWS / "audit.py", title="Audit log", icon=":material/policy:"),
     ]
 )
 page.run()

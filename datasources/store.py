@@ -4,6 +4,11 @@ Adding an entry only stores it (the row, and a file's bytes under
 ``APPFORGE_HOME/files``) with status ``pending``; the ingestion queue
 (:mod:`datasources.queue`) does the slow work. Every method is blocking: the
 API calls them from its thread pool.
+
+Each method that changes something opens its own transaction; its
+``before_commit`` callback, if given, receives that session and the changed row
+before the commit, so a caller above (the API's audit log) can add rows that
+commit or roll back with the change.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ import hashlib
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -43,6 +48,15 @@ TYPES = ("text", "url", "file", "mixed")
 # What an entry of each datasource type may carry.
 ACCEPTS = {"text": {"text"}, "url": {"url"}, "file": {"file"}, "mixed": {"text", "url", "file"}}
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+_Row = TypeVar("_Row")
+# Called with a change's open session and its row, just before the change commits.
+BeforeCommit = Callable[[Session, _Row], None]
+
+
+def _before_commit(hook: BeforeCommit[_Row] | None, db: Session, row: _Row) -> None:
+    if hook is not None:
+        hook(db, row)
 
 
 @dataclass(frozen=True)
@@ -142,7 +156,10 @@ class DatasourceStore:
         type: str,
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
+        *,
+        before_commit: BeforeCommit[Datasource] | None = None,
     ) -> Datasource:
+        """Store a new datasource; 409 if the name is taken."""
         now = utcnow()
         row = Datasource(
             uuid=str(uuid.uuid4()),
@@ -156,6 +173,7 @@ class DatasourceStore:
         try:
             with transaction(self.db) as db:
                 db.add(row)
+                _before_commit(before_commit, db, row)
         except IntegrityError as exc:
             raise DatasourceExistsError(
                 f"a datasource named {name!r} exists", details={"name": name}
@@ -182,13 +200,16 @@ class DatasourceStore:
                 )
             )
 
-    def delete(self, datasource_uuid: str) -> None:
+    def delete(
+        self, datasource_uuid: str, *, before_commit: BeforeCommit[Datasource] | None = None
+    ) -> None:
         """Delete a datasource with its entries, their files and vectors."""
         with transaction(self.db) as db:
             row = db.get(Datasource, datasource_uuid)
             if row is None:
                 raise DatasourceNotFoundError(f"no datasource '{datasource_uuid}'")
             db.delete(row)
+            _before_commit(before_commit, db, row)
         self.index.drop(datasource_uuid)
         shutil.rmtree(self.files / datasource_uuid, ignore_errors=True)
 
@@ -204,7 +225,13 @@ class DatasourceStore:
 
     # --- entries -----------------------------------------------------------
 
-    def add_entry(self, datasource_uuid: str, new: NewEntry) -> Entry:
+    def add_entry(
+        self,
+        datasource_uuid: str,
+        new: NewEntry,
+        *,
+        before_commit: BeforeCommit[Entry] | None = None,
+    ) -> Entry:
         """Store an entry as ``pending``; 409 if the same content is already there."""
         source = self.get(datasource_uuid)
         kind = new.kind
@@ -245,6 +272,7 @@ class DatasourceStore:
         try:
             with transaction(self.db) as db:
                 db.add(entry)
+                _before_commit(before_commit, db, entry)
         except IntegrityError as exc:
             if path is not None:
                 path.unlink(missing_ok=True)
@@ -307,18 +335,31 @@ class DatasourceStore:
             raise EntryNotFoundError(f"datasource '{datasource_uuid}' has no entry '{entry_uuid}'")
         return row
 
-    def delete_entry(self, datasource_uuid: str, entry_uuid: str) -> None:
+    def delete_entry(
+        self,
+        datasource_uuid: str,
+        entry_uuid: str,
+        *,
+        before_commit: BeforeCommit[Entry] | None = None,
+    ) -> None:
         """Delete an entry, its file and its vectors (a worker busy with it stops)."""
         entry = self.get_entry(datasource_uuid, entry_uuid)
         with transaction(self.db) as db:
             row = db.get(Entry, entry_uuid)
             if row is not None:
                 db.delete(row)
+                _before_commit(before_commit, db, row)
         self.index.delete_entry(datasource_uuid, entry_uuid)
         if entry.file_path:
             (self.settings.home / entry.file_path).unlink(missing_ok=True)
 
-    def retry_entry(self, datasource_uuid: str, entry_uuid: str) -> Entry:
+    def retry_entry(
+        self,
+        datasource_uuid: str,
+        entry_uuid: str,
+        *,
+        before_commit: BeforeCommit[Entry] | None = None,
+    ) -> Entry:
         """Queue a failed (or ready) entry to be processed again from the start."""
         self.get_entry(datasource_uuid, entry_uuid)
         with transaction(self.db) as db:
@@ -338,6 +379,8 @@ class DatasourceStore:
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]
                 raise EntryBusyError(f"entry '{entry_uuid}' is already waiting or being processed")
+            if before_commit is not None:
+                before_commit(db, db.get_one(Entry, entry_uuid))
         return self.get_entry(datasource_uuid, entry_uuid)
 
     def file_path(self, entry: Entry) -> Path:

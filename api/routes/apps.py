@@ -15,8 +15,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from api.access import AppLister, AppReader, AppWriter, Reader, Writer
+from api.audit import record
 from api.auth import Principal
-from api.deps import DbSession
+from api.deps import DbSession, Who
 from api.errors import ApiError, NotFoundError, UnsupportedMediaError
 from api.routes.webhooks import emit
 from api.state import api_state
@@ -190,7 +191,7 @@ def _new_version(db: Session, app: App, token: Principal) -> None:
     openapi_extra=_YAML_BODY,
 )
 def create_app_route(
-    request: Request, text: DefinitionText, db: DbSession, token: Writer
+    request: Request, text: DefinitionText, db: DbSession, token: Writer, who: Who
 ) -> AppPublic:
     """Create an app from its YAML definition (``Content-Type: application/yaml``)."""
     doc = parse_definition(request, db, text)
@@ -200,6 +201,7 @@ def create_app_route(
     app.updated_at = now
     db.add(app)
     _new_version(db, app, token)
+    record(db, who, "app.created", app.uuid, _audit_details(app))
     db.commit()
     return to_public(app)
 
@@ -261,6 +263,11 @@ def get_app_route(request: Request, app_uuid: str, db: DbSession, _: AppReader) 
     return to_public(app)
 
 
+def _audit_details(app: App, **extra: Any) -> dict[str, Any]:
+    """An audit event's details about an app."""
+    return {"name": app.name, "version": app.version, **extra}
+
+
 def _event_data(app: App, token: Principal, **extra: Any) -> dict[str, Any]:
     """A webhook payload's ``data`` about an app."""
     data = {"appId": app.uuid, "appName": app.name, "version": app.version, "by": token.name}
@@ -269,7 +276,12 @@ def _event_data(app: App, token: Principal, **extra: Any) -> dict[str, Any]:
 
 @router.patch("/{app_uuid}", response_model=AppPublic, openapi_extra=_YAML_BODY)
 def update_app_route(
-    request: Request, app_uuid: str, text: DefinitionText, db: DbSession, token: AppWriter
+    request: Request,
+    app_uuid: str,
+    text: DefinitionText,
+    db: DbSession,
+    token: AppWriter,
+    who: Who,
 ) -> AppPublic:
     """Replace an app's definition with new YAML; the old one stays as a numbered version."""
     app = get_app_row(db, app_uuid)
@@ -280,14 +292,16 @@ def update_app_route(
     app.version += 1
     _new_version(db, app, token)
     emit(db, "app.updated", _event_data(app, token))
+    record(db, who, "app.updated", app.uuid, _audit_details(app))
     db.commit()
     return to_public(app)
 
 
 @router.delete("/{app_uuid}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_app_route(app_uuid: str, db: DbSession, _: AppWriter) -> None:
+def delete_app_route(app_uuid: str, db: DbSession, _: AppWriter, who: Who) -> None:
     """Delete an app with its versions, sessions and runs."""
     app = get_app_row(db, app_uuid)
+    record(db, who, "app.deleted", app.uuid, _audit_details(app))
     db.delete(app)
     db.commit()
 
@@ -348,7 +362,7 @@ def get_version_route(
 
 @router.post("/{app_uuid}/versions/{version}/restore", response_model=AppPublic)
 def restore_version_route(
-    request: Request, app_uuid: str, version: int, db: DbSession, token: AppWriter
+    request: Request, app_uuid: str, version: int, db: DbSession, token: AppWriter, who: Who
 ) -> AppPublic:
     """Make an earlier definition current again, as a new version (validated as on save)."""
     app = get_app_row(db, app_uuid)
@@ -360,5 +374,6 @@ def restore_version_route(
     app.version += 1
     _new_version(db, app, token)
     emit(db, "app.updated", _event_data(app, token, restoredFrom=version))
+    record(db, who, "app.restored", app.uuid, _audit_details(app, restored_from=version))
     db.commit()
     return to_public(app)

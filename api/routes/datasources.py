@@ -17,12 +17,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.orm import Session
 
 from api.access import Reader, Writer
+from api.audit import Action, Actor, record
+from api.deps import Who
 from api.state import api_state
 from datasources.errors import EntryInvalidError, EntryTooLargeError
 from datasources.queue import IngestionQueue
-from datasources.store import DatasourceStore, NewEntry
+from datasources.store import BeforeCommit, DatasourceStore, NewEntry
 from datasources.tables import Datasource, Entry
 
 router = APIRouter(prefix="/api/datasources", tags=["datasources"])
@@ -151,8 +154,30 @@ def _datasource_public(row: Datasource) -> DatasourcePublic:
     return DatasourcePublic.model_validate(row)
 
 
-def _added(request: Request, datasource_uuid: str, new: NewEntry) -> EntryPublic:
-    entry = _store(request).add_entry(datasource_uuid, new)
+def _audit_datasource(who: Actor, action: Action) -> BeforeCommit[Datasource]:
+    """The store's ``before_commit``: the audit event in the change's transaction."""
+
+    def add(db: Session, row: Datasource) -> None:
+        record(db, who, action, row.uuid, {"name": row.name, "type": row.type})
+
+    return add
+
+
+def _audit_entry(who: Actor, action: Action, **extra: Any) -> BeforeCommit[Entry]:
+    """The store's ``before_commit`` for an entry (never its content)."""
+
+    def add(db: Session, row: Entry) -> None:
+        details = {"datasource_uuid": row.datasource_uuid, "name": row.name, "type": row.kind}
+        record(db, who, action, row.uuid, {**details, **extra})
+
+    return add
+
+
+def _added(
+    request: Request, datasource_uuid: str, new: NewEntry, who: Actor, **extra: Any
+) -> EntryPublic:
+    audit = _audit_entry(who, "entry.created", **extra)
+    entry = _store(request).add_entry(datasource_uuid, new, before_commit=audit)
     queue: IngestionQueue | None = api_state(request).ingestion
     if queue is not None:
         queue.wake()
@@ -167,10 +192,16 @@ def list_datasources_route(request: Request, _: Reader) -> list[DatasourcePublic
 
 @router.post("", response_model=DatasourcePublic, status_code=status.HTTP_201_CREATED)
 def create_datasource_route(
-    request: Request, body: DatasourceCreate, _: Writer
+    request: Request, body: DatasourceCreate, _: Writer, who: Who
 ) -> DatasourcePublic:
     """Create a datasource (``type``: text, url, file or mixed); 409 if the name is taken."""
-    row = _store(request).create(body.name, body.type, body.chunk_size, body.chunk_overlap)
+    row = _store(request).create(
+        body.name,
+        body.type,
+        body.chunk_size,
+        body.chunk_overlap,
+        before_commit=_audit_datasource(who, "datasource.created"),
+    )
     return _datasource_public(row)
 
 
@@ -185,9 +216,10 @@ def get_datasource_route(request: Request, datasource_uuid: str, _: Reader) -> D
 
 
 @router.delete("/{datasource_uuid}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_datasource_route(request: Request, datasource_uuid: str, _: Writer) -> None:
+def delete_datasource_route(request: Request, datasource_uuid: str, _: Writer, who: Who) -> None:
     """Delete a datasource with all its entries, their files and vectors."""
-    _store(request).delete(datasource_uuid)
+    audit = _audit_datasource(who, "datasource.deleted")
+    _store(request).delete(datasource_uuid, before_commit=audit)
 
 
 @router.post(
@@ -196,7 +228,7 @@ def delete_datasource_route(request: Request, datasource_uuid: str, _: Writer) -
     status_code=status.HTTP_201_CREATED,
 )
 def add_entry_route(
-    request: Request, datasource_uuid: str, body: EntryCreate, _: Writer
+    request: Request, datasource_uuid: str, body: EntryCreate, _: Writer, who: Who
 ) -> EntryPublic:
     """Add an entry: ``entry_data`` has a name and one of ``content``, ``url`` or ``file``
     (base64). Answers at once with status ``pending``; 409 ``DUPLICATE_ENTRY`` if the same
@@ -219,7 +251,7 @@ def add_entry_route(
         media_type=data.media_type,
         metadata=body.entry_metadata,
     )
-    return _added(request, datasource_uuid, new)
+    return _added(request, datasource_uuid, new, who)
 
 
 @router.post(
@@ -232,6 +264,7 @@ def upload_entry_route(
     datasource_uuid: str,
     file: Annotated[UploadFile, File(description="The file")],
     _: Writer,
+    who: Who,
     name: Annotated[str | None, Form(max_length=500)] = None,
     entry_metadata: Annotated[str | None, Form(description="A JSON object")] = None,
 ) -> EntryPublic:
@@ -255,7 +288,7 @@ def upload_entry_route(
         media_type=file.content_type if file.content_type != "application/octet-stream" else None,
         metadata=metadata,
     )
-    return _added(request, datasource_uuid, new)
+    return _added(request, datasource_uuid, new, who, upload=True)
 
 
 @router.get("/{datasource_uuid}/entries", response_model=list[EntryPublic])
@@ -274,11 +307,12 @@ def get_entry_route(
 
 @router.post("/{datasource_uuid}/entries/{entry_uuid}/retry", response_model=EntryPublic)
 def retry_entry_route(
-    request: Request, datasource_uuid: str, entry_uuid: str, _: Writer
+    request: Request, datasource_uuid: str, entry_uuid: str, _: Writer, who: Who
 ) -> EntryPublic:
     """Process a failed (or ready) entry again from the start: status back to ``pending``;
     409 ``ENTRY_BUSY`` while it is pending or processing."""
-    entry = _store(request).retry_entry(datasource_uuid, entry_uuid)
+    audit = _audit_entry(who, "entry.retried")
+    entry = _store(request).retry_entry(datasource_uuid, entry_uuid, before_commit=audit)
     queue: IngestionQueue | None = api_state(request).ingestion
     if queue is not None:
         queue.wake()
@@ -286,9 +320,12 @@ def retry_entry_route(
 
 
 @router.delete("/{datasource_uuid}/entries/{entry_uuid}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_entry_route(request: Request, datasource_uuid: str, entry_uuid: str, _: Writer) -> None:
+def delete_entry_route(
+    request: Request, datasource_uuid: str, entry_uuid: str, _: Writer, who: Who
+) -> None:
     """Delete an entry with its file and vectors."""
-    _store(request).delete_entry(datasource_uuid, entry_uuid)
+    audit = _audit_entry(who, "entry.deleted")
+    _store(request).delete_entry(datasource_uuid, entry_uuid, before_commit=audit)
 
 
 @router.post("/{datasource_uuid}/search", response_model=SearchResponse)

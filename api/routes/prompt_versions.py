@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
 from api.access import Reader, Writer
-from api.deps import DbSession
-from api.routes.prompts import emit_move, event_data
+from api.audit import record
+from api.deps import DbSession, Who
+from api.routes.prompts import audit_move, emit_move, event_data
 from api.routes.webhooks import emit
 from prompts import labels, store
 from prompts.diff import diff
@@ -179,12 +180,14 @@ def list_versions_route(prompt_id: str, db: DbSession, _: Reader) -> list[Versio
     "/{prompt_id}/versions", response_model=VersionPublic, status_code=status.HTTP_201_CREATED
 )
 def create_version_route(
-    prompt_id: str, body: VersionSpec, db: DbSession, token: Writer
+    prompt_id: str, body: VersionSpec, db: DbSession, token: Writer, who: Who
 ) -> VersionPublic:
     """Create the next version (numbers count up from 1); versions never change after."""
     row = store.create_version(db, prompt_id, body, token.name)
     data = event_data(store.get_prompt(db, prompt_id), version=row.version_number, by=token.name)
     emit(db, "prompt.updated", data)
+    details = {"version": row.version_number, "type": row.type, "variables": row.variables}
+    record(db, who, "prompt_version.created", prompt_id, details)
     db.commit()
     return version_public(row, [])
 
@@ -198,22 +201,24 @@ def get_version_route(prompt_id: str, number: int, db: DbSession, _: Reader) -> 
 
 @router.post("/{prompt_id}/versions/{number}/promote", response_model=VersionPublic)
 def promote_route(
-    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer
+    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer, who: Who
 ) -> VersionPublic:
     """Put a label on this version, moving it off the version that had it."""
     entry = labels.move(db, prompt_id, body.label, number, token.name, action="promote")
     emit_move(db, entry)
+    audit_move(db, who, entry)
     db.commit()
     return _version_out(db, prompt_id, number)
 
 
 @router.post("/{prompt_id}/versions/{number}/demote", response_model=VersionPublic)
 def demote_route(
-    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer
+    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer, who: Who
 ) -> VersionPublic:
     """Take a label off this version (404 ``LABEL_NOT_FOUND`` if it does not have it)."""
     entry = labels.remove(db, prompt_id, body.label, number, token.name)
     emit_move(db, entry)
+    audit_move(db, who, entry)
     db.commit()
     return _version_out(db, prompt_id, number)
 
@@ -222,23 +227,27 @@ def demote_route(
 
 
 @router.post("/{prompt_id}/deploy", response_model=DeployPublic)
-def deploy_route(prompt_id: str, body: DeployBody, db: DbSession, token: Writer) -> DeployPublic:
+def deploy_route(
+    prompt_id: str, body: DeployBody, db: DbSession, token: Writer, who: Who
+) -> DeployPublic:
     """Deploy a version to an environment (the label of that name), with notes."""
     entry = labels.move(
         db, prompt_id, body.environment, body.version, token.name, action="deploy", notes=body.notes
     )
     emit_move(db, entry)
+    audit_move(db, who, entry)
     db.commit()
     return _deploy_public(entry)
 
 
 @router.post("/{prompt_id}/rollback", response_model=DeployPublic)
 def rollback_route(
-    prompt_id: str, body: RollbackBody, db: DbSession, token: Writer
+    prompt_id: str, body: RollbackBody, db: DbSession, token: Writer, who: Who
 ) -> DeployPublic:
     """Move an environment back to the version it had before its last move."""
     entry = labels.rollback(db, prompt_id, body.environment, token.name, body.notes)
     emit_move(db, entry)
+    audit_move(db, who, entry)
     db.commit()
     return _deploy_public(entry)
 

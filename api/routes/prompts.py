@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.access import Reader, Writer
-from api.deps import DbSession
+from api.audit import Action, Actor, record
+from api.deps import DbSession, Who
 from api.routes.webhooks import EventName, emit
 from prompts import labels, store
 from prompts.errors import PromptsError, PromptsInvalidError
@@ -121,6 +122,26 @@ def emit_move(db: Session, entry: PromptDeployment) -> None:
     emit(db, event, data)
 
 
+_MOVES: dict[str, Action] = {
+    "promote": "label.promoted",
+    "deploy": "label.deployed",
+    "demote": "label.demoted",
+    "rollback": "label.rolled_back",
+}
+
+
+def audit_move(db: Session, who: Actor, entry: PromptDeployment, **extra: Any) -> None:
+    """The audit event of a label move; its target is the prompt."""
+    details = {
+        "label": entry.label,
+        "version": entry.version_number,
+        "previous_version": entry.previous_version,
+        "notes": entry.notes,
+        **extra,
+    }
+    record(db, who, _MOVES[entry.action], entry.prompt_id, details)
+
+
 # --- prompts ------------------------------------------------------------------
 
 
@@ -142,7 +163,7 @@ def get_prompt_route(prompt_id: str, db: DbSession, _: Reader) -> PromptDetail:
 
 @router.patch("/{prompt_id}", response_model=PromptPublic)
 def update_prompt_route(
-    prompt_id: str, body: PromptUpdate, db: DbSession, token: Writer
+    prompt_id: str, body: PromptUpdate, db: DbSession, token: Writer, who: Who
 ) -> PromptPublic:
     """Update a prompt's name, description or tags (not its versions)."""
     row = store.update_prompt(
@@ -150,15 +171,17 @@ def update_prompt_route(
     )
     changed = sorted(body.model_dump(exclude_unset=True))
     emit(db, "prompt.updated", event_data(row, by=token.name, changed=changed))
+    record(db, who, "prompt.updated", row.id, {"name": row.name, "changed": changed})
     db.commit()
     return prompt_public(db, row)
 
 
 @router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_prompt_route(prompt_id: str, db: DbSession, token: Writer) -> Response:
+def delete_prompt_route(prompt_id: str, db: DbSession, token: Writer, who: Who) -> Response:
     """Delete a prompt with all its versions, labels and deployment history."""
     row = store.get_prompt(db, prompt_id)
     emit(db, "prompt.deleted", event_data(row, by=token.name))
+    record(db, who, "prompt.deleted", row.id, _deleted_details(row))
     db.delete(row)
     db.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -257,10 +280,15 @@ def search_route(body: SearchBody, db: DbSession, _: Reader) -> SearchResult:
     )
 
 
-def _bulk_one(db: Session, body: BulkBody, item: BulkItem, actor: str) -> None:
+def _deleted_details(row: Prompt, **extra: Any) -> dict[str, Any]:
+    return {"name": row.name, "use_case_id": row.use_case_id, **extra}
+
+
+def _bulk_one(db: Session, body: BulkBody, item: BulkItem, who: Actor, actor: str) -> None:
     if body.operation == "delete":
         row = store.get_prompt(db, item.id)
         emit(db, "prompt.deleted", event_data(row, by=actor))
+        record(db, who, "prompt.deleted", row.id, _deleted_details(row, bulk=True))
         db.delete(row)
         db.flush()
         return
@@ -273,10 +301,11 @@ def _bulk_one(db: Session, body: BulkBody, item: BulkItem, actor: str) -> None:
         db, item.id, body.environment, item.version, actor, action="deploy", notes=body.notes
     )
     emit_move(db, entry)
+    audit_move(db, who, entry, bulk=True)
 
 
 @router.post("/bulk", response_model=BulkResult)
-def bulk_route(body: BulkBody, db: DbSession, token: Writer) -> BulkResult:
+def bulk_route(body: BulkBody, db: DbSession, token: Writer, who: Who) -> BulkResult:
     """Deploy (or label) or delete many prompts; per-item results.
 
     With ``"atomic": true`` either every item is applied or none is.
@@ -287,7 +316,7 @@ def bulk_route(body: BulkBody, db: DbSession, token: Writer) -> BulkResult:
     results: list[BulkItemResult] = []
     for item in body.prompts:
         try:
-            _bulk_one(db, body, item, token.name)
+            _bulk_one(db, body, item, who, token.name)
         except PromptsError as exc:
             if not body.atomic:
                 db.rollback()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -12,8 +13,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from api.access import Admin, AnyToken
+from api.audit import Actor, record
 from api.auth import TokenSpec, create_token, list_tokens, revoke_token
-from api.deps import DbSession
+from api.deps import DbSession, Who
 from api.errors import ApiError, NotFoundError
 from api.state import State
 from api.tables import Token
@@ -126,14 +128,38 @@ def me_route(token: AnyToken, db: DbSession) -> Token:
 
 
 @router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_route(body: TokenCreate, db: DbSession, _: Admin) -> TokenCreated:
+def create_route(body: TokenCreate, db: DbSession, _: Admin, who: Who) -> TokenCreated:
     """Create a token (admin only); the secret is in this answer and nowhere else."""
     token, value = create_token(db, token_spec(db, body))
+    audit_token_created(db, who, token)
     db.commit()
     public = TokenPublic.model_validate(token).model_dump()
     return TokenCreated.model_validate(
         {**public, "token": value, "signing_secret": token.signing_secret}
     )
+
+
+def audit_token_created(db: Session, who: Actor, token: Token) -> None:
+    """The audit event of a new token: what it may do, never its secrets."""
+    details = {
+        "name": token.name,
+        "role": token.role,
+        "apps": token.apps,
+        "origins": token.origins,
+        "expires_at": token.expires_at,
+        "rate_limit": token.rate_limit,
+        "require_signature": token.require_signature,
+    }
+    record(db, who, "token.created", token.id, details)
+
+
+def audit_token_revoked(db: Session, who: Actor) -> Callable[[Token], None]:
+    """``revoke_token``'s ``on_revoke``: the audit event, only when a live token is revoked."""
+
+    def add(token: Token) -> None:
+        record(db, who, "token.revoked", token.id, {"name": token.name})
+
+    return add
 
 
 def token_spec(db: Session, body: TokenCreate) -> TokenSpec:
@@ -165,10 +191,10 @@ def _app_uuids(db: Session, refs: list[str]) -> list[str]:
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_route(token_id: str, db: DbSession, state: State, _: Admin) -> None:
+def revoke_route(token_id: str, db: DbSession, state: State, _: Admin, who: Who) -> None:
     """Revoke a token (admin only); it stops working at once in this process, and
     within ``APPFORGE_AUTH__CACHE_SECONDS`` in the others."""
-    if revoke_token(db, token_id) is None:
+    if revoke_token(db, token_id, audit_token_revoked(db, who)) is None:
         raise NotFoundError(f"no token '{token_id}'", code="TOKEN_NOT_FOUND")
     db.commit()
     state.tokens.clear()

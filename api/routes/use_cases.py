@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.access import Reader, Writer
-from api.deps import DbSession
+from api.audit import record
+from api.deps import DbSession, Who
 from api.routes.prompts import PromptCreate, PromptPublic, prompt_public
 from api.routes.webhooks import emit
 from prompts import store
@@ -67,9 +68,10 @@ def list_use_cases_route(
 
 
 @router.post("", response_model=UseCasePublic, status_code=status.HTTP_201_CREATED)
-def create_use_case_route(body: UseCaseCreate, db: DbSession, _: Writer) -> UseCasePublic:
+def create_use_case_route(body: UseCaseCreate, db: DbSession, _: Writer, who: Who) -> UseCasePublic:
     """Create a use case; names are unique (409 ``CONFLICT``)."""
     row = store.create_use_case(db, body.name, body.description)
+    record(db, who, "use_case.created", row.id, {"name": row.name})
     db.commit()
     return _public(db, row)
 
@@ -82,21 +84,24 @@ def get_use_case_route(use_case_id: str, db: DbSession, _: Reader) -> UseCasePub
 
 @router.patch("/{use_case_id}", response_model=UseCasePublic)
 def update_use_case_route(
-    use_case_id: str, body: UseCaseUpdate, db: DbSession, _: Writer
+    use_case_id: str, body: UseCaseUpdate, db: DbSession, _: Writer, who: Who
 ) -> UseCasePublic:
     """Rename or describe a use case."""
     row = store.update_use_case(
         db, store.get_use_case(db, use_case_id), body.name, body.description
     )
+    changed = sorted(body.model_dump(exclude_unset=True))
+    record(db, who, "use_case.updated", row.id, {"name": row.name, "changed": changed})
     db.commit()
     return _public(db, row)
 
 
 @router.delete("/{use_case_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_use_case_route(use_case_id: str, db: DbSession, token: Writer) -> Response:
+def delete_use_case_route(use_case_id: str, db: DbSession, token: Writer, who: Who) -> Response:
     """Delete a use case with all its prompts and their versions.
 
-    Emits ``prompt.deleted`` for each of its prompts, then ``use_case.deleted``.
+    Emits ``prompt.deleted`` for each of its prompts, then ``use_case.deleted``; the
+    audit log has one ``use_case.deleted`` naming the prompts.
     """
     row = store.get_use_case(db, use_case_id)
     prompts = db.scalars(
@@ -115,6 +120,9 @@ def delete_use_case_route(use_case_id: str, db: DbSession, token: Writer) -> Res
             "by": token.name,
         },
     )
+    ids = [p.id for p in prompts]
+    details = {"name": row.name, "prompt_count": len(ids), "prompt_ids": ids}
+    record(db, who, "use_case.deleted", row.id, details)
     db.delete(row)
     db.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -142,12 +150,13 @@ def list_prompts_route(
     "/{use_case_id}/prompts", response_model=PromptPublic, status_code=status.HTTP_201_CREATED
 )
 def create_prompt_route(
-    use_case_id: str, body: PromptCreate, db: DbSession, token: Writer
+    use_case_id: str, body: PromptCreate, db: DbSession, token: Writer, who: Who
 ) -> PromptPublic:
     """Create a prompt; names are unique within a use case (409 ``CONFLICT``)."""
     use_case = store.get_use_case(db, use_case_id)
     row = store.create_prompt(db, use_case, body.name, body.description, body.tags, token.name)
     data = {"promptId": row.id, "promptName": row.name, "useCaseId": use_case.id, "by": token.name}
     emit(db, "prompt.created", data)
+    record(db, who, "prompt.created", row.id, {"name": row.name, "use_case_id": use_case.id})
     db.commit()
     return prompt_public(db, row)

@@ -22,6 +22,7 @@ import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +31,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.access import Admin
-from api.deps import DbSession
+from api.audit import record
+from api.deps import DbSession, Who
 from api.errors import ApiError, NotFoundError
 from api.state import api_state
 from api.tables import Webhook, WebhookDelivery
@@ -162,6 +164,11 @@ def _public(row: Webhook) -> WebhookPublic:
     )
 
 
+def _audit_details(row: Webhook, **extra: Any) -> dict[str, Any]:
+    # The host only: a webhook URL's path or query may itself be a secret (Slack's are).
+    return {"host": urlsplit(row.url).hostname, "events": list(row.events), **extra}
+
+
 def _get(db: Session, webhook_id: str) -> Webhook:
     row = db.get(Webhook, webhook_id)
     if row is None:
@@ -171,7 +178,7 @@ def _get(db: Session, webhook_id: str) -> Webhook:
 
 @router.post("", response_model=WebhookPublic, status_code=status.HTTP_201_CREATED)
 async def create_webhook_route(
-    request: Request, body: WebhookCreate, token: Admin
+    request: Request, body: WebhookCreate, token: Admin, who: Who
 ) -> WebhookPublic:
     """Subscribe a URL to events; the URL must reach a public address (422 ``URL_REFUSED``)."""
     # Resolving the host blocks: off the event loop.
@@ -189,6 +196,7 @@ async def create_webhook_route(
                 created_at=utcnow(),
             )
             db.add(row)
+            record(db, who, "webhook.created", row.id, _audit_details(row))
             db.commit()
             return _public(row)
 
@@ -197,7 +205,7 @@ async def create_webhook_route(
 
 @router.patch("/{webhook_id}", response_model=WebhookPublic)
 async def update_webhook_route(
-    webhook_id: str, request: Request, body: WebhookUpdate, _: Admin
+    webhook_id: str, request: Request, body: WebhookUpdate, _: Admin, who: Who
 ) -> WebhookPublic:
     """Change a webhook's URL, events or secret, or pause (``"active": false``) and resume it.
 
@@ -239,6 +247,10 @@ async def update_webhook_route(
                 )
             if body.active is not None:
                 row.active = body.active
+            changed = sorted(body.model_dump(exclude_none=True))  # names; never the secret
+            if changed:
+                details = _audit_details(row, changed=changed, active=row.active)
+                record(db, who, "webhook.updated", row.id, details)
             db.commit()
             return _public(row)
 
@@ -259,9 +271,10 @@ def get_webhook_route(webhook_id: str, db: DbSession, _: Admin) -> WebhookPublic
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook_route(webhook_id: str, db: DbSession, _: Admin) -> Response:
+def delete_webhook_route(webhook_id: str, db: DbSession, _: Admin, who: Who) -> Response:
     """Delete a webhook with its delivery log; pending deliveries are dropped."""
     row = _get(db, webhook_id)
+    record(db, who, "webhook.deleted", row.id, _audit_details(row))
     db.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == row.id))
     db.delete(row)
     db.commit()

@@ -41,9 +41,10 @@ def token_create(
     """Create a token; its secret is printed once, here."""
     from pydantic import ValidationError
 
+    from api.audit import COMMAND_LINE
     from api.auth import create_token
     from api.errors import ApiError
-    from api.routes.tokens import TokenCreate, token_spec
+    from api.routes.tokens import TokenCreate, audit_token_created, token_spec
     from appforge.core.db import transaction
 
     try:
@@ -58,6 +59,7 @@ def token_create(
         )
         with transaction(open_db()) as db:
             row, value = create_token(db, token_spec(db, body))
+            audit_token_created(db, COMMAND_LINE, row)
             signing_secret, token_id = row.signing_secret, row.id
     except ValidationError as exc:
         problem = exc.errors()[0]
@@ -91,11 +93,13 @@ def token_list() -> None:
 @click.argument("token_id")
 def token_revoke(token_id: str) -> None:
     """Revoke a token by id (or by its shown prefix)."""
+    from api.audit import COMMAND_LINE
     from api.auth import revoke_token
+    from api.routes.tokens import audit_token_revoked
     from appforge.core.db import transaction
 
     with transaction(open_db()) as db:
-        row = revoke_token(db, token_id)
+        row = revoke_token(db, token_id, audit_token_revoked(db, COMMAND_LINE))
         if row is None:
             click.echo(f"error [TOKEN_NOT_FOUND]: no token '{token_id}'", err=True)
             sys.exit(1)

@@ -4,7 +4,7 @@ Both have one explicit, typed method per API operation, each returning a typed
 result (``models``, ``prompt_models``). An operation is written once, as a
 generator that yields the HTTP call it needs and returns its result (``calls``);
 the noun modules (``apps``, ``datasources``, ``prompts``, ``versions``,
-``webhooks``, ``server``) hold the operations with their sync and async faces, and
+``webhooks``, ``server``, ``audit``) hold the operations with their sync and async faces, and
 ``Client`` (``sync``) and ``AsyncClient`` (``aio``) drive them over ``httpx``.
 Errors come back as :class:`ApiError` subclasses (``errors``); 429 and 503 answers
 are retried, honouring ``Retry-After``; given a signing secret, every request is
@@ -38,6 +38,8 @@ from appforge.client.models import (
     AppVersion,
     AppVersionDetail,
     AppVersionStats,
+    AuditEvent,
+    AuditLog,
     BucketStats,
     DatasourceDetail,
     DatasourceInfo,
@@ -93,6 +95,7 @@ from appforge.client.prompt_models import (
     WebhookDeliveryInfo,
     WebhookInfo,
 )
+from appforge.client.server import TokenRole
 from appforge.client.sync import Client
 
 __all__ = [
@@ -104,6 +107,8 @@ __all__ = [
     "AppVersionDetail",
     "AppVersionStats",
     "AsyncClient",
+    "AuditEvent",
+    "AuditLog",
     "AuthenticationError",
     "BucketStats",
     "BulkItemResult",
@@ -158,6 +163,7 @@ __all__ = [
     "StreamError",
     "TokenCounts",
     "TokenInfo",
+    "TokenRole",
     "TurnInfo",
     "TypeChange",
     "UseCaseInfo",

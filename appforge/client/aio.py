@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import httpx
 
 from appforge.client.apps import AsyncAppMethods, run_call
+from appforge.client.audit import AsyncAuditMethods
 from appforge.client.base import NO_RESPONSE, BaseClient
 from appforge.client.calls import Call, Op, Sleep
 from appforge.client.datasources import AsyncDatasourceMethods
@@ -31,6 +32,7 @@ class AsyncClient(
     AsyncVersionMethods,
     AsyncWebhookMethods,
     AsyncServerMethods,
+    AsyncAuditMethods,
 ):
     """Asynchronous client: ``Client``'s operations, awaited (``async for`` over ``stream``).
 

@@ -1,5 +1,6 @@
 """What the server answers, as typed results: apps, runs, sessions, analytics,
-datasources, tokens and the server itself (prompts and webhooks: ``prompt_models``).
+datasources, tokens, the audit log and the server itself (prompts and webhooks:
+``prompt_models``).
 
 Each model mirrors a ``*Public`` answer of ``api/routes``. Fields a newer server
 adds are kept (``extra="allow"``, read with ``model_extra``) instead of failing.
@@ -321,12 +322,17 @@ class ModelsInfo(Result):
 
 
 class TokenInfo(Result):
-    """An API token (never its secret)."""
+    """An API token (never its secret): its role, and what it is narrowed to."""
 
     id: str
     name: str
     prefix: str
-    is_admin: bool
+    role: str  # admin, editor, viewer or runner
+    is_admin: bool  # deprecated: role == "admin"
+    apps: list[str] | None = None  # app uuids; None: every app
+    origins: list[str] | None = None  # runner keys: browser origins; None: any
+    expires_at: datetime | None = None
+    rate_limit: str | None = None  # "60/minute"; None: the server's
     require_signature: bool = False
     created_at: datetime
     last_used_at: datetime | None = None
@@ -338,3 +344,32 @@ class NewToken(TokenInfo):
 
     token: str
     signing_secret: str | None = None
+
+
+# --- the audit log ----------------------------------------------------------------------
+
+
+class AuditEvent(Result):
+    """One change: who (a token, or nobody) did what to which object, and when."""
+
+    id: int
+    at: datetime
+    actor_id: str | None = None
+    actor_name: str | None = None  # None: a caller without a token
+    actor_address: str | None = None
+    action: str  # "app.created", "label.deployed", ...
+    target_type: str
+    target_id: str
+    details: dict[str, Any] = {}
+
+    @property
+    def actor(self) -> str:
+        """The token's name, or ``anonymous``."""
+        return self.actor_name or self.actor_id or "anonymous"
+
+
+class AuditLog(Result):
+    """A page of the audit log, newest first, and how many events match in all."""
+
+    events: list[AuditEvent]
+    total: int

@@ -6,8 +6,15 @@ its face on ``Client`` and ``AsyncServerMethods`` on ``AsyncClient``.
 
 from __future__ import annotations
 
-from appforge.client.calls import AsyncDriven, Call, Op, SyncDriven, many, one
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from appforge.client.calls import AsyncDriven, Call, Op, SyncDriven, given, many, one
 from appforge.client.models import Health, ModelsInfo, NewToken, TokenInfo
+
+TokenRole = Literal["admin", "editor", "viewer", "runner"]
 
 # --- operations -------------------------------------------------------------------------
 
@@ -28,8 +35,38 @@ def _me() -> Op[TokenInfo]:
     return one(TokenInfo, r)
 
 
-def _create_token(name: str, is_admin: bool, signed: bool) -> Op[NewToken]:
-    body = {"name": name, "is_admin": is_admin, "require_signature": signed}
+@dataclass(frozen=True)
+class _TokenRequest:
+    """What ``create_token`` asks for."""
+
+    name: str
+    role: TokenRole | None
+    apps: Sequence[str] | None
+    origins: Sequence[str] | None
+    expires_at: datetime | None
+    rate_limit: str | None
+    signed: bool
+    is_admin: bool | None
+
+    def body(self) -> dict[str, Any]:
+        role = self.role
+        if self.is_admin is not None:  # the older flag: admin, or else editor
+            legacy: TokenRole = "admin" if self.is_admin else "editor"
+            if role is not None and role != legacy:
+                raise ValueError("give a role or is_admin, not both")
+            role = legacy
+        body = given(
+            role=role,
+            apps=None if self.apps is None else list(self.apps),
+            origins=None if self.origins is None else list(self.origins),
+            expires_at=None if self.expires_at is None else self.expires_at.isoformat(),
+            rate_limit=self.rate_limit,
+        )
+        return {"name": self.name, **body, "require_signature": self.signed}
+
+
+def _create_token(request: _TokenRequest) -> Op[NewToken]:
+    body = request.body()
     r = yield Call("POST", "/api/tokens", json=body)
     return one(NewToken, r)
 
@@ -61,12 +98,28 @@ class ServerMethods(SyncDriven):
         """The token this client authenticates with."""
         return self._drive(_me())
 
-    def create_token(self, name: str, *, is_admin: bool = False, signed: bool = False) -> NewToken:
-        """A new token (admin only); ``signed``: its requests must carry a signature.
+    def create_token(
+        self,
+        name: str,
+        *,
+        role: TokenRole | None = None,
+        apps: Sequence[str] | None = None,
+        origins: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+        rate_limit: str | None = None,
+        signed: bool = False,
+        is_admin: bool | None = None,
+    ) -> NewToken:
+        """A new token (admin only): its ``role`` (admin, editor (the server's default),
+        viewer or runner), the ``apps`` (uuids or names) it is narrowed to, the browser
+        ``origins`` a runner key may be used from, when it ``expires_at``, its own
+        ``rate_limit`` ("60/minute"); ``signed``: its requests must carry a signature.
+        ``is_admin`` is the older way to say role admin (True) or editor (False).
 
         The answer is the only one that carries the token's secret (and signing key).
         """
-        return self._drive(_create_token(name, is_admin, signed))
+        asked = _TokenRequest(name, role, apps, origins, expires_at, rate_limit, signed, is_admin)
+        return self._drive(_create_token(asked))
 
     def list_tokens(self) -> list[TokenInfo]:
         """Every token (admin only); secrets are never shown."""
@@ -96,13 +149,27 @@ class AsyncServerMethods(AsyncDriven):
         return await self._drive(_me())
 
     async def create_token(
-        self, name: str, *, is_admin: bool = False, signed: bool = False
+        self,
+        name: str,
+        *,
+        role: TokenRole | None = None,
+        apps: Sequence[str] | None = None,
+        origins: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+        rate_limit: str | None = None,
+        signed: bool = False,
+        is_admin: bool | None = None,
     ) -> NewToken:
-        """A new token (admin only); ``signed``: its requests must carry a signature.
+        """A new token (admin only): its ``role`` (admin, editor (the server's default),
+        viewer or runner), the ``apps`` (uuids or names) it is narrowed to, the browser
+        ``origins`` a runner key may be used from, when it ``expires_at``, its own
+        ``rate_limit`` ("60/minute"); ``signed``: its requests must carry a signature.
+        ``is_admin`` is the older way to say role admin (True) or editor (False).
 
         The answer is the only one that carries the token's secret (and signing key).
         """
-        return await self._drive(_create_token(name, is_admin, signed))
+        asked = _TokenRequest(name, role, apps, origins, expires_at, rate_limit, signed, is_admin)
+        return await self._drive(_create_token(asked))
 
     async def list_tokens(self) -> list[TokenInfo]:
         """Every token (admin only); secrets are never shown."""

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import httpx
 
 from appforge.client.apps import AppMethods, run_call
+from appforge.client.audit import AuditMethods
 from appforge.client.base import NO_RESPONSE, BaseClient
 from appforge.client.calls import Call, Op, Sleep
 from appforge.client.datasources import DatasourceMethods
@@ -30,6 +31,7 @@ class Client(
     VersionMethods,
     WebhookMethods,
     ServerMethods,
+    AuditMethods,
 ):
     """Synchronous client of the appforge API; use it as a context manager, or ``close()``.
 

@@ -199,6 +199,16 @@ class WebhookSettings(BaseModel):
     )
 
 
+class AuditSettings(BaseModel):
+    """The audit log of changes."""
+
+    retention_days: float = Field(
+        default=365.0,
+        ge=0,
+        description="Audit events older than this are deleted (0: kept forever).",
+    )
+
+
 class Settings(BaseSettings):
     """All of appforge's configuration."""
 
@@ -242,6 +252,7 @@ class Settings(BaseSettings):
     )
     datasources: DatasourceSettings = Field(default_factory=DatasourceSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     log_level: str = Field(default="INFO", description="Log level of the entry points.")
 
     @field_validator("providers")

@@ -8,6 +8,7 @@ ignore[...]`` pins a mistake mypy must refuse.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, assert_type
 
@@ -15,6 +16,8 @@ from appforge.client import (
     AppCheck,
     AppInfo,
     AsyncClient,
+    AuditEvent,
+    AuditLog,
     Client,
     DeployResult,
     EntryInfo,
@@ -51,12 +54,21 @@ def sync_client(client: Client) -> None:
     assert_type(client.render("p", {"name": "Ada"}, label="production"), RenderedPrompt)
     assert_type(client.list_models(timeout=1.0), ModelsInfo)
     assert_type(client.create_token("ci", signed=True), NewToken)
+    assert_type(client.create_token("w", role="runner", apps=["a"], rate_limit="1/s"), NewToken)
+    assert_type(client.create_token("w", expires_at=datetime(2030, 1, 1)).apps, list[str] | None)
+    assert_type(client.audit(action="app.", start=datetime(2026, 1, 1)), AuditLog)
+    assert_type(client.audit().events, list[AuditEvent])
+    assert_type(client.audit().events[0].actor, str)
 
     client.create_ap("x")  # type: ignore[attr-defined]
     client.run("uuid", "not a mapping")  # type: ignore[arg-type]
     client.list_runs("uuid", sesion_id="s")  # type: ignore[call-arg]
     client.create_version("p", template_text="Hi")  # type: ignore[call-arg]
     print(client.get_run("run").output_text)  # type: ignore[attr-defined]
+    client.create_token("w", role="owner")  # type: ignore[arg-type]
+    client.create_token("w", "runner")  # type: ignore[call-arg]
+    client.audit("app.created")  # type: ignore[call-arg]
+    client.audit(start="2026-01-01")  # type: ignore[arg-type]
 
 
 async def async_client(aclient: AsyncClient) -> None:
@@ -64,6 +76,8 @@ async def async_client(aclient: AsyncClient) -> None:
     assert_type(await aclient.get_run("run"), RunRecord)
     assert_type(await aclient.render("p", version=1), RenderedPrompt)
     assert_type(aclient.stream("uuid", {"q": "hi"}), AsyncIterator[StreamChunk])
+    assert_type(await aclient.audit(actor="anonymous", limit=10), AuditLog)
+    assert_type(await aclient.create_token("k", role="viewer"), NewToken)
 
     await aclient.create_ap("x")  # type: ignore[attr-defined]
     print(aclient.get_run("run").id)  # type: ignore[attr-defined]  # not awaited

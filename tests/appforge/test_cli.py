@@ -135,6 +135,13 @@ def test_cli_token_create_runner_key_for_an_app(
     for bad in (["--role", "editor", "--origin", "https://x.example"], ["--app", "nope"]):
         refused = runner.invoke(main, ["token", "create", "bad", *bad])
         assert refused.exit_code == 2 and "error [" in refused.stderr, refused.stderr
+    runner.invoke(main, ["token", "revoke", me.json()["id"]], catch_exceptions=False)
+    # The command line's changes are audited too (refused ones are not), as "cli".
+    events = api.get("/api/audit", params={"actor": "cli"}).json()
+    assert [(e["action"], e["target_id"]) for e in events] == [
+        ("token.revoked", me.json()["id"]), ("token.created", me.json()["id"]),
+    ]  # fmt: skip
+    assert events[1]["details"]["role"] == "runner" and events[1]["actor_id"] is None
 
 
 def test_cli_run_app_pinning_a_managed_prompt(
