@@ -8,7 +8,7 @@ import difflib
 import streamlit as st
 
 from appforge.client import AppInfo, Client
-from builder import app_editor, app_form
+from builder import app_editor, app_form, share
 from builder.connection import ERRORS, get_client, show_error
 
 CREATE, EDIT = "Create an app", "Edit an app"
@@ -144,7 +144,7 @@ if not app_editor.loaded(scope, editor_key):
         show_error(exc)
         st.stop()
 st.caption(f"{app.type} app, version {app.version}, {'public' if app.public else 'private'}")
-_public_toggle(client, app, scope, editor_key)
+share.panel(client, app, lambda: _public_toggle(client, app, scope, editor_key))
 app_editor.render(client, scope, editor_key)
 app_editor.check_button(client, editor_key, "apps_check")
 if st.button("Validate and save", key="apps_save", type="primary"):

@@ -348,3 +348,32 @@ def test_app_form_edits_a_message_list_prompt(page: Page):
         "user": "Write a short first draft (one paragraph) about: {{ input.topic }}"
     }
     assert not at.exception and not at.error
+
+
+def test_app_share_panel_link_snippet_and_runner_key(
+    page: Page, client: TestClient, admin_token: str
+):
+    at = page("apps").run()
+    at.text_area(key="apps_new_yaml").set_value(APP + "ui: {accent: '#0f766e'}\n").run()
+    at.button(key="apps_create").click().run()
+    [app] = _apps(client, admin_token)
+    codes = _texts(at, "code")
+    assert f"http://testserver/chat/{app['uuid']}" in codes
+    [snippet] = [c for c in codes if c.startswith("<script ")]
+    assert snippet == (
+        f'<script src="http://testserver/embed.js" data-app="{app["uuid"]}" '
+        'data-accent="#0f766e" async></script>'
+    )
+    assert any("This app is private" in t for t in _texts(at, "info"))
+    at.text_area(key=f"share_origins_{app['uuid']}").set_value("https://shop.example\n")
+    at.button(key=f"FormSubmitter:share_key_form_{app['uuid']}-Create the key").click().run()
+    assert not at.exception and not at.error
+    tokens = client.get("/api/tokens", headers=_auth(admin_token)).json()
+    [made] = [t for t in tokens if t["role"] == "runner"]
+    assert made["apps"] == [app["uuid"]] and made["origins"] == ["https://shop.example"]
+    key = at.session_state[f"share_key_{app['uuid']}"]
+    codes = _texts(at, "code")
+    assert f"http://testserver/chat/{app['uuid']}#key={key}" in codes
+    assert any(f'data-key="{key}"' in c for c in codes)
+    me = client.get("/api/tokens/me", headers={"Authorization": f"Bearer {key}"})
+    assert me.json()["id"] == made["id"]

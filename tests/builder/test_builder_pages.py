@@ -129,7 +129,7 @@ def test_apps_edit_versions_restore_and_delete(page: Page):
     assert any("Saved Renamed chat as version 2" in t for t in _texts(at, "success"))
     assert list(_table(at, "current")["version"]) == [2, 1]
     at.toggle(key="apps_diff").set_value(True).run()
-    diff = at.code[0].value
+    [diff] = [c.value for c in at.code if c.language == "diff"]
     assert "-name: Echo chat" in diff and "+name: Renamed chat" in diff
     at.button(key="apps_restore").click().run()
     assert any("Restored version 1 as version 3" in t for t in _texts(at, "success"))

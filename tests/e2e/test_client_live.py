@@ -541,6 +541,10 @@ def test_client_live_tokens_models_and_signing(server: ServerProcess, kind: str)
         with pytest.raises(NotFoundError) as info:
             await af.revoke_token("no-such-token")
         assert info.value.code == "TOKEN_NOT_FOUND"
+        log = await af.audit(target=plain.id)
+        assert [e.action for e in log.events] == ["token.revoked", "token.created"]
+        assert log.total == 2 and log.events[0].actor == "admin"
+        assert (await af.audit(action="token.", actor="admin", limit=1)).total >= 4
 
     drive(server.base, kind, revoke)
 
@@ -728,6 +732,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 66
+    assert "stream" in operations and len(operations) == 67
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)
