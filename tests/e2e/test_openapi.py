@@ -1,7 +1,9 @@
 """OpenAPI quality: schemathesis against the real server's /openapi.json.
 
-Bounded examples per operation; no 5xx, and every answer fits the documented
-status codes, content types and schemas.
+Bounded examples per operation, in three modes: positive (no 5xx, and every
+answer fits the documented status codes, content types and schemas), negative
+(input that breaks the schema gets a documented 4xx, never a 5xx) and stateful
+(sequences of calls linked through the ids the API hands out).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -50,7 +55,7 @@ def test_openapi_every_route_is_documented(api_schema: Any):
             }
 
 
-def test_openapi_schemathesis(api_schema: Any):
+def _every_operation(api_schema: Any, mode: GenerationMode, checks: list[Any]) -> None:
     # Each operation gets its own bounded, derandomized hypothesis run; failures
     # are collected so one report names every operation that broke its schema.
     failures: list[str] = []
@@ -60,7 +65,7 @@ def test_openapi_schemathesis(api_schema: Any):
         operations += 1
         operation = result.ok()
 
-        @given(case=operation.as_strategy())
+        @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
             max_examples=6,
             deadline=None,
@@ -71,20 +76,79 @@ def test_openapi_schemathesis(api_schema: Any):
         def check(case: Any) -> None:
             calls.append(1)
             case.call_and_validate(
-                headers={"Authorization": f"Token {TOKEN}"},
-                checks=[
-                    not_a_server_error,
-                    status_code_conformance,
-                    content_type_conformance,
-                    response_schema_conformance,
-                ],
-                timeout=60,
+                headers={"Authorization": f"Token {TOKEN}"}, checks=checks, timeout=60
             )
 
         try:
             check()
+        except Unsatisfiable:
+            continue  # nothing in this operation can break its schema (no parameters)
         except Exception as exc:  # noqa: BLE001 - report every operation's failure
             failures.append(f"{operation.label}: {exc}")
     assert operations >= 25
     assert len(calls) >= 2 * operations  # several examples each, not skipped
-    assert failures == []
+    assert failures == [], "\n\n".join(failures)
+
+
+def test_openapi_schemathesis(api_schema: Any):
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    _every_operation(api_schema, GenerationMode.POSITIVE, checks)
+
+
+def test_openapi_schemathesis_negative(api_schema: Any):
+    # Bodies, queries and paths that break the schema: a 4xx in the one error
+    # body, never a 5xx and never a 2xx that accepted the broken input.
+    checks = [not_a_server_error, negative_data_rejection, content_type_conformance]
+    _every_operation(api_schema, GenerationMode.NEGATIVE, checks)
+
+
+def test_openapi_schemathesis_stateful(api_schema: Any):
+    # Calls chained through the ids earlier answers handed out (links inferred
+    # from the schema): create an app, read it, patch it, run it, delete it...
+    # Check failures are collected rather than raised: a live server's state
+    # changes between hypothesis' replays, so shrinking cannot reproduce a
+    # scenario, and a replay that draws differently (Flaky) only ends the search.
+    machine = api_schema.as_state_machine()
+    chained: list[str] = []
+    failures: list[str] = []
+
+    class Authorized(machine):  # type: ignore[misc, valid-type]
+        def step(self, input: Any) -> Any:
+            if input.transition is not None and input.is_applied:
+                chained.append(input.transition.id)
+            return super().step(input)
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": {"Authorization": f"Token {TOKEN}"}, "timeout": 60}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            try:
+                case.validate_response(
+                    response,
+                    checks=[not_a_server_error, content_type_conformance],
+                    transport_kwargs=kwargs,
+                )
+            except Exception as exc:  # noqa: BLE001 - report every failing step
+                failures.append(f"{case.operation.label}: {exc}")
+
+    for attempt in range(4):  # a fresh seeded search after each Flaky, like schemathesis' engine
+        try:
+            seed(attempt)(Authorized).run(
+                settings=settings(
+                    max_examples=15,
+                    stateful_step_count=6,
+                    deadline=None,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
+            )
+        except FlakyStrategyDefinition:
+            continue  # the server's state changed what a replay drew; what ran was checked
+        break
+    assert failures == [], "\n\n".join(failures)
+    assert len(chained) >= 10, chained  # calls really used ids from earlier answers
