@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
-from api import errors
+from api import errors, openapi
 from api.access import publish_rules
 from api.audit import AuditRetention
 from api.auth import TokenCache, ensure_admin_token
@@ -67,6 +67,9 @@ def create_app(
         limiter = make_limiter(settings.rate_limit, settings.redis_url)
 
     app = FastAPI(
+        docs_url=None,  # served by api.openapi from local files: /docs works offline
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
         title="appforge",
         version=__version__,
         description="Low-code LLM apps: YAML apps, streaming runs with sessions.",
@@ -99,6 +102,7 @@ def create_app(
         _summaries_from_docstrings(module.router.routes)
         publish_rules(module.router.routes)
         app.include_router(module.router)
+    openapi.install(app)
     return app
 
 

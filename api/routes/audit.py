@@ -115,7 +115,7 @@ def _public(row: AuditEvent) -> AuditEventPublic:
 
 
 @router.get("", response_model=list[AuditEventPublic])
-def audit_route(
+def list_audit_route(
     db: DbSession,
     _: Admin,
     response: Response,

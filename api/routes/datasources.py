@@ -329,7 +329,7 @@ def delete_entry_route(
 
 
 @router.post("/{datasource_uuid}/search", response_model=SearchResponse)
-def search_route(
+def search_datasource_route(
     request: Request, datasource_uuid: str, body: SearchRequest, _: Reader
 ) -> SearchResponse:
     """The ``top_k`` chunks most similar to ``query`` that pass ``where``, best first.

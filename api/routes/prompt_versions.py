@@ -169,7 +169,7 @@ def _deploy_public(entry: PromptDeployment) -> DeployPublic:
 
 
 @router.get("/{prompt_id}/versions", response_model=list[VersionPublic])
-def list_versions_route(prompt_id: str, db: DbSession, _: Reader) -> list[VersionPublic]:
+def list_prompt_versions_route(prompt_id: str, db: DbSession, _: Reader) -> list[VersionPublic]:
     """Every version of the prompt, newest first."""
     store.get_prompt(db, prompt_id)
     by_version = store.labels_by_version(db, prompt_id)
@@ -179,7 +179,7 @@ def list_versions_route(prompt_id: str, db: DbSession, _: Reader) -> list[Versio
 @router.post(
     "/{prompt_id}/versions", response_model=VersionPublic, status_code=status.HTTP_201_CREATED
 )
-def create_version_route(
+def create_prompt_version_route(
     prompt_id: str, body: VersionSpec, db: DbSession, token: Writer, who: Who
 ) -> VersionPublic:
     """Create the next version (numbers count up from 1); versions never change after."""
@@ -193,14 +193,16 @@ def create_version_route(
 
 
 @router.get("/{prompt_id}/versions/{number}", response_model=VersionPublic)
-def get_version_route(prompt_id: str, number: int, db: DbSession, _: Reader) -> VersionPublic:
+def get_prompt_version_route(
+    prompt_id: str, number: int, db: DbSession, _: Reader
+) -> VersionPublic:
     """One version by number."""
     store.get_prompt(db, prompt_id)
     return _version_out(db, prompt_id, number)
 
 
 @router.post("/{prompt_id}/versions/{number}/promote", response_model=VersionPublic)
-def promote_route(
+def promote_version_route(
     prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer, who: Who
 ) -> VersionPublic:
     """Put a label on this version, moving it off the version that had it."""
@@ -212,7 +214,7 @@ def promote_route(
 
 
 @router.post("/{prompt_id}/versions/{number}/demote", response_model=VersionPublic)
-def demote_route(
+def demote_version_route(
     prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer, who: Who
 ) -> VersionPublic:
     """Take a label off this version (404 ``LABEL_NOT_FOUND`` if it does not have it)."""
@@ -227,7 +229,7 @@ def demote_route(
 
 
 @router.post("/{prompt_id}/deploy", response_model=DeployPublic)
-def deploy_route(
+def deploy_prompt_route(
     prompt_id: str, body: DeployBody, db: DbSession, token: Writer, who: Who
 ) -> DeployPublic:
     """Deploy a version to an environment (the label of that name), with notes."""
@@ -241,7 +243,7 @@ def deploy_route(
 
 
 @router.post("/{prompt_id}/rollback", response_model=DeployPublic)
-def rollback_route(
+def rollback_prompt_route(
     prompt_id: str, body: RollbackBody, db: DbSession, token: Writer, who: Who
 ) -> DeployPublic:
     """Move an environment back to the version it had before its last move."""
@@ -253,7 +255,7 @@ def rollback_route(
 
 
 @router.get("/{prompt_id}/deployments", response_model=Deployments)
-def deployments_route(prompt_id: str, db: DbSession, _: Reader) -> Deployments:
+def list_deployments_route(prompt_id: str, db: DbSession, _: Reader) -> Deployments:
     """Where each environment points now, and every move of every environment."""
     store.get_prompt(db, prompt_id)
     now = [
@@ -284,7 +286,7 @@ def deployments_route(prompt_id: str, db: DbSession, _: Reader) -> Deployments:
 
 
 @router.get("/{prompt_id}/diff")
-def diff_route(
+def diff_versions_route(
     prompt_id: str,
     db: DbSession,
     _: Reader,
@@ -299,7 +301,7 @@ def diff_route(
 
 
 @router.post("/{prompt_id}/render", response_model=RenderPublic)
-def render_route(prompt_id: str, body: RenderBody, db: DbSession, _: Reader) -> RenderPublic:
+def render_prompt_route(prompt_id: str, body: RenderBody, db: DbSession, _: Reader) -> RenderPublic:
     """Render a version with variables: by ``version``, or ``label`` (default production,
     else latest); ``model_provider``/``model_name`` pick a model-specific variant."""
     store.get_prompt(db, prompt_id)

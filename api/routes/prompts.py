@@ -188,7 +188,7 @@ def delete_prompt_route(prompt_id: str, db: DbSession, token: Writer, who: Who) 
 
 
 @router.get("/{prompt_id}/dependents", response_model=list[Dependent])
-def dependents_route(prompt_id: str, db: DbSession, _: Reader) -> list[Dependent]:
+def prompt_dependents_route(prompt_id: str, db: DbSession, _: Reader) -> list[Dependent]:
     """The apps whose llm steps pin this prompt (by id or name), with label or version."""
     row = store.get_prompt(db, prompt_id)
     return [Dependent(**d) for d in dependents(db, row)]
@@ -266,7 +266,7 @@ class BulkResult(BaseModel):
 
 
 @router.post("/search", response_model=SearchResult)
-def search_route(body: SearchBody, db: DbSession, _: Reader) -> SearchResult:
+def search_prompts_route(body: SearchBody, db: DbSession, _: Reader) -> SearchResult:
     """Search by text in names, descriptions and templates; filter by tags, author, type."""
     f = body.filters
     found = search(db, body.query, f.tags, f.author, f.type, f.hasConfig)
@@ -305,7 +305,7 @@ def _bulk_one(db: Session, body: BulkBody, item: BulkItem, who: Actor, actor: st
 
 
 @router.post("/bulk", response_model=BulkResult)
-def bulk_route(body: BulkBody, db: DbSession, token: Writer, who: Who) -> BulkResult:
+def bulk_prompts_route(body: BulkBody, db: DbSession, token: Writer, who: Who) -> BulkResult:
     """Deploy (or label) or delete many prompts; per-item results.
 
     With ``"atomic": true`` either every item is applied or none is.

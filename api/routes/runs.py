@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
@@ -25,6 +25,7 @@ from api.access import AppRunCaller, AppRunsReader, OwnReader
 from api.auth import Principal
 from api.deps import DbSession
 from api.errors import ApiError, NotFoundError, error_body, request_id_of
+from api.openapi import streamed_responses
 from api.routes.apps import get_app_row
 from api.state import ApiState, State
 from api.streaming import Encoder, RunBridge, is_end, wants_sse
@@ -111,31 +112,48 @@ def _summary(finished: FinishedRun) -> dict[str, Any]:
 @router.post(
     "/api/apps/{app_uuid}/run",
     response_model=RunResponse,
-    responses={200: {"content": {"application/x-ndjson": {}, "text/event-stream": {}}}},
-)
-@router.post(
-    "/api/apps/{app_uuid}/run/{session_id}",
-    response_model=RunResponse,
-    responses={200: {"content": {"application/x-ndjson": {}, "text/event-stream": {}}}},
+    responses=streamed_responses(RunResponse),
 )
 async def run_app_route(
-    request: Request,
-    app_uuid: str,
-    body: RunBody,
-    token: AppRunCaller,
-    state: State,
-    session_id: str | None = None,
+    request: Request, app_uuid: str, body: RunBody, token: AppRunCaller, state: State
 ) -> Response:
-    """Run an app; pass a session id in the path to continue a session.
+    """Run an app in a new session (its id comes back in the answer).
 
     With ``"stream": true`` the answer is NDJSON (or SSE with
     ``Accept: text/event-stream``): chunks ``{"session", "output": {key: piece}}``
     whose string pieces concatenate per key to the non-streamed output, then
     ``{"session", "run", "done": true}``, or an error body if the run fails.
     """
+    return await _run(
+        request, state, RunRequest(app_uuid, body.input, None, body.stream, _caller(token))
+    )
+
+
+@router.post(
+    "/api/apps/{app_uuid}/run/{session_id}",
+    response_model=RunResponse,
+    responses=streamed_responses(RunResponse),
+)
+async def run_app_in_session_route(
+    request: Request,
+    app_uuid: str,
+    session_id: Annotated[str, Path(min_length=1, max_length=128)],
+    body: RunBody,
+    token: AppRunCaller,
+    state: State,
+) -> Response:
+    """Run an app in a session: continue it, or start it with this id (tokens only).
+
+    Streams like ``runApp``. Anonymous callers continue only sessions the server
+    gave them; another caller's session is 404 ``SESSION_NOT_FOUND``.
+    """
     run_request = RunRequest(app_uuid, body.input, session_id, body.stream, _caller(token))
+    return await _run(request, state, run_request)
+
+
+async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Response:
     cancel = threading.Event()
-    if body.stream:
+    if run_request.stream:
         return await _stream(request, state, run_request, cancel)
     loop = asyncio.get_running_loop()
     finished = await loop.run_in_executor(state.executor, state.runs.run, run_request, cancel, None)

@@ -113,7 +113,7 @@ class TokenCreated(TokenPublic):
 
 
 @router.get("", response_model=list[TokenPublic])
-def list_route(db: DbSession, _: Admin) -> list[Token]:
+def list_tokens_route(db: DbSession, _: Admin) -> list[Token]:
     """List every token (admin only); secrets are never shown."""
     return list_tokens(db)
 
@@ -128,7 +128,7 @@ def me_route(token: AnyToken, db: DbSession) -> Token:
 
 
 @router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_route(body: TokenCreate, db: DbSession, _: Admin, who: Who) -> TokenCreated:
+def create_token_route(body: TokenCreate, db: DbSession, _: Admin, who: Who) -> TokenCreated:
     """Create a token (admin only); the secret is in this answer and nowhere else."""
     token, value = create_token(db, token_spec(db, body))
     audit_token_created(db, who, token)
@@ -191,7 +191,7 @@ def _app_uuids(db: Session, refs: list[str]) -> list[str]:
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_route(token_id: str, db: DbSession, state: State, _: Admin, who: Who) -> None:
+def revoke_token_route(token_id: str, db: DbSession, state: State, _: Admin, who: Who) -> None:
     """Revoke a token (admin only); it stops working at once in this process, and
     within ``APPFORGE_AUTH__CACHE_SECONDS`` in the others."""
     if revoke_token(db, token_id, audit_token_revoked(db, who)) is None:

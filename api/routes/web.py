@@ -107,7 +107,7 @@ def page_of(app: App) -> AppPage:
 
 
 @router.get("/api/apps/{app_uuid}/page", response_model=AppPage)
-def app_page_route(app_uuid: str, state: State, token: AppPageReader) -> AppPage:
+def get_app_page_route(app_uuid: str, state: State, token: AppPageReader) -> AppPage:
     """What an app's chat page shows: inputs, the answer output, its ``ui``.
 
     Anyone may read it for a public app; a private app needs a token that may

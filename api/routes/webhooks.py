@@ -282,7 +282,7 @@ def delete_webhook_route(webhook_id: str, db: DbSession, _: Admin, who: Who) -> 
 
 
 @router.get("/{webhook_id}/deliveries", response_model=list[DeliveryPublic])
-def deliveries_route(
+def list_deliveries_route(
     webhook_id: str,
     db: DbSession,
     _: Admin,
