@@ -34,7 +34,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
     "BearerAuth": {"type": "http", "scheme": "bearer", "description": "`Bearer <token>`."},
     "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
 }
-_TOKEN_SECURITY = [{name: []} for name in SECURITY_SCHEMES]
+_TOKEN_SECURITY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
 
 
 class RunChunk(BaseModel):
