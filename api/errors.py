@@ -111,6 +111,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in _DESCRIPTIONS.items()
 }
 
+# The same statuses on the OpenAI-compatible routes, in OpenAI's shape.
+OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": openai_format.OpenAIErrorBody, "description": text}
+    for status, text in _DESCRIPTIONS.items()
+}
+
 _HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "AUTH_REQUIRED",

@@ -146,6 +146,14 @@ def answer_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+def finish_reason(steps: list[dict[str, Any]]) -> str:
+    """``length`` when the run's last model call stopped at its token limit, else ``stop``."""
+    for step in reversed(steps):
+        if "finish_reason" in step:
+            return "length" if step["finish_reason"] == "length" else "stop"
+    return "stop"
+
+
 class ChunkWriter:
     """The SSE frames of one streamed answer, all with the same id, time and model."""
 
@@ -202,6 +210,19 @@ def error_type(status: int) -> str:
     if status in _TYPES:
         return _TYPES[status]
     return "server_error" if status >= 500 else "invalid_request_error"
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, ...")
+    code: str = Field(description="The API's UPPER_SNAKE error code (see the README)")
+    param: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    """The body of every 4xx/5xx answer on ``/v1``."""
+
+    error: OpenAIErrorDetail
 
 
 def error_body(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from api import openai_format as wire
 from api.access import ModelLister, ModelRunCaller, check_app_scope
 from api.auth import Principal
 from api.deps import DbSession
-from api.errors import ApiError, AuthError
+from api.errors import OPENAI_ERROR_RESPONSES, ApiError, AuthError
 from api.state import ApiState, State
 from api.streaming import RunBridge, is_end
 from apps_yaml.events import Chunk, Output
@@ -38,7 +38,7 @@ from runs.records import AppRecord, find_app_uuid
 from runs.service import Caller, FinishedRun
 from runs.tables import App
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERROR_RESPONSES)
 
 SessionHeader = Annotated[
     str | None,
@@ -133,7 +133,12 @@ async def chat_completions_route(
         id=f"chatcmpl-{finished.run.run_id}",
         created=int(time.time()),
         model=body.model,
-        choices=[wire.Choice(message=wire.AssistantMessage(content=answer))],
+        choices=[
+            wire.Choice(
+                message=wire.AssistantMessage(content=answer),
+                finish_reason=wire.finish_reason(finished.outcome.steps),
+            )
+        ],
         usage=wire.Usage(**wire.usage_of(finished.usage)),
     )
     return JSONResponse(content.model_dump(), headers=_headers(finished.run.session_id,
@@ -224,7 +229,7 @@ async def _stream(
             if finished is None or finished.failure is not None:
                 yield writer.error(_error_frame(finished))
                 return
-            yield writer.finish()
+            yield writer.finish(wire.finish_reason(finished.outcome.steps))
             if body.include_usage:
                 yield writer.usage(finished.usage)
             yield writer.done()

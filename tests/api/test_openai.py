@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from e2e.fake_model import FakeModel, serve_model
+from openai_edge import Reply, sse_chunk
 from openai_v1 import QA_APP, USAGE, V1, assistant, sse_frames, user
 from waiting import poll_until
 
@@ -83,6 +84,19 @@ def test_openai_stream_sends_role_deltas_finish_usage_done(v1: V1, create: Calla
     frames, _ = sse_frames(v1.client, {**body, "stream_options": None})
     assert frames[-1] == "[DONE]" and frames[-2]["choices"][0]["finish_reason"] == "stop"
     assert all("usage" not in f for f in frames[:-1])
+
+
+def test_openai_finish_reason_length_when_the_model_hit_its_limit(
+    v1: V1, create: Callable[..., Any]
+):
+    app = create(v1.client, QA_APP)
+    cut = [sse_chunk("Hel", None), sse_chunk(None, "length"), sse_chunk(None, None, USAGE)]
+    v1.edge.replies = [Reply(200, None, sse=cut)]
+    whole = _ask(v1, app["uuid"], user("Hi?")).json()
+    assert whole["choices"][0]["finish_reason"] == "length"
+    body = {"model": app["uuid"], "messages": [user("Hi?")], "stream": True}
+    frames, _ = sse_frames(v1.client, body)
+    assert frames[-2]["choices"][0]["finish_reason"] == "length"
 
 
 def test_openai_earlier_messages_are_the_history(v1: V1, create: Callable[..., Any]):
