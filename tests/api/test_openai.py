@@ -225,3 +225,30 @@ def test_openai_stream_disconnect_cancels_the_run(
         run = poll_until(finished)
     assert run["status"] == "cancelled" and run["error"]["code"] == "CANCELLED"
     assert run["output"]["answer"].startswith("w0") and "w3999" not in run["output"]["answer"]
+
+
+def test_openai_runner_key_and_anonymous_caller_run_what_they_may(
+    v1: V1, create: Callable[..., Any]
+):
+    app = create(v1.client, QA_APP)
+    public = create(v1.client, QA_APP.replace("type: chat", "type: chat\npublic: true"))
+    key = {"name": "r", "role": "runner", "apps": [app["uuid"]]}
+    made = v1.client.post("/api/tokens", json=key)
+    runner = {"Authorization": f"Bearer {made.json()['token']}"}
+    body = {"model": app["uuid"], "messages": [user("Hi")]}
+    ran = v1.client.post("/v1/chat/completions", json=body, headers=runner)
+    assert ran.status_code == 200, ran.text
+    run = v1.client.get(f"/api/runs/{ran.headers['x-run-id']}").json()
+    assert run["status"] == "succeeded"
+    # Anonymous: a public app, in a server-made session it may continue (its id is its key).
+    nobody = {"Authorization": ""}
+    body = {"model": public["uuid"], "messages": [user("Hi")], "stream": True}
+    frames, first = sse_frames(v1.client, body, **nobody)
+    assert first.status_code == 200 and frames[-1] == "[DONE]"
+    session = first.headers["x-session-id"]
+    assert len(session) >= 32
+    again = v1.client.post("/v1/chat/completions", json={**body, "stream": False},
+                           headers={**nobody, "X-Session-ID": session})  # fmt: skip
+    assert again.status_code == 200 and again.headers["x-session-id"] == session
+    turns = v1.client.get(f"/api/sessions/{session}").json()["turns"]
+    assert len(turns) == 2
