@@ -214,35 +214,45 @@ async def _stream(
     prepared = bridge.prepared
     assert prepared is not None
     writer = wire.ChunkWriter(f"chatcmpl-{prepared.run_id}", int(time.time()), body.model)
-
-    async def frames() -> AsyncIterator[bytes]:
-        try:
-            yield writer.role()
-            item: Any = first
-            items = bridge.rest()
-            while not is_end(item):
-                text = _piece(item, planned.output_key)
-                if text:
-                    yield writer.content(text)
-                item = await anext(items)
-            finished: FinishedRun | None = item.finished
-            if finished is None or finished.failure is not None:
-                yield writer.error(_error_frame(finished))
-                return
-            yield writer.finish(wire.finish_reason(finished.outcome.steps))
-            if body.include_usage:
-                yield writer.usage(finished.usage)
-            yield writer.done()
-        finally:
-            # Normal end, or the client went away (generator closed): stop the run.
-            cancel.set()
-
     headers = {
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
         **_headers(prepared.session_id, prepared.run_id),
     }
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+    frames = _frames(writer, first, bridge, planned.output_key, body.include_usage, cancel)
+    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+
+
+async def _frames(
+    writer: wire.ChunkWriter,
+    first: object,
+    bridge: RunBridge,
+    output_key: str,
+    include_usage: bool,
+    cancel: threading.Event,
+) -> AsyncIterator[bytes]:
+    """The SSE frames of a run whose first output is ``first``: role, text deltas of
+    ``output_key``, finish reason, usage (if asked) and ``[DONE]``; or an error frame."""
+    try:
+        yield writer.role()
+        item: Any = first
+        items = bridge.rest()
+        while not is_end(item):
+            text = _piece(item, output_key)
+            if text:
+                yield writer.content(text)
+            item = await anext(items)
+        finished: FinishedRun | None = item.finished
+        if finished is None or finished.failure is not None:
+            yield writer.error(_error_frame(finished))
+            return
+        yield writer.finish(wire.finish_reason(finished.outcome.steps))
+        if include_usage:
+            yield writer.usage(finished.usage)
+        yield writer.done()
+    finally:
+        # Normal end, or the client went away (generator closed): stop the run.
+        cancel.set()
 
 
 def _error_frame(finished: FinishedRun | None) -> dict[str, Any]:
