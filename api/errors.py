@@ -153,8 +153,19 @@ def body_for(
 ) -> dict[str, Any]:
     """The error body for a request to ``path``: ours, or OpenAI's on ``/v1``."""
     if is_openai_path(path):
-        return openai_format.error_body(status, code, message)
+        return openai_format.error_body(status, code, message, _param(details))
     return error_body(code, message, details, request_id)
+
+
+def _param(details: Any) -> str | None:
+    """The body field a validation error is about (OpenAI's ``param``), if one is."""
+    errors = details.get("errors") if isinstance(details, dict) else None
+    if not errors or not isinstance(errors, list) or not isinstance(errors[0], dict):
+        return None
+    loc = [str(part) for part in errors[0].get("loc", [])]
+    if len(loc) < 2 or loc[0] != "body":
+        return None
+    return ".".join(loc[1:])
 
 
 def error_response(

@@ -101,6 +101,8 @@ def test_openai_refusals_have_openai_shape_and_store_nothing(
         error = r.json()["error"]
         assert set(r.json()) == {"error"} and set(error) == {"message", "type", "code", "param"}
         assert error["type"] == kind and error["message"], r.text
+    n = v1.client.post("/v1/chat/completions", json={"model": a, "messages": ok, "n": 2})
+    assert n.json()["error"]["param"] == "n"
     assert _stored(v1.client) == before
     assert len(v1.edge.requests) == calls  # the model was never asked
 
