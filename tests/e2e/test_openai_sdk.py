@@ -198,3 +198,23 @@ def test_sdk_rate_limit_error(model: FakeModel, tmp_path: Path):
         assert int(limited.value.response.headers["retry-after"]) >= 1
     finally:
         process.stop()
+
+
+def test_sdk_sees_an_error_frame_mid_stream(server: str):
+    failing = APP.replace("name: Support bot", "name: Breaks late").replace(
+        'output:\n  answer: "{{ answer.text }}"',
+        'output:\n  answer: "{{ answer.text }}"\n  ratio: "{{ 1 // 0 }}"\nopenai: {output: answer}',
+    )
+    headers = {"Authorization": f"Token {TOKEN}", "Content-Type": "application/yaml"}
+    made = httpx.post(f"{server}/api/apps", content=failing, headers=headers, timeout=60)
+    assert made.status_code == 201, made.text
+    pieces: list[str] = []
+    with _sdk(server) as client:
+        stream = client.chat.completions.create(
+            model="Breaks late", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        with pytest.raises(openai.APIError) as broken:
+            for chunk in stream:
+                pieces.append(chunk.choices[0].delta.content or "")
+    assert "".join(pieces) == ANSWER  # the answer came before the failure
+    assert broken.value.code == "TEMPLATE_ERROR"
