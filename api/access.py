@@ -31,7 +31,7 @@ from api.auth import Principal
 from api.deps import optional_token
 from api.errors import AuthError, ForbiddenError
 
-Scope = Literal["global", "app", "own", "list"]
+Scope = Literal["global", "app", "own", "list", "model"]
 ALL_ROLES = frozenset({"admin", "editor", "viewer", "runner"})
 
 
@@ -44,7 +44,10 @@ class Rule:
     - ``app``: about the app in the path (``{app_uuid}``): a narrowed token must
       include it;
     - ``own``: about a session or run, checked by the route (owner and app);
-    - ``list``: a list the route narrows to the token's apps.
+    - ``list``: a list the route narrows to the token's apps;
+    - ``model``: about the app an OpenAI-style ``model`` names (in the body or the
+      path, by uuid or name): the route resolves it and calls
+      :func:`check_app_scope`.
     """
 
     roles: frozenset[str]
@@ -77,13 +80,7 @@ class Rule:
                 code="APP_FORBIDDEN",
             )
         if self.scope == "app":
-            app_uuid = str(request.path_params.get("app_uuid", ""))
-            if not token.may_use_app(app_uuid):
-                raise ForbiddenError(
-                    f"this token may not use app '{app_uuid}'",
-                    code="APP_FORBIDDEN",
-                    details={"app_uuid": app_uuid},
-                )
+            check_app_scope(token, str(request.path_params.get("app_uuid", "")))
 
     @property
     def allowed(self) -> list[str]:
@@ -92,6 +89,17 @@ class Rule:
     def describe(self) -> dict[str, Any]:
         """The rule as published in OpenAPI (``x-access``)."""
         return {"roles": self.allowed, "scope": self.scope, "anonymous": self.anonymous}
+
+
+def check_app_scope(token: Principal | None, app_uuid: str) -> None:
+    """Refuse (403 ``APP_FORBIDDEN``) a token narrowed to other apps; for routes whose
+    app is known only after they resolve it (scope ``model``)."""
+    if token is not None and not token.may_use_app(app_uuid):
+        raise ForbiddenError(
+            f"this token may not use app '{app_uuid}'",
+            code="APP_FORBIDDEN",
+            details={"app_uuid": app_uuid},
+        )
 
 
 def _rule(*roles: str, scope: Scope = "global", anonymous: bool = False) -> Rule:
@@ -116,6 +124,10 @@ SESSION_READ = _rule("admin", "editor", "viewer", "runner", scope="own", anonymo
 APP_PAGE = _rule("admin", "editor", "viewer", "runner", scope="app", anonymous=True)
 OWN_WRITE = _rule("admin", "editor", "runner", scope="own")
 PUBLIC = _rule(*ALL_ROLES, anonymous=True)
+# The OpenAI-compatible runs: the app is the body's (or path's) ``model``.
+MODEL_RUN = _rule("admin", "editor", "runner", scope="model", anonymous=True)
+# The apps a caller may run, as OpenAI models (public ones for anonymous callers).
+MODEL_LIST = _rule("admin", "editor", "runner", scope="list", anonymous=True)
 
 Reader = Annotated[Principal, Depends(READ)]
 Writer = Annotated[Principal, Depends(WRITE)]
@@ -131,6 +143,8 @@ SessionReader = Annotated[Principal | None, Depends(SESSION_READ)]
 AppPageReader = Annotated[Principal | None, Depends(APP_PAGE)]
 OwnWriter = Annotated[Principal, Depends(OWN_WRITE)]
 Anyone = Annotated[Principal | None, Depends(PUBLIC)]
+ModelRunCaller = Annotated[Principal | None, Depends(MODEL_RUN)]
+ModelLister = Annotated[Principal | None, Depends(MODEL_LIST)]
 
 
 def route_rule(route: APIRoute) -> Rule | None:

@@ -25,6 +25,7 @@ from api.routes import (
     datasources,
     health,
     llm_models,
+    openai,
     prompt_versions,
     prompts,
     runs,
@@ -98,6 +99,7 @@ def create_app(
         webhooks,
         audit,
         web,
+        openai,
     ):
         _summaries_from_docstrings(module.router.routes)
         publish_rules(module.router.routes)

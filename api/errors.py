@@ -15,6 +15,12 @@ Exceptions of the API layer (all under ``appforge.core.errors.AppforgeError``):
     ├── PayloadTooLargeError     413 PAYLOAD_TOO_LARGE
     └── UnsupportedMediaError    415 UNSUPPORTED_MEDIA_TYPE
 
+On the OpenAI-compatible paths (``/v1/...``) the same errors, with the same
+status codes, take OpenAI's shape instead (``api.openai_format.error_body``)::
+
+    {"error": {"message": "...", "type": "not_found_error", "code": "APP_NOT_FOUND",
+               "param": null}}
+
 Errors of the packages below (``apps_yaml``, ``datasources``, ``prompts``, ``providers``)
 derive from the same root and are rendered by the same handler.
 """
@@ -30,6 +36,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import openai_format
 from appforge.core.errors import AppforgeError
 
 log = logging.getLogger(__name__)
@@ -104,6 +111,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in _DESCRIPTIONS.items()
 }
 
+# The same statuses on the OpenAI-compatible routes, in OpenAI's shape.
+OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": openai_format.OpenAIErrorBody, "description": text}
+    for status, text in _DESCRIPTIONS.items()
+}
+
 _HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "AUTH_REQUIRED",
@@ -130,6 +143,31 @@ def error_body(code: str, message: str, details: Any, request_id: str) -> dict[s
     }
 
 
+def is_openai_path(path: str) -> bool:
+    """Whether ``path`` is on the OpenAI-compatible surface (errors in OpenAI's shape)."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def body_for(
+    path: str, status: int, code: str, message: str, details: Any, request_id: str
+) -> dict[str, Any]:
+    """The error body for a request to ``path``: ours, or OpenAI's on ``/v1``."""
+    if is_openai_path(path):
+        return openai_format.error_body(status, code, message, _param(details))
+    return error_body(code, message, details, request_id)
+
+
+def _param(details: Any) -> str | None:
+    """The body field a validation error is about (OpenAI's ``param``), if one is."""
+    errors = details.get("errors") if isinstance(details, dict) else None
+    if not errors or not isinstance(errors, list) or not isinstance(errors[0], dict):
+        return None
+    loc = [str(part) for part in errors[0].get("loc", [])]
+    if len(loc) < 2 or loc[0] != "body":
+        return None
+    return ".".join(loc[1:])
+
+
 def error_response(
     request: Request,
     status: int,
@@ -139,7 +177,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     request_id = request_id_of(request)
-    body = error_body(code, message, details, request_id)
+    body = body_for(request.url.path, status, code, message, details, request_id)
     # Set here too: a 500 leaves through Starlette's outermost middleware,
     # past the one that stamps X-Request-ID on every other response.
     return JSONResponse(

@@ -13,7 +13,7 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
+from api.errors import body_for
 
 _GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
@@ -41,7 +41,9 @@ class RequestContextMiddleware:
 
         message = f"request body is larger than {limit} bytes"
         if declared.isdigit() and int(declared) > limit:
-            body = error_body("PAYLOAD_TOO_LARGE", message, {"limit": limit}, request_id)
+            body = body_for(
+                scope["path"], 413, "PAYLOAD_TOO_LARGE", message, {"limit": limit}, request_id
+            )
             response = JSONResponse(body, status_code=413, headers={"X-Request-ID": request_id})
             await response(scope, receive, send)
             return

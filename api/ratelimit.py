@@ -25,7 +25,7 @@ from typing import Protocol
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
+from api.errors import body_for
 from appforge.core.settings import RateLimitSettings
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,9 @@ class RateLimitMiddleware:
         headers = decision.headers()
         if not decision.allowed:
             request_id = str(scope.get("state", {}).get("request_id", ""))
-            body = error_body(
+            body = body_for(
+                scope["path"],
+                429,
                 "RATE_LIMITED",
                 f"too many requests: retry after {decision.retry_after} s",
                 {"limit": decision.limit, "retry_after": decision.retry_after},

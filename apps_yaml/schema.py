@@ -142,6 +142,23 @@ class AppUI(_Strict):
     )
 
 
+class AppOpenAI(_Strict):
+    """How the OpenAI-compatible endpoint (``/v1/chat/completions``) maps to the app."""
+
+    input: str | None = Field(
+        default=None,
+        pattern=IDENT,
+        description="The string input the last user message fills; default: the app's"
+        " only required string input.",
+    )
+    output: str | None = Field(
+        default=None,
+        pattern=IDENT,
+        description="The output key that is the answer; default: the app's only streamed"
+        " output key (or its only output key).",
+    )
+
+
 # The published JSON Schema says what the model validator below enforces.
 _FLOW_OR_STEPS: dict[str, Any] = {
     "if": {"required": ["flow"]},
@@ -175,6 +192,7 @@ class AppDocument(_Strict):
     )
     limits: AppLimits = Field(default_factory=AppLimits)
     ui: AppUI = Field(default_factory=AppUI)
+    openai: AppOpenAI = Field(default_factory=AppOpenAI)
 
     @model_validator(mode="after")
     def _flow_or_steps(self) -> AppDocument:

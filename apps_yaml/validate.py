@@ -89,6 +89,7 @@ def check(
     report = _Report(lines)
     _check_step_ids(doc, report)
     _check_inputs(doc, report)
+    _check_openai(doc, report)
     for path, template, position in _templates(doc):
         _check_template(doc, template, path, position, report)
     for i, step in enumerate(doc.steps):
@@ -185,6 +186,20 @@ def _check_inputs(doc: AppDocument, report: _Report) -> None:
             report.add(
                 (*at, "default"), f"the default is longer than {field.max_length} characters"
             )
+
+
+def _check_openai(doc: AppDocument, report: _Report) -> None:
+    """``openai: {input, output}`` must name a string input and an output key."""
+    wanted = doc.openai.input
+    if wanted is not None:
+        field = doc.input.get(wanted)
+        if field is None:
+            report.add(("openai", "input"), f"no input '{wanted}' in input:")
+        elif field.type != "string":
+            report.add(("openai", "input"), f"input '{wanted}' is not a string input")
+    answer = doc.openai.output
+    if answer is not None and doc.flow is None and answer not in doc.output:
+        report.add(("openai", "output"), f"no output key '{answer}' in output:")
 
 
 def _check_references(doc: AppDocument, references: References, report: _Report) -> None:

@@ -6,8 +6,13 @@ RunServiceError                base (400)
 ├── SessionNotFoundError       404 SESSION_NOT_FOUND (also: not this caller's, another app's)
 ├── RunAuthError               401 AUTH_REQUIRED: a private app run without a token
 ├── RunConflictError           409 FLOW_NOT_SERVED
+├── AppAmbiguousError          409 APP_AMBIGUOUS: a name several apps share
 ├── SessionIdInvalidError      422 SESSION_ID_INVALID
-└── TooManyRunsError           429 TOO_MANY_ACTIVE_RUNS (with Retry-After)
+├── TooManyRunsError           429 TOO_MANY_ACTIVE_RUNS (with Retry-After)
+└── ChatRequestError           422: an OpenAI-style message list that cannot run the app
+                               (TOO_MANY_MESSAGES, MESSAGE_TOO_LONG, LAST_MESSAGE_NOT_USER,
+                               MESSAGE_ROLE_UNSUPPORTED, OPENAI_INPUT_UNKNOWN,
+                               OPENAI_OUTPUT_UNKNOWN)
 
 A run that starts and then fails is not an exception: it ends with a
 ``Failed`` event and is stored with its error.
@@ -48,6 +53,11 @@ class RunConflictError(RunServiceError):
     status_code = 409
 
 
+class AppAmbiguousError(RunServiceError):
+    code = "APP_AMBIGUOUS"
+    status_code = 409
+
+
 class SessionIdInvalidError(RunServiceError):
     code = "SESSION_ID_INVALID"
     status_code = 422
@@ -56,3 +66,8 @@ class SessionIdInvalidError(RunServiceError):
 class TooManyRunsError(RunServiceError):
     code = "TOO_MANY_ACTIVE_RUNS"
     status_code = 429
+
+
+class ChatRequestError(RunServiceError):
+    code = "CHAT_REQUEST_INVALID"
+    status_code = 422

@@ -23,7 +23,7 @@ from appforge.core.db import UTCDateTime, utcnow
 from apps_yaml.events import Outcome
 from apps_yaml.runner import HistoryTurn
 from apps_yaml.schema import AppDocument
-from runs.errors import AppNotFoundError, SessionIdInvalidError
+from runs.errors import AppAmbiguousError, AppNotFoundError, SessionIdInvalidError
 from runs.tables import App, ChatSession, Run, RunPrompt, Turn
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -140,6 +140,21 @@ def load_app(conn: Connection, app_uuid: str, cache: DocumentCache) -> AppRecord
         doc = AppDocument.model_validate(stored)
         cache.put((app_uuid, row.version), doc)
     return AppRecord(app_uuid, row.name, row.version, row.public, doc)
+
+
+def find_app_uuid(conn: Connection, ref: str) -> str:
+    """The uuid of the app ``ref`` names (its uuid, else its name); raises ``APP_NOT_FOUND``
+    when none does and ``APP_AMBIGUOUS`` (409) when several apps share the name."""
+    if conn.scalar(select(App.uuid).where(App.uuid == ref)) is not None:
+        return ref
+    found = conn.scalars(select(App.uuid).where(App.name == ref).limit(2)).all()
+    if not found:
+        raise AppNotFoundError(f"no app '{ref}'", details={"app": ref[:200]})
+    if len(found) > 1:
+        raise AppAmbiguousError(
+            f"several apps are named '{ref}': use the app's uuid", details={"app": ref}
+        )
+    return found[0]
 
 
 def check_session_id(session_id: str) -> None:

@@ -71,13 +71,19 @@ ANONYMOUS = "anonymous"  # the owner of sessions made by callers without a token
 
 @dataclass(frozen=True)
 class RunRequest:
-    """A request to run a stored app; ``caller`` None is an anonymous caller."""
+    """A request to run a stored app; ``caller`` None is an anonymous caller.
+
+    ``history``: earlier turns the caller brings itself (an OpenAI-style message
+    list), oldest first; given, they are the run's history instead of the
+    session's, cut like a session's to the app's ``history`` depth.
+    """
 
     app_uuid: str
     input: Any
     session_id: str | None = None
     stream: bool = False
     caller: Caller | None = None
+    history: tuple[HistoryTurn, ...] | None = None
 
 
 @dataclass
@@ -132,6 +138,12 @@ class RunService:
         """Prepare and execute in one call (one worker-thread hop for the caller)."""
         return self.execute(self.prepare(request), cancel, emit)
 
+    def find_app(self, ref: str) -> records.AppRecord:
+        """The stored app ``ref`` names, by uuid or by name (``APP_NOT_FOUND``,
+        ``APP_AMBIGUOUS``)."""
+        with self.services.engine.connect() as conn:
+            return records.load_app(conn, records.find_app_uuid(conn, ref), self._documents)
+
     def prepare(self, request: RunRequest) -> PreparedRun:
         """Check the request and record the run (status ``running``); one transaction."""
         if request.session_id is not None:
@@ -158,7 +170,9 @@ class RunService:
             inputs = check_input(app.document, request.input)
             session_id, known = self._session(conn, request, app.uuid)
             history: list[HistoryTurn] = []
-            if known and runner.history:
+            if request.history is not None:
+                history = list(request.history[-runner.history :]) if runner.history else []
+            elif known and runner.history:
                 history = records.load_history(conn, session_id, runner.history)
             timeout = min(limits.timeout_seconds, app.document.limits.timeout_seconds or math.inf)
             most = min(limits.max_active_per_app, app.document.limits.max_active_runs or math.inf)

@@ -79,6 +79,17 @@ class LimitSettings(BaseModel):
         ge=100,
         description="Largest app document after expanding YAML aliases (billion-laughs guard).",
     )
+    max_messages: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Most messages one /v1/chat/completions request may send (422 above).",
+    )
+    max_message_chars: int = Field(
+        default=32_000,
+        ge=1,
+        description="Longest message (characters, text parts joined) /v1 accepts (422 above).",
+    )
 
 
 class RunSettings(BaseModel):

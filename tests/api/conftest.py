@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from app_docs import TEXT_APP, YAML
 from fastapi.testclient import TestClient
+from openai_v1 import edge, make_v1, v1  # noqa: F401  (fixtures of the /v1 tests)
 
 
 @pytest.fixture
