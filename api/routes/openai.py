@@ -72,7 +72,7 @@ def _failed(finished: FinishedRun) -> ApiError:
 
 
 @router.get("/models", response_model=wire.ModelList)
-def list_models_route(db: DbSession, token: ModelLister) -> dict[str, Any]:
+def list_openai_models_route(db: DbSession, token: ModelLister) -> dict[str, Any]:
     """The apps the caller may run, as OpenAI models (``id`` is the app's uuid).
 
     Anonymous callers see the public apps; a token narrowed to apps, those apps."""
@@ -92,7 +92,7 @@ def _model(uuid: str, name: str, created: float) -> dict[str, Any]:
 
 
 @router.get("/models/{model}", response_model=wire.ModelPublic)
-def get_model_route(model: str, db: DbSession, token: ModelRunCaller) -> dict[str, Any]:
+def get_openai_model_route(model: str, db: DbSession, token: ModelRunCaller) -> dict[str, Any]:
     """One app as an OpenAI model, by uuid or name (404 ``APP_NOT_FOUND``)."""
     app = db.get(App, find_app_uuid(db.connection(), model))
     assert app is not None
@@ -105,7 +105,7 @@ def get_model_route(model: str, db: DbSession, token: ModelRunCaller) -> dict[st
     response_model=wire.ChatCompletion,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def chat_completions_route(
+async def create_chat_completion_route(
     request: Request,
     body: wire.ChatCompletionCreate,
     token: ModelRunCaller,
