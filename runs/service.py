@@ -345,6 +345,8 @@ class RunService:
                     event = Failed(
                         "RUN_TIMEOUT", f"the run took longer than {timeout:g} s", event.step, 504
                     )
+                elif isinstance(event, Failed) and event.code in _STOPPED and cancel.is_set():
+                    event = Failed("CANCELLED", "the run was cancelled", event.step, 499)
                 elif isinstance(event, Chunk | Output) and not output.fits(event):
                     cancel.set()  # the runner stops (its model at the next token)
                     yield output.failure()
