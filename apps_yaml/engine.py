@@ -22,6 +22,7 @@ import time
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
+from appforge.core.budget import Budget, RenderInterrupted
 from appforge.core.errors import AppforgeError
 from apps_yaml import templates
 from apps_yaml.errors import AppsYamlError
@@ -83,6 +84,9 @@ class AppRunner:
     ) -> Generator[Event, None, None]:
         """Run on already-validated ``inputs``; yield events until done or failed."""
         context: dict[str, Any] = {"input": dict(inputs), "session": {"id": session_id}}
+        # Every template of the run renders within the limits, and stops at its cancel
+        # event (set by the run's timeout) even in the middle of a long loop.
+        budget = Budget(deps.template_limits, cancel)
         current: str | None = None
         try:
             for step in self.app.steps:
@@ -94,9 +98,9 @@ class AppRunner:
                 result: LlmResult | RetrieveResult
                 if isinstance(step, LlmStep):
                     keys = self._streams.get(step.id, [])
-                    result = yield from _run_llm(step, context, deps, history, keys, cancel)
+                    result = yield from _run_llm(step, context, deps, history, keys, cancel, budget)
                 else:
-                    result = _run_retrieve(step, context, deps)
+                    result = _run_retrieve(step, context, deps, budget)
                 context[step.id] = result.context()
                 latency = (time.perf_counter() - started) * 1000
                 yield StepFinished(step.id, step.kind, latency, result)
@@ -106,8 +110,8 @@ class AppRunner:
             streamed = {k for keys in self._streams.values() for k in keys}
             for key, template in self.app.output.items():
                 if key not in streamed:
-                    yield Output(key, templates.evaluate(template, context))
-        except _Cancelled:
+                    yield Output(key, templates.evaluate(template, context, budget))
+        except (_Cancelled, RenderInterrupted):
             yield Failed("CANCELLED", "the run was cancelled", current, 499)
         except AppforgeError as exc:  # our own components fail with a code
             yield Failed(exc.code, exc.message, current, exc.status_code)
@@ -123,6 +127,7 @@ def _run_llm(
     history: Sequence[HistoryTurn],
     keys: list[str],
     cancel: threading.Event | None,
+    budget: Budget,
 ) -> Generator[Event, None, LlmResult]:
     prompt = step.prompt
     source: PromptSource | None = None
@@ -132,10 +137,14 @@ def _run_llm(
             raise AppsYamlError(
                 f"prompt '{prompt.ref}' cannot be resolved here", code="PROMPT_NOT_FOUND"
             )
-        scope = {name: templates.evaluate(t, context) for name, t in prompt.variables.items()}
+        scope = {
+            name: templates.evaluate(t, context, budget) for name, t in prompt.variables.items()
+        }
         resolved = deps.prompts.resolve(prompt.ref, prompt.label, prompt.version)
         prompt, source = resolved.prompt, resolved.source
-    messages = render_messages(prompt, scope, history, step_id=step.id, turns=step.history)
+    messages = render_messages(
+        prompt, scope, history, step_id=step.id, turns=step.history, budget=budget
+    )
     # Leaving the block frees the model, also when the consumer goes away mid-answer.
     with ModelCall(deps, step.model, messages, step.params, cancel, source) as call:
         for text in call:
@@ -148,26 +157,26 @@ def _run_llm(
     return result
 
 
-def _render_where(value: Any, context: Mapping[str, Any]) -> Any:
+def _render_where(value: Any, context: Mapping[str, Any], budget: Budget) -> Any:
     if isinstance(value, str):
-        return templates.evaluate(value, context)
+        return templates.evaluate(value, context, budget)
     if isinstance(value, list):
-        return [_render_where(v, context) for v in value]
+        return [_render_where(v, context, budget) for v in value]
     if isinstance(value, dict):
-        return {k: _render_where(v, context) for k, v in value.items()}
+        return {k: _render_where(v, context, budget) for k, v in value.items()}
     return value
 
 
 def _run_retrieve(
-    step: RetrieveStep, context: Mapping[str, Any], deps: Dependencies
+    step: RetrieveStep, context: Mapping[str, Any], deps: Dependencies, budget: Budget
 ) -> RetrieveResult:
     if deps.retriever is None:
         raise AppsYamlError(
             "retrieval is not available: no datasource store is configured",
             code="DATASOURCE_NOT_FOUND",
         )
-    query = templates.render(step.query, context)
-    where = _render_where(step.where, context) if step.where else None
+    query = templates.render(step.query, context, budget)
+    where = _render_where(step.where, context, budget) if step.where else None
     documents = deps.retriever.search(step.datasources, query, step.top_k, where)
     if step.min_score is not None:
         documents = [d for d in documents if d.get("score", 0.0) >= step.min_score]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from appforge.core.budget import Budget
 from apps_yaml.errors import RunFailedError
 from apps_yaml.events import Chunk, Event, LlmResult, PromptSource
 from apps_yaml.llm import ModelCall, render_messages
@@ -100,7 +101,8 @@ class StepContext:
         self, user: str | None, system: str | None, variables: Mapping[str, Any] | None
     ) -> list[ChatMessage]:
         if self.prompt is not None and user is None:
-            return render_messages(self.prompt, dict(variables or {}))
+            budget = Budget(self.deps.template_limits, self.cancel)
+            return render_messages(self.prompt, dict(variables or {}), budget=budget)
         if user is None:
             raise ValueError(f"step '{self.step}' has no prompt: give the user text")
         messages = [ChatMessage(role="user", content=user)]

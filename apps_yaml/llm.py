@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 
+from appforge.core.budget import Budget
 from apps_yaml import templates
 from apps_yaml.events import LlmResult, PromptSource
 from apps_yaml.runner import Dependencies, HistoryTurn
@@ -27,20 +28,22 @@ def render_messages(
     *,
     step_id: str = "",
     turns: int = 0,
+    budget: Budget | None = None,
 ) -> list[ChatMessage]:
     """The chat messages of ``prompt`` rendered with ``context``; the last ``turns`` of
     ``history`` (what step ``step_id`` said in them) go after the system messages."""
     rendered: list[ChatMessage] = []
     if prompt.messages is not None:
         for m in prompt.messages:
-            rendered.append({"role": m.role, "content": templates.render(m.content, context)})
+            content = templates.render(m.content, context, budget)
+            rendered.append({"role": m.role, "content": content})
     else:
         if prompt.system is not None:
-            system = templates.render(prompt.system, context)
+            system = templates.render(prompt.system, context, budget)
             if system.strip():
                 rendered.append({"role": "system", "content": system})
         assert prompt.user is not None
-        rendered.append({"role": "user", "content": templates.render(prompt.user, context)})
+        rendered.append({"role": "user", "content": templates.render(prompt.user, context, budget)})
     if turns <= 0 or not history:
         return rendered
     past: list[ChatMessage] = []

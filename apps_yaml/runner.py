@@ -14,6 +14,7 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from appforge.core.budget import Limits
 from apps_yaml.events import Event, PromptSource
 from apps_yaml.schema import InlinePrompt
 from providers.base import Provider
@@ -54,6 +55,7 @@ class Dependencies:
     models: ModelResolver
     retriever: Retriever | None = None
     prompts: PromptResolver | None = None
+    template_limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)

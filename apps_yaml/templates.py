@@ -16,11 +16,16 @@ from typing import Any
 
 from jinja2 import TemplateError, Undefined, nodes
 
-from appforge.core.sandbox import compiled, compiled_expression, environment
+from appforge.core import sandbox
+from appforge.core.budget import Budget
+from appforge.core.sandbox import environment
 from apps_yaml.errors import RunFailedError
 
 __all__ = ["environment", "evaluate", "parse", "render", "single_expression", "streamed_step"]
 
+# How a template fails on its own (a deep macro recursion included); the
+# budget's errors carry their own codes and pass through.
+_FAILURES = (TemplateError, ArithmeticError, TypeError, ValueError, LookupError, RecursionError)
 _SINGLE = re.compile(r"^\{\{-?\s*(?P<expr>.+?)\s*-?\}\}$", re.DOTALL)
 
 
@@ -56,23 +61,27 @@ def streamed_step(template: str) -> str | None:
     return None
 
 
-def evaluate(template: str, context: Mapping[str, Any]) -> Any:
-    """Render ``template``; a single-expression template keeps its value's type."""
+def evaluate(template: str, context: Mapping[str, Any], budget: Budget | None = None) -> Any:
+    """Render ``template``; a single-expression template keeps its value's type.
+
+    ``budget`` bounds the render's sizes and time (see ``appforge.core.budget``);
+    a render stopped by its run's cancel event raises ``RenderInterrupted``.
+    """
     try:
         match = _SINGLE.match(template)
         if match and single_expression(template) is not None:
-            value = compiled_expression(match["expr"])(**context)
+            value = sandbox.evaluate_expression(match["expr"], context, budget)
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
             return value
-        return compiled(template).render(**context)
-    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        return sandbox.render(template, context, budget)
+    except _FAILURES as exc:
         raise RunFailedError(f"template failed: {exc}", code="TEMPLATE_ERROR") from exc
 
 
-def render(template: str, context: Mapping[str, Any]) -> str:
-    """Render ``template`` to a string."""
+def render(template: str, context: Mapping[str, Any], budget: Budget | None = None) -> str:
+    """Render ``template`` to a string (within ``budget``)."""
     try:
-        return compiled(template).render(**context)
-    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        return sandbox.render(template, context, budget)
+    except _FAILURES as exc:
         raise RunFailedError(f"template failed: {exc}", code="TEMPLATE_ERROR") from exc

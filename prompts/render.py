@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import TemplateError
-from jsonschema import Draft202012Validator
 
 from appforge.core import sandbox as templating
+from appforge.core.budget import Budget
+from prompts import schemas
 from prompts.errors import PromptsInvalidError
 from prompts.tables import PromptVersion
+
+# How a template fails on the given values (the budget's errors carry their own codes).
+_FAILURES = (TemplateError, ArithmeticError, TypeError, ValueError, LookupError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,13 @@ def check_variables(
                 }
             )
     if schema:
-        validator = Draft202012Validator(schema)
-        for error in sorted(validator.iter_errors(dict(variables)), key=lambda e: list(e.path)):
+        try:
+            errors = schemas.validation_errors(schema, dict(variables))
+        except schemas.SchemaUnusable as exc:
+            raise PromptsInvalidError(
+                f"the version's variables_schema cannot be used: {exc}", code="SCHEMA_INVALID"
+            ) from None
+        for error in sorted(errors, key=lambda e: list(e.path)):
             where = "/".join(str(p) for p in error.absolute_path)
             if error.validator == "required":
                 continue  # reported above as missing, once
@@ -93,10 +102,10 @@ def _names(variant: dict[str, Any]) -> set[str]:
     return names
 
 
-def _render(template: str, variables: Mapping[str, Any]) -> str:
+def _render(template: str, variables: Mapping[str, Any], budget: Budget | None) -> str:
     try:
-        return templating.compiled(template).render(**variables)
-    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        return templating.render(template, variables, budget)
+    except _FAILURES as exc:
         raise PromptsInvalidError(
             f"the template failed: {exc}", code="RENDER_FAILED", details={"reason": str(exc)}
         ) from exc
@@ -107,8 +116,13 @@ def render(
     variables: Mapping[str, Any],
     model_provider: str | None = None,
     model_name: str | None = None,
+    budget: Budget | None = None,
 ) -> Rendered:
-    """Check ``variables``, then render the version (or its variant for the model)."""
+    """Check ``variables``, then render the version (or its variant for the model).
+
+    ``budget`` bounds the sizes and the time of the render (see
+    ``appforge.core.budget``): ``TEMPLATE_TOO_LARGE`` or ``RENDER_TIMEOUT`` above.
+    """
     variant = choose_variant(version, model_provider, model_name)
     check_variables(version, variables, variant)
     source: dict[str, Any] = variant or {
@@ -120,13 +134,13 @@ def render(
         defaults.update(variant["model_defaults"])
     if source.get("template_text") is not None:
         return Rendered(
-            text=_render(source["template_text"], variables),
+            text=_render(source["template_text"], variables, budget),
             messages=None,
             model_defaults=defaults,
             variant=_variant_key(variant),
         )
     messages = [
-        {"role": m["role"], "content": _render(m["content"], variables)}
+        {"role": m["role"], "content": _render(m["content"], variables, budget)}
         for m in source.get("template_messages") or []
     ]
     return Rendered(

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from appforge.core import sandbox as templating
 from appforge.core.db import utcnow
+from prompts import schemas
 from prompts.errors import PromptsConflictError, PromptsInvalidError, PromptsNotFoundError
 from prompts.tables import Prompt, PromptLabel, PromptVersion, UseCase
 
@@ -114,6 +115,7 @@ def check_version(spec: VersionSpec) -> list[str]:
             names |= templating.variables(template)
         except TemplateSyntaxError as exc:
             problems.append({"path": path, "line": exc.lineno, "message": exc.message or ""})
+    code = "VERSION_INVALID"
     if spec.variables_schema is not None:
         try:
             Draft202012Validator.check_schema(spec.variables_schema)
@@ -122,12 +124,15 @@ def check_version(spec: VersionSpec) -> list[str]:
             problems.append(
                 {"path": f"variables_schema{'/' + where if where else ''}", "message": exc.message}
             )
+        else:
+            refused = schemas.problems(spec.variables_schema)
+            if refused and not problems:
+                code = "SCHEMA_INVALID"  # only references or patterns we refuse
+            problems += refused
     if problems:
         first = problems[0]
         raise PromptsInvalidError(
-            f"{first['path']}: {first['message']}",
-            code="VERSION_INVALID",
-            details={"errors": problems},
+            f"{first['path']}: {first['message']}", code=code, details={"errors": problems}
         )
     return sorted(names)
 

@@ -11,12 +11,16 @@ call them from a worker thread. :meth:`RunService.run_document` runs an app
 document that is not stored (``appforge run app.yaml``) with the same wiring.
 
 A run's timeout (the server's, or the app's own ``limits.timeout_seconds`` if
-lower) sets its cancel event, which stops the model at its next token; the run
-then ends as ``timeout``.
+lower) sets its cancel event, which stops the model at its next token and a
+template at its next loop item, call or output piece; the run then ends as
+``timeout`` (``RUN_TIMEOUT``). A run whose output grows past
+``limits.max_output_bytes`` is stopped and ends ``failed`` with
+``OUTPUT_TOO_LARGE``, keeping only the output that came before.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
@@ -50,6 +54,33 @@ from runs.services import Services
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
+
+# Failures that mean "stopped": after the run's deadline they are its timeout.
+_STOPPED = frozenset({"CANCELLED", "RENDER_TIMEOUT"})
+
+
+class _OutputMeter:
+    """Adds up a run's output (UTF-8 bytes of its chunks, JSON size of whole values)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+
+    def fits(self, event: Chunk | Output) -> bool:
+        if isinstance(event, Chunk):
+            self.size += len(event.text.encode("utf-8", "replace"))
+        else:
+            self.size += len(json.dumps(event.value, default=str).encode("utf-8", "replace"))
+        return self.size <= self.limit
+
+    def failure(self) -> Failed:
+        return Failed(
+            "OUTPUT_TOO_LARGE",
+            f"the run's output is larger than {self.limit} bytes "
+            "(APPFORGE_LIMITS__MAX_OUTPUT_BYTES); what came before is kept",
+            None,
+            422,
+        )
 
 
 @dataclass(frozen=True)
@@ -321,12 +352,19 @@ class RunService:
         events = runner.run(
             inputs, self.deps, session_id=session_id, history=history, cancel=cancel
         )
+        output = _OutputMeter(self.services.settings.limits.max_output_bytes)
         try:
             for event in events:
-                if isinstance(event, Failed) and event.code == "CANCELLED" and timed_out.is_set():
+                if isinstance(event, Failed) and event.code in _STOPPED and timed_out.is_set():
                     event = Failed(
                         "RUN_TIMEOUT", f"the run took longer than {timeout:g} s", event.step, 504
                     )
+                elif isinstance(event, Failed) and event.code in _STOPPED and cancel.is_set():
+                    event = Failed("CANCELLED", "the run was cancelled", event.step, 499)
+                elif isinstance(event, Chunk | Output) and not output.fits(event):
+                    cancel.set()  # the runner stops (its model at the next token)
+                    yield output.failure()
+                    return
                 yield event
         except Exception:  # the runners report step errors themselves; this is a bug
             log.exception("a run crashed")

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from appforge.core.budget import Limits
 from appforge.core.db import make_engine, migrate, session_factory
 from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
@@ -78,8 +79,12 @@ class Services:
 
     def dependencies(self) -> Dependencies:
         """What runners get: the models, the prompts store and the datasources."""
+        limits = self.settings.limits
         return Dependencies(
-            models=self.models, retriever=_Retrieval(self), prompts=StorePrompts(self.db)
+            models=self.models,
+            retriever=_Retrieval(self),
+            prompts=StorePrompts(self.db),
+            template_limits=Limits(limits.max_template_bytes, limits.max_template_items),
         )
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,8 @@ from api.audit import record
 from api.deps import DbSession, Who
 from api.routes.prompts import audit_move, emit_move, event_data
 from api.routes.webhooks import emit
+from api.state import api_state
+from appforge.core.budget import Budget, Limits
 from prompts import labels, store
 from prompts.diff import diff
 from prompts.render import render
@@ -301,12 +303,20 @@ def diff_versions_route(
 
 
 @router.post("/{prompt_id}/render", response_model=RenderPublic)
-def render_prompt_route(prompt_id: str, body: RenderBody, db: DbSession, _: Reader) -> RenderPublic:
+def render_prompt_route(
+    prompt_id: str, body: RenderBody, request: Request, db: DbSession, _: Reader
+) -> RenderPublic:
     """Render a version with variables: by ``version``, or ``label`` (default production,
-    else latest); ``model_provider``/``model_name`` pick a model-specific variant."""
+    else latest); ``model_provider``/``model_name`` pick a model-specific variant.
+    The render is bounded in size and time (422 ``TEMPLATE_TOO_LARGE``, ``RENDER_TIMEOUT``)."""
     store.get_prompt(db, prompt_id)
     version, label = labels.resolve(db, prompt_id, body.label, body.version)
-    out = render(version, body.variables, body.model_provider, body.model_name)
+    limits = api_state(request).settings.limits
+    budget = Budget.timed(
+        Limits(limits.max_template_bytes, limits.max_template_items),
+        limits.render_timeout_seconds,
+    )
+    out = render(version, body.variables, body.model_provider, body.model_name, budget)
     return RenderPublic(
         prompt_id=prompt_id,
         version_number=version.version_number,

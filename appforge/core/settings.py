@@ -90,6 +90,29 @@ class LimitSettings(BaseModel):
         ge=1,
         description="Longest message (characters, text parts joined) /v1 accepts (422 above).",
     )
+    max_template_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest rendered template, and largest string a template may build "
+        "(`TEMPLATE_TOO_LARGE` above).",
+    )
+    max_template_items: int = Field(
+        default=100_000,
+        ge=100,
+        description="Longest range() or list a template may build (`TEMPLATE_TOO_LARGE` above).",
+    )
+    max_output_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest output of one run, as JSON; a run above fails with "
+        "`OUTPUT_TOO_LARGE` and its output is not stored.",
+    )
+    render_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Time limit of rendering a prompt version through the prompts API "
+        "(`RENDER_TIMEOUT` above); runs use their own timeout.",
+    )
 
 
 class RunSettings(BaseModel):

@@ -388,3 +388,28 @@ def test_flow_not_served_at_run_is_409(
     text = client.get(f"/api/apps/{uuid}", headers={"Accept": "application/yaml"}).text
     r = client.patch(f"/api/apps/{uuid}", content=text + "public: true\n", headers=YAML)
     assert r.status_code == 422 and r.json()["error"]["details"]["errors"][0]["path"] == "flow"
+
+
+def test_flow_prompt_render_ends_at_the_run_timeout(
+    serve: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    flow = Flow("looper")
+
+    @flow.step("say", prompt="loop", initial=True)
+    def say(ctx: StepContext, word: str) -> StepResult:
+        return StepResult(text=ctx.llm(variables={"word": word}, max_tokens=1))
+
+    client = serve(make_settings(runs={"timeout_seconds": 1, "workers": 1}), flow)
+    uc = client.post("/api/v1/use-cases", json={"name": "L"}).json()["id"]
+    pid = client.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "loop"}).json()["id"]
+    nested = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    body = {"type": "text", "template_text": nested + "{{ word }}"}
+    assert client.post(f"/api/v1/prompts/{pid}/versions", json=body).status_code == 201
+    client.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})
+    uuid = _save(client, flow)
+    r = client.post(f"/api/apps/{uuid}/run", json={"input": {"word": "x"}})
+    # 10**10 loop iterations in the step's managed prompt: the run's timeout ends them.
+    assert r.status_code == 504 and r.json()["error"]["code"] == "RUN_TIMEOUT"
+    run = client.get(f"/api/runs/{r.json()['error']['details']['run_id']}").json()
+    assert run["status"] == "timeout" and run["error"]["step"] == "say"
+    assert _flow_threads() == []  # the step's thread ended with the run
