@@ -361,7 +361,8 @@ PROBLEMS = [
                 "colour",
                 10,
                 "unknown key 'colour'; allowed keys: "
-                "version, name, description, type, public, flow, input, steps, output, limits, ui",
+                "version, name, description, type, public, flow, input, steps, output, origins, "
+                "limits, ui",
             ),
         ],
         id="unknown-key-points-at-the-key-line",
