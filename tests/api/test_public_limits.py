@@ -94,6 +94,10 @@ def test_public_rate_is_validated_in_yaml(
     assert r.status_code == 422
     assert "limits.public_rate" in r.text
     assert client.get("/api/apps").json() == []
+    ok = client.post(
+        "/api/apps", content=_public('"5/minute"'), headers={"Content-Type": "application/yaml"}
+    )
+    assert ok.status_code == 201, ok.text
 
 
 def test_spoofed_forwarded_for_is_limited_as_the_real_address(
