@@ -16,7 +16,9 @@ from api import errors, openapi
 from api.access import publish_rules
 from api.audit import AuditRetention
 from api.auth import TokenCache, ensure_admin_token
+from api.cors import CorsMiddleware, OriginPolicies
 from api.middleware import RequestContextMiddleware
+from api.proxies import TrustedProxies
 from api.ratelimit import Limiter, RateLimitMiddleware, make_limiter
 from api.routes import (
     analytics,
@@ -81,8 +83,15 @@ def create_app(
         # Built before the lifespan: middleware is fixed before start-up.
         # The Redis client connects lazily, on the first request.
         app.add_middleware(RateLimitMiddleware, limiter=limiter)
-    # Added last, so outermost: every response, a 429 included, gets a request id.
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_body_bytes)
+    # Outside the limiter, so that a browser can read a 429 and its Retry-After.
+    app.add_middleware(CorsMiddleware, settings=settings.cors)
+    # Added last, so outermost: every response, a 429 included, gets a request id,
+    # and every request its client's address.
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.limits.max_body_bytes,
+        proxies=TrustedProxies(settings.trusted_proxies),
+    )
     errors.install(app)
     for module in (
         health,
@@ -161,6 +170,7 @@ def _open(
         executor=ThreadPoolExecutor(max_workers=settings.runs.workers, thread_name_prefix="run"),
         tokens=TokenCache(settings.auth.cache_seconds),
         limiter=limiter,
+        origins=OriginPolicies(services.db),
     )
 
 

@@ -9,9 +9,10 @@ inside ``datasources.store``'s own transactions reach it through the store's
 ``before_commit`` callbacks.
 
 An event names its actor (the token's id and name, or none for a caller without
-a token, and the client's address), its ``action`` (``<noun>.<past tense>``, one
-of :data:`ACTIONS`), its target (type and id) and a few details: names,
-versions, labels, counts; never secrets, template text or entry content.
+a token, and the client's address as ``api.proxies.client_address`` gives it),
+its ``action`` (``<noun>.<past tense>``, one of :data:`ACTIONS`), its target
+(type and id) and a few details: names, versions, labels, counts; never
+secrets, template text or entry content.
 
 :class:`AuditRetention` deletes events older than ``audit.retention_days`` in
 batches, from one background thread per API process.
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
 
-from fastapi import Request
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,16 +81,6 @@ TARGET_TYPES = {
 
 _MAX_TEXT = 200  # details are small: longer strings are cut,
 _MAX_ITEMS = 100  # and longer lists
-
-
-def client_address(request: Request) -> str | None:
-    """The address a request comes from, as the audit log records it.
-
-    For now the socket peer (``request.client.host``); behind a proxy that is the
-    proxy. This is the one place to swap for a function that honours trusted
-    proxies (``X-Forwarded-For``).
-    """
-    return request.client.host if request.client else None
 
 
 @dataclass(frozen=True)

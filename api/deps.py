@@ -3,6 +3,12 @@
 Which callers a route admits is declared with a rule of ``api.access``; this
 module only finds out who the caller is (``Who``: as the audit log names it).
 
+Failed authentications are counted per client address (``authfail:<address>``
+in ``api.ratelimit``): once an address has used up
+``APPFORGE_RATE_LIMIT__AUTH_FAILURES``, its requests with a key are 429 before
+the key is looked at, so keys cannot be guessed at speed. A known key is then
+counted in its own bucket, at its ``rate_limit`` or the server's rate.
+
 Authentication runs on the event loop when the token was looked up recently
 (``APPFORGE_AUTH__CACHE_SECONDS``) and in the thread pool otherwise, so an
 authenticated request costs no database round trip and no thread hop in the
@@ -18,10 +24,12 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.audit import Actor, client_address
+from api.audit import Actor
 from api.auth import Principal, authenticate, hash_token, verify_signature
 from api.errors import AuthError, ForbiddenError
-from api.state import api_state
+from api.proxies import client_address
+from api.ratelimit import Rate, RateLimitedError, note
+from api.state import ApiState, api_state
 from appforge.core import signing
 from appforge.core.db import utcnow
 
@@ -53,10 +61,36 @@ def presented_token(request: Request) -> str | None:
 
 
 async def _known_token(request: Request) -> Principal | None:
+    if not (request.headers.get("authorization") or request.headers.get("x-api-key")):
+        return None
+    state = api_state(request)
+    await _refuse_failing_address(request, state)
+    try:
+        principal = await _principal(request, state)
+    except AuthError:
+        await _count_failure(request, state)
+        raise
+    if principal is None:
+        return None
+    origin = request.headers.get("origin")
+    if principal.origins is not None and origin is not None and origin not in principal.origins:
+        raise ForbiddenError(
+            f"this key may not be used from the origin {origin}",
+            code="ORIGIN_FORBIDDEN",
+            details={"origin": origin},
+        )
+    # What the CORS middleware needs to know of the key (api.cors).
+    request.state.key_origins = principal.origins
+    request.state.key_apps = principal.apps
+    await _count_request(request, state, principal)
+    return principal
+
+
+async def _principal(request: Request, state: ApiState) -> Principal | None:
+    """The live token the request presents (None: it presents none); 401 otherwise."""
     value = presented_token(request)
     if value is None:
         return None
-    state = api_state(request)
     digest = hash_token(value)
     principal = state.tokens.get(digest)
     if principal is None:
@@ -74,14 +108,45 @@ async def _known_token(request: Request) -> Principal | None:
             code="TOKEN_EXPIRED",
             headers={"WWW-Authenticate": "Token"},
         )
-    origin = request.headers.get("origin")
-    if principal.origins is not None and origin is not None and origin not in principal.origins:
-        raise ForbiddenError(
-            f"this key may not be used from the origin {origin}",
-            code="ORIGIN_FORBIDDEN",
-            details={"origin": origin},
-        )
     return principal
+
+
+def _failure_bucket(request: Request, state: ApiState) -> tuple[str, Rate]:
+    address = client_address(request) or "unknown"
+    return "authfail:" + address, Rate.of(state.settings.rate_limit.auth_failures)
+
+
+async def _refuse_failing_address(request: Request, state: ApiState) -> None:
+    """429 if this address has failed to authenticate too often (counts nothing)."""
+    if state.limiter is None:
+        return
+    key, rate = _failure_bucket(request, state)
+    decision = await state.limiter.hit(key, rate, cost=0)
+    if decision is not None and not decision.allowed:
+        raise RateLimitedError(
+            decision,
+            f"too many failed authentications from this address: retry after "
+            f"{decision.retry_after} s",
+        )
+
+
+async def _count_failure(request: Request, state: ApiState) -> None:
+    if state.limiter is not None:
+        key, rate = _failure_bucket(request, state)
+        await state.limiter.hit(key, rate)
+
+
+async def _count_request(request: Request, state: ApiState, principal: Principal) -> None:
+    """Count the request in the key's bucket: its own ``rate_limit``, or the server's."""
+    if state.limiter is None:
+        return
+    rate = Rate.of(principal.rate_limit) if principal.rate_limit else None
+    decision = await state.limiter.hit("token:" + principal.id, rate)
+    if decision is None:
+        return
+    note(request.scope.setdefault("state", {}), decision)
+    if not decision.allowed:
+        raise RateLimitedError(decision)
 
 
 async def optional_token(

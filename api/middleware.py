@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id on every response, and the request body size limit.
+"""ASGI middleware: a request id on every response, the client's address, and the
+request body size limit.
 
 Written as plain ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass
 through untouched and client disconnects reach the endpoint.
@@ -14,16 +15,21 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import body_for
+from api.proxies import TrustedProxies, resolve_address
 
 _GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
 class RequestContextMiddleware:
-    """Give each request an id (the client's ``X-Request-ID`` if sane) and cap its body."""
+    """Give each request an id (the client's ``X-Request-ID`` if sane), work out its
+    client's address (``api.proxies``) and cap its body."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, proxies: TrustedProxies | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.proxies = proxies or TrustedProxies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,6 +43,7 @@ class RequestContextMiddleware:
                 declared = value.decode("latin-1")
         request_id = given if _GOOD_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        resolve_address(scope, self.proxies)
         limit = self.max_body_bytes
 
         message = f"request body is larger than {limit} bytes"

@@ -1,10 +1,21 @@
-"""Rate limits per token (per client IP without a token): a token bucket.
+"""Rate limits: a token bucket per caller, and the buckets the API keeps.
 
-Each caller has a bucket of ``burst`` requests that refills at
-``requests / window_seconds`` per second. Every limited response carries
-``X-RateLimit-Limit`` (the bucket size), ``X-RateLimit-Remaining`` and
-``X-RateLimit-Reset`` (the Unix time when the bucket is full again); a request
-that finds the bucket empty gets 429 ``RATE_LIMITED`` with ``Retry-After``.
+Each bucket holds ``burst`` requests and refills at ``requests / window`` per
+second. The buckets:
+
+- ``ip:<address>``: requests without a key, by client address
+  (``api.proxies.client_address``), at the server's rate;
+- ``token:<id>``: requests with a key, counted once the key is known
+  (``api.deps``), at the key's own ``rate_limit`` or the server's rate;
+- ``public:<app>:<address>``: runs of a public app without a key, at the app's
+  ``limits.public_rate`` or ``APPFORGE_RATE_LIMIT__PUBLIC_RATE``;
+- ``authfail:<address>``: failed authentications; when it is empty, requests
+  with a key from that address are 429 before the key is even looked at.
+
+Every limited response carries ``X-RateLimit-Limit`` (the bucket size),
+``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (the Unix time when the
+bucket is full again) of the tightest bucket it was counted in; a request that
+finds a bucket empty gets 429 ``RATE_LIMITED`` with ``Retry-After``.
 
 Buckets live in process memory by default. With ``APPFORGE_REDIS_URL`` they
 live in Redis, updated by one Lua script per request using Redis' clock, so
@@ -13,7 +24,6 @@ every API process shares the same limit.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -25,12 +35,39 @@ from typing import Protocol
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import body_for
-from appforge.core.settings import RateLimitSettings
+from api.errors import ApiError, body_for
+from api.proxies import scope_address
+from appforge.core.settings import RateLimitSettings, parse_rate
 
 log = logging.getLogger(__name__)
 
 EXEMPT = frozenset({"/api/health"})
+# Requests with a key under these paths are counted once the key is known (api.deps).
+COUNTED_AFTER_AUTH = ("/api/", "/v1/")
+_STATE_KEY = "ratelimit"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``requests`` refilled every ``window_seconds``, at most ``burst`` at once."""
+
+    requests: float
+    window_seconds: float
+    burst: int
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.window_seconds
+
+    @classmethod
+    def of(cls, text: str) -> Rate:
+        """``"30/minute"``: 30 at once, refilled over a minute."""
+        count, seconds = parse_rate(text)
+        return cls(count, seconds, count)
+
+    @classmethod
+    def default(cls, settings: RateLimitSettings) -> Rate:
+        return cls(settings.requests, settings.window_seconds, settings.burst)
 
 
 @dataclass(frozen=True)
@@ -69,7 +106,12 @@ def _decide(
 
 
 class Limiter(Protocol):
-    async def hit(self, key: str) -> Decision | None: ...
+    settings: RateLimitSettings
+
+    async def hit(self, key: str, rate: Rate | None = None, cost: int = 1) -> Decision | None:
+        """Take ``cost`` requests (0: only look) from ``key``'s bucket at ``rate``
+        (default: the server's); None when the limiter cannot tell (not limiting)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -88,39 +130,41 @@ class MemoryLimiter:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
     ) -> None:
-        self.rate = settings.requests / settings.window_seconds
-        self.burst = settings.burst
+        self.settings = settings
+        self.rate = Rate.default(settings)
         self.clock = clock
         self.wall_clock = wall_clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, tuple[float, float, Rate]] = {}
         self._lock = threading.Lock()
 
-    async def hit(self, key: str) -> Decision:
+    async def hit(self, key: str, rate: Rate | None = None, cost: int = 1) -> Decision:
+        rate = rate or self.rate
         now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            tokens, last, _ = self._buckets.get(key, (float(rate.burst), now, rate))
+            tokens = min(float(rate.burst), tokens + (now - last) * rate.per_second)
             allowed = tokens >= 1
             if allowed:
-                tokens -= 1
-            self._buckets[key] = (tokens, now)
+                tokens -= cost
+            self._buckets[key] = (tokens, now, rate)
             if len(self._buckets) > 100_000:  # forget full buckets: they hold no state
                 self._buckets = {
                     k: v
                     for k, v in self._buckets.items()
-                    if v[0] + (now - v[1]) * self.rate < self.burst
+                    if v[0] + (now - v[1]) * v[2].per_second < v[2].burst
                 }
-        return _decide(tokens, allowed, self.rate, self.burst, self.wall_clock)
+        return _decide(tokens, allowed, rate.per_second, rate.burst, self.wall_clock)
 
     async def close(self) -> None:
         return None
 
 
-# KEYS[1] = bucket; ARGV = rate per second, burst. Redis' own clock keeps
+# KEYS[1] = bucket; ARGV = rate per second, burst, cost (0: only look). Redis' own clock keeps
 # processes on different hosts consistent.
 _SCRIPT = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -129,7 +173,7 @@ local ts = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local allowed = 0
 if tokens >= 1 then
-  tokens = tokens - 1
+  tokens = tokens - cost
   allowed = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
@@ -144,20 +188,21 @@ class RedisLimiter:
     def __init__(self, settings: RateLimitSettings, url: str) -> None:
         import redis.asyncio as aioredis
 
-        self.rate = settings.requests / settings.window_seconds
-        self.burst = settings.burst
+        self.settings = settings
+        self.rate = Rate.default(settings)
         self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._script = self._redis.register_script(_SCRIPT)
 
-    async def hit(self, key: str) -> Decision | None:
+    async def hit(self, key: str, rate: Rate | None = None, cost: int = 1) -> Decision | None:
+        rate = rate or self.rate
         try:
             allowed, tokens = await self._script(
-                keys=[f"appforge:ratelimit:{key}"], args=[self.rate, self.burst]
+                keys=[f"appforge:ratelimit:{key}"], args=[rate.per_second, rate.burst, cost]
             )
         except Exception as exc:  # Redis down: serve unlimited rather than fail every call
             log.warning("rate limiter unavailable, not limiting: %s", type(exc).__name__)
             return None
-        return _decide(float(tokens), bool(int(allowed)), self.rate, self.burst)
+        return _decide(float(tokens), bool(int(allowed)), rate.per_second, rate.burst)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -169,18 +214,37 @@ def make_limiter(settings: RateLimitSettings, redis_url: str | None) -> Limiter:
     return MemoryLimiter(settings)
 
 
-def caller_key(scope: Scope) -> str:
-    """The token's hash when one is sent, else the client's IP address."""
-    for name, value in scope["headers"]:
-        if name in (b"authorization", b"x-api-key") and value.strip():
-            secret = value.split(b" ", 1)[-1].strip()
-            return "token:" + hashlib.sha256(secret).hexdigest()[:32]
-    client = scope.get("client")
-    return "ip:" + (client[0] if client else "unknown")
+class RateLimitedError(ApiError):
+    """429 ``RATE_LIMITED``: a bucket is empty (with ``Retry-After`` and ``X-RateLimit-*``)."""
+
+    code = "RATE_LIMITED"
+    status_code = 429
+
+    def __init__(self, decision: Decision, message: str | None = None) -> None:
+        super().__init__(
+            message or f"too many requests: retry after {decision.retry_after} s",
+            details={"limit": decision.limit, "retry_after": decision.retry_after},
+            headers=decision.headers(),
+        )
+
+
+def note(state: dict[str, object], decision: Decision) -> None:
+    """Remember a request's decision for its response headers: the tightest bucket wins."""
+    seen = state.get(_STATE_KEY)
+    if not isinstance(seen, Decision) or decision.remaining < seen.remaining:
+        state[_STATE_KEY] = decision
+
+
+def _has_key(scope: Scope) -> bool:
+    return any(
+        name in (b"authorization", b"x-api-key") and value.strip()
+        for name, value in scope["headers"]
+    )
 
 
 class RateLimitMiddleware:
-    """Count each request against its caller's bucket; 429 when it is empty."""
+    """Count each request without a key against its address's bucket (429 when it is
+    empty), and give every response the ``X-RateLimit-*`` headers of its tightest bucket."""
 
     def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
         self.app = app
@@ -190,29 +254,29 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return
-        decision = await self.limiter.hit(caller_key(scope))
-        if decision is None:
-            await self.app(scope, receive, send)
-            return
-        headers = decision.headers()
-        if not decision.allowed:
-            request_id = str(scope.get("state", {}).get("request_id", ""))
-            body = body_for(
-                scope["path"],
-                429,
-                "RATE_LIMITED",
-                f"too many requests: retry after {decision.retry_after} s",
-                {"limit": decision.limit, "retry_after": decision.retry_after},
-                request_id,
-            )
-            response = JSONResponse(body, status_code=429, headers=headers)
-            await response(scope, receive, send)
-            return
-        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        state = scope.setdefault("state", {})
+        if not (_has_key(scope) and scope["path"].startswith(COUNTED_AFTER_AUTH)):
+            address = scope_address(scope) or "unknown"
+            decision = await self.limiter.hit("ip:" + address)
+            if decision is not None:
+                note(state, decision)
+                if not decision.allowed:
+                    error = RateLimitedError(decision)
+                    request_id = str(state.get("request_id", ""))
+                    body = body_for(
+                        scope["path"], 429, error.code, error.message, error.details, request_id
+                    )
+                    response = JSONResponse(body, status_code=429, headers=error.headers)
+                    await response(scope, receive, send)
+                    return
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + raw
+            decision = state.get(_STATE_KEY)
+            if message["type"] == "http.response.start" and isinstance(decision, Decision):
+                raw = list(message.get("headers", []))
+                if not any(k.lower() == b"x-ratelimit-limit" for k, _ in raw):
+                    raw += [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+                message["headers"] = raw
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.audit import AuditRetention
 from api.auth import TokenCache
+from api.cors import OriginPolicies
 from api.ratelimit import Limiter
 from api.webhook_delivery import WebhookDispatcher
 from appforge.core.settings import Settings
@@ -37,6 +38,7 @@ class ApiState:
     executor: ThreadPoolExecutor  # runs execute here, off the event loop
     tokens: TokenCache
     limiter: Limiter | None
+    origins: OriginPolicies  # apps' origins and public rates, runner keys' origins
 
     @property
     def settings(self) -> Settings:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
+
+from appforge.core.settings import ORIGIN_PATTERN, RATE_PATTERN
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # Names that templates see besides inputs and step ids; steps may not take them.
@@ -119,10 +121,21 @@ Step = Annotated[LlmStep | RetrieveStep, Field(discriminator="kind")]
 
 
 class AppLimits(_Strict):
-    """Per-app limits; each may only tighten the server's own."""
+    """Per-app limits; each may only tighten the server's own, but ``public_rate``,
+    which replaces the server's default for this app."""
 
     max_active_runs: int | None = Field(default=None, ge=1, description="Runs at once.")
     timeout_seconds: float | None = Field(default=None, gt=0, description="Time per run.")
+    public_rate: str | None = Field(
+        default=None,
+        pattern=RATE_PATTERN,
+        description='Runs without a token per client address, e.g. "30/minute" '
+        "(second, minute, hour, day).",
+    )
+
+
+# Browsers send the host in lower case; so is it kept, or it would never match.
+Origin = Annotated[str, Field(pattern=ORIGIN_PATTERN, max_length=300), AfterValidator(str.lower)]
 
 
 class AppUI(_Strict):
@@ -189,6 +202,12 @@ class AppDocument(_Strict):
     )
     output: dict[Annotated[str, Field(pattern=IDENT)], str] = Field(
         default_factory=dict, min_length=1, description="Required unless the app names a flow."
+    )
+    origins: list[Origin] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Browser origins (scheme://host[:port]) that may run the app from "
+        "their pages (CORS).",
     )
     limits: AppLimits = Field(default_factory=AppLimits)
     ui: AppUI = Field(default_factory=AppUI)

@@ -20,12 +20,15 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from api.access import AppRunCaller, AppRunsReader, OwnReader
 from api.auth import Principal
 from api.deps import DbSession
 from api.errors import ApiError, NotFoundError, error_body, request_id_of
 from api.openapi import streamed_responses
+from api.proxies import client_address
+from api.ratelimit import Rate, RateLimitedError, note
 from api.routes.apps import get_app_row
 from api.state import ApiState, State
 from api.streaming import Encoder, RunBridge, is_end, wants_sse
@@ -152,6 +155,8 @@ async def run_app_in_session_route(
 
 
 async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Response:
+    if run_request.caller is None:
+        await _count_public_run(request, state, run_request.app_uuid)
     cancel = threading.Event()
     if run_request.stream:
         return await _stream(request, state, run_request, cancel)
@@ -166,6 +171,27 @@ async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Re
         "run": _summary(finished),
     }
     return JSONResponse(content)
+
+
+async def _count_public_run(request: Request, state: ApiState, app_uuid: str) -> None:
+    """Count a run without a token in its address's bucket for this app: the app's
+    ``limits.public_rate``, or the server's. 429 (nothing stored) when it is empty."""
+    if state.limiter is None:
+        return
+    policy = await run_in_threadpool(state.origins.app, app_uuid)
+    if policy is None or not policy.public:
+        return  # the run service answers: no such app (404), or not public (401)
+    rate = Rate.of(policy.public_rate or state.settings.rate_limit.public_rate)
+    address = client_address(request) or "unknown"
+    decision = await state.limiter.hit(f"public:{app_uuid}:{address}", rate)
+    if decision is None:
+        return
+    note(request.scope.setdefault("state", {}), decision)
+    if not decision.allowed:
+        raise RateLimitedError(
+            decision,
+            f"too many runs of this app from this address: retry after {decision.retry_after} s",
+        )
 
 
 async def _stream(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.access import OwnWriter, SessionReader
 from api.auth import Principal
+from api.cors import about_app
 from api.deps import DbSession
 from api.errors import NotFoundError
 from runs.service import ANONYMOUS
@@ -55,9 +56,12 @@ def _get(db: DbSession, session_id: str, token: Principal | None) -> ChatSession
 
 
 @router.get("/{session_id}", response_model=SessionPublic)
-def get_session_route(session_id: str, db: DbSession, token: SessionReader) -> SessionPublic:
+def get_session_route(
+    request: Request, session_id: str, db: DbSession, token: SessionReader
+) -> SessionPublic:
     """A session with its finished turns, oldest first."""
     session = _get(db, session_id, token)
+    about_app(request, session.app_uuid)
     turns = db.scalars(select(Turn).where(Turn.session_id == session_id).order_by(Turn.n))
     return SessionPublic(
         id=session.id,

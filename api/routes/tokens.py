@@ -19,14 +19,15 @@ from api.deps import DbSession, Who
 from api.errors import ApiError, NotFoundError
 from api.state import State
 from api.tables import Token
+from appforge.core.settings import ORIGIN_PATTERN, RATE_PATTERN
 from runs.tables import App
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"])
 
 
 Role = Literal["admin", "editor", "viewer", "runner"]
-_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
-_RATE = re.compile(r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$")
+_ORIGIN = re.compile(ORIGIN_PATTERN)
+_RATE = re.compile(RATE_PATTERN)
 
 
 class TokenCreate(BaseModel):
@@ -73,6 +74,7 @@ class TokenCreate(BaseModel):
             bad = [o for o in self.origins if not _ORIGIN.match(o)]
             if bad:
                 raise ValueError(f"an origin is scheme://host[:port], got {bad[0]!r}")
+            self.origins = [o.lower() for o in self.origins]
         if self.rate_limit is not None and not _RATE.match(self.rate_limit):
             raise ValueError('rate_limit is "<n>/<second|minute|hour|day>", e.g. "60/minute"')
         if self.expires_at is not None:

@@ -246,7 +246,9 @@ def _api(
         embedder=obj.get("embedder"),
         flows={flow.name: flow} if flow is not None else None,
     )
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -48,6 +48,9 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool) -> None
             port=port,
             workers=workers,
             log_level=config.log_level.lower(),
+            # uvicorn would believe X-Forwarded-For from 127.0.0.1 on its own; the
+            # API decides whom to believe (APPFORGE_TRUSTED_PROXIES, api.proxies).
+            proxy_headers=False,
         )
     finally:
         if ui is not None:

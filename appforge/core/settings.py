@@ -8,11 +8,29 @@ environment at import time. Nested sections use ``__`` in variable names, e.g.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A request rate as written in settings, app documents and tokens: "30/minute".
+RATE_PATTERN = r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$"
+_RATE_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+# A browser origin: scheme://host[:port], no path (the host may be [an IPv6 address]).
+ORIGIN_PATTERN = r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$"
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"30/minute"`` as (requests, window seconds); ValueError if it is not one."""
+    if not re.match(RATE_PATTERN, text):
+        raise ValueError(
+            f'a rate is "<n>/<second|minute|hour|day>", e.g. "30/minute"; got {text!r}'
+        )
+    count, _, unit = text.partition("/")
+    return int(count), _RATE_SECONDS[unit]
 
 
 def _default_home() -> Path:
@@ -187,6 +205,40 @@ class RateLimitSettings(BaseModel):
     requests: int = Field(default=600, ge=1, description="Requests refilled per window.")
     window_seconds: float = Field(default=60.0, gt=0, description="The refill window.")
     burst: int = Field(default=120, ge=1, description="Bucket size: requests allowed at once.")
+    public_rate: str = Field(
+        default="30/minute",
+        pattern=RATE_PATTERN,
+        description="Runs of one public app by one client address without a token, unless "
+        "the app sets its own `limits.public_rate`.",
+    )
+    auth_failures: str = Field(
+        default="20/minute",
+        pattern=RATE_PATTERN,
+        description="Failed authentications (unknown, revoked, expired or malformed keys) "
+        "allowed per client address; beyond them requests with a key are 429 before the key "
+        "is checked.",
+    )
+
+
+class CorsSettings(BaseModel):
+    """Browsers on other origins: which may call the whole API."""
+
+    origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) allowed to call every endpoint from a "
+        "browser, e.g. a builder on another host; apps and runner keys list their own.",
+    )
+    max_age_seconds: int = Field(
+        default=600, ge=0, le=86400, description="How long browsers may cache a preflight answer."
+    )
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if not re.match(ORIGIN_PATTERN, o)]
+        if bad:
+            raise ValueError(f"an origin is scheme://host[:port], got {bad[0]!r}")
+        return [o.lower() for o in value]
 
 
 class AuthSettings(BaseModel):
@@ -278,6 +330,12 @@ class Settings(BaseSettings):
         default=None,
         description="Redis URL; when set, rate-limit buckets are shared by all API processes.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='Networks (CIDRs, e.g. ["10.0.0.0/8"]) of reverse proxies whose '
+        "X-Forwarded-For is believed; from anywhere else the socket peer is the client.",
+    )
+    cors: CorsSettings = Field(default_factory=CorsSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     chroma_url: str | None = Field(
@@ -297,6 +355,16 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"provider name {name!r} is taken or invalid (not local/openai, no ':')"
                 )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {cidr!r} is not an address or CIDR") from None
         return value
 
     def resolved_database_url(self) -> str:

@@ -223,7 +223,7 @@ def test_access_anonymous_sessions_are_capabilities(setup: dict[str, Any], creat
     first = client.post(url, json=body, headers=nobody)
     assert first.status_code == 200, first.text
     sid = first.json()["session"]["id"]
-    assert len(sid) >= 32  # server-made: 192 random bits, url-safe
+    assert len(sid) >= 32  # server-made: 190 random bits, letters and digits
     # Its id is the key to continue it ...
     assert client.post(f"{url}/{sid}", json=body, headers=nobody).status_code == 200
     # ... but nobody can choose an id, nor continue a session a token made.

@@ -361,8 +361,8 @@ PROBLEMS = [
                 "colour",
                 10,
                 "unknown key 'colour'; allowed keys: "
-                "version, name, description, type, public, flow, input, steps, output, limits,"
-                " ui, openai",
+                "version, name, description, type, public, flow, input, steps, output, origins, "
+                "limits, ui, openai",
             ),
         ],
         id="unknown-key-points-at-the-key-line",
