@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.audit import Actor, client_address
-from api.auth import Principal, authenticate, hash_token, verify_signature
+from api.auth import Principal, authenticate, verify_signature
 from api.errors import AuthError, ForbiddenError
 from api.state import api_state
 from appforge.core import signing
@@ -57,10 +57,10 @@ async def _known_token(request: Request) -> Principal | None:
     if value is None:
         return None
     state = api_state(request)
-    digest = hash_token(value)
+    digest = state.key.hash_token(value)
     principal = state.tokens.get(digest)
     if principal is None:
-        principal = await run_in_threadpool(authenticate, state.db, value)
+        principal = await run_in_threadpool(authenticate, state.db, value, state.key)
         if principal is None:
             raise AuthError(
                 "the token is unknown or revoked",

@@ -17,6 +17,7 @@ from api.audit import AuditRetention
 from api.auth import TokenCache
 from api.ratelimit import Limiter
 from api.webhook_delivery import WebhookDispatcher
+from appforge.core.keys import ServerKey
 from appforge.core.settings import Settings
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
@@ -41,6 +42,10 @@ class ApiState:
     @property
     def settings(self) -> Settings:
         return self.services.settings
+
+    @property
+    def key(self) -> ServerKey:
+        return self.services.key
 
     @property
     def db(self) -> sessionmaker[Session]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from appforge.cli.root import load_settings, main, open_db, report_error
+from appforge.cli.root import load_settings, main, open_home, report_error
 
 if TYPE_CHECKING:
     from appforge.client import Client
@@ -214,21 +214,22 @@ def _through_api(obj: dict[str, Any], app_file: Path, how: _ApiRun) -> None:
 def _admin_token(app_file: Path) -> Iterator[tuple[str, bool]]:
     """The server's admin token, or one made for this command and revoked when it ends."""
     from api.auth import TokenSpec, create_token, revoke_token
-    from appforge.core.db import transaction
+    from appforge.core.db import session_factory, transaction
 
     settings = load_settings()
     if settings.admin_token is not None:
         yield settings.admin_token.get_secret_value(), False
         return
-    db = open_db()
+    engine, key = open_home(settings)
+    db = session_factory(engine)
     with transaction(db) as session:
         spec = TokenSpec(f"appforge run {app_file.name}", role="admin")
-        row, token = create_token(session, spec)
+        issued = create_token(session, spec, key)
     try:
-        yield token, True
+        yield issued.value, True
     finally:
         with transaction(db) as session:
-            revoke_token(session, row.id)
+            revoke_token(session, issued.row.id)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from appforge.core.db import load_tables, make_engine, migrate, normalize_url, utcnow
+from appforge.core.keys import ServerKey
 
 
 def test_migrations_match_models(backend: str | None, tmp_path: Path):
@@ -90,8 +91,10 @@ def fresh_url(backend: str | None, tmp_path: Path) -> Iterator[str]:
 def test_token_roles_migration_keeps_existing_tokens_working(fresh_url: str):
     from alembic import command
 
-    from api.auth import authenticate, hash_token
+    from api.auth import authenticate
     from appforge.core.db import alembic_config, session_factory
+
+    key = ServerKey("test-server-key-for-the-roles-migration", "test")
 
     engine = make_engine(fresh_url)
     with engine.begin() as conn:  # the schema as it was before roles
@@ -108,13 +111,13 @@ def test_token_roles_migration_keeps_existing_tokens_working(fresh_url: str):
                     ":admin, false, :now)"
                 ),
                 {
-                    "id": f"t{n}", "name": f"old {n}", "hash": hash_token(value),
+                    "id": f"t{n}", "name": f"old {n}", "hash": key.legacy_hash(value),
                     "prefix": value[:10], "admin": admin, "now": utcnow(),
                 },
             )  # fmt: skip
-    migrate(engine)
+    migrate(engine, key)
     factory = session_factory(engine)
-    admin, user = (authenticate(factory, value) for value in old)
+    admin, user = (authenticate(factory, value, key) for value in old)
     engine.dispose()
     assert admin is not None and (admin.role, admin.is_admin, admin.apps) == ("admin", True, None)
     assert user is not None and (user.role, user.is_admin) == ("editor", False)
