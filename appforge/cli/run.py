@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from appforge.cli.root import load_settings, main, open_home, report_error
+from appforge.cli.root import fail, load_settings, main, open_home, report_error
 
 if TYPE_CHECKING:
     from appforge.client import Client
@@ -113,16 +113,20 @@ def _run_here(
     obj: dict[str, Any], doc: AppDocument, flow: Flow | None, values: dict[str, Any], as_json: bool
 ) -> Outcome:
     """Run ``doc`` through this process's run service, printing its output as it comes."""
+    from appforge.core.keys import SecretKeyError
     from apps_yaml.errors import InputInvalidError
     from runs.service import RunService
     from runs.services import Services
 
-    services = Services.open(
-        load_settings(),
-        providers=obj.get("providers"),
-        embedder=obj.get("embedder"),
-        flows={flow.name: flow} if flow else None,
-    )
+    try:
+        services = Services.open(
+            load_settings(),
+            providers=obj.get("providers"),
+            embedder=obj.get("embedder"),
+            flows={flow.name: flow} if flow else None,
+        )
+    except SecretKeyError as exc:
+        fail(exc.code, exc.message)
     try:
         try:
             events = RunService(services).run_document(doc, values)
