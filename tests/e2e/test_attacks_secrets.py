@@ -132,14 +132,9 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_legacy_home_is_private_encrypted_and_keeps_working(
-    start_server: Start, tmp_path: Path, receiver: Receiver, open_umask: None
-):
-    home, legacy = _legacy_home(tmp_path, receiver)
-    server = start_server(_env(home, legacy))
-    base = server.base
-
-    # Old tokens authenticate: the admin token, an editor token, a signed token.
+def _old_credentials_work(base: str, legacy: LegacySecrets, receiver: Receiver) -> None:
+    """The admin, editor and signed tokens authenticate; the old webhook delivers,
+    signed with its original secret."""
     admin = {"Authorization": f"Token {legacy.admin_token}"}
     assert httpx.get(f"{base}/api/tokens/me", headers=admin, timeout=30).status_code == 200
     editor = httpx.get(
@@ -150,8 +145,6 @@ def test_legacy_home_is_private_encrypted_and_keeps_working(
     assert signed.status_code == 200, signed.text
     forged = _signed_get(base, legacy.signed_token, "afs_guess", "/api/tokens/me")
     assert forged.status_code == 401 and forged.json()["error"]["code"] == "SIGNATURE_INVALID"
-
-    # The old webhook delivers, signed with its original secret.
     uc = httpx.post(f"{base}/api/v1/use-cases", json={"name": "S"}, headers=admin, timeout=30)
     made = httpx.post(
         f"{base}/api/v1/use-cases/{uc.json()['id']}/prompts",
@@ -162,7 +155,11 @@ def test_legacy_home_is_private_encrypted_and_keeps_working(
     assert made.status_code == 201, made.text
     assert poll_until(lambda: receiver.valid) == [True]
 
-    # A new webhook and a new signed token are stored encrypted too.
+
+def _new_secrets(base: str, legacy: LegacySecrets, receiver: Receiver) -> list[str]:
+    """Make a webhook and a signed token now; their plain secrets (and the token's
+    unkeyed hash), after checking the new token signs requests."""
+    admin = {"Authorization": f"Token {legacy.admin_token}"}
     hook = httpx.post(
         f"{base}/api/webhooks",
         json={"url": receiver.url, "events": ["app.updated"], "secret": "new-hook-secret-1"},
@@ -176,13 +173,21 @@ def test_legacy_home_is_private_encrypted_and_keeps_working(
         headers=admin,
         timeout=30,
     ).json()
-    plain = [*legacy.plain(), "new-hook-secret-1", new["signing_secret"]]
-    plain.append(hashlib.sha256(new["token"].encode()).hexdigest())
-    stored = _raw_secrets(home)
-    assert not set(stored) & set(plain)
-    assert not any(p in s for s in stored for p in plain)
     ok = _signed_get(base, new["token"], new["signing_secret"], "/api/tokens/me")
     assert ok.status_code == 200
+    unkeyed = hashlib.sha256(new["token"].encode()).hexdigest()
+    return ["new-hook-secret-1", new["signing_secret"], unkeyed]
+
+
+def test_legacy_home_is_private_encrypted_and_keeps_working(
+    start_server: Start, tmp_path: Path, receiver: Receiver, open_umask: None
+):
+    home, legacy = _legacy_home(tmp_path, receiver)
+    server = start_server(_env(home, legacy))
+    _old_credentials_work(server.base, legacy, receiver)
+    plain = [*legacy.plain(), *_new_secrets(server.base, legacy, receiver)]
+    stored = _raw_secrets(home)
+    assert not any(p in s for s in stored for p in plain)
 
     # Files: the home 0700; the database, its WAL files and the key file 0600.
     assert _mode(home) == 0o700
