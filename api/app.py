@@ -153,11 +153,13 @@ def _open(
     """Open everything the routes share (blocking: run off the event loop)."""
     services = Services.open(settings, providers=providers, embedder=embedder, flows=flows)
     if settings.admin_token is not None:
-        ensure_admin_token(services.db, settings.admin_token.get_secret_value(), "admin")
+        ensure_admin_token(
+            services.db, settings.admin_token.get_secret_value(), "admin", services.key
+        )
     # Opens Chroma (files or server); the embedding model loads on first use.
     ingestion = IngestionQueue(services.datasources)
     ingestion.start(settings.datasources.workers)
-    webhooks = WebhookDispatcher(services.db, settings)
+    webhooks = WebhookDispatcher(services.db, settings, services.key)
     webhooks.start(settings.webhooks.workers)
     retention = AuditRetention(services.db, settings.audit.retention_days)
     retention.start()

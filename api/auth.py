@@ -1,9 +1,16 @@
 """API tokens, and the signatures of requests made with tokens that require them.
 
-Tokens are created once, shown once, stored as a SHA-256 hash.
+Tokens are created once, shown once, stored as a keyed hash: HMAC-SHA256 with
+a key derived from the server key (``appforge.core.keys``), so a copy of the
+database (or a backup) does not let anyone test guesses of an operator-chosen
+``APPFORGE_ADMIN_TOKEN`` offline. Generated tokens are 256-bit random strings,
+so a fast hash is enough: there is nothing a slow KDF would protect.
 
-Tokens are 256-bit random strings, so a fast hash is enough: there is nothing
-to brute-force that a slow KDF would protect.
+Tokens made before migration 0008 are stored with a plain SHA-256
+(``hash_scheme = "sha256"``). They keep working: authentication also looks up
+the legacy hash of the presented token, and on the first success stores its
+keyed hash instead (only possible then, since that needs the token itself).
+Signing secrets are stored encrypted with the server key.
 
 Signed requests (HMAC-SHA256 with a timestamp), for tokens that require them:
 
@@ -23,7 +30,6 @@ until their timestamp leaves the window, so every API process sees them.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import threading
@@ -32,22 +38,20 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import AuthError
 from api.tables import Token, UsedSignature
 from appforge.core.db import transaction, utcnow
+from appforge.core.keys import HMAC_SCHEME, LEGACY_SCHEME, ServerKey
 from appforge.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 PREFIX = "af_"
 _TOUCH_EVERY = timedelta(minutes=1)
-
-
-def hash_token(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 ROLES = ("admin", "editor", "viewer", "runner")
@@ -66,19 +70,30 @@ class TokenSpec:
     require_signature: bool = False
 
 
-def create_token(db: Session, spec: TokenSpec) -> tuple[Token, str]:
-    """Store a new token; returns the row and the secret value (never stored).
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token just made: its row, and the secrets shown once (never stored in clear)."""
 
-    With ``require_signature`` the token also gets a signing secret
-    (``token.signing_secret``), and every request must be signed with it.
+    row: Token
+    value: str
+    signing_secret: str | None
+
+
+def create_token(db: Session, spec: TokenSpec, key: ServerKey) -> IssuedToken:
+    """Store a new token (its keyed hash); returns the row and the secret value.
+
+    With ``require_signature`` the token also gets a signing secret, stored
+    encrypted, and every request must be signed with it.
     """
     if spec.role not in ROLES:
         raise ValueError(f"unknown role {spec.role!r}")
     value = PREFIX + secrets.token_urlsafe(32)
+    signing_secret = ("afs_" + secrets.token_urlsafe(32)) if spec.require_signature else None
     token = Token(
         id=str(uuid.uuid4()),
         name=spec.name,
-        token_hash=hash_token(value),
+        token_hash=key.hash_token(value),
+        hash_scheme=HMAC_SCHEME,
         prefix=value[:10],
         role=spec.role,
         apps=spec.apps,
@@ -86,20 +101,31 @@ def create_token(db: Session, spec: TokenSpec) -> tuple[Token, str]:
         expires_at=spec.expires_at,
         rate_limit=spec.rate_limit,
         require_signature=spec.require_signature,
-        signing_secret=("afs_" + secrets.token_urlsafe(32)) if spec.require_signature else None,
+        signing_secret=key.encrypt(signing_secret) if signing_secret is not None else None,
         created_at=utcnow(),
     )
     db.add(token)
     db.flush()
-    return token, value
+    return IssuedToken(token, value, signing_secret)
 
 
-def ensure_admin_token(factory: sessionmaker[Session], value: str, name: str) -> None:
-    """Make sure an admin token with this exact value exists (``APPFORGE_ADMIN_TOKEN``)."""
-    digest = hash_token(value)
+def _matching(key: ServerKey, value: str) -> Any:
+    """The WHERE clause finding a token by its keyed hash, or by its legacy hash."""
+    return or_(
+        Token.token_hash == key.hash_token(value),
+        and_(Token.token_hash == key.legacy_hash(value), Token.hash_scheme == LEGACY_SCHEME),
+    )
+
+
+def ensure_admin_token(
+    factory: sessionmaker[Session], value: str, name: str, key: ServerKey
+) -> None:
+    """Make sure an admin token with this exact value exists (``APPFORGE_ADMIN_TOKEN``),
+    stored with its keyed hash (a legacy SHA-256 row of it is upgraded)."""
     with transaction(factory) as db:
-        existing = db.scalar(select(Token).where(Token.token_hash == digest))
+        existing = db.scalar(select(Token).where(_matching(key, value)))
         if existing is not None:
+            existing.token_hash, existing.hash_scheme = key.hash_token(value), HMAC_SCHEME
             existing.revoked_at = None
             existing.role = "admin"
             existing.apps = existing.origins = existing.expires_at = None
@@ -108,7 +134,8 @@ def ensure_admin_token(factory: sessionmaker[Session], value: str, name: str) ->
             Token(
                 id=str(uuid.uuid4()),
                 name=name,
-                token_hash=digest,
+                token_hash=key.hash_token(value),
+                hash_scheme=HMAC_SCHEME,
                 prefix=value[:10],
                 role="admin",
                 created_at=utcnow(),
@@ -182,18 +209,23 @@ class TokenCache:
             self._entries.clear()
 
 
-def authenticate(factory: sessionmaker[Session], value: str) -> Principal | None:
+def authenticate(factory: sessionmaker[Session], value: str, key: ServerKey) -> Principal | None:
     """The token with this value unless revoked, or None: one indexed query (and, at
-    most once a minute per token, an update of its ``last_used_at``). Whether it has
-    expired is the caller's check (``Principal.expired``), also for cached ones."""
-    digest = hash_token(value)
+    most once a minute per token, an update of its ``last_used_at``; once, the
+    upgrade of a legacy hash). Whether it has expired is the caller's check
+    (``Principal.expired``), also for cached ones."""
     with factory() as db:
-        row = db.execute(select(*_PRINCIPAL_COLUMNS).where(Token.token_hash == digest)).first()
+        row = db.execute(select(*_PRINCIPAL_COLUMNS).where(_matching(key, value))).first()
         if row is None or row.revoked_at is not None:
             return None
         now = utcnow()
+        changes: dict[str, Any] = {}
+        if row.hash_scheme != HMAC_SCHEME:
+            changes.update(token_hash=key.hash_token(value), hash_scheme=HMAC_SCHEME)
         if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
-            db.execute(update(Token).where(Token.id == row.id).values(last_used_at=now))
+            changes["last_used_at"] = now
+        if changes:
+            db.execute(update(Token).where(Token.id == row.id).values(**changes))
             db.commit()
     return Principal(
         id=row.id,
@@ -204,7 +236,7 @@ def authenticate(factory: sessionmaker[Session], value: str) -> Principal | None
         rate_limit=row.rate_limit,
         expires_at=row.expires_at,
         require_signature=row.require_signature,
-        signing_secret=row.signing_secret,
+        signing_secret=key.decrypt(row.signing_secret) if row.signing_secret else None,
     )
 
 
@@ -218,6 +250,7 @@ _PRINCIPAL_COLUMNS = (
     Token.rate_limit,
     Token.require_signature,
     Token.signing_secret,
+    Token.hash_scheme,
     Token.last_used_at,
     Token.revoked_at,
 )

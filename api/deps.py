@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.audit import Actor
-from api.auth import Principal, authenticate, hash_token, verify_signature
+from api.auth import Principal, authenticate, verify_signature
 from api.errors import AuthError, ForbiddenError
 from api.proxies import client_address
 from api.ratelimit import Rate, RateLimitedError, note
@@ -91,10 +91,10 @@ async def _principal(request: Request, state: ApiState) -> Principal | None:
     value = presented_token(request)
     if value is None:
         return None
-    digest = hash_token(value)
+    digest = state.key.hash_token(value)
     principal = state.tokens.get(digest)
     if principal is None:
-        principal = await run_in_threadpool(authenticate, state.db, value)
+        principal = await run_in_threadpool(authenticate, state.db, value, state.key)
         if principal is None:
             raise AuthError(
                 "the token is unknown or revoked",

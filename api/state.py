@@ -18,6 +18,7 @@ from api.auth import TokenCache
 from api.cors import OriginPolicies
 from api.ratelimit import Limiter
 from api.webhook_delivery import WebhookDispatcher
+from appforge.core.keys import ServerKey
 from appforge.core.settings import Settings
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
@@ -43,6 +44,10 @@ class ApiState:
     @property
     def settings(self) -> Settings:
         return self.services.settings
+
+    @property
+    def key(self) -> ServerKey:
+        return self.services.key
 
     @property
     def db(self) -> sessionmaker[Session]:

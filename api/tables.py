@@ -16,7 +16,11 @@ class Token(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    # hex HMAC-SHA256 of the token with a key derived from the server key
+    # (hash_scheme "hmac-sha256"); tokens made before migration 0008 keep their
+    # plain SHA-256 ("sha256") until their first use upgrades them.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash_scheme: Mapped[str] = mapped_column(String(16), default="hmac-sha256")
     prefix: Mapped[str] = mapped_column(String(16))
     # admin | editor | viewer | runner (see api/access.py for what each may do).
     role: Mapped[str] = mapped_column(String(16))
@@ -27,10 +31,11 @@ class Token(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     rate_limit: Mapped[str | None] = mapped_column(String(32), nullable=True)  # "60/minute"
     # When set, every request with this token must carry an HMAC signature
-    # made with this secret (see appforge/core/signing.py). Kept in clear: the server
-    # must compute the same HMAC.
+    # made with this secret (see appforge/core/signing.py). Stored encrypted with
+    # the server key ("fernet:..."; appforge/core/keys.py): the server must
+    # compute the same HMAC, so it is encrypted, not hashed.
     require_signature: Mapped[bool] = mapped_column(Boolean, default=False)
-    signing_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    signing_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -53,8 +58,9 @@ class Webhook(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[list[str]] = mapped_column(JSON)
-    # Kept in clear (write-only through the API): the sender must compute the HMAC.
-    secret: Mapped[str] = mapped_column(String(200))
+    # Write-only through the API; stored encrypted with the server key
+    # ("fernet:..."), since the sender must compute the HMAC with it.
+    secret: Mapped[str] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

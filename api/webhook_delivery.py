@@ -14,6 +14,8 @@ Each request carries::
     X-Appforge-Timestamp: <unix seconds>
     X-Appforge-Signature: sha256=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>
 
+The secret is stored encrypted with the server key and decrypted per attempt.
+
 A row claimed for a paused webhook is not sent: it ends as ``skipped``. The
 first worker thread of each process also deletes finished deliveries older than
 ``webhooks.retention_days`` (:meth:`WebhookDispatcher.purge`), in batches.
@@ -34,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.tables import Webhook, WebhookDelivery
 from appforge.core.db import transaction, utcnow
+from appforge.core.keys import SecretKeyError, ServerKey
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
 from appforge.core.settings import Settings
 from datasources.errors import DatasourceError
@@ -70,8 +73,9 @@ DELIVERIES = LeaseTable(WebhookDelivery, "id", _claimable, "next_attempt_at", "d
 class WebhookDispatcher:
     """Claims due deliveries and sends them; ``start`` runs it in background threads."""
 
-    def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
+    def __init__(self, factory: sessionmaker[Session], settings: Settings, key: ServerKey) -> None:
         self.db = factory
+        self.key = key
         self.settings = settings.webhooks
         self.allowlist = Allowlist(settings.datasources.url_allowlist)
         self.queue = LeaseQueue(factory, DELIVERIES, self.settings.lease_seconds)
@@ -110,7 +114,7 @@ class WebhookDispatcher:
             code = self._post(hook, row)
             if not 200 <= code < 300:
                 error = f"HTTP {code}"
-        except DatasourceError as exc:  # URL_REFUSED or FETCH_FAILED (DNS)
+        except (DatasourceError, SecretKeyError) as exc:  # URL_REFUSED, FETCH_FAILED (DNS)
             error = str(exc)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:1000]
@@ -127,7 +131,7 @@ class WebhookDispatcher:
             "X-Appforge-Event": row.event,
             "X-Appforge-Delivery": row.id,
             "X-Appforge-Timestamp": timestamp,
-            "X-Appforge-Signature": sign(hook.secret, timestamp, body),
+            "X-Appforge-Signature": sign(self.key.decrypt(hook.secret), timestamp, body),
         }
         timeout = httpx.Timeout(self.settings.timeout)
         # Connect to the checked address (Host and SNI keep the name): DNS cannot

@@ -2,9 +2,16 @@
 
 The document::
 
-    {"format": "appforge-backup", "format_version": 1, "schema_revision": "0004",
-     "created_at": "...", "tables": {"apps": [{...}, ...], ...},
+    {"format": "appforge-backup", "format_version": 1, "schema_revision": "0008",
+     "created_at": "...", "key_fingerprint": "<hex>",
+     "tables": {"apps": [{...}, ...], ...},
      "files": {"files/<datasource>/<entry>": "<base64>", ...}}
+
+Secrets are carried as they are stored: webhook and signing secrets encrypted
+with the server key, token hashes keyed with it; nothing is decrypted for the
+backup. ``key_fingerprint`` names that key (never the key itself), so a
+restore on a server with another key is refused before anything is written,
+instead of restoring secrets nobody can decrypt. The CLI writes backups 0600.
 
 Rows are written per table in foreign-key order with JSON-safe values
 (datetimes as ISO 8601, bytes as base64), so a backup taken on SQLite restores
@@ -24,12 +31,15 @@ from sqlalchemy import DateTime, LargeBinary, Table, func, select, text
 from sqlalchemy.engine import Engine
 
 from appforge.core.db import load_tables
+from appforge.core.keys import stored_fingerprint
+from appforge.core.modes import write_private
 
 FORMAT = "appforge-backup"
 FORMAT_VERSION = 1
 FILES_DIR = "files"
 # Rows that only matter for a few minutes (replay protection) are not carried over.
-SKIPPED_TABLES = frozenset({"used_signatures"})
+# The server key's fingerprint belongs to the server, not to its data.
+SKIPPED_TABLES = frozenset({"used_signatures", "server_key"})
 
 
 class BackupError(Exception):
@@ -88,6 +98,7 @@ def dump(engine: Engine, home: Path) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "schema_revision": revision(engine),
         "created_at": datetime.now(UTC).isoformat(),
+        "key_fingerprint": stored_fingerprint(engine),
         "tables": tables,
         "files": files,
     }
@@ -109,6 +120,7 @@ def check(doc: Any, engine: Engine) -> list[str]:
             f"the backup's schema revision {doc.get('schema_revision')!r} is not this "
             f"database's {here!r}"
         )
+    problems.extend(_key_problems(doc, engine))
     known = {t.name: t for t in _tables()}
     tables = doc.get("tables")
     if not isinstance(tables, dict):
@@ -140,6 +152,18 @@ def check(doc: Any, engine: Engine) -> list[str]:
             if path.is_absolute() or ".." in path.parts or path.parts[:1] != (FILES_DIR,):
                 problems.append(f"file path {rel!r} is outside the files folder")
     return problems
+
+
+def _key_problems(doc: dict[str, Any], engine: Engine) -> list[str]:
+    """Why the backup's secrets cannot be used with this server's key (empty: they can)."""
+    theirs, ours = doc.get("key_fingerprint"), stored_fingerprint(engine)
+    if theirs is None or ours is None or theirs == ours:
+        return []
+    return [
+        f"the backup's secrets are encrypted with another server key (fingerprint {theirs}; "
+        f"this server's is {ours}): restore it on a server started with the key of the "
+        "server it was made on (its APPFORGE_SECRET_KEY or secret.key)"
+    ]
 
 
 def is_empty(engine: Engine) -> bool:
@@ -182,9 +206,7 @@ def load(doc: dict[str, Any], engine: Engine, home: Path) -> dict[str, int]:
                             )
                         )
     for rel, data in doc.get("files", {}).items():
-        target = home / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(base64.b64decode(data))
+        write_private(home / rel, base64.b64decode(data))
     return counts
 
 

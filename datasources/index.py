@@ -20,6 +20,8 @@ from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError as ChromaNotFoundError
 
+from appforge.core.modes import private_dir, tighten
+
 _CONFIGURATION: Any = {"hnsw": {"space": "cosine"}}
 _ADD_BATCH = 1000
 
@@ -36,8 +38,10 @@ def make_client(chroma_url: str | None, path: Path) -> ClientAPI:
             ssl=ssl,
             settings=settings,
         )
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+    private_dir(path)  # 0700: the index holds the text of every chunk
+    client = chromadb.PersistentClient(path=str(path), settings=settings)
+    tighten(path)
+    return client
 
 
 def collection_name(datasource_uuid: str) -> str:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.db import transaction, utcnow
+from appforge.core.modes import private_dir, write_private
 from appforge.core.settings import Settings
 from datasources import filters
 from datasources.embedding import Embedder
@@ -266,8 +267,8 @@ class DatasourceStore:
         path: Path | None = None
         if kind == "file":
             path = self.files / datasource_uuid / entry.uuid
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            private_dir(path.parent)
+            write_private(path, data)  # 0600: uploads may be confidential
             entry.file_path = str(path.relative_to(self.settings.home))
         try:
             with transaction(self.db) as db:

@@ -18,7 +18,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.budget import Limits
-from appforge.core.db import make_engine, migrate, session_factory
+from appforge.core.db import session_factory
+from appforge.core.home import open_database
+from appforge.core.keys import ServerKey
 from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
 from apps_yaml.runner import Dependencies
@@ -36,6 +38,7 @@ class Services:
     settings: Settings
     engine: Engine
     db: sessionmaker[Session]
+    key: ServerKey  # encrypts stored secrets, keys token hashes
     models: ProviderRegistry
     flows: Mapping[str, Flow] = field(default_factory=dict)
     embedder: Embedder | None = None
@@ -56,13 +59,12 @@ class Services:
         ``providers`` and ``embedder`` are ready models to use (tests share them);
         ``flows`` are the Python flows this process serves, by name.
         """
-        settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.resolved_database_url())
-        migrate(engine)
+        engine, key = open_database(settings)
         return cls(
             settings=settings,
             engine=engine,
             db=session_factory(engine),
+            key=key,
             models=ProviderRegistry(settings, providers=providers),
             flows=dict(flows or {}),
             embedder=embedder,

@@ -130,14 +130,16 @@ def me_route(token: AnyToken, db: DbSession) -> Token:
 
 
 @router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_token_route(body: TokenCreate, db: DbSession, _: Admin, who: Who) -> TokenCreated:
+def create_token_route(
+    body: TokenCreate, db: DbSession, _: Admin, who: Who, state: State
+) -> TokenCreated:
     """Create a token (admin only); the secret is in this answer and nowhere else."""
-    token, value = create_token(db, token_spec(db, body))
-    audit_token_created(db, who, token)
+    issued = create_token(db, token_spec(db, body), state.key)
+    audit_token_created(db, who, issued.row)
     db.commit()
-    public = TokenPublic.model_validate(token).model_dump()
+    public = TokenPublic.model_validate(issued.row).model_dump()
     return TokenCreated.model_validate(
-        {**public, "token": value, "signing_secret": token.signing_secret}
+        {**public, "token": issued.value, "signing_secret": issued.signing_secret}
     )
 
 

@@ -190,7 +190,7 @@ async def create_webhook_route(
                 id=str(uuid.uuid4()),
                 url=body.url,
                 events=sorted(set(body.events)),
-                secret=body.secret,
+                secret=api_state(request).key.encrypt(body.secret),
                 active=True,
                 created_by=token.name,
                 created_at=utcnow(),
@@ -234,7 +234,7 @@ async def update_webhook_route(
             if body.events is not None:
                 row.events = sorted(set(body.events))
             if body.secret is not None:
-                row.secret = body.secret
+                row.secret = api_state(request).key.encrypt(body.secret)
             if body.active is False and row.active:
                 now = utcnow()
                 db.execute(

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from appforge.cli.root import load_settings, main, open_engine
+from appforge.core.modes import write_private
 
 
 @main.command()
@@ -28,7 +29,7 @@ def export(filename: Path, runs: bool, prompts: bool) -> None:
     engine = open_engine()
     doc = backups.export(engine, runs=runs, prompts=prompts)
     engine.dispose()
-    filename.write_text(json.dumps(doc, ensure_ascii=False, indent=2))
+    write_private(filename, json.dumps(doc, ensure_ascii=False, indent=2).encode())
     parts = [f"{len(doc['apps'])} apps", f"{len(doc['datasources'])} datasources"]
     if prompts:
         parts.append(f"{len(doc['prompts']['prompts'])} prompts")
@@ -53,7 +54,8 @@ def backup(json_path: Path) -> None:
     engine = open_engine(settings)
     doc = backups.dump(engine, settings.home)
     engine.dispose()
-    json_path.write_text(json.dumps(doc, ensure_ascii=False))
+    # 0600 whatever the umask: a backup holds every transcript (secrets stay encrypted).
+    write_private(json_path, json.dumps(doc, ensure_ascii=False).encode())
     rows = sum(len(r) for r in doc["tables"].values())
     click.echo(f"backed up {rows} rows and {len(doc['files'])} files to {json_path}")
 

@@ -30,15 +30,21 @@ def version() -> None:
     click.echo(f"appforge {__version__}")
 
 
+def open_home(config: Settings | None = None) -> tuple[Any, Any]:
+    """The migrated database engine of the home (or of ``APPFORGE_DATABASE_URL``) and
+    the server key; a missing or wrong key ends the command with its error."""
+    from appforge.core.home import open_database
+    from appforge.core.keys import SecretKeyError
+
+    try:
+        return open_database(config or load_settings())
+    except SecretKeyError as exc:
+        fail(exc.code, exc.message)
+
+
 def open_engine(config: Settings | None = None) -> Any:
     """The migrated database engine of the home (or of ``APPFORGE_DATABASE_URL``)."""
-    from appforge.core.db import make_engine, migrate
-
-    config = config or load_settings()
-    config.home.mkdir(parents=True, exist_ok=True)
-    db_engine = make_engine(config.resolved_database_url())
-    migrate(db_engine)
-    return db_engine
+    return open_home(config)[0]
 
 
 def open_db() -> Any:

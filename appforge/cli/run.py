@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from appforge.cli.root import load_settings, main, open_db, report_error
+from appforge.cli.root import fail, load_settings, main, open_home, report_error
 
 if TYPE_CHECKING:
     from appforge.client import Client
@@ -113,16 +113,20 @@ def _run_here(
     obj: dict[str, Any], doc: AppDocument, flow: Flow | None, values: dict[str, Any], as_json: bool
 ) -> Outcome:
     """Run ``doc`` through this process's run service, printing its output as it comes."""
+    from appforge.core.keys import SecretKeyError
     from apps_yaml.errors import InputInvalidError
     from runs.service import RunService
     from runs.services import Services
 
-    services = Services.open(
-        load_settings(),
-        providers=obj.get("providers"),
-        embedder=obj.get("embedder"),
-        flows={flow.name: flow} if flow else None,
-    )
+    try:
+        services = Services.open(
+            load_settings(),
+            providers=obj.get("providers"),
+            embedder=obj.get("embedder"),
+            flows={flow.name: flow} if flow else None,
+        )
+    except SecretKeyError as exc:
+        fail(exc.code, exc.message)
     try:
         try:
             events = RunService(services).run_document(doc, values)
@@ -214,21 +218,22 @@ def _through_api(obj: dict[str, Any], app_file: Path, how: _ApiRun) -> None:
 def _admin_token(app_file: Path) -> Iterator[tuple[str, bool]]:
     """The server's admin token, or one made for this command and revoked when it ends."""
     from api.auth import TokenSpec, create_token, revoke_token
-    from appforge.core.db import transaction
+    from appforge.core.db import session_factory, transaction
 
     settings = load_settings()
     if settings.admin_token is not None:
         yield settings.admin_token.get_secret_value(), False
         return
-    db = open_db()
+    engine, key = open_home(settings)
+    db = session_factory(engine)
     with transaction(db) as session:
         spec = TokenSpec(f"appforge run {app_file.name}", role="admin")
-        row, token = create_token(session, spec)
+        issued = create_token(session, spec, key)
     try:
-        yield token, True
+        yield issued.value, True
     finally:
         with transaction(db) as session:
-            revoke_token(session, row.id)
+            revoke_token(session, issued.row.id)
 
 
 @contextmanager

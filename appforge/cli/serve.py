@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from appforge import __version__
-from appforge.cli.root import load_settings, main
+from appforge.cli.root import load_settings, main, open_home
 
 
 @main.command()
@@ -33,6 +33,9 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool) -> None
     # HTTP clients log every request at INFO; our own INFO line per run/call is enough.
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Before any worker starts: make the key file, migrate, and end with a clear
+    # `error [SECRET_KEY_MISMATCH]` (not a traceback per worker) on a wrong key.
+    open_home(config)[0].dispose()
     click.echo(f"appforge {__version__}: API on http://{host}:{port}/api (docs at /docs)")
     ui = None if no_ui else _start_builder(host, port, ui_port)
     if ui is not None:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from appforge.cli.root import fail, main, open_db
+from appforge.cli.root import fail, main, open_db, open_home
 
 
 @main.group()
@@ -45,7 +45,7 @@ def token_create(
     from api.auth import create_token
     from api.errors import ApiError
     from api.routes.tokens import TokenCreate, audit_token_created, token_spec
-    from appforge.core.db import transaction
+    from appforge.core.db import session_factory, transaction
 
     try:
         body = TokenCreate(
@@ -57,10 +57,11 @@ def token_create(
             rate_limit=rate_limit,
             require_signature=signed,
         )
-        with transaction(open_db()) as db:
-            row, value = create_token(db, token_spec(db, body))
-            audit_token_created(db, COMMAND_LINE, row)
-            signing_secret, token_id = row.signing_secret, row.id
+        engine, key = open_home()
+        with transaction(session_factory(engine)) as db:
+            issued = create_token(db, token_spec(db, body), key)
+            audit_token_created(db, COMMAND_LINE, issued.row)
+        value, signing_secret, token_id = issued.value, issued.signing_secret, issued.row.id
     except ValidationError as exc:
         problem = exc.errors()[0]
         fail("VALIDATION_ERROR", str(problem.get("msg", exc)), status=2)

@@ -15,14 +15,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Integer, MetaData, String, create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from appforge.core.keys import ServerKey
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class ServerKeyCheck(Base):
+    """One row: the fingerprint of the server key this database's secrets are
+    encrypted with (see appforge/core/keys.py). Not part of backups."""
+
+    __tablename__ = "server_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 def load_tables() -> MetaData:
@@ -117,24 +131,27 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine, server_key: ServerKey | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
+    cfg.attributes["server_key"] = server_key
     return cfg
 
 
-def migrate(engine: Engine) -> None:
+def migrate(engine: Engine, server_key: ServerKey | None = None) -> None:
     """Upgrade the database to the newest revision.
 
-    On PostgreSQL an advisory lock makes concurrent start-ups of several API
+    ``server_key`` (an ``appforge.core.keys.ServerKey``) is what migrations that
+    encrypt stored secrets use; without it they refuse a database that holds
+    secrets in plain text. On PostgreSQL an advisory lock makes concurrent start-ups of several API
     processes wait for each other instead of racing on DDL.
     """
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             try:
-                cfg = alembic_config(engine)
+                cfg = alembic_config(engine, server_key)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 conn.commit()
@@ -147,7 +164,7 @@ def migrate(engine: Engine) -> None:
     database = engine.url.database
     lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None
     with _file_lock(lock_path), engine.begin() as conn:
-        cfg = alembic_config(engine)
+        cfg = alembic_config(engine, server_key)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

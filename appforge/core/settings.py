@@ -313,6 +313,14 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="If set, this token exists with admin rights at start-up."
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="The server key (at least 32 characters) that encrypts webhook and "
+        "request-signing secrets at rest and keys token hashes; empty = the key file "
+        "`secret.key` in the home, made 0600 on first start. Every process sharing one "
+        "database needs the same key.",
+    )
     models: dict[str, str] = Field(
         default_factory=lambda: {"default": "local:smollm2"},
         description='Model aliases used by llm steps, e.g. {"default": "local:smollm2"}.',

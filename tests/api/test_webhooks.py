@@ -566,7 +566,11 @@ def test_webhook_retention_deletes_only_old_finished_deliveries(
     assert statuses == ["delivered", "delivered", "failed", "failed", "pending", "pending"]
 
     kept_forever = {**settings.webhooks.model_dump(), "retention_days": 0}
-    keeper = WebhookDispatcher(factory, make_settings(webhooks=kept_forever))
+    keeper = WebhookDispatcher(
+        factory,
+        make_settings(webhooks=kept_forever),
+        client.app.state.api.key,  # type: ignore[attr-defined]
+    )
     assert keeper.purge() == 0
     assert _dispatcher(client).purge(batch=1) == 2
     assert _dispatcher(client).purge() == 0

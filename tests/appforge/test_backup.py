@@ -51,7 +51,13 @@ def _env(settings: Settings) -> dict[str, str]:
     env = {"APPFORGE_HOME": str(settings.home)}
     if settings.database_url:
         env["APPFORGE_DATABASE_URL"] = settings.database_url
+    if settings.secret_key is not None:
+        env["APPFORGE_SECRET_KEY"] = settings.secret_key.get_secret_value()
     return env
+
+
+# Restoring on another home needs the server key of the home the backup came from.
+SHARED_KEY = "backup-test-server-key-0123456789abcdef"
 
 
 def test_backup_restore_round_trip(
@@ -60,7 +66,7 @@ def test_backup_restore_round_trip(
     backend: str | None,
     tmp_path: Path,
 ):
-    source = make_settings(home=tmp_path / "a")
+    source = make_settings(home=tmp_path / "a", secret_key=SHARED_KEY)
     client = make_client(source)
     app = client.post("/api/apps", content=APP, headers={"Content-Type": "application/yaml"})
     uuid = app.json()["uuid"]
@@ -83,7 +89,7 @@ def test_backup_restore_round_trip(
     assert out.exit_code == 0, out.stderr
     assert "backed up" in out.stdout
 
-    target = make_settings(home=tmp_path / "b", database_url=backend)
+    target = make_settings(home=tmp_path / "b", database_url=backend, secret_key=SHARED_KEY)
     restored = runner.invoke(
         main, ["restore", "--json_path", str(path)], env=_env(target), catch_exceptions=False
     )

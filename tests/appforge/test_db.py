@@ -15,6 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from appforge.core.db import load_tables, make_engine, migrate, normalize_url, utcnow
+from appforge.core.keys import ServerKey
 
 
 def test_migrations_match_models(backend: str | None, tmp_path: Path):
@@ -90,8 +91,10 @@ def fresh_url(backend: str | None, tmp_path: Path) -> Iterator[str]:
 def test_token_roles_migration_keeps_existing_tokens_working(fresh_url: str):
     from alembic import command
 
-    from api.auth import authenticate, hash_token
+    from api.auth import authenticate
     from appforge.core.db import alembic_config, session_factory
+
+    key = ServerKey("test-server-key-for-the-roles-migration", "test")
 
     engine = make_engine(fresh_url)
     with engine.begin() as conn:  # the schema as it was before roles
@@ -108,13 +111,62 @@ def test_token_roles_migration_keeps_existing_tokens_working(fresh_url: str):
                     ":admin, false, :now)"
                 ),
                 {
-                    "id": f"t{n}", "name": f"old {n}", "hash": hash_token(value),
+                    "id": f"t{n}", "name": f"old {n}", "hash": key.legacy_hash(value),
                     "prefix": value[:10], "admin": admin, "now": utcnow(),
                 },
             )  # fmt: skip
-    migrate(engine)
+    migrate(engine, key)
     factory = session_factory(engine)
-    admin, user = (authenticate(factory, value) for value in old)
+    admin, user = (authenticate(factory, value, key) for value in old)
     engine.dispose()
     assert admin is not None and (admin.role, admin.is_admin, admin.apps) == ("admin", True, None)
     assert user is not None and (user.role, user.is_admin) == ("editor", False)
+
+
+def test_secrets_migration_encrypts_plain_secrets_and_keeps_them_usable(fresh_url: str):
+    from legacy_home import make_legacy_database
+
+    from api.auth import authenticate
+    from appforge.core.db import session_factory
+
+    legacy = make_legacy_database(fresh_url, "http://127.0.0.1:9/hook")
+    key = ServerKey("test-server-key-for-the-secrets-migration", "test")
+    engine = make_engine(fresh_url)
+    migrate(engine, key)
+    with engine.connect() as conn:
+        tokens = dict(conn.execute(text("SELECT id, signing_secret FROM tokens")).all())
+        hook = conn.execute(text("SELECT secret FROM webhooks")).scalar_one()
+        schemes = set(conn.execute(text("SELECT hash_scheme FROM tokens")).scalars())
+    assert tokens["t-editor"] is None
+    stored = [tokens["t-signed"], hook]
+    assert all(s.startswith("fernet:") for s in stored)
+    assert legacy.signing_secret not in str(stored) and legacy.webhook_secret not in str(stored)
+    assert key.decrypt(hook) == legacy.webhook_secret
+    assert schemes == {"sha256"}  # upgraded on first use: the token is needed for that
+
+    factory = session_factory(engine)
+    signed = authenticate(factory, legacy.signed_token, key)
+    assert signed is not None and signed.signing_secret == legacy.signing_secret
+    again = authenticate(factory, legacy.signed_token, key)  # now by its keyed hash
+    assert again is not None and again.id == "t-signed"
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT token_hash, hash_scheme FROM tokens WHERE id = 't-signed'")
+        ).one()
+    assert tuple(row) == (key.hash_token(legacy.signed_token), "hmac-sha256")
+    assert authenticate(factory, "af_not_a_token", key) is None
+    engine.dispose()
+
+
+def test_secrets_migration_without_the_key_changes_nothing(fresh_url: str):
+    from legacy_home import make_legacy_database
+
+    legacy = make_legacy_database(fresh_url, "http://127.0.0.1:9/hook")
+    engine = make_engine(fresh_url)
+    with pytest.raises(RuntimeError, match="server key"):
+        migrate(engine)
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        hook = conn.execute(text("SELECT secret FROM webhooks")).scalar_one()
+    engine.dispose()
+    assert (version, hook) == ("0007", legacy.webhook_secret)

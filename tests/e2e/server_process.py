@@ -31,6 +31,8 @@ class ServerProcess:
         except AssertionError as exc:  # it exited, or never answered
             self.proc.kill()
             out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+            self.proc.wait(timeout=15)
+            self._close()
             raise RuntimeError(f"server did not start ({exc}):\n{out}") from None
 
     def _healthy(self) -> bool:
