@@ -2,6 +2,8 @@
 
 - :class:`HostileServer` (``trickle``): reads a request, then sends a complete HTTP
   response one byte per ``interval`` seconds (a slow-loris page or webhook receiver).
+- :class:`HostileServer` (``instant``): the same response at once (a well-behaved peer,
+  to compare with).
 - :class:`HostileServer` (``flood``): answers 200 at once, then streams a
   generated body of ``flood_bytes`` (300 MB, never held in memory) and counts
   what the peer actually took before it hung up.
@@ -34,7 +36,7 @@ class HostileServer:
         response: bytes = TRICKLED,
         flood_bytes: int = 300 * 1024 * 1024,
     ) -> None:
-        assert mode in ("trickle", "flood")
+        assert mode in ("trickle", "flood", "instant")
         self.mode = mode
         self.interval = interval
         self.response = response
@@ -47,7 +49,7 @@ class HostileServer:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port: int = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/slow"
+        self.url = f"http://127.0.0.1:{self.port}/{mode}"
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -70,7 +72,9 @@ class HostileServer:
                 self._read_request(conn)
                 with self._lock:
                     self.requests += 1
-                if self.mode == "trickle":
+                if self.mode == "instant":
+                    conn.sendall(self.response)
+                elif self.mode == "trickle":
                     self._trickle(conn)
                 else:
                     self._flood(conn)
