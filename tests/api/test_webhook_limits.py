@@ -18,6 +18,7 @@ from appforge.core.settings import Settings
 FAST = {"poll_seconds": 0.05, "backoff_seconds": 0.05, "max_backoff_seconds": 0.2}
 ALLOW = {"url_allowlist": ["127.0.0.1"]}
 SECRET = "s3cret-webhook-key"
+NO_LIMIT = {"enabled": False}  # the tests poll the delivery log
 
 
 def _subscribe(client: TestClient, url: str) -> str:
@@ -36,10 +37,12 @@ def _create_prompt(client: TestClient) -> None:
 
 def _finished(client: TestClient, hook: str) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
-        log = client.get(f"/api/webhooks/{hook}/deliveries").json()
+        r = client.get(f"/api/webhooks/{hook}/deliveries")
+        assert r.status_code == 200, r.text
+        log = r.json()
         return log[0] if log and log[0]["status"] in ("delivered", "failed") else None
 
-    return poll_until(done, interval=0.05)
+    return poll_until(done, interval=0.2)
 
 
 def test_trickling_receiver_fails_at_the_timeout_and_others_are_delivered(
@@ -47,7 +50,7 @@ def test_trickling_receiver_fails_at_the_timeout_and_others_are_delivered(
 ):
     timeout = 3.0
     hooks = {**FAST, "timeout": timeout, "workers": 2, "max_attempts": 1}
-    client = make_client(make_settings(datasources=ALLOW, webhooks=hooks))
+    client = make_client(make_settings(datasources=ALLOW, webhooks=hooks, rate_limit=NO_LIMIT))
     # The whole answer takes 60 s at one byte per 0.5 s; no single read is slow.
     with HostileServer("trickle", interval=0.5) as slow, HostileServer("instant") as fast:
         slow_hook = _subscribe(client, slow.url)  # first: its delivery is due first
@@ -71,7 +74,9 @@ def test_trickling_receiver_fails_at_the_timeout_and_others_are_delivered(
 def test_receiver_answering_300_mb_is_read_no_further_than_a_few_kb(
     make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
 ):
-    client = make_client(make_settings(datasources=ALLOW, webhooks={**FAST, "workers": 1}))
+    hooks = {**FAST, "workers": 1}
+    settings = make_settings(datasources=ALLOW, webhooks=hooks, rate_limit=NO_LIMIT)
+    client = make_client(settings)
     with HostileServer("flood", flood_bytes=300 * 1024 * 1024) as flood:
         hook = _subscribe(client, flood.url)
         _create_prompt(client)

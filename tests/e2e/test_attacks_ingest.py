@@ -77,6 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             "APPFORGE_WEBHOOKS__TIMEOUT": str(WEBHOOK_TIMEOUT),
             "APPFORGE_WEBHOOKS__POLL_SECONDS": "0.1",
             "APPFORGE_WEBHOOKS__MAX_ATTEMPTS": "1",
+            "APPFORGE_RATE_LIMIT__ENABLED": "false",  # the tests poll entries and deliveries
         }
     )
     try:
