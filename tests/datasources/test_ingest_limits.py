@@ -50,7 +50,10 @@ def test_entry_over_the_chunk_limit_fails_and_keeps_no_vectors(
 ):
     client = make_client(make_settings(datasources={"max_chunks_per_entry": 3}))
     ds = _datasource(client, chunk_size=120)
-    big = _add(client, ds, name="manual", content=TEXT)  # about 13 chunks of 120
+    files = {"file": ("manual.txt", TEXT.encode())}  # about 13 chunks of 120
+    r = client.post(f"/api/datasources/{ds}/entries/upload", files=files)
+    assert r.status_code == 201, r.text
+    big = r.json()["uuid"]
     small = _add(client, ds, name="note", content="Short enough for three chunks.")
     failed = wait_for_entry(client, ds, big)
     assert failed["status"] == "failed"
@@ -59,6 +62,23 @@ def test_entry_over_the_chunk_limit_fails_and_keeps_no_vectors(
     assert wait_for_entry(client, ds, small)["status"] == "ready"
     assert _vectors(client, ds, big) == 0
     assert _vectors(client, ds) == 1
+
+
+def test_text_entry_over_the_chunk_limit_is_refused_at_once(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(make_settings(datasources={"max_chunks_per_entry": 3, "workers": 0}))
+    ds = _datasource(client, chunk_size=120)
+    r = client.post(
+        f"/api/datasources/{ds}/entries", json={"entry_data": {"name": "m", "content": TEXT}}
+    )
+    assert r.status_code == 413, r.text
+    error = r.json()["error"]
+    assert error["code"] == "ENTRY_TOO_LARGE"
+    assert "MAX_CHUNKS_PER_ENTRY" in error["message"]
+    assert error["details"] == {"size": len(TEXT), "limit": 360}
+    assert client.get(f"/api/datasources/{ds}/entries").json() == []
+    assert _add(client, ds, name="fits", content=TEXT[:360])
 
 
 def test_docx_bomb_entry_fails_and_the_worker_goes_on(
