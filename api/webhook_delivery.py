@@ -15,6 +15,10 @@ Each request carries::
     X-Appforge-Signature: sha256=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>
 
 The secret is stored encrypted with the server key and decrypted per attempt.
+One attempt ends within ``webhooks.timeout`` seconds in all (connecting, sending,
+the answer's headers), however slowly the receiver trickles; of the answer's
+body at most ``_MAX_ANSWER_BYTES`` are read. Each worker thread claims one
+delivery at a time, so a slow receiver holds one thread and no other delivery.
 
 A row claimed for a paused webhook is not sent: it ends as ``skipped``. The
 first worker thread of each process also deletes finished deliveries older than
@@ -39,12 +43,14 @@ from appforge.core.db import transaction, utcnow
 from appforge.core.keys import SecretKeyError, ServerKey
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
 from appforge.core.settings import Settings
+from datasources.deadline import deadline_client
 from datasources.errors import DatasourceError
 from datasources.fetch import Allowlist, check_url
 
 log = logging.getLogger(__name__)
 
-_BATCH = 10
+_BATCH = 1  # per claim: a delivery waiting behind a slow one would wait for nothing
+_MAX_ANSWER_BYTES = 4096
 _PURGE_BATCH = 500
 _PURGE_EVERY = 600.0  # seconds between two purges by one process
 
@@ -116,6 +122,11 @@ class WebhookDispatcher:
                 error = f"HTTP {code}"
         except (DatasourceError, SecretKeyError) as exc:  # URL_REFUSED, FETCH_FAILED (DNS)
             error = str(exc)
+        except httpx.TimeoutException as exc:
+            error = (
+                f"{type(exc).__name__}: no answer within {self.settings.timeout:g} s "
+                f"(APPFORGE_WEBHOOKS__TIMEOUT): {exc}"
+            )[:1000]
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:1000]
         self._record(row, code, error, (time.perf_counter() - started) * 1000)
@@ -133,16 +144,23 @@ class WebhookDispatcher:
             "X-Appforge-Timestamp": timestamp,
             "X-Appforge-Signature": sign(self.key.decrypt(hook.secret), timestamp, body),
         }
-        timeout = httpx.Timeout(self.settings.timeout)
         # Connect to the checked address (Host and SNI keep the name): DNS cannot
         # answer differently between the check and the connection.
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            response = client.post(
+        with (
+            deadline_client(self.settings.timeout) as client,
+            client.stream(
+                "POST",
                 parsed.copy_with(host=str(address)),
                 content=body,
                 headers=headers,
                 extensions={"sni_hostname": parsed.host},
-            )
+            ) as response,
+        ):
+            read = 0
+            for piece in response.iter_raw():  # a little, then hang up: nobody needs more
+                read += len(piece)
+                if read >= _MAX_ANSWER_BYTES:
+                    break
             return response.status_code
 
     def _record(self, row: WebhookDelivery, code: int | None, error: str | None, ms: float) -> None:

@@ -10,11 +10,13 @@ The API renders them as the one error body (``api/errors.py``)::
     ├── DatasourceExistsError       409 DATASOURCE_EXISTS
     ├── DuplicateEntryError         409 DUPLICATE_ENTRY (details name the existing entry)
     ├── EntryBusyError              409 ENTRY_BUSY (retry of an entry still being processed)
-    ├── EntryTooLargeError          413 ENTRY_TOO_LARGE
+    ├── EntryTooLargeError          413 ENTRY_TOO_LARGE (also: too much text, too many chunks)
+    │   └── ArchiveTooLargeError    413 ARCHIVE_TOO_LARGE (a zip/DOCX or PDF stream expands too far)
     ├── EntryInvalidError           422 ENTRY_INVALID, METADATA_INVALID
     ├── FilterInvalidError          422 FILTER_INVALID
     ├── UrlRefusedError             422 URL_REFUSED (SSRF guard)
     ├── FetchError                  502 FETCH_FAILED
+    │   └── FetchTimeoutError       504 FETCH_TIMEOUT (the whole fetch's deadline passed)
     └── ExtractError                422 EXTRACT_FAILED
 
 Errors raised by the ingestion worker end up as the entry's ``error`` text
@@ -64,6 +66,11 @@ class EntryTooLargeError(DatasourceError):
     status_code = 413
 
 
+class ArchiveTooLargeError(EntryTooLargeError):
+    code = "ARCHIVE_TOO_LARGE"
+    status_code = 413
+
+
 class EntryInvalidError(DatasourceError):
     code = "ENTRY_INVALID"
     status_code = 422
@@ -82,6 +89,11 @@ class UrlRefusedError(DatasourceError):
 class FetchError(DatasourceError):
     code = "FETCH_FAILED"
     status_code = 502
+
+
+class FetchTimeoutError(FetchError):
+    code = "FETCH_TIMEOUT"
+    status_code = 504
 
 
 class ExtractError(DatasourceError):

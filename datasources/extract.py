@@ -3,6 +3,11 @@
 The format is chosen from the media type when it names one, else from the file
 name's suffix, else by sniffing (``%PDF-``, a ZIP with ``word/document.xml``,
 a leading ``<``); anything else must be UTF-8 text.
+
+Limits (``DatasourceSettings``): a DOCX passes the zip-bomb guard
+(``datasources.archive``) before python-docx sees it; PDF streams are
+decompressed by pypdf under ``max_uncompressed_bytes`` (``ARCHIVE_TOO_LARGE``);
+the text read is at most ``max_text_chars`` (``ENTRY_TOO_LARGE``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import zipfile
 from pathlib import PurePosixPath
 from typing import Any
 
-from datasources.errors import ExtractError
+from appforge.core.settings import DatasourceSettings
+from datasources.archive import check_members, check_zip
+from datasources.errors import ArchiveTooLargeError, EntryTooLargeError, ExtractError
 
 _BY_MEDIA = {
     "text/plain": "text",
@@ -43,7 +50,12 @@ _BY_SUFFIX = {
 _HIDDEN = ("script", "style", "noscript", "template", "head", "svg", "iframe")
 
 
-def detect(data: bytes, name: str | None = None, media_type: str | None = None) -> str:
+def detect(
+    data: bytes,
+    name: str | None = None,
+    media_type: str | None = None,
+    settings: DatasourceSettings | None = None,
+) -> str:
     """The format of ``data``: text, html, pdf, csv, json or docx."""
     media = (media_type or "").split(";")[0].strip().lower()
     if media in _BY_MEDIA:
@@ -54,26 +66,46 @@ def detect(data: bytes, name: str | None = None, media_type: str | None = None) 
     head = data[:512].lstrip()
     if head.startswith(b"%PDF-"):
         return "pdf"
-    if head.startswith(b"PK") and _is_docx(data):
+    if head.startswith(b"PK") and _is_docx(data, settings or DatasourceSettings()):
         return "docx"
     if head[:15].lower().startswith((b"<!doctype html", b"<html")):
         return "html"
     return "text"
 
 
-def extract(data: bytes, name: str | None = None, media_type: str | None = None) -> str:
-    """The readable text of ``data``; :class:`ExtractError` if there is none or it is broken."""
-    kind = detect(data, name, media_type)
+def extract(
+    data: bytes,
+    name: str | None = None,
+    media_type: str | None = None,
+    settings: DatasourceSettings | None = None,
+) -> str:
+    """The readable text of ``data``; :class:`ExtractError` if there is none or it is broken,
+    :class:`EntryTooLargeError` (or ``ArchiveTooLargeError``) if it is over a limit."""
+    limits = settings or DatasourceSettings()
+    kind = detect(data, name, media_type, limits)
     try:
-        text = _EXTRACTORS[kind](data)
-    except ExtractError:
+        if kind == "docx":
+            check_zip(data, limits)
+        text = _pdf(data, limits) if kind == "pdf" else _EXTRACTORS[kind](data)
+    except (ExtractError, EntryTooLargeError):
         raise
     except Exception as exc:  # each parser raises its own types on broken input
         raise ExtractError(f"could not read the {kind} document: {exc}") from exc
     text = text.strip()
     if not text:
         raise ExtractError(f"the {kind} document has no text")
+    check_text_size(len(text), limits)
     return text
+
+
+def check_text_size(chars: int, settings: DatasourceSettings) -> None:
+    """Refuse an entry whose text is over ``max_text_chars``."""
+    if chars > settings.max_text_chars:
+        raise EntryTooLargeError(
+            f"the entry's text is over {settings.max_text_chars} characters "
+            "(APPFORGE_DATASOURCES__MAX_TEXT_CHARS)",
+            details={"limit": settings.max_text_chars},
+        )
 
 
 def _decode(data: bytes) -> str:
@@ -97,11 +129,40 @@ def _html(data: bytes) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def _pdf(data: bytes) -> str:
-    from pypdf import PdfReader
+def _pdf(data: bytes, settings: DatasourceSettings) -> str:
+    from pypdf import PdfReader, apply_configuration
+    from pypdf.errors import LimitReachedError
 
-    reader = PdfReader(io.BytesIO(data))
-    return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages)
+    limit = settings.max_uncompressed_bytes
+    # pypdf's own limits, for this thread only (a context variable): every filter's
+    # output, a stream's declared length and the decoding work per stream.
+    bounded = apply_configuration(
+        maximum_declared_stream_length=limit,
+        array_based_stream_maximum_output_length=limit,
+        jbig2_maximum_output_length=limit,
+        lzw_maximum_output_length=limit,
+        run_length_maximum_output_length=limit,
+        zlib_maximum_output_length=limit,
+        brotli_maximum_output_length=limit,
+        image_maximum_buffer_size=limit,
+        stream_decoding_work_maximum_length=4 * limit,
+        xfa_decoding_work_maximum_length=4 * limit,
+    )
+    pages: list[str] = []
+    chars = 0
+    try:
+        with bounded:
+            for page in PdfReader(io.BytesIO(data)).pages:
+                pages.append((page.extract_text() or "").strip())
+                chars += len(pages[-1])
+                check_text_size(chars, settings)  # stop reading pages once over
+    except LimitReachedError as exc:
+        raise ArchiveTooLargeError(
+            f"a compressed stream of the PDF expands past the limit of {limit} bytes "
+            f"(APPFORGE_DATASOURCES__MAX_UNCOMPRESSED_BYTES): {exc}",
+            details={"limit": limit},
+        ) from exc
+    return "\n\n".join(pages)
 
 
 def _csv(data: bytes) -> str:
@@ -148,7 +209,8 @@ def _docx(data: bytes) -> str:
     return "\n".join(parts)
 
 
-def _is_docx(data: bytes) -> bool:
+def _is_docx(data: bytes, settings: DatasourceSettings) -> bool:
+    check_members(data, settings)  # before the central directory is read
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return "word/document.xml" in archive.namelist()
@@ -159,7 +221,6 @@ def _is_docx(data: bytes) -> bool:
 _EXTRACTORS = {
     "text": _text,
     "html": _html,
-    "pdf": _pdf,
     "csv": _csv,
     "json": _json,
     "docx": _docx,

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import time
+import zlib
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import httpx
 
 from appforge.core.settings import DatasourceSettings
-from datasources.errors import EntryTooLargeError, FetchError, UrlRefusedError
+from datasources.deadline import deadline_client
+from datasources.errors import EntryTooLargeError, FetchError, FetchTimeoutError, UrlRefusedError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -95,15 +96,21 @@ def check_url(url: str, allowlist: Allowlist) -> tuple[httpx.URL, IPAddress]:
 
 
 def fetch(url: str, settings: DatasourceSettings) -> Fetched:
-    """GET ``url``: redirects followed (each hop checked), body capped at ``max_entry_bytes``."""
+    """GET ``url``: redirects followed (each hop checked), body capped at ``max_entry_bytes``.
+
+    The whole fetch, every hop's connection, headers and body included, ends
+    within ``fetch_timeout`` seconds (:class:`FetchTimeoutError` after).
+    """
     allowlist = Allowlist(settings.url_allowlist)
-    deadline = time.monotonic() + settings.fetch_timeout
-    timeout = httpx.Timeout(settings.fetch_timeout, connect=min(settings.fetch_timeout, 10.0))
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    with deadline_client(settings.fetch_timeout) as client:
         for _ in range(settings.max_redirects + 1):
             parsed, address = check_url(url, allowlist)
             target = parsed.copy_with(host=str(address))
-            headers = {"Host": parsed.netloc.decode("ascii"), "User-Agent": "appforge-fetch/1"}
+            headers = {
+                "Host": parsed.netloc.decode("ascii"),
+                "User-Agent": "appforge-fetch/1",
+                "Accept-Encoding": "gzip, deflate",
+            }
             try:
                 with client.stream(
                     "GET", target, headers=headers, extensions={"sni_hostname": parsed.host}
@@ -116,25 +123,95 @@ def fetch(url: str, settings: DatasourceSettings) -> Fetched:
                             f"GET {parsed} answered HTTP {response.status_code}",
                             details={"status": response.status_code},
                         )
-                    body = _read_capped(response, settings.max_entry_bytes, deadline)
+                    body = _read_capped(response, settings.max_entry_bytes)
                     media = response.headers.get("content-type")
                     return Fetched(url=str(parsed), body=body, media_type=media)
+            except httpx.TimeoutException as exc:
+                raise FetchTimeoutError(
+                    f"GET {parsed} took longer than {settings.fetch_timeout:g} s "
+                    "(APPFORGE_DATASOURCES__FETCH_TIMEOUT)"
+                ) from exc
             except httpx.HTTPError as exc:
                 raise FetchError(f"GET {parsed} failed: {exc!r}") from exc
     raise FetchError(f"more than {settings.max_redirects} redirects fetching the URL")
 
 
-def _read_capped(response: httpx.Response, limit: int, deadline: float) -> bytes:
+def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The body, decoded (gzip, deflate) with at most ``limit`` bytes ever held."""
     declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    encodings = _encodings(response.headers.get("content-encoding", ""))
+    if not encodings and declared and declared.isdigit() and int(declared) > limit:
         raise EntryTooLargeError(f"the page is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise EntryTooLargeError(f"the page is over the limit of {limit} bytes")
-        if time.monotonic() > deadline:
-            raise FetchError("the page took too long to download")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    decoder = _Decoder(encodings, limit)
+    for chunk in response.iter_raw():
+        decoder.feed(chunk)
+    return decoder.finish()
+
+
+def _encodings(header: str) -> list[str]:
+    names = [name.strip().lower() for name in header.split(",") if name.strip()]
+    names = [name for name in names if name != "identity"]
+    for name in names:
+        if name not in ("gzip", "x-gzip", "deflate"):
+            raise FetchError(f"the page's Content-Encoding {name!r} is not supported")
+    return names
+
+
+class _Decoder:
+    """Undoes a body's content encodings, refusing output past ``limit`` bytes.
+
+    Each decompression step asks for at most the room left plus one byte, so a
+    gzip bomb never expands in memory beyond the limit.
+    """
+
+    def __init__(self, encodings: list[str], limit: int) -> None:
+        # Encodings apply in the listed order, so they are undone from the last one.
+        self._stages = [_Stage(name) for name in reversed(encodings)]
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes) -> None:
+        pieces = [data]
+        for stage in self._stages:
+            pieces = [out for piece in pieces for out in stage.decode(piece, self._room())]
+        for piece in pieces:
+            self._size += len(piece)
+            if self._size > self._limit:
+                raise EntryTooLargeError(
+                    f"the page is over the limit of {self._limit} bytes"
+                    + (" once decompressed" if self._stages else "")
+                )
+            self._parts.append(piece)
+
+    def _room(self) -> int:
+        return self._limit - self._size + 1
+
+    def finish(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class _Stage:
+    """One gzip or deflate layer, decompressed in bounded steps."""
+
+    def __init__(self, name: str) -> None:
+        self._deflate = name == "deflate"
+        # gzip: header and trailer; deflate: zlib-wrapped, or raw from some servers.
+        self._zlib = zlib.decompressobj(zlib.MAX_WBITS if self._deflate else 16 + zlib.MAX_WBITS)
+        self._started = False
+
+    def decode(self, data: bytes, room: int) -> list[bytes]:
+        try:
+            out = [self._zlib.decompress(data, room)]
+        except zlib.error as exc:
+            if not (self._deflate and not self._started):
+                raise FetchError(f"the page's compressed body is broken: {exc}") from exc
+            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = [self._zlib.decompress(data, room)]
+        self._started = True
+        size = len(out[0])
+        # Output stops at ``room`` bytes (one past the limit): the caller then refuses it.
+        while self._zlib.unconsumed_tail and size < room:
+            out.append(self._zlib.decompress(self._zlib.unconsumed_tail, room - size))
+            size += len(out[-1])
+        return out

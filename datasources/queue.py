@@ -7,7 +7,12 @@ it works, the worker extends its lease with each batch; every write is guarded
 by its claim token, so a worker that lost its claim stops instead of clobbering.
 
 Processing is idempotent: the entry's old vectors are deleted before the new
-ones are written under the same ids (``<entry_uuid>:<n>``).
+ones are written under the same ids (``<entry_uuid>:<n>``); an entry that fails
+keeps no vectors.
+
+Each worker thread claims either one URL entry alone (its fetch may take up to
+``fetch_timeout``) or a batch of text and file entries embedded together, so a
+slow URL holds one worker and nothing queued behind it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
 from datasources.chunking import split
-from datasources.errors import DatasourceError
+from datasources.errors import DatasourceError, EntryTooLargeError
 from datasources.extract import extract
 from datasources.fetch import fetch
 from datasources.store import DatasourceStore, chunk_metadata
@@ -49,8 +54,14 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
+def _claimable_local(now: datetime) -> ColumnElement[bool]:
+    """Claimable entries that need no fetching: they may share a worker's batch."""
+    return and_(_claimable(now), Entry.kind != "url")
+
+
 # The entries table as a lease queue: claimed oldest first, "processing" while claimed.
 ENTRIES = LeaseTable(Entry, "uuid", _claimable, "created_at", "processing")
+LOCAL_ENTRIES = LeaseTable(Entry, "uuid", _claimable_local, "created_at", "processing")
 
 
 class IngestionQueue:
@@ -61,6 +72,7 @@ class IngestionQueue:
         self.settings = store.settings.datasources
         self.db = store.db
         self.queue = LeaseQueue(store.db, ENTRIES, self.settings.lease_seconds)
+        self.local_queue = LeaseQueue(store.db, LOCAL_ENTRIES, self.settings.lease_seconds)
         self.workers = Workers(
             "ingest", lambda _: bool(self.run_once()), self.settings.poll_seconds
         )
@@ -78,9 +90,24 @@ class IngestionQueue:
 
     # --- processing ----------------------------------------------------------
 
+    def claim_work(self) -> list[Entry]:
+        """The oldest claimable entry: a URL entry alone, else with up to a batch of other
+        text and file entries (which need no fetching) to embed together."""
+        entries = self.claim(1)
+        batch = self.settings.embedding_batch
+        if entries and entries[0].kind != "url" and batch > 1:
+            entries += self.local_queue.claim(batch - 1, chunks_done=0, error=None)
+        return entries
+
     def run_once(self) -> list[str]:
-        """Claim and process a batch of entries; their uuids (empty: nothing to do)."""
-        entries = self.claim(self.settings.embedding_batch)
+        """Claim and process some entries (see :meth:`claim_work`); their uuids (empty:
+        nothing to do)."""
+        if not self.queue.has_claimable():
+            return []
+        # The model loads (seconds, once) before a claim, not while holding one: a lease
+        # running out meanwhile would hand the entries to another worker.
+        self.store.embedder.load()
+        entries = self.claim_work()
         if entries:
             self.process(entries)
         return [e.uuid for e in entries]
@@ -143,11 +170,24 @@ class IngestionQueue:
         overlap = source_row.chunk_overlap
         overlap = defaults.chunk_overlap if overlap is None else overlap
         text, source = self._text(entry)
-        chunks = split(text, size, overlap)
+        chunks = self._split(text, size, overlap)
         if entry.attempts > 1:
             # Idempotent: whatever an interrupted attempt wrote goes first.
             self.store.index.delete_entry(entry.datasource_uuid, entry.uuid)
         return chunks, chunk_metadata(entry, source)
+
+    def _split(self, text: str, size: int, overlap: int) -> list[str]:
+        """The text's chunks; :class:`EntryTooLargeError` past ``max_chunks_per_entry``."""
+        limit = self.settings.max_chunks_per_entry
+        # No chunk holds more than ``size`` characters: refuse longer texts before splitting.
+        chunks = [] if len(text) > limit * size else split(text, size, overlap)
+        if len(text) > limit * size or len(chunks) > limit:
+            raise EntryTooLargeError(
+                f"the entry makes more than {limit} chunks "
+                "(APPFORGE_DATASOURCES__MAX_CHUNKS_PER_ENTRY)",
+                details={"limit": limit},
+            )
+        return chunks
 
     def _index(self, work: list[tuple[Entry, list[str], dict[str, Any]]], lost: set[str]) -> None:
         """Embed and upsert all chunks of ``work`` in batches, reporting progress."""
@@ -187,6 +227,15 @@ class IngestionQueue:
                     progress[entry.uuid] = (entry, {"status": "ready", "chunks_done": n})
                 else:
                     progress[entry.uuid] = (entry, {"chunks_done": n})
+            # The others wait for their turn in this claim: their leases are extended too.
+            for entry, _, _ in work:
+                n = done[entry.uuid]
+                if (
+                    entry.uuid not in progress
+                    and entry.uuid not in lost
+                    and n < remaining[entry.uuid]
+                ):
+                    progress[entry.uuid] = (entry, {"chunks_done": n})
             progress.update(finished)
             finished = {}
             newly_lost = self._report(progress)
@@ -205,6 +254,11 @@ class IngestionQueue:
         log.info("entry %s failed: %s", entry.uuid, error)
         if self._report({entry.uuid: (entry, {"status": "failed", "error": error[:2000]})}):
             self._forget_if_deleted(entry)
+            return
+        try:  # a failed entry keeps no vectors (an earlier attempt's, or a partial batch)
+            self.store.index.delete_entry(entry.datasource_uuid, entry.uuid)
+        except Exception:
+            log.exception("could not remove the vectors of failed entry %s", entry.uuid)
 
     def _text(self, entry: Entry) -> tuple[str, str]:
         """The entry's text and its ``source`` (the URL, else the entry's name)."""
@@ -213,9 +267,10 @@ class IngestionQueue:
         if entry.kind == "url":
             assert entry.url is not None
             fetched = fetch(entry.url, self.settings)
-            return extract(fetched.body, fetched.url, fetched.media_type), entry.url
+            text = extract(fetched.body, fetched.url, fetched.media_type, self.settings)
+            return text, entry.url
         data = self.store.file_path(entry).read_bytes()
-        return extract(data, entry.name, entry.media_type), entry.name
+        return extract(data, entry.name, entry.media_type, self.settings), entry.name
 
     def _forget_if_deleted(self, entry: Entry) -> None:
         """Our entry vanished while we worked: remove what we wrote for it."""

@@ -244,6 +244,8 @@ class DatasourceStore:
             )
         metadata = check_metadata(new.metadata)
         data = self._entry_bytes(kind, new)
+        if kind == "text":
+            self._check_text(source, new.content or "")
         digest = hashlib.sha256(kind.encode() + b"\0" + data).hexdigest()
         self._refuse_duplicate(datasource_uuid, digest)
         now = utcnow()
@@ -303,6 +305,18 @@ class DatasourceStore:
                 details={"size": len(data), "limit": limit},
             )
         return data
+
+    def _check_text(self, source: Datasource, text: str) -> None:
+        """A text entry over the text or chunk limit is refused now (413), not failed later."""
+        limits = self.settings.datasources
+        size = source.chunk_size or limits.chunk_size
+        most = min(limits.max_text_chars, limits.max_chunks_per_entry * size)
+        if len(text) > most:
+            raise EntryTooLargeError(
+                f"the text has {len(text)} characters; at most {most} fit the limits "
+                "(APPFORGE_DATASOURCES__MAX_TEXT_CHARS, __MAX_CHUNKS_PER_ENTRY x chunk_size)",
+                details={"size": len(text), "limit": most},
+            )
 
     def _refuse_duplicate(self, datasource_uuid: str, digest: str) -> None:
         with self.db() as db:

@@ -110,6 +110,13 @@ class LeaseQueue:
             )
             return list(rows)
 
+    def has_claimable(self) -> bool:
+        """Whether a claim now would find a row (a cheap look, no claim)."""
+        table, key = self.table, self._column(self.table.key)
+        with self.db() as db:
+            found = db.scalars(select(key).where(table.claimable(utcnow())).limit(1)).first()
+        return found is not None
+
     def write(self, updates: Mapping[Any, Claimed]) -> set[Any]:
         """Store each row's new values under its claim, in one transaction.
 

@@ -157,7 +157,12 @@ class DatasourceSettings(BaseModel):
         ge=1,
         description="Largest entry: text content, decoded file, or fetched URL body (413 above).",
     )
-    fetch_timeout: float = Field(default=15.0, gt=0, description="Seconds a URL fetch may take.")
+    fetch_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a whole URL fetch may take, connecting, headers, redirects and "
+        "body included (FETCH_TIMEOUT after).",
+    )
     max_redirects: int = Field(default=5, ge=0, le=20, description="Redirects a URL fetch follows.")
     url_allowlist: list[str] = Field(
         default_factory=list,
@@ -165,7 +170,11 @@ class DatasourceSettings(BaseModel):
         'private, loopback or link-local (e.g. ["127.0.0.1"]).',
     )
     workers: int = Field(
-        default=1, ge=0, le=32, description="Ingestion threads per API process (0: none)."
+        default=3,
+        ge=0,
+        le=32,
+        description="Ingestion threads per API process (0: none); each works on its own "
+        "entries, so a slow URL holds one thread only.",
     )
     poll_seconds: float = Field(
         default=1.0, gt=0, description="How often an idle worker looks for pending entries."
@@ -181,6 +190,35 @@ class DatasourceSettings(BaseModel):
         description="A sentence-transformers model folder; empty = the bundled all-MiniLM-L6-v2.",
     )
     embedding_batch: int = Field(default=64, ge=1, le=4096, description="Chunks per encode call.")
+    max_chunks_per_entry: int = Field(
+        default=2000,
+        ge=1,
+        le=1_000_000,
+        description="Chunks one entry may make; more fails the entry (ENTRY_TOO_LARGE).",
+    )
+    max_text_chars: int = Field(
+        default=5_000_000,
+        ge=1000,
+        description="Characters of text extracted from one entry; more fails it (ENTRY_TOO_LARGE).",
+    )
+    max_uncompressed_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Uncompressed bytes of a DOCX/zip (all members together) or of one "
+        "compressed PDF stream; more fails the entry (ARCHIVE_TOO_LARGE).",
+    )
+    max_archive_members: int = Field(
+        default=2000,
+        ge=1,
+        le=60_000,
+        description="Members of a DOCX/zip; more fails the entry (ARCHIVE_TOO_LARGE).",
+    )
+    max_compression_ratio: float = Field(
+        default=100.0,
+        ge=2,
+        description="Uncompressed/compressed size of a zip member over 1 MiB; more fails the "
+        "entry (ARCHIVE_TOO_LARGE, a zip bomb).",
+    )
     max_filter_clauses: int = Field(
         default=100,
         ge=1,
@@ -256,12 +294,21 @@ class WebhookSettings(BaseModel):
     """Webhook delivery: worker threads, timeouts, retries with exponential backoff."""
 
     workers: int = Field(
-        default=1, ge=0, le=16, description="Delivery threads per API process (0: none)."
+        default=4,
+        ge=0,
+        le=16,
+        description="Delivery threads per API process (0: none); each sends one delivery "
+        "at a time, so a slow receiver holds one thread only.",
     )
     poll_seconds: float = Field(
         default=1.0, gt=0, description="How often an idle worker looks for due deliveries."
     )
-    timeout: float = Field(default=10.0, gt=0, description="Seconds one delivery POST may take.")
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one delivery POST may take in all, connecting and the answer's "
+        "headers included; at most 4 KiB of the answer's body is read.",
+    )
     backoff_seconds: float = Field(
         default=10.0, gt=0, description="Wait before the first retry; doubled after each failure."
     )

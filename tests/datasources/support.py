@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,4 +103,42 @@ def make_docx(*paragraphs: str, table: list[list[str]] | None = None) -> bytes:
                 grid.cell(r, c).text = value
     out = io.BytesIO()
     document.save(out)
+    return out.getvalue()
+
+
+def make_docx_bomb(uncompressed_bytes: int, extra_members: int = 0) -> bytes:
+    """A real DOCX whose ``word/document.xml`` holds about ``uncompressed_bytes`` of
+    paragraphs that compress to almost nothing (a zip bomb), plus ``extra_members``
+    copies of it under other names. Written to the zip in pieces: the expanded
+    document never exists in memory."""
+    template = zipfile.ZipFile(io.BytesIO(make_docx("seed")))
+    document = template.read("word/document.xml").decode()
+    head, _, rest = document.partition("<w:body>")
+    _, _, tail = rest.partition("</w:body>")
+    paragraph = ("<w:p><w:r><w:t>" + "bomb " * 200 + "</w:t></w:r></w:p>").encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bomb:
+        for info in template.infolist():
+            if info.filename != "word/document.xml":
+                bomb.writestr(info, template.read(info))
+        names = [f"word/copy{n}.xml" for n in range(extra_members)] + ["word/document.xml"]
+        for name in names:  # document.xml last: the last central directory entry
+            with bomb.open(name, "w", force_zip64=False) as member:
+                member.write((head + "<w:body>").encode())
+                written = 0
+                block = paragraph * 16
+                while written < uncompressed_bytes:
+                    member.write(block)
+                    written += len(block)
+                member.write(("</w:body>" + tail).encode())
+    return out.getvalue()
+
+
+def make_zip(members: int) -> bytes:
+    """A zip with ``members`` tiny members, one of them ``word/document.xml``."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+        for n in range(members - 1):
+            archive.writestr(f"m/{n}.txt", "x")
     return out.getvalue()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
-from datasources.errors import ExtractError
+from appforge.core.settings import DatasourceSettings
+from datasources.errors import ArchiveTooLargeError, EntryTooLargeError, ExtractError
 from datasources.extract import detect, extract
-from tests.datasources.support import make_docx, make_pdf
+from tests.datasources.support import make_docx, make_docx_bomb, make_pdf, make_zip
 
 
 def test_extract_plain_text_and_markdown():
@@ -77,3 +79,81 @@ def test_extract_broken_or_empty_documents_fail_clearly(data: bytes, name: str, 
     with pytest.raises(ExtractError) as info:
         extract(data, name)
     assert message in info.value.message
+
+
+# --- limits: zip bombs, PDF streams, text size --------------------------------------------
+
+
+def test_extract_docx_zip_bomb_is_refused_before_parsing():
+    bomb = make_docx_bomb(40 * 1024 * 1024)  # 40 MiB of paragraphs in about 150 KB
+    assert len(bomb) < 400_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveTooLargeError) as info:
+            extract(bomb, "bomb.docx")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == "ARCHIVE_TOO_LARGE"
+    assert "MAX_UNCOMPRESSED_BYTES" in info.value.message
+    assert peak < 5 * 1024 * 1024  # never expanded
+
+
+def test_extract_docx_refuses_a_high_compression_ratio():
+    bomb = make_docx_bomb(3 * 1024 * 1024)  # under the size limit, but expands 300x
+    with pytest.raises(ArchiveTooLargeError, match="MAX_COMPRESSION_RATIO"):
+        extract(bomb, "bomb.docx")
+    # Allowed with a laxer ratio: the same document is read.
+    lax = DatasourceSettings(max_compression_ratio=1000)
+    assert extract(bomb, "bomb.docx", settings=lax).startswith("bomb bomb")
+
+
+def test_extract_docx_limit_holds_for_all_members_together():
+    settings = DatasourceSettings(max_uncompressed_bytes=2 * 1024 * 1024)
+    data = make_docx_bomb(700 * 1024, extra_members=3)  # four members of 700 KiB each
+    with pytest.raises(ArchiveTooLargeError, match="expands to more than 2097152 bytes"):
+        extract(data, "many.docx", settings=settings)
+
+
+def test_extract_docx_member_lying_about_its_size_is_not_expanded():
+    bomb = make_docx_bomb(40 * 1024 * 1024)
+    entry = bomb.rindex(b"PK\x01\x02")  # the last central directory entry: document.xml
+    assert bomb[entry + 46 : entry + 46 + 17] == b"word/document.xml"
+    # Its declared uncompressed size (offset 24) says 1000 bytes.
+    lying = bomb[: entry + 24] + (1000).to_bytes(4, "little") + bomb[entry + 28 :]
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExtractError):
+            extract(lying, "liar.docx")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * 1024 * 1024
+
+
+def test_extract_zip_with_too_many_members_is_refused():
+    data = make_zip(50)
+    settings = DatasourceSettings(max_archive_members=10)
+    for name in ("x.docx", None):  # by name, and sniffed
+        with pytest.raises(ArchiveTooLargeError, match="50 members"):
+            extract(data, name, settings=settings)
+    with pytest.raises(ExtractError):  # within the limit: an (empty) document, read as such
+        extract(data, "x.docx")
+
+
+def test_extract_pdf_stream_over_the_limit_is_refused():
+    data = make_pdf("Every word here is part of one long paragraph. " * 60)
+    settings = DatasourceSettings(max_uncompressed_bytes=1024)
+    with pytest.raises(ArchiveTooLargeError, match="PDF"):
+        extract(data, "long.pdf", settings=settings)
+    assert "one long paragraph" in extract(data, "long.pdf")
+
+
+@pytest.mark.parametrize("name", ["big.txt", "big.pdf"])
+def test_extract_text_over_the_limit_is_refused(name: str):
+    words = "many words of text " * 200
+    data = words.encode() if name.endswith(".txt") else make_pdf(words, words)
+    settings = DatasourceSettings(max_text_chars=1000)
+    with pytest.raises(EntryTooLargeError, match="MAX_TEXT_CHARS") as info:
+        extract(data, name, settings=settings)
+    assert info.value.code == "ENTRY_TOO_LARGE"

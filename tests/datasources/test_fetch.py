@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import time
+import tracemalloc
+import zlib
+from typing import Any
+
 import pytest
+from hostile_http import HostileServer
 
 from appforge.core.settings import DatasourceSettings
-from datasources.errors import EntryTooLargeError, FetchError, UrlRefusedError
+from datasources.errors import EntryTooLargeError, FetchError, FetchTimeoutError, UrlRefusedError
 from datasources.fetch import fetch
 from tests.datasources.support import Pages
 
@@ -77,3 +84,62 @@ def test_fetch_caps_the_body(pages: Pages):
 def test_fetch_http_errors_are_fetch_failures(pages: Pages):
     with pytest.raises(FetchError, match="404"):
         fetch(pages.base + "/missing", LOCAL)
+
+
+# --- one deadline for the whole fetch; bounded decompression -----------------------------
+
+
+def test_fetch_deadline_covers_headers_sent_one_byte_at_a_time():
+    # The answer takes 60 s at one byte per 0.5 s; every single read is quick, so only a
+    # deadline over the whole fetch ends it.
+    settings = DatasourceSettings(url_allowlist=["127.0.0.1"], fetch_timeout=2)
+    with HostileServer("trickle", interval=0.5) as server:
+        started = time.monotonic()
+        with pytest.raises(FetchTimeoutError) as info:
+            fetch(server.url, settings)
+        elapsed = time.monotonic() - started
+    assert info.value.code == "FETCH_TIMEOUT"
+    assert "FETCH_TIMEOUT" in info.value.message
+    assert elapsed < settings.fetch_timeout * 3 + 5
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=9)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", _gzip),
+        ("deflate", zlib.compress),
+        ("deflate", lambda d: zlib.compress(d)[2:-4]),  # raw deflate, as some servers send
+        ("gzip, identity", _gzip),
+    ],
+)
+def test_fetch_decodes_compressed_pages(pages: Pages, encoding: str, encode: Any):
+    text = b"<p>" + b"compressed words " * 2000 + b"</p>"
+    headers = {"Content-Type": "text/html", "Content-Encoding": encoding}
+    pages.routes["/z"] = (200, headers, encode(text))
+    assert fetch(pages.base + "/z", LOCAL).body == text
+
+
+def test_fetch_gzip_bomb_is_refused_without_expanding_it(pages: Pages):
+    limit = 1024 * 1024
+    bomb = _gzip(b"\0" * (64 * limit))  # 64 MiB of zeros in about 64 KB
+    pages.routes["/bomb"] = (200, {"Content-Type": "text/plain", "Content-Encoding": "gzip"}, bomb)
+    settings = DatasourceSettings(url_allowlist=["127.0.0.1"], max_entry_bytes=limit)
+    tracemalloc.start()
+    try:
+        with pytest.raises(EntryTooLargeError, match="once decompressed"):
+            fetch(pages.base + "/bomb", settings)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Never much more than the limit in memory (one raw chunk of it would be 64 MiB).
+    assert peak < 8 * limit
+
+
+def test_fetch_unknown_content_encoding_fails_clearly(pages: Pages):
+    pages.routes["/br"] = (200, {"Content-Type": "text/plain", "Content-Encoding": "br"}, b"x")
+    with pytest.raises(FetchError, match="Content-Encoding 'br'"):
+        fetch(pages.base + "/br", LOCAL)

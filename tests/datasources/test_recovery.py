@@ -27,6 +27,9 @@ def test_killed_server_entries_are_finished_after_restart(tmp_path: Path):
         "APPFORGE_DATASOURCES__LEASE_SECONDS": "2",
         "APPFORGE_DATASOURCES__EMBEDDING_BATCH": "4",
         "APPFORGE_DATASOURCES__POLL_SECONDS": "0.2",
+        # One worker: with a 2 s lease, a second worker of the same process would rightly
+        # take over an entry whose step is slow on a busy machine (one more attempt).
+        "APPFORGE_DATASOURCES__WORKERS": "1",
     }
     first = ServerProcess(env)
     try:
