@@ -21,6 +21,7 @@ from appforge.core.settings import Settings
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
 from providers.registry import ProviderRegistry
+from runs.recovery import ProcessLease
 from runs.service import RunService
 from runs.services import Services
 
@@ -37,6 +38,7 @@ class ApiState:
     executor: ThreadPoolExecutor  # runs execute here, off the event loop
     tokens: TokenCache
     limiter: Limiter | None
+    lease: ProcessLease  # this process's heartbeat; fails runs of dead processes
 
     @property
     def settings(self) -> Settings:

@@ -6,6 +6,7 @@ RunServiceError                base (400)
 ├── SessionNotFoundError       404 SESSION_NOT_FOUND (also: not this caller's, another app's)
 ├── RunAuthError               401 AUTH_REQUIRED: a private app run without a token
 ├── RunConflictError           409 FLOW_NOT_SERVED
+├── SessionBusyError           409 SESSION_BUSY: the session has a run going (Retry-After)
 ├── SessionIdInvalidError      422 SESSION_ID_INVALID
 └── TooManyRunsError           429 TOO_MANY_ACTIVE_RUNS (with Retry-After)
 
@@ -45,6 +46,11 @@ class RunAuthError(RunServiceError):
 
 class RunConflictError(RunServiceError):
     code = "CONFLICT"
+    status_code = 409
+
+
+class SessionBusyError(RunServiceError):
+    code = "SESSION_BUSY"
     status_code = 409
 
 

@@ -28,7 +28,7 @@ def export(filename: Path, runs: bool, prompts: bool) -> None:
     engine = open_engine()
     doc = backups.export(engine, runs=runs, prompts=prompts)
     engine.dispose()
-    filename.write_text(json.dumps(doc, ensure_ascii=False, indent=2))
+    filename.write_bytes(backups.encode(doc, indent=2))
     parts = [f"{len(doc['apps'])} apps", f"{len(doc['datasources'])} datasources"]
     if prompts:
         parts.append(f"{len(doc['prompts']['prompts'])} prompts")
@@ -53,7 +53,7 @@ def backup(json_path: Path) -> None:
     engine = open_engine(settings)
     doc = backups.dump(engine, settings.home)
     engine.dispose()
-    json_path.write_text(json.dumps(doc, ensure_ascii=False))
+    json_path.write_bytes(backups.encode(doc))
     rows = sum(len(r) for r in doc["tables"].values())
     click.echo(f"backed up {rows} rows and {len(doc['files'])} files to {json_path}")
 
