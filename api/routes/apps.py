@@ -179,15 +179,18 @@ def _lock_app_row(db: Session, app: App) -> None:
     On PostgreSQL concurrent saves of one app wait here for each other, so each
     gets the next version. SQLite locks the whole database at the first write
     instead; a save that read an older version then collides on the version
-    number, which :func:`_commit_version` turns into a 409.
+    number, which :func:`_next_version` turns into a 409.
     """
     db.refresh(app, with_for_update=True)
 
 
-def _commit_version(db: Session, app: App) -> None:
-    """Commit a new version; a concurrent save that took its number is a 409."""
+def _next_version(db: Session, app: App, token: Principal) -> None:
+    """Number and write the app's next version now; a concurrent save that took the
+    number first is a 409 (nothing of this save is stored)."""
+    app.version += 1
+    _new_version(db, app, token)
     try:
-        db.commit()
+        db.flush()
     except IntegrityError as exc:
         db.rollback()
         raise ConflictError(
@@ -315,11 +318,10 @@ def update_app_route(
     if text == app.yaml:
         return to_public(app)
     _apply(app, doc, text)
-    app.version += 1
-    _new_version(db, app, token)
+    _next_version(db, app, token)
     emit(db, "app.updated", _event_data(app, token))
     record(db, who, "app.updated", app.uuid, _audit_details(app))
-    _commit_version(db, app)
+    db.commit()
     return to_public(app)
 
 
@@ -398,9 +400,8 @@ def restore_version_route(
     if row.yaml == app.yaml:
         return to_public(app)
     _apply(app, doc, row.yaml)
-    app.version += 1
-    _new_version(db, app, token)
+    _next_version(db, app, token)
     emit(db, "app.updated", _event_data(app, token, restoredFrom=version))
     record(db, who, "app.restored", app.uuid, _audit_details(app, restored_from=version))
-    _commit_version(db, app)
+    db.commit()
     return to_public(app)

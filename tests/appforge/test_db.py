@@ -118,3 +118,47 @@ def test_token_roles_migration_keeps_existing_tokens_working(fresh_url: str):
     engine.dispose()
     assert admin is not None and (admin.role, admin.is_admin, admin.apps) == ("admin", True, None)
     assert user is not None and (user.role, user.is_admin) == ("editor", False)
+
+
+def test_process_leases_migration_keeps_runs_and_goes_down_again(fresh_url: str):
+    from alembic import command
+
+    from appforge.core.db import alembic_config
+
+    engine = make_engine(fresh_url)
+
+    def to(revision: str, down: bool = False) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(engine)
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    to("0007")
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO apps (uuid, name, description, type, public, version, yaml, "
+                "document, created_at, updated_at) VALUES ('a', 'A', '', 'chat', false, 1, '', "
+                "'{}', :now, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, app_uuid, app_version, session_id, status, stream, input, "
+                "output, steps, usage, created_at) VALUES ('r', 'a', 1, 's', 'running', false, "
+                "'{}', '{}', '[]', '{}', :now)"
+            ),
+            {"now": now},
+        )
+    migrate(engine)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, process_id FROM runs")).one()
+        assert conn.execute(text("SELECT count(*) FROM processes")).scalar() == 0
+    assert tuple(row) == ("running", None)
+    to("0007", down=True)
+    assert "processes" not in inspect(engine).get_table_names()
+    migrate(engine)
+    assert "processes" in inspect(engine).get_table_names()
+    engine.dispose()
