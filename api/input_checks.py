@@ -77,14 +77,15 @@ def _refuse(path: Path, reason: str) -> None:
     raise RequestValidationError([error])
 
 
-_INT_PARAMS: dict[int, list[tuple[str, str]]] = {}
+# By route id, with the route itself, so a recycled id never gives another's params.
+_INT_PARAMS: dict[int, tuple[APIRoute, list[tuple[str, str]]]] = {}
 
 
 def _int_params(route: APIRoute) -> list[tuple[str, str]]:
     """The route's integer path and query parameters, as (where, name); cached per route."""
     known = _INT_PARAMS.get(id(route))
-    if known is not None:
-        return known
+    if known is not None and known[0] is route:
+        return known[1]
     found: list[tuple[str, str]] = []
     pending: list[Dependant] = [route.dependant]
     while pending:
@@ -92,7 +93,7 @@ def _int_params(route: APIRoute) -> list[tuple[str, str]]:
         for where, fields in (("path", dependant.path_params), ("query", dependant.query_params)):
             found.extend((where, f.alias) for f in fields if _is_int(f.field_info.annotation))
         pending.extend(dependant.dependencies)
-    _INT_PARAMS[id(route)] = found
+    _INT_PARAMS[id(route)] = (route, found)
     return found
 
 

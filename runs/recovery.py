@@ -178,14 +178,17 @@ class ProcessLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(Run)
-                .where(Run.status == "running", Run.process_id == self.id)
-                .values(
-                    status="failed",
-                    error={"code": INTERRUPTED, "message": _MESSAGE, "step": None},
-                    finished_at=utcnow(),
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(Run)
+                    .where(Run.status == "running", Run.process_id == self.id)
+                    .values(
+                        status="failed",
+                        error={"code": INTERRUPTED, "message": _MESSAGE, "step": None},
+                        finished_at=utcnow(),
+                    )
                 )
-            )
-            conn.execute(delete(Process).where(Process.id == self.id))
+                conn.execute(delete(Process).where(Process.id == self.id))
+        except Exception:  # the database is away: the next process's sweep does this
+            log.exception("could not release this process's lease")
