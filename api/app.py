@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
@@ -17,6 +17,7 @@ from api.access import publish_rules
 from api.audit import AuditRetention
 from api.auth import TokenCache, ensure_admin_token
 from api.cors import CorsMiddleware, OriginPolicies
+from api.input_checks import check_request_values
 from api.middleware import RequestContextMiddleware
 from api.proxies import TrustedProxies
 from api.ratelimit import Limiter, RateLimitMiddleware, make_limiter
@@ -45,6 +46,7 @@ from apps_yaml.flows import Flow
 from datasources.embedding import Embedder
 from datasources.queue import IngestionQueue
 from providers.base import Provider
+from runs.recovery import ProcessLease
 from runs.service import RunService
 from runs.services import Services
 
@@ -78,6 +80,8 @@ def create_app(
         description="Low-code LLM apps: YAML apps, streaming runs with sessions.",
         lifespan=_lifespan(settings, providers, embedder, flows, limiter),
         responses=errors.ERROR_RESPONSES,
+        # Every value a request carries can be stored: 422 naming the field otherwise.
+        dependencies=[Depends(check_request_values)],
     )
     if limiter is not None:
         # Built before the lifespan: middleware is fixed before start-up.
@@ -152,6 +156,14 @@ def _open(
 ) -> ApiState:
     """Open everything the routes share (blocking: run off the event loop)."""
     services = Services.open(settings, providers=providers, embedder=embedder, flows=flows)
+    # Registers this process and fails the runs of dead ones (a restart after a crash).
+    lease = ProcessLease(
+        services.engine,
+        settings.runs.heartbeat_seconds,
+        settings.runs.process_timeout_seconds,
+        settings.runs.timeout_seconds,
+    )
+    lease.start()
     if settings.admin_token is not None:
         ensure_admin_token(
             services.db, settings.admin_token.get_secret_value(), "admin", services.key
@@ -165,7 +177,8 @@ def _open(
     retention.start()
     return ApiState(
         services=services,
-        runs=RunService(services),
+        runs=RunService(services, lease.id),
+        lease=lease,
         ingestion=ingestion,
         webhooks=webhooks,
         audit=retention,
@@ -181,6 +194,7 @@ def _close(state: ApiState) -> None:
     state.webhooks.stop()
     state.audit.stop()
     state.executor.shutdown(wait=True, cancel_futures=True)
+    state.lease.stop()
     state.services.close()
 
 

@@ -23,6 +23,7 @@ from appforge.core.settings import Settings
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
 from providers.registry import ProviderRegistry
+from runs.recovery import ProcessLease
 from runs.service import RunService
 from runs.services import Services
 
@@ -40,6 +41,7 @@ class ApiState:
     tokens: TokenCache
     limiter: Limiter | None
     origins: OriginPolicies  # apps' origins and public rates, runner keys' origins
+    lease: ProcessLease  # this process's heartbeat; fails runs of dead processes
 
     @property
     def settings(self) -> Settings:

@@ -22,6 +22,7 @@ embedded again by the ingestion worker.
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,16 @@ def dump(engine: Engine, home: Path) -> dict[str, Any]:
         "tables": tables,
         "files": files,
     }
+
+
+def encode(doc: dict[str, Any], indent: int | None = None) -> bytes:
+    """The document as UTF-8 JSON. Text that is not valid Unicode (a lone surrogate,
+    stored before such input was refused) cannot be written as UTF-8: then every
+    non-ASCII character is escaped instead, which keeps it exactly and still reads back."""
+    try:
+        return json.dumps(doc, ensure_ascii=False, indent=indent).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(doc, ensure_ascii=True, indent=indent).encode("ascii")
 
 
 def check(doc: Any, engine: Engine) -> list[str]:

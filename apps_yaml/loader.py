@@ -28,6 +28,7 @@ from yaml.error import Mark, MarkedYAMLError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from appforge.core.values import find_unstorable, text_problem
 from apps_yaml import validate
 from apps_yaml.errors import AppDocumentError, AppTooLargeError, Problem
 from apps_yaml.schema import AppDocument
@@ -376,6 +377,7 @@ def load_text(
             f"the app document is {size} bytes; the limit is {max_bytes}",
             details={"size": size, "max_bytes": max_bytes},
         )
+    _check_characters(text)
     loader = _Loader(text, max_depth)
     try:
         try:
@@ -408,6 +410,11 @@ def load_text(
         lines = LineMap.from_node(node, key_values)
     finally:
         loader.dispose()
+    unstorable = find_unstorable(data)
+    if unstorable is not None:  # written with a YAML escape ("\0", "\ud800")
+        path = unstorable.path
+        problem = Problem(format_path(path), f"the value {unstorable.reason}", lines.line(path))
+        raise AppDocumentError([problem], code="YAML_INVALID")
     try:
         doc = load_dict(data, lines=lines, references=references)
     except AppDocumentError as exc:
@@ -415,6 +422,16 @@ def load_text(
     if early:
         raise AppDocumentError(_sorted(early))
     return doc
+
+
+def _check_characters(text: str) -> None:
+    """A NUL or a lone surrogate in the text itself: YAML_INVALID at its line."""
+    reason = text_problem(text)
+    if reason is None:
+        return
+    at = next(i for i, c in enumerate(text) if text_problem(c) is not None)
+    line = text.count("\n", 0, at) + 1
+    raise AppDocumentError([Problem("", f"the document {reason}", line)], code="YAML_INVALID")
 
 
 def load_file(path: str | Path, **kwargs: Any) -> AppDocument:

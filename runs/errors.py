@@ -7,6 +7,7 @@ RunServiceError                base (400)
 ├── RunAuthError               401 AUTH_REQUIRED: a private app run without a token
 ├── RunConflictError           409 FLOW_NOT_SERVED
 ├── AppAmbiguousError          409 APP_AMBIGUOUS: a name several apps share
+├── SessionBusyError           409 SESSION_BUSY: the session has a run going (Retry-After)
 ├── SessionIdInvalidError      422 SESSION_ID_INVALID
 ├── TooManyRunsError           429 TOO_MANY_ACTIVE_RUNS (with Retry-After)
 └── ChatRequestError           422: an OpenAI-style message list that cannot run the app
@@ -55,6 +56,11 @@ class RunConflictError(RunServiceError):
 
 class AppAmbiguousError(RunServiceError):
     code = "APP_AMBIGUOUS"
+    status_code = 409
+
+
+class SessionBusyError(RunServiceError):
+    code = "SESSION_BUSY"
     status_code = 409
 
 

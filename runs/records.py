@@ -84,6 +84,15 @@ _ACTIVE = (
         Run.created_at > bindparam("b_since"),
     )
 )
+_SESSION_RUN = (
+    select(Run.id)
+    .where(
+        Run.session_id == bindparam("b_session"),
+        Run.status == "running",
+        Run.created_at > bindparam("b_since"),
+    )
+    .limit(1)
+)
 _NEW_SESSION = insert(ChatSession)
 _NEW_RUN = insert(Run)
 _FINISH = (
@@ -101,6 +110,7 @@ _FINISH = (
     )
 )
 _PROMPT_USES = insert(RunPrompt)
+_LOCK_APP = update(App).where(App.uuid == bindparam("b_app")).values(version=App.version)
 _SESSION = bindparam("b_session", type_=String(128))
 # The session's next turn, numbered in the same statement.
 _NEXT_TURN = insert(Turn).from_select(
@@ -178,16 +188,30 @@ def load_history(conn: Connection, session_id: str, depth: int) -> list[HistoryT
 
 
 def lock_app(conn: Connection, app_uuid: str) -> None:
-    """On PostgreSQL, serialise run admissions of one app across processes (until commit)."""
+    """Serialise run admissions of one app across processes, until commit.
+
+    PostgreSQL: an advisory lock per app. SQLite: a no-op write, which takes the
+    database's write lock now, so the counts read next are current and no other
+    process admits a run between them and this transaction's inserts.
+    """
     if conn.dialect.name == "postgresql":
         key = int(hashlib.sha256(app_uuid.encode()).hexdigest()[:15], 16)
         conn.execute(select(func.pg_advisory_xact_lock(key)))
+    else:
+        conn.execute(_LOCK_APP, {"b_app": app_uuid})
 
 
 def count_active(conn: Connection, app_uuid: str, since: datetime) -> int:
     """Runs of the app still going that started after ``since`` (older ones are dead)."""
     active = conn.scalar(_ACTIVE, {"b_app": app_uuid, "b_since": since})
     return int(active or 0)
+
+
+def session_busy(conn: Connection, session_id: str, since: datetime) -> bool:
+    """Whether the session has a run going that started after ``since``."""
+    return (
+        conn.execute(_SESSION_RUN, {"b_session": session_id, "b_since": since}).first() is not None
+    )
 
 
 def insert_session(conn: Connection, session_id: str, app_uuid: str, owner: str) -> None:
@@ -210,7 +234,9 @@ def insert_run(
     token_id: str | None,
     stream: bool,
     inputs: Any,
+    process_id: str | None = None,
 ) -> None:
+    """The new run, ``running``, owned by the process ``process_id`` (see runs.recovery)."""
     conn.execute(
         _NEW_RUN,
         {
@@ -219,6 +245,7 @@ def insert_run(
             "app_version": app.version,
             "session_id": session_id,
             "token_id": token_id,
+            "process_id": process_id,
             "status": "running",
             "stream": stream,
             "input": inputs,
@@ -242,8 +269,9 @@ class Finish:
     ttft_ms: float | None
 
 
-def store_finished(conn: Connection, done: Finish) -> None:
-    """The finished run, the prompts it used and, if it succeeded, the session's turn."""
+def store_finished(conn: Connection, done: Finish, *, turn: bool = True) -> None:
+    """The finished run, the prompts it used and, if it succeeded (and ``turn``), the
+    session's turn."""
     now = utcnow()
     outcome, failure = done.outcome, done.outcome.failure
     error = None
@@ -279,8 +307,21 @@ def store_finished(conn: Connection, done: Finish) -> None:
                 for step, source in outcome.prompts
             ],
         )
-    if outcome.status == "succeeded":
+    if turn and outcome.status == "succeeded":
         _add_turn(conn, done, now)
+
+
+def fail_run(conn: Connection, run_id: str, code: str, message: str) -> None:
+    """End a ``running`` run as ``failed`` with ``code`` (a run already ended is left)."""
+    conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running")
+        .values(
+            status="failed",
+            error={"code": code, "message": message, "step": None},
+            finished_at=utcnow(),
+        )
+    )
 
 
 def _add_turn(conn: Connection, done: Finish, now: datetime) -> None:

@@ -16,6 +16,12 @@ template at its next loop item, call or output piece; the run then ends as
 ``timeout`` (``RUN_TIMEOUT``). A run whose output grows past
 ``limits.max_output_bytes`` is stopped and ends ``failed`` with
 ``OUTPUT_TOO_LARGE``, keeping only the output that came before.
+
+One session runs one run at a time: a run asked for while another run of its
+session is going is refused (409 ``SESSION_BUSY``, before the model is called),
+so turns are numbered in order and each run sees the history before it. A run
+is recorded with the id of the process executing it (``runs.recovery``), so a
+run whose process died is failed ``INTERRUPTED`` instead of staying ``running``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from runs.deadlines import DeadlineWatcher
 from runs.errors import (
     RunAuthError,
     RunConflictError,
+    SessionBusyError,
     SessionNotFoundError,
     TooManyRunsError,
 )
@@ -167,8 +174,9 @@ class FinishedRun:
 class RunService:
     """Runs stored apps (and unstored documents) with the dependencies of ``services``."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, process_id: str | None = None) -> None:
         self.services = services
+        self.process_id = process_id  # recorded on each run: see runs.recovery
         self.deps = services.dependencies()
         self._documents = records.DocumentCache()
         self._deadlines = DeadlineWatcher()
@@ -230,12 +238,28 @@ class RunService:
                         details={"limit": int(most)},
                         headers={"Retry-After": "1"},
                     )
+                if known and records.session_busy(conn, session_id, since):
+                    conn.rollback()
+                    raise SessionBusyError(
+                        f"session '{session_id}' has a run going: send the next one when it ends",
+                        details={"session_id": session_id},
+                        headers={"Retry-After": "1"},
+                    )
                 caller = request.caller
                 if not known:
                     owner = caller.owner if caller is not None else ANONYMOUS
                     records.insert_session(conn, session_id, app.uuid, owner)
                 token_id = caller.token_id if caller is not None else None
-                records.insert_run(conn, run_id, app, session_id, token_id, request.stream, inputs)
+                records.insert_run(
+                    conn,
+                    run_id,
+                    app,
+                    session_id,
+                    token_id,
+                    request.stream,
+                    inputs,
+                    self.process_id,
+                )
                 conn.commit()
         return PreparedRun(run_id, app.uuid, app.name, runner, inputs, session_id, history, timeout)
 
@@ -298,7 +322,12 @@ class RunService:
             if emit is not None:
                 emit(event)
         finished = FinishedRun(run, outcome, (time.perf_counter() - started) * 1000, ttft)
-        self._store(finished)
+        try:
+            self._store(finished)
+        except Exception:
+            log.exception("storing run %s failed", run.run_id)
+            self._store_crash(run.run_id)
+            raise
         log.info(
             "run app=%s run=%s status=%s ms=%.0f tokens=%d",
             run.app_uuid,
@@ -322,11 +351,23 @@ class RunService:
         for attempt in range(3):
             try:
                 with self.services.engine.begin() as conn:
-                    records.store_finished(conn, done)
+                    # A turn number that raced twice: store the run without its turn
+                    # rather than leave it ``running`` with its output thrown away.
+                    records.store_finished(conn, done, turn=attempt < 2)
+                if attempt == 2:
+                    log.warning("run %s stored without its session turn", run.run_id)
                 return
             except IntegrityError:
                 if attempt == 2:
-                    raise  # a turn number raced three times: give up loudly
+                    raise
+
+    def _store_crash(self, run_id: str) -> None:
+        """Best effort after storing a run failed: do not leave it ``running``."""
+        try:
+            with self.services.engine.begin() as conn:
+                records.fail_run(conn, run_id, "INTERNAL_ERROR", "storing the run failed")
+        except Exception:
+            log.exception("could not mark run %s failed", run_id)
 
     # --- any runner ------------------------------------------------------------------
 

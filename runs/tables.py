@@ -79,6 +79,8 @@ class Run(Base):
     app_version: Mapped[int] = mapped_column(Integer)
     session_id: Mapped[str] = mapped_column(String(128), index=True)
     token_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    # The API process executing it (processes.id); None: a run recorded before 0008.
+    process_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     input: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -102,3 +104,21 @@ class RunPrompt(Base):
     prompt_id: Mapped[str] = mapped_column(String(36), index=True)
     prompt_version: Mapped[int] = mapped_column(Integer)
     label: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class Process(Base):
+    """A live API process: its heartbeat is its lease on the runs it executes.
+
+    A process whose heartbeat is too old, or (on the same machine) whose pid no
+    longer names it, is dead; its ``running`` runs are failed ``INTERRUPTED``.
+    """
+
+    __tablename__ = "processes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    # What identifies this pid's process on its host (boot id and start time).
+    tag: Mapped[str] = mapped_column(String(128), default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

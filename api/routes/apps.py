@@ -12,13 +12,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.access import AppLister, AppReader, AppWriter, Reader, Writer
 from api.audit import record
 from api.auth import Principal
 from api.deps import DbSession, Who
-from api.errors import ApiError, NotFoundError, UnsupportedMediaError
+from api.errors import ApiError, ConflictError, NotFoundError, UnsupportedMediaError
 from api.routes.webhooks import emit
 from api.state import api_state
 from appforge.core.db import utcnow
@@ -177,6 +178,33 @@ def _apply(app: App, doc: AppDocument, text: str) -> None:
     app.updated_at = utcnow()
 
 
+def _lock_app_row(db: Session, app: App) -> None:
+    """Reload the app's row, locked until commit, before numbering its next version.
+
+    On PostgreSQL concurrent saves of one app wait here for each other, so each
+    gets the next version. SQLite locks the whole database at the first write
+    instead; a save that read an older version then collides on the version
+    number, which :func:`_next_version` turns into a 409.
+    """
+    db.refresh(app, with_for_update=True)
+
+
+def _next_version(db: Session, app: App, token: Principal) -> None:
+    """Number and write the app's next version now; a concurrent save that took the
+    number first is a 409 (nothing of this save is stored)."""
+    app.version += 1
+    _new_version(db, app, token)
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        db.rollback()
+        raise ConflictError(
+            f"app '{app.uuid}' was saved by someone else at the same time: load it and save again",
+            code="APP_VERSION_CONFLICT",
+            details={"app_uuid": app.uuid},
+        ) from exc
+
+
 def _new_version(db: Session, app: App, token: Principal) -> None:
     db.add(
         AppVersion(
@@ -291,11 +319,11 @@ def update_app_route(
     """Replace an app's definition with new YAML; the old one stays as a numbered version."""
     app = get_app_row(db, app_uuid)
     doc = parse_definition(request, db, text)
+    _lock_app_row(db, app)
     if text == app.yaml:
         return to_public(app)
     _apply(app, doc, text)
-    app.version += 1
-    _new_version(db, app, token)
+    _next_version(db, app, token)
     emit(db, "app.updated", _event_data(app, token))
     record(db, who, "app.updated", app.uuid, _audit_details(app))
     db.commit()
@@ -373,11 +401,11 @@ def restore_app_version_route(
     app = get_app_row(db, app_uuid)
     row = _version_row(db, app_uuid, version)
     doc = parse_definition(request, db, row.yaml)
+    _lock_app_row(db, app)
     if row.yaml == app.yaml:
         return to_public(app)
     _apply(app, doc, row.yaml)
-    app.version += 1
-    _new_version(db, app, token)
+    _next_version(db, app, token)
     emit(db, "app.updated", _event_data(app, token, restoredFrom=version))
     record(db, who, "app.restored", app.uuid, _audit_details(app, restored_from=version))
     db.commit()

@@ -19,6 +19,7 @@ class Health(BaseModel):
 
 
 @router.get("/api/health", response_model=Health)
-def health(state: State, _: Anyone) -> Health:
+async def health(state: State, _: Anyone) -> Health:
     """Liveness: no token needed."""
+    # async: answered on the event loop, never queued behind busy worker threads.
     return Health(status="ok", version=__version__, database=state.services.engine.dialect.name)

@@ -29,7 +29,7 @@ def export(filename: Path, runs: bool, prompts: bool) -> None:
     engine = open_engine()
     doc = backups.export(engine, runs=runs, prompts=prompts)
     engine.dispose()
-    write_private(filename, json.dumps(doc, ensure_ascii=False, indent=2).encode())
+    write_private(filename, backups.encode(doc, indent=2))
     parts = [f"{len(doc['apps'])} apps", f"{len(doc['datasources'])} datasources"]
     if prompts:
         parts.append(f"{len(doc['prompts']['prompts'])} prompts")
@@ -55,7 +55,7 @@ def backup(json_path: Path) -> None:
     doc = backups.dump(engine, settings.home)
     engine.dispose()
     # 0600 whatever the umask: a backup holds every transcript (secrets stay encrypted).
-    write_private(json_path, json.dumps(doc, ensure_ascii=False).encode())
+    write_private(json_path, backups.encode(doc))
     rows = sum(len(r) for r in doc["tables"].values())
     click.echo(f"backed up {rows} rows and {len(doc['files'])} files to {json_path}")
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A request rate as written in settings, app documents and tokens: "30/minute".
@@ -143,6 +143,26 @@ class RunSettings(BaseModel):
     timeout_seconds: float = Field(
         default=300, gt=0, description="A run still going after this ends as `timeout`."
     )
+    heartbeat_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=3600,
+        description="How often each API process renews its heartbeat and fails the running"
+        " runs of dead processes (`INTERRUPTED`); it also does so at start-up.",
+    )
+    process_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="A process whose heartbeat is older than this is dead (on its own"
+        " machine a process is dead at once when its pid is gone); keep it several"
+        " heartbeats long.",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_after_heartbeat(self) -> RunSettings:
+        if self.process_timeout_seconds <= self.heartbeat_seconds:
+            raise ValueError("runs.process_timeout_seconds must exceed runs.heartbeat_seconds")
+        return self
 
 
 class DatasourceSettings(BaseModel):

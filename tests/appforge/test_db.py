@@ -170,3 +170,47 @@ def test_secrets_migration_without_the_key_changes_nothing(fresh_url: str):
         hook = conn.execute(text("SELECT secret FROM webhooks")).scalar_one()
     engine.dispose()
     assert (version, hook) == ("0007", legacy.webhook_secret)
+
+
+def test_process_leases_migration_keeps_runs_and_goes_down_again(fresh_url: str):
+    from alembic import command
+
+    from appforge.core.db import alembic_config
+
+    engine = make_engine(fresh_url)
+
+    def to(revision: str, down: bool = False) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(engine)
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    to("0008")
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO apps (uuid, name, description, type, public, version, yaml, "
+                "document, created_at, updated_at) VALUES ('a', 'A', '', 'chat', false, 1, '', "
+                "'{}', :now, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, app_uuid, app_version, session_id, status, stream, input, "
+                "output, steps, usage, created_at) VALUES ('r', 'a', 1, 's', 'running', false, "
+                "'{}', '{}', '[]', '{}', :now)"
+            ),
+            {"now": now},
+        )
+    migrate(engine)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, process_id FROM runs")).one()
+        assert conn.execute(text("SELECT count(*) FROM processes")).scalar() == 0
+    assert tuple(row) == ("running", None)
+    to("0008", down=True)
+    assert "processes" not in inspect(engine).get_table_names()
+    migrate(engine)
+    assert "processes" in inspect(engine).get_table_names()
+    engine.dispose()

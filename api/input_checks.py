@@ -1,0 +1,108 @@
+"""One check on every request's values before any route sees them: nothing unstorable.
+
+A NUL character or a lone surrogate in any JSON string (a run's input, a
+prompt's text, a name), in a query value or in a path segment, an integer past
+64 bits (``offset``, ``skip``, a version number, a number in a JSON body), and
+a non-finite number are answered 422 ``VALIDATION_ERROR`` naming the field,
+the same body FastAPI's own validation gives, so nothing is stored half-way and
+no database error becomes a 500. YAML bodies are checked by the app loader,
+which names the YAML line. See :mod:`appforge.core.values` for why.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any
+
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from appforge.core.values import Path, find_unstorable, int_problem, text_problem
+
+_JSON_TYPES = ("application/json", "")
+
+
+async def check_request_values(request: Request) -> None:
+    """Refuse (422) a request carrying a value no store can keep; see the module docstring."""
+    for where, values in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in values.items():
+            if isinstance(value, str):
+                _refuse_text((where, name), value)
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute):
+        for where, name in _int_params(route):
+            raw = (request.path_params if where == "path" else request.query_params).get(name)
+            _refuse_int((where, name), raw)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        return
+    if media not in _JSON_TYPES and not media.endswith("+json"):
+        return
+    raw_body = await request.body()
+    if not raw_body:
+        return
+    try:
+        data = json.loads(raw_body)
+    except ValueError:
+        return  # not JSON: the route's own parsing answers that
+    found = find_unstorable(data, ("body",))
+    if found is not None:
+        _refuse(found.path, found.reason)
+
+
+def _refuse_text(path: Path, value: str) -> None:
+    reason = text_problem(value)
+    if reason is not None:
+        _refuse(path, reason)
+
+
+def _refuse_int(path: Path, raw: Any) -> None:
+    if not isinstance(raw, str):
+        return
+    try:
+        number = int(raw.strip())
+    except ValueError:
+        return  # not a number: FastAPI's validation names it
+    reason = int_problem(number)
+    if reason is not None:
+        _refuse(path, reason)
+
+
+def _refuse(path: Path, reason: str) -> None:
+    error = {"loc": path, "msg": f"the value {reason}", "type": "value_error.unstorable"}
+    raise RequestValidationError([error])
+
+
+# By route id, with the route itself, so a recycled id never gives another's params.
+_INT_PARAMS: dict[int, tuple[APIRoute, list[tuple[str, str]]]] = {}
+
+
+def _int_params(route: APIRoute) -> list[tuple[str, str]]:
+    """The route's integer path and query parameters, as (where, name); cached per route."""
+    known = _INT_PARAMS.get(id(route))
+    if known is not None and known[0] is route:
+        return known[1]
+    found: list[tuple[str, str]] = []
+    pending: list[Dependant] = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        for where, fields in (("path", dependant.path_params), ("query", dependant.query_params)):
+            found.extend((where, f.alias) for f in fields if _is_int(f.field_info.annotation))
+        pending.extend(dependant.dependencies)
+    _INT_PARAMS[id(route)] = (route, found)
+    return found
+
+
+def _is_int(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(arg is int for arg in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _is_int(typing.get_args(annotation)[0])
+    return False

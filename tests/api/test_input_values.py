@@ -1,0 +1,137 @@
+"""Values no store can keep are 422 naming the field, with nothing stored (SQLite, PostgreSQL).
+
+NUL characters and lone surrogates in JSON strings, query values, path segments
+and YAML; integers past 64 bits in query, path and body; another app's session.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app_docs import CHAT_APP, TEXT_APP, YAML
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from appforge.cli.root import main
+from appforge.core.db import make_engine, utcnow
+from appforge.core.settings import Settings
+from runs.tables import ChatSession, Run
+
+HUGE = str(2**70)
+JSON = {"Content-Type": "application/json"}
+
+
+def _refused(r: Any, field: str) -> None:
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert field in error["message"], error["message"]
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ('{"input": {"question": "a\\ud800b"}}', "body.input.question"),
+        ('{"input": {"question": "a\\u0000b"}}', "body.input.question"),
+        ('{"input": {"question": "ok", "tone\\u0000": "plain"}}', "body.input.tone"),
+        ('{"input": {"question": "ok", "n": 1e400}}', "body.input.n"),
+        ('{"input": {"question": "ok", "n": ' + HUGE + "}}", "body.input.n"),
+    ],
+)
+def test_input_values_run_unstorable_input_is_422_and_stores_nothing(
+    db_client: TestClient, create: Callable[..., Any], raw: str, field: str
+):
+    app = create(db_client)
+    r = db_client.post(f"/api/apps/{app['uuid']}/run", content=raw, headers=JSON)
+    _refused(r, field)
+    listed = db_client.get(f"/api/apps/{app['uuid']}/runs")
+    assert listed.headers["x-total-count"] == "0"
+
+
+def test_input_values_huge_integers_in_query_and_path_are_422(
+    db_client: TestClient, create: Callable[..., Any]
+):
+    app = create(db_client)
+    _refused(db_client.get("/api/apps", params={"offset": HUGE}), "query.offset")
+    _refused(db_client.get(f"/api/apps/{app['uuid']}/runs?offset={HUGE}"), "query.offset")
+    _refused(db_client.get(f"/api/v1/use-cases?skip={HUGE}"), "query.skip")
+    _refused(db_client.get(f"/api/apps/{app['uuid']}/versions/{HUGE}"), "path.version")
+    restore = db_client.post(f"/api/apps/{app['uuid']}/versions/-{HUGE}/restore")
+    _refused(restore, "path.version")
+    assert db_client.get(f"/api/apps?offset={2**63 - 1}").status_code == 200
+
+
+def test_input_values_nul_in_path_and_query_is_422(db_client: TestClient):
+    _refused(db_client.get("/api/apps/a%00b"), "path.app_uuid")
+    _refused(db_client.get("/api/apps", params={"q": "a\x00b"}), "query.q")
+    _refused(db_client.get("/api/sessions/s%00"), "path.session_id")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        TEXT_APP.replace("name: Echo", "name: Ec\x00ho"),
+        TEXT_APP.replace("name: Echo", 'name: "Ec\\0ho"'),
+        TEXT_APP.replace("name: Echo", 'name: "Ec\\ud800ho"'),
+    ],
+)
+def test_input_values_yaml_with_nul_or_surrogate_is_422(db_client: TestClient, text: str):
+    r = db_client.post("/api/apps", content=text.encode("utf-8", "surrogatepass"), headers=YAML)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "YAML_INVALID"
+    assert error["details"]["errors"][0]["line"] == 2
+    assert db_client.get("/api/apps").headers["x-total-count"] == "0"
+
+
+def test_input_values_json_app_with_nul_is_422(db_client: TestClient):
+    body = json.dumps({"version": 1, "name": "a\x00b", "steps": [], "output": {}})
+    _refused(db_client.post("/api/apps", content=body, headers=JSON), "body.name")
+    assert db_client.get("/api/apps").headers["x-total-count"] == "0"
+
+
+def test_input_values_other_apps_session_is_404(db_client: TestClient, create: Callable[..., Any]):
+    first, second = create(db_client, CHAT_APP), create(db_client, CHAT_APP)
+    made = db_client.post(f"/api/apps/{first['uuid']}/run", json={"input": {"message": "Hi"}})
+    session = made.json()["session"]["id"]
+    r = db_client.post(
+        f"/api/apps/{second['uuid']}/run/{session}", json={"input": {"message": "Hi"}}
+    )
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["code"] == "SESSION_NOT_FOUND"
+
+
+def test_backup_survives_a_stored_lone_surrogate(
+    client: TestClient,
+    create: Callable[..., Any],
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A run stored with a lone surrogate before such input was refused: the backup
+    still writes, and restores it exactly."""
+    app = create(client)
+    engine = make_engine(settings.resolved_database_url())
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(insert(ChatSession).values(id="s1", app_uuid=app["uuid"], owner="x"))
+        conn.execute(
+            insert(Run).values(
+                id="r1", app_uuid=app["uuid"], app_version=1, session_id="s1",
+                status="failed", input={"question": "a\ud800b"}, output={}, steps=[],
+                usage={}, created_at=now,
+            )
+        )  # fmt: skip
+    engine.dispose()
+    monkeypatch.setenv("APPFORGE_HOME", str(settings.home))
+    target = tmp_path / "backup.json"
+    result = CliRunner().invoke(main, ["backup", "--json_path", str(target)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(target.read_bytes())
+    runs = {r["id"]: r for r in doc["tables"]["runs"]}
+    assert runs["r1"]["input"] == {"question": "a\ud800b"}
