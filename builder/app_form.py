@@ -130,6 +130,32 @@ def set_public(text: str, public: bool) -> str:
     return dump(doc)
 
 
+_ORIGINS_LINE = re.compile(r"^origins:[^\n]*\n?", re.MULTILINE)
+
+
+def set_origins(text: str, origins: list[str]) -> str:
+    """The YAML text with its top-level ``origins:`` set (dropped when empty): the
+    browser origins that may call the app. Comments and layout are kept when the
+    key is one line (or absent); otherwise the document is written anew.
+
+    Raises ``ValueError`` if the text does not parse.
+    """
+    doc, problems = parse(text)
+    if doc is None:
+        raise ValueError(str(problems[0]))
+    wanted = {k: v for k, v in doc.items() if k != "origins"}
+    if origins:
+        wanted["origins"] = origins
+    line = f"origins: {json.dumps(origins)}\n" if origins else ""
+    if _ORIGINS_LINE.search(text):
+        edited = _ORIGINS_LINE.sub(lambda _: line, text, count=1)
+    else:
+        edited = text.rstrip("\n") + "\n" + line
+    if parse(edited)[0] == wanted:
+        return edited
+    return dump(wanted)
+
+
 def excerpt(text: str, lines: list[int], around: int = 1) -> str:
     """The numbered lines around each problem line, the problem lines marked ``>``."""
     all_lines = text.splitlines()

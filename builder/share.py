@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 import streamlit.components.v1 as components
@@ -34,11 +35,27 @@ def page_link(base: str, app: AppInfo, key: str | None) -> str:
     return f"{base}/chat/{app.uuid}" + (f"#key={key}" if key else "")
 
 
-def panel(client: Client, app: AppInfo, public_switch: Callable[[], None]) -> None:
-    """The panel itself; ``public_switch`` draws the app's public/private toggle."""
+ORIGINS = "share_app_origins_{uuid}_{version}"
+
+
+def origins_from(state: Any, app: AppInfo) -> list[str]:
+    """The origins typed in the panel's app origins box, one per line."""
+    text = str(state.get(ORIGINS.format(uuid=app.uuid, version=app.version), ""))
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def panel(
+    client: Client,
+    app: AppInfo,
+    public_switch: Callable[[], None],
+    save_origins: Callable[[], None],
+) -> None:
+    """The panel itself; ``public_switch`` draws the app's public/private toggle and
+    ``save_origins`` saves the origins typed in its box into the app."""
     base = api_url()
     with st.expander("Share", expanded=False):
         public_switch()
+        _app_origins(app, save_origins)
         key = st.session_state.get(RUNNER_KEY.format(uuid=app.uuid))
         if not app.public and not key:
             st.info(
@@ -53,6 +70,20 @@ def panel(client: Client, app: AppInfo, public_switch: Callable[[], None]) -> No
         if app.public or key:
             st.markdown("**Preview**")
             components.iframe(page_link(base, app, key), height=520)
+
+
+def _app_origins(app: AppInfo, save_origins: Callable[[], None]) -> None:
+    listed = app.definition.get("origins") or []
+    with st.form(f"share_origins_form_{app.uuid}", clear_on_submit=False):
+        st.text_area(
+            "Browser origins that may call this app's API from their pages (CORS; one "
+            "per line, e.g. https://shop.example). Its own chat page and widget need none.",
+            value="\n".join(str(o) for o in listed),
+            key=ORIGINS.format(uuid=app.uuid, version=app.version),
+            height=80,
+        )
+        if st.form_submit_button("Save origins (a new version)"):
+            save_origins()
 
 
 def _runner_key(client: Client, app: AppInfo) -> None:

@@ -28,8 +28,10 @@ from sqlalchemy import select
 from api import openai_format as wire
 from api.access import ModelLister, ModelRunCaller, check_app_scope
 from api.auth import Principal
+from api.cors import about_app
 from api.deps import DbSession
 from api.errors import OPENAI_ERROR_RESPONSES, ApiError, AuthError
+from api.routes.runs import count_public_run
 from api.state import ApiState, State
 from api.streaming import RunBridge, is_end
 from apps_yaml.events import Chunk, Output
@@ -120,6 +122,9 @@ async def create_chat_completion_route(
     ``data: [DONE]``."""
     loop = asyncio.get_running_loop()
     planned = await loop.run_in_executor(state.executor, _plan, state, body, token, session_id)
+    about_app(request, planned.request.app_uuid)  # CORS: the app's origins apply
+    if token is None:
+        await count_public_run(request, state, planned.request.app_uuid)
     cancel = threading.Event()
     if body.stream:
         return await _stream(request, state, body, planned, cancel)

@@ -156,7 +156,7 @@ async def run_app_in_session_route(
 
 async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Response:
     if run_request.caller is None:
-        await _count_public_run(request, state, run_request.app_uuid)
+        await count_public_run(request, state, run_request.app_uuid)
     cancel = threading.Event()
     if run_request.stream:
         return await _stream(request, state, run_request, cancel)
@@ -173,7 +173,7 @@ async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Re
     return JSONResponse(content)
 
 
-async def _count_public_run(request: Request, state: ApiState, app_uuid: str) -> None:
+async def count_public_run(request: Request, state: ApiState, app_uuid: str) -> None:
     """Count a run without a token in its address's bucket for this app: the app's
     ``limits.public_rate``, or the server's. 429 (nothing stored) when it is empty."""
     if state.limiter is None:

@@ -4,6 +4,7 @@ a YAML editor kept in sync; public/private toggle; versions with diff and restor
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -63,6 +64,23 @@ def _create(client: Client) -> None:
             st.rerun()
 
 
+def _save_edit(
+    client: Client, app: AppInfo, scope: str, editor_key: str, edit: Callable[[str], str]
+) -> AppInfo | None:
+    """Save ``edit`` of the stored YAML as a new version; the editor's unsaved text gets
+    the same edit (or is reloaded if that fails). None: refused (the error is shown)."""
+    try:
+        saved = client.update_app(app.uuid, edit(client.get_app_yaml(app.uuid)))
+    except (*ERRORS, ValueError) as exc:
+        show_error(exc)
+        return None
+    try:
+        app_editor.load(scope, editor_key, edit(st.session_state[editor_key]))
+    except (KeyError, ValueError):
+        app_editor.forget(scope, editor_key)
+    return saved
+
+
 def _public_toggle(client: Client, app: AppInfo, scope: str, editor_key: str) -> None:
     """Public/private: flipping it saves a new version at once (the editor follows)."""
     tries = st.session_state.get("apps_public_tries", 0)
@@ -73,25 +91,31 @@ def _public_toggle(client: Client, app: AppInfo, scope: str, editor_key: str) ->
     )
     if public == app.public:
         return
-    try:
-        saved = client.update_app(
-            app.uuid, app_form.set_public(client.get_app_yaml(app.uuid), public)
-        )
-    except ERRORS as exc:
-        show_error(exc)
+    saved = _save_edit(client, app, scope, editor_key, lambda t: app_form.set_public(t, public))
+    if saved is None:
         st.session_state["apps_public_tries"] = tries + 1  # the toggle shows the truth again
         return
-    # Unsaved edits stay; only their public line follows the saved app.
-    try:
-        app_editor.load(
-            scope, editor_key, app_form.set_public(st.session_state[editor_key], public)
-        )
-    except (KeyError, ValueError):
-        app_editor.forget(scope, editor_key)
     st.session_state["apps_flash"] = (
         f"{saved.name} is now {'public' if saved.public else 'private'} (version {saved.version})"
     )
     st.rerun()
+
+
+def _save_origins(client: Client, app: AppInfo, scope: str, editor_key: str) -> None:
+    """The Share panel's origins: saved into the app's ``origins:`` as a new version."""
+    saved = _save_edit(
+        client,
+        app,
+        scope,
+        editor_key,
+        lambda t: app_form.set_origins(t, share.origins_from(st.session_state, app)),
+    )
+    if saved is not None:
+        listed = saved.definition.get("origins") or []
+        st.session_state["apps_flash"] = (
+            f"{saved.name}: {len(listed)} browser origin(s) allowed (version {saved.version})"
+        )
+        st.rerun()
 
 
 st.title("Apps")
@@ -144,7 +168,12 @@ if not app_editor.loaded(scope, editor_key):
         show_error(exc)
         st.stop()
 st.caption(f"{app.type} app, version {app.version}, {'public' if app.public else 'private'}")
-share.panel(client, app, lambda: _public_toggle(client, app, scope, editor_key))
+share.panel(
+    client,
+    app,
+    lambda: _public_toggle(client, app, scope, editor_key),
+    lambda: _save_origins(client, app, scope, editor_key),
+)
 app_editor.render(client, scope, editor_key)
 app_editor.check_button(client, editor_key, "apps_check")
 if st.button("Validate and save", key="apps_save", type="primary"):

@@ -187,3 +187,27 @@ def test_failed_authentication_is_limited_per_address(
     assert elsewhere.get("/api/apps").status_code == 200
     guess = elsewhere.get("/api/apps", headers={**NOBODY, "X-API-Key": "af_guess_5"})
     assert guess.status_code == 401
+
+
+def test_public_rate_and_app_origins_cover_the_openai_endpoint(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], create: Any
+):
+    client = _frozen(make_client(make_settings(), client=STRANGER))
+    doc = _public('"1/hour"') + 'origins: ["https://shop.example"]\n'
+    app = create(client, doc)
+    body = {"model": app["uuid"], "messages": [{"role": "user", "content": "hi"}]}
+    shop = {**NOBODY, "Origin": "https://shop.example"}
+    first = client.post("/v1/chat/completions", json=body, headers=shop)
+    assert first.status_code == 200, first.text
+    assert first.headers["access-control-allow-origin"] == "https://shop.example"
+    second = client.post("/v1/chat/completions", json=body, headers=shop)
+    assert second.status_code == 429
+    assert second.json()["error"]["type"] == "rate_limit_error"
+    assert second.headers["retry-after"] == "3600"
+    assert second.headers["access-control-allow-origin"] == "https://shop.example"
+    elsewhere = client.post(
+        "/v1/chat/completions", json=body, headers={**NOBODY, "Origin": "https://evil.example"}
+    )
+    assert "access-control-allow-origin" not in elsewhere.headers
+    # One run was made: the refused one stored nothing.
+    assert len(client.get(f"/api/apps/{app['uuid']}/runs").json()) == 1

@@ -141,3 +141,22 @@ def test_app_form_templates_are_blank_then_the_examples():
     for text in found.values():
         doc, problems = af.parse(text)
         assert problems == [] and doc is not None and doc["version"] == 1
+
+
+ORIGINS_DOC = "version: 1\nname: Shop bot  # the shop's\ntype: chat\noutput: {a: b}\n"
+
+
+def test_app_form_set_origins_adds_replaces_and_drops_the_line():
+    added = af.set_origins(ORIGINS_DOC, ["https://shop.example"])
+    assert added == ORIGINS_DOC + 'origins: ["https://shop.example"]\n'
+    two = af.set_origins(added, ["https://a.example", "http://127.0.0.1:9000"])
+    assert "# the shop's" in two
+    assert yaml.safe_load(two)["origins"] == ["https://a.example", "http://127.0.0.1:9000"]
+    assert af.set_origins(two, []) == ORIGINS_DOC
+    block = ORIGINS_DOC + "origins:\n  - https://x.example\n"
+    # A block list spans lines: the document is written anew, with the new list.
+    assert yaml.safe_load(af.set_origins(block, ["https://y.example"]))["origins"] == [
+        "https://y.example"
+    ]
+    with pytest.raises(ValueError):
+        af.set_origins("name: [unclosed", ["https://x.example"])

@@ -377,3 +377,29 @@ def test_app_share_panel_link_snippet_and_runner_key(
     assert any(f'data-key="{key}"' in c for c in codes)
     me = client.get("/api/tokens/me", headers={"Authorization": f"Bearer {key}"})
     assert me.json()["id"] == made["id"]
+
+
+def test_app_share_panel_saves_the_apps_browser_origins(
+    page: Page, client: TestClient, admin_token: str
+):
+    at = page("apps").run()
+    at.text_area(key="apps_new_yaml").set_value("# my bot\n" + APP).run()
+    at.button(key="apps_create").click().run()
+    [app] = _apps(client, admin_token)
+    box = f"share_app_origins_{app['uuid']}_1"
+    submit = f"FormSubmitter:share_origins_form_{app['uuid']}-Save origins (a new version)"
+    at.text_area(key=box).set_value("not an origin\n")
+    at.button(key=submit).click().run()
+    assert at.error  # refused by the server, nothing saved
+    assert _apps(client, admin_token)[0]["version"] == 1
+    at.text_area(key=box).set_value("https://shop.example\nhttp://127.0.0.1:9000\n")
+    at.button(key=submit).click().run()
+    assert not at.exception
+    stored = client.get(
+        f"/api/apps/{app['uuid']}", headers={**_auth(admin_token), "Accept": "application/yaml"}
+    ).text
+    assert stored.startswith("# my bot\n")  # the author's comments stay
+    assert yaml.safe_load(stored)["origins"] == ["https://shop.example", "http://127.0.0.1:9000"]
+    assert any("2 browser origin(s) allowed (version 2)" in t for t in _texts(at, "success"))
+    # The editor follows the saved app.
+    assert "origins:" in at.session_state[f"apps_yaml_{app['uuid']}"]

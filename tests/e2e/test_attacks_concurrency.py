@@ -19,15 +19,14 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fake_model import FakeModel, serve_model
+from health_watch import health_within_one_second
 from server_process import ServerProcess
 
 TOKEN = "af_attacks_admin_token_0123456789"
@@ -80,33 +79,6 @@ def env(model: FakeModel, backend: str | None, tmp_path: Path) -> dict[str, str]
 def client(server: ServerProcess) -> httpx.Client:
     headers = {"Authorization": f"Token {TOKEN}"}
     return httpx.Client(base_url=server.base, headers=headers, timeout=120)
-
-
-@contextmanager
-def health_within_one_second(base: str) -> Iterator[None]:
-    """Poll `/api/health` while the block runs; every answer must be 200 within 1 s."""
-    answers: list[tuple[int, float]] = []
-    stop = threading.Event()
-
-    def poll() -> None:
-        with httpx.Client(timeout=10) as c:
-            while not stop.is_set():
-                started = time.perf_counter()
-                status = c.get(f"{base}/api/health").status_code
-                answers.append((status, time.perf_counter() - started))
-                stop.wait(0.1)
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    assert answers, "the health poller never got an answer"
-    assert {status for status, _ in answers} == {200}
-    slowest = max(seconds for _, seconds in answers)
-    assert slowest < 1.0, f"/api/health took {slowest:.2f} s"
 
 
 def all_at_once(count: int, call: Callable[[int], httpx.Response]) -> list[httpx.Response]:

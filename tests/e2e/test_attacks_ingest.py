@@ -13,7 +13,6 @@ Throughout, a watcher calls ``/api/health`` and every answer must come within 1 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from health_watch import health_within_one_second
 from hostile_http import HostileServer
 from server_process import ServerProcess
 from waiting import poll_until
@@ -32,36 +32,6 @@ SECRET = "s3cret-webhook-key"
 TOKEN = "af_e2e_admin_token_attacks_ingest_0123"
 FETCH_TIMEOUT = 4.0
 WEBHOOK_TIMEOUT = 3.0
-
-
-class HealthWatch:
-    """Calls /api/health every 0.2 s in a thread; records each answer's time (or failure)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.slow: list[str] = []
-        self.calls = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=5) as client:
-            while not self._stop.wait(0.2):
-                started = time.monotonic()
-                try:
-                    status = client.get("/api/health").status_code
-                except httpx.HTTPError as exc:
-                    self.slow.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                took = time.monotonic() - started
-                self.calls += 1
-                if status != 200 or took >= 1.0:
-                    self.slow.append(f"HTTP {status} in {took:.2f} s")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +73,13 @@ def bomb() -> bytes:
 
 @pytest.fixture
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
-    watch = HealthWatch(server.base)
-    with httpx.Client(
-        base_url=server.base, headers={"Authorization": f"Token {TOKEN}"}, timeout=60
-    ) as client:
+    with (
+        health_within_one_second(server.base),
+        httpx.Client(
+            base_url=server.base, headers={"Authorization": f"Token {TOKEN}"}, timeout=60
+        ) as client,
+    ):
         yield client
-    watch.stop()
-    assert watch.calls > 0
-    assert watch.slow == [], watch.slow
 
 
 def _rss_mb(pid: int) -> float:
