@@ -118,3 +118,46 @@ class RunBridge:
 
 def is_end(item: object) -> TypeGuard[_End]:
     return isinstance(item, _End)
+
+
+@dataclass
+class Started:
+    """A streamed run past its first output: ``first`` (an output, or its end)."""
+
+    first: object
+    bridge: RunBridge
+    prepared: PreparedRun
+
+
+async def start_streaming(
+    executor: Any,
+    runs: RunService,
+    run_request: RunRequest,
+    cancel: threading.Event,
+    disconnected: Callable[[], Awaitable[bool]],
+    failed: Callable[[FinishedRun], Exception],
+) -> Started | None:
+    """Start a run on ``executor`` and hold the answer until its first output, so a run
+    that fails before its first byte gets a real error status (``failed`` makes the
+    error of a failed run). None: the client went away first (the run is stopped)."""
+    loop = asyncio.get_running_loop()
+    bridge = RunBridge(loop)
+    future = loop.run_in_executor(executor, bridge.job(runs, run_request, cancel))
+    try:
+        first = await bridge.first(disconnected)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+    if first is None:
+        cancel.set()
+        await future
+        return None
+    if is_end(first):
+        await future
+        if first.error is not None:
+            raise first.error
+        assert first.finished is not None
+        if first.finished.failure is not None:
+            raise failed(first.finished)
+    assert bridge.prepared is not None
+    return Started(first, bridge, bridge.prepared)

@@ -33,7 +33,7 @@ from api.deps import DbSession
 from api.errors import OPENAI_ERROR_RESPONSES, ApiError, AuthError
 from api.routes.runs import count_public_run
 from api.state import ApiState, State
-from api.streaming import RunBridge, is_end
+from api.streaming import RunBridge, is_end, start_streaming
 from apps_yaml.events import Chunk, Output
 from runs import chat
 from runs.records import AppRecord, find_app_uuid
@@ -197,27 +197,12 @@ async def _stream(
 ) -> Response:
     """Hold the answer until the run's first output (so a run failing before it gets a
     real error status), then send the frames as the model writes."""
-    loop = asyncio.get_running_loop()
-    bridge = RunBridge(loop)
-    future = loop.run_in_executor(state.executor, bridge.job(state.runs, planned.request, cancel))
-    try:
-        first = await bridge.first(request.is_disconnected)
-    except asyncio.CancelledError:
-        cancel.set()
-        raise
-    if first is None:  # the client went away before the first byte
-        cancel.set()
-        await future
+    started = await start_streaming(
+        state.executor, state.runs, planned.request, cancel, request.is_disconnected, _failed
+    )
+    if started is None:  # the client went away before the first byte
         return Response(status_code=499)
-    if is_end(first):
-        await future
-        if first.error is not None:
-            raise first.error
-        assert first.finished is not None
-        if first.finished.failure is not None:
-            raise _failed(first.finished)
-    prepared = bridge.prepared
-    assert prepared is not None
+    first, bridge, prepared = started.first, started.bridge, started.prepared
     writer = wire.ChunkWriter(f"chatcmpl-{prepared.run_id}", int(time.time()), body.model)
     headers = {
         "Cache-Control": "no-cache",

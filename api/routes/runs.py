@@ -31,7 +31,7 @@ from api.proxies import client_address
 from api.ratelimit import Rate, RateLimitedError, note
 from api.routes.apps import get_app_row
 from api.state import ApiState, State
-from api.streaming import Encoder, RunBridge, is_end, wants_sse
+from api.streaming import Encoder, is_end, start_streaming, wants_sse
 from apps_yaml.events import Chunk, Output
 from runs.service import Caller, FinishedRun, PreparedRun, RunRequest
 from runs.tables import Run
@@ -199,27 +199,12 @@ async def _stream(
 ) -> Response:
     """Hold the answer until the first output (a run that fails before its first byte
     gets a normal error status), then stream the rest as it comes."""
-    loop = asyncio.get_running_loop()
-    bridge = RunBridge(loop)
-    future = loop.run_in_executor(state.executor, bridge.job(state.runs, run_request, cancel))
-    try:
-        first = await bridge.first(request.is_disconnected)
-    except asyncio.CancelledError:
-        cancel.set()
-        raise
-    if first is None:  # the client went away before the first byte
-        cancel.set()
-        await future
+    started = await start_streaming(
+        state.executor, state.runs, run_request, cancel, request.is_disconnected, _failure_error
+    )
+    if started is None:  # the client went away before the first byte
         return Response(status_code=499)
-    if is_end(first):
-        await future
-        if first.error is not None:
-            raise first.error
-        assert first.finished is not None
-        if first.finished.failure is not None:
-            raise _failure_error(first.finished)
-    prepared = bridge.prepared
-    assert prepared is not None
+    first, bridge, prepared = started.first, started.bridge, started.prepared
     encoder = Encoder(wants_sse(request.headers.get("accept", "")))
     session = {"id": prepared.session_id}
 
