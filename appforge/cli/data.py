@@ -8,12 +8,15 @@ from pathlib import Path
 
 import click
 
-from appforge.cli.root import load_settings, main, open_engine
+from appforge.cli.root import QuietAliases, load_settings, main, open_engine
 
 
 @main.command()
 @click.option(
+    "--json-path",
     "--filename",
+    "filename",
+    cls=QuietAliases,
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the export.",
@@ -39,8 +42,10 @@ def export(filename: Path, runs: bool, prompts: bool) -> None:
 
 @main.command()
 @click.option(
+    "--json-path",
     "--json_path",
     "json_path",
+    cls=QuietAliases,
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the backup.",
@@ -60,8 +65,10 @@ def backup(json_path: Path) -> None:
 
 @main.command()
 @click.option(
+    "--json-path",
     "--json_path",
     "json_path",
+    cls=QuietAliases,
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A file made by backup.",

@@ -1,8 +1,15 @@
-"""The root command and what every command group shares: settings, the database, errors."""
+"""The root command and what every command group shares: settings, the database, errors.
+
+Errors end a command in one place, :class:`ErrorsAsLines` (the root group): an
+error of appforge or of the server, an unreachable server, a bad or missing
+file, or bad YAML prints one line ``error [CODE]: message`` on stderr and exits
+1. ``appforge --debug ...`` lets them through with their traceback.
+"""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -12,16 +19,103 @@ from appforge.core.settings import Settings
 
 
 def load_settings() -> Settings:
-    """The settings of this invocation, from ``APPFORGE_*`` variables."""
-    return Settings()
+    """The settings of this invocation: ``APPFORGE_*`` variables, and ``--home`` if given."""
+    home = _options().get("home")
+    return Settings(home=home) if home is not None else Settings()
 
 
-@click.group()
+def _options() -> dict[str, Any]:
+    """The root group's ``ctx.obj`` (``home``, ``debug``, parts tests hand over)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, dict) else {}
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line an expected error ends a command with; None for a bug (a traceback)."""
+    import httpx
+    import yaml
+
+    from appforge.client import ApiError
+    from appforge.core.errors import AppforgeError
+
+    if isinstance(exc, AppforgeError | ApiError):
+        return f"error [{exc.code}]: {exc.message}"
+    if isinstance(exc, httpx.TransportError):
+        return f"error [SERVER_UNREACHABLE]: {_unreachable(exc)}"
+    if isinstance(exc, httpx.HTTPError):
+        return f"error [HTTP_ERROR]: {exc}"
+    if isinstance(exc, yaml.YAMLError):
+        return f"error [YAML_INVALID]: {' '.join(str(exc).split())}"
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"error [FILE_ERROR]: {exc.strerror or exc}{where}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"error [FILE_ERROR]: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    return None
+
+
+def _unreachable(exc: Any) -> str:
+    try:
+        url = exc.request.url
+    except RuntimeError:  # no request attached
+        return f"cannot reach the server: {exc}"
+    server = f"{url.scheme}://{url.netloc.decode()}"
+    return f"cannot reach the server at {server} ({exc or type(exc).__name__}); is it running?"
+
+
+class ErrorsAsLines(click.Group):
+    """A group whose commands end on an expected error with one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.BadParameter as exc:
+            if _options().get("debug") or not isinstance(
+                getattr(exc.param, "type", None), click.Path
+            ):
+                raise
+            click.echo(f"error [FILE_ERROR]: {exc.format_message()}", err=True)
+            ctx.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            line = error_line(exc)
+            if line is None or _options().get("debug"):
+                raise
+            click.echo(line, err=True)
+            _problems(getattr(exc, "details", None))
+            ctx.exit(1)
+
+
+class QuietAliases(click.Option):
+    """An option whose first name is shown in help; the others (old spellings) still work."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown = self.opts
+        self.opts = shown[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+@click.group(cls=ErrorsAsLines)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The appforge home folder (sets APPFORGE_HOME for this command).",
+)
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, home: Path | None, debug: bool) -> None:
     """appforge: low-code LLM apps (YAML apps, prompts, datasources, a streaming runtime)."""
     # ctx.obj may carry ready parts (tests pass {"providers": {...}} to share a loaded model).
     ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if home is not None:
+        ctx.obj["home"] = home.expanduser().resolve()
 
 
 @main.command()
@@ -51,7 +145,12 @@ def open_db() -> Any:
 def report_error(exc: Any) -> None:
     """An error with a code on stderr: ``error [CODE]: message``, then each problem."""
     click.echo(f"error [{exc.code}]: {exc.message}", err=True)
-    for problem in exc.details.get("errors", []) if isinstance(exc.details, dict) else []:
+    _problems(exc.details)
+
+
+def _problems(details: Any) -> None:
+    """The problems of an invalid document or input, one per line under the error."""
+    for problem in details.get("errors", []) if isinstance(details, dict) else []:
         where = f"line {problem['line']}: " if problem.get("line") else ""
         click.echo(
             f"  {where}{problem.get('path') or problem.get('field')}: {problem['message']}",

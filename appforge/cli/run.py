@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from apps_yaml.events import Event, Outcome
     from apps_yaml.flows import Flow
     from apps_yaml.schema import AppDocument, InputField
+    from runs.services import Services
 
 
 def _parse_inputs(pairs: tuple[str, ...], declared: dict[str, InputField]) -> dict[str, Any]:
@@ -117,13 +118,15 @@ def _run_here(
     from runs.service import RunService
     from runs.services import Services
 
+    settings = load_settings()
     services = Services.open(
-        load_settings(),
+        settings,
         providers=obj.get("providers"),
         embedder=obj.get("embedder"),
         flows={flow.name: flow} if flow else None,
     )
     try:
+        services.absent_datasources = _absent_datasources(services, doc)
         try:
             events = RunService(services).run_document(doc, values)
         except InputInvalidError as exc:
@@ -133,6 +136,42 @@ def _run_here(
         return _print_events(events, as_json, multi)
     finally:
         services.close()
+
+
+def _absent_datasources(services: Services, doc: AppDocument) -> frozenset[str]:
+    """The datasources the app names that this home lacks, each with a warning on stderr.
+
+    A local run of an app whose datasource is missing (an example app on a fresh
+    home) still runs: its retrieval finds nothing, as an empty datasource would."""
+    from sqlalchemy import or_, select
+
+    from apps_yaml.schema import RetrieveStep
+    from datasources.tables import Datasource
+
+    named = {
+        ref: step.id
+        for step in doc.steps
+        if isinstance(step, RetrieveStep)
+        for ref in step.datasources
+    }
+    if not named:
+        return frozenset()
+    with services.db() as db:
+        rows = db.execute(
+            select(Datasource.uuid, Datasource.name).where(
+                or_(Datasource.uuid.in_(named), Datasource.name.in_(named))
+            )
+        ).all()
+    known = {value for row in rows for value in row}
+    absent = frozenset(ref for ref in named if ref not in known)
+    for ref in sorted(absent):
+        click.echo(
+            f"warning: no datasource '{ref}' in {services.settings.home}: step "
+            f"'{named[ref]}' retrieves nothing (create it with: appforge datasources "
+            f"create {ref}, then add entries)",
+            err=True,
+        )
+    return absent
 
 
 def _print_events(events: Iterator[Event], as_json: bool, multi: bool) -> Outcome:
