@@ -45,6 +45,8 @@ def error_line(exc: BaseException) -> str | None:
         return f"error [SERVER_UNREACHABLE]: {_unreachable(exc)}"
     if isinstance(exc, httpx.HTTPError):
         return f"error [HTTP_ERROR]: {exc}"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        return f"error [YAML_INVALID]: line {exc.problem_mark.line + 1}: {exc.problem}"
     if isinstance(exc, yaml.YAMLError):
         return f"error [YAML_INVALID]: {' '.join(str(exc).split())}"
     if isinstance(exc, OSError):
@@ -84,7 +86,7 @@ class ErrorsAsLines(click.Group):
             if line is None or _options().get("debug"):
                 raise
             click.echo(line, err=True)
-            _problems(getattr(exc, "details", None))
+            _problems(getattr(exc, "details", None), line)
             ctx.exit(1)
 
 
@@ -145,17 +147,18 @@ def open_db() -> Any:
 def report_error(exc: Any) -> None:
     """An error with a code on stderr: ``error [CODE]: message``, then each problem."""
     click.echo(f"error [{exc.code}]: {exc.message}", err=True)
-    _problems(exc.details)
+    _problems(exc.details, exc.message)
 
 
-def _problems(details: Any) -> None:
-    """The problems of an invalid document or input, one per line under the error."""
+def _problems(details: Any, shown: str = "") -> None:
+    """The problems of an invalid document or input, one per line under the error
+    (but not one the error's own message already says)."""
     for problem in details.get("errors", []) if isinstance(details, dict) else []:
         where = f"line {problem['line']}: " if problem.get("line") else ""
-        click.echo(
-            f"  {where}{problem.get('path') or problem.get('field')}: {problem['message']}",
-            err=True,
-        )
+        field = problem.get("path") or problem.get("field")
+        line = f"{where}{field + ': ' if field else ''}{problem['message']}"
+        if problem["message"] not in shown:
+            click.echo(f"  {line}", err=True)
 
 
 def fail(code: str, message: str, status: int = 1) -> NoReturn:

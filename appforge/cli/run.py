@@ -90,16 +90,13 @@ def run(
 
 
 def _document(app_file: Path, flow: Flow | None) -> AppDocument:
-    """The app document of the file (for a flow: the app naming it); exit 2 if invalid."""
-    from apps_yaml.errors import AppsYamlError
+    """The app document of the file (for a flow: the app naming it).
+
+    An invalid document raises (the root group prints it with its lines, exit 1)."""
     from apps_yaml.loader import load_file
     from apps_yaml.schema import AppDocument
 
-    try:
-        doc = AppDocument.model_validate(flow.app_document()) if flow else load_file(app_file)
-    except AppsYamlError as exc:
-        report_error(exc)
-        sys.exit(2)
+    doc = AppDocument.model_validate(flow.app_document()) if flow else load_file(app_file)
     if flow is None and doc.flow is not None:
         click.echo(
             f"error [FLOW_NOT_SERVED]: {app_file.name} runs the Python flow "
@@ -230,12 +227,15 @@ def _through_api(obj: dict[str, Any], app_file: Path, how: _ApiRun) -> None:
     from appforge.client import ApiError, Client
 
     flow = _load_flow(app_file) if app_file.suffix == ".py" else None
+    name = _document(app_file, flow).name  # checked here first, with line numbers
     port = how.port if how.serve else _free_port()
     with _admin_token(app_file) as (token, temporary):
         with _api(obj, flow, how.host, port) as (base, thread):
             with Client(base, token) as client:
                 try:
-                    uuid = _save_app(client, _flow_yaml(flow) if flow else app_file.read_text())
+                    uuid = _save_app(
+                        client, name, _flow_yaml(flow) if flow else app_file.read_text()
+                    )
                     if how.serve:
                         click.echo(f"serving {app_file.name} as app {uuid}")
                         click.echo(f"run it: POST {base}/api/apps/{uuid}/run[/<session id>]")
@@ -323,13 +323,9 @@ def _stream_once(
     click.echo(f"session: {chunks[-1].session['id']}", err=True)
 
 
-def _save_app(client: Client, text: str) -> str:
+def _save_app(client: Client, name: str, text: str) -> str:
     """Create the app, or update the app of the same name (a new version if it changed)."""
-    import yaml
-
-    name = (yaml.safe_load(text) or {}).get("name") if text.strip() else None
-    existing = list(client.list_apps(q=name)) if isinstance(name, str) else []
-    same = [a for a in existing if a.name == name]
+    same = [a for a in client.list_apps(q=name) if a.name == name]
     if same:
         return str(client.update_app(same[0].uuid, text).uuid)
     return str(client.create_app(text).uuid)
