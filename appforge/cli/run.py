@@ -107,6 +107,12 @@ def _document(app_file: Path, flow: Flow | None) -> AppDocument:
     return doc
 
 
+def _load_file(app_file: Path) -> AppDocument:
+    from apps_yaml.loader import load_file
+
+    return load_file(app_file)
+
+
 def _run_here(
     obj: dict[str, Any], doc: AppDocument, flow: Flow | None, values: dict[str, Any], as_json: bool
 ) -> Outcome:
@@ -227,7 +233,8 @@ def _through_api(obj: dict[str, Any], app_file: Path, how: _ApiRun) -> None:
     from appforge.client import ApiError, Client
 
     flow = _load_flow(app_file) if app_file.suffix == ".py" else None
-    name = _document(app_file, flow).name  # checked here first, with line numbers
+    # Checked here first (bad YAML with its line); the server judges the rest.
+    name = str(flow.app_document()["name"]) if flow else _load_file(app_file).name
     port = how.port if how.serve else _free_port()
     with _admin_token(app_file) as (token, temporary):
         with _api(obj, flow, how.host, port) as (base, thread):
