@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -12,6 +14,9 @@ from appforge.cli.root import main
 
 if TYPE_CHECKING:
     from appforge.client import Client
+    from appforge.client.prompt_models import PromptInfo, UseCaseInfo
+
+T = TypeVar("T")
 
 
 def _remote_options(f: Any) -> Any:
@@ -54,15 +59,37 @@ def _datasource(client: Client, ref: str) -> str:
     return _named("datasource", ref, [(d.uuid, d.name) for d in client.list_datasources()])
 
 
+def _every(page: Callable[[int], list[T]], size: int = 100) -> Iterator[T]:
+    """Every row of a listing read ``size`` at a time (``page(skip)``)."""
+    skip = 0
+    while True:
+        rows = page(skip)
+        yield from rows
+        if len(rows) < size:
+            return
+        skip += size
+
+
+def _use_cases(client: Client) -> list[UseCaseInfo]:
+    return list(_every(lambda skip: client.list_use_cases(skip=skip, limit=100)))
+
+
 def _use_case(client: Client, ref: str) -> str:
     """A use case's id from its id or name."""
-    return _named("use case", ref, [(u.id, u.name) for u in client.list_use_cases()])
+    return _named("use case", ref, [(u.id, u.name) for u in _use_cases(client)])
 
 
 def _prompt(client: Client, ref: str) -> str:
     """A prompt's id from its id or its name (unique across use cases)."""
-    rows = [(p.id, p.name) for u in client.list_use_cases() for p in client.list_prompts(u.id)]
+    rows: list[tuple[str, str]] = []
+    for use_case in _use_cases(client):
+        prompts = _every(partial(_prompts_page, client, use_case.id))
+        rows.extend((p.id, p.name) for p in prompts)
     return _named("prompt", ref, rows)
+
+
+def _prompts_page(client: Client, use_case_id: str, skip: int) -> list[PromptInfo]:
+    return client.list_prompts(use_case_id, skip=skip, limit=100)
 
 
 def _remote(name: str, help: str) -> click.Group:
