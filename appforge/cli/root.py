@@ -66,8 +66,44 @@ def _unreachable(exc: Any) -> str:
     return f"cannot reach the server at {server} ({exc or type(exc).__name__}); is it running?"
 
 
+def _set_home(ctx: click.Context, _: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        root.obj["home"] = value.expanduser().resolve()
+
+
+_HOME_HELP = "The appforge home folder (instead of APPFORGE_HOME) for this command."
+
+
+def _home_option() -> click.Option:
+    """``--home`` after a command's name, as before it (``appforge token list --home H``)."""
+    return click.Option(
+        ["--home"],
+        type=click.Path(file_okay=False, path_type=Path),
+        expose_value=False,
+        callback=_set_home,
+        help=_HOME_HELP,
+    )
+
+
+def _with_home(command: click.Command) -> click.Command:
+    """Give ``command`` (each command of a group) a ``--home`` option, once."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_home(sub)
+    elif not any(param.name == "home" for param in command.params):
+        command.params.append(_home_option())
+    return command
+
+
 class ErrorsAsLines(click.Group):
-    """A group whose commands end on an expected error with one line and exit code 1."""
+    """The root group: commands end on an expected error with one line and exit code 1,
+    and each takes ``--home`` after its name too."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        return _with_home(command) if command is not None else None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -107,7 +143,7 @@ class QuietAliases(click.Option):
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The appforge home folder (sets APPFORGE_HOME for this command).",
+    help=_HOME_HELP,
 )
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.pass_context

@@ -155,6 +155,8 @@ def test_home_option_and_json_path_spellings(tmp_path: Path, monkeypatch: pytest
     assert made.exit_code == 0, made.stderr
     assert "deploy" in runner.invoke(main, [*home, "token", "list"]).stdout
     assert "deploy" not in runner.invoke(main, ["token", "list"]).stdout  # APPFORGE_HOME's
+    after = runner.invoke(main, ["token", "list", "--home", str(tmp_path / "chosen")])
+    assert "deploy" in after.stdout  # --home after the command's name too
     for flag in ("--json-path", "--json_path"):
         out = tmp_path / f"backup{flag}.json"
         done = runner.invoke(main, [*home, "backup", flag, str(out)])
