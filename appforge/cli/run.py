@@ -129,12 +129,13 @@ def _run_here(
         flows={flow.name: flow} if flow else None,
     )
     try:
-        services.absent_datasources = _absent_datasources(services, doc)
         try:
             events = RunService(services).run_document(doc, values)
         except InputInvalidError as exc:
             report_error(exc)
             sys.exit(2)
+        # The inputs are good: warn about missing datasources before the run starts.
+        services.absent_datasources = _absent_datasources(services, doc)
         multi = flow is not None or len(doc.output) > 1
         return _print_events(events, as_json, multi)
     finally:
