@@ -42,6 +42,9 @@ class Services:
     models: ProviderRegistry
     flows: Mapping[str, Flow] = field(default_factory=dict)
     embedder: Embedder | None = None
+    # Datasource names or uuids that retrieve nothing instead of failing the run
+    # (``appforge run`` of an app whose datasource is not in this home, with a warning).
+    absent_datasources: frozenset[str] = frozenset()
     _datasources: DatasourceStore | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -104,4 +107,7 @@ class _Retrieval:
     def search(
         self, datasources: Sequence[str], query: str, top_k: int, where: dict[str, Any] | None
     ) -> list[dict[str, Any]]:
-        return StoreRetriever(self._services.datasources).search(datasources, query, top_k, where)
+        present = [d for d in datasources if d not in self._services.absent_datasources]
+        if not present:
+            return []
+        return StoreRetriever(self._services.datasources).search(present, query, top_k, where)

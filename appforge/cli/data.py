@@ -8,13 +8,16 @@ from pathlib import Path
 
 import click
 
-from appforge.cli.root import load_settings, main, open_engine
+from appforge.cli.root import QuietAliases, load_settings, main, open_engine
 from appforge.core.modes import write_private
 
 
 @main.command()
 @click.option(
+    "--json-path",
     "--filename",
+    "filename",
+    cls=QuietAliases,
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the export.",
@@ -40,8 +43,10 @@ def export(filename: Path, runs: bool, prompts: bool) -> None:
 
 @main.command()
 @click.option(
+    "--json-path",
     "--json_path",
     "json_path",
+    cls=QuietAliases,
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the backup.",
@@ -62,8 +67,10 @@ def backup(json_path: Path) -> None:
 
 @main.command()
 @click.option(
+    "--json-path",
     "--json_path",
     "json_path",
+    cls=QuietAliases,
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A file made by backup.",

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from appforge.cli.root import main, report_error
+from appforge.cli.root import main
 
 if TYPE_CHECKING:
     from appforge.client import Client
+    from appforge.client.prompt_models import PromptInfo, UseCaseInfo
+
+T = TypeVar("T")
 
 
 def _remote_options(f: Any) -> Any:
@@ -36,16 +39,57 @@ def _client(obj: dict[str, Any], url: str, token: str) -> Client:
     return Client(url, token, http=obj.get("http"))
 
 
-@contextmanager
-def _api_errors() -> Iterator[None]:
-    """An API error ends the command: its code, message and problems on stderr, exit 1."""
-    from appforge.client import ApiError
+def _named(kind: str, ref: str, rows: list[tuple[str, str]]) -> str:
+    """The id of the row whose id or name is ``ref`` (``rows`` as (id, name) pairs)."""
+    from appforge.client import NotFoundError
 
-    try:
-        yield
-    except ApiError as exc:
-        report_error(exc)
-        sys.exit(1)
+    if any(row_id == ref for row_id, _ in rows):
+        return ref
+    found = [row_id for row_id, name in rows if name == ref]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise click.UsageError(f"{len(found)} {kind}s are named {ref!r}: give the id")
+    code = f"{kind.upper().replace(' ', '_')}_NOT_FOUND"
+    raise NotFoundError(404, code, f"no {kind} {ref!r} (by id or name)")
+
+
+def _datasource(client: Client, ref: str) -> str:
+    """A datasource's uuid from its uuid or name."""
+    return _named("datasource", ref, [(d.uuid, d.name) for d in client.list_datasources()])
+
+
+def _every(page: Callable[[int], list[T]], size: int = 100) -> Iterator[T]:
+    """Every row of a listing read ``size`` at a time (``page(skip)``)."""
+    skip = 0
+    while True:
+        rows = page(skip)
+        yield from rows
+        if len(rows) < size:
+            return
+        skip += size
+
+
+def _use_cases(client: Client) -> list[UseCaseInfo]:
+    return list(_every(lambda skip: client.list_use_cases(skip=skip, limit=100)))
+
+
+def _use_case(client: Client, ref: str) -> str:
+    """A use case's id from its id or name."""
+    return _named("use case", ref, [(u.id, u.name) for u in _use_cases(client)])
+
+
+def _prompt(client: Client, ref: str) -> str:
+    """A prompt's id from its id or its name (unique across use cases)."""
+    rows: list[tuple[str, str]] = []
+    for use_case in _use_cases(client):
+        prompts = _every(partial(_prompts_page, client, use_case.id))
+        rows.extend((p.id, p.name) for p in prompts)
+    return _named("prompt", ref, rows)
+
+
+def _prompts_page(client: Client, use_case_id: str, skip: int) -> list[PromptInfo]:
+    return client.list_prompts(use_case_id, skip=skip, limit=100)
 
 
 def _remote(name: str, help: str) -> click.Group:
@@ -64,9 +108,8 @@ prompts_cmd = _remote("prompts", "Managed prompts on a running server.")
 @click.pass_obj
 def apps_list(obj: dict[str, Any], url: str, token: str) -> None:
     """List apps: uuid, version, type, name."""
-    with _api_errors():
-        for app in _client(obj, url, token).list_apps():
-            click.echo(f"{app.uuid}  v{app.version:<3} {app.type:5} {app.name}")
+    for app in _client(obj, url, token).list_apps():
+        click.echo(f"{app.uuid}  v{app.version:<3} {app.type:5} {app.name}")
 
 
 @apps_cmd.command("create")
@@ -75,8 +118,7 @@ def apps_list(obj: dict[str, Any], url: str, token: str) -> None:
 @click.pass_obj
 def apps_create(obj: dict[str, Any], app_file: Path, url: str, token: str) -> None:
     """Create an app from a YAML file; prints its uuid."""
-    with _api_errors():
-        app = _client(obj, url, token).create_app(app_file)
+    app = _client(obj, url, token).create_app(app_file)
     click.echo(app.uuid)
 
 
@@ -85,9 +127,8 @@ def apps_create(obj: dict[str, Any], app_file: Path, url: str, token: str) -> No
 @click.pass_obj
 def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
     """List datasources: uuid, type, name."""
-    with _api_errors():
-        for ds in _client(obj, url, token).list_datasources():
-            click.echo(f"{ds.uuid}  {ds.type:6} {ds.name}")
+    for ds in _client(obj, url, token).list_datasources():
+        click.echo(f"{ds.uuid}  {ds.type:6} {ds.name}")
 
 
 @datasources_cmd.command("create")
@@ -103,8 +144,7 @@ def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
 @click.pass_obj
 def datasources_create(obj: dict[str, Any], name: str, kind: str, url: str, token: str) -> None:
     """Create a datasource; prints its uuid."""
-    with _api_errors():
-        click.echo(_client(obj, url, token).create_datasource(name, kind).uuid)
+    click.echo(_client(obj, url, token).create_datasource(name, kind).uuid)
 
 
 @datasources_cmd.command("add")
@@ -125,12 +165,14 @@ def datasources_add(
     url: str,
     token: str,
 ) -> None:
-    """Add every file of FOLDER (recursively) as an entry, with a progress bar."""
+    """Add every file of FOLDER (recursively) as an entry of DATASOURCE (uuid or name),
+    with a progress bar."""
     from appforge.client import ApiError
 
     meta = dict(pair.partition("=")[::2] for pair in metadata)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     client = _client(obj, url, token)
+    datasource = _datasource(client, datasource)
     added, refused = 0, []
     with click.progressbar(files, label="adding entries", file=sys.stderr) as bar:
         for path in bar:
@@ -162,26 +204,26 @@ def datasources_add(
 
 
 @prompts_cmd.command("list")
-@click.argument("use_case_id")
+@click.argument("use_case")
 @_remote_options
 @click.pass_obj
-def prompts_list(obj: dict[str, Any], use_case_id: str, url: str, token: str) -> None:
-    """List the prompts of a use case: id, name."""
-    with _api_errors():
-        for prompt in _client(obj, url, token).list_prompts(use_case_id):
-            click.echo(f"{prompt.id}  {prompt.name}")
+def prompts_list(obj: dict[str, Any], use_case: str, url: str, token: str) -> None:
+    """List the prompts of a use case (id or name): id, name."""
+    client = _client(obj, url, token)
+    for prompt in client.list_prompts(_use_case(client, use_case)):
+        click.echo(f"{prompt.id}  {prompt.name}")
 
 
 @prompts_cmd.command("promote")
-@click.argument("prompt_id")
+@click.argument("prompt")
 @click.argument("version", type=int)
 @click.option("--label", default="production", show_default=True)
 @_remote_options
 @click.pass_obj
 def prompts_promote(
-    obj: dict[str, Any], prompt_id: str, version: int, label: str, url: str, token: str
+    obj: dict[str, Any], prompt: str, version: int, label: str, url: str, token: str
 ) -> None:
-    """Put LABEL on VERSION of a prompt (apps pinning the label follow)."""
-    with _api_errors():
-        _client(obj, url, token).promote(prompt_id, version, label)
+    """Put LABEL on VERSION of a prompt (id or name; apps pinning the label follow)."""
+    client = _client(obj, url, token)
+    client.promote(_prompt(client, prompt), version, label)
     click.echo(f"{label} -> version {version}")

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from appforge.cli.root import fail, load_settings, main, open_home, report_error
+from appforge.cli.root import load_settings, main, open_home, report_error
 
 if TYPE_CHECKING:
     from appforge.client import Client
     from apps_yaml.events import Event, Outcome
     from apps_yaml.flows import Flow
     from apps_yaml.schema import AppDocument, InputField
+    from runs.services import Services
 
 
 def _parse_inputs(pairs: tuple[str, ...], declared: dict[str, InputField]) -> dict[str, Any]:
@@ -89,16 +90,13 @@ def run(
 
 
 def _document(app_file: Path, flow: Flow | None) -> AppDocument:
-    """The app document of the file (for a flow: the app naming it); exit 2 if invalid."""
-    from apps_yaml.errors import AppsYamlError
+    """The app document of the file (for a flow: the app naming it).
+
+    An invalid document raises (the root group prints it with its lines, exit 1)."""
     from apps_yaml.loader import load_file
     from apps_yaml.schema import AppDocument
 
-    try:
-        doc = AppDocument.model_validate(flow.app_document()) if flow else load_file(app_file)
-    except AppsYamlError as exc:
-        report_error(exc)
-        sys.exit(2)
+    doc = AppDocument.model_validate(flow.app_document()) if flow else load_file(app_file)
     if flow is None and doc.flow is not None:
         click.echo(
             f"error [FLOW_NOT_SERVED]: {app_file.name} runs the Python flow "
@@ -109,34 +107,75 @@ def _document(app_file: Path, flow: Flow | None) -> AppDocument:
     return doc
 
 
+def _load_file(app_file: Path) -> AppDocument:
+    from apps_yaml.loader import load_file
+
+    return load_file(app_file)
+
+
 def _run_here(
     obj: dict[str, Any], doc: AppDocument, flow: Flow | None, values: dict[str, Any], as_json: bool
 ) -> Outcome:
     """Run ``doc`` through this process's run service, printing its output as it comes."""
-    from appforge.core.keys import SecretKeyError
     from apps_yaml.errors import InputInvalidError
     from runs.service import RunService
     from runs.services import Services
 
-    try:
-        services = Services.open(
-            load_settings(),
-            providers=obj.get("providers"),
-            embedder=obj.get("embedder"),
-            flows={flow.name: flow} if flow else None,
-        )
-    except SecretKeyError as exc:
-        fail(exc.code, exc.message)
+    settings = load_settings()
+    services = Services.open(
+        settings,
+        providers=obj.get("providers"),
+        embedder=obj.get("embedder"),
+        flows={flow.name: flow} if flow else None,
+    )
     try:
         try:
             events = RunService(services).run_document(doc, values)
         except InputInvalidError as exc:
             report_error(exc)
             sys.exit(2)
+        # The inputs are good: warn about missing datasources before the run starts.
+        services.absent_datasources = _absent_datasources(services, doc)
         multi = flow is not None or len(doc.output) > 1
         return _print_events(events, as_json, multi)
     finally:
         services.close()
+
+
+def _absent_datasources(services: Services, doc: AppDocument) -> frozenset[str]:
+    """The datasources the app names that this home lacks, each with a warning on stderr.
+
+    A local run of an app whose datasource is missing (an example app on a fresh
+    home) still runs: its retrieval finds nothing, as an empty datasource would."""
+    from sqlalchemy import or_, select
+
+    from apps_yaml.schema import RetrieveStep
+    from datasources.tables import Datasource
+
+    named = {
+        ref: step.id
+        for step in doc.steps
+        if isinstance(step, RetrieveStep)
+        for ref in step.datasources
+    }
+    if not named:
+        return frozenset()
+    with services.db() as db:
+        rows = db.execute(
+            select(Datasource.uuid, Datasource.name).where(
+                or_(Datasource.uuid.in_(named), Datasource.name.in_(named))
+            )
+        ).all()
+    known = {value for row in rows for value in row}
+    absent = frozenset(ref for ref in named if ref not in known)
+    for ref in sorted(absent):
+        click.echo(
+            f"warning: no datasource '{ref}' in {services.settings.home}: step "
+            f"'{named[ref]}' retrieves nothing (create it with: appforge datasources "
+            f"create {ref}, then add entries)",
+            err=True,
+        )
+    return absent
 
 
 def _print_events(events: Iterator[Event], as_json: bool, multi: bool) -> Outcome:
@@ -195,12 +234,16 @@ def _through_api(obj: dict[str, Any], app_file: Path, how: _ApiRun) -> None:
     from appforge.client import ApiError, Client
 
     flow = _load_flow(app_file) if app_file.suffix == ".py" else None
+    # Checked here first (bad YAML with its line); the server judges the rest.
+    name = str(flow.app_document()["name"]) if flow else _load_file(app_file).name
     port = how.port if how.serve else _free_port()
     with _admin_token(app_file) as (token, temporary):
         with _api(obj, flow, how.host, port) as (base, thread):
             with Client(base, token) as client:
                 try:
-                    uuid = _save_app(client, _flow_yaml(flow) if flow else app_file.read_text())
+                    uuid = _save_app(
+                        client, name, _flow_yaml(flow) if flow else app_file.read_text()
+                    )
                     if how.serve:
                         click.echo(f"serving {app_file.name} as app {uuid}")
                         click.echo(f"run it: POST {base}/api/apps/{uuid}/run[/<session id>]")
@@ -291,13 +334,9 @@ def _stream_once(
     click.echo(f"session: {chunks[-1].session['id']}", err=True)
 
 
-def _save_app(client: Client, text: str) -> str:
+def _save_app(client: Client, name: str, text: str) -> str:
     """Create the app, or update the app of the same name (a new version if it changed)."""
-    import yaml
-
-    name = (yaml.safe_load(text) or {}).get("name") if text.strip() else None
-    existing = list(client.list_apps(q=name)) if isinstance(name, str) else []
-    same = [a for a in existing if a.name == name]
+    same = [a for a in client.list_apps(q=name) if a.name == name]
     if same:
         return str(client.update_app(same[0].uuid, text).uuid)
     return str(client.create_app(text).uuid)

@@ -27,6 +27,8 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool) -> None
     import uvicorn
 
     config = load_settings()
+    # The API (built from the environment, in each worker) and the builder share the home.
+    os.environ["APPFORGE_HOME"] = str(config.home)
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

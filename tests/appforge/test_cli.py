@@ -74,7 +74,7 @@ def test_cli_run_bad_app_reports_line(runner: CliRunner, tmp_path: Path):
         "output: {a: '{{ a.text }}'}\n"
     )
     result = runner.invoke(main, ["run", str(app)], catch_exceptions=False)
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # a bad file: one error, its problems by line
     assert result.stdout == ""
     assert "APP_INVALID" in result.stderr
     assert "line 5" in result.stderr and "nope" in result.stderr
