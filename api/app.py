@@ -97,28 +97,32 @@ def create_app(
         proxies=TrustedProxies(settings.trusted_proxies),
     )
     errors.install(app)
-    for module in (
-        health,
-        apps,
-        llm_models,
-        runs,
-        sessions,
-        tokens,
-        analytics,
-        use_cases,
-        prompts,
-        prompt_versions,
-        datasources,
-        webhooks,
-        audit,
-        web,
-        openai,
-    ):
+    for module in _ROUTES:
         _summaries_from_docstrings(module.router.routes)
         publish_rules(module.router.routes)
         app.include_router(module.router)
     openapi.install(app)
     return app
+
+
+# Every route module, in the order of the OpenAPI document.
+_ROUTES = (
+    health,
+    apps,
+    llm_models,
+    runs,
+    sessions,
+    tokens,
+    analytics,
+    use_cases,
+    prompts,
+    prompt_versions,
+    datasources,
+    webhooks,
+    audit,
+    web,
+    openai,
+)
 
 
 def _lifespan(

@@ -371,12 +371,7 @@ def load_text(
     YAML_TOO_COMPLEX (alias expansion over ``max_nodes`` nodes, nesting over
     ``max_depth``) or APP_INVALID (schema, duplicate keys, templates, references).
     """
-    size = len(text.encode("utf-8", errors="surrogatepass"))
-    if size > max_bytes:
-        raise AppTooLargeError(
-            f"the app document is {size} bytes; the limit is {max_bytes}",
-            details={"size": size, "max_bytes": max_bytes},
-        )
+    _check_size(text, max_bytes)
     _check_characters(text)
     loader = _Loader(text, max_depth)
     try:
@@ -410,11 +405,7 @@ def load_text(
         lines = LineMap.from_node(node, key_values)
     finally:
         loader.dispose()
-    unstorable = find_unstorable(data)
-    if unstorable is not None:  # written with a YAML escape ("\0", "\ud800")
-        path = unstorable.path
-        problem = Problem(format_path(path), f"the value {unstorable.reason}", lines.line(path))
-        raise AppDocumentError([problem], code="YAML_INVALID")
+    _check_storable(data, lines)
     try:
         doc = load_dict(data, lines=lines, references=references)
     except AppDocumentError as exc:
@@ -422,6 +413,25 @@ def load_text(
     if early:
         raise AppDocumentError(_sorted(early))
     return doc
+
+
+def _check_size(text: str, max_bytes: int) -> None:
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        raise AppTooLargeError(
+            f"the app document is {size} bytes; the limit is {max_bytes}",
+            details={"size": size, "max_bytes": max_bytes},
+        )
+
+
+def _check_storable(data: Any, lines: LineMap) -> None:
+    """A value written with a YAML escape (``"\\0"``, ``"\\ud800"``) that no database
+    can keep: YAML_INVALID at its line."""
+    unstorable = find_unstorable(data)
+    if unstorable is not None:
+        path = unstorable.path
+        problem = Problem(format_path(path), f"the value {unstorable.reason}", lines.line(path))
+        raise AppDocumentError([problem], code="YAML_INVALID")
 
 
 def _check_characters(text: str) -> None:
