@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -20,20 +21,29 @@ class ServerProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "appforge"
+        # The server's output goes to a file, never a pipe: nobody reads a pipe while
+        # tests run, and a full one (64 KiB of access log) would block the server.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _close
         self.proc = subprocess.Popen(
             [str(exe), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"],
             env={**os.environ, **env},
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
         )
         try:
             poll_until(self._healthy, interval=0.2)
         except AssertionError as exc:  # it exited, or never answered
             self.proc.kill()
-            out = self.proc.stdout.read().decode() if self.proc.stdout else ""
             self.proc.wait(timeout=15)
+            out = self.output()
             self._close()
             raise RuntimeError(f"server did not start ({exc}):\n{out}") from None
+
+    def output(self) -> str:
+        """Everything the server has written so far (stdout and stderr)."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def _healthy(self) -> bool:
         try:
@@ -61,5 +71,5 @@ class ServerProcess:
         self._close()
 
     def _close(self) -> None:
-        if self.proc.stdout and not self.proc.stdout.closed:
-            self.proc.stdout.close()
+        if not self.log.closed:
+            self.log.close()
