@@ -217,7 +217,7 @@ def load(doc: dict[str, Any], engine: Engine, home: Path) -> dict[str, int]:
                             )
                         )
     for rel, data in doc.get("files", {}).items():
-        write_private(home / rel, base64.b64decode(data))
+        write_private(home / rel, base64.b64decode(data), make_parents=True)
     return counts
 
 

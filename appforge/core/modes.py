@@ -9,6 +9,7 @@ or by a tool that used the umask) to the same modes at start-up.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -44,13 +45,17 @@ def touch_private(path: Path) -> None:
         os.close(fd)
 
 
-def write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes, *, make_parents: bool = False) -> None:
     """Write ``data`` to ``path`` (replacing it) through a 0600 file, atomically.
 
     The bytes go to a temporary file made 0600 at creation, which then replaces
-    ``path``: no reader ever sees a half-written file or a wider mode.
+    ``path``: no reader ever sees a half-written file or a wider mode. A missing
+    folder is made (0700) only with ``make_parents``; otherwise it is an error
+    naming ``path`` (a mistyped export path is not silently created).
     """
-    if not path.parent.exists():
+    if not path.parent.is_dir():
+        if not make_parents:
+            raise FileNotFoundError(errno.ENOENT, "no such folder", str(path))
         private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
