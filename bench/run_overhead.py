@@ -71,6 +71,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -173,7 +174,7 @@ def row(label: str, values: list[float], note: str = "") -> str:
     return f"  {label:<46}{p50:>9.2f}{p95:>9.2f}  {note}".rstrip()
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--model", choices=("fake", "local"), default="fake")
     parser.add_argument("--src", type=Path, default=h.REPO_DIR, help="appforge checkout to run")
@@ -191,178 +192,216 @@ def main() -> None:
     parser.add_argument(
         "--load", choices=("wrk", "python"), default="wrk" if h.have_wrk() else "python"
     )
-    args = parser.parse_args()
-    src: Path = args.src.resolve()
-    load_fn = h.wrk_load if args.load == "wrk" else h.http_load
-    # what a good answer holds: the fake model's text, or (local model) the run's status
-    expect = h.EXPECTED if args.model == "fake" else '"succeeded"'
+    return parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
-        tmp_dir = Path(tmp)
-        fake = h.start_fake(tmp_dir) if args.model == "fake" else None
-        server: h.Server | None = None
+
+@dataclass
+class Measured:
+    """Everything one bench run measured, for the report."""
+
+    origin: str = ""
+    directs: list[Any] = field(default_factory=list)
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    idle_rss: float = 0.0
+    loaded_rss: float = 0.0
+    api_ms: list[float] = field(default_factory=list)
+    direct_ms: list[list[float]] = field(default_factory=list)
+    run_ms: list[float] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+    api_load: Any = None
+    direct_load: Any = None
+    server_cpu: float = 0.0
+    fake_cpu: float = 0.0
+
+
+class Bench:
+    """One appforge server (and fake model) under the two measurements."""
+
+    def __init__(self, args: argparse.Namespace, server: Any, fake: Any, uuid: str) -> None:
+        self.args, self.server, self.fake = args, server, fake
+        self.client = h.Client(server.base, auth=True)
+        self.run_path = f"/api/apps/{uuid}/run"
+        self.body = json.dumps({"input": {"q": h.QUESTION}}).encode()
+        self.json_headers = {"Content-Type": "application/json"}
+
+    def run_once(self) -> bytes:
+        status, data = self.client.request("POST", self.run_path, self.body, self.json_headers)
+        if status != 200:
+            raise RuntimeError(f"run gave {status}: {data[:500]!r}")
+        return data
+
+    def sequential(self, m: Measured) -> None:
+        """(a) runs interleaved with direct calls; then each run's own timings."""
+        m.direct_ms = [[] for _ in m.directs]
+        answers: list[bytes] = []
+        for _ in range(self.args.runs):
+            started = time.perf_counter()
+            answers.append(self.run_once())
+            m.api_ms.append((time.perf_counter() - started) * 1000)
+            for i, d in enumerate(m.directs):
+                m.direct_ms[i].append(timed(d.call))
+        for data in answers:  # read back after the timed loop
+            run = json.loads(data)["run"]
+            if run.get("latency_ms") is not None:
+                m.run_ms.append(float(run["latency_ms"]))
+            stored = self.client.get_json(f"/api/runs/{run['id']}")
+            m.step_ms.append(float(stored["steps"][0]["latency_ms"]))
+
+    def _load(self, seconds: float) -> Any:
+        load_fn = h.wrk_load if self.args.load == "wrk" else h.http_load
+        expect = h.EXPECTED if self.args.model == "fake" else '"succeeded"'
+        return load_fn(
+            self.server.base + self.run_path,
+            seconds,
+            self.args.concurrency,
+            method="POST",
+            body=self.body.decode(),
+            headers={**self.client.headers, **self.json_headers},
+            expect=expect,
+        )
+
+    def concurrent(self, m: Measured) -> None:
+        """(b) load in slices, alternating with the same load on the direct call."""
+        slice_s = self.args.duration / self.args.rounds
+        m.api_load, m.direct_load = h.Load(), h.Load()
+        self._load(1.0)  # warm
+        fake_pid = self.fake.proc.pid if self.fake else None
+        for _ in range(self.args.rounds):
+            m.fake_cpu -= h.cpu_seconds(fake_pid) if fake_pid else 0.0
+            m.server_cpu -= h.cpu_seconds(self.server.proc.pid)
+            m.api_load.add(self._load(slice_s))
+            m.fake_cpu += h.cpu_seconds(fake_pid) if fake_pid else 0.0
+            m.server_cpu += h.cpu_seconds(self.server.proc.pid)
+            calls = [m.directs[0].call] * self.args.concurrency
+            m.direct_load.add(h.thread_load(calls, slice_s))
+
+
+def _measure(args: argparse.Namespace, src: Path, tmp_dir: Path, m: Measured) -> None:
+    fake = h.start_fake(tmp_dir) if args.model == "fake" else None
+    server: h.Server | None = None
+    try:
+        m.origin = h.appforge_source(src)
+        threads = {"APPFORGE_LOCAL__N_THREADS": str(args.local_threads)}
         try:
-            origin = h.appforge_source(src)
-            try:
-                server = h.start_appforge(
-                    "appforge",
-                    src,
-                    tmp_dir / "home",
-                    tmp_dir,
-                    openai_base=f"{fake.base}/v1" if fake else None,
-                    extra_env=(
-                        {"APPFORGE_LOCAL__N_THREADS": str(args.local_threads)}
-                        if args.local_threads
-                        else None
-                    ),
-                )
-            except RuntimeError as exc:  # the log's tail says why
-                sys.exit(f"appforge from {src} did not start: {exc}")
-            uuid = h.create_app(server, args.max_tokens)
-            directs: list[Direct]
-            if fake is not None:
-                directs = [
-                    OpenAIDirect(fake.base, args.max_tokens, stream=False),
-                    OpenAIDirect(fake.base, args.max_tokens, stream=True),
-                ]
-            else:
-                directs = [LlamaDirect(args.max_tokens, args.local_threads)]
-            client = h.Client(server.base, auth=True)
-            run_path = f"/api/apps/{uuid}/run"
-            body = json.dumps({"input": {"q": h.QUESTION}}).encode()
-            json_headers = {"Content-Type": "application/json"}
-            load_avg = os.getloadavg()
-
-            def run_once() -> bytes:
-                status, data = client.request("POST", run_path, body, json_headers)
-                if status != 200:
-                    raise RuntimeError(f"run gave {status}: {data[:500]!r}")
-                return data
-
-            for _ in range(args.warmup):
-                run_once()
-                for d in directs:
-                    d.call()
-            time.sleep(2)
-            idle_rss = server.rss_mb()
-
-            # (a) sequential, interleaved
-            api_ms: list[float] = []
-            answers: list[bytes] = []
-            direct_ms: list[list[float]] = [[] for _ in directs]
-            for _ in range(args.runs):
-                started = time.perf_counter()
-                answers.append(run_once())
-                api_ms.append((time.perf_counter() - started) * 1000)
-                for i, d in enumerate(directs):
-                    direct_ms[i].append(timed(d.call))
-            # read back after the timed loop
-            run_ms: list[float] = []
-            step_ms: list[float] = []
-            for data in answers:
-                run = json.loads(data)["run"]
-                if run.get("latency_ms") is not None:
-                    run_ms.append(float(run["latency_ms"]))
-                stored = client.get_json(f"/api/runs/{run['id']}")
-                step_ms.append(float(stored["steps"][0]["latency_ms"]))
-            inside = [a - s for a, s in zip(api_ms, step_ms, strict=True)]
-            outside_run = [a - r for a, r in zip(api_ms, run_ms, strict=False)]
-            run_minus_step = [r - s for r, s in zip(run_ms, step_ms, strict=False)]
-
-            # (b) concurrency, alternating slices
-            slice_s = args.duration / args.rounds
-            api_load, direct_load = h.Load(), h.Load()
-            fake_cpu = server_cpu = 0.0
-            load_fn(
-                server.base + run_path,
-                1.0,
-                args.concurrency,
-                method="POST",
-                body=body.decode(),
-                headers={**client.headers, **json_headers},
-                expect=expect,
+            server = h.start_appforge(
+                "appforge",
+                src,
+                tmp_dir / "home",
+                tmp_dir,
+                openai_base=f"{fake.base}/v1" if fake else None,
+                extra_env=threads if args.local_threads else None,
             )
-            for _ in range(args.rounds):
-                fake_cpu -= h.cpu_seconds(fake.proc.pid) if fake else 0.0
-                server_cpu -= h.cpu_seconds(server.proc.pid)
-                api_load.add(
-                    load_fn(
-                        server.base + run_path,
-                        slice_s,
-                        args.concurrency,
-                        method="POST",
-                        body=body.decode(),
-                        headers={**client.headers, **json_headers},
-                        expect=expect,
-                    )
-                )
-                fake_cpu += h.cpu_seconds(fake.proc.pid) if fake else 0.0
-                server_cpu += h.cpu_seconds(server.proc.pid)
-                direct_load.add(h.thread_load([directs[0].call] * args.concurrency, slice_s))
-            time.sleep(2)
-            loaded_rss = server.rss_mb()
-            client.close()
-        finally:
-            if server is not None:
-                server.stop()
-            if fake is not None:
-                fake.stop()
+        except RuntimeError as exc:  # the log's tail says why
+            sys.exit(f"appforge from {src} did not start: {exc}")
+        bench = Bench(args, server, fake, h.create_app(server, args.max_tokens))
+        if fake is not None:
+            m.directs = [
+                OpenAIDirect(fake.base, args.max_tokens, stream=False),
+                OpenAIDirect(fake.base, args.max_tokens, stream=True),
+            ]
+        else:
+            m.directs = [LlamaDirect(args.max_tokens, args.local_threads)]
+        m.load_avg = os.getloadavg()
+        for _ in range(args.warmup):
+            bench.run_once()
+            for d in m.directs:
+                d.call()
+        time.sleep(2)
+        m.idle_rss = server.rss_mb()
+        bench.sequential(m)
+        bench.concurrent(m)
+        time.sleep(2)
+        m.loaded_rss = server.rss_mb()
+        bench.client.close()
+    finally:
+        if server is not None:
+            server.stop()
+        if fake is not None:
+            fake.stop()
 
+
+def _report_sequential(args: argparse.Namespace, m: Measured) -> None:
     backend = (
         "fake OpenAI-compatible server on 127.0.0.1 (bench/fake_openai.py)"
-        if fake
+        if args.model == "fake"
         else f"bundled local SmolLM2 (llama.cpp, threads: {args.local_threads or 'all'})"
     )
     print(f"appforge run overhead: one-step text app, max_tokens={args.max_tokens}")
     print(f"  model:  {backend}")
-    print(f"  server: {origin}")
+    print(f"  server: {m.origin}")
     print(
         f"  {args.runs} sequential runs interleaved with direct calls; {args.duration:g} s at "
         f"concurrency {args.concurrency} in {args.rounds} alternating rounds "
         f"(load: {'wrk, 1 thread' if args.load == 'wrk' else 'Python threads'})"
     )
-    print(f"  load average before: {' '.join(f'{x:.2f}' for x in load_avg)}")
+    print(f"  load average before: {' '.join(f'{x:.2f}' for x in m.load_avg)}")
     print()
     print(f"  {'sequential, per run':<46}{'p50 ms':>9}{'p95 ms':>9}")
-    for d, values in zip(directs, direct_ms, strict=True):
+    for d, values in zip(m.directs, m.direct_ms, strict=True):
         print(row(f"direct: {d.label}", values))
-    print(row("appforge: POST /api/apps/<uuid>/run", api_ms))
-    print(row("  the run's latency_ms (server)", run_ms))
-    print(row("  its llm step's latency_ms", step_ms))
+    print(row("appforge: POST /api/apps/<uuid>/run", m.api_ms))
+    print(row("  the run's latency_ms (server)", m.run_ms))
+    print(row("  its llm step's latency_ms", m.step_ms))
+    inside = [a - s for a, s in zip(m.api_ms, m.step_ms, strict=True)]
+    outside_run = [a - r for a, r in zip(m.api_ms, m.run_ms, strict=False)]
+    run_minus_step = [r - s for r, s in zip(m.run_ms, m.step_ms, strict=False)]
     goal = f"goal: p50 < {GOAL_P50_MS:g}, p95 < {GOAL_P95_MS:g}"
     print(row("in-request overhead (request - step)", inside, goal))
     print(row("  outside the run (request - run)", outside_run, "HTTP, auth, app, storing"))
     print(row("  inside the run (run - step)", run_minus_step, "engine, templates"))
     print()
+
+
+def _report_load(args: argparse.Namespace, m: Measured) -> None:
+    api_load, direct_load = m.api_load, m.direct_load
     print(f"  {'concurrency ' + str(args.concurrency):<46}{'runs/s':>9}{'bad':>9}")
-    print(f"  {'direct: ' + directs[0].label:<46}{direct_load.rps:>9.1f}{direct_load.bad:>9d}")
+    print(f"  {'direct: ' + m.directs[0].label:<46}{direct_load.rps:>9.1f}{direct_load.bad:>9d}")
     print(f"  {'appforge':<46}{api_load.rps:>9.1f}{api_load.bad:>9d}")
     for error in api_load.errors + direct_load.errors:
         print(f"  errors: {error}")
     print()
     if api_load.requests:
         print(
-            f"  the appforge server used {100 * server_cpu / api_load.seconds:.0f}% of one core "
-            f"under that load ({1000 * server_cpu / api_load.requests:.2f} ms of CPU per run)"
+            f"  the appforge server used {100 * m.server_cpu / api_load.seconds:.0f}% of one "
+            f"core under that load ({1000 * m.server_cpu / api_load.requests:.2f} ms of CPU "
+            "per run)"
         )
     if args.load == "wrk" and api_load.seconds:
         print(
             f"  wrk used {100 * api_load.generator_cpu / api_load.seconds:.1f}% of one core "
             "while loading appforge"
         )
-    if fake is not None and api_load.requests:
+    if args.model == "fake" and api_load.requests:
         print(
-            f"  the fake model server used {100 * fake_cpu / api_load.seconds:.1f}% of one core "
-            f"then ({1e6 * fake_cpu / api_load.requests:.0f} us of CPU per run)"
+            f"  the fake model server used {100 * m.fake_cpu / api_load.seconds:.1f}% of one "
+            f"core then ({1e6 * m.fake_cpu / api_load.requests:.0f} us of CPU per run)"
         )
-    print(f"  server RSS: idle after warm-up {idle_rss:.1f} MB, after the load {loaded_rss:.1f} MB")
-    p50_api, p50_direct = statistics.median(api_ms), statistics.median(direct_ms[0])
+
+
+def _report_verdict(m: Measured) -> None:
     print(
-        f"  ratios: p50 appforge/direct {p50_api / p50_direct:.2f}x; runs/s appforge/direct "
-        f"{api_load.rps / direct_load.rps if direct_load.rps else float('nan'):.2f}"
+        f"  server RSS: idle after warm-up {m.idle_rss:.1f} MB, "
+        f"after the load {m.loaded_rss:.1f} MB"
     )
+    p50_api, p50_direct = statistics.median(m.api_ms), statistics.median(m.direct_ms[0])
+    rps = m.api_load.rps / m.direct_load.rps if m.direct_load.rps else float("nan")
+    print(
+        f"  ratios: p50 appforge/direct {p50_api / p50_direct:.2f}x; "
+        f"runs/s appforge/direct {rps:.2f}"
+    )
+    inside = [a - s for a, s in zip(m.api_ms, m.step_ms, strict=True)]
     verdict = statistics.median(inside) < GOAL_P50_MS and h.pct(inside, 0.95) < GOAL_P95_MS
     print(f"  in-request overhead goal met: {'yes' if verdict else 'no'}")
+
+
+def main() -> None:
+    args = _arguments()
+    measured = Measured()
+    with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
+        _measure(args, args.src.resolve(), Path(tmp), measured)
+    _report_sequential(args, measured)
+    _report_load(args, measured)
+    _report_verdict(measured)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from providers.errors import (
     ProviderUnavailableError,
 )
 from providers.retries import Retries, send
-from providers.sse import event_data
+from providers.sse import event_data, finish_reading
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class OpenAICompatProvider:
                     yield Delta(text)
         finally:
             if ended:
-                _finish_reading(events)
+                finish_reading(events)
             response.close()
         yield self._finish(answer, started)
 
@@ -494,14 +494,3 @@ def _server_message(response: httpx.Response) -> str:
     if not message:
         message = raw.decode(errors="replace").strip() or response.reason_phrase
     return str(message)[:300]
-
-
-def _finish_reading(events: Iterator[bytes], most: int = 8) -> None:
-    """Read what follows ``[DONE]`` (normally nothing but the end of the body), so the
-    connection goes back to the pool instead of being closed half-read; bounded."""
-    try:
-        for n, _ in enumerate(events):
-            if n >= most:
-                return
-    except httpx.HTTPError:
-        return

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+import httpx
+
 
 def event_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The ``data`` of each Server-Sent Event in a byte stream.
@@ -43,3 +45,14 @@ def event_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
         data.append(value[1:] if value.startswith(b" ") else value)
     if data and data != [b""]:  # a stream cut before its last empty line: keep what it said
         yield b"\n".join(data)
+
+
+def finish_reading(events: Iterator[bytes], most: int = 8) -> None:
+    """Read what follows ``[DONE]`` (normally nothing but the end of the body), so the
+    connection goes back to the pool instead of being closed half-read; bounded."""
+    try:
+        for n, _ in enumerate(events):
+            if n >= most:
+                return
+    except httpx.HTTPError:
+        return
