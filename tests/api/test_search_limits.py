@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hostile_docs import templated_filter_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from waiting import poll_until
@@ -65,20 +66,7 @@ def test_search_with_filters_of_any_size_is_200_or_422(
 
 def test_public_app_templated_filter_is_bounded(searchable: tuple[TestClient, str]):
     client, ds = searchable
-    app = f"""\
-name: Langs
-public: true
-input:
-  langs: {{type: array, required: true}}
-steps:
-  - id: docs
-    kind: retrieve
-    datasources: [{ds}]
-    query: hello
-    where: {{"$or": "{{{{ input.langs }}}}"}}
-output:
-  sources: "{{{{ docs.sources }}}}"
-"""
+    app = templated_filter_app(ds)
     made = client.post("/api/apps", content=app, headers={"Content-Type": "application/yaml"})
     assert made.status_code == 201, made.text
     url = f"/api/apps/{made.json()['uuid']}/run"

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from health_watch import health_within_one_second
+from hostile_docs import templated_filter_app
 from server_process import ServerProcess
 from waiting import poll_until
 
@@ -80,20 +81,7 @@ def test_attack_huge_filters_are_refused_and_the_server_lives(
 def test_attack_public_app_cannot_smuggle_a_huge_filter(
     server: ServerProcess, api: httpx.Client, datasource: str
 ):
-    app = f"""\
-name: Langs
-public: true
-input:
-  langs: {{type: array, required: true}}
-steps:
-  - id: docs
-    kind: retrieve
-    datasources: [{datasource}]
-    query: hello
-    where: {{"$or": "{{{{ input.langs }}}}"}}
-output:
-  sources: "{{{{ docs.sources }}}}"
-"""
+    app = templated_filter_app(datasource)
     made = api.post("/api/apps", content=app, headers={"Content-Type": "application/yaml"})
     assert made.status_code == 201, made.text
     url = f"{server.base}/api/apps/{made.json()['uuid']}/run"
