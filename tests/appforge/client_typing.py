@@ -67,7 +67,7 @@ def sync_client(client: Client) -> None:
     client.create_ap("x")  # type: ignore[attr-defined]
     client.run("uuid", "not a mapping")  # type: ignore[arg-type]
     client.list_runs("uuid", sesion_id="s")  # type: ignore[call-arg]
-    client.list_all_runs("Echo")  # type: ignore[misc]
+    client.list_all_runs("Echo")  # type: ignore[call-arg]
     client.create_version("p", template_text="Hi")  # type: ignore[call-arg]
     print(client.get_run("run").output_text)  # type: ignore[attr-defined]
     client.create_token("w", role="owner")  # type: ignore[arg-type]
