@@ -118,6 +118,8 @@ APP_RUN = _rule("admin", "editor", "runner", scope="app", anonymous=True)
 # A runner's own runs of an app; everyone else's too for readers.
 APP_RUNS = _rule("admin", "editor", "viewer", "runner", scope="app")
 OWN_READ = _rule("admin", "editor", "viewer", "runner", scope="own")
+# Runs across apps: the route keeps to the token's apps, and a runner's own runs.
+RUNS_LIST = _rule("admin", "editor", "viewer", "runner", scope="list")
 # A session's turns: also for the anonymous caller that made it (its id is its key).
 SESSION_READ = _rule("admin", "editor", "viewer", "runner", scope="own", anonymous=True)
 # What a chat page shows of an app: for anyone who may run it, or view it.
@@ -139,6 +141,7 @@ AppLister = Annotated[Principal, Depends(APP_LIST)]
 AppRunCaller = Annotated[Principal | None, Depends(APP_RUN)]
 AppRunsReader = Annotated[Principal, Depends(APP_RUNS)]
 OwnReader = Annotated[Principal, Depends(OWN_READ)]
+RunsLister = Annotated[Principal, Depends(RUNS_LIST)]
 SessionReader = Annotated[Principal | None, Depends(SESSION_READ)]
 AppPageReader = Annotated[Principal | None, Depends(APP_PAGE)]
 OwnWriter = Annotated[Principal, Depends(OWN_WRITE)]

@@ -19,6 +19,7 @@ page = st.navigation(
         st.Page(VIEWS / "datasources.py", title="Datasources", icon=":material/database:"),
         st.Page(VIEWS / "prompts.py", title="Prompts", icon=":material/edit_note:"),
         st.Page(VIEWS / "runs.py", title="Runs", icon=":material/history:"),
+        st.Page(VIEWS / "analytics.py", title="Analytics", icon=":material/monitoring:"),
         st.Page(VIEWS / "settings.py", title="Settings", icon=":material/settings:"),
         st.Page(VIEWS / "audit.py", title="Audit log", icon=":material/policy:"),
     ]

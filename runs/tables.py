@@ -72,7 +72,12 @@ class Turn(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_app_uuid_status", "app_uuid", "status"),)
+    __table_args__ = (
+        Index("ix_runs_app_uuid_status", "app_uuid", "status"),
+        # The run lists (newest first) filtered by app or by status, without a sort.
+        Index("ix_runs_app_uuid_created_at", "app_uuid", "created_at"),
+        Index("ix_runs_status_created_at", "status", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     app_uuid: Mapped[str] = mapped_column(ForeignKey("apps.uuid", ondelete="CASCADE"), index=True)

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from api.access import AppReader, Reader
 from api.deps import DbSession
-from api.errors import ApiError
 from api.routes.apps import get_app_row
+from api.state import State
+from api.time_range import TimeRange, Window, invalid_range
 from prompts.store import get_prompt
 from runs.tables import Run, RunPrompt
 
@@ -178,12 +179,8 @@ _EMPTY = Stats(
 )
 
 
-# The window and bucket parameters of both analytics routes.
-Start = Annotated[
-    datetime | None, Query(alias="from", description="Start (ISO 8601); default: 7 days ago")
-]
-End = Annotated[datetime | None, Query(alias="to", description="End; default: now")]
 Bucket = Annotated[Literal["hour", "day"], Query(description="Series bucket size")]
+_BUCKET_SIZE = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
 @router.get("/api/apps/{app_uuid}/analytics", response_model=AppAnalytics)
@@ -191,15 +188,17 @@ def app_analytics_route(
     app_uuid: str,
     db: DbSession,
     _: AppReader,
-    start: Start = None,
-    end: End = None,
+    state: State,
+    window: Window,
     bucket: Bucket = "day",
 ) -> AppAnalytics:
-    """Finished runs of an app: counts, errors, latency and time-to-first-token
-    percentiles (p50/p95, nearest rank) and tokens, in total, per time bucket and per
-    app version."""
+    """Finished runs of an app in ``since``..``until`` (default: the 7 days before
+    ``until``, or before now): counts, errors, latency and time-to-first-token
+    percentiles (p50/p95, nearest rank) and tokens, in total, per time bucket (buckets
+    without runs are left out) and per app version. The range holds at most
+    ``APPFORGE_RUNS__ANALYTICS_MAX_BUCKETS`` buckets (422 above)."""
     get_app_row(db, app_uuid)
-    start, end = _window(start, end)
+    start, end = _window(window, bucket, state.settings.runs.analytics_max_buckets)
     dialect = db.get_bind().dialect.name
     where = [Run.app_uuid == app_uuid]
     totals = _stats(db, where, start, end, None)
@@ -240,14 +239,15 @@ def prompt_analytics_route(
     prompt_id: str,
     db: DbSession,
     _: Reader,
-    start: Start = None,
-    end: End = None,
+    state: State,
+    window: Window,
     bucket: Bucket = "day",
 ) -> PromptAnalytics:
     """Runs that used a managed prompt: the same figures as app analytics, per use of the
-    prompt, in total, per time bucket, per prompt version and per label it was resolved by."""
+    prompt, in total, per time bucket, per prompt version and per label it was resolved by;
+    the range is given and bounded as for app analytics."""
     get_prompt(db, prompt_id)
-    start, end = _window(start, end)
+    start, end = _window(window, bucket, state.settings.runs.analytics_max_buckets)
     dialect = db.get_bind().dialect.name
     where = [RunPrompt.prompt_id == prompt_id]
     totals = _stats(db, where, start, end, None, by_prompt=True)
@@ -268,13 +268,22 @@ def prompt_analytics_route(
     )
 
 
-def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = _utc(end) if end else datetime.now(UTC)
-    start = _utc(start) if start else end - timedelta(days=7)
+def _window(window: TimeRange, bucket: str, max_buckets: int) -> tuple[datetime, datetime]:
+    """The range analytics covers, with its defaults; 422 if it needs too many buckets."""
+    try:
+        end = window.until or datetime.now(UTC)
+        start = window.since or end - timedelta(days=7)
+    except OverflowError:
+        raise invalid_range("the 7 days before 'until' start before the year 1") from None
     if start >= end:
-        raise ApiError("'from' must be before 'to'", code="VALIDATION_ERROR", status_code=422)
+        raise invalid_range("'since' must be before 'until' (which defaults to now)")
+    size = _BUCKET_SIZE[bucket]
+    buckets = -(-(end - start) // size)  # whole buckets, rounded up
+    if buckets > max_buckets:
+        raise invalid_range(
+            f"this range needs {buckets} {bucket} buckets; at most {max_buckets} are given"
+            " (APPFORGE_RUNS__ANALYTICS_MAX_BUCKETS): shorten it or use a larger bucket",
+            buckets=str(buckets),
+            max_buckets=str(max_buckets),
+        )
     return start, end
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -16,20 +16,18 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from api.access import AppRunCaller, AppRunsReader, OwnReader
+from api.access import AppRunCaller, OwnReader
 from api.auth import Principal
 from api.deps import DbSession
 from api.errors import ApiError, NotFoundError, error_body, request_id_of
 from api.openapi import streamed_responses
 from api.proxies import client_address
 from api.ratelimit import Rate, RateLimitedError, note
-from api.routes.apps import get_app_row
 from api.state import ApiState, State
 from api.streaming import Encoder, is_end, start_streaming, wants_sse
 from apps_yaml.events import Chunk, Output
@@ -39,8 +37,6 @@ from runs.tables import Run
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["runs"])
-
-RUN_STATUSES = "^(running|succeeded|failed|cancelled|timeout)$"
 
 
 class RunBody(BaseModel):
@@ -250,34 +246,6 @@ def _last_line(
         code, message, step = "INTERNAL_ERROR", "internal error while running the app", None
     details = {"run_id": prepared.run_id, "step": step}
     return encoder.encode("error", error_body(code, message, details, request_id))
-
-
-@router.get("/api/apps/{app_uuid}/runs", response_model=list[RunPublic])
-def list_runs_route(
-    app_uuid: str,
-    db: DbSession,
-    token: AppRunsReader,
-    response: Response,
-    status: Annotated[
-        str | None, Query(pattern="^(running|succeeded|failed|cancelled|timeout)$")
-    ] = None,
-    session_id: Annotated[str | None, Query(max_length=128)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[Run]:
-    """An app's runs, newest first; ``X-Total-Count`` gives the number before paging.
-    A runner key sees only the runs it made."""
-    get_app_row(db, app_uuid)
-    query = select(Run).where(Run.app_uuid == app_uuid)
-    if token.role == "runner":
-        query = query.where(Run.token_id == token.id)
-    if status:
-        query = query.where(Run.status == status)
-    if session_id:
-        query = query.where(Run.session_id == session_id)
-    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-    response.headers["X-Total-Count"] = str(total)
-    return list(db.scalars(query.order_by(Run.created_at.desc()).limit(limit).offset(offset)))
 
 
 @router.get("/api/runs/{run_id}", response_model=RunPublic)

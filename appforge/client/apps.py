@@ -18,8 +18,10 @@ from appforge.client.calls import (
     Op,
     SyncDriven,
     definition,
+    given,
     many,
     one,
+    time_range,
     window,
 )
 from appforge.client.models import (
@@ -28,8 +30,10 @@ from appforge.client.models import (
     AppInfo,
     AppVersion,
     AppVersionDetail,
+    RunList,
     RunRecord,
     RunResult,
+    RunRow,
     SessionInfo,
 )
 
@@ -123,6 +127,21 @@ def _list_runs(
     return many(RunRecord, r)
 
 
+def _list_all_runs(
+    app: str | None,
+    status: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    session_id: str | None,
+    limit: int,
+    offset: int,
+) -> Op[RunList]:
+    params = given(app=app, status=status, session_id=session_id, limit=limit, offset=offset)
+    r = yield Call("GET", "/api/runs", params={**params, **time_range(start, end)})
+    runs = many(RunRow, r)
+    return RunList(runs=runs, total=int(r.headers.get("x-total-count", len(runs))))
+
+
 def _analytics(
     uuid: str, start: datetime | None, end: datetime | None, bucket: str
 ) -> Op[AppAnalytics]:
@@ -210,6 +229,22 @@ class AppMethods(SyncDriven):
     ) -> list[RunRecord]:
         """An app's runs, newest first; filtered by status or session."""
         return self._drive(_list_runs(uuid, status, limit, session_id, offset))
+
+    def list_all_runs(
+        self,
+        *,
+        app: str | None = None,
+        status: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        session_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> RunList:
+        """Runs of every app the token may read, newest first, as summaries, with the
+        number that match; ``app`` is a uuid or a name, ``start``/``end`` a time range
+        (``end`` excluded)."""
+        return self._drive(_list_all_runs(app, status, start, end, session_id, limit, offset))
 
     def analytics(
         self,
@@ -304,6 +339,22 @@ class AsyncAppMethods(AsyncDriven):
     ) -> list[RunRecord]:
         """An app's runs, newest first; filtered by status or session."""
         return await self._drive(_list_runs(uuid, status, limit, session_id, offset))
+
+    async def list_all_runs(
+        self,
+        *,
+        app: str | None = None,
+        status: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        session_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> RunList:
+        """Runs of every app the token may read, newest first, as summaries, with the
+        number that match; ``app`` is a uuid or a name, ``start``/``end`` a time range
+        (``end`` excluded)."""
+        return await self._drive(_list_all_runs(app, status, start, end, session_id, limit, offset))
 
     async def analytics(
         self,

@@ -106,12 +106,17 @@ def given(**fields: Any) -> dict[str, Any]:
 
 
 def window(start: datetime | None, end: datetime | None, bucket: str) -> dict[str, Any]:
-    """Analytics query parameters (the API calls the bounds ``from`` and ``to``)."""
-    params: dict[str, Any] = {"bucket": bucket}
+    """Analytics query parameters (the API calls the bounds ``since`` and ``until``)."""
+    return {"bucket": bucket, **time_range(start, end)}
+
+
+def time_range(start: datetime | None, end: datetime | None) -> dict[str, Any]:
+    """A time range's query parameters, ``since`` (included) and ``until`` (excluded)."""
+    params: dict[str, Any] = {}
     if start is not None:
-        params["from"] = start.isoformat()
+        params["since"] = start.isoformat()
     if end is not None:
-        params["to"] = end.isoformat()
+        params["until"] = end.isoformat()
     return params
 
 

@@ -138,6 +138,31 @@ class RunRecord(Result):
     finished_at: datetime | None = None
 
 
+class RunRow(Result):
+    """A run as the cross-app list shows it: a summary, with its main input's first words."""
+
+    id: str
+    created_at: datetime
+    app_uuid: str
+    app_name: str
+    app_version: int
+    session_id: str
+    input_preview: str
+    status: str
+    error_code: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class RunList(Result):
+    """One page of runs, newest first, and how many match in all."""
+
+    runs: list[RunRow]
+    total: int
+
+
 class TurnInfo(Result):
     n: int
     run_id: str

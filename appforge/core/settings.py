@@ -134,7 +134,7 @@ class LimitSettings(BaseModel):
 
 
 class RunSettings(BaseModel):
-    """How runs execute: worker threads, concurrency per app, time limit."""
+    """How runs execute: worker threads, concurrency per app, time limit; analytics' range."""
 
     workers: int = Field(default=16, ge=1, le=256, description="Run threads per API process.")
     max_active_per_app: int = Field(
@@ -156,6 +156,12 @@ class RunSettings(BaseModel):
         description="A process whose heartbeat is older than this is dead (on its own"
         " machine a process is dead at once when its pid is gone); keep it several"
         " heartbeats long.",
+    )
+    analytics_max_buckets: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Longest analytics range, in buckets of its size (422 above).",
     )
 
     @model_validator(mode="after")

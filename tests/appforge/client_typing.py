@@ -27,8 +27,10 @@ from appforge.client import (
     PromptDiff,
     PromptVersionInfo,
     RenderedPrompt,
+    RunList,
     RunRecord,
     RunResult,
+    RunRow,
     SearchResults,
     StreamChunk,
     UseCaseInfo,
@@ -44,6 +46,8 @@ def sync_client(client: Client) -> None:
     assert_type(client.run("uuid", {"q": "hi"}), RunResult)
     assert_type(client.stream("uuid", {"q": "hi"}), Iterator[StreamChunk])
     assert_type(client.get_run("run"), RunRecord)
+    assert_type(client.list_all_runs(app="Echo", start=datetime(2026, 1, 1)), RunList)
+    assert_type(client.list_all_runs(status="failed").runs, list[RunRow])
     assert_type(client.wait_for_entries("ds"), list[EntryInfo])
     assert_type(client.search("ds", "query", where={"md_a": 1}), SearchResults)
     assert_type(client.create_use_case("support"), UseCaseInfo)
@@ -63,6 +67,7 @@ def sync_client(client: Client) -> None:
     client.create_ap("x")  # type: ignore[attr-defined]
     client.run("uuid", "not a mapping")  # type: ignore[arg-type]
     client.list_runs("uuid", sesion_id="s")  # type: ignore[call-arg]
+    client.list_all_runs("Echo")  # type: ignore[call-arg]
     client.create_version("p", template_text="Hi")  # type: ignore[call-arg]
     print(client.get_run("run").output_text)  # type: ignore[attr-defined]
     client.create_token("w", role="owner")  # type: ignore[arg-type]
@@ -74,6 +79,7 @@ def sync_client(client: Client) -> None:
 async def async_client(aclient: AsyncClient) -> None:
     assert_type(await aclient.create_app(Path("app.yaml")), AppInfo)
     assert_type(await aclient.get_run("run"), RunRecord)
+    assert_type(await aclient.list_all_runs(limit=10, offset=10), RunList)
     assert_type(await aclient.render("p", version=1), RenderedPrompt)
     assert_type(aclient.stream("uuid", {"q": "hi"}), AsyncIterator[StreamChunk])
     assert_type(await aclient.audit(actor="anonymous", limit=10), AuditLog)

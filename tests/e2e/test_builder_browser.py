@@ -241,3 +241,53 @@ def test_new_user_builds_a_chat_app_over_a_file_and_chats_with_it(
         "runs.png",
         "settings.png",
     ]
+
+
+CHARTED_APP = """\
+version: 1
+name: Otter facts
+input:
+  question: {type: string, required: true}
+steps:
+  - id: answer
+    kind: llm
+    prompt:
+      user: "{{ input.question }}"
+    params: {temperature: 0, seed: 1, max_tokens: 8}
+output:
+  answer: "{{ answer.text }}"
+"""
+
+
+def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tmp_path: Path):
+    """Runs made through the API (two answered, one failing), then the Analytics page:
+    its totals, and its four charts drawn."""
+    shots = Shots(tmp_path / "screenshots")
+    yaml_type = {"Content-Type": "application/yaml"}
+    with _api(served) as api:
+        made = api.post("/api/apps", content=CHARTED_APP, headers=yaml_type)
+        assert made.status_code == 201, made.text
+        run = f"/api/apps/{made.json()['uuid']}/run"
+        for question in ("Where do otters sleep?", "What do otters eat?"):
+            answered = api.post(run, json={"input": {"question": question}}, timeout=300)
+            assert answered.status_code == 200, answered.text
+        broken = CHARTED_APP.replace("{{ input.question }}", "{{ 1 // 0 }}")
+        patched = api.patch(f"/api/apps/{made.json()['uuid']}", content=broken, headers=yaml_type)
+        assert patched.status_code == 200
+        assert api.post(run, json={"input": {"question": "And?"}}).status_code == 500
+
+    page.goto(served.ui)
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Apps", exact=True).wait_for()
+    _open(page, "Analytics")
+    page.get_by_text("Runs and errors").wait_for()
+    metrics = page.locator('[data-testid="stMetric"]')
+    assert metrics.nth(0).inner_text().split() == ["Runs", "3"]
+    assert metrics.nth(1).inner_text().split() == ["Errors", "1"]
+    charts = page.locator('[data-testid="stVegaLiteChart"]')
+    assert charts.count() == 4
+    for n in range(4):
+        charts.nth(n).locator("canvas, svg").first.wait_for()
+    assert not page.locator('[data-testid="stException"]').count()
+    shots.take(page, "analytics")

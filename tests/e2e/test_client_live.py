@@ -275,6 +275,15 @@ def test_client_live_run_stream_sessions_and_runs(server: ServerProcess, kind: s
         assert [r.id for r in await af.list_runs(app.uuid, limit=2, offset=1)] == [
             r.id for r in everything[1:3]
         ]
+        # Across apps: this app's runs by name, as summaries with their first words.
+        listed = await af.list_all_runs(app=app.name, limit=2)
+        assert listed.total == 5 and [r.id for r in listed.runs] == [r.id for r in everything[:2]]
+        assert listed.runs[0].input_preview == "More" and listed.runs[0].app_name == app.name
+        assert listed.runs[0].tokens_out == everything[0].usage["completion_tokens"]
+        in_range = await af.list_all_runs(
+            app=app.uuid, session_id=sid, start=everything[-1].created_at, end=datetime.now(UTC)
+        )
+        assert [r.id for r in in_range.runs] == [r.id for r in in_session]
         record = await af.get_run(third[-1].run.id)
         assert record.session_id == sid and record.output == stitch(third[:-1])
         assert len(record.steps[0]["messages"]) == 5  # two earlier turns came back as history
@@ -732,6 +741,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 67
+    assert "stream" in operations and len(operations) == 68
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)
