@@ -57,7 +57,13 @@ def known_models(providers: list[ProviderConfig]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+# The key fields: emptied after each change, so no secret stays in the browser session.
+SECRET_FIELDS = ("settings_provider_key", "settings_edit_key")
+
+
 def _flash(message: str) -> None:
+    for key in SECRET_FIELDS:
+        st.session_state.pop(key, None)
     st.session_state["settings_models_flash"] = message
     st.rerun()
 
