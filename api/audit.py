@@ -1,12 +1,12 @@
 """The audit log: who created, changed or deleted what, and when.
 
 A route that changes an app, datasource, entry, use case, prompt, prompt
-version, label, token or webhook calls :func:`record` before it commits: the
-``audit_events`` row is added to the same transaction as the change (as
-``api.routes.webhooks.emit`` adds its outbox rows), so a change that fails or is
-rolled back leaves no event, and a committed change always has one. Changes made
-inside ``datasources.store``'s own transactions reach it through the store's
-``before_commit`` callbacks.
+version, label, token, webhook, model provider or model alias calls
+:func:`record` before it commits: the ``audit_events`` row is added to the same
+transaction as the change (as ``api.routes.webhooks.emit`` adds its outbox rows),
+so a change that fails or is rolled back leaves no event, and a committed change
+always has one. Changes made inside ``datasources.store``'s own transactions reach
+it through the store's ``before_commit`` callbacks.
 
 An event names its actor (the token's id and name, or none for a caller without
 a token, and the client's address as ``api.proxies.client_address`` gives it),
@@ -62,6 +62,11 @@ Action = Literal[
     "webhook.created",
     "webhook.updated",
     "webhook.deleted",
+    "provider.created",
+    "provider.updated",
+    "provider.deleted",
+    "model_alias.set",
+    "model_alias.deleted",
 ]
 ACTIONS: tuple[str, ...] = get_args(Action)
 
@@ -77,6 +82,8 @@ TARGET_TYPES = {
     "label": "prompt",
     "token": "token",
     "webhook": "webhook",
+    "provider": "provider",
+    "model_alias": "model_alias",
 }
 
 _MAX_TEXT = 200  # details are small: longer strings are cut,

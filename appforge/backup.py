@@ -34,13 +34,15 @@ from sqlalchemy.engine import Engine
 from appforge.core.db import load_tables
 from appforge.core.keys import stored_fingerprint
 from appforge.core.modes import write_private
+from providers.catalog import catalog_changed
 
 FORMAT = "appforge-backup"
 FORMAT_VERSION = 1
 FILES_DIR = "files"
 # Rows that only matter for a few minutes (replay protection) are not carried over.
-# The server key's fingerprint belongs to the server, not to its data.
-SKIPPED_TABLES = frozenset({"used_signatures", "server_key"})
+# The server key's fingerprint belongs to the server, not to its data; the model
+# catalog's version counter too (a restore raises it, so servers reload their models).
+SKIPPED_TABLES = frozenset({"used_signatures", "server_key", "model_catalog"})
 
 
 class BackupError(Exception):
@@ -204,6 +206,7 @@ def load(doc: dict[str, Any], engine: Engine, home: Path) -> dict[str, int]:
             if rows:
                 conn.execute(table.insert(), rows)
             counts[table.name] = len(rows)
+        conn.execute(catalog_changed())
         if conn.dialect.name == "postgresql":
             # Rows came with their ids: move each id sequence past them.
             for table in tables:

@@ -321,6 +321,19 @@ def model_options(models: ModelsInfo | None, current: str | None) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def model_labels(models: ModelsInfo | None) -> dict[str, str]:
+    """Model names -> what they are, where the server says so (the bundled demo model)."""
+    if models is None:
+        return {}
+    labels = {a.name: a.description for a in models.aliases if a.description}
+    for provider in models.providers:
+        if provider.description:
+            labels.update(
+                {f"{provider.name}:{m}": provider.description for m in provider.models or []}
+            )
+    return labels
+
+
 @dataclass(frozen=True)
 class ManagedPrompt:
     """A managed prompt a step can refer to, with the name of its use case."""

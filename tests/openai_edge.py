@@ -137,6 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, request: dict[str, Any]) -> None:
         state = self.state
         request["_authorization"] = self.headers.get("Authorization")
+        request["_headers"] = dict(self.headers)
         request["_client_port"] = self.client_address[1]  # one per TCP connection
         state.requests.append(request)
         reply = state.replies[0] if len(state.replies) == 1 else state.replies.pop(0)

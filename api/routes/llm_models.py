@@ -16,11 +16,12 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.access import Reader
+from api.routes.model_aliases import describe
 from api.state import api_state
 from providers.errors import ProviderError
-from providers.local import MODEL_NAME, LocalProvider
+from providers.local import DEMO_LABEL, MODEL_NAME, REAL_SERVER_HINT, LocalProvider
 from providers.openai_compat import OpenAICompatProvider
-from providers.registry import ProviderRegistry
+from providers.registry import ProviderRegistry, Source
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -33,6 +34,10 @@ class ProblemPublic(BaseModel):
 class ProviderPublic(BaseModel):
     name: str = Field(description="The prefix of model names: `<name>:<model>`")
     kind: Literal["local", "openai-compatible", "other"]
+    source: Source = Field(
+        default="builtin", description="builtin, env (APPFORGE_PROVIDERS) or database"
+    )
+    description: str | None = Field(default=None, description="What it is, when worth saying")
     target: str | None = Field(
         description="local: the GGUF file name; openai-compatible: the server (scheme://host:port)"
     )
@@ -46,6 +51,10 @@ class ProviderPublic(BaseModel):
 class AliasPublic(BaseModel):
     name: str
     target: str = Field(description="What the alias resolves to, `<provider>:<model>`")
+    source: Source = Field(
+        default="builtin", description="builtin, database or env (APPFORGE_MODELS)"
+    )
+    description: str | None = Field(default=None, description="What it resolves to, if known")
     provider: str | None
     model: str | None
     reachable: bool = Field(description="Its provider is reachable and serves this model name")
@@ -58,6 +67,7 @@ class AliasPublic(BaseModel):
 class ModelsPublic(BaseModel):
     aliases: list[AliasPublic]
     providers: list[ProviderPublic]
+    hint: str = Field(description="How to point `default` at a real server")
 
 
 def _provider_status(registry: ProviderRegistry, name: str, timeout: float) -> ProviderPublic:
@@ -84,6 +94,7 @@ def _provider_status(registry: ProviderRegistry, name: str, timeout: float) -> P
             reachable=available,
             loaded=provider.is_loaded,
             models=[MODEL_NAME],
+            description=DEMO_LABEL,
             error=None
             if available
             else ProblemPublic(code="MODEL_NOT_FOUND", message="the GGUF model file is missing"),
@@ -93,6 +104,7 @@ def _provider_status(registry: ProviderRegistry, name: str, timeout: float) -> P
         return ProviderPublic(
             name=name,
             kind="openai-compatible",
+            source=registry.view().server_sources.get(name, "builtin"),
             target=provider.server,
             configured=provider.configured,
             reachable=found.reachable,
@@ -122,9 +134,12 @@ def _alias_status(
         )
     status = providers.get(provider_name)
     listed = None if status is None or status.models is None else model in status.models
+    view = registry.view()
     return AliasPublic(
         name=alias,
         target=f"{provider_name}:{model}",
+        source=view.alias_sources.get(alias, "builtin"),
+        description=describe(alias, view),
         provider=provider_name,
         model=model,
         reachable=bool(status is not None and status.reachable),
@@ -143,6 +158,9 @@ async def list_models(
 ) -> ModelsPublic:
     """The configured model aliases and providers, each with whether it is reachable now.
 
+    Aliases and providers come from the settings and from the database
+    (``/api/providers``, ``/api/models/aliases``); ``source`` says which.
+
     An alias is reachable when its provider is and the provider serves the
     model name; ``listed`` tells whether the server's own model list has it.
     """
@@ -152,11 +170,11 @@ async def list_models(
         *(run_in_threadpool(_provider_status, registry, name, timeout) for name in names)
     )
     by_name = dict(zip(names, statuses, strict=True))
-    aliases = api_state(request).settings.models
+    aliases = registry.view().aliases
     alias_statuses = await run_in_threadpool(
         lambda: [
             _alias_status(registry, alias, target, by_name)
             for alias, target in sorted(aliases.items())
         ]
     )
-    return ModelsPublic(aliases=alias_statuses, providers=list(statuses))
+    return ModelsPublic(aliases=alias_statuses, providers=list(statuses), hint=REAL_SERVER_HINT)

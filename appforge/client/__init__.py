@@ -4,7 +4,8 @@ Both have one explicit, typed method per API operation, each returning a typed
 result (``models``, ``prompt_models``). An operation is written once, as a
 generator that yields the HTTP call it needs and returns its result (``calls``);
 the noun modules (``apps``, ``datasources``, ``prompts``, ``versions``,
-``webhooks``, ``server``, ``audit``) hold the operations with their sync and async faces, and
+``webhooks``, ``server``, ``providers``, ``audit``) hold the operations with their
+sync and async faces, and
 ``Client`` (``sync``) and ``AsyncClient`` (``aio``) drive them over ``httpx``.
 Errors come back as :class:`ApiError` subclasses (``errors``); 429 and 503 answers
 are retried, honouring ``Retry-After``; given a signing secret, every request is
@@ -32,6 +33,7 @@ from appforge.client.errors import (
     error_from,
 )
 from appforge.client.models import (
+    AliasConfig,
     AppAnalytics,
     AppCheck,
     AppInfo,
@@ -54,6 +56,8 @@ from appforge.client.models import (
     Percentiles,
     PromptAnalytics,
     PromptVersionStats,
+    ProviderConfig,
+    ProviderTest,
     Result,
     RunFailure,
     RunList,
@@ -101,6 +105,7 @@ from appforge.client.server import TokenRole
 from appforge.client.sync import Client
 
 __all__ = [
+    "AliasConfig",
     "ApiError",
     "AppAnalytics",
     "AppCheck",
@@ -149,6 +154,8 @@ __all__ = [
     "PromptSearchResult",
     "PromptVersionInfo",
     "PromptVersionStats",
+    "ProviderConfig",
+    "ProviderTest",
     "RateLimitedError",
     "RenderedPrompt",
     "Result",

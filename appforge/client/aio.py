@@ -17,6 +17,7 @@ from appforge.client.datasources import AsyncDatasourceMethods
 from appforge.client.errors import ServerError
 from appforge.client.models import StreamChunk
 from appforge.client.prompts import AsyncPromptMethods
+from appforge.client.providers import AsyncProviderMethods
 from appforge.client.server import AsyncServerMethods
 from appforge.client.versions import AsyncVersionMethods
 from appforge.client.webhooks import AsyncWebhookMethods
@@ -32,6 +33,7 @@ class AsyncClient(
     AsyncVersionMethods,
     AsyncWebhookMethods,
     AsyncServerMethods,
+    AsyncProviderMethods,
     AsyncAuditMethods,
 ):
     """Asynchronous client: ``Client``'s operations, awaited (``async for`` over ``stream``).

@@ -321,6 +321,8 @@ class ModelProvider(Result):
 
     name: str
     kind: str
+    source: str = "builtin"  # builtin, env or database
+    description: str | None = None  # e.g. the bundled model's "tiny offline demo model ..."
     target: str | None = None
     configured: bool
     reachable: bool | None = None
@@ -334,6 +336,8 @@ class ModelAlias(Result):
 
     name: str
     target: str
+    source: str = "builtin"  # builtin, database or env
+    description: str | None = None
     provider: str | None = None
     model: str | None = None
     reachable: bool
@@ -344,6 +348,43 @@ class ModelAlias(Result):
 class ModelsInfo(Result):
     aliases: list[ModelAlias]
     providers: list[ModelProvider]
+    hint: str | None = None  # how to point ``default`` at a real server
+
+
+class ProviderConfig(Result):
+    """A model provider as configured (never its key nor its header values)."""
+
+    name: str
+    kind: str  # local or openai-compatible
+    source: str  # builtin, env (wins over a stored one of its name) or database (editable)
+    active: bool
+    base_url: str | None = None
+    has_key: bool
+    headers: list[str] = []  # names only
+    models: list[str] = []  # offered for it (empty: ask the server)
+    description: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ProviderTest(Result):
+    """A successful connection test: the models the server lists."""
+
+    name: str
+    server: str | None = None
+    models: list[str]
+    latency_ms: float
+
+
+class AliasConfig(Result):
+    """A model alias, the ``<provider>:<model>`` it points at, and where it is set."""
+
+    name: str
+    target: str
+    source: str  # builtin, database or env
+    active: bool
+    description: str | None = None
+    updated_at: datetime | None = None
 
 
 class TokenInfo(Result):

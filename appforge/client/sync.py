@@ -16,6 +16,7 @@ from appforge.client.datasources import DatasourceMethods
 from appforge.client.errors import ServerError
 from appforge.client.models import StreamChunk
 from appforge.client.prompts import PromptMethods
+from appforge.client.providers import ProviderMethods
 from appforge.client.server import ServerMethods
 from appforge.client.versions import VersionMethods
 from appforge.client.webhooks import WebhookMethods
@@ -31,6 +32,7 @@ class Client(
     VersionMethods,
     WebhookMethods,
     ServerMethods,
+    ProviderMethods,
     AuditMethods,
 ):
     """Synchronous client of the appforge API; use it as a context manager, or ``close()``.

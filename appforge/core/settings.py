@@ -50,6 +50,40 @@ class LocalModelSettings(BaseModel):
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _PARAM_NAMES = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
+# Provider names: the prefix of "<provider>:<model>"; two are built in.
+BUILTIN_PROVIDERS = ("local", "openai")
+# Extra headers a provider may send: names as HTTP tokens; never these, which the
+# client sets itself (the key goes in api_key, not in an Authorization header).
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
+RESERVED_HEADERS = frozenset(
+    {"authorization", "host", "content-length", "content-type", "transfer-encoding", "connection"}
+)
+MAX_HEADERS = 20
+MAX_HEADER_VALUE_CHARS = 4096
+
+
+def check_provider_name(name: str) -> str:
+    """``name`` if it may name an OpenAI-compatible provider: not local/openai, no ':'."""
+    if name in BUILTIN_PROVIDERS or not name or ":" in name:
+        raise ValueError(f"provider name {name!r} is taken or invalid (not local/openai, no ':')")
+    return name
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` if each is a token name (not one the client sets) with a one-line value."""
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers")
+    for name, value in headers.items():
+        if not re.match(HEADER_NAME_PATTERN, name):
+            raise ValueError(f"header name {name[:80]!r} is not an HTTP token of 1-64 characters")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by appforge itself (the key goes in api_key)")
+        if len(value) > MAX_HEADER_VALUE_CHARS or any(c in value for c in "\r\n\0"):
+            raise ValueError(
+                f"header {name!r}: the value must be one line of at most "
+                f"{MAX_HEADER_VALUE_CHARS} characters"
+            )
+    return headers
 
 
 class OpenAISettings(BaseModel):
@@ -65,10 +99,20 @@ class OpenAISettings(BaseModel):
     max_retries: int = Field(
         default=2, ge=0, le=10, description="Retries on connection errors, 408/409/429/5xx."
     )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra HTTP headers sent with every request, e.g. {"OpenAI-Organization": '
+        '"org-1"}; not Authorization (that is api_key).',
+    )
     model_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description='Default params per model, e.g. {"gpt-4o-mini": {"temperature": 0.2}}.',
     )
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
 
     @field_validator("model_params")
     @classmethod
@@ -396,7 +440,17 @@ class Settings(BaseSettings):
     )
     models: dict[str, str] = Field(
         default_factory=lambda: {"default": "local:smollm2"},
-        description='Model aliases used by llm steps, e.g. {"default": "local:smollm2"}.',
+        description='Model aliases used by llm steps, e.g. {"default": "local:smollm2"}. '
+        "Set, they win over aliases of the same name stored in the database; unset, the "
+        "built-in default applies until the database repoints it.",
+    )
+    model_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="How long each process uses the providers and aliases stored in the "
+        "database (Settings page, /api/providers) before checking for changes made by "
+        "another process (one small query); changes made through this process apply at once.",
     )
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
@@ -432,10 +486,7 @@ class Settings(BaseSettings):
     @classmethod
     def _provider_names(cls, value: dict[str, OpenAISettings]) -> dict[str, OpenAISettings]:
         for name in value:
-            if name in ("local", "openai") or not name or ":" in name:
-                raise ValueError(
-                    f"provider name {name!r} is taken or invalid (not local/openai, no ':')"
-                )
+            check_provider_name(name)
         return value
 
     @field_validator("trusted_proxies")

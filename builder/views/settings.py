@@ -1,5 +1,6 @@
 """Settings: the API base URL; API tokens with their role, apps, origins, expiry and rate
-limit (create shows the secret once; revoke); the models."""
+limit (create shows the secret once; revoke); the models: providers and aliases
+(``builder.model_settings``), and which answer now."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from appforge.client import TokenInfo, TokenRole
+from builder import model_settings
 from builder.connection import ERRORS, api_url, get_client, show_error
 
 ROLES: list[TokenRole] = ["admin", "editor", "viewer", "runner"]
@@ -129,7 +131,7 @@ flash = st.session_state.pop("settings_flash", None)
 if flash:
     st.success(flash)
 
-st.subheader("Models")
+model_settings.render(client)
 if st.button("Check reachability", key="settings_models"):
     try:
         models = client.list_models()
@@ -142,6 +144,7 @@ if st.button("Check reachability", key="settings_models"):
                 {
                     "alias": a.name,
                     "target": a.target,
+                    "about": a.description or "",
                     "reachable": a.reachable,
                     "error": a.error.message if a.error else "",
                 }

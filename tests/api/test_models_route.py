@@ -53,6 +53,8 @@ def test_models_lists_aliases_and_providers_with_reachability(
     assert local["reachable"] is True and local["configured"] is True
     assert local["target"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert local["models"] == ["smollm2"]
+    assert local["description"].startswith("tiny offline demo model (SmolLM2-135M)")
+    assert "default" in body["hint"] and "Ollama" in body["hint"]
     openai = providers["openai"]
     assert openai["kind"] == "openai-compatible"
     assert openai["reachable"] is True and openai["error"] is None
@@ -67,9 +69,12 @@ def test_models_lists_aliases_and_providers_with_reachability(
     assert aliases["default"]["target"] == "local:smollm2"
     assert aliases["fast"]["target"] == "local:smollm2"  # followed through "default"
     assert aliases["fast"]["reachable"] is True
+    assert aliases["fast"]["description"] == local["description"]  # via "default"
     assert aliases["remote"] | {"error": None} == {
         "name": "remote",
         "target": "openai:smollm2",
+        "source": "env",
+        "description": None,
         "provider": "openai",
         "model": "smollm2",
         "reachable": True,

@@ -564,6 +564,60 @@ def test_client_live_tokens_models_and_signing(server: ServerProcess, kind: str)
     drive(server.base, kind, revoked, plain.token)
 
 
+# --- model providers and aliases --------------------------------------------------------
+
+
+def test_client_live_providers_and_aliases(server: ServerProcess, llama_server: str, kind: str):
+    name, alias = f"llama-{kind}", f"remote-{kind}"
+
+    async def scenario(af: Any) -> None:
+        made = await af.create_provider(
+            name, llama_server, api_key="sk-live-0123456789", headers={"X-Live": "1"}
+        )
+        assert (made.source, made.active, made.has_key, made.headers) == (
+            "database",
+            True,
+            True,
+            ["X-Live"],
+        )
+        listed = {(p.name, p.source) for p in await af.list_providers()}
+        assert {(name, "database"), ("local", "builtin"), ("openai", "builtin")} <= listed
+        assert (await af.test_provider(name, timeout=10)).models == ["smollm2"]
+        changed = await af.update_provider(name, api_key="", models=["smollm2"], headers={})
+        assert (changed.has_key, changed.headers) == (False, [])
+        assert (await af.get_provider(name)).models == ["smollm2"]
+        pointed = await af.set_model_alias(alias, f"{name}:smollm2")
+        assert (pointed.target, pointed.source, pointed.active) == (
+            f"{name}:smollm2",
+            "database",
+            True,
+        )
+        aliases = {a.name: a for a in await af.list_model_aliases()}
+        assert aliases["default"].source == "env" and aliases[alias].target == pointed.target
+        doc = chat_app(f"Remote {kind}")
+        doc["steps"][0]["model"] = alias
+        app = await af.create_app(doc)
+        ran = await af.run(app.uuid, {"q": "Hello"})
+        record = await af.get_run(ran.run.id)
+        assert record.steps[0]["usage_reported"] is False  # llama_cpp.server's answer
+        with pytest.raises(ConflictError) as info:
+            await af.delete_provider(name)
+        assert info.value.code == "PROVIDER_IN_USE"
+        await af.delete_model_alias(alias)
+        await af.delete_provider(name)
+        await af.delete_app(app.uuid)
+        with pytest.raises(NotFoundError) as info:
+            await af.get_provider(name)
+        assert info.value.code == "PROVIDER_NOT_FOUND"
+        await af.create_provider(f"down-{kind}", "http://127.0.0.1:9/v1")
+        with pytest.raises(ApiError) as failed:
+            await af.test_provider(f"down-{kind}", timeout=2)
+        assert (failed.value.status, failed.value.code) == (502, "PROVIDER_TEST_FAILED")
+        assert failed.value.details["cause"] == "PROVIDER_UNAVAILABLE"
+
+    drive(server.base, kind, scenario)
+
+
 # --- webhooks ---------------------------------------------------------------------------
 
 
@@ -741,6 +795,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 68
+    assert "stream" in operations and len(operations) == 77
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)
