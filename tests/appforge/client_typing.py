@@ -30,6 +30,7 @@ from appforge.client import (
     RunRecord,
     RunResult,
     SearchResults,
+    SessionSummary,
     StreamChunk,
     UseCaseInfo,
 )
@@ -44,6 +45,7 @@ def sync_client(client: Client) -> None:
     assert_type(client.run("uuid", {"q": "hi"}), RunResult)
     assert_type(client.stream("uuid", {"q": "hi"}), Iterator[StreamChunk])
     assert_type(client.get_run("run"), RunRecord)
+    assert_type(client.list_sessions("uuid", limit=10), list[SessionSummary])
     assert_type(client.wait_for_entries("ds"), list[EntryInfo])
     assert_type(client.search("ds", "query", where={"md_a": 1}), SearchResults)
     assert_type(client.create_use_case("support"), UseCaseInfo)
@@ -74,6 +76,7 @@ def sync_client(client: Client) -> None:
 async def async_client(aclient: AsyncClient) -> None:
     assert_type(await aclient.create_app(Path("app.yaml")), AppInfo)
     assert_type(await aclient.get_run("run"), RunRecord)
+    assert_type(await aclient.list_sessions("uuid", offset=5), list[SessionSummary])
     assert_type(await aclient.render("p", version=1), RenderedPrompt)
     assert_type(aclient.stream("uuid", {"q": "hi"}), AsyncIterator[StreamChunk])
     assert_type(await aclient.audit(actor="anonymous", limit=10), AuditLog)
