@@ -146,7 +146,8 @@ def _show_sources(record: RunRecord | None, output: dict[str, Any]) -> None:
             shown = f"{score:.3f}" if isinstance(score, int | float) else "?"
             st.markdown(f"**[{n}] {doc.get('source') or doc.get('id')}** · score {shown}")
             st.text(str(doc.get("text", "")))
-            st.json(doc.get("metadata") or {}, expanded=False)
+            metadata = doc.get("metadata") or {}
+            st.caption(" · ".join(f"{k}: {json.dumps(v)}" for k, v in metadata.items()))
 
 
 def _show_run(record: RunRecord) -> None:

@@ -75,30 +75,58 @@ def _when(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def _open_session(client: Client, app: AppInfo, session_id: str, chat: dict[str, Any]) -> None:
-    """Load a stored session of this app into the chat (another app's is refused)."""
+def _open_session(client: Client, app: AppInfo, session_id: str) -> None:
+    """Load a stored session of this app into the chat; another app's is refused.
+
+    A button's callback: it runs before the page, which then draws the session.
+    """
+    notice = None
     try:
         session = client.get_session(session_id)
     except ERRORS as exc:
-        show_error(exc)
-        return
-    if session.app_uuid != app.uuid:
-        st.error(
-            f"SESSION_OF_ANOTHER_APP: session {session_id} belongs to another app; "
-            "open it from that app's playground."
-        )
-        return
-    main = chat_input_name(app.definition)
-    chat["session_id"] = session.id
-    chat["messages"] = session_messages(session, app.definition, main)
+        notice = api_error_text(exc)
+    else:
+        if session.app_uuid != app.uuid:
+            notice = (
+                f"SESSION_OF_ANOTHER_APP: session {session_id} belongs to another app; "
+                "open it from that app's playground."
+            )
+        else:
+            chat = _chat(app.uuid)
+            chat["session_id"] = session.id
+            main = chat_input_name(app.definition)
+            chat["messages"] = session_messages(session, app.definition, main)
+    st.session_state["pg_notice"] = notice
+
+
+def _open_typed_session(client: Client, app: AppInfo) -> None:
+    wanted = str(st.session_state.get("pg_session_id") or "").strip()
+    if wanted:
+        _open_session(client, app, wanted)
+
+
+def _new_chat(uuid: str) -> None:
+    chat = _chat(uuid)
+    chat["session_id"] = None
+    chat["messages"] = []
 
 
 def _sessions_panel(client: Client, app: AppInfo, chat: dict[str, Any]) -> None:
-    """New chat, this app's recent sessions (first question and time), open by id."""
+    """New chat, this app's recent sessions (first question and time), open by id.
+
+    Drawn last, so that it lists the session a message just started."""
     st.subheader("Sessions")
-    if st.button("New chat", key="pg_new", icon=":material/add:", use_container_width=True):
-        chat["session_id"] = None
-        chat["messages"] = []
+    notice = st.session_state.pop("pg_notice", None)
+    if notice:
+        st.error(notice)
+    st.button(
+        "New chat",
+        key="pg_new",
+        icon=":material/add:",
+        use_container_width=True,
+        on_click=_new_chat,
+        args=(app.uuid,),
+    )
     try:
         sessions = client.list_sessions(app.uuid, limit=LISTED_SESSIONS)
     except ERRORS as exc:
@@ -107,19 +135,18 @@ def _sessions_panel(client: Client, app: AppInfo, chat: dict[str, Any]) -> None:
     for session in sessions:
         question = " ".join((session.first_input or "(no finished turn)").split())
         label = f"{question[:48]}{'…' if len(question) > 48 else ''} · {_when(session.created_at)}"
-        current = session.id == chat["session_id"]
-        if st.button(
+        st.button(
             label,
             key=f"pg_open_{session.id}",
-            type="primary" if current else "secondary",
+            type="primary" if session.id == chat["session_id"] else "secondary",
             help=f"{session.turns} turns · session {session.id}",
             use_container_width=True,
-        ):
-            _open_session(client, app, session.id, chat)
+            on_click=_open_session,
+            args=(client, app, session.id),
+        )
     with st.expander("Open a session by id"):
-        wanted = st.text_input("Session id", key="pg_session_id")
-        if st.button("Open", key="pg_session_open") and wanted.strip():
-            _open_session(client, app, wanted.strip(), chat)
+        st.text_input("Session id", key="pg_session_id")
+        st.button("Open", key="pg_session_open", on_click=_open_typed_session, args=(client, app))
     st.caption(f"Session: {chat['session_id'] or 'new'}")
 
 
@@ -181,7 +208,6 @@ main = chat_input_name(app.definition)
 with st.sidebar:
     values = _side_inputs(app.uuid, declared, main)
     run_inputs = main is None and st.button("Run with these inputs", key="pg_run_inputs")
-    _sessions_panel(client, app, chat)
 
 if not chat["messages"]:
     st.caption(f"Ask {app.name} something: type below, the answer streams in here.")
@@ -196,3 +222,5 @@ if question:
     _send(client, app, question, values)
 elif run_inputs:
     _send(client, app, json.dumps(values, ensure_ascii=False), values)
+with st.sidebar:
+    _sessions_panel(client, app, chat)
