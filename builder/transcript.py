@@ -97,7 +97,8 @@ def show_message(client: Client, definition: dict[str, Any], message: dict[str, 
         if message["role"] == "user":
             st.markdown(message["text"])
             return
-        st.markdown(message["text"] or "…")
+        if message["text"] or message["status"] != "stopped":
+            st.markdown(message["text"] or "…")
         show_answer_details(client, definition, message)
 
 

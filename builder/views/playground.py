@@ -133,7 +133,9 @@ def _sessions_panel(client: Client, app: AppInfo, chat: dict[str, Any]) -> None:
         show_error(exc)
         sessions = []
     for session in sessions:
-        question = " ".join((session.first_input or "(no finished turn)").split())
+        if not session.turns:
+            continue  # its only run failed or was stopped: nothing to show
+        question = " ".join((session.first_input or "").split())
         label = f"{question[:48]}{'…' if len(question) > 48 else ''} · {_when(session.created_at)}"
         st.button(
             label,

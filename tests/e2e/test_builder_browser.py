@@ -165,6 +165,7 @@ def _sign_in(page: Page, served: Served) -> None:
     page.get_by_label("API token").fill(TOKEN)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Apps", exact=True).wait_for()
+    _settle(page)
 
 
 def _api(served: Served) -> httpx.Client:
@@ -238,7 +239,7 @@ def test_new_user_builds_a_chat_app_over_a_file_and_chats_with_it(
     _say(page, QUESTION)
     answer = page.locator('[data-testid="stChatMessage"]').nth(1)
     answer.get_by_test_id("stExpander").get_by_text("Sources (1)").click()
-    answer.get_by_text("widget-reset.txt").wait_for()
+    answer.get_by_text("[1] widget-reset.txt").wait_for()
     final = answer.locator('[data-testid="stMarkdownContainer"]').first.inner_text().strip()
     growing = _grew(page, final)
     assert final and len(growing) >= 3, f"the answer did not arrive in pieces: {growing}"
