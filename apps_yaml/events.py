@@ -85,7 +85,26 @@ class RetrieveResult:
         return None
 
     def record(self) -> dict[str, Any]:
-        return {"query": self.query, "count": len(self.documents)}
+        """The query as rendered and each document found, its text cut to
+        ``RECORDED_TEXT_CHARS`` (a playground shows them as the answer's sources)."""
+        found = [recorded_document(d) for d in self.documents]
+        return {"query": self.query, "count": len(self.documents), "documents": found}
+
+
+# How much of each document's text a stored run keeps.
+RECORDED_TEXT_CHARS = 1000
+
+
+def recorded_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a stored run keeps of one document a retrieve step found."""
+    metadata = doc.get("metadata") or {}
+    return {
+        "id": doc.get("id"),
+        "source": metadata.get("source") or metadata.get("name"),
+        "score": doc.get("score"),
+        "metadata": metadata,
+        "text": str(doc.get("text", ""))[:RECORDED_TEXT_CHARS],
+    }
 
 
 @dataclass(frozen=True)

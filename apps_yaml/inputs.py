@@ -58,3 +58,17 @@ def check_input(app: AppDocument, given: Any) -> dict[str, Any]:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise InputInvalidError(first + more, details={"errors": errors})
     return values
+
+
+def message_input(app: AppDocument) -> str | None:
+    """The input a chat message fills: the one ``openai.input`` names, else the first
+    required string input, else the first string input (None: the app has none).
+
+    Lenient where ``runs.chat.input_key_of`` is strict: a preview or a playground
+    can always pick one, an OpenAI-style request needs exactly one.
+    """
+    if app.openai.input is not None:
+        return app.openai.input
+    strings = [name for name, field in app.input.items() if field.type == "string"]
+    required = [name for name in strings if app.input[name].required]
+    return next(iter(required or strings), None)

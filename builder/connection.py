@@ -75,20 +75,26 @@ def problems(exc: ApiError) -> list[str]:
     return found
 
 
+def api_error_text(exc: Exception) -> str:
+    """An error of an API call as one line, ``CODE: message``."""
+    if isinstance(exc, ApiError):
+        return f"{exc.code}: {exc.message}"
+    if isinstance(exc, TimeoutError):
+        return f"TIMEOUT: {exc}"
+    return f"API_UNREACHABLE: {api_url()} did not answer ({type(exc).__name__})"
+
+
 def show_error(exc: Exception) -> None:
     """An API error as ``CODE: message`` (and its problems); never a stack trace."""
+    st.error(api_error_text(exc))
     if isinstance(exc, ApiError):
-        st.error(f"{exc.code}: {exc.message}")
         for problem in problems(exc):
             st.error(problem)
-    elif isinstance(exc, TimeoutError):
-        st.error(f"TIMEOUT: {exc}")
-    else:
-        st.error(f"API_UNREACHABLE: {api_url()} did not answer ({type(exc).__name__})")
 
 
 def pick_app(client: Client, key: str) -> AppInfo:
-    """A select box over the apps; stops the page with a hint when there are none."""
+    """A select box over the apps, keeping its choice when the page is left and opened
+    again; stops the page with a hint when there are no apps."""
     try:
         apps = client.list_apps()
     except ERRORS as exc:
@@ -98,7 +104,13 @@ def pick_app(client: Client, key: str) -> AppInfo:
         st.info("No apps yet: create one on the Apps page.")
         st.stop()
     by_uuid = {a.uuid: a for a in apps}
+    # The widget's own state goes when the page is left: the choice is also kept
+    # under a key of its own, and given back to the widget when the page returns.
+    kept = f"{key}_chosen"
+    if key not in st.session_state and st.session_state.get(kept) in by_uuid:
+        st.session_state[key] = st.session_state[kept]
     uuid = st.selectbox(
         "App", list(by_uuid), key=key, format_func=lambda u: f"{by_uuid[u].name} ({u[:8]})"
     )
+    st.session_state[kept] = uuid
     return by_uuid[uuid]

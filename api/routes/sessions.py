@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, status
-from pydantic import BaseModel
-from sqlalchemy import select
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from api.access import OwnWriter, SessionReader
+from api.access import AppRunsReader, OwnWriter, SessionReader
 from api.auth import Principal
 from api.cors import about_app
 from api.deps import DbSession
 from api.errors import NotFoundError
+from api.routes.apps import get_app_row
+from apps_yaml.inputs import message_input
+from apps_yaml.schema import AppDocument
 from runs.service import ANONYMOUS
 from runs.tables import ChatSession, Turn
 
-router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+router = APIRouter(tags=["sessions"])
+
+# How much of a session's first message a list shows.
+PREVIEW_CHARS = 200
 
 
 class TurnPublic(BaseModel):
@@ -26,6 +34,17 @@ class TurnPublic(BaseModel):
     input: dict[str, Any]
     output: dict[str, Any]
     created_at: datetime
+
+
+class SessionSummary(BaseModel):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    turns: int = Field(description="Finished turns")
+    first_input: str | None = Field(
+        description=f"The first turn's message (the app's chat input, else its whole input "
+        f"as JSON), at most {PREVIEW_CHARS} characters; null before a turn finished"
+    )
 
 
 class SessionPublic(BaseModel):
@@ -55,7 +74,7 @@ def _get(db: DbSession, session_id: str, token: Principal | None) -> ChatSession
     return session
 
 
-@router.get("/{session_id}", response_model=SessionPublic)
+@router.get("/api/sessions/{session_id}", response_model=SessionPublic)
 def get_session_route(
     request: Request, session_id: str, db: DbSession, token: SessionReader
 ) -> SessionPublic:
@@ -77,8 +96,67 @@ def get_session_route(
     )
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/api/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_session_route(session_id: str, db: DbSession, token: OwnWriter) -> None:
     """Forget a session and its turns; the next run with this id starts afresh."""
     db.delete(_get(db, session_id, token))
     db.commit()
+
+
+@router.get("/api/apps/{app_uuid}/sessions", response_model=list[SessionSummary])
+def list_app_sessions_route(
+    app_uuid: str,
+    db: DbSession,
+    token: AppRunsReader,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[SessionSummary]:
+    """An app's sessions, newest first, each with its number of turns and the start of
+    its first message; ``X-Total-Count`` gives the number before paging. A runner key
+    sees only the sessions it made."""
+    app = get_app_row(db, app_uuid)
+    query = select(ChatSession).where(ChatSession.app_uuid == app_uuid)
+    if token.role == "runner":
+        query = query.where(ChatSession.owner == f"token:{token.id}")
+    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    response.headers["X-Total-Count"] = str(total)
+    page = db.scalars(
+        query.order_by(ChatSession.created_at.desc(), ChatSession.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    counts, firsts = _turns_of(db, [s.id for s in page])
+    key = message_input(AppDocument.model_validate(app.document))
+    return [
+        SessionSummary(
+            id=s.id,
+            created_at=s.created_at,
+            updated_at=s.updated_at,
+            turns=counts.get(s.id, 0),
+            first_input=_preview(firsts[s.id], key) if s.id in firsts else None,
+        )
+        for s in page
+    ]
+
+
+def _turns_of(db: Session, ids: list[str]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """For these sessions: their number of turns, and their first turn's input."""
+    if not ids:
+        return {}, {}
+    counts = db.execute(
+        select(Turn.session_id, func.count())
+        .where(Turn.session_id.in_(ids))
+        .group_by(Turn.session_id)
+    )
+    firsts = db.execute(
+        select(Turn.session_id, Turn.input).where(Turn.session_id.in_(ids), Turn.n == 1)
+    )
+    return dict(counts.all()), dict(firsts.all())
+
+
+def _preview(given: dict[str, Any], key: str | None) -> str:
+    """The message of a turn's input, cut to ``PREVIEW_CHARS``."""
+    value = given.get(key) if key is not None else None
+    text = value if isinstance(value, str) else json.dumps(given, ensure_ascii=False)
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"

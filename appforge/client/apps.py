@@ -35,6 +35,7 @@ from appforge.client.models import (
     RunResult,
     RunRow,
     SessionInfo,
+    SessionSummary,
 )
 
 # --- operations -------------------------------------------------------------------------
@@ -154,6 +155,12 @@ def _get_session(session_id: str) -> Op[SessionInfo]:
     return one(SessionInfo, r)
 
 
+def _list_sessions(uuid: str, limit: int, offset: int) -> Op[list[SessionSummary]]:
+    params = {"limit": limit, "offset": offset}
+    r = yield Call("GET", f"/api/apps/{uuid}/sessions", params=params)
+    return many(SessionSummary, r)
+
+
 def _delete_session(session_id: str) -> Op[None]:
     yield Call("DELETE", f"/api/sessions/{session_id}")
 
@@ -260,6 +267,10 @@ class AppMethods(SyncDriven):
     def get_session(self, session_id: str) -> SessionInfo:
         """A session with its finished turns, oldest first."""
         return self._drive(_get_session(session_id))
+
+    def list_sessions(self, uuid: str, limit: int = 50, offset: int = 0) -> list[SessionSummary]:
+        """An app's sessions, newest first, with their first message (a runner: its own)."""
+        return self._drive(_list_sessions(uuid, limit, offset))
 
     def delete_session(self, session_id: str) -> None:
         """Forget a session and its turns."""
@@ -370,6 +381,12 @@ class AsyncAppMethods(AsyncDriven):
     async def get_session(self, session_id: str) -> SessionInfo:
         """A session with its finished turns, oldest first."""
         return await self._drive(_get_session(session_id))
+
+    async def list_sessions(
+        self, uuid: str, limit: int = 50, offset: int = 0
+    ) -> list[SessionSummary]:
+        """An app's sessions, newest first, with their first message (a runner: its own)."""
+        return await self._drive(_list_sessions(uuid, limit, offset))
 
     async def delete_session(self, session_id: str) -> None:
         """Forget a session and its turns."""

@@ -171,6 +171,16 @@ class TurnInfo(Result):
     created_at: datetime
 
 
+class SessionSummary(Result):
+    """A session in an app's list: its number of turns and the start of its first message."""
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    turns: int
+    first_input: str | None = None
+
+
 class SessionInfo(Result):
     """A session with its finished turns, oldest first."""
 

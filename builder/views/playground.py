@@ -1,20 +1,41 @@
-"""Playground: chat with an app, the answer streamed as it arrives, then sources and usage."""
+"""Playground: chat with an app. The question goes in the box at the bottom, the
+answer streams in below the earlier turns (Stop ends it), with its sources and, on
+demand, its steps. The side panel holds the app's other inputs and its sessions."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Generator
+from datetime import datetime
 from typing import Any
 
 import streamlit as st
 
 from appforge.client import AppInfo, Client
-from builder.connection import ERRORS, get_client, pick_app, show_error
+from builder.connection import ERRORS, api_error_text, get_client, pick_app, show_error
+from builder.transcript import (
+    answer_text,
+    chat_input_name,
+    session_messages,
+    show_answer_details,
+    show_message,
+)
+
+LISTED_SESSIONS = 20
 
 
-def _state(uuid: str) -> dict[str, Any]:
-    """This app's conversation in the browser session: its session id and messages."""
+def _chat(uuid: str) -> dict[str, Any]:
+    """This app's conversation in the browser session: its session id and messages.
+
+    An answer still marked ``streaming`` was cut off by a rerun (Stop, or another
+    click while it was written): its stream was closed, so it is stopped.
+    """
     chats: dict[str, dict[str, Any]] = st.session_state.setdefault("pg_chats", {})
-    return chats.setdefault(uuid, {"session_id": None, "messages": []})
+    chat = chats.setdefault(uuid, {"session_id": None, "messages": []})
+    for message in chat["messages"]:
+        if message.get("status") == "streaming":
+            message["status"] = "stopped"
+    return chat
 
 
 def _field(uuid: str, name: str, spec: dict[str, Any]) -> Any:
@@ -30,126 +51,178 @@ def _field(uuid: str, name: str, spec: dict[str, Any]) -> Any:
         return float(st.number_input(label, value=float(default or 0), key=key, help=help_text))
     if kind == "boolean":
         return st.checkbox(label, value=bool(default), key=key, help=help_text)
+    if kind == "string" and spec.get("enum"):
+        return st.selectbox(label, spec["enum"], key=key, help=help_text)
     if kind == "string":
-        return st.text_area(label, value=str(default or ""), key=key, help=help_text, height=80)
-    raw = st.text_input(f"{label} (JSON)", value=json.dumps(default), key=key, help=help_text)
+        return st.text_input(label, value=str(default or ""), key=key, help=help_text)
+    raw = st.text_area(f"{label} (JSON)", value=json.dumps(default), key=key, help=help_text)
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
         return raw
 
 
-def _message_text(declared: dict[str, Any], values: dict[str, Any]) -> str:
-    """What the user said: the first required string input, else the whole input."""
-    for name, spec in declared.items():
-        if spec.get("type", "string") == "string" and spec.get("required"):
-            return str(values.get(name, ""))
-    return json.dumps(values)
+def _side_inputs(uuid: str, declared: dict[str, Any], main: str | None) -> dict[str, Any]:
+    """The app's inputs other than the one the chat box fills."""
+    others = {name: spec or {} for name, spec in declared.items() if name != main}
+    if not others:
+        return {}
+    st.subheader("Inputs")
+    return {name: _field(uuid, name, spec) for name, spec in others.items()}
 
 
-def _show_steps(client: Client, run_id: str) -> None:
-    """The run's steps (rendered prompts, timings, usage), fetched only when asked for."""
-    if not st.toggle("Steps and prompts", key=f"pg_steps_{run_id}"):
-        return
+def _when(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _open_session(client: Client, app: AppInfo, session_id: str) -> None:
+    """Load a stored session of this app into the chat; another app's is refused.
+
+    A button's callback: it runs before the page, which then draws the session.
+    """
+    notice = None
     try:
-        record = client.get_run(run_id)
+        session = client.get_session(session_id)
+    except ERRORS as exc:
+        notice = api_error_text(exc)
+    else:
+        if session.app_uuid != app.uuid:
+            notice = (
+                f"SESSION_OF_ANOTHER_APP: session {session_id} belongs to another app; "
+                "open it from that app's playground."
+            )
+        else:
+            chat = _chat(app.uuid)
+            chat["session_id"] = session.id
+            main = chat_input_name(app.definition)
+            chat["messages"] = session_messages(session, app.definition, main)
+    st.session_state["pg_notice"] = notice
+
+
+def _open_typed_session(client: Client, app: AppInfo) -> None:
+    wanted = str(st.session_state.get("pg_session_id") or "").strip()
+    if wanted:
+        _open_session(client, app, wanted)
+
+
+def _new_chat(uuid: str) -> None:
+    chat = _chat(uuid)
+    chat["session_id"] = None
+    chat["messages"] = []
+
+
+def _sessions_panel(client: Client, app: AppInfo, chat: dict[str, Any]) -> None:
+    """New chat, this app's recent sessions (first question and time), open by id.
+
+    Drawn last, so that it lists the session a message just started."""
+    st.subheader("Sessions")
+    notice = st.session_state.pop("pg_notice", None)
+    if notice:
+        st.error(notice)
+    st.button(
+        "New chat",
+        key="pg_new",
+        icon=":material/add:",
+        use_container_width=True,
+        on_click=_new_chat,
+        args=(app.uuid,),
+    )
+    try:
+        sessions = client.list_sessions(app.uuid, limit=LISTED_SESSIONS)
     except ERRORS as exc:
         show_error(exc)
-        return
-    for step in record.steps:
-        st.markdown(f"**{step.get('id', '?')}** ({step.get('kind', '?')})")
-        st.json(step, expanded=False)
+        sessions = []
+    for session in sessions:
+        if not session.turns:
+            continue  # its only run failed or was stopped: nothing to show
+        question = " ".join((session.first_input or "").split())
+        label = f"{question[:48]}{'…' if len(question) > 48 else ''} · {_when(session.created_at)}"
+        st.button(
+            label,
+            key=f"pg_open_{session.id}",
+            type="primary" if session.id == chat["session_id"] else "secondary",
+            help=f"{session.turns} turns · session {session.id}",
+            use_container_width=True,
+            on_click=_open_session,
+            args=(client, app, session.id),
+        )
+    with st.expander("Open a session by id"):
+        st.text_input("Session id", key="pg_session_id")
+        st.button("Open", key="pg_session_open", on_click=_open_typed_session, args=(client, app))
+    st.caption(f"Session: {chat['session_id'] or 'new'}")
 
 
-def _show_extras(message: dict[str, Any]) -> None:
-    sources = message.get("sources")
-    if sources:
-        with st.expander("Sources"):
-            if isinstance(sources, list) and all(isinstance(x, str) for x in sources):
-                st.markdown("\n".join(f"{n}. `{name}`" for n, name in enumerate(sources, 1)))
-            else:
-                st.json(sources)
-    run = message.get("run")
-    if run:
-        usage = ", ".join(f"{k} {v}" for k, v in run.get("usage", {}).items())
-        latency = run.get("latency_ms")
-        took = f"{latency:.0f} ms" if isinstance(latency, int | float) else "?"
-        st.caption(f"run {run['id']} · {run['status']} · {took} · {usage or 'no usage'}")
-        _show_steps(get_client(), run["id"])
+def _merge(output: dict[str, Any], pieces: dict[str, Any]) -> None:
+    for key, piece in pieces.items():
+        output[key] = output.get(key, "") + piece if isinstance(piece, str) else piece
 
 
-def _send(client: Client, app: AppInfo, values: dict[str, Any], chat: dict[str, Any]) -> None:
-    declared = app.definition.get("input", {}) or {}
-    user = {"role": "user", "text": _message_text(declared, values)}
-    chat["messages"].append(user)
-    with st.chat_message("user"):
-        st.write(user["text"])
-    answer: dict[str, Any] = {"role": "assistant", "text": "", "sources": None, "run": None}
-    output: dict[str, Any] = {}
+def _stream(client: Client, app: AppInfo, inputs: dict[str, Any], chat: dict[str, Any]) -> None:
+    """Ask for the answer and write it as it comes. Stop (or any click) reruns the
+    page, which interrupts this at its next update: the stream is closed then, and
+    the server cancels the run."""
+    answer: dict[str, Any] = {"role": "assistant", "text": "", "status": "streaming"}
+    answer.update(output={}, run_id=None, error=None)
+    chat["messages"].append(answer)
     with st.chat_message("assistant"):
         placeholder = st.empty()
+        placeholder.markdown("…")
+        stop = st.empty()
+        stop.button("Stop", key="pg_stop", icon=":material/stop_circle:")
+        chunks = client.stream(app.uuid, inputs, chat["session_id"])
         try:
-            for chunk in client.stream(app.uuid, values, chat["session_id"]):
+            for chunk in chunks:
                 chat["session_id"] = chunk.session_id
-                if chunk.done:
-                    answer["run"] = chunk.run.model_dump() if chunk.run else None
-                    continue
-                for key, piece in chunk.output.items():
-                    if isinstance(piece, str):
-                        output[key] = output.get(key, "") + piece
-                    else:
-                        output[key] = piece
-                text = output.get("answer")
-                if not isinstance(text, str):
-                    text = next((v for v in output.values() if isinstance(v, str)), "")
-                answer["text"] = text
-                placeholder.markdown(text or "…")
+                if chunk.run is not None:
+                    answer["run_id"] = chunk.run.id
+                _merge(answer["output"], chunk.output)
+                text = answer_text(app.definition, answer["output"])
+                if text != answer["text"]:
+                    answer["text"] = text
+                    placeholder.markdown(text)
+            answer["status"] = "done"
         except ERRORS as exc:
-            show_error(exc)
-        answer["sources"] = output.get("sources")
-        answer["output"] = output
-        _show_extras(answer)
-    chat["messages"].append(answer)
+            answer.update(status="failed", error=api_error_text(exc))
+        finally:
+            if isinstance(chunks, Generator):  # closing it ends the request: the run stops
+                chunks.close()
+        stop.empty()
+        show_answer_details(client, app.definition, answer)
+
+
+def _send(client: Client, app: AppInfo, text: str, values: dict[str, Any]) -> None:
+    chat = _chat(app.uuid)
+    main = chat_input_name(app.definition)
+    inputs = {**values, main: text} if main is not None else values
+    chat["messages"].append({"role": "user", "text": text})
+    with st.chat_message("user"):
+        st.markdown(text)
+    _stream(client, app, inputs, chat)
 
 
 st.title("Playground")
 client = get_client()
-app = pick_app(client, "pg_app")
-uuid = app.uuid
-chat = _state(uuid)
+with st.sidebar:
+    app = pick_app(client, "pg_app")
+chat = _chat(app.uuid)
+declared: dict[str, Any] = app.definition.get("input") or {}
+main = chat_input_name(app.definition)
+with st.sidebar:
+    values = _side_inputs(app.uuid, declared, main)
+    run_inputs = main is None and st.button("Run with these inputs", key="pg_run_inputs")
 
-left, right = st.columns([3, 1])
-with right:
-    if st.button("New session", key="pg_new"):
-        chat["session_id"] = None
-        chat["messages"] = []
-    continue_id = st.text_input("Continue session id", key="pg_continue")
-    if st.button("Continue", key="pg_continue_go") and continue_id:
-        try:
-            session = client.get_session(continue_id.strip())
-        except ERRORS as exc:
-            show_error(exc)
-        else:
-            chat["session_id"] = session.id
-            chat["messages"] = []
-            for turn in session.turns:
-                chat["messages"].append({"role": "user", "text": json.dumps(turn.input)})
-                out = turn.output
-                text = out.get("answer") if isinstance(out.get("answer"), str) else json.dumps(out)
-                chat["messages"].append(
-                    {"role": "assistant", "text": text, "sources": out.get("sources")}
-                )
-    st.caption(f"Session: {chat['session_id'] or 'new'}")
-
-with left:
-    for message in chat["messages"]:
-        with st.chat_message(message["role"]):
-            st.write(message["text"])
-            if message["role"] == "assistant":
-                _show_extras(message)
-    declared: dict[str, Any] = app.definition.get("input", {}) or {}
-    with st.form(f"pg_form_{uuid}"):
-        values = {name: _field(uuid, name, spec or {}) for name, spec in declared.items()}
-        sent = st.form_submit_button("Send")
-    if sent:
-        _send(client, app, values, chat)
+if not chat["messages"]:
+    st.caption(f"Ask {app.name} something: type below, the answer streams in here.")
+for message in chat["messages"]:
+    show_message(client, app.definition, message)
+if main is None:
+    hint = "This app takes no message: set its inputs in the side panel and run it there"
+else:
+    hint = f"Message {app.name}"
+question = st.chat_input(hint, key="pg_question", disabled=main is None)
+if question:
+    _send(client, app, question, values)
+elif run_inputs:
+    _send(client, app, json.dumps(values, ensure_ascii=False), values)
+with st.sidebar:
+    _sessions_panel(client, app, chat)

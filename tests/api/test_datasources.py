@@ -388,6 +388,14 @@ def test_app_with_datasource_by_uuid_and_min_score(client: TestClient):
     ).json()
     assert out["output"]["sources"] == ["cats"]
     assert out["output"]["top"] > 0.4
+    # The stored run keeps the rendered query and what was found, with its text.
+    [step] = client.get(f"/api/runs/{out['run']['id']}").json()["steps"]
+    assert (step["query"], step["count"]) == ("how long do cats sleep", 1)
+    [found] = step["documents"]
+    assert found["id"].endswith(":0") and found["source"] == "cats"
+    assert found["score"] == out["output"]["top"]
+    assert found["text"] == "Cats sleep sixteen hours a day."
+    assert found["metadata"]["datasource_uuid"] == ds
 
 
 def test_entry_retry_after_a_failure(

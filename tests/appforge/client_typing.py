@@ -32,6 +32,7 @@ from appforge.client import (
     RunResult,
     RunRow,
     SearchResults,
+    SessionSummary,
     StreamChunk,
     UseCaseInfo,
 )
@@ -48,6 +49,7 @@ def sync_client(client: Client) -> None:
     assert_type(client.get_run("run"), RunRecord)
     assert_type(client.list_all_runs(app="Echo", start=datetime(2026, 1, 1)), RunList)
     assert_type(client.list_all_runs(status="failed").runs, list[RunRow])
+    assert_type(client.list_sessions("uuid", limit=10), list[SessionSummary])
     assert_type(client.wait_for_entries("ds"), list[EntryInfo])
     assert_type(client.search("ds", "query", where={"md_a": 1}), SearchResults)
     assert_type(client.create_use_case("support"), UseCaseInfo)
@@ -80,6 +82,7 @@ async def async_client(aclient: AsyncClient) -> None:
     assert_type(await aclient.create_app(Path("app.yaml")), AppInfo)
     assert_type(await aclient.get_run("run"), RunRecord)
     assert_type(await aclient.list_all_runs(limit=10, offset=10), RunList)
+    assert_type(await aclient.list_sessions("uuid", offset=5), list[SessionSummary])
     assert_type(await aclient.render("p", version=1), RenderedPrompt)
     assert_type(aclient.stream("uuid", {"q": "hi"}), AsyncIterator[StreamChunk])
     assert_type(await aclient.audit(actor="anonymous", limit=10), AuditLog)

@@ -10,7 +10,7 @@ import pytest
 
 from appforge.core.settings import Settings
 from apps_yaml.engine import AppRunner
-from apps_yaml.events import Chunk, Failed, Outcome
+from apps_yaml.events import RECORDED_TEXT_CHARS, Chunk, Failed, Outcome, RetrieveResult
 from apps_yaml.runner import Dependencies, HistoryTurn
 from apps_yaml.schema import AppDocument
 from providers.registry import ProviderRegistry
@@ -172,3 +172,21 @@ def test_engine_unknown_model_fails_with_provider_code(deps: Dependencies):
     assert outcome.failure is not None
     assert outcome.failure.code == "MODEL_NOT_FOUND"
     assert outcome.failure.status_code == 422
+
+
+def test_engine_retrieve_record_keeps_each_document_with_bounded_text():
+    long_text = "word " * 1000
+    doc = {"id": "e:3", "text": long_text, "score": 0.5, "metadata": {"name": "faq.md"}}
+    record = RetrieveResult(documents=[doc], sources=["faq.md"], query="q").record()
+    [kept] = record["documents"]
+    assert (
+        kept
+        == {
+            "id": "e:3",
+            "source": "faq.md",  # no "source" key in this metadata: the entry's name
+            "score": 0.5,
+            "metadata": {"name": "faq.md"},
+            "text": long_text[:RECORDED_TEXT_CHARS],
+        }
+    )
+    assert (record["query"], record["count"]) == ("q", 1)

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, sync_playwright
 from ports import free_port, wait_ok
+from waiting import poll_until
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -36,9 +37,10 @@ QUESTION = "Explain in detail how to reset the widget, step by step."
 RECORD_ANSWER = """() => {
   window.answerStates = [];
   new MutationObserver(() => {
-    const messages = document.querySelectorAll('[data-testid="stChatMessage"]');
-    if (messages.length < 2) return;
-    const text = messages[1].querySelector('[data-testid="stMarkdownContainer"]');
+    const answers = [...document.querySelectorAll('[data-testid="stChatMessage"]')].filter(
+      m => m.querySelector('[data-testid="stChatMessageAvatarAssistant"]'));
+    if (!answers.length) return;
+    const text = answers[answers.length - 1].querySelector('[data-testid="stMarkdownContainer"]');
     if (text) window.answerStates.push(text.innerText);
   }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
@@ -54,12 +56,14 @@ class Served:
     ui: str
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    """`appforge serve` with the builder, on a fresh home."""
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`appforge serve` with the builder, on a fresh home (one for the module's tests,
+    which name what they make)."""
     api_port, ui_port = free_port(), free_port()
-    log = tmp_path / "serve.log"
-    env = {**os.environ, "APPFORGE_HOME": str(tmp_path / "home"), "APPFORGE_ADMIN_TOKEN": TOKEN}
+    folder = tmp_path_factory.mktemp("served")
+    log = folder / "serve.log"
+    env = {**os.environ, "APPFORGE_HOME": str(folder / "home"), "APPFORGE_ADMIN_TOKEN": TOKEN}
     env.pop("APPFORGE_TOKEN", None)
     exe = Path(sys.executable).parent / "appforge"
     with log.open("wb") as out:
@@ -143,6 +147,27 @@ def _choose(page: Page, label: str, option: str) -> None:
     _settle(page)
 
 
+def _say(page: Page, text: str) -> None:
+    """Send a message with the playground's chat box."""
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def _grew(page: Page, final: str) -> list[str]:
+    """The recorded texts of the answer that were shorter beginnings of ``final``."""
+    states = [s.strip() for s in page.evaluate("window.answerStates") if s.strip()]
+    return [s for s in dict.fromkeys(states) if s != final and final.startswith(s)]
+
+
+def _sign_in(page: Page, served: Served) -> None:
+    page.goto(served.ui)
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Apps", exact=True).wait_for()
+    _settle(page)
+
+
 def _api(served: Served) -> httpx.Client:
     return httpx.Client(base_url=served.api, headers={"Authorization": f"Token {TOKEN}"})
 
@@ -155,10 +180,7 @@ def test_new_user_builds_a_chat_app_over_a_file_and_chats_with_it(
     article.write_text(ARTICLE)
 
     # Sign in: the builder never gets the server's admin token by itself.
-    page.goto(served.ui)
-    page.get_by_label("API token").fill(TOKEN)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("heading", name="Apps", exact=True).wait_for()
+    _sign_in(page, served)
 
     # A datasource, and a text file with metadata uploaded into it.
     _open(page, "Datasources")
@@ -173,7 +195,7 @@ def test_new_user_builds_a_chat_app_over_a_file_and_chats_with_it(
     # The entries table refreshes itself until the entry is processed.
     page.get_by_text("1 of 1 entries processed").wait_for()
     with _api(served) as api:
-        [source] = api.get("/api/datasources").json()
+        [source] = [d for d in api.get("/api/datasources").json() if d["name"] == "widget-docs"]
         [entry] = api.get(f"/api/datasources/{source['uuid']}/entries").json()
     assert entry["name"] == "widget-reset.txt" and entry["status"] == "ready"
     assert entry["entry_metadata"] == {"product": "widget"}
@@ -202,29 +224,30 @@ def test_new_user_builds_a_chat_app_over_a_file_and_chats_with_it(
     )
     shots.take(page, "app-editor")
     with _api(served) as api:
-        [app] = api.get("/api/apps").json()
+        [app] = [a for a in api.get("/api/apps").json() if a["name"] == "Widget helper"]
         definition = api.get(f"/api/apps/{app['uuid']}").json()["definition"]
     assert app["name"] == "Widget helper" and app["type"] == "chat"
     assert definition["steps"][0]["datasources"] == ["widget-docs"]
 
-    # The playground: the answer arrives in pieces, then its source. Every
-    # change of the answer's text in the page is recorded as it happens.
+    # The playground: the question in the chat box, the product filter in the side
+    # panel; the answer arrives in pieces, then its source. Every change of the
+    # answer's text in the page is recorded as it happens.
     _open(page, "Playground")
-    _type(page.get_by_role("textbox", name="question *", exact=True), QUESTION)
+    _choose(page, "App", "Widget helper")
     _type(page.get_by_role("textbox", name="product", exact=True), "widget")
     page.evaluate(RECORD_ANSWER)
-    page.get_by_role("button", name="Send").click()
+    _say(page, QUESTION)
     answer = page.locator('[data-testid="stChatMessage"]').nth(1)
-    answer.get_by_test_id("stExpander").get_by_text("Sources").click()
-    answer.get_by_text("widget-reset.txt").wait_for()
+    answer.get_by_test_id("stExpander").get_by_text("Sources (1)").click()
+    answer.get_by_text("[1] widget-reset.txt").wait_for()
     final = answer.locator('[data-testid="stMarkdownContainer"]').first.inner_text().strip()
-    states = [s.strip() for s in page.evaluate("window.answerStates") if s.strip()]
-    growing = [s for s in dict.fromkeys(states) if s != final and final.startswith(s)]
-    assert final and len(growing) >= 3, f"the answer did not arrive in pieces: {states}"
+    growing = _grew(page, final)
+    assert final and len(growing) >= 3, f"the answer did not arrive in pieces: {growing}"
     shots.take(page, "playground")
     with _api(served) as api:
         [run] = api.get(f"/api/apps/{app['uuid']}/runs").json()
     assert run["status"] == "succeeded" and run["stream"] is True
+    assert run["input"] == {"question": QUESTION, "product": "widget"}
     assert run["output"]["sources"] == ["widget-reset.txt"]
     assert run["output"]["answer"].strip()[:20] in final
 
@@ -291,3 +314,72 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
         charts.nth(n).locator("canvas, svg").first.wait_for()
     assert not page.locator('[data-testid="stException"]').count()
     shots.take(page, "analytics")
+FAQ = (
+    "Opening hours: the shop opens at nine in the morning and closes at six.\n\n"
+    "Returns: a product can be returned within thirty days with its receipt.\n\n"
+    "Delivery: parcels arrive within two working days.\n"
+)
+FAQ_APP = """version: 1
+name: FAQ bot
+type: chat
+input:
+  question: {type: string, required: true}
+steps:
+  - id: docs
+    kind: retrieve
+    datasources: [faq]
+    query: "{{ input.question }}"
+    top_k: 1
+  - id: answer
+    kind: llm
+    prompt:
+      system: "Answer from this text: {{ docs.documents[0].text }}"
+      user: "{{ input.question }}"
+    history: 2
+    params: {temperature: 0, seed: 3, max_tokens: 40}
+output:
+  answer: "{{ answer.text }}"
+  sources: "{{ docs.sources }}"
+"""
+TURNS = ("When does the shop open?", "Can I return a product?", "How fast is delivery?")
+
+
+def test_playground_chat_three_turns_in_order_streamed_with_sources(served: Served, page: Page):
+    with _api(served) as api:
+        ds = api.post("/api/datasources", json={"name": "faq", "type": "text"}).json()["uuid"]
+        body = {"entry_data": {"name": "faq.md", "content": FAQ}}
+        api.post(f"/api/datasources/{ds}/entries", json=body).raise_for_status()
+        entries = f"/api/datasources/{ds}/entries"
+        poll_until(lambda: api.get(entries).json()[0]["status"] == "ready")
+        made = api.post("/api/apps", content=FAQ_APP, headers={"Content-Type": "application/yaml"})
+        assert made.status_code == 201, made.text
+
+    _sign_in(page, served)
+    _open(page, "Playground")
+    _choose(page, "App", "FAQ bot")
+    messages = page.locator('[data-testid="stChatMessage"]')
+    for n, question in enumerate(TURNS):
+        page.evaluate(RECORD_ANSWER)
+        _say(page, question)
+        answer = messages.nth(2 * n + 1)
+        answer.get_by_text("Sources (1)").wait_for()  # shown once the answer is complete
+        assert page.get_by_test_id("stChatInputTextArea").input_value() == ""
+    _settle(page)
+    texts = [m.locator('[data-testid="stMarkdownContainer"]').first.inner_text().strip()
+             for m in messages.all()]  # fmt: skip
+    assert texts[0::2] == list(TURNS)  # the questions in order, each above its answer
+    with _api(served) as api:
+        runs = api.get(f"/api/apps/{made.json()['uuid']}/runs").json()[::-1]
+    assert [r["input"]["question"] for r in runs] == list(TURNS)
+    assert len({r["session_id"] for r in runs}) == 1  # one conversation
+    assert [r["output"]["answer"].strip()[:15] for r in runs] == [t[:15] for t in texts[1::2]]
+    # The last answer grew on screen as it was written.
+    growing = _grew(page, texts[-1])
+    assert len(growing) >= 3, f"the answer did not arrive in pieces: {growing}"
+    # Its source, with the text of the chunk the answer was given.
+    last = messages.nth(5)
+    last.get_by_text("Sources (1)").click()
+    last.get_by_text("[1] faq.md").wait_for()
+    last.get_by_text("parcels arrive within two working days", exact=False).wait_for()
+    # The session is listed by its first question.
+    page.get_by_role("button", name=TURNS[0]).wait_for()

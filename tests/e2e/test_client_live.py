@@ -265,6 +265,8 @@ def test_client_live_run_stream_sessions_and_runs(server: ServerProcess, kind: s
         assert third[-1].session_id == sid and third[-1].run is not None
         session = await af.get_session(sid)
         assert session.app_uuid == app.uuid
+        [listed] = [s for s in await af.list_sessions(app.uuid, limit=10) if s.id == sid]
+        assert (listed.turns, listed.first_input) == (3, "Hello")
         assert [t.input["q"] for t in session.turns] == ["Hello", "And then?", "More"]
         assert [t.run_id for t in session.turns][-1] == third[-1].run.id
 
@@ -795,6 +797,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 77
+    assert "stream" in operations and len(operations) == 78
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)
