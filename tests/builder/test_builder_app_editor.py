@@ -98,7 +98,6 @@ def test_app_form_edit_rewrites_the_yaml(page: Page):
     _widget(at, "text_input", "App name").set_value("Form bot").run()
     assert not at.exception
     assert _new_doc(at)["name"] == "Form bot"
-    _widget(at, "checkbox", "Public").check().run()
     _widget(at, "selectbox", "App type").select("text").run()
     _widget(at, "text_area", "System prompt (step 1)").set_value("Be brief.").run()
     _widget(at, "number_input", "Temperature (step 1)").set_value(0.5).run()
@@ -107,7 +106,7 @@ def test_app_form_edit_rewrites_the_yaml(page: Page):
     _widget(at, "text_input", "Output template (row 1)").set_value("{{ answer.text }}!").run()
     assert not at.exception and not at.error
     doc = _new_doc(at)
-    assert doc["public"] is True and doc["type"] == "text"
+    assert "public" not in doc and doc["type"] == "text"
     assert doc["steps"][0]["prompt"] == {"user": "{{ input.question }}", "system": "Be brief."}
     assert doc["steps"][0]["params"] == {"temperature": 0.5}
     assert doc["input"] == {
@@ -285,7 +284,9 @@ def test_app_public_toggle_saves_a_new_public_version(
     ).text
     assert stored == APP.replace("type: chat\n", "type: chat\npublic: true\n")
     assert _editor(at).value == stored
-    assert _widget(at, "checkbox", "Public").value is True
+    # One public control on the page: the Share panel's, not a second one in the form.
+    assert not [c for c in at.checkbox if c.label == "Public"]
+    assert len([t for t in at.toggle if t.label.startswith("Public")]) == 1
     toggle = _widget(
         at, "toggle", "Public: anyone can run it without a token (saves a new version)"
     )
