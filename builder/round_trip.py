@@ -86,25 +86,35 @@ def _merge(old: Any, new: Any) -> Any:
 
 
 def _merge_list(old: CommentedSeq, new: list[Any]) -> CommentedSeq:
-    """Each new item reuses the old item at its place, or (a list whose items moved,
-    were added or removed) the old item with the same ``id`` or value."""
-    if len(old) == len(new):
-        for i, value in enumerate(new):
-            old[i] = _merge(old[i], value)
+    """Each new item reuses the old item with the same ``id`` (steps) or value, else
+    the old item at its place (an item edited where it is); the rest are new."""
+    ids = {item.get("id") for item in new if isinstance(item, dict)}
+    unused = set(range(len(old)))
+    picks: list[int | None] = []
+    for i, value in enumerate(new):
+        j = next((j for j in sorted(unused) if _same_item(old[j], value)), None)
+        if j is None and i in unused and _in_place(old[i], value, ids):
+            j = i
+        if j is not None:
+            unused.discard(j)
+        picks.append(j)
+    items = [_fresh(v) if j is None else _merge(old[j], v) for j, v in zip(picks, new, strict=True)]
+    if picks == list(range(len(old))):  # edited in place: every comment stays at its item
+        for i, item in enumerate(items):
+            old[i] = item
         return old
-    unused = list(old)
-    items = []
-    for value in new:
-        match = next((o for o in unused if _same_item(o, value)), None)
-        if match is not None:
-            unused.remove(match)
-            items.append(_merge(match, value))
-        else:
-            items.append(_fresh(value))
     for i in range(len(old) - 1, -1, -1):
         del old[i]
     old.extend(items)
     return old
+
+
+def _in_place(old: Any, new: Any, ids: set[Any]) -> bool:
+    """Whether ``new`` is ``old`` edited: the same kind of value, and not an item
+    (by its id) that the new list has elsewhere."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return old.get("id") not in ids or old.get("id") == new.get("id")
+    return isinstance(old, list) == isinstance(new, list)
 
 
 def _same_item(old: Any, new: Any) -> bool:

@@ -22,7 +22,6 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import streamlit as st
-import streamlit.components.v1 as components
 
 from appforge.client import ApiError, Client, builder_cookie_name
 
@@ -42,12 +41,19 @@ def _cookie(url: str) -> str:
     return builder_cookie_name(urlsplit(url).port)
 
 
+def _cookie_value(url: str) -> str | None:
+    # Copied to a dict first: outside a browser session (AppTest) the cookies'
+    # mapping answers any name with a stand-in object.
+    value = dict(st.context.cookies).get(_cookie(url))
+    return value if isinstance(value, str) and value else None
+
+
 def cookie_secret(url: str) -> str | None:
     """The session secret this browser's cookie holds, unless it was refused."""
-    value = st.context.cookies.get(_cookie(url))
-    if not value or value == st.session_state.get(_REFUSED):
+    value = _cookie_value(url)
+    if value is None or value == st.session_state.get(_REFUSED):
         return None
-    return str(value)
+    return value
 
 
 def cookie_accepted(url: str, credential: str, client_for: ClientFor) -> bool:
@@ -151,9 +157,9 @@ def _browser_post(url: str, fields: dict[str, str]) -> None:
     """A form post the browser makes with its cookies, from an invisible frame."""
     target = json.dumps(url).replace("</", "<\\/")
     body = json.dumps(urlencode(fields)).replace("</", "<\\/")
-    components.html(
+    st.iframe(
         "<script>fetch(" + target + ", {method: 'POST', mode: 'no-cors', "
         "credentials: 'include', headers: {'Content-Type': "
         "'application/x-www-form-urlencoded'}, body: " + body + "});</script>",
-        height=0,
+        height=1,
     )
