@@ -25,6 +25,7 @@ from api.routes import (
     analytics,
     apps,
     audit,
+    builder_sessions,
     datasources,
     health,
     llm_models,
@@ -98,6 +99,7 @@ def create_app(
         RequestContextMiddleware,
         max_body_bytes=settings.limits.max_body_bytes,
         proxies=TrustedProxies(settings.trusted_proxies),
+        max_file_bytes=settings.datasources.max_file_bytes,
     )
     errors.install(app)
     for module in _ROUTES:
@@ -119,6 +121,7 @@ _ROUTES = (
     run_list,
     sessions,
     tokens,
+    builder_sessions,
     analytics,
     use_cases,
     prompts,

@@ -45,10 +45,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import AuthError
-from api.tables import Token, UsedSignature
+from api.tables import BuilderSession, Token, UsedSignature
+from appforge.core.builder_cookie import SESSION_PREFIX
 from appforge.core.db import transaction, utcnow
 from appforge.core.keys import HMAC_SCHEME, LEGACY_SCHEME, ServerKey
-from appforge.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from appforge.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_hashed
 
 PREFIX = "af_"
 _TOUCH_EVERY = timedelta(minutes=1)
@@ -156,6 +157,9 @@ class Principal:
     expires_at: datetime | None
     require_signature: bool
     signing_secret: str | None
+    # Set when the request presents a builder session (``api.builder_sessions``)
+    # standing for this token, rather than the token itself.
+    session_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -213,7 +217,10 @@ def authenticate(factory: sessionmaker[Session], value: str, key: ServerKey) -> 
     """The token with this value unless revoked, or None: one indexed query (and, at
     most once a minute per token, an update of its ``last_used_at``; once, the
     upgrade of a legacy hash). Whether it has expired is the caller's check
-    (``Principal.expired``), also for cached ones."""
+    (``Principal.expired``), also for cached ones. A builder session's secret
+    (``afb_...``) authenticates as the token that signed in, until it ends."""
+    if value.startswith(SESSION_PREFIX):
+        return _session_principal(factory, value, key)
     with factory() as db:
         row = db.execute(select(*_PRINCIPAL_COLUMNS).where(_matching(key, value))).first()
         if row is None or row.revoked_at is not None:
@@ -237,6 +244,36 @@ def authenticate(factory: sessionmaker[Session], value: str, key: ServerKey) -> 
         expires_at=row.expires_at,
         require_signature=row.require_signature,
         signing_secret=key.decrypt(row.signing_secret) if row.signing_secret else None,
+    )
+
+
+def _session_principal(
+    factory: sessionmaker[Session], value: str, key: ServerKey
+) -> Principal | None:
+    """The token a live builder session stands for; it expires with the session."""
+    now = utcnow()
+    with factory() as db:
+        row = db.execute(
+            select(*_PRINCIPAL_COLUMNS, BuilderSession.id.label("session_id"),
+                   BuilderSession.expires_at.label("session_expires_at"))
+            .join(BuilderSession, BuilderSession.token_id == Token.id)
+            .where(BuilderSession.session_hash == key.hash_token(value))
+            .where(BuilderSession.expires_at > now)
+        ).first()  # fmt: skip
+    if row is None or row.revoked_at is not None:
+        return None
+    ends = [t for t in (row.expires_at, row.session_expires_at) if t is not None]
+    return Principal(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        apps=frozenset(row.apps) if row.apps is not None else None,
+        origins=frozenset(row.origins) if row.origins is not None else None,
+        rate_limit=row.rate_limit,
+        expires_at=min(ends),
+        require_signature=row.require_signature,
+        signing_secret=key.decrypt(row.signing_secret) if row.signing_secret else None,
+        session_id=row.session_id,
     )
 
 
@@ -296,7 +333,7 @@ def verify_signature(
     signature: str | None,
     method: str,
     path: str,
-    body: bytes,
+    body_sha256: str,
     now: datetime | None = None,
 ) -> None:
     """Raise AuthError unless the signature is good, fresh and not seen before."""
@@ -317,7 +354,7 @@ def verify_signature(
             "SIGNATURE_EXPIRED",
             "the request timestamp is more than 5 minutes from the server's clock",
         )
-    expected = sign(secret, token, timestamp, method, path, body)
+    expected = sign_hashed(secret, token, timestamp, method, path, body_sha256)
     if not hmac.compare_digest(expected, signature.strip().lower()):
         raise _fail("SIGNATURE_INVALID", "the request signature does not match")
     try:

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from api.audit import Actor
 from api.auth import Principal, authenticate, verify_signature
 from api.errors import AuthError, ForbiddenError
+from api.middleware import BODY_SHA256
 from api.proxies import client_address
 from api.ratelimit import Rate, RateLimitedError, note
 from api.state import ApiState, api_state
@@ -156,7 +157,10 @@ async def optional_token(
     Routes do not take this directly but one of the rules of ``api.access``."""
     if token is None or not token.require_signature:
         return token
-    body = await request.body()
+    # The body is hashed as it arrives (api.middleware); a route whose parameters
+    # have not read it yet (no body parameters) has it read here.
+    if BODY_SHA256 not in request.scope.get("state", {}):
+        await request.body()
     query = request.url.query
     await run_in_threadpool(
         verify_signature,
@@ -167,7 +171,7 @@ async def optional_token(
         signature=request.headers.get(signing.SIGNATURE_HEADER),
         method=request.method,
         path=request.url.path + (f"?{query}" if query else ""),
-        body=body,
+        body_sha256=request.scope["state"][BODY_SHA256],
     )
     return token
 

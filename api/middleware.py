@@ -7,6 +7,7 @@ through untouched and client disconnects reach the endpoint.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 
@@ -17,18 +18,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import body_for
 from api.proxies import TrustedProxies, resolve_address
 
+# Where the hex SHA-256 of the whole request body is put once it has arrived.
+BODY_SHA256 = "body_sha256"
 _GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+# File uploads (multipart) may carry a file of up to ``max_file_bytes``.
+_UPLOAD_PATH = re.compile(r"^/api/datasources/[^/]+/entries/upload$")
 
 
 class RequestContextMiddleware:
     """Give each request an id (the client's ``X-Request-ID`` if sane), work out its
-    client's address (``api.proxies``) and cap its body."""
+    client's address (``api.proxies``) and cap its body: ``max_body_bytes``, and for
+    a file upload ``max_file_bytes`` more (the file, streamed to disk by the route)."""
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, proxies: TrustedProxies | None = None
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        proxies: TrustedProxies | None = None,
+        max_file_bytes: int = 0,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_file_bytes = max_file_bytes
         self.proxies = proxies or TrustedProxies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -45,6 +58,8 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         resolve_address(scope, self.proxies)
         limit = self.max_body_bytes
+        if scope["method"] == "POST" and _UPLOAD_PATH.match(scope["path"]):
+            limit += self.max_file_bytes
 
         message = f"request body is larger than {limit} bytes"
         if declared.isdigit() and int(declared) > limit:
@@ -55,15 +70,22 @@ class RequestContextMiddleware:
             await response(scope, receive, send)
             return
         received = 0
+        digest = hashlib.sha256()
 
         async def counted_receive() -> Message:
             nonlocal received
             message_in = await receive()
             if message_in["type"] == "http.request":
-                received += len(message_in.get("body", b""))
+                piece = message_in.get("body", b"")
+                received += len(piece)
                 if received > limit:
                     # An HTTPException passes through FastAPI's body parsing untouched.
                     raise HTTPException(413, detail=message)
+                digest.update(piece)
+                if not message_in.get("more_body", False):
+                    # For signed requests (api.deps): however the route reads the body
+                    # (a multipart upload is spooled, never held whole), it is hashed.
+                    scope["state"][BODY_SHA256] = digest.hexdigest()
             return message_in
 
         async def stamped_send(message: Message) -> None:

@@ -109,3 +109,23 @@ class AuditEvent(Base):
     target_type: Mapped[str] = mapped_column(String(32))
     target_id: Mapped[str] = mapped_column(String(64), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class BuilderSession(Base):
+    """A browser signed in to the builder: an opaque secret in an http-only cookie,
+    standing for the token that signed in (see ``api.builder_sessions``).
+
+    The builder gets a one-time ``claim`` first; the browser trades it for the
+    session's secret, which only the cookie ever holds. Both are stored as keyed
+    hashes, like tokens.
+    """
+
+    __tablename__ = "builder_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    claim_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    session_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -70,7 +70,9 @@ def apply_yaml(scope: str, yaml_key: str) -> None:
 
 def _commit(scope: str, yaml_key: str, doc: dict[str, Any], redraw: bool) -> None:
     st.session_state[f"{scope}_doc"] = doc
-    st.session_state[yaml_key] = af.dump(doc)
+    # Written over the text it was edited from (when that parses): comments stay.
+    over = None if st.session_state.get(f"{scope}_problems") else st.session_state.get(yaml_key)
+    st.session_state[yaml_key] = af.dump(doc, over=over)
     st.session_state[f"{scope}_problems"] = []
     if redraw:
         _bump(scope)
@@ -118,16 +120,10 @@ def _app_fields(doc: dict[str, Any], new: dict[str, Any], k: str) -> None:
     shown = af.text(doc.get("description"))
     value = st.text_input("Description", value=shown, key=k + "description")
     af.put(new, "description", shown, value)
-    left, right = st.columns(2)
     shown = af.text(doc.get("type", "text"))
-    with left:
-        kind = select("App type", ["chat", "text"], shown, k + "type")
+    kind = select("App type", ["chat", "text"], shown, k + "type")
     af.put(new, "type", shown, kind)
-    public = bool(doc.get("public", False))
-    checked = right.checkbox(
-        "Public", value=public, key=k + "public", help="Runnable without a token"
-    )
-    af.put(new, "public", public, checked)
+    # Public or private is set in one place: the Share panel of a saved app.
 
 
 def _ui_fields(doc: dict[str, Any], new: dict[str, Any], k: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from appforge.client import ModelsInfo
+from builder import round_trip
 
 INPUT_TYPES = ["string", "integer", "number", "boolean", "array", "object"]
 STEP_KINDS = ["llm", "retrieve"]
@@ -96,8 +97,14 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
-def dump(doc: dict[str, Any]) -> str:
-    """The document as YAML, keys in document order."""
+def dump(doc: dict[str, Any], over: str | None = None) -> str:
+    """The document as YAML, keys in document order. With ``over``, the YAML text the
+    document was edited from: its comments and layout are kept, and only what
+    changed is written (``builder.round_trip``), when that can be done faithfully."""
+    if over is not None:
+        kept = round_trip.edited(over, doc)
+        if kept is not None:
+            return kept
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
@@ -361,3 +368,33 @@ def with_current(options: list[str], current: list[str] | str | None) -> list[st
 
 def copy_doc(doc: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(doc)
+
+
+# --- datasources a document names -----------------------------------------------------
+
+
+def missing_datasources(doc: dict[str, Any], existing: set[str]) -> list[str]:
+    """The datasources the retrieve steps name (by name or uuid) that are not in
+    ``existing``, in document order."""
+    missing: list[str] = []
+    for step in items(doc.get("steps")):
+        if mapping(step).get("kind") != "retrieve":
+            continue
+        for name in items(mapping(step).get("datasources")):
+            if isinstance(name, str) and name not in existing and name not in missing:
+                missing.append(name)
+    return missing
+
+
+def with_datasource(doc: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """The document with every retrieve step that names ``old`` naming ``new`` instead
+    (once: a step that already names ``new`` just drops ``old``)."""
+    out = copy_doc(doc)
+    for step in items(out.get("steps")):
+        if not isinstance(step, dict) or step.get("kind") != "retrieve":
+            continue
+        names = items(step.get("datasources"))
+        if old in names:
+            swapped = [new if n == old else n for n in names]
+            step["datasources"] = list(dict.fromkeys(swapped))
+    return out

@@ -2,9 +2,10 @@
 
 The client comes from ``st.session_state`` (``appforge_url``, ``appforge_token``
 and, in tests, ``appforge_http``: a ready ``httpx.Client`` such as FastAPI's
-``TestClient``), else from the environment (``APPFORGE_URL``, ``APPFORGE_TOKEN``);
-with no token a sign-in form asks for one. The server's ``APPFORGE_ADMIN_TOKEN``
-is never used: whoever can reach the builder would otherwise be an admin.
+``TestClient``), else from the environment (``APPFORGE_URL``, ``APPFORGE_TOKEN``),
+else from the browser's sign-in cookie; with none of them a sign-in form asks for
+a token (``builder.signin``). The server's ``APPFORGE_ADMIN_TOKEN`` is never used:
+whoever can reach the builder would otherwise be an admin.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import httpx
 import streamlit as st
 
 from appforge.client import ApiError, AppInfo, Client
+from builder import signin
 
 # What a page catches around an API call: shown with show_error, never as a trace.
 ERRORS = (ApiError, httpx.HTTPError, TimeoutError)
@@ -30,25 +32,28 @@ def api_url() -> str:
 
 
 def _token() -> str | None:
+    """The typed-in token (this tab), else ``APPFORGE_TOKEN``, else the session cookie."""
     token = st.session_state.get("appforge_token") or os.environ.get("APPFORGE_TOKEN")
-    return str(token) if token else None
-
-
-def _login_form() -> None:
-    st.info(f"Sign in to the appforge API at {api_url()} with an API token.")
-    with st.form("login"):
-        token = st.text_input("API token", type="password")
-        if st.form_submit_button("Sign in") and token:
-            st.session_state["appforge_token"] = token
-            st.rerun()
+    if token:
+        return str(token)
+    return signin.cookie_secret(api_url())
 
 
 def get_client() -> Client:
-    """The client for this browser session; stops the page with a login form if no token."""
+    """The client for this browser session; stops the page with a sign-in form if the
+    browser is not signed in."""
+    signin.after_sign_in(api_url())
     token = _token()
+    if token is not None and not signin.cookie_accepted(api_url(), token, _client_for):
+        token = None
     if token is None:
-        _login_form()
+        signin.form(api_url(), _client_for)
         st.stop()
+    return _client_for(token)
+
+
+def _client_for(token: str) -> Client:
+    """A client with this credential, kept for the browser session."""
     url = api_url()
     key = (url, token)
     cached = st.session_state.get("_appforge_client")

@@ -14,13 +14,14 @@ commit or roll back with the change.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -60,14 +61,22 @@ def _before_commit(hook: BeforeCommit[_Row] | None, db: Session, row: _Row) -> N
         hook(db, row)
 
 
+# Pieces a file entry is copied in, from an upload to the home's files.
+COPY_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class NewEntry:
-    """What a client sends for one entry: exactly one of content, url, file."""
+    """What a client sends for one entry: exactly one of content, url, file.
+
+    ``file`` is the bytes, or a binary file object read in pieces (an upload
+    spooled to disk): it is copied to the home without ever being whole in memory.
+    """
 
     name: str
     content: str | None = None
     url: str | None = None
-    file: bytes | None = None
+    file: bytes | BinaryIO | None = None
     media_type: str | None = None
     metadata: dict[str, Any] | None = None
 
@@ -84,6 +93,12 @@ class NewEntry:
                 details={"given": given},
             )
         return given[0]
+
+
+def _forget(path: Path | None) -> None:
+    """Remove the file of an entry that was not stored after all."""
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -243,21 +258,33 @@ class DatasourceStore:
                 details={"datasource_type": source.type, "entry_type": kind},
             )
         metadata = check_metadata(new.metadata)
-        data = self._entry_bytes(kind, new)
-        if kind == "text":
-            self._check_text(source, new.content or "")
-        digest = hashlib.sha256(kind.encode() + b"\0" + data).hexdigest()
-        self._refuse_duplicate(datasource_uuid, digest)
+        entry_uuid = str(uuid.uuid4())
+        path: Path | None = None
+        if kind == "file":
+            path = self.files / datasource_uuid / entry_uuid
+            size, digest = self._store_file(path, new.file or b"")
+            data = b""
+        else:
+            data = self._entry_bytes(kind, new)
+            if kind == "text":
+                self._check_text(source, new.content or "")
+            size, digest = len(data), hashlib.sha256(kind.encode() + b"\0" + data).hexdigest()
+        try:
+            self._refuse_duplicate(datasource_uuid, digest)
+        except DuplicateEntryError:
+            _forget(path)
+            raise
         now = utcnow()
         entry = Entry(
-            uuid=str(uuid.uuid4()),
+            uuid=entry_uuid,
             datasource_uuid=datasource_uuid,
             name=new.name,
             kind=kind,
             content=new.content if kind == "text" else None,
             url=data.decode() if kind == "url" else None,
+            file_path=str(path.relative_to(self.settings.home)) if path is not None else None,
             media_type=new.media_type,
-            size_bytes=len(data),
+            size_bytes=size,
             content_hash=digest,
             entry_metadata=metadata,
             status="pending",
@@ -266,38 +293,58 @@ class DatasourceStore:
             created_at=now,
             updated_at=now,
         )
-        path: Path | None = None
-        if kind == "file":
-            path = self.files / datasource_uuid / entry.uuid
-            private_dir(path.parent)
-            write_private(path, data)  # 0600: uploads may be confidential
-            entry.file_path = str(path.relative_to(self.settings.home))
         try:
             with transaction(self.db) as db:
                 db.add(entry)
                 _before_commit(before_commit, db, entry)
         except IntegrityError as exc:
-            if path is not None:
-                path.unlink(missing_ok=True)
+            _forget(path)
             self._refuse_duplicate(datasource_uuid, digest)
             self.get(datasource_uuid)  # deleted meanwhile: 404
             raise DatasourceError(f"could not store the entry: {exc.orig}") from exc
+        except BaseException:
+            _forget(path)  # e.g. the audit hook failed: no file without its row
+            raise
         return entry
 
+    def _store_file(self, path: Path, file: bytes | BinaryIO) -> tuple[int, str]:
+        """Copy a file entry to ``path`` (0600: uploads may be confidential) in pieces,
+        hashing as it goes; (its size, its content hash). Over
+        ``max_file_bytes`` or empty: refused, and nothing is left on disk."""
+        source = io.BytesIO(file) if isinstance(file, bytes) else file
+        limit = self.settings.datasources.max_file_bytes
+        digest = hashlib.sha256(b"file\0")
+        size = 0
+
+        def pieces() -> Iterator[bytes]:
+            nonlocal size
+            while piece := source.read(COPY_BYTES):
+                size += len(piece)
+                if size > limit:
+                    raise EntryTooLargeError(
+                        f"the file is over the limit of {limit} bytes "
+                        "(APPFORGE_DATASOURCES__MAX_FILE_BYTES)",
+                        details={"limit": limit},
+                    )
+                digest.update(piece)
+                yield piece
+
+        private_dir(path.parent)
+        write_private(path, pieces())
+        if size == 0:
+            path.unlink(missing_ok=True)
+            raise EntryInvalidError("file is empty")
+        return size, digest.hexdigest()
+
     def _entry_bytes(self, kind: str, new: NewEntry) -> bytes:
-        """What the entry stores and hashes: the text, the checked URL or the file."""
-        if kind == "text":
-            data = (new.content or "").encode("utf-8")
-            if not data.strip():
-                raise EntryInvalidError("content is empty")
-        elif kind == "url":
+        """What a text or URL entry stores and hashes: the text or the checked URL."""
+        if kind == "url":
             url = (new.url or "").strip()
             check_url(url, Allowlist(self.settings.datasources.url_allowlist))
             return url.encode("utf-8")
-        else:
-            data = new.file or b""
-            if not data:
-                raise EntryInvalidError("file is empty")
+        data = (new.content or "").encode("utf-8")
+        if not data.strip():
+            raise EntryInvalidError("content is empty")
         limit = self.settings.datasources.max_entry_bytes
         if len(data) > limit:
             raise EntryTooLargeError(

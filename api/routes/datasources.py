@@ -236,7 +236,7 @@ def add_entry_route(
     data = body.entry_data
     file: bytes | None = None
     if data.file is not None:
-        limit = api_state(request).settings.datasources.max_entry_bytes
+        limit = api_state(request).settings.datasources.max_file_bytes
         if len(data.file) > (limit + 2) // 3 * 4 + 4:
             raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
         try:
@@ -269,11 +269,11 @@ def upload_entry_route(
     entry_metadata: Annotated[str | None, Form(description="A JSON object")] = None,
 ) -> EntryPublic:
     """Add a file entry as ``multipart/form-data`` (``file``, optional ``name`` and
-    ``entry_metadata`` as JSON) instead of base64; otherwise as ``POST .../entries``."""
-    limit = api_state(request).settings.datasources.max_entry_bytes
-    data = file.file.read(limit + 1)
-    if len(data) > limit:
-        raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
+    ``entry_metadata`` as JSON) instead of base64; otherwise as ``POST .../entries``.
+
+    The file is streamed to disk as it arrives and copied to the home in pieces,
+    never whole in memory; over ``APPFORGE_DATASOURCES__MAX_FILE_BYTES`` it is 413
+    ``ENTRY_TOO_LARGE`` (or ``PAYLOAD_TOO_LARGE`` while arriving) and nothing is stored."""
     metadata: Any = {}
     if entry_metadata:
         try:
@@ -284,7 +284,7 @@ def upload_entry_route(
             raise EntryInvalidError("entry_metadata must be a JSON object")
     new = NewEntry(
         name=name or file.filename or "upload",
-        file=data,
+        file=file.file,
         media_type=file.content_type if file.content_type != "application/octet-stream" else None,
         metadata=metadata,
     )

@@ -39,7 +39,8 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool) -> None
     # `error [SECRET_KEY_MISMATCH]` (not a traceback per worker) on a wrong key.
     open_home(config)[0].dispose()
     click.echo(f"appforge {__version__}: API on http://{host}:{port}/api (docs at /docs)")
-    ui = None if no_ui else _start_builder(host, port, ui_port)
+    upload_mb = -(-config.datasources.max_file_bytes // (1024 * 1024))
+    ui = None if no_ui else _start_builder(host, port, ui_port, upload_mb)
     if ui is not None:
         click.echo(f"appforge builder on http://{host}:{ui_port}")
         # uvicorn re-raises SIGTERM after its shutdown; exiting through Python (not the
@@ -62,8 +63,9 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool) -> None
             _stop(ui)
 
 
-def _start_builder(host: str, port: int, ui_port: int) -> subprocess.Popen[bytes]:
-    """``streamlit run builder/app.py`` as a child process, told where the API is."""
+def _start_builder(host: str, port: int, ui_port: int, upload_mb: int) -> subprocess.Popen[bytes]:
+    """``streamlit run builder/app.py`` as a child process, told where the API is; its
+    uploader takes files up to ``upload_mb`` MiB (the API's file limit)."""
     spec = importlib.util.find_spec("builder")
     if spec is None or spec.origin is None:
         raise click.ClickException("the builder package is not installed")
@@ -76,7 +78,7 @@ def _start_builder(host: str, port: int, ui_port: int) -> subprocess.Popen[bytes
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(ui_port), "--server.address", host,
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "minimal",
+        "--client.toolbarMode", "minimal", "--server.maxUploadSize", str(upload_mb),
     ]  # fmt: skip
     return subprocess.Popen(command, env=env)
 

@@ -43,6 +43,7 @@ from appforge.client.models import (
     AuditEvent,
     AuditLog,
     BucketStats,
+    BuilderSession,
     DatasourceDetail,
     DatasourceInfo,
     EntryInfo,
@@ -104,6 +105,7 @@ from appforge.client.prompt_models import (
 )
 from appforge.client.server import TokenRole
 from appforge.client.sync import Client
+from appforge.core.builder_cookie import cookie_name as builder_cookie_name
 
 __all__ = [
     "AliasConfig",
@@ -119,6 +121,8 @@ __all__ = [
     "AuditLog",
     "AuthenticationError",
     "BucketStats",
+    "BuilderSession",
+    "builder_cookie_name",
     "BulkItemResult",
     "BulkResult",
     "Client",

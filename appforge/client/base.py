@@ -5,9 +5,10 @@ line is read, and the prompt cache. The two clients add only their I/O.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 
@@ -50,25 +51,37 @@ class BaseClient:
         headers = dict(call.headers)
         if call.json is not None and call.content is None:
             headers.setdefault("Content-Type", "application/json")
+        if call.upload is not None:
+            headers["Content-Type"] = call.upload.content_type
+            headers["Content-Length"] = str(call.upload.length())
         if self.token:
             headers["Authorization"] = f"Token {self.token}"
             if self.signing_secret:
                 stamp = signing.timestamp_now()
                 headers[signing.TIMESTAMP_HEADER] = stamp
-                headers[signing.SIGNATURE_HEADER] = signing.sign(
+                body_sha256 = (
+                    call.upload.sha256()
+                    if call.upload is not None
+                    else hashlib.sha256(call.body()).hexdigest()
+                )
+                headers[signing.SIGNATURE_HEADER] = signing.sign_hashed(
                     self.signing_secret,
                     self.token,
                     stamp,
                     call.method,
                     url.raw_path.decode(),
-                    call.body(),
+                    body_sha256,
                 )
         return headers
 
     def _request(self, http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
         url = httpx.URL(self.base_url + call.path, params=call.params)
+        content: bytes | Iterator[bytes] | AsyncIterator[bytes] | None = call.body() or None
+        if call.upload is not None:  # streamed: read from the file as it is sent
+            is_async = isinstance(http, httpx.AsyncClient)
+            content = call.upload.apieces() if is_async else call.upload.pieces()
         return http.build_request(
-            call.method, str(url), content=call.body() or None, headers=self._headers(call, url)
+            call.method, str(url), content=content, headers=self._headers(call, url)
         )
 
     # --- answers ----------------------------------------------------------------------

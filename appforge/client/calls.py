@@ -22,6 +22,8 @@ import httpx
 import yaml
 from pydantic import BaseModel
 
+from appforge.client.upload import MultipartBody
+
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,6 +44,7 @@ class Call:
     params: dict[str, Any] | None = None
     json: Any = None
     content: bytes | None = None
+    upload: MultipartBody | None = None  # a body sent in pieces (a file upload)
     headers: dict[str, str] = field(default_factory=dict)
     prompt_cache: CacheRole | None = None
 

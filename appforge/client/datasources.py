@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from appforge.client.calls import AsyncDriven, Call, Op, Sleep, SyncDriven, given, many, one
 from appforge.client.models import (
     DatasourceDetail,
@@ -20,6 +18,7 @@ from appforge.client.models import (
     EntryInfo,
     SearchResults,
 )
+from appforge.client.upload import FileSource, MultipartBody
 
 # --- operations -------------------------------------------------------------------------
 
@@ -67,27 +66,29 @@ def _add_entry(
 
 def _upload_entry(
     datasource: str,
-    file: Path | bytes,
+    file: FileSource,
     name: str | None,
     filename: str | None,
     media_type: str | None,
     metadata: dict[str, Any] | None,
 ) -> Op[EntryInfo]:
-    raw = file.read_bytes() if isinstance(file, Path) else file
-    upload_name = filename or (file.name if isinstance(file, Path) else "upload")
     form: dict[str, str] = {}
     if name is not None:
         form["name"] = name
     if metadata:
         form["entry_metadata"] = json.dumps(metadata)
-    kind = media_type or "application/octet-stream"
-    # httpx encodes the form; the bytes go out as they are (and are signed as they are).
-    encoded = httpx.Request(
-        "POST", "http://form", files={"file": (upload_name, raw, kind)}, data=form
+    if filename is None:
+        own = file.name if isinstance(file, Path) else getattr(file, "name", None)
+        filename = Path(own).name if isinstance(own, str) and own else "upload"
+    body = MultipartBody(
+        file,
+        field="file",
+        filename=filename,
+        media_type=media_type or "application/octet-stream",
+        fields=form,
     )
-    headers = {"Content-Type": encoded.headers["Content-Type"]}
     path = f"/api/datasources/{datasource}/entries/upload"
-    r = yield Call("POST", path, content=encoded.read(), headers=headers)
+    r = yield Call("POST", path, upload=body)
     return one(EntryInfo, r)
 
 
@@ -178,14 +179,16 @@ class DatasourceMethods(SyncDriven):
     def upload_entry(
         self,
         datasource: str,
-        file: Path | bytes,
+        file: FileSource,
         *,
         name: str | None = None,
         filename: str | None = None,
         media_type: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> EntryInfo:
-        """Add a file entry as multipart/form-data (no base64 inflation on the wire)."""
+        """Add a file entry as multipart/form-data: streamed from a path, an open binary
+        file or bytes, never base64 nor whole in memory (up to the server's
+        ``APPFORGE_DATASOURCES__MAX_FILE_BYTES``)."""
         return self._drive(_upload_entry(datasource, file, name, filename, media_type, metadata))
 
     def list_entries(self, datasource: str) -> list[EntryInfo]:
@@ -265,14 +268,16 @@ class AsyncDatasourceMethods(AsyncDriven):
     async def upload_entry(
         self,
         datasource: str,
-        file: Path | bytes,
+        file: FileSource,
         *,
         name: str | None = None,
         filename: str | None = None,
         media_type: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> EntryInfo:
-        """Add a file entry as multipart/form-data (no base64 inflation on the wire)."""
+        """Add a file entry as multipart/form-data: streamed from a path, an open binary
+        file or bytes, never base64 nor whole in memory (up to the server's
+        ``APPFORGE_DATASOURCES__MAX_FILE_BYTES``)."""
         return await self._drive(
             _upload_entry(datasource, file, name, filename, media_type, metadata)
         )

@@ -422,6 +422,16 @@ class NewToken(TokenInfo):
     signing_secret: str | None = None
 
 
+class BuilderSession(Result):
+    """A builder sign-in just started: the browser trades ``claim`` (once, within
+    minutes) for the session's http-only cookie named ``cookie``."""
+
+    id: str
+    claim: str
+    expires_at: datetime
+    cookie: str
+
+
 # --- the audit log ----------------------------------------------------------------------
 
 

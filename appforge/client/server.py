@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from appforge.client.calls import AsyncDriven, Call, Op, SyncDriven, given, many, one
-from appforge.client.models import Health, ModelsInfo, NewToken, TokenInfo
+from appforge.client.models import BuilderSession, Health, ModelsInfo, NewToken, TokenInfo
 
 TokenRole = Literal["admin", "editor", "viewer", "runner"]
 
@@ -80,6 +80,15 @@ def _revoke_token(token_id: str) -> Op[None]:
     yield Call("DELETE", f"/api/tokens/{token_id}")
 
 
+def _create_builder_session() -> Op[BuilderSession]:
+    r = yield Call("POST", "/api/builder/sessions")
+    return one(BuilderSession, r)
+
+
+def _end_builder_session(session_id: str) -> Op[None]:
+    yield Call("DELETE", f"/api/builder/sessions/{session_id}")
+
+
 # --- Client -----------------------------------------------------------------------------
 
 
@@ -128,6 +137,16 @@ class ServerMethods(SyncDriven):
     def revoke_token(self, token_id: str) -> None:
         """Revoke a token (admin only); it stops working at once."""
         return self._drive(_revoke_token(token_id))
+
+    def create_builder_session(self) -> BuilderSession:
+        """Start a builder sign-in of this client's token: a one-time claim a browser
+        trades for an http-only session cookie (``POST /builder/session``)."""
+        return self._drive(_create_builder_session())
+
+    def end_builder_session(self, session_id: str = "current") -> None:
+        """End a builder sign-in of this token (``current``: the one this client
+        authenticates with)."""
+        return self._drive(_end_builder_session(session_id))
 
 
 # --- AsyncClient ------------------------------------------------------------------------
@@ -178,3 +197,13 @@ class AsyncServerMethods(AsyncDriven):
     async def revoke_token(self, token_id: str) -> None:
         """Revoke a token (admin only); it stops working at once."""
         return await self._drive(_revoke_token(token_id))
+
+    async def create_builder_session(self) -> BuilderSession:
+        """Start a builder sign-in of this client's token: a one-time claim a browser
+        trades for an http-only session cookie (``POST /builder/session``)."""
+        return await self._drive(_create_builder_session())
+
+    async def end_builder_session(self, session_id: str = "current") -> None:
+        """End a builder sign-in of this token (``current``: the one this client
+        authenticates with)."""
+        return await self._drive(_end_builder_session(session_id))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -45,13 +46,16 @@ def touch_private(path: Path) -> None:
         os.close(fd)
 
 
-def write_private(path: Path, data: bytes, *, make_parents: bool = False) -> None:
-    """Write ``data`` to ``path`` (replacing it) through a 0600 file, atomically.
+def write_private(path: Path, data: bytes | Iterable[bytes], *, make_parents: bool = False) -> None:
+    """Write ``data`` (bytes, or pieces of it) to ``path`` (replacing it) through a 0600
+    file, atomically.
 
     The bytes go to a temporary file made 0600 at creation, which then replaces
-    ``path``: no reader ever sees a half-written file or a wider mode. A missing
-    folder is made (0700) only with ``make_parents``; otherwise it is an error
-    naming ``path`` (a mistyped export path is not silently created).
+    ``path``: no reader ever sees a half-written file or a wider mode. Pieces are
+    written as they come (a large upload never sits in memory whole); if their
+    iterator raises, the temporary file is removed and ``path`` left as it was.
+    A missing folder is made (0700) only with ``make_parents``; otherwise it is an
+    error naming ``path`` (a mistyped export path is not silently created).
     """
     if not path.parent.is_dir():
         if not make_parents:
@@ -61,9 +65,10 @@ def write_private(path: Path, data: bytes, *, make_parents: bool = False) -> Non
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        for piece in (data,) if isinstance(data, bytes) else data:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -225,7 +225,13 @@ class DatasourceSettings(BaseModel):
     max_entry_bytes: int = Field(
         default=10 * 1024 * 1024,
         ge=1,
-        description="Largest entry: text content, decoded file, or fetched URL body (413 above).",
+        description="Largest text entry or fetched URL body (413 or a failed entry above).",
+    )
+    max_file_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1,
+        description="Largest file entry, uploaded (multipart, streamed to disk) or sent as "
+        "base64 (413 above, nothing stored).",
     )
     fetch_timeout: float = Field(
         default=15.0,
@@ -357,6 +363,19 @@ class AuthSettings(BaseModel):
         ge=0,
         description="How long each API process remembers a token it looked up (0: never); "
         "a token revoked through another process stops working within this time.",
+    )
+    builder_session_seconds: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        le=366 * 24 * 3600,
+        description="How long a builder sign-in lasts (its http-only cookie) unless the "
+        "person signs out first; never longer than the token's own expiry.",
+    )
+    builder_sessions_per_token: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Live builder sign-ins of one token; a new one ends the oldest above this.",
     )
 
 

@@ -16,15 +16,22 @@ TIMESTAMP_HEADER = "X-Appforge-Timestamp"
 SIGNATURE_HEADER = "X-Appforge-Signature"
 
 
-def message(token: str, timestamp: str, method: str, path: str, body: bytes) -> bytes:
-    digest = hashlib.sha256(body).hexdigest()
-    return f"{token}:{timestamp}:{method.upper()}:{path}:{digest}".encode()
+def message(token: str, timestamp: str, method: str, path: str, body_sha256: str) -> bytes:
+    return f"{token}:{timestamp}:{method.upper()}:{path}:{body_sha256}".encode()
 
 
 def sign(secret: str, token: str, timestamp: str, method: str, path: str, body: bytes) -> str:
     """The signature of one request."""
+    return sign_hashed(secret, token, timestamp, method, path, hashlib.sha256(body).hexdigest())
+
+
+def sign_hashed(
+    secret: str, token: str, timestamp: str, method: str, path: str, body_sha256: str
+) -> str:
+    """The signature of one request whose body's hex SHA-256 is ``body_sha256`` (a
+    body sent in pieces is hashed as it is read, never held whole)."""
     return hmac.new(
-        secret.encode(), message(token, timestamp, method, path, body), hashlib.sha256
+        secret.encode(), message(token, timestamp, method, path, body_sha256), hashlib.sha256
     ).hexdigest()
 
 

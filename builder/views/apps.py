@@ -9,7 +9,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from appforge.client import AppInfo, Client
-from builder import app_editor, app_form, share
+from builder import app_editor, app_form, datasource_choice, share
 from builder.connection import ERRORS, get_client, show_error
 
 CREATE, EDIT = "Create an app", "Edit an app"
@@ -50,9 +50,15 @@ def _create(client: Client) -> None:
     )
     if not app_editor.loaded(NEW_SCOPE, NEW_YAML):
         _use_template()
+    # Asked above the editor, from the document as the editor leaves it in this run.
+    choices = st.container()
     app_editor.render(client, NEW_SCOPE, NEW_YAML)
+    with choices:
+        ready = datasource_choice.resolved(client, NEW_SCOPE, NEW_YAML)
     app_editor.check_button(client, NEW_YAML, "apps_new_check")
-    if st.button("Validate and create", key="apps_create", type="primary"):
+    if not ready:
+        st.caption("Choose or create the app's datasources above to create it.")
+    if st.button("Validate and create", key="apps_create", type="primary", disabled=not ready):
         text = st.session_state[NEW_YAML]
         try:
             created = client.create_app(text)

@@ -14,6 +14,12 @@ from builder.connection import ERRORS, get_client, show_error
 DONE = ("ready", "failed")
 
 
+def upload_limit_mb() -> int:
+    """The uploader's limit: Streamlit's ``server.maxUploadSize`` (``appforge serve``
+    sets it from ``APPFORGE_DATASOURCES__MAX_FILE_BYTES``)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
 def _flash() -> None:
     message = st.session_state.pop("ds_flash", None)
     if message:
@@ -61,7 +67,9 @@ def _add_entries(client: Client, uuid: str) -> None:
         # A file uploader cannot be emptied; a new key after each add gives a fresh one.
         round_ = st.session_state.setdefault("ds_add_round", 0)
         files = st.file_uploader(
-            "Or files", accept_multiple_files=True, key=f"ds_entry_files_{round_}"
+            f"Or files (up to {upload_limit_mb()} MB each)",
+            accept_multiple_files=True,
+            key=f"ds_entry_files_{round_}",
         )
         rows = _metadata_rows()
         submitted = st.form_submit_button("Add", key="ds_add")
@@ -77,7 +85,14 @@ def _add_entries(client: Client, uuid: str) -> None:
                 client.add_entry(uuid, name or url.strip(), url=url.strip(), metadata=metadata)
                 added += 1
             for upload in files or []:
-                client.add_entry(uuid, upload.name, file=upload.getvalue(), metadata=metadata)
+                # Multipart, streamed: a large file never goes base64 in a JSON body.
+                client.upload_entry(
+                    uuid,
+                    upload,
+                    filename=upload.name,
+                    media_type=upload.type or None,
+                    metadata=metadata,
+                )
                 added += 1
         except ERRORS as exc:
             show_error(exc)

@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from appforge.client import TokenInfo, TokenRole
-from builder import model_settings
+from builder import model_settings, signin
 from builder.connection import ERRORS, api_url, get_client, show_error
 
 ROLES: list[TokenRole] = ["admin", "editor", "viewer", "runner"]
@@ -34,9 +34,7 @@ except ERRORS as exc:
     st.stop()
 st.caption(f"{api_url()}: {health.status}")
 if st.button("Sign out", key="settings_sign_out"):
-    st.session_state.pop("appforge_token", None)
-    st.session_state.pop("_appforge_client", None)
-    st.rerun()
+    signin.sign_out(api_url(), client)
 
 st.subheader("API tokens")
 try:

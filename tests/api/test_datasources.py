@@ -10,8 +10,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from appforge.client import Client, InvalidRequestError
 from appforge.core.settings import Settings
-from tests.datasources.support import Pages, make_docx, make_pdf, serve_pages, wait_for_entry
+from tests.datasources.support import (
+    Pages,
+    make_docx,
+    make_padded_pdf,
+    make_pdf,
+    serve_pages,
+    wait_for_entry,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples"
 
@@ -193,7 +201,7 @@ def test_entry_metadata_must_be_scalar_naming_the_key(client: TestClient, value:
 def test_entry_oversize_is_413(
     make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
 ):
-    client = make_client(make_settings(datasources={"max_entry_bytes": 100}))
+    client = make_client(make_settings(datasources={"max_entry_bytes": 100, "max_file_bytes": 100}))
     ds = _datasource(client)
     for data in ({"content": "x" * 101}, {"file": base64.b64encode(b"y" * 101).decode()}):
         r = _add(client, ds, name="big", **data)
@@ -430,3 +438,78 @@ def test_entry_retry_of_a_waiting_entry_is_409(
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "ENTRY_BUSY"
     assert client.get(f"/api/datasources/{ds}/entries/{entry}").json()["status"] == "pending"
+
+
+# --- large files: multipart, streamed to disk, bounded by max_file_bytes ---------------
+
+MB = 1024 * 1024
+PUMP = "The pump must be primed with water before its first use, or the seal burns out."
+
+
+def _stored_files(settings: Settings) -> list[Path]:
+    return [p for p in (settings.home / "files").rglob("*") if p.is_file()]
+
+
+def test_upload_over_max_file_bytes_is_413_and_nothing_stored(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
+):
+    settings = make_settings(datasources={"max_file_bytes": 3 * MB})
+    client = make_client(settings)
+    ds = _datasource(client, type="file")
+    big = tmp_path / "big.pdf"
+    big.write_bytes(make_padded_pdf([PUMP], 3 * MB + 100_000))
+    # Over the file limit, within the upload's body limit: refused by the store.
+    af = Client("http://testserver", client.headers["Authorization"].split()[1], http=client)
+    with pytest.raises(InvalidRequestError) as info:
+        af.upload_entry(ds, big)
+    assert (info.value.status, info.value.code) == (413, "ENTRY_TOO_LARGE")
+    assert "APPFORGE_DATASOURCES__MAX_FILE_BYTES" in info.value.message
+    # Over the upload's body limit (file + max_body_bytes): refused before the route.
+    huge = make_padded_pdf([PUMP], 6 * MB)
+    r = client.post(f"/api/datasources/{ds}/entries/upload", files={"file": ("huge.pdf", huge)})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert client.get(f"/api/datasources/{ds}/entries").json() == []
+    assert _stored_files(settings) == []
+
+
+def test_upload_above_the_old_limit_is_accepted_and_ingested(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
+):
+    """Files went base64 in a JSON body, over the 2 MiB body limit from ~1.5 MB on;
+    the multipart upload takes them up to max_file_bytes (50 MiB by default)."""
+    settings = make_settings()
+    assert settings.datasources.max_file_bytes == 50 * MB
+    client = make_client(settings)
+    ds = _datasource(client, type="file")
+    pdf = make_padded_pdf([PUMP, "Clean the intake filter every month."], 4 * MB)
+    assert len(pdf) > settings.limits.max_body_bytes
+    r = _add(client, ds, name="manual.pdf", file=base64.b64encode(pdf).decode())
+    assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    path = tmp_path / "manual.pdf"
+    path.write_bytes(pdf)
+    af = Client("http://testserver", client.headers["Authorization"].split()[1], http=client)
+    with path.open("rb") as opened:  # an open file streams as well as a path
+        entry = af.upload_entry(ds, opened, metadata={"kind": "manual"})
+    assert entry.name == "manual.pdf" and entry.size_bytes == len(pdf)
+    ready = wait_for_entry(client, ds, entry.uuid)
+    assert ready["status"] == "ready" and ready["chunks_total"] >= 1
+    [stored] = _stored_files(settings)
+    assert stored.read_bytes() == pdf
+    hits = af.search(ds, "priming the pump", where={"md_kind": "manual"}).results
+    assert hits and "primed with water" in hits[0].text
+    # The same file again is the same content: 409, and its copy is not kept.
+    r = client.post(f"/api/datasources/{ds}/entries/upload", files={"file": ("again.pdf", pdf)})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "DUPLICATE_ENTRY"
+    assert _stored_files(settings) == [stored]
+
+
+def test_upload_streamed_with_a_signed_token(client: TestClient):
+    made = client.post(
+        "/api/tokens", json={"name": "signer", "require_signature": True, "role": "editor"}
+    ).json()
+    ds = _datasource(client, type="file")
+    af = Client(
+        "http://testserver", made["token"], http=client, signing_secret=made["signing_secret"]
+    )
+    entry = af.upload_entry(ds, b"Signed uploads are hashed as they are read.", filename="s.txt")
+    assert entry.name == "s.txt" and entry.size_bytes == 43

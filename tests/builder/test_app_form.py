@@ -160,3 +160,44 @@ def test_app_form_set_origins_adds_replaces_and_drops_the_line():
     ]
     with pytest.raises(ValueError):
         af.set_origins("name: [unclosed", ["https://x.example"])
+
+
+def test_app_form_dump_over_the_text_keeps_its_comments():
+    text = af.templates()["support-bot"]
+    doc, _ = af.parse(text)
+    assert doc is not None
+    doc = af.with_datasource(doc, "help-center", "manuals")
+    del doc["description"]
+    doc["steps"] = [doc["steps"][1], doc["steps"][0]]  # moved: each keeps its comments
+    doc["steps"][0]["params"]["max_tokens"] = 50
+    doc["ui"] = {"title": "Help", "welcome": "Hello.\nAsk away."}
+    out = af.dump(doc, over=text)
+    assert af.parse(out)[0] == doc
+    for comment in (
+        "# yaml-language-server: $schema=../app.schema.json",
+        "version: 1                     # the app format version",
+        "    model: default                          # a model alias from the settings",
+        "    datasources: [manuals]                  # names or uuids of datasources",
+        "    params: {temperature: 0, seed: 42, max_tokens: 50}",
+        '  answer: "{{ answer.text }}"               # exactly {{ <llm step>.text }}',
+    ):
+        assert comment in out, comment
+    assert "  welcome: |-\n    Hello.\n    Ask away.\n" in out  # no final newline: |-
+    assert out.index("- id: answer") < out.index("- id: docs")
+    # A text that does not parse is written anew from the document.
+    assert af.dump({"name": "x"}, over="name: [unclosed") == "name: x\n"
+
+
+def test_app_form_missing_datasources_and_replacing_one():
+    doc = {
+        "steps": [
+            {"id": "a", "kind": "retrieve", "datasources": ["faq", "known", "faq"]},
+            {"id": "b", "kind": "llm", "datasources": ["ignored"]},
+            {"id": "c", "kind": "retrieve", "datasources": ["manuals", "known"]},
+        ]
+    }
+    assert af.missing_datasources(doc, {"known"}) == ["faq", "manuals"]
+    swapped = af.with_datasource(doc, "faq", "known")
+    assert swapped["steps"][0]["datasources"] == ["known"]
+    assert doc["steps"][0]["datasources"] == ["faq", "known", "faq"]  # a copy
+    assert af.missing_datasources(swapped, {"known"}) == ["manuals"]

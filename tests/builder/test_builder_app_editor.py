@@ -98,7 +98,6 @@ def test_app_form_edit_rewrites_the_yaml(page: Page):
     _widget(at, "text_input", "App name").set_value("Form bot").run()
     assert not at.exception
     assert _new_doc(at)["name"] == "Form bot"
-    _widget(at, "checkbox", "Public").check().run()
     _widget(at, "selectbox", "App type").select("text").run()
     _widget(at, "text_area", "System prompt (step 1)").set_value("Be brief.").run()
     _widget(at, "number_input", "Temperature (step 1)").set_value(0.5).run()
@@ -107,7 +106,7 @@ def test_app_form_edit_rewrites_the_yaml(page: Page):
     _widget(at, "text_input", "Output template (row 1)").set_value("{{ answer.text }}!").run()
     assert not at.exception and not at.error
     doc = _new_doc(at)
-    assert doc["public"] is True and doc["type"] == "text"
+    assert "public" not in doc and doc["type"] == "text"
     assert doc["steps"][0]["prompt"] == {"user": "{{ input.question }}", "system": "Be brief."}
     assert doc["steps"][0]["params"] == {"temperature": 0.5}
     assert doc["input"] == {
@@ -221,10 +220,13 @@ def test_app_bad_yaml_shows_problem_at_its_line_and_saves_nothing(
     assert errors[1].startswith("YAML_INVALID: "), errors
     assert any(e.startswith("line 9") for e in errors[2:]), errors
     # A document that parses but refers to a datasource that does not exist.
+    # The page asks for it and will not create the app; the API's check says why too.
     unknown = templates()["support-bot"]
     at.text_area(key="apps_new_yaml").set_value(unknown).run()
     assert not at.error
-    at.button(key="apps_create").click().run()
+    assert at.button(key="apps_create").disabled
+    assert any("'help-center', which does not exist yet" in w for w in _texts(at, "warning"))
+    at.button(key="apps_new_check").click().run()
     errors = _texts(at, "error")
     assert errors[0].startswith("APP_INVALID: ")
     [problem] = [e for e in errors[1:] if "datasources" in e]
@@ -285,7 +287,9 @@ def test_app_public_toggle_saves_a_new_public_version(
     ).text
     assert stored == APP.replace("type: chat\n", "type: chat\npublic: true\n")
     assert _editor(at).value == stored
-    assert _widget(at, "checkbox", "Public").value is True
+    # One public control on the page: the Share panel's, not a second one in the form.
+    assert not [c for c in at.checkbox if c.label == "Public"]
+    assert len([t for t in at.toggle if t.label.startswith("Public")]) == 1
     toggle = _widget(
         at, "toggle", "Public: anyone can run it without a token (saves a new version)"
     )
@@ -403,3 +407,63 @@ def test_app_share_panel_saves_the_apps_browser_origins(
     assert any("2 browser origin(s) allowed (version 2)" in t for t in _texts(at, "success"))
     # The editor follows the saved app.
     assert "origins:" in at.session_state[f"apps_yaml_{app['uuid']}"]
+
+
+def test_template_asks_for_its_datasource_pick_or_create(
+    page: Page, client: TestClient, admin_token: str
+):
+    headers = _auth(admin_token)
+    assert client.post(
+        "/api/datasources", json={"name": "manuals", "type": "mixed"}, headers=headers
+    ).is_success
+    at = page("apps").run()
+    at.selectbox(key="apps_template").select("support-bot").run()
+    # help-center does not exist: the page asks, and the app cannot be created yet.
+    assert any("'help-center', which does not exist yet" in w.value for w in at.warning)
+    assert at.button(key="apps_create").disabled
+    pick = _widget(at, "selectbox", "Datasource for 'help-center'")
+    assert pick.options == ["manuals", "Create a new datasource"]
+    pick.select("manuals").run()
+    _widget(at, "button", "Use it").click().run()
+    assert not at.exception and not at.error
+    text = at.text_area(key="apps_new_yaml").value
+    # Only the name changed: the template's comments are all still there.
+    assert text == templates()["support-bot"].replace(
+        "datasources: [help-center]              #", "datasources: [manuals]                  #"
+    )
+    assert not at.button(key="apps_create").disabled
+    assert not [w for w in at.warning if "does not exist" in w.value]
+    # Or a new one, made on the spot under a name of one's choice.
+    at.selectbox(key="apps_template").select("Blank").run()
+    at.selectbox(key="apps_template").select("support-bot").run()
+    _widget(at, "selectbox", "Datasource for 'help-center'").select("Create a new datasource").run()
+    _widget(at, "text_input", "New datasource name").set_value("faq").run()
+    _widget(at, "button", "Create 'faq' and use it").click().run()
+    assert not at.exception and not at.error
+    assert any("Created datasource faq" in t for t in _texts(at, "success"))
+    assert "datasources: [faq]" in at.text_area(key="apps_new_yaml").value
+    names = [d["name"] for d in client.get("/api/datasources", headers=headers).json()]
+    assert names == ["manuals", "faq"]
+    at.button(key="apps_create").click().run()
+    assert any("Created Support bot (version 1)" in t for t in _texts(at, "success"))
+    [app] = _apps(client, admin_token)
+    assert app["definition"]["steps"][0]["datasources"] == ["faq"]
+
+
+def test_form_edit_keeps_the_yaml_comments(page: Page):
+    at = page("apps").run()
+    at.selectbox(key="apps_template").select("summarize").run()
+    before = at.text_area(key="apps_new_yaml").value
+    comments = [line for line in before.splitlines() if "#" in line]
+    assert comments
+    _widget(at, "text_input", "App name").set_value("Digest").run()
+    _widget(at, "number_input", "Temperature (step 1)").set_value(0.5).run()
+    after = at.text_area(key="apps_new_yaml").value
+    assert yaml.safe_load(after)["name"] == "Digest"
+    # Every comment line is still there, and every other line but the two edited.
+    assert [line for line in after.splitlines() if "#" in line] == comments
+    changed = [
+        (a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=False) if a != b
+    ]
+    assert len(before.splitlines()) == len(after.splitlines())
+    assert len(changed) == 2, changed

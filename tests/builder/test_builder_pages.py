@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from fastapi.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
 Page = Callable[[str], AppTest]
@@ -190,10 +191,45 @@ def test_builder_without_token_asks_to_sign_in(page: Page, monkeypatch):
     at.run()
     assert not at.exception
     assert any("Sign in" in i.value for i in at.info)
-    at.text_input[0].set_value("af_test_admin_token_0123456789")
+    # A wrong token is refused with a message, and the form stays.
+    at.text_input(key="signin_token").set_value("af_not_a_token")
     [sign_in] = [b for b in at.button if b.label == "Sign in"]
     sign_in.click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "Sign-in refused: TOKEN_INVALID: the token is unknown or revoked. "
+        "Check the token and try again."
+    ]
+    assert "appforge_token" not in at.session_state
+    assert [t.label for t in at.text_input] == ["API token"] and not at.dataframe
+    # The right one is accepted: the page shows, and a builder session was started
+    # (its claim goes to the browser, which trades it for the http-only cookie).
+    at.text_input(key="signin_token").set_value("af_test_admin_token_0123456789")
+    [sign_in] = [b for b in at.button if b.label == "Sign in"]
+    sign_in.click().run()
+    assert not at.exception and not at.error
     assert [t.value for t in at.title] == ["Apps"] and not at.info
+    assert at.session_state["appforge_token"] == "af_test_admin_token_0123456789"
+    assert at.session_state["appforge_builder_session"]
+
+
+def test_builder_sign_out_ends_the_session(page: Page, client: TestClient, monkeypatch):
+    for name in ("APPFORGE_TOKEN", "APPFORGE_ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    at = page("settings")
+    del at.session_state["appforge_token"]
+    at.run()
+    at.text_input(key="signin_token").set_value("af_test_admin_token_0123456789")
+    [sign_in] = [b for b in at.button if b.label == "Sign in"]
+    sign_in.click().run()
+    session_id = at.session_state["appforge_builder_session"]
+    at.button(key="settings_sign_out").click().run()
+    assert not at.exception
+    assert any("Signed out." in w.value for w in at.warning)
+    assert [t.label for t in at.text_input if t.key == "signin_token"] == ["API token"]
+    # The session has ended on the server: there is nothing left to end.
+    r = client.delete(f"/api/builder/sessions/{session_id}")
+    assert r.status_code == 404
 
 
 def test_datasources_delete_entry_then_datasource(page: Page):

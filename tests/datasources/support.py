@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -87,6 +88,53 @@ def make_pdf(*paragraphs: str) -> bytes:
         pdf.multi_cell(0, 8, text)
         pdf.ln(4)
     return bytes(pdf.output())
+
+
+def _pdf_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def make_padded_pdf(pages: list[str], padding: int, seed: int = 0) -> bytes:
+    """A real PDF, written by hand: a page of text per item of ``pages`` (lines of at
+    most 90 characters) and, on the first page, an image of ``padding`` random
+    bytes stored uncompressed: as large as a scanned manual, yet quick to extract
+    (text extraction never decodes images)."""
+    side = max(1, int(padding**0.5))
+    pixels = random.Random(seed).randbytes(side * side)
+    kids = " ".join(f"{5 + 2 * i} 0 R" for i in range(len(pages)))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        f"<< /Type /XObject /Subtype /Image /Width {side} /Height {side} /ColorSpace "
+        f"/DeviceGray /BitsPerComponent 8 /Length {len(pixels)} >>\nstream\n".encode()
+        + pixels
+        + b"\nendstream",
+    ]
+    for i, text in enumerate(pages):
+        lines = [text[n : n + 90] for n in range(0, len(text), 90)] or [""]
+        shown = " T* ".join(f"({_pdf_text(line)}) Tj" for line in lines)
+        content = f"BT /F1 11 Tf 14 TL 50 740 Td {shown} ET".encode()
+        image = "/XObject << /Im1 4 0 R >> " if i == 0 else ""
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font "
+            f"<< /F1 3 0 R >> {image}>> /Contents {6 + 2 * i} 0 R >>".encode()
+        )
+        objects.append(
+            f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"\nendstream"
+        )
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+    ).encode()
+    return bytes(out)
 
 
 def make_docx(*paragraphs: str, table: list[list[str]] | None = None) -> bytes:

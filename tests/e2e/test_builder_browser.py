@@ -28,6 +28,8 @@ from playwright.sync_api import Locator, Page, sync_playwright
 from ports import free_port, wait_ok
 from waiting import poll_until
 
+from tests.datasources.support import make_padded_pdf
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "af_browser_admin_token_0123456789"
@@ -383,3 +385,79 @@ def test_playground_chat_three_turns_in_order_streamed_with_sources(served: Serv
     last.get_by_text("parcels arrive within two working days", exact=False).wait_for()
     # The session is listed by its first question.
     page.get_by_role("button", name=TURNS[0]).wait_for()
+MANUAL = [
+    "Pump manual. Prime the pump with water before its first use, or the seal burns out.",
+    "Clean the intake filter every month; a clogged filter halves the flow.",
+    "Winter storage: drain the pump and keep it above freezing.",
+]
+
+
+def _session_cookie(page: Page) -> dict[str, object] | None:
+    found = [c for c in page.context.cookies() if str(c["name"]).startswith("appforge_builder_")]
+    return dict(found[0]) if found else None
+
+
+def test_sign_in_lasts_across_reloads_and_tabs_and_a_20_mb_pdf_is_ingested(
+    served: Served, page: Page, tmp_path: Path
+):
+    manual = tmp_path / "pump-manual.pdf"
+    manual.write_bytes(make_padded_pdf(MANUAL, 20 * 1024 * 1024 + 20_000))
+    assert manual.stat().st_size > 20 * 1024 * 1024
+
+    # A wrong token is refused with a message, and the form stays.
+    page.goto(served.ui)
+    page.get_by_label("API token").fill("af_not_the_token")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Sign-in refused: TOKEN_INVALID").wait_for()
+    assert page.get_by_label("API token").is_visible()
+    # The right one: signed in, and the API set the http-only session cookie.
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Apps", exact=True).wait_for()
+    cookie = poll_until(lambda: _session_cookie(page), timeout=60)
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert str(cookie["value"]).startswith("afb_") and cookie["domain"] == "127.0.0.1"
+    assert TOKEN not in page.url and TOKEN not in str(cookie["value"])
+
+    # A reload, and a new tab, are still signed in.
+    page.reload()
+    page.get_by_role("heading", name="Apps", exact=True).wait_for()
+    _settle(page)
+    assert not page.get_by_label("API token").count()
+    tab = page.context.new_page()
+    tab.goto(served.ui)
+    tab.get_by_role("heading", name="Apps", exact=True).wait_for()
+    _settle(tab)
+    assert not tab.get_by_label("API token").count()
+    tab.close()
+
+    # A 20 MB PDF through the builder's uploader: streamed to the API and ingested.
+    _open(page, "Datasources")
+    page.get_by_label("Name", exact=True).fill("manuals")
+    page.get_by_role("button", name="Create", exact=True).click()
+    page.get_by_text("Created datasource manuals").wait_for()
+    page.get_by_text("Or files (up to 50 MB each)").wait_for()
+    page.locator('input[type="file"]').set_input_files(str(manual))
+    # The browser sends the file to the builder first: add once it is there.
+    page.get_by_test_id("stFileChipName").get_by_text("pump-manual.pdf").wait_for()
+    page.get_by_test_id("stFileChipIconSpinner").wait_for(state="detached")
+    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_text("Added 1 entry").wait_for()
+    page.get_by_text("1 of 1 entries processed").wait_for()
+    with _api(served) as api:
+        [source] = api.get("/api/datasources").json()
+        [entry] = api.get(f"/api/datasources/{source['uuid']}/entries").json()
+        found = api.post(
+            f"/api/datasources/{source['uuid']}/search", json={"query": "prime the pump"}
+        ).json()["results"]
+    assert entry["name"] == "pump-manual.pdf" and entry["status"] == "ready", entry
+    assert entry["size_bytes"] == manual.stat().st_size and entry["chunks_total"] >= 1
+    assert "Prime the pump with water" in found[0]["text"]
+
+    # Sign-out ends it: a reload asks to sign in again.
+    _open(page, "Settings")
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API token").wait_for()
+    poll_until(lambda: _session_cookie(page) is None, timeout=60)
+    page.reload()
+    page.get_by_label("API token").wait_for()

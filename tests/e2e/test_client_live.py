@@ -520,6 +520,13 @@ def test_client_live_tokens_models_and_signing(server: ServerProcess, kind: str)
         listed = {t.id: t for t in await af.list_tokens()}
         assert not listed[plain.id].is_admin
         assert listed[signed.id].require_signature is True
+        # A builder sign-in: a one-time claim for the browser, ended by its id.
+        started = await af.create_builder_session()
+        assert started.claim.startswith("afc_") and started.cookie.startswith("appforge_builder_")
+        await af.end_builder_session(started.id)
+        with pytest.raises(NotFoundError) as info:
+            await af.end_builder_session()  # "current": this client uses a token
+        assert info.value.code == "BUILDER_SESSION_NOT_FOUND"
         return {"plain": plain, "signed": signed}
 
     made = drive(server.base, kind, scenario)
@@ -797,6 +804,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 78
+    assert "stream" in operations and len(operations) == 80
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)
