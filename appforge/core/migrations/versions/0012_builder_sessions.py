@@ -4,8 +4,8 @@ A row stands for the token that signed in; the builder gets a one-time claim,
 the browser trades it for the session secret, held only by its cookie. Both are
 stored as keyed hashes (see api.builder_sessions).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-30
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from appforge.core.db import UTCDateTime
 
-revision = "0010"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -4,8 +4,8 @@ OpenAI-compatible servers (``llm_providers``; API key and headers encrypted with
 the server key) and model aliases (``model_aliases``) set through the API or the
 builder; ``model_catalog`` holds one row whose version every change raises.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-30
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from appforge.core.db import UTCDateTime
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
