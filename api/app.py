@@ -25,7 +25,9 @@ from api.routes import (
     analytics,
     apps,
     audit,
+    datasets,
     datasources,
+    evaluations,
     health,
     llm_models,
     openai,
@@ -45,6 +47,7 @@ from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
 from datasources.embedding import Embedder
 from datasources.queue import IngestionQueue
+from evals.queue import EvaluationQueue
 from providers.base import Provider
 from runs.recovery import ProcessLease
 from runs.service import RunService
@@ -118,6 +121,8 @@ _ROUTES = (
     prompts,
     prompt_versions,
     datasources,
+    datasets,
+    evaluations,
     webhooks,
     audit,
     web,
@@ -179,9 +184,13 @@ def _open(
     webhooks.start(settings.webhooks.workers)
     retention = AuditRetention(services.db, settings.audit.retention_days)
     retention.start()
+    runs = RunService(services, lease.id)
+    evaluations = EvaluationQueue(runs, lease.id)
+    evaluations.start(settings.evals.workers)
     return ApiState(
         services=services,
-        runs=RunService(services, lease.id),
+        runs=runs,
+        evaluations=evaluations,
         lease=lease,
         ingestion=ingestion,
         webhooks=webhooks,
@@ -194,6 +203,7 @@ def _open(
 
 
 def _close(state: ApiState) -> None:
+    state.evaluations.stop()  # its runs end (cancelled) before the lease fails leftovers
     state.ingestion.stop()
     state.webhooks.stop()
     state.audit.stop()

@@ -62,6 +62,12 @@ Action = Literal[
     "webhook.created",
     "webhook.updated",
     "webhook.deleted",
+    "dataset.created",
+    "dataset.updated",
+    "dataset.deleted",
+    "dataset.cases_changed",
+    "evaluation.started",
+    "evaluation.cancelled",
 ]
 ACTIONS: tuple[str, ...] = get_args(Action)
 
@@ -77,6 +83,8 @@ TARGET_TYPES = {
     "label": "prompt",
     "token": "token",
     "webhook": "webhook",
+    "dataset": "dataset",
+    "evaluation": "evaluation",
 }
 
 _MAX_TEXT = 200  # details are small: longer strings are cut,
