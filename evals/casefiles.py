@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appforge.core.values import find_unstorable
 from evals.errors import CaseInvalidError, TooManyCasesError
 
 PARTS = ("input", "expected", "metadata")
@@ -50,11 +51,17 @@ def _case(line: int, data: Any) -> CaseData:
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k != "id"}
     try:
-        return CaseData.model_validate(data)
+        case = CaseData.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the case"
         raise _invalid(line, f"{where}: {first['msg']}") from None
+    # No JSON check saw a file's values: refuse what no database can keep (NUL, ...).
+    found = find_unstorable(case.model_dump())
+    if found is not None:
+        where = ".".join(str(p) for p in found.path)
+        raise _invalid(line, f"{where}: the value {found.reason}")
+    return case
 
 
 def _count(n: int, limit: int) -> None:

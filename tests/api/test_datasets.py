@@ -4,6 +4,7 @@ and export, a stored run added as a case, and bad input refused with nothing sto
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -132,6 +133,8 @@ def test_cases_import_and_export_jsonl_and_csv_round_trip(api: TestClient):
         ('{"expected": {}}\n', "jsonl", "CASE_FILE_INVALID", 422),
         ("question,answer\nq,a\n", "csv", "CASE_FILE_INVALID", 422),
         ('input\n"[1, 2]"\n', "csv", "CASE_FILE_INVALID", 422),
+        ('{"input": {"q": "a\\u0000b"}}\n', "jsonl", "CASE_FILE_INVALID", 422),
+        ('{"input": {"q": NaN}}\n', "jsonl", "CASE_FILE_INVALID", 422),
         (
             "".join(json.dumps({"input": {"n": i}}) + "\n" for i in range(6)),
             "jsonl",
@@ -144,9 +147,12 @@ def test_cases_import_and_export_jsonl_and_csv_round_trip(api: TestClient):
 def test_cases_import_refuses_bad_files_storing_nothing(
     api: TestClient, body: str, kind: str, code: str, status: int
 ):
-    name = f"bad-{kind}-{code.lower()}-{len(body)}"
+    name = f"bad-{kind}-{zlib.crc32(body.encode())}"
     _dataset(api, name)
-    r = api.post(f"/api/datasets/{name}/cases/import?format={kind}", content=body)
+    media = {"jsonl": "application/x-ndjson", "csv": "text/csv"}[kind]
+    r = api.post(
+        f"/api/datasets/{name}/cases/import", content=body, headers={"Content-Type": media}
+    )
     _error(r, status, code)
     after = api.get(f"/api/datasets/{name}").json()
     assert (after["revision"], after["case_count"]) == (1, 0)
