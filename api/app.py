@@ -26,7 +26,9 @@ from api.routes import (
     apps,
     audit,
     builder_sessions,
+    datasets,
     datasources,
+    evaluations,
     health,
     llm_models,
     model_aliases,
@@ -49,6 +51,7 @@ from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
 from datasources.embedding import Embedder
 from datasources.queue import IngestionQueue
+from evals.queue import EvaluationQueue
 from providers.base import Provider
 from runs.recovery import ProcessLease
 from runs.service import RunService
@@ -127,6 +130,8 @@ _ROUTES = (
     prompts,
     prompt_versions,
     datasources,
+    datasets,
+    evaluations,
     webhooks,
     audit,
     web,
@@ -188,9 +193,13 @@ def _open(
     webhooks.start(settings.webhooks.workers)
     retention = AuditRetention(services.db, settings.audit.retention_days)
     retention.start()
+    runs = RunService(services, lease.id)
+    evaluations = EvaluationQueue(runs, lease.id)
+    evaluations.start(settings.evals.workers)
     return ApiState(
         services=services,
-        runs=RunService(services, lease.id),
+        runs=runs,
+        evaluations=evaluations,
         lease=lease,
         ingestion=ingestion,
         webhooks=webhooks,
@@ -203,6 +212,7 @@ def _open(
 
 
 def _close(state: ApiState) -> None:
+    state.evaluations.stop()  # its runs end (cancelled) before the lease fails leftovers
     state.ingestion.stop()
     state.webhooks.stop()
     state.audit.stop()

@@ -67,6 +67,12 @@ Action = Literal[
     "provider.deleted",
     "model_alias.set",
     "model_alias.deleted",
+    "dataset.created",
+    "dataset.updated",
+    "dataset.deleted",
+    "dataset.cases_changed",
+    "evaluation.started",
+    "evaluation.cancelled",
 ]
 ACTIONS: tuple[str, ...] = get_args(Action)
 
@@ -84,6 +90,8 @@ TARGET_TYPES = {
     "webhook": "webhook",
     "provider": "provider",
     "model_alias": "model_alias",
+    "dataset": "dataset",
+    "evaluation": "evaluation",
 }
 
 _MAX_TEXT = 200  # details are small: longer strings are cut,

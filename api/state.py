@@ -22,6 +22,7 @@ from appforge.core.keys import ServerKey
 from appforge.core.settings import Settings
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
+from evals.queue import EvaluationQueue
 from providers.registry import ProviderRegistry
 from runs.recovery import ProcessLease
 from runs.service import RunService
@@ -35,6 +36,7 @@ class ApiState:
     services: Services
     runs: RunService
     ingestion: IngestionQueue
+    evaluations: EvaluationQueue  # runs evaluations' cases
     webhooks: WebhookDispatcher
     audit: AuditRetention  # deletes old audit events
     executor: ThreadPoolExecutor  # runs execute here, off the event loop

@@ -3,6 +3,7 @@
 RunServiceError                base (400)
 ├── AppNotFoundError           404 APP_NOT_FOUND
 ├── RunNotFoundError           404 RUN_NOT_FOUND
+├── AppVersionNotFoundError    404 APP_VERSION_NOT_FOUND (a run of an earlier version)
 ├── SessionNotFoundError       404 SESSION_NOT_FOUND (also: not this caller's, another app's)
 ├── RunAuthError               401 AUTH_REQUIRED: a private app run without a token
 ├── RunConflictError           409 FLOW_NOT_SERVED
@@ -36,6 +37,11 @@ class AppNotFoundError(RunServiceError):
 
 class RunNotFoundError(RunServiceError):
     code = "RUN_NOT_FOUND"
+    status_code = 404
+
+
+class AppVersionNotFoundError(RunServiceError):
+    code = "APP_VERSION_NOT_FOUND"
     status_code = 404
 
 

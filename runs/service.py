@@ -57,6 +57,7 @@ from runs.errors import (
     SessionNotFoundError,
     TooManyRunsError,
 )
+from runs.overrides import RunOverrides, variant
 from runs.services import Services
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class RunRequest:
     ``history``: earlier turns the caller brings itself (an OpenAI-style message
     list), oldest first; given, they are the run's history instead of the
     session's, cut like a session's to the app's ``history`` depth.
+    ``app_version`` runs an earlier definition of the app, and ``overrides``
+    change its llm steps (``runs.overrides``; evaluations use both).
     """
 
     app_uuid: str
@@ -133,6 +136,8 @@ class RunRequest:
     stream: bool = False
     caller: Caller | None = None
     history: tuple[HistoryTurn, ...] | None = None
+    app_version: int | None = None
+    overrides: RunOverrides | None = None
 
 
 @dataclass
@@ -211,6 +216,15 @@ class RunService:
         limits = self.services.settings.runs
         with self.services.engine.connect() as conn:
             app = records.load_app(conn, request.app_uuid, self._documents)
+            if request.app_version is not None or request.overrides:
+                app = variant(
+                    conn,
+                    app,
+                    request.app_version,
+                    request.overrides,
+                    self.services.db,
+                    self._documents,
+                )
             if not app.public and request.caller is None:
                 raise RunAuthError(
                     "this app is not public: send 'Authorization: Token <token>'",

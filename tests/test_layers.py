@@ -4,6 +4,7 @@
       -> providers, datasources, prompts      (siblings do not import each other)
       -> apps_yaml
       -> runs                                 (the run service)
+      -> evals                                (evaluations: datasets, scorers, their queue)
       -> api
       -> appforge (CLI, client, backups)
       -> builder                              (through appforge.client only)
@@ -27,9 +28,10 @@ FLOORS: dict[str, int] = {
     "prompts": 1,
     "apps_yaml": 2,
     "runs": 3,
-    "api": 4,
-    "appforge": 5,
-    "builder": 6,
+    "evals": 4,
+    "api": 5,
+    "appforge": 6,
+    "builder": 7,
 }
 # Some layers may use only part of what is below them.
 ONLY: dict[str, tuple[str, ...]] = {"builder": ("builder", "appforge.client")}
@@ -86,7 +88,16 @@ def violations(module: str, source: str) -> list[str]:
 
 def _our_modules() -> list[tuple[str, Path]]:
     modules = []
-    for top in ("appforge", "api", "apps_yaml", "datasources", "prompts", "providers", "runs"):
+    for top in (
+        "appforge",
+        "api",
+        "apps_yaml",
+        "datasources",
+        "evals",
+        "prompts",
+        "providers",
+        "runs",
+    ):
         for path in sorted((ROOT / top).rglob("*.py")):
             if "migrations" in path.parts:
                 continue
@@ -111,7 +122,7 @@ def test_layers_every_import_goes_down():
 
 def test_layers_run_service_imports_no_fastapi():
     for module, path in _our_modules():
-        if layer(module) in ("runs", "apps_yaml", "datasources", "prompts", "providers"):
+        if layer(module) in ("evals", "runs", "apps_yaml", "datasources", "prompts", "providers"):
             names = [t for _, t in imports(path.read_text(), module)]
             assert not [n for n in names if n.split(".")[0] in ("fastapi", "starlette")], module
 

@@ -4,8 +4,8 @@ Both have one explicit, typed method per API operation, each returning a typed
 result (``models``, ``prompt_models``). An operation is written once, as a
 generator that yields the HTTP call it needs and returns its result (``calls``);
 the noun modules (``apps``, ``datasources``, ``prompts``, ``versions``,
-``webhooks``, ``server``, ``providers``, ``audit``) hold the operations with their
-sync and async faces, and
+``webhooks``, ``server``, ``providers``, ``audit``, ``evals``) hold the operations with
+their sync and async faces, and
 ``Client`` (``sync``) and ``AsyncClient`` (``aio``) drive them over ``httpx``.
 Errors come back as :class:`ApiError` subclasses (``errors``); 429 and 503 answers
 are retried, honouring ``Retry-After``; given a signing secret, every request is
@@ -31,6 +31,14 @@ from appforge.client.errors import (
     ServerError,
     StreamError,
     error_from,
+)
+from appforge.client.eval_models import (
+    CaseInfo,
+    CaseResult,
+    CasesAdded,
+    DatasetInfo,
+    EvaluationComparison,
+    EvaluationInfo,
 )
 from appforge.client.models import (
     AliasConfig,
@@ -125,8 +133,12 @@ __all__ = [
     "builder_cookie_name",
     "BulkItemResult",
     "BulkResult",
+    "CaseInfo",
+    "CaseResult",
+    "CasesAdded",
     "Client",
     "ConflictError",
+    "DatasetInfo",
     "DatasourceDetail",
     "DatasourceInfo",
     "DefaultChange",
@@ -138,6 +150,8 @@ __all__ = [
     "Deployments",
     "DiffSummary",
     "EntryInfo",
+    "EvaluationComparison",
+    "EvaluationInfo",
     "Health",
     "InvalidRequestError",
     "LabelStats",

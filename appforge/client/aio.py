@@ -15,6 +15,7 @@ from appforge.client.base import NO_RESPONSE, BaseClient
 from appforge.client.calls import Call, Op, Sleep
 from appforge.client.datasources import AsyncDatasourceMethods
 from appforge.client.errors import ServerError
+from appforge.client.evals import AsyncEvalMethods
 from appforge.client.models import StreamChunk
 from appforge.client.prompts import AsyncPromptMethods
 from appforge.client.providers import AsyncProviderMethods
@@ -35,6 +36,7 @@ class AsyncClient(
     AsyncServerMethods,
     AsyncProviderMethods,
     AsyncAuditMethods,
+    AsyncEvalMethods,
 ):
     """Asynchronous client: ``Client``'s operations, awaited (``async for`` over ``stream``).
 

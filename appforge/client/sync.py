@@ -14,6 +14,7 @@ from appforge.client.base import NO_RESPONSE, BaseClient
 from appforge.client.calls import Call, Op, Sleep
 from appforge.client.datasources import DatasourceMethods
 from appforge.client.errors import ServerError
+from appforge.client.evals import EvalMethods
 from appforge.client.models import StreamChunk
 from appforge.client.prompts import PromptMethods
 from appforge.client.providers import ProviderMethods
@@ -34,6 +35,7 @@ class Client(
     ServerMethods,
     ProviderMethods,
     AuditMethods,
+    EvalMethods,
 ):
     """Synchronous client of the appforge API; use it as a context manager, or ``close()``.
 

@@ -9,6 +9,7 @@ service records any of them as a run's failure, without knowing the package::
     ├── ApiError                   api/errors.py: auth, not found, conflicts, limits
     ├── AppsYamlError              apps_yaml/errors.py: documents, inputs, failed steps
     ├── DatasourceError            datasources/errors.py: entries, filters, fetching
+    ├── EvalsError                 evals/errors.py: datasets, cases, scorers, evaluations
     ├── PromptsError               prompts/errors.py: use cases, prompts, versions, labels
     └── ProviderError              providers/errors.py: model backends
 

@@ -215,6 +215,44 @@ class RunSettings(BaseModel):
         return self
 
 
+class EvalSettings(BaseModel):
+    """Evaluations: datasets' bounds and the workers that run evaluations' cases."""
+
+    workers: int = Field(
+        default=4,
+        ge=0,
+        le=64,
+        description="Evaluation threads per API process (0: none); each runs one case at a "
+        "time, so this is how many cases run at once in a process.",
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often an idle evaluation worker looks for cases."
+    )
+    max_concurrency: int = Field(
+        default=16, ge=1, le=256, description="Largest `concurrency` an evaluation may ask for."
+    )
+    max_cases_per_dataset: int = Field(
+        default=10_000, ge=1, description="Cases one dataset may hold (413 `TOO_MANY_CASES`)."
+    )
+    max_cases_per_request: int = Field(
+        default=1_000,
+        ge=1,
+        description="Cases one add or import may carry (413 `TOO_MANY_CASES`).",
+    )
+    max_case_bytes: int = Field(
+        default=64 * 1024,
+        ge=256,
+        description="Largest case (its input, expected and metadata as JSON; 422 above).",
+    )
+    max_scorers: int = Field(default=20, ge=1, le=200, description="Scorers per evaluation.")
+    max_pattern_bytes: int = Field(
+        default=2_000, ge=16, description="Longest `regex` scorer pattern."
+    )
+    max_schema_bytes: int = Field(
+        default=32 * 1024, ge=256, description="Largest `json_schema` scorer schema, as JSON."
+    )
+
+
 class DatasourceSettings(BaseModel):
     """Datasources: chunking defaults, URL fetching, entry size, ingestion workers."""
 
@@ -499,6 +537,7 @@ class Settings(BaseSettings):
     datasources: DatasourceSettings = Field(default_factory=DatasourceSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    evals: EvalSettings = Field(default_factory=EvalSettings)
     log_level: str = Field(default="INFO", description="Log level of the entry points.")
 
     @field_validator("providers")

@@ -46,9 +46,15 @@ output:
   reply: "{{ reply.text }}"
   heard: "{{ input.message }}"
 """
-# The app document is sent as YAML: the generator is told to treat that media
-# type as raw bytes (its documented way for types it does not know).
-GENERATOR_CONFIG = "content_type_overrides:\n  application/yaml: application/octet-stream\n"
+# The app document is sent as YAML, and case files as JSONL or CSV: the generator is
+# told to treat those media types as raw bytes (its documented way for types it does
+# not know).
+GENERATOR_CONFIG = (
+    "content_type_overrides:\n"
+    "  application/yaml: application/octet-stream\n"
+    "  application/x-ndjson: application/octet-stream\n"
+    "  text/csv: application/octet-stream\n"
+)
 
 
 @pytest.fixture(scope="module")

@@ -309,6 +309,65 @@ def test_client_live_run_stream_sessions_and_runs(server: ServerProcess, kind: s
     drive(server.base, kind, scenario)
 
 
+# --- datasets and evaluations -----------------------------------------------------------
+
+
+def test_client_live_datasets_and_evaluations(server: ServerProcess, kind: str):
+    async def scenario(af: Any) -> None:
+        app = await af.create_app(chat_app(f"Evals {kind}"))
+        run = await af.run(app.uuid, {"q": "Hi"})
+        name = f"cases-{kind}"
+        made = await af.create_dataset(name, "for the client")
+        assert (made.revision, made.case_count) == (1, 0)
+        added = await af.add_cases(name, [{"input": {"q": "Hello"}, "expected": {"n": 10}}])
+        assert added.revision == 2 and len(added.ids) == 1
+        jsonl = json.dumps({"input": {"q": "Bye", "d": 2}, "expected": {"n": 5}}) + "\n"
+        assert (await af.import_cases(name, jsonl)).revision == 3
+        from_run = await af.run_to_dataset(run.run.id, name, expected_from_output=True)
+        assert from_run.revision == 4
+        cases = await af.list_cases(name)
+        assert [c.input["q"] for c in cases] == ["Hello", "Bye", "Hi"]
+        assert cases[2].expected == run.output
+        changed = await af.update_case(name, cases[2].id, expected={"n": 10})
+        assert changed.expected == {"n": 10}
+        await af.delete_case(name, cases[1].id)
+        assert "Bye" not in await af.export_cases(name)
+        assert (await af.export_cases(name, "csv")).startswith("id,input,expected,metadata")
+        renamed = await af.update_dataset(name, description="renamed")
+        assert renamed.description == "renamed" and renamed.revision == 6
+        assert name in [d.name for d in await af.list_datasets()]
+        assert (await af.get_dataset(made.id)).case_count == 2
+
+        scorers = [{"type": "equals", "output": "n"}, {"type": "tokens", "threshold": 10_000}]
+        first = await af.start_evaluation(name, app.uuid, scorers, concurrency=2)
+        assert first.status == "queued" and first.dataset_revision == 6
+        done = await af.wait_for_evaluation(first.id, timeout=600, poll=0.2)
+        assert (done.status, done.cases_done, done.summary["pass_rate"]) == ("done", 2, 1)
+        results = await af.evaluation_results(first.id)
+        assert [r.passed for r in results] == [True, True] and results[0].run_id
+        overrides = {"params": {"max_tokens": 4}}
+        second = await af.start_evaluation(name, app.uuid, scorers, overrides=overrides)
+        try:  # it may end before the cancel arrives: both are answers of the API
+            cancelled = await af.cancel_evaluation(second.id)
+            assert cancelled.status == "cancelled"
+        except ConflictError as exc:
+            assert exc.code == "EVALUATION_FINISHED"
+        ended = await af.wait_for_evaluation(second.id, timeout=600, poll=0.2)
+        assert ended.status in ("cancelled", "done")
+        compared = await af.compare_evaluations(first.id, second.id)
+        assert compared.a.id == first.id and compared.regressed == []
+        listed = await af.list_evaluations(dataset=name)
+        assert {e.id for e in listed} == {first.id, second.id}
+        assert (await af.get_evaluation(first.id)).summary["scores"]["tokens"] == 1
+        await af.delete_dataset(name)
+        with pytest.raises(NotFoundError) as gone:
+            await af.get_dataset(name)
+        assert gone.value.code == "DATASET_NOT_FOUND"
+        await af.delete_app(app.uuid)
+
+    drive(server.base, kind, scenario)
+
+
 # --- datasources ------------------------------------------------------------------------
 
 
@@ -804,6 +863,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 80
+    assert "stream" in operations and len(operations) == 99
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)

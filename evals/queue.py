@@ -1,0 +1,342 @@
+"""The evaluation workers: each claims one case of an evaluation, runs it through the
+run service, scores it, and stores its result under its claim.
+
+The queue is the ``evaluation_cases`` table, run by the one lease queue
+(``appforge.core.queue``). A case is claimable when it is ``pending``, or
+``running`` while its worker is gone: its lease ran out (the lease outlasts
+the longest run, ``APPFORGE_RUNS__TIMEOUT_SECONDS``), or the API process that
+claimed it no longer has its row in ``processes`` (``runs.recovery`` removes dead
+processes at start-up, so a restarted server takes their cases at once). An
+evaluation's ``concurrency`` caps how many of its cases run at once.
+
+No case is lost or has two results: a result is written only under the claim
+it was run with, so a worker that lost its claim (the case was cancelled, or
+taken over) writes nothing. The id of a case's run is stored before the run
+starts: a worker that takes the case over and finds that run finished (its
+worker died before writing the result) scores that run instead of running the
+case again. The worker that writes the last result ends the evaluation ``done``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from appforge.core.db import transaction, utcnow
+from appforge.core.errors import AppforgeError
+from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
+from evals.scorers import CaseRun, ScorerSpec, score_case
+from evals.tables import Evaluation, EvaluationCase
+from runs.errors import (
+    AppNotFoundError,
+    AppVersionNotFoundError,
+    RunAuthError,
+    RunConflictError,
+    TooManyRunsError,
+)
+from runs.overrides import PromptPin, RunOverrides
+from runs.recovery import INTERRUPTED
+from runs.service import Caller, RunRequest, RunService
+from runs.tables import Process, Run
+
+log = logging.getLogger(__name__)
+
+OPEN = ("pending", "running")
+# Failures of the app itself, not of a case: the evaluation fails.
+_FATAL = (AppNotFoundError, AppVersionNotFoundError, RunAuthError, RunConflictError)
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Pending cases, and running ones whose worker is gone, of evaluations below their
+    concurrency."""
+    other = aliased(EvaluationCase)
+    running = (
+        select(func.count())
+        .select_from(other)
+        .where(
+            other.evaluation_id == EvaluationCase.evaluation_id,
+            other.status == "running",
+            other.lease_until >= now,
+            or_(other.process_id.is_(None), other.process_id.in_(select(Process.id))),
+        )
+        .scalar_subquery()
+    )
+    limit = (
+        select(Evaluation.concurrency)
+        .where(Evaluation.id == EvaluationCase.evaluation_id)
+        .scalar_subquery()
+    )
+    gone = or_(
+        EvaluationCase.lease_until < now,
+        and_(
+            EvaluationCase.process_id.is_not(None),
+            EvaluationCase.process_id.not_in(select(Process.id)),
+        ),
+    )
+    return and_(
+        or_(EvaluationCase.status == "pending", and_(EvaluationCase.status == "running", gone)),
+        running < limit,
+    )
+
+
+CASES = LeaseTable(EvaluationCase, "id", _claimable, "id", "running")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an evaluation runs each case."""
+
+    id: str
+    app_uuid: str
+    app_version: int | None
+    overrides: RunOverrides
+    scorers: list[ScorerSpec]
+    output_keys: list[str]
+    caller: Caller
+
+
+def overrides_of(stored: dict[str, Any]) -> RunOverrides:
+    """The run overrides an evaluation stored (as its API body gave them)."""
+    prompts = {
+        ref: PromptPin(pin.get("label"), pin.get("version"))
+        for ref, pin in (stored.get("prompts") or {}).items()
+    }
+    return RunOverrides(prompts, stored.get("model"), stored.get("params") or {})
+
+
+class EvaluationQueue:
+    """Claims and runs evaluation cases; ``start`` runs it in background threads."""
+
+    def __init__(self, runs: RunService, process_id: str | None = None) -> None:
+        self.runs = runs
+        self.services = runs.services
+        self.db = runs.services.db
+        self.process_id = process_id
+        settings = self.services.settings
+        lease = settings.runs.timeout_seconds + 60
+        self.queue = LeaseQueue(self.db, CASES, lease)
+        self.workers = Workers("evals", lambda _: self.run_once(), settings.evals.poll_seconds)
+        self._active: dict[int, tuple[str, threading.Event]] = {}
+        self._lock = threading.Lock()
+
+    # --- one case ----------------------------------------------------------------------
+
+    def claim(self) -> EvaluationCase | None:
+        """Take the oldest claimable case for this worker, if any."""
+        if not self.queue.has_claimable():
+            return None
+        claimed = self.queue.claim(1, process_id=self.process_id)
+        return claimed[0] if claimed else None
+
+    def run_once(self) -> bool:
+        """Claim and work one case; whether there was one."""
+        case = self.claim()
+        if case is None:
+            return False
+        self.work(case)
+        return True
+
+    def work(self, case: EvaluationCase) -> None:
+        """Run, score and store one claimed case (a lost claim stores nothing)."""
+        plan = self._plan(case.evaluation_id)
+        if plan is None:
+            return
+        cancel = threading.Event()
+        with self._lock:
+            self._active[case.id] = (plan.id, cancel)
+        try:
+            self._work(case, plan, cancel)
+        finally:
+            with self._lock:
+                self._active.pop(case.id, None)
+
+    def _work(self, case: EvaluationCase, plan: Plan, cancel: threading.Event) -> None:
+        try:
+            run = self._finished_run(case) or self._run(case, plan, cancel)
+        except TooManyRunsError:
+            self._release(case)  # the app is busy: the case waits for its turn
+            return
+        except _FATAL as exc:
+            self.fail_evaluation(plan.id, exc.code, exc.message)
+            return
+        except AppforgeError as exc:  # this case's input, say: the case fails
+            run = _failed_case(exc)
+        if run is None or (cancel.is_set() and run[1].status == "cancelled"):
+            self._release(case)
+            return
+        run_id, seen = run
+        scores = [score_case(s, _seen_with(seen, case, plan), self._embed) for s in plan.scorers]
+        values = {
+            "status": "done",
+            "run_id": run_id,
+            "output": seen.output,
+            "scores": [s.as_json() for s in scores],
+            "passed": all(s.passed for s in scores),
+            "latency_ms": seen.latency_ms,
+            "tokens": seen.tokens,
+            "error": seen.error,
+        }
+        if not self.queue.write({case.id: Claimed(case.claim_token, values)}):
+            self._finish_if_complete(plan.id)
+
+    def _plan(self, evaluation_id: str) -> Plan | None:
+        with self.db() as db:
+            row = db.get(Evaluation, evaluation_id)
+            if row is None or row.status not in ("queued", "running"):
+                return None
+            if row.status == "queued":
+                db.execute(
+                    update(Evaluation)
+                    .where(Evaluation.id == row.id, Evaluation.status == "queued")
+                    .values(status="running", started_at=utcnow())
+                )
+                db.commit()
+            caller = Caller(row.token_id or "evaluation", row.token_name or "", row.token_role)
+            return Plan(
+                row.id,
+                row.app_uuid,
+                row.app_version,
+                overrides_of(row.overrides),
+                [ScorerSpec.model_validate(s) for s in row.scorers],
+                list(row.output_keys),
+                caller,
+            )
+
+    def _finished_run(self, case: EvaluationCase) -> tuple[str | None, CaseRun] | None:
+        """The run an earlier claim of this case started, if it ended (not interrupted)."""
+        if case.run_id is None:
+            return None
+        with self.db() as db:
+            row = db.get(Run, case.run_id)
+            if row is None or row.status == "running":
+                return None
+            if row.status == "failed" and (row.error or {}).get("code") == INTERRUPTED:
+                return None
+            tokens = int((row.usage or {}).get("total_tokens", 0))
+            seen = CaseRun({}, {}, row.output, [], row.status, row.error, row.latency_ms, tokens)
+            return row.id, seen
+
+    def _run(
+        self, case: EvaluationCase, plan: Plan, cancel: threading.Event
+    ) -> tuple[str | None, CaseRun] | None:
+        request = RunRequest(
+            plan.app_uuid,
+            case.input,
+            caller=plan.caller,
+            app_version=plan.app_version,
+            overrides=plan.overrides,
+        )
+        prepared = self.runs.prepare(request)
+        # Noted before it runs: a worker taking this case over scores this run if it ends.
+        if self.queue.write({case.id: Claimed(case.claim_token, {"run_id": prepared.run_id})}):
+            cancel.set()  # the claim is lost: end the recorded run at once
+        finished = self.runs.execute(prepared, cancel, None)
+        if cancel.is_set() and finished.status == "cancelled":
+            return None
+        failure = finished.failure
+        error = None if failure is None else {"code": failure.code, "message": failure.message}
+        tokens = int(finished.usage.get("total_tokens", 0))
+        seen = CaseRun(
+            {}, {}, finished.outcome.output, [], finished.status, error, finished.latency_ms, tokens
+        )
+        return prepared.run_id, seen
+
+    def _embed(self, texts: list[str]) -> Any:
+        # The datasources' embedder: the one MiniLM instance of this process.
+        return self.services.datasources.embedder.encode(texts)
+
+    def _release(self, case: EvaluationCase) -> None:
+        """Give the case back to the queue (pending) unless the claim is lost."""
+        self.queue.write({case.id: Claimed(case.claim_token, {"status": "pending"})})
+
+    # --- evaluations -------------------------------------------------------------------
+
+    def _finish_if_complete(self, evaluation_id: str) -> None:
+        with transaction(self.db) as db:
+            open_cases = db.scalar(
+                select(func.count())
+                .select_from(EvaluationCase)
+                .where(
+                    EvaluationCase.evaluation_id == evaluation_id,
+                    EvaluationCase.status.in_(OPEN),
+                )
+            )
+            if not open_cases:
+                db.execute(
+                    update(Evaluation)
+                    .where(
+                        Evaluation.id == evaluation_id, Evaluation.status.in_(("queued", "running"))
+                    )
+                    .values(status="done", finished_at=utcnow())
+                )
+
+    def fail_evaluation(self, evaluation_id: str, code: str, message: str) -> None:
+        """End an evaluation ``failed``: its open cases are cancelled with the error."""
+        error = {"code": code, "message": message}
+        with transaction(self.db) as db:
+            db.execute(
+                update(Evaluation)
+                .where(Evaluation.id == evaluation_id, Evaluation.status.in_(("queued", "running")))
+                .values(status="failed", error=error, finished_at=utcnow())
+            )
+            cancel_cases(db, evaluation_id, error)
+        self.stop_cases(evaluation_id)
+        log.info("evaluation %s failed: %s", evaluation_id, code)
+
+    def stop_cases(self, evaluation_id: str) -> None:
+        """Stop the runs of this evaluation's cases going on in this process."""
+        with self._lock:
+            for owner, cancel in self._active.values():
+                if owner == evaluation_id:
+                    cancel.set()
+
+    # --- threads -----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self.workers.wake()
+
+    def start(self, workers: int) -> None:
+        self.workers.start(workers)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the threads; the cases they were running go back to ``pending``."""
+        self.workers.stopping.set()
+        with self._lock:
+            for _, cancel in self._active.values():
+                cancel.set()
+        self.workers.stop(timeout)
+
+
+def cancel_cases(db: Any, evaluation_id: str, error: dict[str, Any] | None) -> None:
+    db.execute(
+        update(EvaluationCase)
+        .where(EvaluationCase.evaluation_id == evaluation_id, EvaluationCase.status.in_(OPEN))
+        .values(
+            status="cancelled", claim_token=None, lease_until=None, error=error, updated_at=utcnow()
+        )
+    )
+
+
+def _failed_case(exc: AppforgeError) -> tuple[str | None, CaseRun]:
+    error = {"code": exc.code, "message": exc.message}
+    return None, CaseRun({}, {}, {}, [], "failed", error)
+
+
+def _seen_with(seen: CaseRun, case: EvaluationCase, plan: Plan) -> CaseRun:
+    """The run as seen, with the case's input and expected answer and the app's keys."""
+    return CaseRun(
+        case.input,
+        case.expected,
+        seen.output,
+        plan.output_keys,
+        seen.status,
+        seen.error,
+        seen.latency_ms,
+        seen.tokens,
+    )
