@@ -47,6 +47,7 @@ from datasources.embedding import Embedder
 from datasources.queue import IngestionQueue
 from providers.base import Provider
 from runs.recovery import ProcessLease
+from runs.retention import Retention
 from runs.service import RunService
 from runs.services import Services
 
@@ -179,6 +180,8 @@ def _open(
     webhooks.start(settings.webhooks.workers)
     retention = AuditRetention(services.db, settings.audit.retention_days)
     retention.start()
+    expiry = Retention(services.db, settings.sessions.ttl_days, settings.runs.retention_days)
+    expiry.start()
     return ApiState(
         services=services,
         runs=RunService(services, lease.id),
@@ -186,6 +189,7 @@ def _open(
         ingestion=ingestion,
         webhooks=webhooks,
         audit=retention,
+        expiry=expiry,
         executor=ThreadPoolExecutor(max_workers=settings.runs.workers, thread_name_prefix="run"),
         tokens=TokenCache(settings.auth.cache_seconds),
         limiter=limiter,
@@ -197,6 +201,7 @@ def _close(state: ApiState) -> None:
     state.ingestion.stop()
     state.webhooks.stop()
     state.audit.stop()
+    state.expiry.stop()
     state.executor.shutdown(wait=True, cancel_futures=True)
     state.lease.stop()
     state.services.close()

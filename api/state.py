@@ -24,6 +24,7 @@ from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
 from providers.registry import ProviderRegistry
 from runs.recovery import ProcessLease
+from runs.retention import Retention
 from runs.service import RunService
 from runs.services import Services
 
@@ -37,6 +38,7 @@ class ApiState:
     ingestion: IngestionQueue
     webhooks: WebhookDispatcher
     audit: AuditRetention  # deletes old audit events
+    expiry: Retention  # deletes expired sessions and runs
     executor: ThreadPoolExecutor  # runs execute here, off the event loop
     tokens: TokenCache
     limiter: Limiter | None

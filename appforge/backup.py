@@ -39,8 +39,9 @@ FORMAT = "appforge-backup"
 FORMAT_VERSION = 1
 FILES_DIR = "files"
 # Rows that only matter for a few minutes (replay protection) are not carried over.
-# The server key's fingerprint belongs to the server, not to its data.
-SKIPPED_TABLES = frozenset({"used_signatures", "server_key"})
+# The server key's fingerprint belongs to the server, not to its data. Chunks are
+# made again from the entries, like their vectors (a restore requeues every entry).
+SKIPPED_TABLES = frozenset({"used_signatures", "server_key", "datasource_chunks"})
 
 
 class BackupError(Exception):
