@@ -54,6 +54,7 @@ from datasources.queue import IngestionQueue
 from evals.queue import EvaluationQueue
 from providers.base import Provider
 from runs.recovery import ProcessLease
+from runs.retention import Retention
 from runs.service import RunService
 from runs.services import Services
 
@@ -196,6 +197,8 @@ def _open(
     runs = RunService(services, lease.id)
     evaluations = EvaluationQueue(runs, lease.id)
     evaluations.start(settings.evals.workers)
+    expiry = Retention(services.db, settings.sessions.ttl_days, settings.runs.retention_days)
+    expiry.start()
     return ApiState(
         services=services,
         runs=runs,
@@ -204,6 +207,7 @@ def _open(
         ingestion=ingestion,
         webhooks=webhooks,
         audit=retention,
+        expiry=expiry,
         executor=ThreadPoolExecutor(max_workers=settings.runs.workers, thread_name_prefix="run"),
         tokens=TokenCache(settings.auth.cache_seconds),
         limiter=limiter,
@@ -216,6 +220,7 @@ def _close(state: ApiState) -> None:
     state.ingestion.stop()
     state.webhooks.stop()
     state.audit.stop()
+    state.expiry.stop()
     state.executor.shutdown(wait=True, cancel_futures=True)
     state.lease.stop()
     state.services.close()

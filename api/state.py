@@ -25,6 +25,7 @@ from datasources.store import DatasourceStore
 from evals.queue import EvaluationQueue
 from providers.registry import ProviderRegistry
 from runs.recovery import ProcessLease
+from runs.retention import Retention
 from runs.service import RunService
 from runs.services import Services
 
@@ -39,6 +40,7 @@ class ApiState:
     evaluations: EvaluationQueue  # runs evaluations' cases
     webhooks: WebhookDispatcher
     audit: AuditRetention  # deletes old audit events
+    expiry: Retention  # deletes expired sessions and runs
     executor: ThreadPoolExecutor  # runs execute here, off the event loop
     tokens: TokenCache
     limiter: Limiter | None

@@ -42,7 +42,11 @@ FILES_DIR = "files"
 # Rows that only matter for a few minutes (replay protection) are not carried over.
 # The server key's fingerprint belongs to the server, not to its data; the model
 # catalog's version counter too (a restore raises it, so servers reload their models).
-SKIPPED_TABLES = frozenset({"used_signatures", "server_key", "model_catalog"})
+# Chunks are made again from the entries, like their vectors (a restore requeues
+# every entry).
+SKIPPED_TABLES = frozenset(
+    {"used_signatures", "server_key", "model_catalog", "datasource_chunks"}
+)
 
 
 class BackupError(Exception):

@@ -6,8 +6,17 @@ service; it never imports FastAPI. :class:`AppRunner` is the
 generator meant to be driven from a worker thread. Each step's result is
 exposed to later templates under the step id:
 
-- ``llm``: ``{"text", "usage", "model"}``
-- ``retrieve``: ``{"documents": [{"text", "score", "metadata"}], "sources": [...]}``
+- ``llm``: ``{"text", "usage", "model", "citations"}``
+- ``retrieve``: ``{"documents": [{"n", "id", "text", "score", "metadata"}], "sources": [...]}``
+
+Documents are numbered ``n`` = 1, 2, ... through the whole run (a second
+retrieve step goes on from where the first stopped), so a prompt can show them
+as ``[{{ d.n }}]``; an llm step's ``citations`` are the documents whose ``[n]``
+its answer wrote (see :mod:`apps_yaml.citations`).
+
+Templates also see ``session``: its ``id`` and, in a chat app, its ``history``:
+the earlier turns as ``{"input", "output"}``, oldest first, newest last, as
+many as the step's own ``history`` (output templates: the deepest of them).
 
 An output whose template is exactly ``{{ <llm step>.text }}`` is streamed as
 ``Chunk`` events while the model generates; every other output key arrives
@@ -20,11 +29,13 @@ import logging
 import threading
 import time
 from collections.abc import Generator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from appforge.core.budget import Budget, RenderInterrupted
 from appforge.core.errors import AppforgeError
 from apps_yaml import templates
+from apps_yaml.citations import Numbering
 from apps_yaml.errors import AppsYamlError
 from apps_yaml.events import (
     Chunk,
@@ -68,10 +79,10 @@ class AppRunner:
 
     @property
     def history(self) -> int:
-        """Turns of the session the llm steps read: a chat app's deepest ``history``."""
+        """Turns of the session the steps read: a chat app's deepest ``history``."""
         if self.app.type != "chat":
             return 0
-        return max((s.history for s in self.app.steps if isinstance(s, LlmStep)), default=0)
+        return max((s.history for s in self.app.steps), default=0)
 
     def run(
         self,
@@ -83,7 +94,9 @@ class AppRunner:
         cancel: threading.Event | None = None,
     ) -> Generator[Event, None, None]:
         """Run on already-validated ``inputs``; yield events until done or failed."""
-        context: dict[str, Any] = {"input": dict(inputs), "session": {"id": session_id}}
+        turns = [{"input": dict(t.input), "output": dict(t.output)} for t in history]
+        context: dict[str, Any] = {"input": dict(inputs)}
+        numbered = Numbering()
         # Every template of the run renders within the limits, and stops at its cancel
         # event (set by the run's timeout) even in the middle of a long loop.
         budget = Budget(deps.template_limits, cancel)
@@ -95,18 +108,21 @@ class AppRunner:
                 current = step.id
                 yield StepStarted(step.id, step.kind)
                 started = time.perf_counter()
+                context["session"] = _session(session_id, turns, step.history)
                 result: LlmResult | RetrieveResult
                 if isinstance(step, LlmStep):
                     keys = self._streams.get(step.id, [])
                     result = yield from _run_llm(step, context, deps, history, keys, cancel, budget)
+                    result = replace(result, citations=numbered.cited(result.text))
                 else:
-                    result = _run_retrieve(step, context, deps, budget)
+                    result = _run_retrieve(step, context, deps, budget, numbered)
                 context[step.id] = result.context()
                 latency = (time.perf_counter() - started) * 1000
                 yield StepFinished(step.id, step.kind, latency, result)
                 if isinstance(result, LlmResult) and result.finish_reason == "cancelled":
                     raise _Cancelled
             current = None
+            context["session"] = _session(session_id, turns, self.history)
             streamed = {k for keys in self._streams.values() for k in keys}
             for key, template in self.app.output.items():
                 if key not in streamed:
@@ -118,6 +134,11 @@ class AppRunner:
         except Exception as exc:  # a bug: logged with its traceback
             log.exception("step %s failed", current)
             yield Failed("RUN_FAILED", str(exc) or type(exc).__name__, current, 500)
+
+
+def _session(session_id: str | None, turns: list[dict[str, Any]], depth: int) -> dict[str, Any]:
+    """What templates see as ``session``: the last ``depth`` turns as its history."""
+    return {"id": session_id, "history": turns[-depth:] if depth > 0 else []}
 
 
 def _run_llm(
@@ -168,7 +189,11 @@ def _render_where(value: Any, context: Mapping[str, Any], budget: Budget) -> Any
 
 
 def _run_retrieve(
-    step: RetrieveStep, context: Mapping[str, Any], deps: Dependencies, budget: Budget
+    step: RetrieveStep,
+    context: Mapping[str, Any],
+    deps: Dependencies,
+    budget: Budget,
+    numbered: Numbering,
 ) -> RetrieveResult:
     if deps.retriever is None:
         raise AppsYamlError(
@@ -177,9 +202,12 @@ def _run_retrieve(
         )
     query = templates.render(step.query, context, budget)
     where = _render_where(step.where, context, budget) if step.where else None
-    documents = deps.retriever.search(step.datasources, query, step.top_k, where)
+    documents = deps.retriever.search(
+        step.datasources, query, step.top_k, where, step.mode, step.keyword_weight
+    )
     if step.min_score is not None:
         documents = [d for d in documents if d.get("score", 0.0) >= step.min_score]
+    documents = numbered.number(documents)
     sources: list[str] = []
     for doc in documents:
         source = doc.get("metadata", {}).get("source")

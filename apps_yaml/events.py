@@ -41,10 +41,17 @@ class LlmResult:
     finish_reason: str
     usage_reported: bool
     prompt: PromptSource | None = None
+    # The run's documents the answer cites by their [n] (see apps_yaml.citations).
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
     def context(self) -> dict[str, Any]:
         """What later templates see under the step id."""
-        return {"text": self.text, "usage": self.usage.as_dict(), "model": self.model}
+        return {
+            "text": self.text,
+            "usage": self.usage.as_dict(),
+            "model": self.model,
+            "citations": self.citations,
+        }
 
     @property
     def token_usage(self) -> dict[str, int]:

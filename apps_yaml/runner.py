@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from appforge.core.budget import Limits
 from apps_yaml.events import Event, PromptSource
@@ -26,9 +26,16 @@ class ModelResolver(Protocol):
 
 class Retriever(Protocol):
     def search(
-        self, datasources: Sequence[str], query: str, top_k: int, where: dict[str, Any] | None
+        self,
+        datasources: Sequence[str],
+        query: str,
+        top_k: int,
+        where: dict[str, Any] | None,
+        mode: Literal["vector", "keyword", "hybrid"] | None = None,
+        keyword_weight: float = 0.5,
     ) -> list[dict[str, Any]]:
-        """Chunks as ``{"text", "score", "metadata"}``, best first."""
+        """Chunks as ``{"id", "text", "score", "metadata"}``, best first; ``mode`` None:
+        the datasources' own."""
         ...
 
 

@@ -109,11 +109,27 @@ class RetrieveStep(_Step):
     query: str
     top_k: int = Field(default=4, ge=1, le=100)
     where: dict[str, Any] | None = None
+    mode: Literal["vector", "keyword", "hybrid"] | None = Field(
+        default=None,
+        description="vector (embeddings), keyword (full-text) or hybrid (both, fused by "
+        "reciprocal rank); empty: the datasources' own search_mode.",
+    )
+    keyword_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Hybrid mode: the keyword list's weight in the fusion (vector: 1 - it).",
+    )
     min_score: float | None = Field(
         default=None,
-        ge=-1,
-        le=1,
-        description="Drop documents scoring below this (cosine similarity, -1..1).",
+        description="Drop documents scoring below this: cosine similarity (-1..1) in vector "
+        "mode, the fused score (0..1) in hybrid mode, the full-text rank in keyword mode.",
+    )
+    history: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Earlier turns of a chat session the query may read as session.history.",
     )
 
 

@@ -47,10 +47,10 @@ DocPath = tuple[Any, ...]
 
 # What each step kind exposes to later templates (see apps_yaml.engine).
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
-    "llm": ("text", "usage", "model"),
+    "llm": ("text", "usage", "model", "citations"),
     "retrieve": ("documents", "sources"),
 }
-SESSION_FIELDS = ("id",)
+SESSION_FIELDS = ("id", "history")
 # Called as methods on a dict (``input.get('x', '')``), these are not field reads.
 _DICT_METHODS = frozenset({"get", "items", "keys", "values"})
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

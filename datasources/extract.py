@@ -1,5 +1,9 @@
 """Text from an entry's bytes: plain text, Markdown, HTML, PDF, CSV, JSON, DOCX.
 
+:func:`extract` gives the whole text; :func:`extract_segments` gives it in
+parts that know where they are: a PDF's pages, the heading sections of HTML
+and Markdown (which the chunks then carry as ``page`` and ``section``).
+
 The format is chosen from the media type when it names one, else from the file
 name's suffix, else by sniffing (``%PDF-``, a ZIP with ``word/document.xml``,
 a leading ``<``); anything else must be UTF-8 text.
@@ -15,9 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from appforge.core.settings import DatasourceSettings
 from datasources.archive import check_members, check_zip
@@ -46,6 +53,7 @@ _BY_SUFFIX = {
     ".json": "json",
     ".docx": "docx",
 }
+_T = TypeVar("_T")
 # Elements whose text is not part of what a reader sees.
 _HIDDEN = ("script", "style", "noscript", "template", "head", "svg", "iframe")
 
@@ -71,6 +79,88 @@ def detect(
     if head[:15].lower().startswith((b"<!doctype html", b"<html")):
         return "html"
     return "text"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A part of a document's text: a PDF page (``page``, from 1), an HTML or Markdown
+    section (``section``, its heading path ``"A > B"``), or the whole text."""
+
+    text: str
+    page: int | None = None
+    section: str | None = None
+
+
+def extract_segments(
+    data: bytes,
+    name: str | None = None,
+    media_type: str | None = None,
+    settings: DatasourceSettings | None = None,
+) -> list[Segment]:
+    """The readable text of ``data`` as segments: a PDF's pages, the sections of an HTML
+    or Markdown document, else one segment. Fails like :func:`extract`."""
+    limits = settings or DatasourceSettings()
+    kind = detect(data, name, media_type, limits)
+    if kind == "pdf":
+        pages = _read(kind, lambda: _pdf_pages(data, limits))
+        segments = [Segment(t, page=n) for n, t in enumerate(pages, start=1) if t]
+    elif kind == "html":
+        segments = _read(kind, lambda: _html_sections(data))
+    elif kind == "text" and _is_markdown(name, media_type):
+        segments = markdown_sections(_decode(data))
+    else:
+        return [Segment(extract(data, name, media_type, limits))]
+    if not any(s.text.strip() for s in segments):
+        raise ExtractError(f"the {kind} document has no text")
+    check_text_size(sum(len(s.text) for s in segments), limits)
+    return segments
+
+
+def _read(kind: str, read: Callable[[], _T]) -> _T:
+    try:
+        return read()
+    except (ExtractError, EntryTooLargeError):
+        raise
+    except Exception as exc:  # each parser raises its own types on broken input
+        raise ExtractError(f"could not read the {kind} document: {exc}") from exc
+
+
+def _is_markdown(name: str | None, media_type: str | None) -> bool:
+    media = (media_type or "").split(";")[0].strip().lower()
+    suffix = PurePosixPath(name or "").suffix.lower()
+    return media in ("text/markdown", "text/x-markdown") or suffix in (".md", ".markdown")
+
+
+_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def markdown_sections(text: str) -> list[Segment]:
+    """Markdown text cut at its ATX headings (``#`` to ``######``, not inside code
+    fences); each part's ``section`` is its heading path."""
+    segments: list[Segment] = []
+    path: list[tuple[int, str]] = []
+    lines: list[str] = []
+    fence = ""
+
+    def flush() -> None:
+        body = "\n".join(lines).strip()
+        if body:
+            segments.append(Segment(body, section=" > ".join(t for _, t in path) or None))
+        lines.clear()
+
+    for line in text.splitlines():
+        opened = _FENCE.match(line)
+        if opened and (not fence or opened.group(1)[0] == fence[0]):
+            fence = "" if fence else opened.group(1)
+        heading = None if fence else _ATX.match(line)
+        if heading:
+            flush()
+            level, title = len(heading.group(1)), heading.group(2).strip()
+            path = [p for p in path if p[0] < level] + ([(level, title)] if title else [])
+        lines.append(line)
+    flush()
+    return segments
 
 
 def extract(
@@ -119,6 +209,42 @@ def _text(data: bytes) -> str:
     return _decode(data)
 
 
+_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+
+
+def _html_sections(data: bytes) -> list[Segment]:
+    """An HTML page's visible text cut at its headings (``h1``-``h6``)."""
+    from bs4 import BeautifulSoup, NavigableString, Tag
+    from bs4.element import PreformattedString
+
+    soup = BeautifulSoup(data, "html.parser")
+    for tag in soup(_HIDDEN):
+        tag.decompose()
+    segments: list[Segment] = []
+    path: list[tuple[int, str]] = []
+    lines: list[str] = []
+
+    def flush() -> None:
+        if lines:
+            section = " > ".join(t for _, t in path) or None
+            segments.append(Segment("\n".join(lines), section=section))
+        lines.clear()
+
+    for node in soup.descendants:
+        if isinstance(node, Tag) and node.name in _HEADINGS:
+            flush()
+            level, title = int(node.name[1]), node.get_text(" ", strip=True)
+            path = [p for p in path if p[0] < level] + ([(level, title)] if title else [])
+            if title:
+                lines.append(title)
+        elif isinstance(node, NavigableString) and not isinstance(node, PreformattedString):
+            if any(p.name in _HEADINGS for p in node.parents):
+                continue  # read with its heading
+            lines.extend(line.strip() for line in node.splitlines() if line.strip())
+    flush()
+    return segments
+
+
 def _html(data: bytes) -> str:
     from bs4 import BeautifulSoup
 
@@ -130,6 +256,11 @@ def _html(data: bytes) -> str:
 
 
 def _pdf(data: bytes, settings: DatasourceSettings) -> str:
+    return "\n\n".join(_pdf_pages(data, settings))
+
+
+def _pdf_pages(data: bytes, settings: DatasourceSettings) -> list[str]:
+    """The text of each page of a PDF, in order."""
     from pypdf import PdfReader, apply_configuration
     from pypdf.errors import LimitReachedError
 
@@ -162,7 +293,7 @@ def _pdf(data: bytes, settings: DatasourceSettings) -> str:
             f"(APPFORGE_DATASOURCES__MAX_UNCOMPRESSED_BYTES): {exc}",
             details={"limit": limit},
         ) from exc
-    return "\n\n".join(pages)
+    return pages
 
 
 def _csv(data: bytes) -> str:

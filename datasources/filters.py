@@ -29,7 +29,10 @@ from typing import Any
 
 from datasources.errors import FilterInvalidError
 
-DEFAULT_KEYS = frozenset({"source", "entry_uuid", "datasource_uuid", "name"})
+# Keys every chunk has, and (page, pages, section) those its document gives it.
+DEFAULT_KEYS = frozenset(
+    {"source", "entry_uuid", "datasource_uuid", "name", "page", "pages", "section"}
+)
 COMPARE = ("$gt", "$gte", "$lt", "$lte")
 OPERATORS = ("$eq", "$ne", "$in", "$nin", *COMPARE)
 
@@ -151,3 +154,49 @@ def _kind(value: Any) -> str:
     if isinstance(value, int | float):
         return "number"
     return "str"
+
+
+def holds(where: dict[str, Any] | None, metadata: dict[str, Any]) -> bool:
+    """Whether a chunk's ``metadata`` passes ``where``, a filter as :func:`translate`
+    returns it; the same meaning as Chroma's, for results that do not come from Chroma
+    (keyword search). A key the chunk lacks passes only ``$ne`` and ``$nin``."""
+    if not where:
+        return True
+    for key, value in where.items():
+        if key == "$and":
+            ok = all(holds(w, metadata) for w in value)
+        elif key == "$or":
+            ok = any(holds(w, metadata) for w in value)
+        else:
+            ok = all(_compare(op, metadata.get(key), operand) for op, operand in value.items())
+        if not ok:
+            return False
+    return True
+
+
+def _equal(have: Any, want: Any) -> bool:
+    if isinstance(have, bool) or isinstance(want, bool):
+        return isinstance(have, bool) and isinstance(want, bool) and have == want
+    if isinstance(have, int | float) and isinstance(want, int | float):
+        return have == want
+    return type(have) is type(want) and have == want
+
+
+def _compare(op: str, have: Any, operand: Any) -> bool:
+    if op == "$eq":
+        return have is not None and _equal(have, operand)
+    if op == "$ne":
+        return have is None or not _equal(have, operand)
+    if op == "$in":
+        return have is not None and any(_equal(have, o) for o in operand)
+    if op == "$nin":
+        return have is None or not any(_equal(have, o) for o in operand)
+    if isinstance(have, bool) or not isinstance(have, int | float):
+        return False
+    if op == "$gt":
+        return bool(have > operand)
+    if op == "$gte":
+        return bool(have >= operand)
+    if op == "$lt":
+        return bool(have < operand)
+    return bool(have <= operand)

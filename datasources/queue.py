@@ -8,7 +8,9 @@ by its claim token, so a worker that lost its claim stops instead of clobbering.
 
 Processing is idempotent: the entry's old vectors are deleted before the new
 ones are written under the same ids (``<entry_uuid>:<n>``); an entry that fails
-keeps no vectors.
+keeps no vectors. Each batch's chunks also go to the keyword index
+(:mod:`datasources.keywords`), which refuses rows of an entry deleted meanwhile,
+so no keyword row outlives its entry.
 
 Each worker thread claims either one URL entry alone (its fetch may take up to
 ``fetch_timeout``) or a batch of text and file entries embedded together, so a
@@ -24,11 +26,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
-from datasources.chunking import split
+from datasources.chunking import Piece, split_segments
 from datasources.errors import DatasourceError, EntryTooLargeError
-from datasources.extract import extract
+from datasources.extract import Segment, extract_segments, markdown_sections
 from datasources.fetch import fetch
 from datasources.store import DatasourceStore, chunk_metadata
 from datasources.tables import Datasource, Entry
@@ -119,7 +122,7 @@ class IngestionQueue:
         small entries cost about what their chunks cost to embed.
         """
         started = time.perf_counter()
-        work: list[tuple[Entry, list[str], dict[str, Any]]] = []
+        work: list[tuple[Entry, list[Piece], dict[str, Any]]] = []
         totals: dict[str, tuple[Entry, dict[str, Any]]] = {}
         for entry in entries:
             try:
@@ -155,7 +158,7 @@ class IngestionQueue:
             (time.perf_counter() - started) * 1000,
         )
 
-    def _prepare(self, entry: Entry) -> tuple[list[str], dict[str, Any]]:
+    def _prepare(self, entry: Entry) -> tuple[list[Piece], dict[str, Any]]:
         if entry.attempts > MAX_ATTEMPTS:
             raise DatasourceError(
                 f"gave up after {MAX_ATTEMPTS} attempts (the worker died each time)",
@@ -169,19 +172,21 @@ class IngestionQueue:
         size = source_row.chunk_size or defaults.chunk_size
         overlap = source_row.chunk_overlap
         overlap = defaults.chunk_overlap if overlap is None else overlap
-        text, source = self._text(entry)
-        chunks = self._split(text, size, overlap)
+        segments, source = self._segments(entry)
+        chunks = self._split(segments, size, overlap)
+        # Idempotent: what an earlier attempt (or ingestion) wrote goes first.
+        self.store.keywords.delete_entry(entry.uuid)
         if entry.attempts > 1:
-            # Idempotent: whatever an interrupted attempt wrote goes first.
             self.store.index.delete_entry(entry.datasource_uuid, entry.uuid)
         return chunks, chunk_metadata(entry, source)
 
-    def _split(self, text: str, size: int, overlap: int) -> list[str]:
+    def _split(self, segments: list[Segment], size: int, overlap: int) -> list[Piece]:
         """The text's chunks; :class:`EntryTooLargeError` past ``max_chunks_per_entry``."""
         limit = self.settings.max_chunks_per_entry
         # No chunk holds more than ``size`` characters: refuse longer texts before splitting.
-        chunks = [] if len(text) > limit * size else split(text, size, overlap)
-        if len(text) > limit * size or len(chunks) > limit:
+        length = sum(len(s.text) for s in segments)
+        chunks = [] if length > limit * size else split_segments(segments, size, overlap)
+        if length > limit * size or len(chunks) > limit:
             raise EntryTooLargeError(
                 f"the entry makes more than {limit} chunks "
                 "(APPFORGE_DATASOURCES__MAX_CHUNKS_PER_ENTRY)",
@@ -189,10 +194,12 @@ class IngestionQueue:
             )
         return chunks
 
-    def _index(self, work: list[tuple[Entry, list[str], dict[str, Any]]], lost: set[str]) -> None:
+    def _index(self, work: list[tuple[Entry, list[Piece], dict[str, Any]]], lost: set[str]) -> None:
         """Embed and upsert all chunks of ``work`` in batches, reporting progress."""
         pending = [
-            (entry, n, text, meta) for entry, chunks, meta in work for n, text in enumerate(chunks)
+            (entry, n, piece.text, {**meta, **piece.metadata})
+            for entry, pieces, meta in work
+            for n, piece in enumerate(pieces)
         ]
         remaining = {entry.uuid: len(chunks) for entry, chunks, _ in work}
         done: dict[str, int] = dict.fromkeys(remaining, 0)
@@ -218,6 +225,7 @@ class IngestionQueue:
                     [batch[i][2] for i in rows],
                     [dict(batch[i][3]) for i in rows],
                 )
+            lost |= self._add_keywords(batch)
             progress: dict[str, tuple[Entry, dict[str, Any]]] = {}
             for entry, _, _, _ in batch:
                 done[entry.uuid] += 1
@@ -245,6 +253,31 @@ class IngestionQueue:
         if finished:
             lost |= self._report(finished)
 
+    def _add_keywords(self, batch: list[tuple[Entry, int, str, dict[str, Any]]]) -> set[str]:
+        """Write the batch's chunks to the keyword index, one transaction per entry; the
+        uuids of entries deleted meanwhile (their rows are refused: no orphans)."""
+        by_entry: dict[str, list[dict[str, Any]]] = {}
+        entries: dict[str, Entry] = {}
+        for entry, n, text, meta in batch:
+            entries[entry.uuid] = entry
+            by_entry.setdefault(entry.uuid, []).append(
+                {
+                    "chunk_id": f"{entry.uuid}:{n}",
+                    "datasource_uuid": entry.datasource_uuid,
+                    "entry_uuid": entry.uuid,
+                    "text": text,
+                    "chunk_metadata": dict(meta),
+                }
+            )
+        gone: set[str] = set()
+        for entry_uuid, rows in by_entry.items():
+            try:
+                self.store.keywords.add(rows)
+            except IntegrityError:
+                gone.add(entry_uuid)
+                self._forget_if_deleted(entries[entry_uuid])
+        return gone
+
     def _fail(self, entry: Entry, exc: Exception) -> None:
         if isinstance(exc, DatasourceError):
             error = str(exc)
@@ -255,22 +288,25 @@ class IngestionQueue:
         if self._report({entry.uuid: (entry, {"status": "failed", "error": error[:2000]})}):
             self._forget_if_deleted(entry)
             return
-        try:  # a failed entry keeps no vectors (an earlier attempt's, or a partial batch)
+        try:  # a failed entry keeps no chunks (an earlier attempt's, or a partial batch)
+            self.store.keywords.delete_entry(entry.uuid)
             self.store.index.delete_entry(entry.datasource_uuid, entry.uuid)
         except Exception:
             log.exception("could not remove the vectors of failed entry %s", entry.uuid)
 
-    def _text(self, entry: Entry) -> tuple[str, str]:
-        """The entry's text and its ``source`` (the URL, else the entry's name)."""
+    def _segments(self, entry: Entry) -> tuple[list[Segment], str]:
+        """The entry's text in segments (pages, sections) and its ``source`` (the URL,
+        else the entry's name). Text content is read as Markdown (its headings make
+        sections)."""
         if entry.kind == "text":
-            return entry.content or "", entry.name
+            return markdown_sections(entry.content or ""), entry.name
         if entry.kind == "url":
             assert entry.url is not None
             fetched = fetch(entry.url, self.settings)
-            text = extract(fetched.body, fetched.url, fetched.media_type, self.settings)
-            return text, entry.url
+            body, url, media = fetched.body, fetched.url, fetched.media_type
+            return extract_segments(body, url, media, self.settings), entry.url
         data = self.store.file_path(entry).read_bytes()
-        return extract(data, entry.name, entry.media_type, self.settings), entry.name
+        return extract_segments(data, entry.name, entry.media_type, self.settings), entry.name
 
     def _forget_if_deleted(self, entry: Entry) -> None:
         """Our entry vanished while we worked: remove what we wrote for it."""

@@ -44,6 +44,16 @@ from datasources.errors import (
 )
 from datasources.fetch import Allowlist, check_url
 from datasources.index import Hit, VectorIndex, make_client
+from datasources.keywords import KeywordIndex
+from datasources.search import (
+    DEFAULT_KEYWORD_WEIGHT,
+    Mode,
+    SearchOptions,
+    as_document,
+    fuse,
+    merge,
+    pick_mode,
+)
 from datasources.tables import Datasource, Entry
 
 TYPES = ("text", "url", "file", "mixed")
@@ -149,6 +159,7 @@ class DatasourceStore:
         self.db = db
         self.index = index
         self.embedder = embedder
+        self.keywords = KeywordIndex(db)
         self.files = settings.home / "files"
 
     @classmethod
@@ -173,6 +184,7 @@ class DatasourceStore:
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
         *,
+        search_mode: Mode = "hybrid",
         before_commit: BeforeCommit[Datasource] | None = None,
     ) -> Datasource:
         """Store a new datasource; 409 if the name is taken."""
@@ -183,6 +195,7 @@ class DatasourceStore:
             type=type,
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
+            search_mode=search_mode,
             created_at=now,
             updated_at=now,
         )
@@ -219,7 +232,7 @@ class DatasourceStore:
     def delete(
         self, datasource_uuid: str, *, before_commit: BeforeCommit[Datasource] | None = None
     ) -> None:
-        """Delete a datasource with its entries, their files and vectors."""
+        """Delete a datasource with its entries, their files, vectors and keyword rows."""
         with transaction(self.db) as db:
             row = db.get(Datasource, datasource_uuid)
             if row is None:
@@ -404,7 +417,7 @@ class DatasourceStore:
         *,
         before_commit: BeforeCommit[Entry] | None = None,
     ) -> None:
-        """Delete an entry, its file and its vectors (a worker busy with it stops)."""
+        """Delete an entry, its file, vectors and keyword rows (a worker busy with it stops)."""
         entry = self.get_entry(datasource_uuid, entry_uuid)
         with transaction(self.db) as db:
             row = db.get(Entry, entry_uuid)
@@ -458,8 +471,11 @@ class DatasourceStore:
         query: str,
         top_k: int,
         where: dict[str, Any] | None = None,
+        options: SearchOptions | None = None,
     ) -> list[Hit]:
-        """The ``top_k`` chunks nearest to ``query`` over these datasources, best first."""
+        """The ``top_k`` best chunks for ``query`` over these datasources that pass
+        ``where``, best first, by the options' mode (see :mod:`datasources.search`)."""
+        options = options or SearchOptions()
         limits = self.settings.datasources
         chroma_where = filters.translate(
             where,
@@ -470,12 +486,27 @@ class DatasourceStore:
                 bytes=limits.max_filter_bytes,
             ),
         )
-        embedding = self.embedder.encode([query])[0]
-        hits: list[Hit] = []
-        for datasource_uuid in datasource_uuids:
-            hits += self.index.query(datasource_uuid, embedding, top_k, chroma_where)
-        hits.sort(key=lambda h: h.score, reverse=True)
-        return hits[:top_k]
+        with self.db() as db:
+            rows = db.scalars(select(Datasource).where(Datasource.uuid.in_(datasource_uuids)))
+            defaults = [row.search_mode for row in rows]
+        mode = pick_mode(options.mode, defaults)
+        depth = top_k if mode != "hybrid" else max(top_k, limits.fusion_depth)
+        vector: list[Hit] = []
+        keyword: list[Hit] = []
+        if mode != "keyword":
+            embedding = self.embedder.encode([query])[0]
+            lists = [self.index.query(u, embedding, depth, chroma_where) for u in datasource_uuids]
+            vector = merge(lists, depth)
+        if mode != "vector":
+            candidates = limits.keyword_candidates
+            lists = [
+                self.keywords.search(u, query, depth, chroma_where, candidates)
+                for u in datasource_uuids
+            ]
+            keyword = merge(lists, depth)
+        if mode == "hybrid":
+            return fuse(vector, keyword, options.keyword_weight, top_k)
+        return (vector or keyword)[:top_k]
 
 
 class StoreRetriever:
@@ -490,7 +521,13 @@ class StoreRetriever:
         self.store = store
 
     def search(
-        self, datasources: Sequence[str], query: str, top_k: int, where: dict[str, Any] | None
+        self,
+        datasources: Sequence[str],
+        query: str,
+        top_k: int,
+        where: dict[str, Any] | None,
+        mode: Mode | None = None,
+        keyword_weight: float = DEFAULT_KEYWORD_WEIGHT,
     ) -> list[dict[str, Any]]:
         uuids = []
         for ref in datasources:
@@ -500,8 +537,6 @@ class StoreRetriever:
             uuids.append(row.uuid)
         if where:
             where = {k: v for k, v in where.items() if v not in ("", None)}
-        hits = self.store.search(uuids, query, top_k, where or None)
-        return [
-            {"id": h.id, "text": h.text, "score": round(h.score, 6), "metadata": h.metadata}
-            for h in hits
-        ]
+        options = SearchOptions(mode, keyword_weight)
+        hits = self.store.search(uuids, query, top_k, where or None, options)
+        return [as_document(h) for h in hits]

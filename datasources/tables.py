@@ -1,5 +1,10 @@
 """Tables of the datasources package: datasources and their entries.
 
+An entry's chunks are also rows (``datasource_chunks``): the keyword index beside
+the vectors, searched with SQLite FTS5 or PostgreSQL full-text search (the
+index itself is made by the migration: see ``datasources.keywords``). They go
+with their entry (``ON DELETE CASCADE``).
+
 An entry's row is the ingestion queue: ``status`` goes ``pending`` ->
 ``processing`` -> ``ready`` | ``failed``. A worker that claims an entry writes
 its ``claim_token`` and a ``lease_until`` it keeps extending while it works; an
@@ -12,10 +17,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appforge.core.db import Base, UTCDateTime, utcnow
+from appforge.core.db import Base, UTCDateTime, unmanaged, utcnow
 
 
 class Datasource(Base):
@@ -26,6 +40,8 @@ class Datasource(Base):
     type: Mapped[str] = mapped_column(String(16))
     chunk_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     chunk_overlap: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The search mode used when a search names none: vector, keyword or hybrid.
+    search_mode: Mapped[str] = mapped_column(String(16), default="hybrid", server_default="vector")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -59,3 +75,28 @@ class Entry(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Chunk(Base):
+    """One chunk of an entry, for keyword search (the vectors are in Chroma)."""
+
+    __tablename__ = "datasource_chunks"
+
+    # An integer key: SQLite's FTS5 index refers to rows by it.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    chunk_id: Mapped[str] = mapped_column(String(64), unique=True)  # <entry_uuid>:<n>
+    datasource_uuid: Mapped[str] = mapped_column(
+        ForeignKey("datasources.uuid", ondelete="CASCADE"), index=True
+    )
+    entry_uuid: Mapped[str] = mapped_column(
+        ForeignKey("datasource_entries.uuid", ondelete="CASCADE"), index=True
+    )
+    text: Mapped[str] = mapped_column(Text)
+    chunk_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# Made by the migration in raw SQL: SQLite's FTS5 index (and its shadow tables), and
+# PostgreSQL's generated tsvector column with its GIN index.
+unmanaged("datasource_chunks_fts", "datasource_chunks.tsv", "ix_datasource_chunks_tsv")

@@ -25,6 +25,7 @@ from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
 from apps_yaml.runner import Dependencies
 from datasources.embedding import Embedder
+from datasources.search import DEFAULT_KEYWORD_WEIGHT, Mode
 from datasources.store import DatasourceStore, StoreRetriever
 from providers.base import Provider
 from providers.catalog import ModelCatalog
@@ -109,9 +110,16 @@ class _Retrieval:
         self._services = services
 
     def search(
-        self, datasources: Sequence[str], query: str, top_k: int, where: dict[str, Any] | None
+        self,
+        datasources: Sequence[str],
+        query: str,
+        top_k: int,
+        where: dict[str, Any] | None,
+        mode: Mode | None = None,
+        keyword_weight: float = DEFAULT_KEYWORD_WEIGHT,
     ) -> list[dict[str, Any]]:
         present = [d for d in datasources if d not in self._services.absent_datasources]
         if not present:
             return []
-        return StoreRetriever(self._services.datasources).search(present, query, top_k, where)
+        retriever = StoreRetriever(self._services.datasources)
+        return retriever.search(present, query, top_k, where, mode, keyword_weight)

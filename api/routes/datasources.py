@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -25,6 +27,7 @@ from api.deps import Who
 from api.state import api_state
 from datasources.errors import EntryInvalidError, EntryTooLargeError
 from datasources.queue import IngestionQueue
+from datasources.search import DEFAULT_KEYWORD_WEIGHT, Mode, SearchOptions
 from datasources.store import BeforeCommit, DatasourceStore, NewEntry
 from datasources.tables import Datasource, Entry
 
@@ -46,6 +49,10 @@ class DatasourceCreate(BaseModel):
     chunk_overlap: int | None = Field(
         default=None, ge=0, le=5_000, description="Characters shared by neighbouring chunks."
     )
+    search_mode: Mode = Field(
+        default="hybrid",
+        description="How a search that names no mode searches it: vector, keyword or hybrid.",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> DatasourceCreate:
@@ -62,6 +69,7 @@ class DatasourcePublic(BaseModel):
     type: str
     chunk_size: int | None
     chunk_overlap: int | None
+    search_mode: str = Field(description="vector, keyword or hybrid: the default mode.")
     created_at: datetime
     updated_at: datetime
 
@@ -73,13 +81,17 @@ class DatasourceDetail(DatasourcePublic):
 class EntryData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=500)]
+    name: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
+        default=None, description="The entry's name; empty: the name a data URI file gives."
+    )
     content: str | None = Field(default=None, description="Text (text and mixed datasources).")
     url: Annotated[str, Field(max_length=4000)] | None = Field(
         default=None, description="A page or document to fetch (url and mixed datasources)."
     )
     file: str | None = Field(
-        default=None, description="Base64 file bytes (file and mixed datasources)."
+        default=None,
+        description="Base64 file bytes, or a data URI `data:<media type>;name=<file name>;"
+        "base64,<bytes>` whose media type and name are used (file and mixed datasources).",
     )
     media_type: str | None = Field(
         default=None, max_length=200, description="The file's media type; else from its name."
@@ -123,17 +135,66 @@ class SearchRequest(BaseModel):
     query: Annotated[str, Field(min_length=1, max_length=10_000)]
     top_k: int = Field(default=4, ge=1, le=100)
     where: dict[str, Any] | None = Field(default=None, description="A metadata filter.")
+    mode: Mode | None = Field(
+        default=None,
+        description="vector, keyword or hybrid; empty: the datasource's own search_mode.",
+    )
+    keyword_weight: float = Field(
+        default=DEFAULT_KEYWORD_WEIGHT,
+        ge=0,
+        le=1,
+        description="Hybrid mode: the keyword list's weight in the fusion (vector: 1 - it).",
+    )
 
 
 class SearchHit(BaseModel):
     id: str = Field(description="<entry_uuid>:<n>")
     text: str
-    score: float = Field(description="Cosine similarity of query and chunk: 1 - cosine distance.")
+    score: float = Field(
+        description="vector: cosine similarity (1 - cosine distance); keyword: -bm25 "
+        "(SQLite) or ts_rank (PostgreSQL), higher is better; hybrid: reciprocal rank "
+        "fusion in (0, 1], 1 = first in both lists."
+    )
     metadata: dict[str, Any]
 
 
 class SearchResponse(BaseModel):
     results: list[SearchHit]
+
+
+@dataclass(frozen=True)
+class FileData:
+    """``entry_data.file`` decoded: the bytes, and what a data URI said about them."""
+
+    data: bytes
+    media_type: str | None = None
+    name: str | None = None
+
+
+def decode_file(value: str, limit: int) -> FileData:
+    """Plain base64, or a data URI ``data:<media type>[;name=<file name>];base64,<data>``
+    (parameters may come in any order; the name may be percent-encoded)."""
+    media_type: str | None = None
+    name: str | None = None
+    if value.startswith("data:"):
+        header, comma, value = value[5:].partition(",")
+        params = header.split(";")
+        if not comma or "base64" not in params[1:]:
+            raise EntryInvalidError("entry_data.file: a data URI must be base64 (;base64,)")
+        media_type = params[0].strip() or None
+        for param in params[1:]:
+            key, _, raw = param.partition("=")
+            if key.strip().lower() in ("name", "filename") and raw:
+                name = unquote(raw.strip().strip('"'))[:500] or None
+        if media_type is not None and len(media_type) > 200:
+            raise EntryInvalidError("entry_data.file: the media type is too long")
+    if len(value) > (limit + 2) // 3 * 4 + 4:
+        raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EntryInvalidError("entry_data.file is not valid base64") from exc
+    return FileData(data, media_type, name)
 
 
 def _store(request: Request) -> DatasourceStore:
@@ -200,6 +261,7 @@ def create_datasource_route(
         body.type,
         body.chunk_size,
         body.chunk_overlap,
+        search_mode=body.search_mode,
         before_commit=_audit_datasource(who, "datasource.created"),
     )
     return _datasource_public(row)
@@ -231,24 +293,23 @@ def add_entry_route(
     request: Request, datasource_uuid: str, body: EntryCreate, _: Writer, who: Who
 ) -> EntryPublic:
     """Add an entry: ``entry_data`` has a name and one of ``content``, ``url`` or ``file``
-    (base64). Answers at once with status ``pending``; 409 ``DUPLICATE_ENTRY`` if the same
-    content is already in the datasource."""
+    (base64, or a ``data:<media type>;name=<file name>;base64,...`` URI). Answers at once
+    with status ``pending``; 409 ``DUPLICATE_ENTRY`` if the same content is already in the
+    datasource."""
     data = body.entry_data
-    file: bytes | None = None
+    file: FileData | None = None
     if data.file is not None:
         limit = api_state(request).settings.datasources.max_file_bytes
-        if len(data.file) > (limit + 2) // 3 * 4 + 4:
-            raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
-        try:
-            file = base64.b64decode(data.file, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise EntryInvalidError("entry_data.file is not valid base64") from exc
+        file = decode_file(data.file, limit)
+    name = data.name or (file.name if file else None)
+    if not name:
+        raise EntryInvalidError("entry_data.name is required (or a data URI file's name=)")
     new = NewEntry(
-        name=data.name,
+        name=name,
         content=data.content,
         url=data.url,
-        file=file,
-        media_type=data.media_type,
+        file=file.data if file else None,
+        media_type=data.media_type or (file.media_type if file else None),
         metadata=body.entry_metadata,
     )
     return _added(request, datasource_uuid, new, who)
@@ -332,11 +393,14 @@ def delete_entry_route(
 def search_datasource_route(
     request: Request, datasource_uuid: str, body: SearchRequest, _: Reader
 ) -> SearchResponse:
-    """The ``top_k`` chunks most similar to ``query`` that pass ``where``, best first.
-    ``score`` is cosine similarity (1 - cosine distance)."""
+    """The ``top_k`` best chunks for ``query`` that pass ``where``, best first, by
+    ``mode``: ``vector`` (embeddings), ``keyword`` (full-text) or ``hybrid`` (both, fused
+    by reciprocal rank with ``keyword_weight``); empty: the datasource's ``search_mode``.
+    What ``score`` means depends on the mode (see ``SearchHit``)."""
     store = _store(request)
     store.get(datasource_uuid)
-    hits = store.search([datasource_uuid], body.query, body.top_k, body.where)
+    options = SearchOptions(body.mode, body.keyword_weight)
+    hits = store.search([datasource_uuid], body.query, body.top_k, body.where, options)
     return SearchResponse(
         results=[SearchHit(id=h.id, text=h.text, score=h.score, metadata=h.metadata) for h in hits]
     )

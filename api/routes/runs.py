@@ -44,6 +44,12 @@ class RunBody(BaseModel):
 
     input: dict[str, Any] = Field(default_factory=dict, description="Values of the app's inputs")
     stream: bool = Field(default=False, description="Stream output chunks (NDJSON or SSE)")
+    session_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Run in this session, as .../run/<session_id> does (Promptly's body form).",
+    )
 
 
 class RunSummary(BaseModel):
@@ -116,16 +122,16 @@ def _summary(finished: FinishedRun) -> dict[str, Any]:
 async def run_app_route(
     request: Request, app_uuid: str, body: RunBody, token: AppRunCaller, state: State
 ) -> Response:
-    """Run an app in a new session (its id comes back in the answer).
+    """Run an app in a new session (its id comes back in the answer), or in the body's
+    ``session_id`` as ``.../run/<session_id>`` would.
 
     With ``"stream": true`` the answer is NDJSON (or SSE with
     ``Accept: text/event-stream``): chunks ``{"session", "output": {key: piece}}``
     whose string pieces concatenate per key to the non-streamed output, then
     ``{"session", "run", "done": true}``, or an error body if the run fails.
     """
-    return await _run(
-        request, state, RunRequest(app_uuid, body.input, None, body.stream, _caller(token))
-    )
+    run_request = RunRequest(app_uuid, body.input, body.session_id, body.stream, _caller(token))
+    return await _run(request, state, run_request)
 
 
 @router.post(
@@ -146,6 +152,13 @@ async def run_app_in_session_route(
     Streams like ``runApp``. Anonymous callers continue only sessions the server
     gave them; another caller's session is 404 ``SESSION_NOT_FOUND``.
     """
+    if body.session_id is not None and body.session_id != session_id:
+        raise ApiError(
+            "the body's session_id differs from the one in the path",
+            code="VALIDATION_ERROR",
+            details={"path": session_id, "body": body.session_id},
+            status_code=422,
+        )
     run_request = RunRequest(app_uuid, body.input, session_id, body.stream, _caller(token))
     return await _run(request, state, run_request)
 

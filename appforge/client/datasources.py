@@ -24,9 +24,14 @@ from appforge.client.upload import FileSource, MultipartBody
 
 
 def _create_datasource(
-    name: str, type: str, chunk_size: int | None, chunk_overlap: int | None
+    name: str,
+    type: str,
+    chunk_size: int | None,
+    chunk_overlap: int | None,
+    search_mode: str | None = None,
 ) -> Op[DatasourceInfo]:
-    body = {"name": name, "type": type, **given(chunk_size=chunk_size, chunk_overlap=chunk_overlap)}
+    extra = given(chunk_size=chunk_size, chunk_overlap=chunk_overlap, search_mode=search_mode)
+    body = {"name": name, "type": type, **extra}
     r = yield Call("POST", "/api/datasources", json=body)
     return one(DatasourceInfo, r)
 
@@ -124,9 +129,18 @@ def _wait_for_entries(datasource: str, timeout: float, poll: float) -> Op[list[E
 
 
 def _search(
-    datasource: str, query: str, top_k: int, where: dict[str, Any] | None
+    datasource: str,
+    query: str,
+    top_k: int,
+    where: dict[str, Any] | None,
+    mode: str | None = None,
+    keyword_weight: float | None = None,
 ) -> Op[SearchResults]:
-    body: dict[str, Any] = {"query": query, "top_k": top_k}
+    body: dict[str, Any] = {
+        "query": query,
+        "top_k": top_k,
+        **given(mode=mode, keyword_weight=keyword_weight),
+    }
     if where:
         body["where"] = where
     r = yield Call("POST", f"/api/datasources/{datasource}/search", json=body)
@@ -146,9 +160,11 @@ class DatasourceMethods(SyncDriven):
         *,
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
+        search_mode: str | None = None,
     ) -> DatasourceInfo:
-        """A datasource taking ``text``, ``url``, ``file`` or any (``mixed``) entries."""
-        return self._drive(_create_datasource(name, type, chunk_size, chunk_overlap))
+        """A datasource taking ``text``, ``url``, ``file`` or any (``mixed``) entries;
+        ``search_mode`` (vector, keyword, hybrid) is how searches naming no mode search it."""
+        return self._drive(_create_datasource(name, type, chunk_size, chunk_overlap, search_mode))
 
     def list_datasources(self) -> list[DatasourceInfo]:
         """The datasources, oldest first."""
@@ -214,10 +230,18 @@ class DatasourceMethods(SyncDriven):
         return self._drive(_wait_for_entries(datasource, timeout, poll))
 
     def search(
-        self, datasource: str, query: str, top_k: int = 4, where: dict[str, Any] | None = None
+        self,
+        datasource: str,
+        query: str,
+        top_k: int = 4,
+        where: dict[str, Any] | None = None,
+        *,
+        mode: str | None = None,
+        keyword_weight: float | None = None,
     ) -> SearchResults:
-        """The ``top_k`` chunks nearest ``query``; ``where`` filters on ``md_`` metadata."""
-        return self._drive(_search(datasource, query, top_k, where))
+        """The ``top_k`` best chunks for ``query`` by ``mode`` (vector, keyword, hybrid;
+        None: the datasource's own); ``where`` filters on metadata."""
+        return self._drive(_search(datasource, query, top_k, where, mode, keyword_weight))
 
 
 # --- AsyncClient ------------------------------------------------------------------------
@@ -233,9 +257,13 @@ class AsyncDatasourceMethods(AsyncDriven):
         *,
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
+        search_mode: str | None = None,
     ) -> DatasourceInfo:
-        """A datasource taking ``text``, ``url``, ``file`` or any (``mixed``) entries."""
-        return await self._drive(_create_datasource(name, type, chunk_size, chunk_overlap))
+        """A datasource taking ``text``, ``url``, ``file`` or any (``mixed``) entries;
+        ``search_mode`` (vector, keyword, hybrid) is how searches naming no mode search it."""
+        return await self._drive(
+            _create_datasource(name, type, chunk_size, chunk_overlap, search_mode)
+        )
 
     async def list_datasources(self) -> list[DatasourceInfo]:
         """The datasources, oldest first."""
@@ -305,7 +333,15 @@ class AsyncDatasourceMethods(AsyncDriven):
         return await self._drive(_wait_for_entries(datasource, timeout, poll))
 
     async def search(
-        self, datasource: str, query: str, top_k: int = 4, where: dict[str, Any] | None = None
+        self,
+        datasource: str,
+        query: str,
+        top_k: int = 4,
+        where: dict[str, Any] | None = None,
+        *,
+        mode: str | None = None,
+        keyword_weight: float | None = None,
     ) -> SearchResults:
-        """The ``top_k`` chunks nearest ``query``; ``where`` filters on ``md_`` metadata."""
-        return await self._drive(_search(datasource, query, top_k, where))
+        """The ``top_k`` best chunks for ``query`` by ``mode`` (vector, keyword, hybrid;
+        None: the datasource's own); ``where`` filters on metadata."""
+        return await self._drive(_search(datasource, query, top_k, where, mode, keyword_weight))

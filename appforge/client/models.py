@@ -268,6 +268,7 @@ class DatasourceInfo(Result):
     type: str
     chunk_size: int | None = None
     chunk_overlap: int | None = None
+    search_mode: str = "vector"
     created_at: datetime
     updated_at: datetime
 

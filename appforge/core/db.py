@@ -90,6 +90,25 @@ def load_tables() -> MetaData:
     return Base.metadata
 
 
+def unmanaged(*names: str) -> None:
+    """Declare schema objects that a migration makes in raw SQL and no model describes
+    (a full-text index, its shadow tables, a generated column as ``table.column``): the
+    schema comparison skips them and every object whose name starts with ``<name>_``."""
+    Base.metadata.info.setdefault("unmanaged", set()).update(names)
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's ``include_object``: everything but the :func:`unmanaged` objects."""
+    if not reflected or compare_to is not None or name is None:
+        return True
+    names: set[str] = Base.metadata.info.get("unmanaged", set())
+    if type_ == "column":
+        name = f"{obj.table.name}.{name}"
+    return name not in names and not any(name.startswith(f"{n}_") for n in names)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -208,6 +208,13 @@ class RunSettings(BaseModel):
         description="Longest analytics range, in buckets of its size (422 above).",
     )
 
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Finished runs created longer ago than this are deleted, in batches "
+        "(empty: kept forever).",
+    )
+
     @model_validator(mode="after")
     def _timeout_after_heartbeat(self) -> RunSettings:
         if self.process_timeout_seconds <= self.heartbeat_seconds:
@@ -250,6 +257,17 @@ class EvalSettings(BaseModel):
     )
     max_schema_bytes: int = Field(
         default=32 * 1024, ge=256, description="Largest `json_schema` scorer schema, as JSON."
+    )
+
+
+class SessionSettings(BaseModel):
+    """Chat sessions."""
+
+    ttl_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Sessions not used for this long are deleted with their turns, in "
+        "batches (empty: kept forever).",
     )
 
 
@@ -347,6 +365,20 @@ class DatasourceSettings(BaseModel):
     )
     max_filter_bytes: int = Field(
         default=65536, ge=256, le=1_048_576, description="A filter's size as JSON."
+    )
+    keyword_candidates: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Best keyword matches a filtered keyword search looks among (the filter "
+        "is applied to them).",
+    )
+    fusion_depth: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Results of each list (vector, keyword) a hybrid search fuses, at least "
+        "`top_k`.",
     )
 
 
@@ -529,6 +561,7 @@ class Settings(BaseSettings):
     )
     cors: CorsSettings = Field(default_factory=CorsSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     chroma_url: str | None = Field(
         default=None,

@@ -385,7 +385,7 @@ def test_app_with_datasource_by_uuid_and_min_score(client: TestClient):
     _ready(client, ds, name="tax", content="Quarterly VAT returns are due on the tenth.")
     text = (
         f"name: R\nsteps:\n  - id: docs\n    kind: retrieve\n    datasources: [{ds}]\n"
-        "    query: '{{ input.q }}'\n    top_k: 2\n    min_score: 0.4\n"
+        "    query: '{{ input.q }}'\n    top_k: 2\n    mode: vector\n    min_score: 0.4\n"
         "input:\n  q: {type: string}\noutput:\n  sources: '{{ docs.sources }}'\n"
         "  top: '{{ docs.documents[0].score }}'\n"
     )

@@ -14,7 +14,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from appforge.core.db import load_tables, make_engine, migrate, normalize_url, utcnow
+from appforge.core.db import (
+    include_object,
+    load_tables,
+    make_engine,
+    migrate,
+    normalize_url,
+    utcnow,
+)
 from appforge.core.keys import ServerKey
 
 
@@ -24,7 +31,9 @@ def test_migrations_match_models(backend: str | None, tmp_path: Path):
     migrate(engine)
     migrate(engine)  # idempotent
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), load_tables())
+        tables = load_tables()
+        context = MigrationContext.configure(conn, opts={"include_object": include_object})
+        diff = compare_metadata(context, tables)
     engine.dispose()
     assert diff == []
 

@@ -46,7 +46,8 @@ def test_example_support_bot_retrieves_then_answers_with_history() -> None:
     assert docs.datasources == ["help-center"]
     assert docs.where == {"md_product": "{{ input.product }}"}
     assert answer.history == 6
-    assert set(doc.output) == {"answer", "sources"}
+    assert docs.history == 1 and "session.history" in docs.query  # follow-ups
+    assert set(doc.output) == {"answer", "sources", "citations"}
     assert streamed_step(doc.output["answer"]) == "answer"
 
 

@@ -188,7 +188,7 @@ PROBLEMS = [
             (
                 "output.a",
                 8,
-                "step 'answer' (llm) has no field 'content'; fields: text, usage, model",
+                "step 'answer' (llm) has no field 'content'; fields: text, usage, model, citations",
             ),
         ],
         id="unknown-step-field",
@@ -201,7 +201,7 @@ PROBLEMS = [
         output: {a: "{{ a.text }}"}
         """,
         [
-            ("steps[0].prompt.user", 3, "session has no field 'user'; fields: id"),
+            ("steps[0].prompt.user", 3, "session has no field 'user'; fields: id, history"),
         ],
         id="unknown-session-field",
     ),

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datasources.errors import FilterInvalidError
-from datasources.filters import FilterLimits, translate
+from datasources.filters import FilterLimits, holds, translate
 from datasources.index import VectorIndex, make_client
 
 
@@ -156,6 +156,9 @@ def test_filter_results_equal_python_evaluation(filled_index: VectorIndex, where
     got = set(collection.get(where=translate(where), include=[])["ids"])
     expected = {f"e{i}:0" for i, meta in enumerate(ENTRIES) if _holds(where, meta)}
     assert got == expected
+    # The keyword search's own evaluator of a translated filter agrees.
+    kept = {f"e{i}:0" for i, meta in enumerate(ENTRIES) if holds(translate(where), meta)}
+    assert kept == expected
 
 
 def _deep(levels: int) -> dict[str, Any]:
@@ -192,3 +195,15 @@ def test_translate_accepts_filters_at_the_limits():
     assert translate({"md_a": 1, "$or": [{"md_b": 1}, {"md_b": 2}]}, limits) is not None
     with pytest.raises(FilterInvalidError):
         translate({"md_a": 1, "$or": [{"md_b": 1}, {"md_b": 2}, {"md_b": 3}]}, limits)
+
+
+def test_holds_treats_missing_keys_and_types_like_chroma():
+    meta = {"md_n": 1, "md_flag": True, "md_s": "1"}
+    assert holds(translate({"md_n": 1.0}), meta)
+    assert not holds(translate({"md_flag": 1}), meta)
+    assert not holds(translate({"md_s": 1}), meta)
+    assert not holds(translate({"page": 2}), meta)
+    assert holds(translate({"page": {"$ne": 2}}), meta)
+    assert holds(translate({"page": {"$nin": [2]}}), meta)
+    assert not holds(translate({"md_s": {"$gt": 0}}), meta)
+    assert holds(None, meta)

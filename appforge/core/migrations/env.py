@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from appforge.core.db import load_tables
+from appforge.core.db import include_object, load_tables
 
 target_metadata = load_tables()
 
@@ -14,6 +14,7 @@ context.configure(
     target_metadata=target_metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=include_object,
 )
 with context.begin_transaction():
     context.run_migrations()
