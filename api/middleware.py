@@ -1,5 +1,5 @@
-"""ASGI middleware: a request id on every response, the client's address, and the
-request body size limit.
+"""ASGI middleware: a request id on every response, the client's address, the
+request body size limit, and the request's metric and log line.
 
 Written as plain ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass
 through untouched and client disconnects reach the endpoint.
@@ -7,7 +7,9 @@ through untouched and client disconnects reach the endpoint.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 
 from fastapi import HTTPException
@@ -16,6 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import body_for
 from api.proxies import TrustedProxies, resolve_address
+from appforge.core.logs import REQUEST_ID
+from appforge.core.metrics import HTTP_REQUESTS
+
+access_log = logging.getLogger("appforge.access")
 
 _GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
@@ -43,6 +49,23 @@ class RequestContextMiddleware:
                 declared = value.decode("latin-1")
         request_id = given if _GOOD_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        REQUEST_ID.set(request_id)  # this request's task: its log lines name it
+        started = time.perf_counter()
+        status = [0]
+        try:
+            await self._limited(scope, receive, send, declared, request_id, status)
+        finally:
+            _done(scope, status[0], started)
+
+    async def _limited(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        declared: str,
+        request_id: str,
+        status: list[int],
+    ) -> None:
         resolve_address(scope, self.proxies)
         limit = self.max_body_bytes
 
@@ -52,6 +75,7 @@ class RequestContextMiddleware:
                 scope["path"], 413, "PAYLOAD_TOO_LARGE", message, {"limit": limit}, request_id
             )
             response = JSONResponse(body, status_code=413, headers={"X-Request-ID": request_id})
+            status[0] = 413
             await response(scope, receive, send)
             return
         received = 0
@@ -68,6 +92,7 @@ class RequestContextMiddleware:
 
         async def stamped_send(message: Message) -> None:
             if message["type"] == "http.response.start":
+                status[0] = message["status"]
                 raw = list(message.get("headers", []))
                 if not any(k.lower() == b"x-request-id" for k, _ in raw):
                     raw.append((b"x-request-id", request_id.encode()))
@@ -75,3 +100,20 @@ class RequestContextMiddleware:
             await send(message)
 
         await self.app(scope, counted_receive, stamped_send)
+
+
+def _done(scope: Scope, status: int, started: float) -> None:
+    """Count the request by route template (not its path: bounded labels) and log it."""
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    method = scope["method"]
+    HTTP_REQUESTS.labels(route, method, str(status or 500)).inc()
+    if access_log.isEnabledFor(logging.INFO):
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        access_log.info(
+            "%s %s %s %.0f ms",
+            method,
+            route,
+            status,
+            latency,
+            extra={"route": route, "method": method, "status": status, "latency_ms": latency},
+        )

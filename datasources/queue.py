@@ -292,8 +292,11 @@ class IngestionQueue:
         self.workers.start(workers)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the threads; an entry being processed goes back to ``pending``."""
+        """Stop the threads; an entry being processed goes back to ``pending`` (any entry
+        still claimed after ``timeout``, too: another worker takes it at once)."""
         self.workers.stop(timeout)
+        self.queue.release_all()
+        self.local_queue.release_all()
 
 
 def requeue_all(engine: Engine) -> int:
