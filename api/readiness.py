@@ -22,6 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import text
@@ -112,7 +113,7 @@ class Readiness:
         if redis_url:
             checks["redis"] = lambda: _redis(redis_url, timeout)
         for name in model_providers(self.settings, services):
-            checks[f"model:{name}"] = lambda name=name: _model(services, name, timeout)  # type: ignore[misc]
+            checks[f"model:{name}"] = partial(_model, services, name, timeout)
         return checks
 
     async def report(self) -> list[Check]:

@@ -127,6 +127,8 @@ def configure(level: str, kind: str) -> None:
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
         uvicorn_logger.propagate = True
+    if kind != "json":  # uvicorn's access line says it; JSON lines carry route and latency
+        logging.getLogger("appforge.access").setLevel(logging.WARNING)
     for noisy in _NOISY:  # HTTP clients log every request at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -154,5 +156,6 @@ def uvicorn_log_config(level: str, kind: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": True},
             # HTTP clients log every request at INFO: one line per run/call is enough.
             **{noisy: {"level": logging.WARNING} for noisy in _NOISY},
+            **({} if kind == "json" else {"appforge.access": {"level": logging.WARNING}}),
         },
     }
