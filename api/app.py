@@ -181,7 +181,7 @@ def _open(
             services.db, settings.admin_token.get_secret_value(), "admin", services.key
         )
     # Opens Chroma (files or server); the embedding model loads on first use.
-    ingestion = IngestionQueue(services.datasources)
+    ingestion = IngestionQueue(services.datasources, services.tracing)
     ingestion.start(settings.datasources.workers)
     webhooks = WebhookDispatcher(services.db, settings, services.key)
     webhooks.start(settings.webhooks.workers)

@@ -22,10 +22,11 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.engine import Engine
 
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
+from appforge.core.tracing import Tracing
 from datasources.chunking import split
 from datasources.errors import DatasourceError, EntryTooLargeError
 from datasources.extract import extract
@@ -67,8 +68,9 @@ LOCAL_ENTRIES = LeaseTable(Entry, "uuid", _claimable_local, "created_at", "proce
 class IngestionQueue:
     """Claims and processes entries; ``start`` runs it in background threads."""
 
-    def __init__(self, store: DatasourceStore) -> None:
+    def __init__(self, store: DatasourceStore, tracing: Tracing | None = None) -> None:
         self.store = store
+        self.tracing = tracing  # one span per entry processed, when tracing is on
         self.settings = store.settings.datasources
         self.db = store.db
         self.queue = LeaseQueue(store.db, ENTRIES, self.settings.lease_seconds)
@@ -109,8 +111,41 @@ class IngestionQueue:
         self.store.embedder.load()
         entries = self.claim_work()
         if entries:
-            self.process(entries)
+            if self.tracing is not None and self.tracing.enabled:
+                self._traced(entries)
+            else:
+                self.process(entries)
         return [e.uuid for e in entries]
+
+    def _traced(self, entries: list[Entry]) -> None:
+        """:meth:`process`, with a span per entry ending on its stored outcome."""
+        assert self.tracing is not None
+        spans = {
+            e.uuid: self.tracing.start(
+                f"ingest {e.kind}",
+                attributes={
+                    "appforge.entry_uuid": e.uuid,
+                    "appforge.datasource_uuid": e.datasource_uuid,
+                    "appforge.attempt": e.attempts,
+                },
+            )
+            for e in entries
+        }
+        try:
+            self.process(entries)
+        finally:
+            with self.db() as db:
+                rows = db.execute(
+                    select(Entry.uuid, Entry.status, Entry.chunks_total).where(
+                        Entry.uuid.in_(list(spans))
+                    )
+                ).all()
+            for entry_uuid, status, chunks in rows:
+                spans[entry_uuid].set_attributes(
+                    {"appforge.status": status, "appforge.chunks": chunks or 0}
+                )
+            for span in spans.values():
+                span.end()
 
     def process(self, entries: list[Entry]) -> None:
         """Extract, chunk, embed and index claimed entries; bad input fails only its entry.

@@ -61,6 +61,7 @@ from runs.errors import (
 )
 from runs.metrics import observe
 from runs.services import Services
+from runs.tracing import RunTrace
 
 log = logging.getLogger(__name__)
 
@@ -319,13 +320,18 @@ class RunService:
         with self._active_lock:
             self._active[run.run_id] = cancel
         ACTIVE_RUNS.inc()
+        tracing = self.services.tracing
+        trace = RunTrace(tracing, run) if tracing.enabled else None
+        finished: FinishedRun | None = None
         try:
             with run_context(run.run_id, run.app_uuid):
-                finished = self._execute(run, cancel, emit)
+                finished = self._execute(run, cancel, emit, trace)
         finally:
             ACTIVE_RUNS.dec()
             with self._active_lock:
                 self._active.pop(run.run_id, None)
+            if trace is not None:
+                trace.end(finished)
         observe(finished)
         return finished
 
@@ -342,7 +348,9 @@ class RunService:
             event.set()
         return len(events)
 
-    def _execute(self, run: PreparedRun, cancel: threading.Event, emit: Emit | None) -> FinishedRun:
+    def _execute(
+        self, run: PreparedRun, cancel: threading.Event, emit: Emit | None, trace: RunTrace | None
+    ) -> FinishedRun:
         started = time.perf_counter()
         outcome = Outcome()
         ttft: float | None = None
@@ -353,6 +361,8 @@ class RunService:
             if ttft is None and isinstance(event, Chunk | Output):
                 ttft = (time.perf_counter() - started) * 1000
             outcome.add(event)
+            if trace is not None:
+                trace.event(event)
             if emit is not None:
                 emit(event)
         finished = FinishedRun(run, outcome, (time.perf_counter() - started) * 1000, ttft)

@@ -77,7 +77,7 @@ def _start(config: Any, queues: list[str]) -> dict[str, Any]:
     services = Services.open(config)
     running: dict[str, Any] = {"services": services}
     if "ingest" in queues:
-        ingestion = IngestionQueue(services.datasources)
+        ingestion = IngestionQueue(services.datasources, services.tracing)
         ingestion.start(max(1, config.datasources.workers))
         running["ingest"] = ingestion
     if "webhooks" in queues:

@@ -392,6 +392,25 @@ class MetricsSettings(BaseModel):
     )
 
 
+class OtelSettings(BaseModel):
+    """OpenTelemetry traces, exported with OTLP over HTTP; off unless an endpoint is set."""
+
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The OTLP/HTTP collector (http://host:4318); traces go to "
+        "<endpoint>/v1/traces. Empty = no tracing (the SDK is not even imported).",
+    )
+    capture_content: bool = Field(
+        default=False,
+        description="Put prompt messages, answers and retrieval queries on spans; off, "
+        "spans carry only models, token counts and timings.",
+    )
+    service_name: str = Field(
+        default="appforge", min_length=1, max_length=100, description="The traces' service.name."
+    )
+
+
 class Settings(BaseSettings):
     """All of appforge's configuration."""
 
@@ -458,6 +477,7 @@ class Settings(BaseSettings):
     )
     health: HealthSettings = Field(default_factory=HealthSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
     shutdown_grace_seconds: float = Field(
         default=30.0,
         ge=0,

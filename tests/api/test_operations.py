@@ -1,4 +1,6 @@
-"""Operations: readiness, Prometheus metrics and JSON logs, on the real app in-process."""
+"""Operations: readiness, Prometheus metrics, JSON logs and traces, on the real app in-process.
+
+The OTLP collector is a stand-in on 127.0.0.1 (the network edge)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,10 @@ import io
 import json
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -17,6 +21,7 @@ from fastapi.testclient import TestClient
 from openai_v1 import V1
 from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import poll_until
 
 from appforge.core.db import make_engine, migrate
 from appforge.core.logs import ContextFilter, JsonFormatter
@@ -257,3 +262,102 @@ def test_json_logs_name_requests_and_runs_and_never_secrets(
     assert access[0]["latency_ms"] >= 0 and access[0]["method"] == "POST"
     for secret in secrets:
         assert secret not in text
+
+
+# --- traces ---------------------------------------------------------------------------
+
+
+class _Collector:
+    """An OTLP/HTTP collector stand-in on 127.0.0.1: keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.spans: list[Any] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        collector.spans.extend(scope.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _attributes(span: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in span.attributes:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        out[kv.key] = (
+            [v.string_value for v in value.array_value.values]
+            if kind == "array_value"
+            else getattr(value, kind)
+        )
+    return out
+
+
+def test_traces_one_span_per_run_and_step_without_prompt_text(make_v1: Callable[..., V1]):
+    collector = _Collector()
+    try:
+        v1 = make_v1(otel={"endpoint": collector.url})
+        client = v1.client
+        app = client.post("/api/apps", content=TEXT_APP, headers=YAML).json()["uuid"]
+        headers = {"X-Request-ID": "req-traced-1"}
+        body = {"input": {"question": "What is secret-question-42?"}}
+        run = client.post(f"/api/apps/{app}/run", json=body, headers=headers).json()["run"]
+        client.app.state.api.services.tracing.flush()  # type: ignore[attr-defined]
+        spans = {span.name: span for span in collector.spans}
+        root, step = spans["run Echo"], spans["llm answer"]
+        assert step.trace_id == root.trace_id and step.parent_span_id == root.span_id
+        top = _attributes(root)
+        assert top["appforge.run_id"] == run["id"] and top["appforge.app_uuid"] == app
+        assert top["appforge.request_id"] == "req-traced-1"
+        assert top["appforge.status"] == "succeeded"
+        call = _attributes(step)
+        assert call["gen_ai.request.model"] == "gpt-test"
+        assert call["gen_ai.usage.input_tokens"] == run["usage"]["prompt_tokens"]
+        assert call["gen_ai.usage.output_tokens"] == run["usage"]["completion_tokens"]
+        assert "appforge.ttft_ms" in call
+        assert "secret-question-42" not in str([_attributes(s) for s in collector.spans])
+
+        ds = client.post("/api/datasources", json={"name": "docs", "type": "text"}).json()
+        entry = {"entry_data": {"name": "refunds", "content": "Refunds take five days."}}
+        added = client.post(f"/api/datasources/{ds['uuid']}/entries", json=entry).json()
+
+        def ingested() -> bool:
+            listed = client.get(f"/api/datasources/{ds['uuid']}/entries").json()
+            return listed[0]["status"] == "ready"
+
+        poll_until(ingested)
+        client.app.state.api.services.tracing.flush()  # type: ignore[attr-defined]
+        ingest = _attributes(next(s for s in collector.spans if s.name == "ingest text"))
+        assert ingest["appforge.entry_uuid"] == added["uuid"]
+        assert (ingest["appforge.status"], ingest["appforge.chunks"]) == ("ready", 1)
+    finally:
+        collector.close()
+
+
+def test_traces_off_by_default(client: TestClient):
+    services = client.app.state.api.services  # type: ignore[attr-defined]
+    assert services.tracing.enabled is False
