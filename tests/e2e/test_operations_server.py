@@ -264,3 +264,13 @@ def test_api_process_with_model_servers_only_never_imports_torch(model: FakeMode
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_worker_refuses_unknown_queues():
+    from click.testing import CliRunner
+
+    from appforge.cli import main
+
+    result = CliRunner().invoke(main, ["worker", "--only", "ingest,mail"])
+    assert result.exit_code == 2
+    assert "queues are ingest, webhooks" in result.output
