@@ -74,7 +74,10 @@ class IngestionQueue:
         self.settings = store.settings.datasources
         self.db = store.db
         self.queue = LeaseQueue(store.db, ENTRIES, self.settings.lease_seconds)
-        self.local_queue = LeaseQueue(store.db, LOCAL_ENTRIES, self.settings.lease_seconds)
+        # Entries it claims are written through ``queue``: one record of held claims.
+        self.local_queue = LeaseQueue(
+            store.db, LOCAL_ENTRIES, self.settings.lease_seconds, self.queue.held
+        )
         self.workers = Workers(
             "ingest", lambda _: bool(self.run_once()), self.settings.poll_seconds
         )
@@ -330,8 +333,7 @@ class IngestionQueue:
         """Stop the threads; an entry being processed goes back to ``pending`` (any entry
         still claimed after ``timeout``, too: another worker takes it at once)."""
         self.workers.stop(timeout)
-        self.queue.release_all()
-        self.local_queue.release_all()
+        self.queue.release_all()  # local_queue's claims too: they share one record
 
 
 def requeue_all(engine: Engine) -> int:

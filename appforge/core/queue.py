@@ -60,17 +60,51 @@ class Claimed:
     values: Mapping[str, Any]
 
 
+class Held:
+    """The claims a process holds, by claim token, until each row's claim ends.
+
+    Two queues over one table (claiming different rows of it, writing through
+    either) share one, so a claim ends wherever its result is written."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, set[Any]] = {}  # claim token -> keys still claimed under it
+        self.lock = threading.Lock()
+
+    def add(self, token: str, keys: set[Any]) -> None:
+        with self.lock:
+            self.tokens[token] = keys
+
+    def end(self, ended: Iterable[tuple[str | None, Any]]) -> None:
+        """Claims that ended (a result, or lost): nothing to give back for them."""
+        with self.lock:
+            for token, row_key in ended:
+                keys = self.tokens.get(token or "")
+                if keys is not None:
+                    keys.discard(row_key)
+                    if not keys:
+                        del self.tokens[token or ""]
+
+    def take_all(self) -> list[str]:
+        """Every token still held, forgotten here (they are being given back)."""
+        with self.lock:
+            tokens, self.tokens = list(self.tokens), {}
+        return tokens
+
+
 class LeaseQueue:
     """Claims rows of one :class:`LeaseTable` and writes results under the claim."""
 
     def __init__(
-        self, factory: sessionmaker[Session], table: LeaseTable, lease_seconds: float
+        self,
+        factory: sessionmaker[Session],
+        table: LeaseTable,
+        lease_seconds: float,
+        held: Held | None = None,
     ) -> None:
         self.db = factory
         self.table = table
         self.lease = timedelta(seconds=lease_seconds)
-        self._held: dict[str, set[Any]] = {}  # claim token -> keys still claimed under it
-        self._held_lock = threading.Lock()
+        self.held = held or Held()
 
     def _column(self, name: str) -> Any:
         return getattr(self.table.model, name)
@@ -116,8 +150,7 @@ class LeaseQueue:
                 )
             )
         if rows:
-            with self._held_lock:
-                self._held[token] = {getattr(row, table.key) for row in rows}
+            self.held.add(token, {getattr(row, table.key) for row in rows})
         return rows
 
     def has_claimable(self) -> bool:
@@ -165,7 +198,7 @@ class LeaseQueue:
                 )
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     lost.add(row_key)
-        self._forget(
+        self.held.end(
             (claimed.token, row_key)
             for row_key, claimed in updates.items()
             if row_key in lost
@@ -173,22 +206,11 @@ class LeaseQueue:
         )
         return lost
 
-    def _forget(self, ended: Iterable[tuple[str | None, Any]]) -> None:
-        """Claims that ended (a result, or lost): nothing to give back for them."""
-        with self._held_lock:
-            for token, row_key in ended:
-                keys = self._held.get(token or "")
-                if keys is not None:
-                    keys.discard(row_key)
-                    if not keys:
-                        del self._held[token or ""]
-
     def release_all(self) -> int:
         """Give back every row this queue still holds (a worker shutting down): claimable
         again at once, by any worker, instead of after its lease; the attempt is undone.
         Returns how many rows were given back."""
-        with self._held_lock:
-            tokens, self._held = list(self._held), {}
+        tokens = self.held.take_all()
         if not tokens:
             return 0
         table = self.table
