@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
-from api import errors, openapi
+from api import errors, openapi, prometheus
 from api.access import publish_rules
 from api.audit import AuditRetention
 from api.auth import TokenCache, ensure_admin_token
@@ -21,6 +22,7 @@ from api.input_checks import check_request_values
 from api.middleware import RequestContextMiddleware
 from api.proxies import TrustedProxies
 from api.ratelimit import Limiter, RateLimitMiddleware, make_limiter
+from api.readiness import Readiness
 from api.routes import (
     analytics,
     apps,
@@ -44,9 +46,11 @@ from api.routes import (
     web,
     webhooks,
 )
+from api.shutdown import Drain
 from api.state import ApiState
 from api.webhook_delivery import WebhookDispatcher
 from appforge import __version__
+from appforge.core.metrics import process_stopped
 from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
 from datasources.embedding import Embedder
@@ -110,6 +114,7 @@ def create_app(
         _summaries_from_docstrings(module.router.routes)
         publish_rules(module.router.routes)
         app.include_router(module.router)
+    prometheus.install(app, settings.metrics)
     openapi.install(app)
     return app
 
@@ -153,15 +158,18 @@ def _lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await run_in_threadpool(_open, settings, providers, embedder, flows, limiter)
         app.state.api = state
+        state.drain.install()
         log.info(
             "appforge %s ready (database: %s)", __version__, state.services.engine.dialect.name
         )
         try:
             yield
         finally:
+            state.drain.close()
             await run_in_threadpool(_close, state)
             if limiter is not None:
                 await limiter.close()
+            process_stopped(os.getpid())
 
     return lifespan
 
@@ -188,7 +196,7 @@ def _open(
             services.db, settings.admin_token.get_secret_value(), "admin", services.key
         )
     # Opens Chroma (files or server); the embedding model loads on first use.
-    ingestion = IngestionQueue(services.datasources)
+    ingestion = IngestionQueue(services.datasources, services.tracing)
     ingestion.start(settings.datasources.workers)
     webhooks = WebhookDispatcher(services.db, settings, services.key)
     webhooks.start(settings.webhooks.workers)
@@ -199,6 +207,7 @@ def _open(
     evaluations.start(settings.evals.workers)
     expiry = Retention(services.db, settings.sessions.ttl_days, settings.runs.retention_days)
     expiry.start()
+    drain = Drain(settings.shutdown_grace_seconds, runs.cancel_all)
     return ApiState(
         services=services,
         runs=runs,
@@ -212,11 +221,16 @@ def _open(
         tokens=TokenCache(settings.auth.cache_seconds),
         limiter=limiter,
         origins=OriginPolicies(services.db),
+        readiness=Readiness(services, drain.draining.is_set),
+        drain=drain,
     )
 
 
 def _close(state: ApiState) -> None:
     state.evaluations.stop()  # its runs end (cancelled) before the lease fails leftovers
+    # uvicorn has waited for the requests in flight; runs still going (their client
+    # left, or past the grace) end now, stored ``cancelled``, before their threads stop.
+    state.runs.cancel_all()
     state.ingestion.stop()
     state.webhooks.stop()
     state.audit.stop()

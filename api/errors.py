@@ -13,7 +13,8 @@ Exceptions of the API layer (all under ``appforge.core.errors.AppforgeError``):
     ├── ForbiddenError           403 (FORBIDDEN, APP_FORBIDDEN, ORIGIN_FORBIDDEN)
     ├── ConflictError            409 CONFLICT
     ├── PayloadTooLargeError     413 PAYLOAD_TOO_LARGE
-    └── UnsupportedMediaError    415 UNSUPPORTED_MEDIA_TYPE
+    ├── UnsupportedMediaError    415 UNSUPPORTED_MEDIA_TYPE
+    └── NotReadyError            503 NOT_READY (readiness: a backend does not answer)
 
 On the OpenAI-compatible paths (``/v1/...``) the same errors, with the same
 status codes, take OpenAI's shape instead (``api.openai_format.error_body``)::
@@ -75,6 +76,11 @@ class PayloadTooLargeError(ApiError):
 class UnsupportedMediaError(ApiError):
     code = "UNSUPPORTED_MEDIA_TYPE"
     status_code = 415
+
+
+class NotReadyError(ApiError):
+    code = "NOT_READY"
+    status_code = 503
 
 
 class ErrorDetail(BaseModel):

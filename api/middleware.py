@@ -1,5 +1,5 @@
-"""ASGI middleware: a request id on every response, the client's address, and the
-request body size limit.
+"""ASGI middleware: a request id on every response, the client's address, the
+request body size limit, and the request's metric and log line.
 
 Written as plain ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass
 through untouched and client disconnects reach the endpoint.
@@ -8,7 +8,9 @@ through untouched and client disconnects reach the endpoint.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import time
 import uuid
 
 from fastapi import HTTPException
@@ -17,6 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import body_for
 from api.proxies import TrustedProxies, resolve_address
+from appforge.core.logs import REQUEST_ID
+from appforge.core.metrics import HTTP_REQUESTS
+
+access_log = logging.getLogger("appforge.access")
 
 # Where the hex SHA-256 of the whole request body is put once it has arrived.
 BODY_SHA256 = "body_sha256"
@@ -56,6 +62,23 @@ class RequestContextMiddleware:
                 declared = value.decode("latin-1")
         request_id = given if _GOOD_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        REQUEST_ID.set(request_id)  # this request's task: its log lines name it
+        started = time.perf_counter()
+        status = [0]
+        try:
+            await self._limited(scope, receive, send, declared, request_id, status)
+        finally:
+            _done(scope, status[0], started)
+
+    async def _limited(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        declared: str,
+        request_id: str,
+        status: list[int],
+    ) -> None:
         resolve_address(scope, self.proxies)
         limit = self.max_body_bytes
         if scope["method"] == "POST" and _UPLOAD_PATH.match(scope["path"]):
@@ -67,6 +90,7 @@ class RequestContextMiddleware:
                 scope["path"], 413, "PAYLOAD_TOO_LARGE", message, {"limit": limit}, request_id
             )
             response = JSONResponse(body, status_code=413, headers={"X-Request-ID": request_id})
+            status[0] = 413
             await response(scope, receive, send)
             return
         received = 0
@@ -90,6 +114,7 @@ class RequestContextMiddleware:
 
         async def stamped_send(message: Message) -> None:
             if message["type"] == "http.response.start":
+                status[0] = message["status"]
                 raw = list(message.get("headers", []))
                 if not any(k.lower() == b"x-request-id" for k, _ in raw):
                     raw.append((b"x-request-id", request_id.encode()))
@@ -97,3 +122,20 @@ class RequestContextMiddleware:
             await send(message)
 
         await self.app(scope, counted_receive, stamped_send)
+
+
+def _done(scope: Scope, status: int, started: float) -> None:
+    """Count the request by route template (not its path: bounded labels) and log it."""
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    method = scope["method"]
+    HTTP_REQUESTS.labels(route, method, str(status or 500)).inc()
+    if access_log.isEnabledFor(logging.INFO):
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        access_log.info(
+            "%s %s %s %.0f ms",
+            method,
+            route,
+            status,
+            latency,
+            extra={"route": route, "method": method, "status": status, "latency_ms": latency},
+        )

@@ -37,11 +37,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ApiError, body_for
 from api.proxies import scope_address
+from appforge.core.metrics import RATE_LIMIT_REFUSALS
 from appforge.core.settings import RateLimitSettings, parse_rate
 
 log = logging.getLogger(__name__)
 
-EXEMPT = frozenset({"/api/health"})
+EXEMPT = frozenset({"/api/health", "/api/health/ready", "/metrics"})
 # Requests with a key under these paths are counted once the key is known (api.deps).
 COUNTED_AFTER_AUTH = ("/api/", "/v1/")
 _STATE_KEY = "ratelimit"
@@ -221,6 +222,7 @@ class RateLimitedError(ApiError):
     status_code = 429
 
     def __init__(self, decision: Decision, message: str | None = None) -> None:
+        RATE_LIMIT_REFUSALS.inc()  # every refusal makes one of these
         super().__init__(
             message or f"too many requests: retry after {decision.retry_after} s",
             details={"limit": decision.limit, "retry_after": decision.retry_after},

@@ -17,6 +17,8 @@ from api.audit import AuditRetention
 from api.auth import TokenCache
 from api.cors import OriginPolicies
 from api.ratelimit import Limiter
+from api.readiness import Readiness
+from api.shutdown import Drain
 from api.webhook_delivery import WebhookDispatcher
 from appforge.core.keys import ServerKey
 from appforge.core.settings import Settings
@@ -46,6 +48,8 @@ class ApiState:
     limiter: Limiter | None
     origins: OriginPolicies  # apps' origins and public rates, runner keys' origins
     lease: ProcessLease  # this process's heartbeat; fails runs of dead processes
+    readiness: Readiness  # GET /api/health/ready
+    drain: Drain  # SIGTERM: stop taking work, cancel runs after the grace
 
     @property
     def settings(self) -> Settings:

@@ -8,6 +8,7 @@ Both carry the same JSON objects: chunks shaped like the non-streamed body
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -142,7 +143,9 @@ async def start_streaming(
     error of a failed run). None: the client went away first (the run is stopped)."""
     loop = asyncio.get_running_loop()
     bridge = RunBridge(loop)
-    future = loop.run_in_executor(executor, bridge.job(runs, run_request, cancel))
+    # The run's thread gets this request's context: its log lines name the request.
+    job = bridge.job(runs, run_request, cancel)
+    future = loop.run_in_executor(executor, contextvars.copy_context().run, job)
     try:
         first = await bridge.first(disconnected)
     except asyncio.CancelledError:

@@ -246,9 +246,11 @@ class WebhookDispatcher:
     def start(self, workers: int) -> None:
         self.workers.start(workers)
 
-    def stop(self) -> None:
-        """Stop the threads; an attempt in flight finishes (bounded by the timeout)."""
-        self.workers.stop(timeout=self.settings.timeout + 30)
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the threads; an attempt in flight finishes (bounded by the delivery
+        timeout, or ``timeout``); claimed deliveries not yet sent are given back."""
+        self.workers.stop(timeout=self.settings.timeout + 30 if timeout is None else timeout)
+        self.queue.release_all()
 
     def _work(self, index: int) -> bool:
         # One purging thread per process is enough; any number of processes may purge.

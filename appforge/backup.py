@@ -44,9 +44,7 @@ FILES_DIR = "files"
 # catalog's version counter too (a restore raises it, so servers reload their models).
 # Chunks are made again from the entries, like their vectors (a restore requeues
 # every entry).
-SKIPPED_TABLES = frozenset(
-    {"used_signatures", "server_key", "model_catalog", "datasource_chunks"}
-)
+SKIPPED_TABLES = frozenset({"used_signatures", "server_key", "model_catalog", "datasource_chunks"})
 
 
 class BackupError(Exception):

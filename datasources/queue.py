@@ -24,11 +24,12 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
+from appforge.core.tracing import Tracing
 from datasources.chunking import Piece, split_segments
 from datasources.errors import DatasourceError, EntryTooLargeError
 from datasources.extract import Segment, extract_segments, markdown_sections
@@ -70,12 +71,16 @@ LOCAL_ENTRIES = LeaseTable(Entry, "uuid", _claimable_local, "created_at", "proce
 class IngestionQueue:
     """Claims and processes entries; ``start`` runs it in background threads."""
 
-    def __init__(self, store: DatasourceStore) -> None:
+    def __init__(self, store: DatasourceStore, tracing: Tracing | None = None) -> None:
         self.store = store
+        self.tracing = tracing  # one span per entry processed, when tracing is on
         self.settings = store.settings.datasources
         self.db = store.db
         self.queue = LeaseQueue(store.db, ENTRIES, self.settings.lease_seconds)
-        self.local_queue = LeaseQueue(store.db, LOCAL_ENTRIES, self.settings.lease_seconds)
+        # Entries it claims are written through ``queue``: one record of held claims.
+        self.local_queue = LeaseQueue(
+            store.db, LOCAL_ENTRIES, self.settings.lease_seconds, self.queue.held
+        )
         self.workers = Workers(
             "ingest", lambda _: bool(self.run_once()), self.settings.poll_seconds
         )
@@ -112,8 +117,41 @@ class IngestionQueue:
         self.store.embedder.load()
         entries = self.claim_work()
         if entries:
-            self.process(entries)
+            if self.tracing is not None and self.tracing.enabled:
+                self._traced(entries)
+            else:
+                self.process(entries)
         return [e.uuid for e in entries]
+
+    def _traced(self, entries: list[Entry]) -> None:
+        """:meth:`process`, with a span per entry ending on its stored outcome."""
+        assert self.tracing is not None
+        spans = {
+            e.uuid: self.tracing.start(
+                f"ingest {e.kind}",
+                attributes={
+                    "appforge.entry_uuid": e.uuid,
+                    "appforge.datasource_uuid": e.datasource_uuid,
+                    "appforge.attempt": e.attempts,
+                },
+            )
+            for e in entries
+        }
+        try:
+            self.process(entries)
+        finally:
+            with self.db() as db:
+                rows = db.execute(
+                    select(Entry.uuid, Entry.status, Entry.chunks_total).where(
+                        Entry.uuid.in_(list(spans))
+                    )
+                ).all()
+            for entry_uuid, status, chunks in rows:
+                spans[entry_uuid].set_attributes(
+                    {"appforge.status": status, "appforge.chunks": chunks or 0}
+                )
+            for span in spans.values():
+                span.end()
 
     def process(self, entries: list[Entry]) -> None:
         """Extract, chunk, embed and index claimed entries; bad input fails only its entry.
@@ -328,8 +366,10 @@ class IngestionQueue:
         self.workers.start(workers)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the threads; an entry being processed goes back to ``pending``."""
+        """Stop the threads; an entry being processed goes back to ``pending`` (any entry
+        still claimed after ``timeout``, too: another worker takes it at once)."""
         self.workers.stop(timeout)
+        self.queue.release_all()  # local_queue's claims too: they share one record
 
 
 def requeue_all(engine: Engine) -> int:

@@ -43,6 +43,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from appforge.core.db import utcnow
+from appforge.core.logs import run_context
+from appforge.core.metrics import ACTIVE_RUNS
 from apps_yaml.engine import AppRunner
 from apps_yaml.events import Chunk, Event, Failed, Outcome, Output
 from apps_yaml.inputs import check_input
@@ -57,8 +59,10 @@ from runs.errors import (
     SessionNotFoundError,
     TooManyRunsError,
 )
+from runs.metrics import observe
 from runs.overrides import RunOverrides, variant
 from runs.services import Services
+from runs.tracing import RunTrace
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +190,8 @@ class RunService:
         self._documents = records.DocumentCache()
         self._deadlines = DeadlineWatcher()
         self._admission = threading.Lock()  # count-then-insert, one at a time per process
+        self._active: dict[str, threading.Event] = {}  # run id -> its cancel event
+        self._active_lock = threading.Lock()
 
     # --- stored apps ---------------------------------------------------------------
 
@@ -322,7 +328,43 @@ class RunService:
         return flow
 
     def execute(self, run: PreparedRun, cancel: threading.Event, emit: Emit | None) -> FinishedRun:
-        """Drive the run to its end, handing each event to ``emit``; store it."""
+        """Drive the run to its end, handing each event to ``emit``; store it.
+
+        While it runs, :meth:`cancel_all` (a shutdown past its grace) stops it."""
+        with self._active_lock:
+            self._active[run.run_id] = cancel
+        ACTIVE_RUNS.inc()
+        tracing = self.services.tracing
+        trace = RunTrace(tracing, run) if tracing.enabled else None
+        finished: FinishedRun | None = None
+        try:
+            with run_context(run.run_id, run.app_uuid):
+                finished = self._execute(run, cancel, emit, trace)
+        finally:
+            ACTIVE_RUNS.dec()
+            with self._active_lock:
+                self._active.pop(run.run_id, None)
+            if trace is not None:
+                trace.end(finished)
+        observe(finished)
+        return finished
+
+    @property
+    def active(self) -> int:
+        """How many runs this process is executing now."""
+        return len(self._active)
+
+    def cancel_all(self) -> int:
+        """Cancel every run executing in this process (they end ``cancelled``); how many."""
+        with self._active_lock:
+            events = list(self._active.values())
+        for event in events:
+            event.set()
+        return len(events)
+
+    def _execute(
+        self, run: PreparedRun, cancel: threading.Event, emit: Emit | None, trace: RunTrace | None
+    ) -> FinishedRun:
         started = time.perf_counter()
         outcome = Outcome()
         ttft: float | None = None
@@ -333,6 +375,8 @@ class RunService:
             if ttft is None and isinstance(event, Chunk | Output):
                 ttft = (time.perf_counter() - started) * 1000
             outcome.add(event)
+            if trace is not None:
+                trace.event(event)
             if emit is not None:
                 emit(event)
         finished = FinishedRun(run, outcome, (time.perf_counter() - started) * 1000, ttft)

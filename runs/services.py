@@ -21,7 +21,8 @@ from appforge.core.budget import Limits
 from appforge.core.db import session_factory
 from appforge.core.home import open_database
 from appforge.core.keys import ServerKey
-from appforge.core.settings import Settings
+from appforge.core.settings import OtelSettings, Settings
+from appforge.core.tracing import Tracing
 from apps_yaml.flows import Flow
 from apps_yaml.runner import Dependencies
 from datasources.embedding import Embedder
@@ -43,6 +44,7 @@ class Services:
     key: ServerKey  # encrypts stored secrets, keys token hashes
     models: ProviderRegistry
     flows: Mapping[str, Flow] = field(default_factory=dict)
+    tracing: Tracing = field(default_factory=lambda: Tracing(OtelSettings()))
     embedder: Embedder | None = None
     # Datasource names or uuids that retrieve nothing instead of failing the run
     # (``appforge run`` of an app whose datasource is not in this home, with a warning).
@@ -76,6 +78,7 @@ class Services:
             models=ProviderRegistry(settings, providers=providers, catalog=catalog),
             flows=dict(flows or {}),
             embedder=embedder,
+            tracing=Tracing(settings.otel),
         )
 
     @property
@@ -100,6 +103,7 @@ class Services:
     def close(self) -> None:
         """Close the models this process built and the database connections."""
         self.models.close()
+        self.tracing.close()
         self.engine.dispose()
 
 

@@ -16,6 +16,7 @@ stream with a ``data: {"error": ...}`` frame.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from api.errors import OPENAI_ERROR_RESPONSES, ApiError, AuthError
 from api.routes.runs import count_public_run
 from api.state import ApiState, State
 from api.streaming import RunBridge, is_end, start_streaming
+from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
 from runs import chat
 from runs.records import AppRecord, find_app_uuid
@@ -129,7 +131,12 @@ async def create_chat_completion_route(
     if body.stream:
         return await _stream(request, state, body, planned, cancel)
     finished = await loop.run_in_executor(
-        state.executor, state.runs.run, planned.request, cancel, None
+        state.executor,
+        contextvars.copy_context().run,
+        state.runs.run,
+        planned.request,
+        cancel,
+        None,
     )
     if finished.failure is not None:
         raise _failed(finished)
@@ -223,6 +230,7 @@ async def _frames(
 ) -> AsyncIterator[bytes]:
     """The SSE frames of a run whose first output is ``first``: role, text deltas of
     ``output_key``, finish reason, usage (if asked) and ``[DONE]``; or an error frame."""
+    ACTIVE_STREAMS.inc()
     try:
         yield writer.role()
         item: Any = first
@@ -243,6 +251,7 @@ async def _frames(
     finally:
         # Normal end, or the client went away (generator closed): stop the run.
         cancel.set()
+        ACTIVE_STREAMS.dec()
 
 
 def _error_frame(finished: FinishedRun | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ whose client left is still recorded (``cancelled``, with what it produced).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from api.proxies import client_address
 from api.ratelimit import Rate, RateLimitedError, note
 from api.state import ApiState, State
 from api.streaming import Encoder, is_end, start_streaming, wants_sse
+from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
 from runs.service import Caller, FinishedRun, PreparedRun, RunRequest
 from runs.tables import Run
@@ -170,7 +172,10 @@ async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Re
     if run_request.stream:
         return await _stream(request, state, run_request, cancel)
     loop = asyncio.get_running_loop()
-    finished = await loop.run_in_executor(state.executor, state.runs.run, run_request, cancel, None)
+    in_context = contextvars.copy_context().run  # log lines of the run name this request
+    finished = await loop.run_in_executor(
+        state.executor, in_context, state.runs.run, run_request, cancel, None
+    )
     if finished.failure is not None:
         raise _failure_error(finished)
     # Built here rather than validated again against the response model: it is one.
@@ -218,6 +223,7 @@ async def _stream(
     session = {"id": prepared.session_id}
 
     async def lines() -> AsyncIterator[bytes]:
+        ACTIVE_STREAMS.inc()
         try:
             item: Any = first
             items = bridge.rest()
@@ -234,6 +240,7 @@ async def _stream(
             # Reached on normal end and when the client disconnects (generator
             # closed): either way the worker must stop generating.
             cancel.set()
+            ACTIVE_STREAMS.dec()
 
     headers = {
         "Cache-Control": "no-cache",

@@ -1,13 +1,19 @@
-"""``appforge serve``: the API and, beside it, the builder."""
+"""``appforge serve``: the API (one or more processes) and, beside it, the builder.
+
+``--workers N`` runs N API processes sharing the port (uvicorn workers); with
+metrics on, they write to one ``PROMETHEUS_MULTIPROC_DIR`` so a scrape of any of
+them sums all. ``--no-worker`` leaves the background queues (ingestion,
+webhooks) to ``appforge worker`` processes.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -22,19 +28,27 @@ from appforge.cli.root import load_settings, main, open_home
 @click.option("--workers", default=1, show_default=True, type=int, help="API processes.")
 @click.option("--ui-port", default=8501, show_default=True, type=int, help="Port of the builder.")
 @click.option("--no-ui", is_flag=True, help="Start the API alone, without the builder.")
-def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool) -> None:
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="Serve HTTP only: ingestion and webhooks are left to `appforge worker`.",
+)
+def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool, no_worker: bool) -> None:
     """Start the API server and the builder (Streamlit) beside it."""
     import uvicorn
 
+    from appforge.core.logs import configure, uvicorn_log_config
+
+    if workers < 1:
+        raise click.BadParameter("at least 1", param_hint="--workers")
     config = load_settings()
     # The API (built from the environment, in each worker) and the builder share the home.
     os.environ["APPFORGE_HOME"] = str(config.home)
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # HTTP clients log every request at INFO; our own INFO line per run/call is enough.
-    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if no_worker:
+        os.environ["APPFORGE_DATASOURCES__WORKERS"] = "0"
+        os.environ["APPFORGE_WEBHOOKS__WORKERS"] = "0"
+    configure(config.log_level, config.log_format)
+    metrics_dir = _metrics_dir(workers, config.metrics.enabled)
     # Before any worker starts: make the key file, migrate, and end with a clear
     # `error [SECRET_KEY_MISMATCH]` (not a traceback per worker) on a wrong key.
     open_home(config)[0].dispose()
@@ -54,6 +68,11 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool) -> None
             port=port,
             workers=workers,
             log_level=config.log_level.lower(),
+            log_config=uvicorn_log_config(config.log_level, config.log_format),
+            # JSON logs carry our own line per request (request id, route, status, latency).
+            access_log=config.log_format != "json",
+            # A backstop: the API cancels runs at the grace (api.shutdown) and they end.
+            timeout_graceful_shutdown=int(config.shutdown_grace_seconds) + 10,
             # uvicorn would believe X-Forwarded-For from 127.0.0.1 on its own; the
             # API decides whom to believe (APPFORGE_TRUSTED_PROXIES, api.proxies).
             proxy_headers=False,
@@ -61,6 +80,24 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool) -> None
     finally:
         if ui is not None:
             _stop(ui)
+        if metrics_dir is not None:
+            metrics_dir.cleanup()
+
+
+def _metrics_dir(workers: int, enabled: bool) -> tempfile.TemporaryDirectory[str] | None:
+    """Multi-process metrics for several API processes: a fresh ``PROMETHEUS_MULTIPROC_DIR``
+    (made here unless given; a given one is emptied of an earlier server's files)."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return None
+    if workers == 1 or not enabled:
+        return None
+    made = tempfile.TemporaryDirectory(prefix="appforge-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made.name
+    return made
 
 
 def _start_builder(host: str, port: int, ui_port: int, upload_mb: int) -> subprocess.Popen[bytes]:

@@ -322,6 +322,21 @@ class Health(Result):
     database: str
 
 
+class ReadyCheck(Result):
+    """One readiness check: whether it passed and how long it took."""
+
+    ok: bool
+    ms: float
+    error: str | None = None
+
+
+class Readiness(Result):
+    """A ready server: each check it made (database, vector_store, redis, model:<name>)."""
+
+    status: str
+    checks: dict[str, ReadyCheck]
+
+
 class ModelProblem(Result):
     code: str
     message: str

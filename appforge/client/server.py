@@ -12,7 +12,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 from appforge.client.calls import AsyncDriven, Call, Op, SyncDriven, given, many, one
-from appforge.client.models import BuilderSession, Health, ModelsInfo, NewToken, TokenInfo
+from appforge.client.models import (
+    BuilderSession,
+    Health,
+    ModelsInfo,
+    NewToken,
+    Readiness,
+    TokenInfo,
+)
 
 TokenRole = Literal["admin", "editor", "viewer", "runner"]
 
@@ -22,6 +29,11 @@ TokenRole = Literal["admin", "editor", "viewer", "runner"]
 def _health() -> Op[Health]:
     r = yield Call("GET", "/api/health")
     return one(Health, r)
+
+
+def _ready() -> Op[Readiness]:
+    r = yield Call("GET", "/api/health/ready")
+    return one(Readiness, r)
 
 
 def _list_models(timeout: float | None) -> Op[ModelsInfo]:
@@ -99,6 +111,11 @@ class ServerMethods(SyncDriven):
         """Whether the server is up: its status, version and database."""
         return self._drive(_health())
 
+    def ready(self) -> Readiness:
+        """Whether the server can serve now: every check passed. A server that is not
+        ready raises :class:`ApiError` 503 ``NOT_READY`` (``details["checks"]``)."""
+        return self._drive(_ready())
+
     def list_models(self, timeout: float | None = None) -> ModelsInfo:
         """The model aliases and providers, each with whether it answers now."""
         return self._drive(_list_models(timeout))
@@ -158,6 +175,11 @@ class AsyncServerMethods(AsyncDriven):
     async def health(self) -> Health:
         """Whether the server is up: its status, version and database."""
         return await self._drive(_health())
+
+    async def ready(self) -> Readiness:
+        """Whether the server can serve now: every check passed. A server that is not
+        ready raises :class:`ApiError` 503 ``NOT_READY`` (``details["checks"]``)."""
+        return await self._drive(_ready())
 
     async def list_models(self, timeout: float | None = None) -> ModelsInfo:
         """The model aliases and providers, each with whether it answers now."""

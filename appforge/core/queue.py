@@ -16,6 +16,8 @@ and webhook delivery (``webhook_deliveries``) are two queues of this kind.
   out and another worker took it) learns so instead of clobbering. A row that
   stays in the claimed status gets its lease extended; any other status ends
   the claim.
+- :meth:`LeaseQueue.release_all` gives back the rows a queue still holds when
+  its process stops, so another worker takes them at once, not after the lease.
 - :class:`Workers` runs a work function in background threads until stopped;
   an idle thread sleeps ``poll_seconds`` or until :meth:`Workers.wake`.
 """
@@ -25,12 +27,12 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.db import transaction, utcnow
@@ -47,6 +49,7 @@ class LeaseTable:
     claimable: Callable[[datetime], ColumnElement[bool]]  # rows a worker may take at ``now``
     order_by: str  # the column claims go in order of (oldest first)
     claimed_status: str  # the status of a claimed row, while its lease lasts
+    released_status: str = "pending"  # the status a row given back unworked returns to
 
 
 @dataclass(frozen=True)
@@ -57,15 +60,51 @@ class Claimed:
     values: Mapping[str, Any]
 
 
+class Held:
+    """The claims a process holds, by claim token, until each row's claim ends.
+
+    Two queues over one table (claiming different rows of it, writing through
+    either) share one, so a claim ends wherever its result is written."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, set[Any]] = {}  # claim token -> keys still claimed under it
+        self.lock = threading.Lock()
+
+    def add(self, token: str, keys: set[Any]) -> None:
+        with self.lock:
+            self.tokens[token] = keys
+
+    def end(self, ended: Iterable[tuple[str | None, Any]]) -> None:
+        """Claims that ended (a result, or lost): nothing to give back for them."""
+        with self.lock:
+            for token, row_key in ended:
+                keys = self.tokens.get(token or "")
+                if keys is not None:
+                    keys.discard(row_key)
+                    if not keys:
+                        del self.tokens[token or ""]
+
+    def take_all(self) -> list[str]:
+        """Every token still held, forgotten here (they are being given back)."""
+        with self.lock:
+            tokens, self.tokens = list(self.tokens), {}
+        return tokens
+
+
 class LeaseQueue:
     """Claims rows of one :class:`LeaseTable` and writes results under the claim."""
 
     def __init__(
-        self, factory: sessionmaker[Session], table: LeaseTable, lease_seconds: float
+        self,
+        factory: sessionmaker[Session],
+        table: LeaseTable,
+        lease_seconds: float,
+        held: Held | None = None,
     ) -> None:
         self.db = factory
         self.table = table
         self.lease = timedelta(seconds=lease_seconds)
+        self.held = held or Held()
 
     def _column(self, name: str) -> Any:
         return getattr(self.table.model, name)
@@ -103,12 +142,16 @@ class LeaseQueue:
                     **values,
                 )
             )
-            rows = db.scalars(
-                select(table.model)
-                .where(key.in_(candidates), self._column("claim_token") == token)
-                .order_by(self._column(table.order_by))
+            rows = list(
+                db.scalars(
+                    select(table.model)
+                    .where(key.in_(candidates), self._column("claim_token") == token)
+                    .order_by(self._column(table.order_by))
+                )
             )
-            return list(rows)
+        if rows:
+            self.held.add(token, {getattr(row, table.key) for row in rows})
+        return rows
 
     def has_claimable(self) -> bool:
         """Whether a claim now would find a row (a cheap look, no claim)."""
@@ -116,6 +159,20 @@ class LeaseQueue:
         with self.db() as db:
             found = db.scalars(select(key).where(table.claimable(utcnow())).limit(1)).first()
         return found is not None
+
+    def depth(self) -> tuple[int, float]:
+        """How many rows are claimable now, and how long the oldest has waited (seconds,
+        by the order column: created, or due)."""
+        table = self.table
+        with self.db() as db:
+            now = utcnow()
+            count, oldest = db.execute(
+                select(func.count(), func.min(self._column(table.order_by))).where(
+                    table.claimable(now)
+                )
+            ).one()
+        age = max(0.0, (now - _aware(oldest)).total_seconds()) if oldest is not None else 0.0
+        return int(count), age
 
     def write(self, updates: Mapping[Any, Claimed]) -> set[Any]:
         """Store each row's new values under its claim, in one transaction.
@@ -141,7 +198,47 @@ class LeaseQueue:
                 )
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     lost.add(row_key)
+        self.held.end(
+            (claimed.token, row_key)
+            for row_key, claimed in updates.items()
+            if row_key in lost
+            or claimed.values.get("status", table.claimed_status) != table.claimed_status
+        )
         return lost
+
+    def release_all(self) -> int:
+        """Give back every row this queue still holds (a worker shutting down): claimable
+        again at once, by any worker, instead of after its lease; the attempt is undone.
+        Returns how many rows were given back."""
+        tokens = self.held.take_all()
+        if not tokens:
+            return 0
+        table = self.table
+        with transaction(self.db) as db:
+            result = db.execute(
+                update(table.model)
+                .where(
+                    self._column("claim_token").in_(tokens),
+                    self._column("status") == table.claimed_status,
+                )
+                .values(
+                    status=table.released_status,
+                    claim_token=None,
+                    lease_until=None,
+                    attempts=self._column("attempts") - 1,
+                    updated_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+        count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if count:
+            log.info("%s: gave back %d claimed rows", table.model.__tablename__, count)
+        return count
+
+
+def _aware(moment: datetime) -> datetime:
+    """A timestamp read back in UTC (SQLite hands back naive ones)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Workers:

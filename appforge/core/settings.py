@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -501,6 +501,55 @@ class AuditSettings(BaseModel):
     )
 
 
+class HealthSettings(BaseModel):
+    """Readiness checks (``GET /api/health/ready``)."""
+
+    timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="Seconds each readiness check (database, vector store, Redis, a model "
+        "server) may take before it counts as not ready.",
+    )
+    cache_seconds: float = Field(
+        default=3.0,
+        ge=0,
+        le=300,
+        description="How long each API process reuses its last readiness answer (0: check "
+        "on every call), so frequent probes cost the backends little.",
+    )
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics (``GET /metrics``)."""
+
+    enabled: bool = Field(default=False, description="Serve `GET /metrics`; off, the path is 404.")
+    token: SecretStr | None = Field(
+        default=None,
+        description="The bearer token a scraper sends (`Authorization: Bearer <t>`); empty = "
+        "an admin API token is needed.",
+    )
+
+
+class OtelSettings(BaseModel):
+    """OpenTelemetry traces, exported with OTLP over HTTP; off unless an endpoint is set."""
+
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The OTLP/HTTP collector (http://host:4318); traces go to "
+        "<endpoint>/v1/traces. Empty = no tracing (the SDK is not even imported).",
+    )
+    capture_content: bool = Field(
+        default=False,
+        description="Put prompt messages, answers and retrieval queries on spans; off, "
+        "spans carry only models, token counts and timings.",
+    )
+    service_name: str = Field(
+        default="appforge", min_length=1, max_length=100, description="The traces' service.name."
+    )
+
+
 class Settings(BaseSettings):
     """All of appforge's configuration."""
 
@@ -572,6 +621,21 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     evals: EvalSettings = Field(default_factory=EvalSettings)
     log_level: str = Field(default="INFO", description="Log level of the entry points.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line (time, level, logger, message, "
+        "request id, run id, app uuid, route, status, latency).",
+    )
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long runs in flight may go on (streams finish) before "
+        "they are cancelled and stored `cancelled`.",
+    )
 
     @field_validator("providers")
     @classmethod

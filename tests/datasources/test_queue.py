@@ -95,6 +95,32 @@ def test_expired_lease_is_taken_over_and_the_old_worker_stops(
     assert _state(client).datasources.index.count(ds, entry) == body["chunks_total"]
 
 
+def test_stopping_gives_back_held_entries_at_once(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    client = make_client(make_settings(datasources={"workers": 0, "embedding_batch": 2}))
+    ds = client.post("/api/datasources", json={"name": "q", "type": "text"}).json()["uuid"]
+    entries = [
+        client.post(
+            f"/api/datasources/{ds}/entries", json={"entry_data": {"name": n, "content": n}}
+        ).json()["uuid"]
+        for n in ("one", "two", "three")
+    ]
+    queue: IngestionQueue = _state(client).ingestion
+    claimed = queue.claim_work()  # one entry, and one more through the batch queue
+    assert len(claimed) == 2
+    assert queue.run_once() == [entries[2]]  # the third; the held ones are leased
+    assert len(queue.queue.held.tokens) == 2  # what run_once wrote is no longer held
+    queue.stop()  # as a worker does on SIGTERM: no waiting for the 60 s lease
+    assert not queue.queue.held.tokens
+    for entry in claimed:
+        body = get_entry(client, ds, entry.uuid)
+        assert (body["status"], body["attempts"]) == ("pending", 0)
+    assert sorted(IngestionQueue(_state(client).datasources).run_once()) == sorted(
+        e.uuid for e in claimed
+    )
+
+
 def test_worker_gives_up_after_repeated_deaths(
     make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
 ):

@@ -9,12 +9,12 @@ from server_process import ServerProcess
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[[dict[str, str]], ServerProcess]]:
+def start_server() -> Iterator[Callable[..., ServerProcess]]:
     """Start servers with the given environment; all are stopped after the test."""
     started: list[ServerProcess] = []
 
-    def start(env: dict[str, str]) -> ServerProcess:
-        server = ServerProcess(env)
+    def start(env: dict[str, str], args: tuple[str, ...] = ()) -> ServerProcess:
+        server = ServerProcess(env, args)
         started.append(server)
         return server
 

@@ -17,7 +17,7 @@ from waiting import poll_until
 class ServerProcess:
     """One `appforge serve` child process with its own APPFORGE_* environment."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "appforge"
@@ -25,7 +25,7 @@ class ServerProcess:
         # tests run, and a full one (64 KiB of access log) would block the server.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _close
         self.proc = subprocess.Popen(
-            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"],
+            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui", *args],
             env={**os.environ, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -316,6 +316,8 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
         charts.nth(n).locator("canvas, svg").first.wait_for()
     assert not page.locator('[data-testid="stException"]').count()
     shots.take(page, "analytics")
+
+
 FAQ = (
     "Opening hours: the shop opens at nine in the morning and closes at six.\n\n"
     "Returns: a product can be returned within thirty days with its receipt.\n\n"
@@ -385,6 +387,8 @@ def test_playground_chat_three_turns_in_order_streamed_with_sources(served: Serv
     last.get_by_text("parcels arrive within two working days", exact=False).wait_for()
     # The session is listed by its first question.
     page.get_by_role("button", name=TURNS[0]).wait_for()
+
+
 MANUAL = [
     "Pump manual. Prime the pump with water before its first use, or the seal burns out.",
     "Clean the intake filter every month; a clogged filter halves the flow.",

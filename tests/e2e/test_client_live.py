@@ -566,6 +566,8 @@ def test_client_live_tokens_models_and_signing(server: ServerProcess, kind: str)
     async def scenario(af: Any) -> dict[str, Any]:
         health = await af.health()
         assert health.status == "ok" and health.database
+        ready = await af.ready()
+        assert ready.status == "ready" and ready.checks["database"].ok
         me = await af.me()
         assert me.is_admin and me.name == "admin"
         models = await af.list_models(timeout=1)
@@ -863,6 +865,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 99
+    assert "stream" in operations and len(operations) == 100
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)
