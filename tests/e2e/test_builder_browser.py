@@ -280,6 +280,7 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
     page.get_by_label("API token").fill(TOKEN)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Apps", exact=True).wait_for()
+    _settle(page)  # a click while the page's script runs can be lost
     _open(page, "Analytics")
     page.get_by_text("Runs and errors").wait_for()
     metrics = page.locator('[data-testid="stMetric"]')
@@ -290,4 +291,6 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
     for n in range(4):
         charts.nth(n).locator("canvas, svg").first.wait_for()
     assert not page.locator('[data-testid="stException"]').count()
+    # The picture: from the range and bucket down to the last charts.
+    page.get_by_text("Days (UTC)").evaluate("e => e.scrollIntoView({block: 'start'})")
     shots.take(page, "analytics")
