@@ -274,7 +274,8 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
         broken = CHARTED_APP.replace("{{ input.question }}", "{{ 1 // 0 }}")
         patched = api.patch(f"/api/apps/{made.json()['uuid']}", content=broken, headers=yaml_type)
         assert patched.status_code == 200
-        assert api.post(run, json={"input": {"question": "And?"}}).status_code == 500
+        failed = api.post(run, json={"input": {"question": "And?"}})
+        assert failed.status_code == 500
 
     page.goto(served.ui)
     page.get_by_label("API token").fill(TOKEN)
@@ -294,3 +295,10 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
     # The picture: from the range and bucket down to the last charts.
     page.get_by_text("Days (UTC)").evaluate("e => e.scrollIntoView({block: 'start'})")
     shots.take(page, "analytics")
+    # The same runs on the Runs page, the newest (failed) one open.
+    _open(page, "Runs")
+    page.get_by_text("3 runs, newest first").wait_for()
+    error = failed.json()["error"]
+    page.get_by_text(f"{error['code']}: {error['message']}").wait_for()
+    assert not page.locator('[data-testid="stException"]').count()
+    shots.take(page, "runs-list")
