@@ -253,14 +253,14 @@ steps:
     kind: llm
     prompt:
       user: "{{ input.question }}"
-    params: {temperature: 0, seed: 1, max_tokens: 8}
+    params: {temperature: 0, seed: 1, max_tokens: 6}
 output:
   answer: "{{ answer.text }}"
 """
 
 
 def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tmp_path: Path):
-    """Runs made through the API (two answered, one failing), then the Analytics page:
+    """Runs made through the API (one answered, one failing), then the Analytics page:
     its totals, and its four charts drawn."""
     shots = Shots(tmp_path / "screenshots")
     yaml_type = {"Content-Type": "application/yaml"}
@@ -268,9 +268,9 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
         made = api.post("/api/apps", content=CHARTED_APP, headers=yaml_type)
         assert made.status_code == 201, made.text
         run = f"/api/apps/{made.json()['uuid']}/run"
-        for question in ("Where do otters sleep?", "What do otters eat?"):
-            answered = api.post(run, json={"input": {"question": question}}, timeout=300)
-            assert answered.status_code == 200, answered.text
+        question = {"input": {"question": "Where do otters sleep?"}}
+        answered = api.post(run, json=question, timeout=300)
+        assert answered.status_code == 200, answered.text
         broken = CHARTED_APP.replace("{{ input.question }}", "{{ 1 // 0 }}")
         patched = api.patch(f"/api/apps/{made.json()['uuid']}", content=broken, headers=yaml_type)
         assert patched.status_code == 200
@@ -285,7 +285,7 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
     _open(page, "Analytics")
     page.get_by_text("Runs and errors").wait_for()
     metrics = page.locator('[data-testid="stMetric"]')
-    assert metrics.nth(0).inner_text().split() == ["Runs", "3"]
+    assert metrics.nth(0).inner_text().split() == ["Runs", "2"]
     assert metrics.nth(1).inner_text().split() == ["Errors", "1"]
     charts = page.locator('[data-testid="stVegaLiteChart"]')
     assert charts.count() == 4
@@ -297,7 +297,7 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
     shots.take(page, "analytics")
     # The same runs on the Runs page, the newest (failed) one open.
     _open(page, "Runs")
-    page.get_by_text("3 runs, newest first").wait_for()
+    page.get_by_text("2 runs, newest first").wait_for()
     error = failed.json()["error"]
     page.get_by_text(f"{error['code']}: {error['message']}").wait_for()
     assert not page.locator('[data-testid="stException"]').count()
