@@ -6,6 +6,8 @@ datasource, uploads a text file with metadata, waits until it is ready, creates
 a chat app from the support-bot template with the form editor (pointing its
 retrieve step at that datasource with the picker), and chats with
 it in the playground, seeing the answer arrive in pieces and cite the file.
+Another test runs an app through the API (one answer, one failure) and opens
+the Analytics page (its totals and four charts) and the Runs page.
 
 A screenshot of each page goes to the test's output folder; with
 ``APPFORGE_SCREENSHOTS=<dir>`` they are also written there (that is how the
