@@ -1,6 +1,6 @@
 """Analytics: an app's runs, or the runs that used a managed prompt, over a range of days
 in hour or day buckets: runs and errors, p50/p95 latency and time to first token, and
-tokens, as charts, with the totals above them and a table per version."""
+tokens, as bar charts, with the totals above them and a table per version."""
 
 from __future__ import annotations
 
@@ -81,7 +81,10 @@ def _frame(series: list[BucketStats], since: datetime, until: datetime, bucket: 
             point.ttft_ms.p50,
             point.ttft_ms.p95,
         ]
-    return frame.sort_index()
+    frame = frame.sort_index()
+    # Bucket labels that sort as time: drawn as categories, each bar as wide as its bucket.
+    frame.index = frame.index.strftime("%Y-%m-%d" if bucket == "day" else "%Y-%m-%d %H:00")
+    return frame
 
 
 def _totals(totals: RunStats) -> None:
@@ -99,17 +102,23 @@ def _ms(value: float | None) -> str:
 
 
 def _charts(frame: Any) -> None:
+    """Runs stacked on errors; the other figures side by side per bucket (a bucket with
+    one run still shows, which a line through one point would not). A bucket without
+    runs has no bar, and stays on the axis so that every chart has the same one."""
+    frame = frame.fillna(0)
+    height = 240
     left, right = st.columns(2)
     with left:
         st.markdown("**Runs and errors**")
-        st.bar_chart(frame[["runs (no error)", "errors"]], color=["#4c78a8", "#e45756"])
+        runs = frame[["runs (no error)", "errors"]]
+        st.bar_chart(runs, color=["#4c78a8", "#e45756"], height=height)
         st.markdown("**Latency (ms)**")
-        st.line_chart(frame[["latency p50", "latency p95"]])
+        st.bar_chart(frame[["latency p50", "latency p95"]], stack=False, height=height)
     with right:
         st.markdown("**Tokens**")
-        st.bar_chart(frame[["tokens in", "tokens out"]])
+        st.bar_chart(frame[["tokens in", "tokens out"]], stack=False, height=height)
         st.markdown("**Time to first token (ms)**")
-        st.line_chart(frame[["ttft p50", "ttft p95"]])
+        st.bar_chart(frame[["ttft p50", "ttft p95"]], stack=False, height=height)
 
 
 def _table(rows: list[Any], key: str) -> None:

@@ -70,7 +70,7 @@ def _table(page: RunList) -> None:
                 "time": r.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
                 "app": r.app_name,
                 "version": r.app_version,
-                "session": r.session_id,
+                "session": r.session_id if len(r.session_id) <= 14 else r.session_id[:13] + "…",
                 "input": r.input_preview,
                 "status": r.status if r.error_code is None else f"{r.status} ({r.error_code})",
                 "latency ms": round(r.latency_ms) if r.latency_ms is not None else None,
@@ -127,8 +127,8 @@ def _run(record: RunRecord) -> None:
     usage = record.usage
     cols = st.columns(4)
     cols[0].metric("Status", record.status)
-    cols[1].metric("Latency", f"{record.latency_ms:.0f} ms" if record.latency_ms else "–")
-    cols[2].metric("First token", f"{record.ttft_ms:.0f} ms" if record.ttft_ms else "–")
+    cols[1].metric("Latency", "–" if record.latency_ms is None else f"{record.latency_ms:.0f} ms")
+    cols[2].metric("First token", "–" if record.ttft_ms is None else f"{record.ttft_ms:.0f} ms")
     tokens = f"{usage.get('prompt_tokens', 0)} / {usage.get('completion_tokens', 0)}"
     cols[3].metric("Tokens in / out", tokens)
     st.caption(
@@ -145,6 +145,8 @@ def _run(record: RunRecord) -> None:
         st.markdown("**Output**")
         st.json(record.output)
     st.markdown("**Steps**")
+    if not record.steps:
+        st.caption("No step finished.")
     for step in record.steps:
         with st.expander(f"{step.get('id', '?')} ({step.get('kind', '?')})", expanded=True):
             _step(step)
