@@ -37,7 +37,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 TOKEN = "af_browser_admin_token_0123456789"
 TIMEOUT_MS = 90_000
 QUESTION = "Explain in detail how to reset the widget, step by step."
-# Records each text the newest answer shows, on every change of the page.
+# Records each text the newest answer shows (with how many answers there are), on
+# every change of the page.
 RECORD_ANSWER = """() => {
   window.answerStates = [];
   new MutationObserver(() => {
@@ -45,7 +46,7 @@ RECORD_ANSWER = """() => {
       m => m.querySelector('[data-testid="stChatMessageAvatarAssistant"]'));
     if (!answers.length) return;
     const text = answers[answers.length - 1].querySelector('[data-testid="stMarkdownContainer"]');
-    if (text) window.answerStates.push(text.innerText);
+    if (text) window.answerStates.push([answers.length, text.innerText]);
   }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 ARTICLE = (
@@ -158,9 +159,10 @@ def _say(page: Page, text: str) -> None:
     box.press("Enter")
 
 
-def _grew(page: Page, final: str) -> list[str]:
-    """The recorded texts of the answer that were shorter beginnings of ``final``."""
-    states = [s.strip() for s in page.evaluate("window.answerStates") if s.strip()]
+def _grew(page: Page, final: str, nth: int = 1) -> list[str]:
+    """The recorded texts of the ``nth`` answer that were shorter beginnings of ``final``."""
+    recorded = page.evaluate("window.answerStates")
+    states = [s.strip() for n, s in recorded if n == nth and s.strip()]
     return [s for s in dict.fromkeys(states) if s != final and final.startswith(s)]
 
 
@@ -377,8 +379,8 @@ def test_playground_chat_three_turns_in_order_streamed_with_sources(served: Serv
     _open(page, "Playground")
     _choose(page, "App", "FAQ bot")
     messages = page.locator('[data-testid="stChatMessage"]')
+    page.evaluate(RECORD_ANSWER)
     for n, question in enumerate(TURNS):
-        page.evaluate(RECORD_ANSWER)
         _say(page, question)
         answer = messages.nth(2 * n + 1)
         answer.get_by_text("Sources (1)").wait_for()  # shown once the answer is complete
@@ -391,10 +393,11 @@ def test_playground_chat_three_turns_in_order_streamed_with_sources(served: Serv
         runs = api.get(f"/api/apps/{made.json()['uuid']}/runs").json()[::-1]
     assert [r["input"]["question"] for r in runs] == list(TURNS)
     assert len({r["session_id"] for r in runs}) == 1  # one conversation
-    assert [r["output"]["answer"].strip()[:15] for r in runs] == [t[:15] for t in texts[1::2]]
-    # The last answer grew on screen as it was written.
-    growing = _grew(page, texts[-1])
-    assert len(growing) >= 3, f"the answer did not arrive in pieces: {growing}"
+    for run, shown in zip(runs, texts[1::2], strict=True):  # each answer under its question
+        assert shown and shown[:12] in run["output"]["answer"], (shown, run["output"])
+    # Each answer grew on screen as it was written.
+    growing = [_grew(page, answer, n) for n, answer in enumerate(texts[1::2], 1)]
+    assert all(growing) and max(map(len, growing)) >= 3, f"not written in pieces: {growing}"
     # Its source, with the text of the chunk the answer was given.
     last = messages.nth(5)
     last.get_by_text("Sources (1)").click()
