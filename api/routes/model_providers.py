@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import select
@@ -72,6 +73,11 @@ def check_base_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError("base_url may not have a query or fragment")
     _ = parts.port  # ValueError when the port is not a number in 0-65535
+    try:
+        httpx.URL(url)  # what the HTTP client will make of it (IDNA hosts included)
+        parts.hostname.encode("idna").decode("idna")  # what the resolver will
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ValueError(f"base_url's host is not a usable host name: {exc}") from None
     return url
 
 
