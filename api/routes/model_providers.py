@@ -382,6 +382,8 @@ def delete_provider_route(
 
 
 def _list_models(registry: ProviderRegistry, name: str, timeout: float) -> ProviderTestPublic:
+    if name not in registry.provider_names():  # may read the catalog: off the event loop
+        raise _not_found(name)
     started = time.perf_counter()
     provider = registry.provider(name)
     if isinstance(provider, LocalProvider):
@@ -423,7 +425,4 @@ async def test_provider_route(
     ``PROVIDER_AUTH_FAILED``, ``PROVIDER_ERROR``, ...), ``details.status`` the
     server's HTTP status when it answered one.
     """
-    registry = api_state(request).models
-    if name not in registry.provider_names():
-        raise _not_found(name)
-    return await run_in_threadpool(_list_models, registry, name, timeout)
+    return await run_in_threadpool(_list_models, api_state(request).models, name, timeout)
