@@ -165,16 +165,15 @@ async def list_models(
     model name; ``listed`` tells whether the server's own model list has it.
     """
     registry: ProviderRegistry = api_state(request).models
-    names = registry.provider_names()
+    names = await run_in_threadpool(registry.provider_names)  # may read the catalog
     statuses = await asyncio.gather(
         *(run_in_threadpool(_provider_status, registry, name, timeout) for name in names)
     )
     by_name = dict(zip(names, statuses, strict=True))
-    aliases = registry.view().aliases
     alias_statuses = await run_in_threadpool(
         lambda: [
             _alias_status(registry, alias, target, by_name)
-            for alias, target in sorted(aliases.items())
+            for alias, target in sorted(registry.view().aliases.items())
         ]
     )
     return ModelsPublic(aliases=alias_statuses, providers=list(statuses), hint=REAL_SERVER_HINT)

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import select
@@ -72,6 +73,11 @@ def check_base_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError("base_url may not have a query or fragment")
     _ = parts.port  # ValueError when the port is not a number in 0-65535
+    try:
+        httpx.URL(url)  # what the HTTP client will make of it (IDNA hosts included)
+        parts.hostname.encode("idna").decode("idna")  # what the resolver will
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ValueError(f"base_url's host is not a usable host name: {exc}") from None
     return url
 
 
@@ -376,6 +382,8 @@ def delete_provider_route(
 
 
 def _list_models(registry: ProviderRegistry, name: str, timeout: float) -> ProviderTestPublic:
+    if name not in registry.provider_names():  # may read the catalog: off the event loop
+        raise _not_found(name)
     started = time.perf_counter()
     provider = registry.provider(name)
     if isinstance(provider, LocalProvider):
@@ -417,7 +425,4 @@ async def test_provider_route(
     ``PROVIDER_AUTH_FAILED``, ``PROVIDER_ERROR``, ...), ``details.status`` the
     server's HTTP status when it answered one.
     """
-    registry = api_state(request).models
-    if name not in registry.provider_names():
-        raise _not_found(name)
-    return await run_in_threadpool(_list_models, registry, name, timeout)
+    return await run_in_threadpool(_list_models, api_state(request).models, name, timeout)

@@ -483,3 +483,91 @@ def test_sign_in_lasts_across_reloads_and_tabs_and_a_20_mb_pdf_is_ingested(
     poll_until(lambda: _session_cookie(page) is None, timeout=60)
     page.reload()
     page.get_by_label("API token").wait_for()
+
+
+ECHO_APP = """version: 1
+name: Echo
+type: text
+input:
+  question: {type: string, required: true}
+steps:
+  - id: answer
+    kind: llm
+    model: default
+    prompt:
+      user: "{{ input.question }}"
+    params: {temperature: 0, seed: 1, max_tokens: 8}
+output:
+  answer: "{{ answer.text }}"
+"""
+
+
+def _pick(page: Page, label: str, option: str) -> None:
+    """Pick an option of a select box: open it, filter, and click the option itself."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(
+        has=page.get_by_text(label, exact=True)
+    )
+    box.locator("input").click()
+    box.locator("input").fill(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    _settle(page)
+    assert box.locator("input").input_value() == option
+
+
+def test_admin_points_default_at_a_real_server_and_runs_an_app_with_it(
+    served: Served, page: Page, tmp_path: Path, llama_server: str
+):
+    shots = Shots(tmp_path / "screenshots")
+    with _api(served) as api:
+        made = api.post("/api/apps", content=ECHO_APP, headers={"Content-Type": "application/yaml"})
+        assert made.status_code == 201, made.text
+    page.goto(served.ui)
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Apps", exact=True).wait_for()
+
+    # Settings, Models: the bundled model is labelled; add the real server as a provider.
+    _open(page, "Settings")
+    page.get_by_text("Ollama, vLLM, llama.cpp server, OpenAI").wait_for()
+    _settle(page)
+    target = page.locator('[data-testid="stSelectbox"]').filter(
+        has=page.get_by_text("Points at", exact=True)
+    )
+    shown = target.locator("input").input_value()
+    assert (
+        shown == "local:smollm2 — tiny offline demo model (SmolLM2-135M): answers are often wrong"
+    )
+    page.get_by_label("Provider name (e.g. ollama)").fill("llama")
+    page.get_by_label("Base URL (e.g. http://127.0.0.1:11434/v1)").fill(llama_server)
+    page.get_by_role("button", name="Add provider").click()
+    page.get_by_text("Added provider llama").wait_for()
+    _settle(page)
+
+    # Test the connection: the server lists its model, which then can be picked.
+    _pick(page, "Provider", "llama")
+    page.get_by_role("button", name="Test connection").click()
+    page.get_by_text("llama answered").wait_for()
+    assert "smollm2" in page.get_by_text("llama answered").inner_text()
+    _settle(page)
+    _pick(page, "Points at", "llama:smollm2")
+    page.get_by_role("button", name="Set alias").click()
+    page.get_by_text("Alias default now points at llama:smollm2").wait_for()
+    shots.take(page, "models")
+    with _api(served) as api:
+        [alias] = api.get("/api/models/aliases").json()
+    assert (alias["name"], alias["target"], alias["source"]) == (
+        "default",
+        "llama:smollm2",
+        "database",
+    )
+
+    # The app's "default" now goes to that server, without a restart.
+    _open(page, "Playground")
+    _choose(page, "App", "Echo")
+    _say(page, "Say hello.")
+    page.get_by_text("succeeded", exact=False).first.wait_for()
+    with _api(served) as api:
+        [run] = api.get(f"/api/apps/{made.json()['uuid']}/runs").json()
+        record = api.get(f"/api/runs/{run['id']}").json()
+    assert record["status"] == "succeeded" and record["output"]["answer"].strip()
+    assert record["steps"][0]["usage_reported"] is False  # llama_cpp.server's answer
