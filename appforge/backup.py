@@ -38,9 +38,10 @@ from appforge.core.modes import write_private
 FORMAT = "appforge-backup"
 FORMAT_VERSION = 1
 FILES_DIR = "files"
-# Rows that only matter for a few minutes (replay protection) are not carried over.
+# Rows that only matter for a few minutes (replay protection) are not carried over,
+# nor browsers' builder sign-ins (a restored home starts signed out).
 # The server key's fingerprint belongs to the server, not to its data.
-SKIPPED_TABLES = frozenset({"used_signatures", "server_key"})
+SKIPPED_TABLES = frozenset({"used_signatures", "server_key", "builder_sessions"})
 
 
 class BackupError(Exception):
