@@ -39,12 +39,15 @@ from providers.catalog import catalog_changed
 FORMAT = "appforge-backup"
 FORMAT_VERSION = 1
 FILES_DIR = "files"
-# Rows that only matter for a few minutes (replay protection) are not carried over.
+# Rows that only matter for a few minutes (replay protection) are not carried over,
+# nor browsers' builder sign-ins (a restored home starts signed out).
 # The server key's fingerprint belongs to the server, not to its data; the model
 # catalog's version counter too (a restore raises it, so servers reload their models).
 # Chunks are made again from the entries, like their vectors (a restore requeues
 # every entry).
-SKIPPED_TABLES = frozenset({"used_signatures", "server_key", "model_catalog", "datasource_chunks"})
+SKIPPED_TABLES = frozenset(
+    {"used_signatures", "server_key", "model_catalog", "datasource_chunks", "builder_sessions"}
+)
 
 
 class BackupError(Exception):

@@ -177,10 +177,11 @@ def datasources_add(
     with click.progressbar(files, label="adding entries", file=sys.stderr) as bar:
         for path in bar:
             try:
-                client.add_entry(
+                # Multipart, streamed from the file: no base64 body over the body limit.
+                client.upload_entry(
                     datasource,
-                    path.name,
-                    file=path,
+                    path,
+                    name=path.name,
                     metadata={**meta, "path": str(path.relative_to(folder))},
                 )
                 added += 1

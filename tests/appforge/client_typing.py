@@ -18,6 +18,7 @@ from appforge.client import (
     AsyncClient,
     AuditEvent,
     AuditLog,
+    BuilderSession,
     Client,
     DeployResult,
     EntryInfo,
@@ -65,6 +66,11 @@ def sync_client(client: Client) -> None:
     assert_type(client.audit(action="app.", start=datetime(2026, 1, 1)), AuditLog)
     assert_type(client.audit().events, list[AuditEvent])
     assert_type(client.audit().events[0].actor, str)
+    assert_type(client.upload_entry("ds", Path("manual.pdf"), metadata={"k": 1}), EntryInfo)
+    with Path("manual.pdf").open("rb") as opened:
+        assert_type(client.upload_entry("ds", opened, filename="m.pdf"), EntryInfo)
+    assert_type(client.create_builder_session(), BuilderSession)
+    assert_type(client.end_builder_session(), None)
 
     client.create_ap("x")  # type: ignore[attr-defined]
     client.run("uuid", "not a mapping")  # type: ignore[arg-type]
@@ -76,6 +82,7 @@ def sync_client(client: Client) -> None:
     client.create_token("w", "runner")  # type: ignore[call-arg]
     client.audit("app.created")  # type: ignore[call-arg]
     client.audit(start="2026-01-01")  # type: ignore[arg-type]
+    client.upload_entry("ds", "manual.pdf")  # type: ignore[arg-type]
 
 
 async def async_client(aclient: AsyncClient) -> None:
