@@ -31,6 +31,7 @@ from sqlalchemy.orm import aliased
 from appforge.core.db import transaction, utcnow
 from appforge.core.errors import AppforgeError
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
+from evals.judge import Judge
 from evals.scorers import CaseRun, ScorerSpec, score_case
 from evals.tables import Evaluation, EvaluationCase
 from runs.errors import (
@@ -121,6 +122,7 @@ class EvaluationQueue:
         settings = self.services.settings
         lease = settings.runs.timeout_seconds + 60
         self.queue = LeaseQueue(self.db, CASES, lease)
+        self.judge = Judge(self.db, self.services.models)
         self.workers = Workers("evals", lambda _: self.run_once(), settings.evals.poll_seconds)
         self._active: dict[int, tuple[str, threading.Event]] = {}
         self._lock = threading.Lock()
@@ -171,7 +173,8 @@ class EvaluationQueue:
             self._release(case)
             return
         run_id, seen = run
-        scores = [score_case(s, _seen_with(seen, case, plan), self._embed) for s in plan.scorers]
+        seen = _seen_with(seen, case, plan)
+        scores = [score_case(s, seen, self._embed, self.judge) for s in plan.scorers]
         values = {
             "status": "done",
             "run_id": run_id,

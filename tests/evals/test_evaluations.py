@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import ended, state
 from fastapi.testclient import TestClient
-from openai_edge import EdgeServer, Reply, serve_edge, sse_chunk
+from openai_edge import EdgeServer, Reply, completion_body, serve_edge, sse_chunk
 from waiting import poll_until
 
 from appforge.core.settings import OpenAISettings, Settings
@@ -235,6 +235,35 @@ def test_evaluation_overrides_and_comparison_with_exact_outputs(api: TestClient,
     assert compared["aggregate"]["tokens"] == {"a": 18, "b": 18, "delta": 0}
     listed = api.get("/api/evaluations", params={"dataset": "capitals", "status": "done"}).json()
     assert [e["id"] for e in listed][:2] == [b["id"], a["id"]]
+
+
+def test_evaluation_judge_scores_with_a_managed_prompt_and_a_model(
+    api: TestClient, edge: EdgeServer
+):
+    uc = api.post("/api/v1/use-cases", json={"name": "Judges"}).json()["id"]
+    pid = api.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "judge-prompt"}).json()["id"]
+    template = "Q: {{ input.question }} A: {{ output.answer }} Want: {{ expected.answer }}. Score?"
+    api.post(f"/api/v1/prompts/{pid}/versions", json={"type": "text", "template_text": template})
+    api.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    replies = []
+    for answer, verdict in (("Paris", "9/10"), ("Milan", "Score: 0.2"), ("Madrid", "no idea")):
+        frames = [sse_chunk(answer, None), sse_chunk(None, "stop"), sse_chunk(None, None, usage)]
+        replies += [Reply(200, None, sse=frames), Reply(200, completion_body(verdict))]
+    edge.replies = replies
+    judge = {"type": "judge", "prompt": "judge-prompt", "model": "edge", "threshold": 0.5}
+    made = _evaluate(api, scorers=[judge])
+    results = api.get(f"/api/evaluations/{made['id']}/results").json()
+    scores = [r["scores"][0] for r in results]
+    assert [(s["score"], s["passed"]) for s in scores] == [(0.9, True), (0.2, False), (0, False)]
+    assert scores[0]["prompt"] == [
+        {"role": "user", "content": "Q: Capital of France? A: Paris Want: Paris. Score?"}
+    ]
+    assert scores[0]["answer"] == "9/10" and "no score" in scores[2]["reason"]
+    missing = {**judge, "prompt": "no-such-prompt"}
+    body = {"dataset": "capitals", "app": "Ask", "scorers": [missing]}
+    r = api.post("/api/evaluations", json=body)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "SCORER_INVALID"
 
 
 def test_evaluation_names_the_revision_and_ignores_later_case_changes(
