@@ -146,6 +146,19 @@ class EvaluationQueue:
         self.work(case)
         return True
 
+    def run_evaluation(self, evaluation_id: str) -> None:
+        """Work this evaluation's claimable cases in the calling thread (a gated change)."""
+        only = LeaseTable(
+            EvaluationCase,
+            "id",
+            lambda now: and_(_claimable(now), EvaluationCase.evaluation_id == evaluation_id),
+            "id",
+            "running",
+        )
+        mine = LeaseQueue(self.db, only, self.queue.lease.total_seconds())
+        while claimed := mine.claim(1, process_id=self.process_id):
+            self.work(claimed[0])
+
     def work(self, case: EvaluationCase) -> None:
         """Run, score and store one claimed case (a lost claim stores nothing)."""
         plan = self._plan(case.evaluation_id)

@@ -353,3 +353,51 @@ def test_evaluation_of_an_empty_dataset_is_refused(api: TestClient):
     assert (
         json.loads(api.get("/api/evaluations/nope").text)["error"]["code"] == "EVALUATION_NOT_FOUND"
     )
+
+
+def _ask_prompt_id(api: TestClient) -> str:
+    uc = next(u for u in api.get("/api/v1/use-cases").json() if u["name"] == "Evals")
+    prompts = api.get(f"/api/v1/use-cases/{uc['id']}/prompts").json()
+    pid: str = next(p["id"] for p in prompts if p["name"] == "ask-prompt")
+    return pid
+
+
+def test_gated_promotion_moves_the_label_only_when_its_evaluation_passes(
+    api: TestClient, edge: EdgeServer
+):
+    gated = ASK_APP.replace("name: Ask", "name: AskEdge").replace("model: default", "model: edge")
+    assert api.post("/api/apps", content=gated, headers=YAML).status_code == 201
+    pid = _ask_prompt_id(api)
+    require = {
+        "dataset": "capitals",
+        "app": "AskEdge",
+        "scorers": [{"type": "equals"}],
+        "min_pass_rate": 0.9,
+    }
+    body = {"label": "production", "require": require}
+    before = len(edge.requests)
+    _answers(edge, "Paris", "Milan", "Madrid")
+    refused = api.post(f"/api/v1/prompts/{pid}/versions/2/promote", json=body)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "EVALUATION_FAILED" and error["details"]["pass_rate"] < 0.9
+    # The candidate ran (version 2's system message), and the label stayed on version 1.
+    systems = [r["messages"][0]["content"] for r in edge.requests[before:]]
+    assert systems == ["Answer in one word."] * 3
+    assert "production" in api.get(f"/api/v1/prompts/{pid}/versions/1").json()["labels"]
+    failed = api.get(f"/api/evaluations/{error['details']['evaluation_id']}").json()
+    assert failed["overrides"] == {"prompts": {pid: {"version": 2}}}
+
+    _answers(edge, "Paris", "Rome", "Madrid")
+    moved = api.post(f"/api/v1/prompts/{pid}/versions/2/promote", json=body)
+    assert moved.status_code == 200, moved.text
+    assert "production" in moved.json()["labels"]
+    history = api.get(f"/api/v1/prompts/{pid}/deployments").json()["history"]
+    gated_moves = [h for h in history if (h["notes"] or "").startswith("evaluation ")]
+    assert len(gated_moves) == 1
+    last = gated_moves[0]
+    assert (last["version"], last["environment"]) == (2, "production")
+    evaluation = api.get(f"/api/evaluations/{last['notes'].split()[1]}").json()
+    assert evaluation["summary"]["pass_rate"] == 1
+    # Put production back where the other tests expect it.
+    api.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})
