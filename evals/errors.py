@@ -9,6 +9,8 @@ The API renders them as the one error body (``api/errors.py``)::
     ├── DatasetExistsError          409 DATASET_EXISTS
     ├── EvaluationConflictError     409 EVALUATION_FINISHED (cancel of an ended evaluation),
     │                                   DATASET_EMPTY (an evaluation of a dataset without cases)
+    ├── EvaluationFailedError       409 EVALUATION_FAILED (a gated promotion's evaluation missed
+    │                                   its bar: nothing moved; details name the evaluation)
     ├── TooManyCasesError           413 TOO_MANY_CASES (a request's, or a dataset's, limit)
     ├── CaseInvalidError            422 CASE_INVALID, CASE_FILE_INVALID (a JSONL or CSV line)
     └── ScorerInvalidError          422 SCORER_INVALID (a pattern, schema or prompt that
@@ -47,6 +49,11 @@ class DatasetExistsError(EvalsError):
 
 class EvaluationConflictError(EvalsError):
     code = "EVALUATION_FINISHED"
+    status_code = 409
+
+
+class EvaluationFailedError(EvalsError):
+    code = "EVALUATION_FAILED"
     status_code = 409
 
 

@@ -87,6 +87,15 @@ def start_evaluation(
     output_keys = _output_keys(db, app_uuid, new.app_version)
     _check_overrides(db, new.overrides)
     check_scorers(new.scorers, limits)
+    for spec in new.scorers:
+        if spec.type == "judge" and not prompt_exists(
+            db, spec.prompt or "", spec.label or "production"
+        ):
+            raise ScorerInvalidError(
+                f"scorer '{spec.key}': no prompt '{spec.prompt}' at label "
+                f"'{spec.label or 'production'}'",
+                details={"scorer": spec.key},
+            )
     now = utcnow()
     row = Evaluation(
         id=str(uuid.uuid4()),

@@ -31,7 +31,8 @@ from sqlalchemy.orm import aliased
 from appforge.core.db import transaction, utcnow
 from appforge.core.errors import AppforgeError
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
-from evals.scorers import CaseRun, ScorerSpec, score_case
+from evals.judge import Judge
+from evals.scorers import CaseRun, Score, ScorerSpec, score_case
 from evals.tables import Evaluation, EvaluationCase
 from runs.errors import (
     AppNotFoundError,
@@ -48,6 +49,8 @@ from runs.tables import Process, Run
 log = logging.getLogger(__name__)
 
 OPEN = ("pending", "running")
+MAX_ATTEMPTS = 3
+_BUSY_PAUSE = 0.5  # seconds a worker waits after the app refused a run (too many going)
 # Failures of the app itself, not of a case: the evaluation fails.
 _FATAL = (AppNotFoundError, AppVersionNotFoundError, RunAuthError, RunConflictError)
 
@@ -121,6 +124,7 @@ class EvaluationQueue:
         settings = self.services.settings
         lease = settings.runs.timeout_seconds + 60
         self.queue = LeaseQueue(self.db, CASES, lease)
+        self.judge = Judge(self.db, self.services.models)
         self.workers = Workers("evals", lambda _: self.run_once(), settings.evals.poll_seconds)
         self._active: dict[int, tuple[str, threading.Event]] = {}
         self._lock = threading.Lock()
@@ -142,6 +146,19 @@ class EvaluationQueue:
         self.work(case)
         return True
 
+    def run_evaluation(self, evaluation_id: str) -> None:
+        """Work this evaluation's claimable cases in the calling thread (a gated change)."""
+        only = LeaseTable(
+            EvaluationCase,
+            "id",
+            lambda now: and_(_claimable(now), EvaluationCase.evaluation_id == evaluation_id),
+            "id",
+            "running",
+        )
+        mine = LeaseQueue(self.db, only, self.queue.lease.total_seconds())
+        while claimed := mine.claim(1, process_id=self.process_id):
+            self.work(claimed[0])
+
     def work(self, case: EvaluationCase) -> None:
         """Run, score and store one claimed case (a lost claim stores nothing)."""
         plan = self._plan(case.evaluation_id)
@@ -157,21 +174,29 @@ class EvaluationQueue:
                 self._active.pop(case.id, None)
 
     def _work(self, case: EvaluationCase, plan: Plan, cancel: threading.Event) -> None:
-        try:
-            run = self._finished_run(case) or self._run(case, plan, cancel)
-        except TooManyRunsError:
-            self._release(case)  # the app is busy: the case waits for its turn
-            return
-        except _FATAL as exc:
-            self.fail_evaluation(plan.id, exc.code, exc.message)
-            return
-        except AppforgeError as exc:  # this case's input, say: the case fails
-            run = _failed_case(exc)
+        if case.attempts > MAX_ATTEMPTS:  # its worker died each time: do not try forever
+            message = f"gave up after {MAX_ATTEMPTS} attempts (the worker stopped each time)"
+            run: tuple[str | None, CaseRun] | None = _failed_case(
+                AppforgeError(message, code="EVALUATION_CASE_FAILED")
+            )
+        else:
+            try:
+                run = self._finished_run(case) or self._run(case, plan, cancel)
+            except TooManyRunsError:
+                self._release(case)  # the app is busy: the case waits for its turn
+                self.workers.stopping.wait(_BUSY_PAUSE)
+                return
+            except _FATAL as exc:
+                self.fail_evaluation(plan.id, exc.code, exc.message)
+                return
+            except AppforgeError as exc:  # this case's input, say: the case fails
+                run = _failed_case(exc)
         if run is None or (cancel.is_set() and run[1].status == "cancelled"):
             self._release(case)
             return
         run_id, seen = run
-        scores = [score_case(s, _seen_with(seen, case, plan), self._embed) for s in plan.scorers]
+        seen = _seen_with(seen, case, plan)
+        scores = [self._score(spec, seen) for spec in plan.scorers]
         values = {
             "status": "done",
             "run_id": run_id,
@@ -184,6 +209,14 @@ class EvaluationQueue:
         }
         if not self.queue.write({case.id: Claimed(case.claim_token, values)}):
             self._finish_if_complete(plan.id)
+
+    def _score(self, spec: ScorerSpec, seen: CaseRun) -> Score:
+        """One scorer's verdict; a scorer that breaks fails (the case is still stored)."""
+        try:
+            return score_case(spec, seen, self._embed, self.judge)
+        except Exception as exc:  # a bug or a broken model: keep the worker and the case
+            log.exception("scorer %s failed", spec.key)
+            return Score(spec.key, 0.0, False, f"the scorer failed: {type(exc).__name__}")
 
     def _plan(self, evaluation_id: str) -> Plan | None:
         with self.db() as db:

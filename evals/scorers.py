@@ -19,7 +19,10 @@ the app's output key scored (default: its first), ``value`` the reference
   sources (the output key ``output``, default ``sources``); the score is the share
   found;
 - ``latency_ms``, ``tokens``: budgets; passed when the run's latency (its total
-  tokens) is at most ``threshold``.
+  tokens) is at most ``threshold``;
+- ``judge`` (``{"type": "judge", "prompt", "label"?, "model"?}``): a managed prompt,
+  rendered with ``input``, ``output`` and ``expected``, run by a model that answers
+  with a score (``evals.judge``).
 
 A case whose run did not succeed fails every scorer.
 """
@@ -50,6 +53,7 @@ ScorerType = Literal[
     "cites",
     "latency_ms",
     "tokens",
+    "judge",
 ]
 _BUDGETS = ("latency_ms", "tokens")
 _SIMILARITY = 0.7
@@ -74,8 +78,17 @@ class ScorerSpec(BaseModel):
     value: Any = Field(default=None, description="The reference; default: expected[output].")
     threshold: float | None = Field(
         default=None,
-        description="similarity: the passing score; number_close: the "
+        description="similarity, judge: the passing score; number_close: the "
         "tolerance; latency_ms and tokens: the maximum.",
+    )
+    prompt: str | None = Field(
+        default=None, min_length=1, max_length=200, description="judge: the managed prompt."
+    )
+    label: str | None = Field(
+        default=None, pattern=r"^[a-z0-9_.-]{1,36}$", description="judge: its label."
+    )
+    model: str | None = Field(
+        default=None, min_length=1, max_length=200, description="judge: the model (alias)."
     )
 
     @property
@@ -116,6 +129,7 @@ class Score:
 
 
 Embed = Callable[[list[str]], Any]  # texts -> normalised vectors (rows)
+JudgeFn = Callable[["ScorerSpec", "CaseRun"], "Score"]  # the judge scorer (evals.judge)
 
 
 # --- checking scorers when an evaluation is asked for -----------------------------------
@@ -149,6 +163,11 @@ def _check_one(spec: ScorerSpec, limits: EvalSettings) -> None:
             jsonschema.Draft202012Validator.check_schema(spec.value)
         except jsonschema.SchemaError as exc:
             raise bad(f"not a JSON Schema: {exc.message}") from None
+    elif spec.type == "judge":
+        if spec.prompt is None:
+            raise bad("a judge needs its managed prompt (prompt)")
+        if spec.threshold is not None and not 0 <= spec.threshold <= 1:
+            raise bad("the judge's threshold is between 0 and 1")
     elif spec.type in _BUDGETS:
         if spec.threshold is None or spec.threshold < 0:
             raise bad("a budget needs a threshold (the maximum) of 0 or more")
@@ -301,13 +320,17 @@ def _output_key(spec: ScorerSpec, run: CaseRun) -> str | None:
     return run.output_keys[0] if run.output_keys else next(iter(run.output), None)
 
 
-def score_case(spec: ScorerSpec, run: CaseRun, embed: Embed) -> Score:
+def score_case(spec: ScorerSpec, run: CaseRun, embed: Embed, judge: JudgeFn | None = None) -> Score:
     """Score one case's run with one scorer."""
     if run.status != "succeeded":
         code = (run.error or {}).get("code", run.status.upper())
         return _verdict(spec, False, f"the run did not succeed ({code})")
     if spec.type in _BUDGETS:
         return _budget(spec, run)
+    if spec.type == "judge":
+        if judge is None:
+            return _verdict(spec, False, "no judge here")
+        return judge(spec, run)
     key = _output_key(spec, run)
     if key is None or key not in run.output:
         return _verdict(spec, False, f"the run has no output '{key}'")

@@ -14,9 +14,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from evals.tables import EvaluationCase
+
+
+class CaseOutcome(Protocol):
+    """A case's result as summaries and comparisons read it: a stored
+    ``evals.tables.EvaluationCase``, or one of a local evaluation (``evals.local``)."""
+
+    case_id: str
+    status: str
+    input: dict[str, Any]
+    expected: dict[str, Any]
+    run_id: str | None
+    output: dict[str, Any] | None
+    scores: list[dict[str, Any]] | None
+    passed: bool | None
+    latency_ms: float | None
+    tokens: int | None
 
 
 def _rank(values: Sequence[float], share: float) -> float | None:
@@ -26,7 +42,7 @@ def _rank(values: Sequence[float], share: float) -> float | None:
     return round(ordered[max(0, math.ceil(share * len(ordered)) - 1)], 3)
 
 
-def summarize(rows: Sequence[EvaluationCase]) -> dict[str, Any]:
+def summarize(rows: Sequence[CaseOutcome]) -> dict[str, Any]:
     """The summary of these case results (only ``done`` ones count)."""
     done = [r for r in rows if r.status == "done"]
     passed = sum(1 for r in done if r.passed)
@@ -72,7 +88,7 @@ def _delta(a: float | None, b: float | None) -> dict[str, float | None]:
     return {"a": a, "b": b, "delta": diff}
 
 
-def _side(row: EvaluationCase | None) -> dict[str, Any] | None:
+def _side(row: CaseOutcome | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
@@ -86,7 +102,7 @@ def _side(row: EvaluationCase | None) -> dict[str, Any] | None:
     }
 
 
-def _change(a: EvaluationCase | None, b: EvaluationCase | None) -> str:
+def _change(a: CaseOutcome | None, b: CaseOutcome | None) -> str:
     if a is None or b is None or a.status != "done" or b.status != "done":
         return "missing"
     if a.passed and not b.passed:
@@ -107,7 +123,7 @@ def aggregate(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def compare(a_rows: Sequence[EvaluationCase], b_rows: Sequence[EvaluationCase]) -> dict[str, Any]:
+def compare(a_rows: Sequence[CaseOutcome], b_rows: Sequence[CaseOutcome]) -> dict[str, Any]:
     """Case by case (matched by case id) and in aggregate: what changed from ``a`` to ``b``."""
     a_by = {r.case_id: r for r in a_rows}
     b_by = {r.case_id: r for r in b_rows}

@@ -208,8 +208,14 @@ def list_cases_route(
 
 @router.get(
     "/api/datasets/{dataset}/cases/export",
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    responses={
+        200: {
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            }
+        }
+    },
 )
 def export_cases_route(
     dataset: str, db: DbSession, _: Reader, format: Format = "jsonl"

@@ -19,13 +19,17 @@ from api.audit import record
 from api.deps import DbSession, Who
 from api.routes.prompts import audit_move, emit_move, event_data
 from api.routes.webhooks import emit
-from api.state import api_state
+from api.state import State, api_state
 from appforge.core.budget import Budget, Limits
+from evals.evaluations import NewEvaluation
+from evals.gates import gate
+from evals.scorers import ScorerSpec
 from prompts import labels, store
 from prompts.diff import diff
 from prompts.render import render
 from prompts.store import VersionSpec
 from prompts.tables import PromptDeployment, PromptVersion
+from runs.service import Caller
 
 router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"])
 
@@ -51,6 +55,25 @@ class LabelBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     label: str = Field(description="production, beta, alpha, or any [a-z0-9_.-]{1,36}")
+
+
+class Requirement(BaseModel):
+    """What a gated promotion must pass: an evaluation of ``app`` over ``dataset`` with
+    the candidate version pinned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, max_length=200, description="The dataset's id or name.")
+    app: str = Field(min_length=1, max_length=200, description="The app's uuid or name.")
+    scorers: list[ScorerSpec] = Field(min_length=1, max_length=200)
+    min_pass_rate: float = Field(default=1.0, ge=0, le=1)
+
+
+class PromoteBody(LabelBody):
+    require: Requirement | None = Field(
+        default=None,
+        description="Move the label only if this evaluation passes (409 EVALUATION_FAILED).",
+    )
 
 
 class DeployBody(BaseModel):
@@ -205,10 +228,37 @@ def get_prompt_version_route(
 
 @router.post("/{prompt_id}/versions/{number}/promote", response_model=VersionPublic)
 def promote_version_route(
-    prompt_id: str, number: int, body: LabelBody, db: DbSession, token: Writer, who: Who
+    prompt_id: str,
+    number: int,
+    body: PromoteBody,
+    db: DbSession,
+    token: Writer,
+    who: Who,
+    state: State,
 ) -> VersionPublic:
-    """Put a label on this version, moving it off the version that had it."""
-    entry = labels.move(db, prompt_id, body.label, number, token.name, action="promote")
+    """Put a label on this version, moving it off the version that had it. With
+    ``require``, only if an evaluation of the app with this version passes (409
+    ``EVALUATION_FAILED`` naming it otherwise); the move's notes name the evaluation."""
+    notes = None
+    if body.require is not None:
+        prompt = store.get_prompt(db, prompt_id)
+        labels.check_label(body.label)
+        store.get_version(db, prompt.id, number)
+        db.rollback()  # the evaluation runs on its own sessions: hold no transaction
+        need = body.require
+        new = NewEvaluation(
+            dataset=need.dataset,
+            app=need.app,
+            scorers=need.scorers,
+            overrides={"prompts": {prompt.id: {"version": number}}},
+            concurrency=1,
+        )
+        caller = Caller(token.id, token.name, token.role)
+        passed = gate(state.evaluations, new, caller, state.settings.evals, need.min_pass_rate)
+        notes = f"evaluation {passed.evaluation_id} passed (pass rate {passed.pass_rate:.2%})"
+    entry = labels.move(
+        db, prompt_id, body.label, number, token.name, action="promote", notes=notes
+    )
     emit_move(db, entry)
     audit_move(db, who, entry)
     db.commit()

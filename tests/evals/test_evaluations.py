@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import ended, state
 from fastapi.testclient import TestClient
-from openai_edge import EdgeServer, Reply, serve_edge, sse_chunk
+from openai_edge import EdgeServer, Reply, completion_body, serve_edge, sse_chunk
 from waiting import poll_until
 
 from appforge.core.settings import OpenAISettings, Settings
@@ -237,6 +237,35 @@ def test_evaluation_overrides_and_comparison_with_exact_outputs(api: TestClient,
     assert [e["id"] for e in listed][:2] == [b["id"], a["id"]]
 
 
+def test_evaluation_judge_scores_with_a_managed_prompt_and_a_model(
+    api: TestClient, edge: EdgeServer
+):
+    uc = api.post("/api/v1/use-cases", json={"name": "Judges"}).json()["id"]
+    pid = api.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "judge-prompt"}).json()["id"]
+    template = "Q: {{ input.question }} A: {{ output.answer }} Want: {{ expected.answer }}. Score?"
+    api.post(f"/api/v1/prompts/{pid}/versions", json={"type": "text", "template_text": template})
+    api.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    replies = []
+    for answer, verdict in (("Paris", "9/10"), ("Milan", "Score: 0.2"), ("Madrid", "no idea")):
+        frames = [sse_chunk(answer, None), sse_chunk(None, "stop"), sse_chunk(None, None, usage)]
+        replies += [Reply(200, None, sse=frames), Reply(200, completion_body(verdict))]
+    edge.replies = replies
+    judge = {"type": "judge", "prompt": "judge-prompt", "model": "edge", "threshold": 0.5}
+    made = _evaluate(api, scorers=[judge])
+    results = api.get(f"/api/evaluations/{made['id']}/results").json()
+    scores = [r["scores"][0] for r in results]
+    assert [(s["score"], s["passed"]) for s in scores] == [(0.9, True), (0.2, False), (0, False)]
+    assert scores[0]["prompt"] == [
+        {"role": "user", "content": "Q: Capital of France? A: Paris Want: Paris. Score?"}
+    ]
+    assert scores[0]["answer"] == "9/10" and "no score" in scores[2]["reason"]
+    missing = {**judge, "prompt": "no-such-prompt"}
+    body = {"dataset": "capitals", "app": "Ask", "scorers": [missing]}
+    r = api.post("/api/evaluations", json=body)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "SCORER_INVALID"
+
+
 def test_evaluation_names_the_revision_and_ignores_later_case_changes(
     api: TestClient, edge: EdgeServer
 ):
@@ -324,3 +353,51 @@ def test_evaluation_of_an_empty_dataset_is_refused(api: TestClient):
     assert (
         json.loads(api.get("/api/evaluations/nope").text)["error"]["code"] == "EVALUATION_NOT_FOUND"
     )
+
+
+def _ask_prompt_id(api: TestClient) -> str:
+    uc = next(u for u in api.get("/api/v1/use-cases").json() if u["name"] == "Evals")
+    prompts = api.get(f"/api/v1/use-cases/{uc['id']}/prompts").json()
+    pid: str = next(p["id"] for p in prompts if p["name"] == "ask-prompt")
+    return pid
+
+
+def test_gated_promotion_moves_the_label_only_when_its_evaluation_passes(
+    api: TestClient, edge: EdgeServer
+):
+    gated = ASK_APP.replace("name: Ask", "name: AskEdge").replace("model: default", "model: edge")
+    assert api.post("/api/apps", content=gated, headers=YAML).status_code == 201
+    pid = _ask_prompt_id(api)
+    require = {
+        "dataset": "capitals",
+        "app": "AskEdge",
+        "scorers": [{"type": "equals"}],
+        "min_pass_rate": 0.9,
+    }
+    body = {"label": "production", "require": require}
+    before = len(edge.requests)
+    _answers(edge, "Paris", "Milan", "Madrid")
+    refused = api.post(f"/api/v1/prompts/{pid}/versions/2/promote", json=body)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "EVALUATION_FAILED" and error["details"]["pass_rate"] < 0.9
+    # The candidate ran (version 2's system message), and the label stayed on version 1.
+    systems = [r["messages"][0]["content"] for r in edge.requests[before:]]
+    assert systems == ["Answer in one word."] * 3
+    assert "production" in api.get(f"/api/v1/prompts/{pid}/versions/1").json()["labels"]
+    failed = api.get(f"/api/evaluations/{error['details']['evaluation_id']}").json()
+    assert failed["overrides"] == {"prompts": {pid: {"version": 2}}}
+
+    _answers(edge, "Paris", "Rome", "Madrid")
+    moved = api.post(f"/api/v1/prompts/{pid}/versions/2/promote", json=body)
+    assert moved.status_code == 200, moved.text
+    assert "production" in moved.json()["labels"]
+    history = api.get(f"/api/v1/prompts/{pid}/deployments").json()["history"]
+    gated_moves = [h for h in history if (h["notes"] or "").startswith("evaluation ")]
+    assert len(gated_moves) == 1
+    last = gated_moves[0]
+    assert (last["version"], last["environment"]) == (2, "production")
+    evaluation = api.get(f"/api/evaluations/{last['notes'].split()[1]}").json()
+    assert evaluation["summary"]["pass_rate"] == 1
+    # Put production back where the other tests expect it.
+    api.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})

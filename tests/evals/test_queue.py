@@ -154,3 +154,18 @@ def test_queue_concurrency_caps_the_cases_claimed_at_once(api: TestClient):
         queue.work(case)
     assert queue.run_once() and not queue.run_once()
     assert api.get(f"/api/evaluations/{r.json()['id']}").json()["cases_done"] == 3
+
+
+def test_queue_gives_a_case_up_after_its_worker_died_three_times(api: TestClient, edge: EdgeServer):
+    evaluation_id = _start(api)
+    with transaction(state(api).db) as db:
+        first = db.scalar(select(func.min(EvaluationCase.id)))
+        db.execute(update(EvaluationCase).where(EvaluationCase.id == first).values(attempts=3))
+    calls = len(edge.requests)
+    live: EvaluationQueue = state(api).evaluations
+    while live.run_once():
+        pass
+    results = _results(api, evaluation_id)
+    assert results[0]["error"]["code"] == "EVALUATION_CASE_FAILED" and not results[0]["passed"]
+    assert results[0]["run_id"] is None and len(edge.requests) == calls + 2
+    assert [r["passed"] for r in results[1:]] == [True, True]

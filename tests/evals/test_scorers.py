@@ -9,6 +9,7 @@ import pytest
 from appforge.core.settings import EvalSettings
 from datasources.embedding import Embedder
 from evals.errors import ScorerInvalidError
+from evals.judge import read_score
 from evals.scorers import CaseRun, ScorerSpec, check_scorers, score_case
 
 
@@ -127,3 +128,11 @@ def test_check_scorers_refuses_what_cannot_work(specs: list[dict[str, Any]]):
     with pytest.raises(ScorerInvalidError) as info:
         check_scorers([ScorerSpec.model_validate(s) for s in specs], EvalSettings())
     assert info.value.code == "SCORER_INVALID" and info.value.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("answer", "score"),
+    [("0.8", 0.8), ("Score: 8/10", 0.8), ("80", 0.8), ("1", 1.0), ("none", None), ("250", None)],
+)
+def test_judge_reads_the_score_of_an_answer(answer: str, score: float | None):
+    assert read_score(answer) == score

@@ -99,7 +99,7 @@ def upgrade() -> None:
         sa.Column("output", sa.JSON(), nullable=True),
         sa.Column("scores", sa.JSON(), nullable=True),
         sa.Column("passed", sa.Boolean(), nullable=True),
-        sa.Column("latency_ms", sa.Float(), nullable=True),
+        sa.Column("latency_ms", sa.Double(), nullable=True),
         sa.Column("tokens", sa.Integer(), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
