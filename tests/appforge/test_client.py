@@ -149,7 +149,8 @@ def test_async_client_runs_and_streams(client: TestClient, admin_token: str):
 
 
 def test_client_datasources_entries_and_search(af: Client):
-    ds = af.create_datasource("kb", "text")
+    ds = af.create_datasource("kb", "text", search_mode="keyword")
+    assert ds.search_mode == "keyword"
     entry = af.add_entry(
         ds.uuid, "cats", content="Cats sleep sixteen hours a day.", metadata={"topic": "cats"}
     )
@@ -163,6 +164,10 @@ def test_client_datasources_entries_and_search(af: Client):
     hits = found.results
     assert len(hits) == 1
     assert hits[0].metadata["entry_uuid"] == entry.uuid
+    by_keyword = af.search(ds.uuid, "mail carrier").results  # the datasource's mode
+    assert [h.metadata["name"] for h in by_keyword] == ["dogs"]
+    hybrid = af.search(ds.uuid, "sleeping cats", mode="hybrid", keyword_weight=0.2).results
+    assert hybrid[0].metadata["name"] == "cats" and 0 < hybrid[0].score <= 1
     af.delete_entry(ds.uuid, entry.uuid)
     assert [e.name for e in af.list_entries(ds.uuid)] == ["dogs"]
     af.delete_datasource(ds.uuid)
