@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +28,11 @@ from appforge.core.db import load_tables, make_engine, migrate
 from appforge.core.settings import LocalModelSettings, Settings
 from datasources.embedding import Embedder
 from providers.local import LocalProvider
+
+# Property tests are derandomized (the same examples every run) and have no
+# per-example deadline: a loaded machine must not fail them.
+hypothesis.settings.register_profile("appforge", deadline=None, derandomize=True)
+hypothesis.settings.load_profile("appforge")
 
 ADMIN_TOKEN = "af_test_admin_token_0123456789"
 PG_SERVER = os.environ.get("APPFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
