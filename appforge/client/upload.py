@@ -1,7 +1,8 @@
 """A file sent as ``multipart/form-data`` in pieces: the body is never whole in memory.
 
 The body is the form's text fields, then the file read 1 MiB at a time from a
-path, an open binary file or bytes, then the closing boundary. Its length is
+path, an open (seekable) binary file from where it stands, or bytes, then the
+closing boundary. Its length is
 known in advance (sent as ``Content-Length``, so the server can refuse a file
 over its limit before reading it), and each send reads the file anew, so a
 request retried after a 429 sends the same bytes again.
