@@ -29,9 +29,10 @@ from appforge.core.db import make_engine, migrate, session_factory
 from appforge.core.settings import Settings
 from datasources.chunking import split
 from datasources.embedding import Embedder
+from datasources.entries import NewEntry
 from datasources.filters import translate
 from datasources.queue import IngestionQueue
-from datasources.store import DatasourceStore, NewEntry
+from datasources.store import DatasourceStore
 
 WORDS = (
     "refund shipping parcel warranty invoice account password order return delivery courier "

@@ -36,9 +36,10 @@ from pydantic import SecretStr
 from appforge.core.db import make_engine, migrate, session_factory
 from appforge.core.settings import Settings
 from datasources.embedding import Embedder
+from datasources.entries import NewEntry
 from datasources.queue import IngestionQueue
 from datasources.search import MODES, Mode, SearchOptions
-from datasources.store import DatasourceStore, NewEntry
+from datasources.store import DatasourceStore
 
 DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
 QUESTIONS = Path(__file__).with_name("retrieval_questions.json")

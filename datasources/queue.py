@@ -31,10 +31,11 @@ from sqlalchemy.exc import IntegrityError
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
 from appforge.core.tracing import Tracing
 from datasources.chunking import Piece, split_segments
+from datasources.entries import chunk_metadata
 from datasources.errors import DatasourceError, EntryTooLargeError
 from datasources.extract import Segment, extract_segments, markdown_sections
 from datasources.fetch import fetch
-from datasources.store import DatasourceStore, chunk_metadata
+from datasources.store import DatasourceStore
 from datasources.tables import Datasource, Entry
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -32,6 +30,7 @@ from appforge.core.modes import private_dir, write_private
 from appforge.core.settings import Settings
 from datasources import filters
 from datasources.embedding import Embedder
+from datasources.entries import ACCEPTS, NewEntry, check_metadata
 from datasources.errors import (
     DatasourceError,
     DatasourceExistsError,
@@ -57,10 +56,6 @@ from datasources.search import (
 from datasources.tables import Datasource, Entry
 
 TYPES = ("text", "url", "file", "mixed")
-# What an entry of each datasource type may carry.
-ACCEPTS = {"text": {"text"}, "url": {"url"}, "file": {"file"}, "mixed": {"text", "url", "file"}}
-METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
 _Row = TypeVar("_Row")
 # Called with a change's open session and its row, just before the change commits.
 BeforeCommit = Callable[[Session, _Row], None]
@@ -75,74 +70,10 @@ def _before_commit(hook: BeforeCommit[_Row] | None, db: Session, row: _Row) -> N
 COPY_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class NewEntry:
-    """What a client sends for one entry: exactly one of content, url, file.
-
-    ``file`` is the bytes, or a binary file object read in pieces (an upload
-    spooled to disk): it is copied to the home without ever being whole in memory.
-    """
-
-    name: str
-    content: str | None = None
-    url: str | None = None
-    file: bytes | BinaryIO | None = None
-    media_type: str | None = None
-    metadata: dict[str, Any] | None = None
-
-    @property
-    def kind(self) -> str:
-        given = [
-            k
-            for k, v in (("text", self.content), ("url", self.url), ("file", self.file))
-            if v is not None
-        ]
-        if len(given) != 1:
-            raise EntryInvalidError(
-                "entry_data needs exactly one of content, url or file",
-                details={"given": given},
-            )
-        return given[0]
-
-
 def _forget(path: Path | None) -> None:
     """Remove the file of an entry that was not stored after all."""
     if path is not None:
         path.unlink(missing_ok=True)
-
-
-def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """Entry metadata as stored: string keys, scalar values (lists/dicts are refused)."""
-    out: dict[str, Any] = {}
-    for key, value in (metadata or {}).items():
-        if not METADATA_KEY.match(key):
-            raise EntryInvalidError(
-                f"metadata key {key!r} must be 1-64 letters, digits, '_', '.' or '-'",
-                code="METADATA_INVALID",
-                details={"key": key},
-            )
-        if isinstance(value, bool | int | float | str) and value == value:
-            out[key] = value
-        else:
-            raise EntryInvalidError(
-                f"metadata value of {key!r} must be a string, number or boolean, "
-                f"not {type(value).__name__}",
-                code="METADATA_INVALID",
-                details={"key": key},
-            )
-    return out
-
-
-def chunk_metadata(entry: Entry, source: str) -> dict[str, Any]:
-    """Metadata every chunk of ``entry`` carries: ``md_<key>`` plus the default keys."""
-    meta: dict[str, Any] = {f"md_{k}": v for k, v in (entry.entry_metadata or {}).items()}
-    meta.update(
-        source=source,
-        entry_uuid=entry.uuid,
-        datasource_uuid=entry.datasource_uuid,
-        name=entry.name,
-    )
-    return meta
 
 
 class DatasourceStore:
@@ -272,16 +203,7 @@ class DatasourceStore:
             )
         metadata = check_metadata(new.metadata)
         entry_uuid = str(uuid.uuid4())
-        path: Path | None = None
-        if kind == "file":
-            path = self.files / datasource_uuid / entry_uuid
-            size, digest = self._store_file(path, new.file or b"")
-            data = b""
-        else:
-            data = self._entry_bytes(kind, new)
-            if kind == "text":
-                self._check_text(source, new.content or "")
-            size, digest = len(data), hashlib.sha256(kind.encode() + b"\0" + data).hexdigest()
+        path, data, size, digest = self._content(source, kind, new, entry_uuid)
         try:
             self._refuse_duplicate(datasource_uuid, digest)
         except DuplicateEntryError:
@@ -319,6 +241,19 @@ class DatasourceStore:
             _forget(path)  # e.g. the audit hook failed: no file without its row
             raise
         return entry
+
+    def _content(
+        self, source: Datasource, kind: str, new: NewEntry, entry_uuid: str
+    ) -> tuple[Path | None, bytes, int, str]:
+        """A new entry's file (copied to the home) or bytes, its size and its hash."""
+        if kind == "file":
+            path = self.files / source.uuid / entry_uuid
+            size, digest = self._store_file(path, new.file or b"")
+            return path, b"", size, digest
+        data = self._entry_bytes(kind, new)
+        if kind == "text":
+            self._check_text(source, new.content or "")
+        return None, data, len(data), hashlib.sha256(kind.encode() + b"\0" + data).hexdigest()
 
     def _store_file(self, path: Path, file: bytes | BinaryIO) -> tuple[int, str]:
         """Copy a file entry to ``path`` (0600: uploads may be confidential) in pieces,

@@ -10,8 +10,7 @@ server, LM Studio): the ``openai`` section of the settings, or a named entry of
   ``stream_options.include_usage``; each Server-Sent Event's ``data`` is read
   with ``json.loads`` into a dict and picked apart by hand, until
   ``data: [DONE]``. No model object is built per chunk: under load, the openai
-  SDK doing so took a fifth of the server's time (bench/openai_stream.py
-  compares the two).
+  SDK's doing so took a fifth of the server's time (bench/openai_stream.py).
 - Timeouts: ``connect_timeout`` to connect, ``timeout`` for each read or write
   (also between two chunks of a stream). Retries follow the openai SDK's rules
   (which failures, how many, how long to wait; a stream only before its first

@@ -245,43 +245,52 @@ class RunService:
             elif known and runner.history:
                 history = records.load_history(conn, session_id, runner.history)
             timeout = min(limits.timeout_seconds, app.document.limits.timeout_seconds or math.inf)
-            most = min(limits.max_active_per_app, app.document.limits.max_active_runs or math.inf)
             run_id = str(uuid.uuid4())
-            with self._admission:
-                records.lock_app(conn, app.uuid)
-                since = utcnow() - timedelta(seconds=timeout + 30)
-                active = records.count_active(conn, app.uuid, since)
-                if active >= most:
-                    conn.rollback()
-                    raise TooManyRunsError(
-                        f"this app already has {active} runs going (limit {int(most)})",
-                        details={"limit": int(most)},
-                        headers={"Retry-After": "1"},
-                    )
-                if known and records.session_busy(conn, session_id, since):
-                    conn.rollback()
-                    raise SessionBusyError(
-                        f"session '{session_id}' has a run going: send the next one when it ends",
-                        details={"session_id": session_id},
-                        headers={"Retry-After": "1"},
-                    )
-                caller = request.caller
-                if not known:
-                    owner = caller.owner if caller is not None else ANONYMOUS
-                    records.insert_session(conn, session_id, app.uuid, owner)
-                token_id = caller.token_id if caller is not None else None
-                records.insert_run(
-                    conn,
-                    run_id,
-                    app,
-                    session_id,
-                    token_id,
-                    request.stream,
-                    inputs,
-                    self.process_id,
-                )
-                conn.commit()
+            self._admit(conn, request, app, run_id, (session_id, known), inputs, timeout)
         return PreparedRun(run_id, app.uuid, app.name, runner, inputs, session_id, history, timeout)
+
+    def _admit(
+        self,
+        conn: Connection,
+        request: RunRequest,
+        app: records.AppRecord,
+        run_id: str,
+        session: tuple[str, bool],
+        inputs: Mapping[str, Any],
+        timeout: float,
+    ) -> None:
+        """Record the run (and a new session) unless the app has too many runs going
+        or the session has one: one transaction, under the app's lock."""
+        session_id, known = session
+        limits = self.services.settings.runs
+        most = min(limits.max_active_per_app, app.document.limits.max_active_runs or math.inf)
+        with self._admission:
+            records.lock_app(conn, app.uuid)
+            since = utcnow() - timedelta(seconds=timeout + 30)
+            active = records.count_active(conn, app.uuid, since)
+            if active >= most:
+                conn.rollback()
+                raise TooManyRunsError(
+                    f"this app already has {active} runs going (limit {int(most)})",
+                    details={"limit": int(most)},
+                    headers={"Retry-After": "1"},
+                )
+            if known and records.session_busy(conn, session_id, since):
+                conn.rollback()
+                raise SessionBusyError(
+                    f"session '{session_id}' has a run going: send the next one when it ends",
+                    details={"session_id": session_id},
+                    headers={"Retry-After": "1"},
+                )
+            caller = request.caller
+            if not known:
+                owner = caller.owner if caller is not None else ANONYMOUS
+                records.insert_session(conn, session_id, app.uuid, owner)
+            token_id = caller.token_id if caller is not None else None
+            records.insert_run(
+                conn, run_id, app, session_id, token_id, request.stream, inputs, self.process_id
+            )
+            conn.commit()
 
     @staticmethod
     def _session(conn: Connection, request: RunRequest, app_uuid: str) -> tuple[str, bool]:

@@ -25,10 +25,11 @@ from api.access import Reader, Writer
 from api.audit import Action, Actor, record
 from api.deps import Who
 from api.state import api_state
+from datasources.entries import NewEntry
 from datasources.errors import EntryInvalidError, EntryTooLargeError
 from datasources.queue import IngestionQueue
 from datasources.search import DEFAULT_KEYWORD_WEIGHT, Mode, SearchOptions
-from datasources.store import BeforeCommit, DatasourceStore, NewEntry
+from datasources.store import BeforeCommit, DatasourceStore
 from datasources.tables import Datasource, Entry
 
 router = APIRouter(prefix="/api/datasources", tags=["datasources"])
