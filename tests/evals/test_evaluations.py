@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ended, state
 from fastapi.testclient import TestClient
 from openai_edge import EdgeServer, Reply, completion_body, serve_edge, sse_chunk
 from waiting import poll_until
 
 from appforge.client import Client
 from appforge.core.settings import OpenAISettings, Settings
+from tests.evals.support import ended, state
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples"
 YAML = {"Content-Type": "application/yaml"}
