@@ -59,9 +59,18 @@ def _get_version(prompt_id: str, version: int) -> Op[PromptVersionInfo]:
     return one(PromptVersionInfo, r)
 
 
-def _label(prompt_id: str, version: int, label: str, move: str) -> Op[PromptVersionInfo]:
+def _label(
+    prompt_id: str,
+    version: int,
+    label: str,
+    move: str,
+    require: Mapping[str, Any] | None = None,
+) -> Op[PromptVersionInfo]:
     path = f"/api/v1/prompts/{prompt_id}/versions/{version}/{move}"
-    r = yield Call("POST", path, json={"label": label}, prompt_cache="write")
+    body: dict[str, Any] = {"label": label}
+    if require is not None:
+        body["require"] = dict(require)
+    r = yield Call("POST", path, json=body, prompt_cache="write")
     return one(PromptVersionInfo, r)
 
 
@@ -160,9 +169,18 @@ class VersionMethods(SyncDriven):
         """One version of a prompt, by number."""
         return self._drive(_get_version(prompt_id, version))
 
-    def promote(self, prompt_id: str, version: int, label: str) -> PromptVersionInfo:
-        """Put ``label`` on a version (taking it from the version that had it)."""
-        return self._drive(_label(prompt_id, version, label, "promote"))
+    def promote(
+        self,
+        prompt_id: str,
+        version: int,
+        label: str,
+        *,
+        require: Mapping[str, Any] | None = None,
+    ) -> PromptVersionInfo:
+        """Put ``label`` on a version (taking it from the version that had it); with
+        ``require`` (``{"dataset", "app", "scorers", "min_pass_rate"}``) only if that
+        evaluation passes (``ConflictError`` ``EVALUATION_FAILED`` otherwise)."""
+        return self._drive(_label(prompt_id, version, label, "promote", require))
 
     def demote(self, prompt_id: str, version: int, label: str) -> PromptVersionInfo:
         """Take ``label`` off a version."""
@@ -258,9 +276,18 @@ class AsyncVersionMethods(AsyncDriven):
         """One version of a prompt, by number."""
         return await self._drive(_get_version(prompt_id, version))
 
-    async def promote(self, prompt_id: str, version: int, label: str) -> PromptVersionInfo:
-        """Put ``label`` on a version (taking it from the version that had it)."""
-        return await self._drive(_label(prompt_id, version, label, "promote"))
+    async def promote(
+        self,
+        prompt_id: str,
+        version: int,
+        label: str,
+        *,
+        require: Mapping[str, Any] | None = None,
+    ) -> PromptVersionInfo:
+        """Put ``label`` on a version (taking it from the version that had it); with
+        ``require`` (``{"dataset", "app", "scorers", "min_pass_rate"}``) only if that
+        evaluation passes (``ConflictError`` ``EVALUATION_FAILED`` otherwise)."""
+        return await self._drive(_label(prompt_id, version, label, "promote", require))
 
     async def demote(self, prompt_id: str, version: int, label: str) -> PromptVersionInfo:
         """Take ``label`` off a version."""

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import state
 from fastapi.testclient import TestClient
 from openai_edge import EdgeServer, Reply, serve_edge, sse_chunk
 from sqlalchemy import func, select, update
@@ -21,6 +20,7 @@ from appforge.core.settings import OpenAISettings, Settings
 from evals.queue import EvaluationQueue
 from evals.tables import EvaluationCase
 from runs.tables import Run
+from tests.evals.support import state
 
 APP = """\
 version: 1

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ended, state
 from fastapi.testclient import TestClient
 from openai_edge import EdgeServer, Reply, completion_body, serve_edge, sse_chunk
 from waiting import poll_until
 
+from appforge.client import Client
 from appforge.core.settings import OpenAISettings, Settings
+from tests.evals.support import ended, state
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "apps_yaml" / "examples"
 YAML = {"Content-Type": "application/yaml"}
@@ -389,9 +390,9 @@ def test_gated_promotion_moves_the_label_only_when_its_evaluation_passes(
     assert failed["overrides"] == {"prompts": {pid: {"version": 2}}}
 
     _answers(edge, "Paris", "Rome", "Madrid")
-    moved = api.post(f"/api/v1/prompts/{pid}/versions/2/promote", json=body)
-    assert moved.status_code == 200, moved.text
-    assert "production" in moved.json()["labels"]
+    af = Client("http://testserver", http=api)  # the Python client's face of the same call
+    moved = af.promote(pid, 2, "production", require=require)
+    assert "production" in moved.labels
     history = api.get(f"/api/v1/prompts/{pid}/deployments").json()["history"]
     gated_moves = [h for h in history if (h["notes"] or "").startswith("evaluation ")]
     assert len(gated_moves) == 1

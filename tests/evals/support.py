@@ -1,4 +1,4 @@
-"""Helpers of the evaluation tests: an API whose evaluation workers the test drives."""
+"""Helpers of the evaluation tests: the API state, and whether an evaluation has ended."""
 
 from __future__ import annotations
 
