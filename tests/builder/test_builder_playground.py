@@ -164,7 +164,8 @@ def test_playground_side_inputs_and_sources_with_chunk_text(page: Page, client: 
     answer = at.chat_message[1]
     [sources] = [e for e in answer.expander if e.label.startswith("Sources")]
     assert sources.label == "Sources (1)"
-    assert sources.markdown[0].value.startswith("**[1] reset.txt** · score 0.")
+    # The only chunk, first for both keywords and vectors: hybrid's score is 1.
+    assert sources.markdown[0].value == "**[1] reset.txt** · score 1.000"
     assert [t.value for t in sources.text] == [ARTICLE]
     assert 'md_product: "widget"' in sources.caption[0].value  # the chunk's metadata
     [run] = client.get(f"/api/apps/{app}/runs").json()
