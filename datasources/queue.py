@@ -298,32 +298,9 @@ class IngestionQueue:
                     [dict(batch[i][3]) for i in rows],
                 )
             lost |= self._add_keywords(batch)
-            progress: dict[str, tuple[Entry, dict[str, Any]]] = {}
             for entry, _, _, _ in batch:
                 done[entry.uuid] += 1
-            for entry, _, _, _ in batch:
-                n = done[entry.uuid]
-                total = remaining[entry.uuid]
-                if n == total:
-                    progress[entry.uuid] = (
-                        entry,
-                        {"status": "ready", "chunks_done": n, "stage": None},
-                    )
-                else:
-                    progress[entry.uuid] = (
-                        entry,
-                        {"chunks_done": n, "stage": f"embedding {n}/{total}"},
-                    )
-            # The others wait for their turn in this claim: their leases are extended too.
-            for entry, _, _ in work:
-                n = done[entry.uuid]
-                if (
-                    entry.uuid not in progress
-                    and entry.uuid not in lost
-                    and n < remaining[entry.uuid]
-                ):
-                    stage = f"embedding {n}/{remaining[entry.uuid]}"
-                    progress[entry.uuid] = (entry, {"chunks_done": n, "stage": stage})
+            progress = self._progress(work, {b[0].uuid for b in batch}, done, remaining, lost)
             progress.update(finished)
             finished = {}
             newly_lost = self._report(progress)
@@ -332,6 +309,29 @@ class IngestionQueue:
             lost |= newly_lost
         if finished:
             lost |= self._report(finished)
+
+    @staticmethod
+    def _progress(
+        work: list[tuple[Entry, list[Piece], dict[str, Any]]],
+        in_batch: set[str],
+        done: dict[str, int],
+        remaining: dict[str, int],
+        lost: set[str],
+    ) -> dict[str, tuple[Entry, dict[str, Any]]]:
+        """What to write after a batch: the entries it finished are ready; the others
+        still ours (waiting for their turn in this claim too) say how far they are, and
+        their leases are extended."""
+        progress: dict[str, tuple[Entry, dict[str, Any]]] = {}
+        for entry, _, _ in work:
+            n, total = done[entry.uuid], remaining[entry.uuid]
+            if entry.uuid in lost:
+                continue
+            if n == total and entry.uuid in in_batch:
+                progress[entry.uuid] = (entry, {"status": "ready", "chunks_done": n, "stage": None})
+            elif n < total:
+                stage = f"embedding {n}/{total}"
+                progress[entry.uuid] = (entry, {"chunks_done": n, "stage": stage})
+        return progress
 
     def _report_indexing(
         self,
