@@ -9,11 +9,16 @@ Checked, each in a worker thread, all at once, each bounded by
 - ``model:<provider>``: for every provider a model alias points at, and every
   configured OpenAI-compatible server: a local model's GGUF file is there (or
   the model is loaded), a server answers ``GET /models`` (no retries);
+- ``embedding_model``: in a process that runs ingestion workers, the embedding
+  model is loaded (it loads in the background from start-up when the database
+  has a datasource, else with the first entry; ``loading`` is not ready, and an
+  entry claimed meanwhile shows the stage ``loading model``);
 - ``shutdown``: the process is not draining after a SIGTERM.
 
 A slow check holds its thread past the timeout but never the answer. The answer
 is kept ``APPFORGE_HEALTH__CACHE_SECONDS``, so frequent probes from many load
-balancers cost the backends one check per process per period.
+balancers cost the backends one check per process per period (``shutdown`` and
+``embedding_model`` cost nothing and are never cached).
 """
 
 from __future__ import annotations
@@ -93,6 +98,21 @@ def model_providers(settings: Settings, services: Services) -> list[str]:
     return sorted(names)
 
 
+def embedding_model(services: Services) -> Check | None:
+    """Whether this process's embedding model is loaded; None if it runs no ingestion
+    (it loads the model on first use, and nothing waits for it). Not asked for yet
+    (no datasource when the process started) is ready: it loads with the first entry."""
+    if services.settings.datasources.workers < 1:
+        return None
+    embedder = services.datasources.embedder
+    state = embedder.state
+    if state in ("loaded", "idle"):
+        return Check("embedding_model", True, 0.0)
+    if state == "failed":
+        return Check("embedding_model", False, 0.0, f"failed to load: {embedder.error}")
+    return Check("embedding_model", False, 0.0, "loading")
+
+
 class Readiness:
     """The checks of one API process, with their last answer cached for a few seconds."""
 
@@ -117,7 +137,8 @@ class Readiness:
         return checks
 
     async def report(self) -> list[Check]:
-        """Every check's result; the cached one if it is fresh. ``shutdown`` is never cached."""
+        """Every check's result; the cached one if it is fresh (not ``shutdown`` and
+        ``embedding_model``: they are read each time)."""
         draining = Check("shutdown", not self._draining(), 0.0, None)
         if not draining.ok:
             draining = Check("shutdown", False, 0.0, "the process is shutting down")
@@ -127,7 +148,9 @@ class Readiness:
                 checks = self._checks()
                 results = await asyncio.gather(*(self._run(n, f) for n, f in checks.items()))
                 self._cached = (time.monotonic(), list(results))
-            return [*self._cached[1], draining]
+            cached = self._cached[1]
+        model = embedding_model(self.services)
+        return [*cached, *([model] if model is not None else []), draining]
 
     async def _run(self, name: str, check: Callable[[], None]) -> Check:
         started = time.perf_counter()

@@ -88,7 +88,10 @@ class IngestionQueue:
 
     def claim(self, limit: int = 1) -> list[Entry]:
         """Take up to ``limit`` of the oldest claimable entries for this worker."""
-        return self.queue.claim(limit, chunks_done=0, error=None)
+        return self.queue.claim(limit, chunks_done=0, error=None, stage=self._first_stage())
+
+    def _first_stage(self) -> str:
+        return "extracting" if self.store.embedder.state == "loaded" else "loading model"
 
     def _report(self, updates: dict[str, tuple[Entry, dict[str, Any]]]) -> set[str]:
         """Write each entry's values under our claim (extending the lease while it is
@@ -105,7 +108,9 @@ class IngestionQueue:
         entries = self.claim(1)
         batch = self.settings.embedding_batch
         if entries and entries[0].kind != "url" and batch > 1:
-            entries += self.local_queue.claim(batch - 1, chunks_done=0, error=None)
+            entries += self.local_queue.claim(
+                batch - 1, chunks_done=0, error=None, stage=self._first_stage()
+            )
         return entries
 
     def run_once(self) -> list[str]:
@@ -113,16 +118,36 @@ class IngestionQueue:
         nothing to do)."""
         if not self.queue.has_claimable():
             return []
-        # The model loads (seconds, once) before a claim, not while holding one: a lease
-        # running out meanwhile would hand the entries to another worker.
-        self.store.embedder.load()
         entries = self.claim_work()
         if entries:
+            entries = self._await_model(entries)
             if self.tracing is not None and self.tracing.enabled:
                 self._traced(entries)
             else:
                 self.process(entries)
         return [e.uuid for e in entries]
+
+    def _await_model(self, entries: list[Entry]) -> list[Entry]:
+        """Wait for the embedding model (claimed entries show ``loading model``, their
+        leases extended meanwhile); the entries still ours, now ``extracting``. If the
+        model cannot load, they go back to ``pending`` and the error is raised."""
+        embedder = self.store.embedder
+        if embedder.state == "loaded":
+            return entries
+        embedder.preload()
+        extend = {e.uuid: (e, {"stage": "loading model"}) for e in entries}
+        # A third of the lease: a slow load never lets the claims run out.
+        while not embedder.wait_loaded(self.settings.lease_seconds / 3):
+            if embedder.state != "loading":  # the load failed
+                release = {e.uuid: (e, {"status": "pending", "stage": None}) for e in entries}
+                self._report(release)
+                embedder.load()  # one more try, in this thread: its error is raised
+                break
+            lost = self._report(extend)
+            extend = {k: v for k, v in extend.items() if k not in lost}
+        kept = [e for e in entries if e.uuid in extend]
+        lost = self._report({e.uuid: (e, {"stage": "extracting"}) for e in kept})
+        return [e for e in kept if e.uuid not in lost]
 
     def _traced(self, entries: list[Entry]) -> None:
         """:meth:`process`, with a span per entry ending on its stored outcome."""
@@ -173,7 +198,11 @@ class IngestionQueue:
                 self._fail(entry, exc)
                 continue
             work.append((entry, chunks, meta))
-            totals[entry.uuid] = (entry, {"chunks_total": len(chunks), "chunks_done": 0})
+            stage = f"embedding 0/{len(chunks)}"
+            totals[entry.uuid] = (
+                entry,
+                {"chunks_total": len(chunks), "chunks_done": 0, "stage": stage},
+            )
         lost = self._report(totals)
         work = [w for w in work if w[0].uuid not in lost]
         for entry in entries:
@@ -182,7 +211,10 @@ class IngestionQueue:
         try:
             self._index(work, lost)
         except _Stopping:
-            release = {e.uuid: (e, {"status": "pending", "chunks_done": 0}) for e, _, _ in work}
+            release = {
+                e.uuid: (e, {"status": "pending", "chunks_done": 0, "stage": None})
+                for e, _, _ in work
+            }
             self._report({k: v for k, v in release.items() if k not in lost})
             return
         except Exception as exc:  # Chroma or the model broke: every unfinished entry fails
@@ -243,7 +275,7 @@ class IngestionQueue:
         remaining = {entry.uuid: len(chunks) for entry, chunks, _ in work}
         done: dict[str, int] = dict.fromkeys(remaining, 0)
         finished: dict[str, tuple[Entry, dict[str, Any]]] = {
-            e.uuid: (e, {"status": "ready"}) for e, c, _ in work if not c
+            e.uuid: (e, {"status": "ready", "stage": None}) for e, c, _ in work if not c
         }
         step = self.settings.embedding_batch * 4
         for start in range(0, len(pending), step):
@@ -253,6 +285,7 @@ class IngestionQueue:
             if not batch:
                 continue
             vectors = self.store.embedder.encode([b[2] for b in batch])
+            lost |= self._report_indexing(batch, done, remaining)
             by_source: dict[str, list[int]] = {}
             for i, (entry, _, _, _) in enumerate(batch):
                 by_source.setdefault(entry.datasource_uuid, []).append(i)
@@ -265,24 +298,9 @@ class IngestionQueue:
                     [dict(batch[i][3]) for i in rows],
                 )
             lost |= self._add_keywords(batch)
-            progress: dict[str, tuple[Entry, dict[str, Any]]] = {}
             for entry, _, _, _ in batch:
                 done[entry.uuid] += 1
-            for entry, _, _, _ in batch:
-                n = done[entry.uuid]
-                if n == remaining[entry.uuid]:
-                    progress[entry.uuid] = (entry, {"status": "ready", "chunks_done": n})
-                else:
-                    progress[entry.uuid] = (entry, {"chunks_done": n})
-            # The others wait for their turn in this claim: their leases are extended too.
-            for entry, _, _ in work:
-                n = done[entry.uuid]
-                if (
-                    entry.uuid not in progress
-                    and entry.uuid not in lost
-                    and n < remaining[entry.uuid]
-                ):
-                    progress[entry.uuid] = (entry, {"chunks_done": n})
+            progress = self._progress(work, {b[0].uuid for b in batch}, done, remaining, lost)
             progress.update(finished)
             finished = {}
             newly_lost = self._report(progress)
@@ -291,6 +309,52 @@ class IngestionQueue:
             lost |= newly_lost
         if finished:
             lost |= self._report(finished)
+
+    @staticmethod
+    def _progress(
+        work: list[tuple[Entry, list[Piece], dict[str, Any]]],
+        in_batch: set[str],
+        done: dict[str, int],
+        remaining: dict[str, int],
+        lost: set[str],
+    ) -> dict[str, tuple[Entry, dict[str, Any]]]:
+        """What to write after a batch: the entries it finished are ready; the others
+        still ours (waiting for their turn in this claim too) say how far they are, and
+        their leases are extended."""
+        progress: dict[str, tuple[Entry, dict[str, Any]]] = {}
+        for entry, _, _ in work:
+            n, total = done[entry.uuid], remaining[entry.uuid]
+            if entry.uuid in lost:
+                continue
+            if n == total and entry.uuid in in_batch:
+                progress[entry.uuid] = (entry, {"status": "ready", "chunks_done": n, "stage": None})
+            elif n < total:
+                stage = f"embedding {n}/{total}"
+                progress[entry.uuid] = (entry, {"chunks_done": n, "stage": stage})
+        return progress
+
+    def _report_indexing(
+        self,
+        batch: list[tuple[Entry, int, str, dict[str, Any]]],
+        done: dict[str, int],
+        remaining: dict[str, int],
+    ) -> set[str]:
+        """Entries whose last chunks were just embedded show ``indexing`` (one write, and
+        only in a batch that finishes some entry); the uuids of entries we lost."""
+        embedded = dict(done)
+        for entry, _, _, _ in batch:
+            embedded[entry.uuid] += 1
+        finishing = {
+            entry.uuid: (entry, {"stage": "indexing"})
+            for entry, _, _, _ in batch
+            if embedded[entry.uuid] == remaining[entry.uuid]
+        }
+        if not finishing:
+            return set()
+        lost = self._report(finishing)
+        for entry_uuid in lost:
+            self._forget_if_deleted(finishing[entry_uuid][0])
+        return lost
 
     def _add_keywords(self, batch: list[tuple[Entry, int, str, dict[str, Any]]]) -> set[str]:
         """Write the batch's chunks to the keyword index, one transaction per entry; the
@@ -324,7 +388,8 @@ class IngestionQueue:
             log.exception("entry %s failed", entry.uuid, exc_info=exc)
             error = f"INGEST_FAILED: {type(exc).__name__}: {exc}"
         log.info("entry %s failed: %s", entry.uuid, error)
-        if self._report({entry.uuid: (entry, {"status": "failed", "error": error[:2000]})}):
+        failed = {"status": "failed", "error": error[:2000], "stage": None}
+        if self._report({entry.uuid: (entry, failed)}):
             self._forget_if_deleted(entry)
             return
         try:  # a failed entry keeps no chunks (an earlier attempt's, or a partial batch)
@@ -364,6 +429,15 @@ class IngestionQueue:
         self.workers.wake()
 
     def start(self, workers: int) -> None:
+        """Start ``workers`` threads. With any, and any datasource in the database, the
+        embedding model starts loading now, in the background (readiness says when it
+        is loaded), not when the first entry comes; a process that has never had a
+        datasource (model servers only, say) never imports torch."""
+        if workers > 0:
+            with self.db() as db:
+                used = db.execute(select(Datasource.uuid).limit(1)).first() is not None
+            if used:
+                self.store.embedder.preload()
         self.workers.start(workers)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -383,6 +457,7 @@ def requeue_all(engine: Engine) -> int:
                 error=None,
                 chunks_total=None,
                 chunks_done=0,
+                stage=None,
                 attempts=0,
                 claim_token=None,
                 lease_until=None,

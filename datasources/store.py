@@ -382,6 +382,7 @@ class DatasourceStore:
                     attempts=0,
                     chunks_done=0,
                     chunks_total=None,
+                    stage=None,
                     claim_token=None,
                     lease_until=None,
                     updated_at=utcnow(),

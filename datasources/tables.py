@@ -68,6 +68,8 @@ class Entry(Base):
     entry_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # While processing: loading model, extracting, embedding n/m or indexing.
+    stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     chunks_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -122,12 +122,24 @@ class EntryPublic(BaseModel):
     content_hash: str
     entry_metadata: dict[str, Any]
     status: str = Field(description="pending, processing, ready or failed")
+    stage: str | None = Field(
+        default=None,
+        description="While processing: loading model, extracting, embedding n/m (chunks "
+        "embedded of all) or indexing; empty otherwise.",
+    )
     error: str | None
     chunks_total: int | None
     chunks_done: int
     attempts: int
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="after")
+    def _stage_while_processing(self) -> EntryPublic:
+        # An entry given back to the queue (its worker stopped) may keep its last stage.
+        if self.status != "processing":
+            self.stage = None
+        return self
 
 
 class SearchRequest(BaseModel):

@@ -45,8 +45,9 @@ async def health(state: State, _: Anyone) -> Health:
 
 @router.get("/api/health/ready", response_model=Ready)
 async def ready(state: State, token: Anyone) -> Ready:
-    """Readiness: the database, the vector store, Redis and each model backend answer, and
-    the process is not shutting down; otherwise 503 ``NOT_READY`` naming what is not.
+    """Readiness: the database, the vector store, Redis and each model backend answer, the
+    embedding model is not loading (in a process running ingestion), and the process is
+    not shutting down; otherwise 503 ``NOT_READY`` naming what is not.
 
     No token needed; a caller with one also sees why each failed check failed.
     Answers are cached for ``APPFORGE_HEALTH__CACHE_SECONDS``.

@@ -292,6 +292,7 @@ class EntryInfo(Result):
     content_hash: str
     entry_metadata: dict[str, Any]
     status: str
+    stage: str | None = None  # while processing: loading model, extracting, embedding n/m, ...
     error: str | None = None
     chunks_total: int | None = None
     chunks_done: int

@@ -181,6 +181,7 @@ def _entries_table(
             {
                 "name": e.name,
                 "status": e.status,
+                "stage": e.stage or "",
                 "chunks": f"{e.chunks_done}/{e.chunks_total or '?'}",
                 "metadata": json.dumps(e.entry_metadata),
                 "error": e.error or "",
