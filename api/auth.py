@@ -234,17 +234,7 @@ def authenticate(factory: sessionmaker[Session], value: str, key: ServerKey) -> 
         if changes:
             db.execute(update(Token).where(Token.id == row.id).values(**changes))
             db.commit()
-    return Principal(
-        id=row.id,
-        name=row.name,
-        role=row.role,
-        apps=frozenset(row.apps) if row.apps is not None else None,
-        origins=frozenset(row.origins) if row.origins is not None else None,
-        rate_limit=row.rate_limit,
-        expires_at=row.expires_at,
-        require_signature=row.require_signature,
-        signing_secret=key.decrypt(row.signing_secret) if row.signing_secret else None,
-    )
+    return _principal(row, key, row.expires_at)
 
 
 def _session_principal(
@@ -263,18 +253,7 @@ def _session_principal(
     if row is None or row.revoked_at is not None:
         return None
     ends = [t for t in (row.expires_at, row.session_expires_at) if t is not None]
-    return Principal(
-        id=row.id,
-        name=row.name,
-        role=row.role,
-        apps=frozenset(row.apps) if row.apps is not None else None,
-        origins=frozenset(row.origins) if row.origins is not None else None,
-        rate_limit=row.rate_limit,
-        expires_at=min(ends),
-        require_signature=row.require_signature,
-        signing_secret=key.decrypt(row.signing_secret) if row.signing_secret else None,
-        session_id=row.session_id,
-    )
+    return _principal(row, key, min(ends), session_id=row.session_id)
 
 
 _PRINCIPAL_COLUMNS = (
@@ -363,3 +342,21 @@ def verify_signature(
             db.add(UsedSignature(signature=expected, expires_at=when + WINDOW))
     except IntegrityError:
         raise _fail("SIGNATURE_REPLAYED", "this signature was already used") from None
+
+
+def _principal(
+    row: Any, key: ServerKey, expires_at: datetime | None, session_id: str | None = None
+) -> Principal:
+    """The caller a token row (or a builder session's token row) stands for."""
+    return Principal(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        apps=frozenset(row.apps) if row.apps is not None else None,
+        origins=frozenset(row.origins) if row.origins is not None else None,
+        rate_limit=row.rate_limit,
+        expires_at=expires_at,
+        require_signature=row.require_signature,
+        signing_secret=key.decrypt(row.signing_secret) if row.signing_secret else None,
+        session_id=session_id,
+    )
