@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from openai_edge import EdgeServer, serve_edge
 
+from appforge.client import Client, ConflictError
 from appforge.core.settings import OpenAISettings, Settings
 from tests.evals.test_evaluations import YAML, _answers
 
@@ -158,12 +159,12 @@ def test_gated_deploy_moves_only_when_its_evaluation_passes(api: TestClient, edg
     assert failed not in {h["evaluationId"] for h in history}
 
     _answers(edge, *PASS)
-    moved = api.post(f"/api/v1/prompts/{pid}/deploy", json=body)
-    assert moved.status_code == 200, moved.text
-    assert (moved.json()["version"], moved.json()["previousVersion"]) == (2, 1)
-    _passed(api, moved.json()["evaluationId"])
-    last = api.get(f"/api/v1/prompts/{pid}/deployments").json()["history"][-1]
-    assert (last["action"], last["evaluationId"]) == ("deploy", moved.json()["evaluationId"])
+    af = Client("http://testserver", http=api)  # the Python client's face of the same call
+    moved = af.deploy(pid, "production", 2, require=body["require"])
+    assert (moved.version, moved.previousVersion) == (2, 1)
+    _passed(api, moved.evaluationId)
+    last = af.deployments(pid).history[-1]
+    assert (last.action, last.evaluationId) == ("deploy", moved.evaluationId)
     # A requirement for a prompt names the app to evaluate it with.
     bad = api.post(f"/api/v1/prompts/{pid}/deploy", json={**body, "require": _require(None)})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "REQUIREMENT_INVALID"
@@ -214,7 +215,12 @@ def test_gated_bulk_deploy_moves_nothing_unless_every_gate_passes(
     }
     # An explicit requirement gates every prompt; one's passes, two's fails: nothing moves.
     _answers(edge, *PASS, *FAIL)
-    _refused(api.post("/api/v1/prompts/bulk", json={**body, "require": _require("AppOne")}))
+    af = Client("http://testserver", http=api)
+    with pytest.raises(ConflictError) as refused:
+        af.bulk_prompts(
+            "deploy", [(one, 2), (two, 2)], environment="production", require=_require("AppOne")
+        )
+    assert refused.value.code == "EVALUATION_FAILED"
     assert (_production(api, one), _production(api, two)) == (1, 1)
     # Without one, each prompt's stored policy gates it (one has none: not gated).
     _answers(edge, *FAIL)
@@ -246,11 +252,11 @@ def test_gated_restore_runs_the_candidate_app_version(api: TestClient, edge: Edg
     assert systems == ["Old."] * 2  # the evaluation ran version 1, the candidate
     assert api.get(f"/api/apps/{uuid}").json()["version"] == 2
     _answers(edge, *PASS)
-    restored = api.post(restore, json={"require": _require(None)})
-    assert restored.status_code == 200 and restored.json()["version"] == 3, restored.text
-    newest = api.get(f"/api/apps/{uuid}/versions").json()[0]
-    assert newest["version"] == 3
-    _passed(api, newest["evaluation_id"])
+    af = Client("http://testserver", http=api)
+    assert af.restore_app_version(uuid, 1, require=_require(None)).version == 3
+    newest = af.app_versions(uuid)[0]
+    assert newest.version == 3
+    _passed(api, newest.evaluation_id)
 
     # The app's stored policy gates a restore that gives no requirement.
     assert api.put(f"/api/apps/{uuid}/policy", json=_require(None)).status_code == 200
