@@ -30,7 +30,7 @@ Subject = Literal["prompt", "app"]
 
 class Requirement(BaseModel):
     """What a gated change must pass: an evaluation of ``app`` over ``dataset`` with the
-    candidate (for an app's restore, ``app`` is that app and may be left out)."""
+    candidate (a prompt's names its ``app``; an app's names none: it is the app)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,7 +39,7 @@ class Requirement(BaseModel):
         default=None,
         min_length=1,
         max_length=200,
-        description="The app's uuid or name (needed for a prompt).",
+        description="The app's uuid or name: for a prompt only (an app evaluates itself).",
     )
     scorers: list[ScorerSpec] = Field(min_length=1, max_length=200)
     min_pass_rate: float = Field(default=1.0, ge=0, le=1)
@@ -60,21 +60,29 @@ def stored_policy(db: Session, subject: Subject, subject_id: str) -> Requirement
     return None if row is None else Requirement.model_validate(row.require)
 
 
+def check_requirement(need: Requirement, subject: Subject) -> None:
+    """A prompt's requirement names the app to evaluate it with; an app's names none
+    (the app itself is evaluated): ``REQUIREMENT_INVALID`` otherwise."""
+    if (subject == "prompt") == (need.app is None):
+        message = (
+            "require.app: a prompt's gate needs the app to evaluate it with"
+            if subject == "prompt"
+            else "require.app: an app's gate evaluates the app itself: leave app out"
+        )
+        raise ScorerInvalidError(message, code="REQUIREMENT_INVALID")
+
+
 def _evaluation(need: Requirement, candidate: Candidate) -> NewEvaluation:
+    check_requirement(need, candidate.subject)
     if candidate.subject == "app":
         return NewEvaluation(
             dataset=need.dataset,
-            app=need.app or candidate.subject_id,
+            app=candidate.subject_id,
             scorers=need.scorers,
             app_version=candidate.version,
             concurrency=1,
         )
-    if need.app is None:
-        raise ScorerInvalidError(
-            "require.app: a prompt's gate needs the app to evaluate it with",
-            code="REQUIREMENT_INVALID",
-            details={"prompt_id": candidate.subject_id},
-        )
+    assert need.app is not None
     pins: dict[str, Any] = {"prompts": {candidate.subject_id: {"version": candidate.version}}}
     return NewEvaluation(
         dataset=need.dataset, app=need.app, scorers=need.scorers, overrides=pins, concurrency=1

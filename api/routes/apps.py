@@ -437,8 +437,8 @@ def restore_app_version_route(
     _apply(app, doc, row.yaml)
     _next_version(db, app, token, evaluation_id)
     emit(db, "app.updated", _event_data(app, token, restoredFrom=version))
-    details = _audit_details(app, restored_from=version, evaluation_id=evaluation_id)
-    record(db, who, "app.restored", app.uuid, details)
+    gated = {} if evaluation_id is None else {"evaluation_id": evaluation_id}
+    record(db, who, "app.restored", app.uuid, _audit_details(app, restored_from=version, **gated))
     db.commit()
     return to_public(app)
     _apply(app, doc, row.yaml)

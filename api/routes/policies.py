@@ -15,12 +15,11 @@ from api.access import AppReader, AppWriter, Reader, Writer
 from api.audit import Action, Actor, record
 from api.deps import DbSession, Who
 from api.errors import NotFoundError
-from api.gating import Requirement, Subject
+from api.gating import Requirement, Subject, check_requirement
 from api.routes.apps import get_app_row
 from api.state import ApiState, State
 from appforge.core.db import utcnow
 from evals.datasets import find_dataset
-from evals.errors import ScorerInvalidError
 from evals.scorers import check_scorers
 from evals.tables import EvaluationPolicy
 from prompts import store
@@ -60,12 +59,8 @@ def _row(db: Session, subject: Subject, subject_id: str) -> EvaluationPolicy:
 def _put(
     db: Session, state: ApiState, who: Actor, subject: Subject, subject_id: str, need: Requirement
 ) -> PolicyPublic:
-    """Check the requirement can run (dataset, scorers, app for a prompt), then store it."""
-    if subject == "prompt" and need.app is None:
-        raise ScorerInvalidError(
-            "app: a prompt's policy needs the app to evaluate it with",
-            code="REQUIREMENT_INVALID",
-        )
+    """Check the requirement can run (app, dataset, scorers), then store it."""
+    check_requirement(need, subject)
     find_dataset(db, need.dataset)
     check_scorers(need.scorers, state.settings.evals)
     row = db.get(EvaluationPolicy, (subject, subject_id))

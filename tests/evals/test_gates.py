@@ -258,6 +258,10 @@ def test_gated_restore_runs_the_candidate_app_version(api: TestClient, edge: Edg
     assert newest.version == 3
     _passed(api, newest.evaluation_id)
 
+    # An app's requirement names no app: the app itself is evaluated.
+    other = api.post(f"/api/apps/{uuid}/versions/2/restore", json={"require": _require("AppOne")})
+    assert other.status_code == 422 and other.json()["error"]["code"] == "REQUIREMENT_INVALID"
+    assert api.put(f"/api/apps/{uuid}/policy", json=_require("AppOne")).status_code == 422
     # The app's stored policy gates a restore that gives no requirement.
     assert api.put(f"/api/apps/{uuid}/policy", json=_require(None)).status_code == 200
     assert api.get(f"/api/apps/{uuid}/policy").json()["subject"] == "app"
