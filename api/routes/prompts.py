@@ -301,8 +301,12 @@ def _bulk_gates(
     """Gate every item of a deploy before any moves (by the item's place): one failing
     gate raises. Items naming no prompt or version are left to the move to report."""
     gates: dict[int, str | None] = {}
-    if body.operation == "delete":
-        return gates
+    if body.operation == "delete" or body.environment is None:
+        return gates  # nothing to gate (the items report a missing environment)
+    try:
+        labels.check_label(body.environment)
+    except PromptsError:
+        return gates  # no item can move: each reports the label
     for n, item in enumerate(body.prompts):
         if item.version is None:
             continue
