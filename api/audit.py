@@ -73,6 +73,10 @@ Action = Literal[
     "dataset.cases_changed",
     "evaluation.started",
     "evaluation.cancelled",
+    "prompt.policy_set",
+    "prompt.policy_deleted",
+    "app.policy_set",
+    "app.policy_deleted",
 ]
 ACTIONS: tuple[str, ...] = get_args(Action)
 

@@ -57,8 +57,10 @@ def move(
     *,
     action: str = "promote",
     notes: str | None = None,
+    evaluation_id: str | None = None,
 ) -> PromptDeployment:
-    """Point ``label`` at version ``number`` (taking it off whichever version had it)."""
+    """Point ``label`` at version ``number`` (taking it off whichever version had it);
+    ``evaluation_id`` names the evaluation a gated move passed."""
     check_label(label)
     lock_prompt(db, prompt_id)
     version = get_version(db, prompt_id, number)
@@ -86,6 +88,7 @@ def move(
         previous_version=previous,
         actor=actor,
         notes=notes,
+        evaluation_id=evaluation_id,
         created_at=now,
     )
     db.add(entry)

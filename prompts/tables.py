@@ -94,4 +94,6 @@ class PromptDeployment(Base):
     previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The evaluation a gated move passed (None: the move was not gated).
+    evaluation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -42,6 +42,8 @@ class AppVersion(Base):
     yaml: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The evaluation a gated restore passed (None: not gated).
+    evaluation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class ChatSession(Base):

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,8 +20,9 @@ from api.audit import record
 from api.auth import Principal
 from api.deps import DbSession, Who
 from api.errors import ApiError, ConflictError, NotFoundError, UnsupportedMediaError
+from api.gating import Candidate, Requirement, run_gate
 from api.routes.webhooks import emit
-from api.state import api_state
+from api.state import State, api_state
 from appforge.core.db import utcnow
 from apps_yaml.loader import load_text
 from apps_yaml.schema import AppDocument
@@ -70,6 +71,7 @@ class AppVersionPublic(BaseModel):
     created_at: datetime
     created_by: str | None
     current: bool
+    evaluation_id: str | None = None  # the evaluation a gated restore passed
 
 
 class AppVersionDetail(AppVersionPublic):
@@ -189,11 +191,13 @@ def _lock_app_row(db: Session, app: App) -> None:
     db.refresh(app, with_for_update=True)
 
 
-def _next_version(db: Session, app: App, token: Principal) -> None:
+def _next_version(
+    db: Session, app: App, token: Principal, evaluation_id: str | None = None
+) -> None:
     """Number and write the app's next version now; a concurrent save that took the
     number first is a 409 (nothing of this save is stored)."""
     app.version += 1
-    _new_version(db, app, token)
+    _new_version(db, app, token, evaluation_id)
     try:
         db.flush()
     except IntegrityError as exc:
@@ -205,7 +209,7 @@ def _next_version(db: Session, app: App, token: Principal) -> None:
         ) from exc
 
 
-def _new_version(db: Session, app: App, token: Principal) -> None:
+def _new_version(db: Session, app: App, token: Principal, evaluation_id: str | None = None) -> None:
     db.add(
         AppVersion(
             app_uuid=app.uuid,
@@ -213,6 +217,7 @@ def _new_version(db: Session, app: App, token: Principal) -> None:
             yaml=app.yaml,
             created_by=token.name,
             created_at=app.updated_at,
+            evaluation_id=evaluation_id,
         )
     )
 
@@ -354,6 +359,7 @@ def list_app_versions_route(app_uuid: str, db: DbSession, _: AppReader) -> list[
             created_at=v.created_at,
             created_by=v.created_by,
             current=v.version == app.version,
+            evaluation_id=v.evaluation_id,
         )
         for v in rows
     ]
@@ -393,17 +399,48 @@ def get_app_version_route(
     )
 
 
+class RestoreBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    require: Requirement | None = Field(
+        default=None,
+        description="Restore only if this evaluation of the app at that version passes "
+        "(409 EVALUATION_FAILED); default: the app's stored policy.",
+    )
+
+
 @router.post("/{app_uuid}/versions/{version}/restore", response_model=AppPublic)
 def restore_app_version_route(
-    request: Request, app_uuid: str, version: int, db: DbSession, token: AppWriter, who: Who
+    request: Request,
+    app_uuid: str,
+    version: int,
+    db: DbSession,
+    token: AppWriter,
+    who: Who,
+    state: State,
+    body: RestoreBody | None = None,
 ) -> AppPublic:
-    """Make an earlier definition current again, as a new version (validated as on save)."""
+    """Make an earlier definition current again, as a new version (validated as on save).
+    With ``require`` (or the app's stored policy), only if an evaluation of the app at
+    that version passes (409 ``EVALUATION_FAILED`` naming it otherwise)."""
     app = get_app_row(db, app_uuid)
     row = _version_row(db, app_uuid, version)
     doc = parse_definition(request, db, row.yaml)
+    if row.yaml == app.yaml:
+        return to_public(app)
+    require = None if body is None else body.require
+    evaluation_id = run_gate(db, state, token, require, Candidate("app", app.uuid, version))
+    app = get_app_row(db, app_uuid)
     _lock_app_row(db, app)
     if row.yaml == app.yaml:
         return to_public(app)
+    _apply(app, doc, row.yaml)
+    _next_version(db, app, token, evaluation_id)
+    emit(db, "app.updated", _event_data(app, token, restoredFrom=version))
+    gated = {} if evaluation_id is None else {"evaluation_id": evaluation_id}
+    record(db, who, "app.restored", app.uuid, _audit_details(app, restored_from=version, **gated))
+    db.commit()
+    return to_public(app)
     _apply(app, doc, row.yaml)
     _next_version(db, app, token)
     emit(db, "app.updated", _event_data(app, token, restoredFrom=version))

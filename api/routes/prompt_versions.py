@@ -16,20 +16,18 @@ from sqlalchemy.orm import Session
 
 from api.access import Reader, Writer
 from api.audit import record
+from api.auth import Principal
 from api.deps import DbSession, Who
+from api.gating import Candidate, Requirement, run_gate
 from api.routes.prompts import audit_move, emit_move, event_data
 from api.routes.webhooks import emit
-from api.state import State, api_state
+from api.state import ApiState, State, api_state
 from appforge.core.budget import Budget, Limits
-from evals.evaluations import NewEvaluation
-from evals.gates import gate
-from evals.scorers import ScorerSpec
 from prompts import labels, store
 from prompts.diff import diff
 from prompts.render import render
 from prompts.store import VersionSpec
 from prompts.tables import PromptDeployment, PromptVersion
-from runs.service import Caller
 
 router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"])
 
@@ -57,22 +55,11 @@ class LabelBody(BaseModel):
     label: str = Field(description="production, beta, alpha, or any [a-z0-9_.-]{1,36}")
 
 
-class Requirement(BaseModel):
-    """What a gated promotion must pass: an evaluation of ``app`` over ``dataset`` with
-    the candidate version pinned."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = Field(min_length=1, max_length=200, description="The dataset's id or name.")
-    app: str = Field(min_length=1, max_length=200, description="The app's uuid or name.")
-    scorers: list[ScorerSpec] = Field(min_length=1, max_length=200)
-    min_pass_rate: float = Field(default=1.0, ge=0, le=1)
-
-
 class PromoteBody(LabelBody):
     require: Requirement | None = Field(
         default=None,
-        description="Move the label only if this evaluation passes (409 EVALUATION_FAILED).",
+        description="Move the label only if this evaluation passes (409 EVALUATION_FAILED); "
+        "default: the prompt's stored policy.",
     )
 
 
@@ -82,6 +69,11 @@ class DeployBody(BaseModel):
     environment: str
     version: int = Field(ge=1)
     notes: str | None = Field(default=None, max_length=2000)
+    require: Requirement | None = Field(
+        default=None,
+        description="Deploy only if this evaluation passes (409 EVALUATION_FAILED); "
+        "default: the prompt's stored policy.",
+    )
 
 
 class RollbackBody(BaseModel):
@@ -99,6 +91,7 @@ class DeployPublic(BaseModel):
     deployedAt: datetime
     deployedBy: str | None
     notes: str | None
+    evaluationId: str | None
 
 
 class Deployment(BaseModel):
@@ -116,6 +109,7 @@ class DeploymentMove(BaseModel):
     at: datetime
     by: str | None
     notes: str | None
+    evaluationId: str | None
 
 
 class Deployments(BaseModel):
@@ -187,7 +181,22 @@ def _deploy_public(entry: PromptDeployment) -> DeployPublic:
         deployedAt=entry.created_at,
         deployedBy=entry.actor,
         notes=entry.notes,
+        evaluationId=entry.evaluation_id,
     )
+
+
+def _gate(
+    db: Session,
+    state: ApiState,
+    token: Principal,
+    require: Requirement | None,
+    prompt_id: str,
+    number: int,
+) -> str | None:
+    """Check the prompt and version exist, then gate the move (see ``api.gating``)."""
+    prompt = store.get_prompt(db, prompt_id)
+    store.get_version(db, prompt.id, number)
+    return run_gate(db, state, token, require, Candidate("prompt", prompt.id, number))
 
 
 # --- versions -----------------------------------------------------------------
@@ -239,25 +248,18 @@ def promote_version_route(
     """Put a label on this version, moving it off the version that had it. With
     ``require``, only if an evaluation of the app with this version passes (409
     ``EVALUATION_FAILED`` naming it otherwise); the move's notes name the evaluation."""
-    notes = None
-    if body.require is not None:
-        prompt = store.get_prompt(db, prompt_id)
-        labels.check_label(body.label)
-        store.get_version(db, prompt.id, number)
-        db.rollback()  # the evaluation runs on its own sessions: hold no transaction
-        need = body.require
-        new = NewEvaluation(
-            dataset=need.dataset,
-            app=need.app,
-            scorers=need.scorers,
-            overrides={"prompts": {prompt.id: {"version": number}}},
-            concurrency=1,
-        )
-        caller = Caller(token.id, token.name, token.role)
-        passed = gate(state.evaluations, new, caller, state.settings.evals, need.min_pass_rate)
-        notes = f"evaluation {passed.evaluation_id} passed (pass rate {passed.pass_rate:.2%})"
+    labels.check_label(body.label)
+    evaluation_id = _gate(db, state, token, body.require, prompt_id, number)
+    notes = None if evaluation_id is None else f"evaluation {evaluation_id} passed"
     entry = labels.move(
-        db, prompt_id, body.label, number, token.name, action="promote", notes=notes
+        db,
+        prompt_id,
+        body.label,
+        number,
+        token.name,
+        action="promote",
+        notes=notes,
+        evaluation_id=evaluation_id,
     )
     emit_move(db, entry)
     audit_move(db, who, entry)
@@ -282,11 +284,22 @@ def demote_version_route(
 
 @router.post("/{prompt_id}/deploy", response_model=DeployPublic)
 def deploy_prompt_route(
-    prompt_id: str, body: DeployBody, db: DbSession, token: Writer, who: Who
+    prompt_id: str, body: DeployBody, db: DbSession, token: Writer, who: Who, state: State
 ) -> DeployPublic:
-    """Deploy a version to an environment (the label of that name), with notes."""
+    """Deploy a version to an environment (the label of that name), with notes. With
+    ``require`` (or the prompt's stored policy), only if an evaluation of the app with
+    this version passes (409 ``EVALUATION_FAILED`` naming it otherwise)."""
+    labels.check_label(body.environment)
+    evaluation_id = _gate(db, state, token, body.require, prompt_id, body.version)
     entry = labels.move(
-        db, prompt_id, body.environment, body.version, token.name, action="deploy", notes=body.notes
+        db,
+        prompt_id,
+        body.environment,
+        body.version,
+        token.name,
+        action="deploy",
+        notes=body.notes,
+        evaluation_id=evaluation_id,
     )
     emit_move(db, entry)
     audit_move(db, who, entry)
@@ -328,6 +341,7 @@ def list_deployments_route(prompt_id: str, db: DbSession, _: Reader) -> Deployme
             at=e.created_at,
             by=e.actor,
             notes=e.notes,
+            evaluationId=e.evaluation_id,
         )
         for e in labels.history(db, prompt_id)
     ]

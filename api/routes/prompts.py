@@ -17,8 +17,11 @@ from sqlalchemy.orm import Session
 
 from api.access import Reader, Writer
 from api.audit import Action, Actor, record
+from api.auth import Principal
 from api.deps import DbSession, Who
+from api.gating import Candidate, Requirement, run_gate
 from api.routes.webhooks import EventName, emit
+from api.state import ApiState, State
 from prompts import labels, store
 from prompts.errors import PromptsError, PromptsInvalidError
 from prompts.search import search
@@ -139,6 +142,8 @@ def audit_move(db: Session, who: Actor, entry: PromptDeployment, **extra: Any) -
         "notes": entry.notes,
         **extra,
     }
+    if entry.evaluation_id is not None:
+        details["evaluation_id"] = entry.evaluation_id
     record(db, who, _MOVES[entry.action], entry.prompt_id, details)
 
 
@@ -248,6 +253,12 @@ class BulkBody(BaseModel):
     environment: str | None = Field(default=None, description="The label (deploy, label)")
     notes: str | None = Field(default=None, max_length=2000)
     atomic: bool = Field(default=False, description="All or nothing")
+    require: Requirement | None = Field(
+        default=None,
+        description="deploy/label: each prompt's version must pass this evaluation (else "
+        "each prompt's stored policy); one failing gate is a 409 EVALUATION_FAILED and "
+        "nothing moves.",
+    )
 
 
 class BulkItemResult(BaseModel):
@@ -284,7 +295,39 @@ def _deleted_details(row: Prompt, **extra: Any) -> dict[str, Any]:
     return {"name": row.name, "use_case_id": row.use_case_id, **extra}
 
 
-def _bulk_one(db: Session, body: BulkBody, item: BulkItem, who: Actor, actor: str) -> None:
+def _bulk_gates(
+    db: Session, body: BulkBody, state: ApiState, token: Principal
+) -> dict[int, str | None]:
+    """Gate every item of a deploy before any moves (by the item's place): one failing
+    gate raises. Items naming no prompt or version are left to the move to report."""
+    gates: dict[int, str | None] = {}
+    if body.operation == "delete" or body.environment is None:
+        return gates  # nothing to gate (the items report a missing environment)
+    try:
+        labels.check_label(body.environment)
+    except PromptsError:
+        return gates  # no item can move: each reports the label
+    for n, item in enumerate(body.prompts):
+        if item.version is None:
+            continue
+        try:
+            prompt_id = store.get_prompt(db, item.id).id
+            store.get_version(db, prompt_id, item.version)
+        except PromptsError:
+            continue
+        candidate = Candidate("prompt", prompt_id, item.version)
+        gates[n] = run_gate(db, state, token, body.require, candidate)
+    return gates
+
+
+def _bulk_one(
+    db: Session,
+    body: BulkBody,
+    item: BulkItem,
+    who: Actor,
+    actor: str,
+    evaluation_id: str | None = None,
+) -> None:
     if body.operation == "delete":
         row = store.get_prompt(db, item.id)
         emit(db, "prompt.deleted", event_data(row, by=actor))
@@ -298,25 +341,36 @@ def _bulk_one(db: Session, body: BulkBody, item: BulkItem, who: Actor, actor: st
             code="BULK_INVALID",
         )
     entry = labels.move(
-        db, item.id, body.environment, item.version, actor, action="deploy", notes=body.notes
+        db,
+        item.id,
+        body.environment,
+        item.version,
+        actor,
+        action="deploy",
+        notes=body.notes,
+        evaluation_id=evaluation_id,
     )
     emit_move(db, entry)
     audit_move(db, who, entry, bulk=True)
 
 
 @router.post("/bulk", response_model=BulkResult)
-def bulk_prompts_route(body: BulkBody, db: DbSession, token: Writer, who: Who) -> BulkResult:
+def bulk_prompts_route(
+    body: BulkBody, db: DbSession, token: Writer, who: Who, state: State
+) -> BulkResult:
     """Deploy (or label) or delete many prompts; per-item results.
 
-    With ``"atomic": true`` either every item is applied or none is.
+    With ``"atomic": true`` either every item is applied or none is. A deploy gated
+    by ``require`` (or stored policies) moves nothing unless every gate passes.
     """
+    gates = _bulk_gates(db, body, state, token)
     # Atomic: one transaction for all items, rolled back if any failed.
     # Otherwise one transaction per item (not savepoints: pysqlite's implicit
     # transactions make a released SAVEPOINT commit on SQLite).
     results: list[BulkItemResult] = []
-    for item in body.prompts:
+    for n, item in enumerate(body.prompts):
         try:
-            _bulk_one(db, body, item, who, token.name)
+            _bulk_one(db, body, item, who, token.name, gates.get(n))
         except PromptsError as exc:
             if not body.atomic:
                 db.rollback()

@@ -39,6 +39,7 @@ from appforge.client.eval_models import (
     DatasetInfo,
     EvaluationComparison,
     EvaluationInfo,
+    EvaluationPolicy,
 )
 from appforge.client.models import (
     AliasConfig,
@@ -153,6 +154,7 @@ __all__ = [
     "DiffSummary",
     "EntryInfo",
     "EvaluationComparison",
+    "EvaluationPolicy",
     "EvaluationInfo",
     "Health",
     "Readiness",

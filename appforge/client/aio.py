@@ -17,6 +17,7 @@ from appforge.client.datasources import AsyncDatasourceMethods
 from appforge.client.errors import ServerError
 from appforge.client.evals import AsyncEvalMethods
 from appforge.client.models import StreamChunk
+from appforge.client.policies import AsyncPolicyMethods
 from appforge.client.prompts import AsyncPromptMethods
 from appforge.client.providers import AsyncProviderMethods
 from appforge.client.server import AsyncServerMethods
@@ -37,6 +38,7 @@ class AsyncClient(
     AsyncProviderMethods,
     AsyncAuditMethods,
     AsyncEvalMethods,
+    AsyncPolicyMethods,
 ):
     """Asynchronous client: ``Client``'s operations, awaited (``async for`` over ``stream``).
 

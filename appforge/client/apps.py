@@ -6,6 +6,7 @@ face on ``Client`` and ``AsyncAppMethods`` on ``AsyncClient``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -93,8 +94,11 @@ def _get_app_version(uuid: str, version: int) -> Op[AppVersionDetail]:
     return one(AppVersionDetail, r)
 
 
-def _restore_app_version(uuid: str, version: int) -> Op[AppInfo]:
-    r = yield Call("POST", f"/api/apps/{uuid}/versions/{version}/restore")
+def _restore_app_version(
+    uuid: str, version: int, require: Mapping[str, Any] | None = None
+) -> Op[AppInfo]:
+    body = None if require is None else {"require": dict(require)}
+    r = yield Call("POST", f"/api/apps/{uuid}/versions/{version}/restore", json=body)
     return one(AppInfo, r)
 
 
@@ -211,9 +215,13 @@ class AppMethods(SyncDriven):
         """One earlier definition of the app, as JSON (with its YAML text)."""
         return self._drive(_get_app_version(uuid, version))
 
-    def restore_app_version(self, uuid: str, version: int) -> AppInfo:
-        """Save an earlier definition again, as the newest version."""
-        return self._drive(_restore_app_version(uuid, version))
+    def restore_app_version(
+        self, uuid: str, version: int, *, require: Mapping[str, Any] | None = None
+    ) -> AppInfo:
+        """Save an earlier definition again, as the newest version; with ``require``
+        (else the app's stored policy) only if an evaluation of that version passes
+        (``ConflictError`` ``EVALUATION_FAILED`` otherwise)."""
+        return self._drive(_restore_app_version(uuid, version, require))
 
     def run(
         self, uuid: str, input: dict[str, Any] | None = None, session_id: str | None = None
@@ -325,9 +333,13 @@ class AsyncAppMethods(AsyncDriven):
         """One earlier definition of the app, as JSON (with its YAML text)."""
         return await self._drive(_get_app_version(uuid, version))
 
-    async def restore_app_version(self, uuid: str, version: int) -> AppInfo:
-        """Save an earlier definition again, as the newest version."""
-        return await self._drive(_restore_app_version(uuid, version))
+    async def restore_app_version(
+        self, uuid: str, version: int, *, require: Mapping[str, Any] | None = None
+    ) -> AppInfo:
+        """Save an earlier definition again, as the newest version; with ``require``
+        (else the app's stored policy) only if an evaluation of that version passes
+        (``ConflictError`` ``EVALUATION_FAILED`` otherwise)."""
+        return await self._drive(_restore_app_version(uuid, version, require))
 
     async def run(
         self, uuid: str, input: dict[str, Any] | None = None, session_id: str | None = None

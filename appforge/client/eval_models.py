@@ -95,3 +95,14 @@ class EvaluationComparison(Result):
     improved: list[str]
     aggregate: dict[str, Any]
     cases: list[dict[str, Any]]
+
+
+class EvaluationPolicy(Result):
+    """The requirement stored on a prompt or app (``subject``): what a gated promote,
+    deploy or restore that gives none must pass."""
+
+    subject: str
+    subject_id: str
+    require: dict[str, Any]
+    updated_at: datetime
+    updated_by: str | None = None

@@ -55,6 +55,7 @@ class AppVersion(Result):
     created_at: datetime
     created_by: str | None = None
     current: bool
+    evaluation_id: str | None = None  # the evaluation a gated restore passed
 
 
 class AppVersionDetail(AppVersion):

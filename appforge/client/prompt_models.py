@@ -82,6 +82,7 @@ class DeployResult(Result):
     deployedAt: datetime
     deployedBy: str | None = None
     notes: str | None = None
+    evaluationId: str | None = None  # the evaluation a gated move passed
 
 
 class Deployment(Result):
@@ -103,6 +104,7 @@ class DeploymentMove(Result):
     at: datetime
     by: str | None = None
     notes: str | None = None
+    evaluationId: str | None = None
 
 
 class Deployments(Result):

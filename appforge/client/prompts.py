@@ -7,7 +7,7 @@ is a prompt read (kept in the prompt cache); the changes are prompt writes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from appforge.client.calls import AsyncDriven, Call, Op, SyncDriven, given, many, one
@@ -105,14 +105,17 @@ def _bulk_prompts(
     environment: str | None,
     notes: str | None,
     atomic: bool,
+    require: Mapping[str, Any] | None = None,
 ) -> Op[BulkResult]:
     items = [{"id": p} if isinstance(p, str) else {"id": p[0], "version": p[1]} for p in prompts]
-    body = {
+    body: dict[str, Any] = {
         "operation": operation,
         "prompts": items,
         "atomic": atomic,
         **given(environment=environment, notes=notes),
     }
+    if require is not None:
+        body["require"] = dict(require)
     r = yield Call("POST", "/api/v1/prompts/bulk", json=body, prompt_cache="write")
     return one(BulkResult, r)
 
@@ -202,9 +205,12 @@ class PromptMethods(SyncDriven):
         environment: str | None = None,
         notes: str | None = None,
         atomic: bool = False,
+        require: Mapping[str, Any] | None = None,
     ) -> BulkResult:
-        """``deploy``/``label`` (items are ``(prompt_id, version)``) or ``delete`` (ids)."""
-        return self._drive(_bulk_prompts(operation, prompts, environment, notes, atomic))
+        """``deploy``/``label`` (items are ``(prompt_id, version)``) or ``delete`` (ids);
+        a deploy with ``require`` (else each prompt's stored policy) moves nothing unless
+        every prompt's evaluation passes (``ConflictError`` ``EVALUATION_FAILED``)."""
+        return self._drive(_bulk_prompts(operation, prompts, environment, notes, atomic, require))
 
 
 # --- AsyncClient ------------------------------------------------------------------------
@@ -294,6 +300,11 @@ class AsyncPromptMethods(AsyncDriven):
         environment: str | None = None,
         notes: str | None = None,
         atomic: bool = False,
+        require: Mapping[str, Any] | None = None,
     ) -> BulkResult:
-        """``deploy``/``label`` (items are ``(prompt_id, version)``) or ``delete`` (ids)."""
-        return await self._drive(_bulk_prompts(operation, prompts, environment, notes, atomic))
+        """``deploy``/``label`` (items are ``(prompt_id, version)``) or ``delete`` (ids);
+        a deploy with ``require`` (else each prompt's stored policy) moves nothing unless
+        every prompt's evaluation passes (``ConflictError`` ``EVALUATION_FAILED``)."""
+        return await self._drive(
+            _bulk_prompts(operation, prompts, environment, notes, atomic, require)
+        )

@@ -16,6 +16,7 @@ from appforge.client.datasources import DatasourceMethods
 from appforge.client.errors import ServerError
 from appforge.client.evals import EvalMethods
 from appforge.client.models import StreamChunk
+from appforge.client.policies import PolicyMethods
 from appforge.client.prompts import PromptMethods
 from appforge.client.providers import ProviderMethods
 from appforge.client.server import ServerMethods
@@ -36,6 +37,7 @@ class Client(
     ProviderMethods,
     AuditMethods,
     EvalMethods,
+    PolicyMethods,
 ):
     """Synchronous client of the appforge API; use it as a context manager, or ``close()``.
 

@@ -74,8 +74,16 @@ def _label(
     return one(PromptVersionInfo, r)
 
 
-def _deploy(prompt_id: str, environment: str, version: int, notes: str) -> Op[DeployResult]:
-    body = {"environment": environment, "version": version, "notes": notes}
+def _deploy(
+    prompt_id: str,
+    environment: str,
+    version: int,
+    notes: str,
+    require: Mapping[str, Any] | None = None,
+) -> Op[DeployResult]:
+    body: dict[str, Any] = {"environment": environment, "version": version, "notes": notes}
+    if require is not None:
+        body["require"] = dict(require)
     path = f"/api/v1/prompts/{prompt_id}/deploy"
     r = yield Call("POST", path, json=body, prompt_cache="write")
     return one(DeployResult, r)
@@ -187,10 +195,18 @@ class VersionMethods(SyncDriven):
         return self._drive(_label(prompt_id, version, label, "demote"))
 
     def deploy(
-        self, prompt_id: str, environment: str, version: int, notes: str = ""
+        self,
+        prompt_id: str,
+        environment: str,
+        version: int,
+        notes: str = "",
+        *,
+        require: Mapping[str, Any] | None = None,
     ) -> DeployResult:
-        """Point an environment (a label) at a version, with notes for its history."""
-        return self._drive(_deploy(prompt_id, environment, version, notes))
+        """Point an environment (a label) at a version, with notes for its history; with
+        ``require`` (else the prompt's stored policy) only if that evaluation passes
+        (``ConflictError`` ``EVALUATION_FAILED`` otherwise)."""
+        return self._drive(_deploy(prompt_id, environment, version, notes, require))
 
     def rollback(self, prompt_id: str, environment: str, notes: str | None = None) -> DeployResult:
         """Move an environment back to the version it had before its last move."""
@@ -294,10 +310,18 @@ class AsyncVersionMethods(AsyncDriven):
         return await self._drive(_label(prompt_id, version, label, "demote"))
 
     async def deploy(
-        self, prompt_id: str, environment: str, version: int, notes: str = ""
+        self,
+        prompt_id: str,
+        environment: str,
+        version: int,
+        notes: str = "",
+        *,
+        require: Mapping[str, Any] | None = None,
     ) -> DeployResult:
-        """Point an environment (a label) at a version, with notes for its history."""
-        return await self._drive(_deploy(prompt_id, environment, version, notes))
+        """Point an environment (a label) at a version, with notes for its history; with
+        ``require`` (else the prompt's stored policy) only if that evaluation passes
+        (``ConflictError`` ``EVALUATION_FAILED`` otherwise)."""
+        return await self._drive(_deploy(prompt_id, environment, version, notes, require))
 
     async def rollback(
         self, prompt_id: str, environment: str, notes: str | None = None

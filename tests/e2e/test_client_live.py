@@ -359,6 +359,24 @@ def test_client_live_datasets_and_evaluations(server: ServerProcess, kind: str):
         listed = await af.list_evaluations(dataset=name)
         assert {e.id for e in listed} == {first.id, second.id}
         assert (await af.get_evaluation(first.id)).summary["scores"]["tokens"] == 1
+
+        # Evaluation policies: stored on a prompt (naming the app) and on an app.
+        need = {"dataset": name, "scorers": scorers, "min_pass_rate": 0.9}
+        uc = await af.create_use_case(f"Policies {kind}")
+        prompt = await af.create_prompt(uc.id, f"gated-{kind}")
+        stored = await af.set_prompt_policy(prompt.id, {**need, "app": app.uuid})
+        assert (stored.subject, stored.require["app"]) == ("prompt", app.uuid)
+        assert (await af.get_prompt_policy(prompt.id)).require == stored.require
+        await af.delete_prompt_policy(prompt.id)
+        with pytest.raises(NotFoundError) as none:
+            await af.get_prompt_policy(prompt.id)
+        assert none.value.code == "POLICY_NOT_FOUND"
+        assert (await af.set_app_policy(app.uuid, need)).subject_id == app.uuid
+        assert (await af.get_app_policy(app.uuid)).require["min_pass_rate"] == 0.9
+        await af.delete_app_policy(app.uuid)
+        with pytest.raises(NotFoundError):
+            await af.get_app_policy(app.uuid)
+        await af.delete_use_case(uc.id)
         await af.delete_dataset(name)
         with pytest.raises(NotFoundError) as gone:
             await af.get_dataset(name)
@@ -865,6 +883,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 100
+    assert "stream" in operations and len(operations) == 106
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)
