@@ -140,9 +140,16 @@ def create_dataset_route(body: DatasetCreate, db: DbSession, _: Writer, who: Who
 
 
 @router.get("/api/datasets", response_model=list[DatasetPublic])
-def list_datasets_route(db: DbSession, _: Reader) -> list[DatasetPublic]:
-    """The datasets, oldest first, each with its revision and number of cases."""
-    found = list(db.scalars(select(Dataset).order_by(Dataset.created_at)))
+def list_datasets_route(
+    db: DbSession,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[DatasetPublic]:
+    """The datasets, oldest first, each with its revision and number of cases
+    (``limit`` at most 1000, ``offset``)."""
+    query = select(Dataset).order_by(Dataset.created_at, Dataset.id)
+    found = list(db.scalars(query.limit(limit).offset(offset)))
     counts = datasets.case_counts(db, [r.id for r in found])
     return [_public(db, r, counts[r.id]) for r in found]
 

@@ -59,6 +59,13 @@ def test_datasets_crud_by_id_and_name(api: TestClient):
     assert api.get(f"/api/datasets/{made['id']}").json()["name"] == "crud"
     assert api.get("/api/datasets/crud").json()["id"] == made["id"]
     assert "crud" in [d["name"] for d in api.get("/api/datasets").json()]
+    # The list is paged: a page of one, and a page past the end.
+    _dataset(api, "crud-second")
+    names = [d["name"] for d in api.get("/api/datasets").json()]
+    assert [d["name"] for d in api.get("/api/datasets?limit=1").json()] == names[:1]
+    assert api.get(f"/api/datasets?offset={len(names)}").json() == []
+    for bad in ("limit=0", "limit=1001", "offset=-1"):
+        _error(api.get(f"/api/datasets?{bad}"), 422, "VALIDATION_ERROR")
     _error(api.post("/api/datasets", json={"name": "crud"}), 409, "DATASET_EXISTS")
     r = api.patch("/api/datasets/crud", json={"name": "crud2", "description": "e"})
     assert r.status_code == 200 and r.json()["revision"] == 1  # no case changed
