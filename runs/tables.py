@@ -8,9 +8,6 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-# The providers layer's tables (stored model providers and aliases) load with these:
-# installs made before it had its own entry point (pyproject.toml) do not list it.
-import providers.tables  # noqa: F401
 from appforge.core.db import Base, UTCDateTime, utcnow
 
 
