@@ -1,8 +1,9 @@
 """Datasets and their cases, on one database session (the caller commits).
 
 A dataset is found by its id or its (unique) name. Every change to its cases
-(add, import, update, delete) raises its ``revision`` by one, in the same
-transaction as the change, so an evaluation can name the revision it ran on.
+(add, import, replace, update, delete) raises its ``revision`` by one, in the
+same transaction as the change, so an evaluation can name the revision it ran
+on; a replace that changes nothing leaves it.
 Bounds: cases per request and per dataset, bytes per case (``EvalSettings``).
 """
 
@@ -124,10 +125,8 @@ def _check_size(case: dict[str, Any], limits: EvalSettings, index: int | None) -
         )
 
 
-def add_cases(
-    db: Session, row: Dataset, cases: Sequence[CaseData], limits: EvalSettings
-) -> list[str]:
-    """Append cases (in order) and raise the revision; their new ids."""
+def _check_new(cases: Sequence[CaseData], limits: EvalSettings, held: int) -> None:
+    """Refuse a change bringing ``cases`` to a dataset that keeps ``held`` others."""
     if len(cases) > limits.max_cases_per_request:
         raise TooManyCasesError(
             f"{len(cases)} cases in one request, over {limits.max_cases_per_request} "
@@ -138,32 +137,81 @@ def add_cases(
         raise CaseInvalidError("no cases given")
     for index, case in enumerate(cases):
         _check_size(case.model_dump(), limits, index)
-    held = case_counts(db, [row.id])[row.id]
     if held + len(cases) > limits.max_cases_per_dataset:
         raise TooManyCasesError(
             f"the dataset would hold {held + len(cases)} cases, over "
             f"{limits.max_cases_per_dataset} (APPFORGE_EVALS__MAX_CASES_PER_DATASET)",
             details={"limit": limits.max_cases_per_dataset, "held": held},
         )
+
+
+def _new_case(row: Dataset, n: int, case: CaseData) -> DatasetCase:
+    now = utcnow()
+    return DatasetCase(
+        id=str(uuid.uuid4()),
+        dataset_id=row.id,
+        n=n,
+        input=case.input,
+        expected=case.expected,
+        meta=case.metadata,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def add_cases(
+    db: Session, row: Dataset, cases: Sequence[CaseData], limits: EvalSettings
+) -> list[str]:
+    """Append cases (in order) and raise the revision; their new ids."""
+    _check_new(cases, limits, case_counts(db, [row.id])[row.id])
     last = db.scalar(select(func.max(DatasetCase.n)).where(DatasetCase.dataset_id == row.id))
-    now, start = utcnow(), (last or 0) + 1
-    made = [
-        DatasetCase(
-            id=str(uuid.uuid4()),
-            dataset_id=row.id,
-            n=start + i,
-            input=case.input,
-            expected=case.expected,
-            meta=case.metadata,
-            created_at=now,
-            updated_at=now,
-        )
-        for i, case in enumerate(cases)
-    ]
+    start = (last or 0) + 1
+    made = [_new_case(row, start + i, case) for i, case in enumerate(cases)]
     db.add_all(made)
     db.flush()
     _bump(db, row)
     return [c.id for c in made]
+
+
+def _input_key(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def replace_cases(
+    db: Session, row: Dataset, cases: Sequence[CaseData], limits: EvalSettings
+) -> tuple[list[str], bool]:
+    """Make ``cases`` (in order) the dataset's only cases, as one change: the ids of its
+    cases, and whether anything changed (the revision rose by one) or not (it stays).
+
+    A case whose ``input`` an existing case has keeps that case's id (the first such,
+    in order), so evaluations before and after compare it case by case."""
+    _check_new(cases, limits, 0)
+    old = list_cases(db, row)
+    free: dict[str, list[DatasetCase]] = {}
+    for stored in old:
+        free.setdefault(_input_key(stored.input), []).append(stored)
+    kept: list[DatasetCase] = []
+    changed = False
+    for n, case in enumerate(cases, start=1):
+        same_input = free.get(_input_key(case.input))
+        if not same_input:
+            kept.append(_new_case(row, n, case))
+            db.add(kept[-1])
+            changed = True
+            continue
+        found = same_input.pop(0)
+        if (found.n, found.expected, found.meta) != (n, case.expected, case.metadata):
+            found.n, found.expected, found.meta = n, case.expected, case.metadata
+            found.updated_at = utcnow()
+            changed = True
+        kept.append(found)
+    for left in (c for cases_left in free.values() for c in cases_left):
+        db.delete(left)
+        changed = True
+    db.flush()
+    if changed:
+        _bump(db, row)
+    return [c.id for c in kept], changed
 
 
 def list_cases(

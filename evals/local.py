@@ -51,14 +51,21 @@ class LocalCase:
 
 @dataclass
 class LocalEvaluation:
+    """The cases' results, as ``appforge eval`` prints and writes them; ``evaluation``
+    names the stored evaluation they come from (``--server``), None for a local one."""
+
     cases: list[LocalCase] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
         return summarize(self.cases)
 
     def as_json(self) -> dict[str, Any]:
-        return {"summary": self.summary, "results": [asdict(c) for c in self.cases]}
+        done: dict[str, Any] = {"summary": self.summary, "results": [asdict(c) for c in self.cases]}
+        if self.evaluation is not None:
+            done["evaluation"] = self.evaluation
+        return done
 
 
 def _outcome(runs: RunService, doc: AppDocument, given: dict[str, Any]) -> tuple[Outcome, float]:

@@ -88,7 +88,9 @@ class CasePublic(BaseModel):
 class CasesAdded(BaseModel):
     dataset_id: str
     revision: int = Field(description="The dataset's revision after the change.")
-    ids: list[str] = Field(description="The new cases' ids, in order.")
+    ids: list[str] = Field(
+        description="The new cases' ids, in order (a replace: every case's, in order)."
+    )
 
 
 class RunToDataset(BaseModel):
@@ -236,14 +238,21 @@ def export_cases_route(
     return PlainTextResponse(casefiles.write_jsonl(cases), media_type="application/x-ndjson")
 
 
-def _import(state: Any, dataset: str, text: str, format: str, who: Actor) -> CasesAdded:
+def _import(
+    state: Any, dataset: str, text: str, format: str, who: Actor, replace: bool
+) -> CasesAdded:
     limits = state.settings.evals
     read = casefiles.read_csv if format == "csv" else casefiles.read_jsonl
     cases = read(text, limits.max_cases_per_request)
     with state.db() as db:
         row = datasets.find_dataset(db, dataset)
-        ids = datasets.add_cases(db, row, cases, limits)
-        _cases_changed(db, who, row, added=len(ids))
+        if replace:
+            ids, changed = datasets.replace_cases(db, row, cases, limits)
+            if changed:
+                _cases_changed(db, who, row, replaced=len(ids))
+        else:
+            ids = datasets.add_cases(db, row, cases, limits)
+            _cases_changed(db, who, row, added=len(ids))
         db.commit()
         return CasesAdded(dataset_id=row.id, revision=row.revision, ids=ids)
 
@@ -269,10 +278,16 @@ async def import_cases_route(
     who: Who,
     state: State,
     format: Format | None = None,
+    replace: Annotated[
+        bool, Query(description="Make the file's cases the dataset's only ones.")
+    ] = False,
 ) -> CasesAdded:
     """Append the cases of a JSONL or CSV body (``format``, else from ``Content-Type``:
     ``text/csv`` is CSV, anything else JSONL); all or nothing, each problem
-    ``CASE_FILE_INVALID`` naming its line."""
+    ``CASE_FILE_INVALID`` naming its line. With ``replace=true`` the file's cases become
+    the dataset's only ones, as one change (one revision, none if nothing changed); a
+    case keeps its id when a case with the same ``input`` was there, and ``ids`` are then
+    every case's."""
     raw = await request.body()
     try:
         text = raw.decode("utf-8-sig")
@@ -281,7 +296,7 @@ async def import_cases_route(
     if format is None:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         format = "csv" if kind == "text/csv" else "jsonl"
-    return await run_in_threadpool(_import, state, dataset, text, format, who)
+    return await run_in_threadpool(_import, state, dataset, text, format, who, replace)
 
 
 @router.patch("/api/datasets/{dataset}/cases/{case_id}", response_model=CasePublic)

@@ -32,7 +32,8 @@ def _remote_options(f: Any) -> Any:
     )(f)
 
 
-def _client(obj: dict[str, Any], url: str, token: str) -> Client:
+def connect(obj: dict[str, Any], url: str, token: str) -> Client:
+    """A client of the server at ``url``."""
     from appforge.client import Client
 
     # Tests hand over an HTTP transport bound to an in-process app.
@@ -108,7 +109,7 @@ prompts_cmd = _remote("prompts", "Managed prompts on a running server.")
 @click.pass_obj
 def apps_list(obj: dict[str, Any], url: str, token: str) -> None:
     """List apps: uuid, version, type, name."""
-    for app in _client(obj, url, token).list_apps():
+    for app in connect(obj, url, token).list_apps():
         click.echo(f"{app.uuid}  v{app.version:<3} {app.type:5} {app.name}")
 
 
@@ -118,7 +119,7 @@ def apps_list(obj: dict[str, Any], url: str, token: str) -> None:
 @click.pass_obj
 def apps_create(obj: dict[str, Any], app_file: Path, url: str, token: str) -> None:
     """Create an app from a YAML file; prints its uuid."""
-    app = _client(obj, url, token).create_app(app_file)
+    app = connect(obj, url, token).create_app(app_file)
     click.echo(app.uuid)
 
 
@@ -127,7 +128,7 @@ def apps_create(obj: dict[str, Any], app_file: Path, url: str, token: str) -> No
 @click.pass_obj
 def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
     """List datasources: uuid, type, name."""
-    for ds in _client(obj, url, token).list_datasources():
+    for ds in connect(obj, url, token).list_datasources():
         click.echo(f"{ds.uuid}  {ds.type:6} {ds.name}")
 
 
@@ -144,7 +145,7 @@ def datasources_list(obj: dict[str, Any], url: str, token: str) -> None:
 @click.pass_obj
 def datasources_create(obj: dict[str, Any], name: str, kind: str, url: str, token: str) -> None:
     """Create a datasource; prints its uuid."""
-    click.echo(_client(obj, url, token).create_datasource(name, kind).uuid)
+    click.echo(connect(obj, url, token).create_datasource(name, kind).uuid)
 
 
 @datasources_cmd.command("add")
@@ -171,7 +172,7 @@ def datasources_add(
 
     meta = dict(pair.partition("=")[::2] for pair in metadata)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    client = _client(obj, url, token)
+    client = connect(obj, url, token)
     datasource = _datasource(client, datasource)
     added, refused = 0, []
     with click.progressbar(files, label="adding entries", file=sys.stderr) as bar:
@@ -210,7 +211,7 @@ def datasources_add(
 @click.pass_obj
 def prompts_list(obj: dict[str, Any], use_case: str, url: str, token: str) -> None:
     """List the prompts of a use case (id or name): id, name."""
-    client = _client(obj, url, token)
+    client = connect(obj, url, token)
     for prompt in client.list_prompts(_use_case(client, use_case)):
         click.echo(f"{prompt.id}  {prompt.name}")
 
@@ -225,6 +226,6 @@ def prompts_promote(
     obj: dict[str, Any], prompt: str, version: int, label: str, url: str, token: str
 ) -> None:
     """Put LABEL on VERSION of a prompt (id or name; apps pinning the label follow)."""
-    client = _client(obj, url, token)
+    client = connect(obj, url, token)
     client.promote(_prompt(client, prompt), version, label)
     click.echo(f"{label} -> version {version}")

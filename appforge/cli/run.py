@@ -22,7 +22,7 @@ import click
 from appforge.cli.root import load_settings, main, open_home, report_error
 
 if TYPE_CHECKING:
-    from appforge.client import Client
+    from appforge.client import AppInfo, Client
     from apps_yaml.events import Event, Outcome
     from apps_yaml.flows import Flow
     from apps_yaml.schema import AppDocument, InputField
@@ -241,9 +241,8 @@ def _through_api(obj: dict[str, Any], app_file: Path, how: _ApiRun) -> None:
         with _api(obj, flow, how.host, port) as (base, thread):
             with Client(base, token) as client:
                 try:
-                    uuid = _save_app(
-                        client, name, _flow_yaml(flow) if flow else app_file.read_text()
-                    )
+                    text = _flow_yaml(flow) if flow else app_file.read_text()
+                    uuid = save_app(client, name, text).uuid
                     if how.serve:
                         click.echo(f"serving {app_file.name} as app {uuid}")
                         click.echo(f"run it: POST {base}/api/apps/{uuid}/run[/<session id>]")
@@ -334,12 +333,12 @@ def _stream_once(
     click.echo(f"session: {chunks[-1].session['id']}", err=True)
 
 
-def _save_app(client: Client, name: str, text: str) -> str:
+def save_app(client: Client, name: str, text: str) -> AppInfo:
     """Create the app, or update the app of the same name (a new version if it changed)."""
     same = [a for a in client.list_apps(q=name) if a.name == name]
     if same:
-        return str(client.update_app(same[0].uuid, text).uuid)
-    return str(client.create_app(text).uuid)
+        return client.update_app(same[0].uuid, text)
+    return client.create_app(text)
 
 
 def _free_port() -> int:

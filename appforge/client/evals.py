@@ -79,13 +79,18 @@ def _delete_case(dataset: str, case: str) -> Op[None]:
     yield Call("DELETE", f"/api/datasets/{dataset}/cases/{case}")
 
 
-def _import_cases(dataset: str, data: str | bytes | Path, format: CaseFormat) -> Op[CasesAdded]:
+def _import_cases(
+    dataset: str, data: str | bytes | Path, format: CaseFormat, replace: bool
+) -> Op[CasesAdded]:
     raw = data.read_bytes() if isinstance(data, Path) else data
     content = raw.encode() if isinstance(raw, str) else raw
+    params: dict[str, Any] = {"format": format}
+    if replace:
+        params["replace"] = "true"
     r = yield Call(
         "POST",
         f"/api/datasets/{dataset}/cases/import",
-        params={"format": format},
+        params=params,
         content=content,
         headers={"Content-Type": _TYPES[format]},
     )
@@ -132,8 +137,9 @@ def _get_evaluation(evaluation: str) -> Op[EvaluationInfo]:
     return one(EvaluationInfo, r)
 
 
-def _evaluation_results(evaluation: str) -> Op[list[CaseResult]]:
-    r = yield Call("GET", f"/api/evaluations/{evaluation}/results")
+def _evaluation_results(evaluation: str, limit: int, offset: int) -> Op[list[CaseResult]]:
+    params = {"limit": limit, "offset": offset}
+    r = yield Call("GET", f"/api/evaluations/{evaluation}/results", params=params)
     return many(CaseResult, r)
 
 
@@ -212,10 +218,16 @@ class EvalMethods(SyncDriven):
         return self._drive(_delete_case(dataset, case))
 
     def import_cases(
-        self, dataset: str, data: str | bytes | Path, format: CaseFormat = "jsonl"
+        self,
+        dataset: str,
+        data: str | bytes | Path,
+        format: CaseFormat = "jsonl",
+        *,
+        replace: bool = False,
     ) -> CasesAdded:
-        """Append the cases of a JSONL or CSV file (a path) or text."""
-        return self._drive(_import_cases(dataset, data, format))
+        """Append the cases of a JSONL or CSV file (a path) or text; ``replace``: make them
+        the dataset's only cases (one revision, none if nothing changed)."""
+        return self._drive(_import_cases(dataset, data, format, replace))
 
     def export_cases(self, dataset: str, format: CaseFormat = "jsonl") -> str:
         """Every case as JSONL or CSV text."""
@@ -252,9 +264,12 @@ class EvalMethods(SyncDriven):
         """An evaluation's status, progress and summary."""
         return self._drive(_get_evaluation(evaluation))
 
-    def evaluation_results(self, evaluation: str) -> list[CaseResult]:
-        """Per case: run, output, scores, passed."""
-        return self._drive(_evaluation_results(evaluation))
+    def evaluation_results(
+        self, evaluation: str, *, limit: int = 1000, offset: int = 0
+    ) -> list[CaseResult]:
+        """Per case, in the dataset's order: run, output, scores, passed (``limit`` at
+        most 1000, ``offset``)."""
+        return self._drive(_evaluation_results(evaluation, limit, offset))
 
     def cancel_evaluation(self, evaluation: str) -> EvaluationInfo:
         """Stop an evaluation."""
@@ -326,10 +341,16 @@ class AsyncEvalMethods(AsyncDriven):
         return await self._drive(_delete_case(dataset, case))
 
     async def import_cases(
-        self, dataset: str, data: str | bytes | Path, format: CaseFormat = "jsonl"
+        self,
+        dataset: str,
+        data: str | bytes | Path,
+        format: CaseFormat = "jsonl",
+        *,
+        replace: bool = False,
     ) -> CasesAdded:
-        """Append the cases of a JSONL or CSV file (a path) or text."""
-        return await self._drive(_import_cases(dataset, data, format))
+        """Append the cases of a JSONL or CSV file (a path) or text; ``replace``: make them
+        the dataset's only cases (one revision, none if nothing changed)."""
+        return await self._drive(_import_cases(dataset, data, format, replace))
 
     async def export_cases(self, dataset: str, format: CaseFormat = "jsonl") -> str:
         """Every case as JSONL or CSV text."""
@@ -366,9 +387,12 @@ class AsyncEvalMethods(AsyncDriven):
         """An evaluation's status, progress and summary."""
         return await self._drive(_get_evaluation(evaluation))
 
-    async def evaluation_results(self, evaluation: str) -> list[CaseResult]:
-        """Per case: run, output, scores, passed."""
-        return await self._drive(_evaluation_results(evaluation))
+    async def evaluation_results(
+        self, evaluation: str, *, limit: int = 1000, offset: int = 0
+    ) -> list[CaseResult]:
+        """Per case, in the dataset's order: run, output, scores, passed (``limit`` at
+        most 1000, ``offset``)."""
+        return await self._drive(_evaluation_results(evaluation, limit, offset))
 
     async def cancel_evaluation(self, evaluation: str) -> EvaluationInfo:
         """Stop an evaluation."""

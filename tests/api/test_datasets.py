@@ -199,3 +199,40 @@ def test_run_to_dataset_copies_input_and_optionally_output(
     assert cases[1]["expected"] == run.json()["output"]
     assert cases[1]["metadata"]["run_id"] == run_id
     _error(api.post("/api/runs/nope/to-dataset", json=body), 404, "RUN_NOT_FOUND")
+
+
+def test_cases_import_replace_is_one_change_keeping_ids_by_input(api: TestClient):
+    _dataset(api, "replaced")
+    first = "".join(json.dumps(c) + "\n" for c in CASES)
+    url = "/api/datasets/replaced/cases/import?replace=true"
+    r = api.post(url, content=first)
+    assert r.status_code == 201, r.text
+    assert r.json()["revision"] == 2
+    ids = r.json()["ids"]
+    # The same file again changes nothing: the revision stays, and so do the ids.
+    again = api.post(url, content=first).json()
+    assert (again["revision"], again["ids"]) == (2, ids)
+    # The second case now expects another answer, comes first, and a new case is added.
+    changed = [
+        {**CASES[1], "expected": {"answer": "four"}},
+        CASES[0],
+        {"input": {"question": "Largest planet?"}},
+    ]
+    body = api.post(url, content="".join(json.dumps(c) + "\n" for c in changed)).json()
+    assert body["revision"] == 3 and body["ids"][:2] == [ids[1], ids[0]]
+    listed = api.get("/api/datasets/replaced/cases").json()
+    assert [c["id"] for c in listed] == body["ids"]
+    assert [c["expected"] for c in listed] == [{"answer": "four"}, {"answer": "Paris"}, {}]
+    # Fewer cases: the others are gone, in the same one revision.
+    body = api.post(url, content=json.dumps(CASES[0]) + "\n").json()
+    assert (body["revision"], body["ids"]) == (4, [ids[0]])
+    assert api.get("/api/datasets/replaced").json()["case_count"] == 1
+    # Bounds hold for a replace too, and a refused one stores nothing.
+    six = "".join(json.dumps({"input": {"n": i}}) + "\n" for i in range(6))
+    _error(api.post(url, content=six), 413, "TOO_MANY_CASES")
+    _error(api.post(url, content=""), 422, "CASE_INVALID")
+    _error(api.post(url, content="not json\n"), 422, "CASE_FILE_INVALID")
+    r = api.post("/api/datasets/replaced/cases/import?replace=maybe", content=first)
+    _error(r, 422, "VALIDATION_ERROR")
+    after = api.get("/api/datasets/replaced").json()
+    assert (after["revision"], after["case_count"]) == (4, 1)
