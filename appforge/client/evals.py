@@ -120,9 +120,9 @@ def _start_evaluation(
 
 
 def _list_evaluations(
-    dataset: str | None, app: str | None, status: str | None
+    dataset: str | None, app: str | None, status: str | None, limit: int, offset: int
 ) -> Op[list[EvaluationInfo]]:
-    params = given(dataset=dataset, app=app, status=status)
+    params = {**given(dataset=dataset, app=app, status=status), "limit": limit, "offset": offset}
     r = yield Call("GET", "/api/evaluations", params=params)
     return many(EvaluationInfo, r)
 
@@ -132,8 +132,9 @@ def _get_evaluation(evaluation: str) -> Op[EvaluationInfo]:
     return one(EvaluationInfo, r)
 
 
-def _evaluation_results(evaluation: str) -> Op[list[CaseResult]]:
-    r = yield Call("GET", f"/api/evaluations/{evaluation}/results")
+def _evaluation_results(evaluation: str, limit: int, offset: int) -> Op[list[CaseResult]]:
+    params = {"limit": limit, "offset": offset}
+    r = yield Call("GET", f"/api/evaluations/{evaluation}/results", params=params)
     return many(CaseResult, r)
 
 
@@ -243,18 +244,27 @@ class EvalMethods(SyncDriven):
         )
 
     def list_evaluations(
-        self, *, dataset: str | None = None, app: str | None = None, status: str | None = None
+        self,
+        *,
+        dataset: str | None = None,
+        app: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[EvaluationInfo]:
-        """Evaluations, newest first."""
-        return self._drive(_list_evaluations(dataset, app, status))
+        """Evaluations, newest first (``limit`` at most 200, ``offset``)."""
+        return self._drive(_list_evaluations(dataset, app, status, limit, offset))
 
     def get_evaluation(self, evaluation: str) -> EvaluationInfo:
         """An evaluation's status, progress and summary."""
         return self._drive(_get_evaluation(evaluation))
 
-    def evaluation_results(self, evaluation: str) -> list[CaseResult]:
-        """Per case: run, output, scores, passed."""
-        return self._drive(_evaluation_results(evaluation))
+    def evaluation_results(
+        self, evaluation: str, *, limit: int = 1000, offset: int = 0
+    ) -> list[CaseResult]:
+        """Per case, in the dataset's order: run, output, scores, passed (``limit`` at most
+        1000, ``offset``)."""
+        return self._drive(_evaluation_results(evaluation, limit, offset))
 
     def cancel_evaluation(self, evaluation: str) -> EvaluationInfo:
         """Stop an evaluation."""
@@ -357,18 +367,27 @@ class AsyncEvalMethods(AsyncDriven):
         )
 
     async def list_evaluations(
-        self, *, dataset: str | None = None, app: str | None = None, status: str | None = None
+        self,
+        *,
+        dataset: str | None = None,
+        app: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[EvaluationInfo]:
-        """Evaluations, newest first."""
-        return await self._drive(_list_evaluations(dataset, app, status))
+        """Evaluations, newest first (``limit`` at most 200, ``offset``)."""
+        return await self._drive(_list_evaluations(dataset, app, status, limit, offset))
 
     async def get_evaluation(self, evaluation: str) -> EvaluationInfo:
         """An evaluation's status, progress and summary."""
         return await self._drive(_get_evaluation(evaluation))
 
-    async def evaluation_results(self, evaluation: str) -> list[CaseResult]:
-        """Per case: run, output, scores, passed."""
-        return await self._drive(_evaluation_results(evaluation))
+    async def evaluation_results(
+        self, evaluation: str, *, limit: int = 1000, offset: int = 0
+    ) -> list[CaseResult]:
+        """Per case, in the dataset's order: run, output, scores, passed (``limit`` at most
+        1000, ``offset``)."""
+        return await self._drive(_evaluation_results(evaluation, limit, offset))
 
     async def cancel_evaluation(self, evaluation: str) -> EvaluationInfo:
         """Stop an evaluation."""
