@@ -20,6 +20,9 @@ page = st.navigation(
         st.Page(VIEWS / "prompts.py", title="Prompts", icon=":material/edit_note:"),
         st.Page(VIEWS / "runs.py", title="Runs", icon=":material/history:"),
         st.Page(VIEWS / "analytics.py", title="Analytics", icon=":material/monitoring:"),
+        st.Page(VIEWS / "datasets.py", title="Datasets", icon=":material/dataset:"),
+        st.Page(VIEWS / "evaluations.py", title="Evaluations", icon=":material/fact_check:"),
+        st.Page(VIEWS / "compare.py", title="Compare evaluations", icon=":material/compare:"),
         st.Page(VIEWS / "settings.py", title="Settings", icon=":material/settings:"),
         st.Page(VIEWS / "audit.py", title="Audit log", icon=":material/policy:"),
     ]

@@ -125,9 +125,9 @@ def _start_evaluation(
 
 
 def _list_evaluations(
-    dataset: str | None, app: str | None, status: str | None
+    dataset: str | None, app: str | None, status: str | None, limit: int, offset: int
 ) -> Op[list[EvaluationInfo]]:
-    params = given(dataset=dataset, app=app, status=status)
+    params = {**given(dataset=dataset, app=app, status=status), "limit": limit, "offset": offset}
     r = yield Call("GET", "/api/evaluations", params=params)
     return many(EvaluationInfo, r)
 
@@ -255,10 +255,16 @@ class EvalMethods(SyncDriven):
         )
 
     def list_evaluations(
-        self, *, dataset: str | None = None, app: str | None = None, status: str | None = None
+        self,
+        *,
+        dataset: str | None = None,
+        app: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[EvaluationInfo]:
-        """Evaluations, newest first."""
-        return self._drive(_list_evaluations(dataset, app, status))
+        """Evaluations, newest first (``limit`` at most 200, ``offset``)."""
+        return self._drive(_list_evaluations(dataset, app, status, limit, offset))
 
     def get_evaluation(self, evaluation: str) -> EvaluationInfo:
         """An evaluation's status, progress and summary."""
@@ -378,10 +384,16 @@ class AsyncEvalMethods(AsyncDriven):
         )
 
     async def list_evaluations(
-        self, *, dataset: str | None = None, app: str | None = None, status: str | None = None
+        self,
+        *,
+        dataset: str | None = None,
+        app: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[EvaluationInfo]:
-        """Evaluations, newest first."""
-        return await self._drive(_list_evaluations(dataset, app, status))
+        """Evaluations, newest first (``limit`` at most 200, ``offset``)."""
+        return await self._drive(_list_evaluations(dataset, app, status, limit, offset))
 
     async def get_evaluation(self, evaluation: str) -> EvaluationInfo:
         """An evaluation's status, progress and summary."""

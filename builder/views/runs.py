@@ -1,7 +1,7 @@
 """Runs: the runs of every app (or one), newest first, with time, app, version, session,
 the first words of the input, status, latency and tokens; filtered by app, status and
 time. Opening one shows its input, output, error and each step: the rendered prompt,
-the answer, timings and tokens."""
+the answer, timings and tokens; and adds it to a dataset as an evaluation case."""
 
 from __future__ import annotations
 
@@ -152,6 +152,37 @@ def _run(record: RunRecord) -> None:
             _step(step)
 
 
+def _to_dataset(client: Client, record: RunRecord) -> None:
+    """Add the opened run to a dataset as a case: its input, and optionally its output as
+    the expected answer."""
+    with st.expander("Add to a dataset"):
+        try:
+            datasets = client.list_datasets()
+        except ERRORS as exc:
+            show_error(exc)
+            return
+        if not datasets:
+            st.caption("No datasets yet: create one on the Datasets page.")
+            return
+        names = {d.id: d.name for d in datasets}
+        dataset_col, expected_col = st.columns([3, 2])
+        dataset = str(
+            dataset_col.selectbox(
+                "Dataset", list(names), key="runs_to_dataset", format_func=lambda i: names[i]
+            )
+        )
+        from_output = expected_col.checkbox(
+            "Expected from its output", key="runs_to_dataset_expected"
+        )
+        if st.button("Add to dataset", key="runs_to_dataset_add"):
+            try:
+                added = client.run_to_dataset(record.id, dataset, expected_from_output=from_output)
+            except ERRORS as exc:
+                show_error(exc)
+            else:
+                st.success(f"Added the run to {names[dataset]} (revision {added.revision})")
+
+
 st.title("Runs")
 client = get_client()
 app_uuid, status, start, end = _filters(client)
@@ -184,4 +215,5 @@ try:
 except ERRORS as exc:
     show_error(exc)
     st.stop()
+_to_dataset(client, record)
 _run(record)

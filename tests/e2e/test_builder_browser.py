@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fake_model import FakeModel, serve_model
 from playwright.sync_api import Locator, Page, sync_playwright
 from ports import free_port, wait_ok
 from waiting import poll_until
@@ -481,6 +482,98 @@ def test_sign_in_lasts_across_reloads_and_tabs_and_a_20_mb_pdf_is_ingested(
     poll_until(lambda: _session_cookie(page) is None, timeout=60)
     page.reload()
     page.get_by_label("API token").wait_for()
+
+
+CAPITALS_APP = """version: 1
+name: Capitals
+type: text
+input:
+  question: {type: string, required: true}
+steps:
+  - id: answer
+    kind: llm
+    model: fake:fake
+    prompt:
+      user: "VERSION: {{ input.question }}"
+output:
+  answer: "{{ answer.text }}"
+"""
+# Exact answers per app version (the prompt's first word): v2 breaks France, fixes Norway.
+CAPITALS = {"v1: France": "Paris", "v2: France": "Lyon", "v1: Norway": "Bergen",
+            "v2: Norway": "Oslo", "Italy": "Rome", "Spain": "Madrid"}  # fmt: skip
+CAPITAL_CASES = [
+    {"input": {"question": q}, "expected": {"answer": a}}
+    for q, a in (("France", "Paris"), ("Norway", "Oslo"), ("Italy", "Rome"), ("Spain", "Madrid"))
+]
+
+
+def _evaluation_done(api: httpx.Client, version: int) -> str:
+    one_word = {"type": "regex", "name": "one word", "value": "^[A-Z][a-z]+$"}
+    body = {"dataset": "capitals", "app": "Capitals", "app_version": version,
+            "scorers": [{"type": "equals"}, one_word], "concurrency": 2}  # fmt: skip
+    made = api.post("/api/evaluations", json=body)
+    assert made.status_code == 202, made.text
+    url = f"/api/evaluations/{made.json()['id']}"
+    poll_until(lambda: api.get(url).json()["status"] not in ("queued", "running"))
+    assert api.get(url).json()["status"] == "done"
+    return str(made.json()["id"])
+
+
+def test_compare_page_puts_the_regressed_cases_first(served: Served, page: Page, tmp_path: Path):
+    """Two evaluations of two app versions, with exact answers from a scripted model
+    server: the comparison shows the deltas, then the regressed case, the improved one,
+    and the unchanged ones, each with both outputs side by side."""
+    shots = Shots(tmp_path / "screenshots")
+    replies = FakeModel(default="I do not know", replies=CAPITALS, pause=0)
+    with serve_model(replies) as model, _api(served) as api:
+        provider = {"name": "fake", "base_url": model.url, "models": ["fake"]}
+        assert api.post("/api/providers", json=provider).status_code == 201
+        yaml_type = {"Content-Type": "application/yaml"}
+        made = api.post(
+            "/api/apps", content=CAPITALS_APP.replace("VERSION", "v1"), headers=yaml_type
+        )
+        assert made.status_code == 201, made.text
+        v2 = CAPITALS_APP.replace("VERSION", "v2")
+        assert api.patch(
+            f"/api/apps/{made.json()['uuid']}", content=v2, headers=yaml_type
+        ).is_success
+        assert api.post("/api/datasets", json={"name": "capitals"}).status_code == 201
+        cases = {"cases": CAPITAL_CASES}
+        assert api.post("/api/datasets/capitals/cases", json=cases).status_code == 201
+        first, second = _evaluation_done(api, 1), _evaluation_done(api, 2)
+        # The later tests of the module list the providers: this one's server goes now.
+        assert api.delete("/api/providers/fake").status_code == 204
+
+    _sign_in(page, served)
+    _open(page, "Compare evaluations")
+    # The newer evaluation is B: version 2 against version 1.
+    metrics = page.locator('[data-testid="stMetric"]')
+    metrics.first.wait_for()
+    shown = [m.inner_text().split("\n") for m in metrics.all()]
+    assert shown[0][:2] == ["Pass rate", "75%"] and "+0 pts" in shown[0]
+    assert [s[:2] for s in shown[1:4]] == [
+        ["Regressed", "1"],
+        ["Improved", "1"],
+        ["Unchanged", "2"],
+    ]
+    headings = page.locator("h3").all_inner_texts()
+    assert [h.strip() for h in headings] == [
+        "Regressed: passed in A, fail in B (1)",
+        "Improved: failed in A, pass in B (1)",
+        "Unchanged (2)",
+    ]
+    # Side by side: A's output, then B's, case by case, the regressed one first.
+    outputs = page.locator('[data-testid="stCode"]').all_inner_texts()
+    assert [o.strip() for o in outputs] == [
+        "Paris", "Lyon", "Bergen", "Oslo", "Rome", "Rome", "Madrid", "Madrid"
+    ]  # fmt: skip
+    page.get_by_text("expected Paris, got Lyon").first.wait_for()
+    assert not page.locator('[data-testid="stException"]').count()
+    with _api(served) as api:
+        compared = api.get("/api/evaluations/compare", params={"a": first, "b": second}).json()
+    assert compared["regressed"] and compared["improved"]
+    page.get_by_text("A (before)").evaluate("e => e.scrollIntoView({block: 'start'})")
+    shots.take(page, "compare")
 
 
 ECHO_APP = """version: 1
