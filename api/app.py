@@ -56,6 +56,7 @@ from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
 from datasources.embedding import Embedder
 from datasources.queue import IngestionQueue
+from datasources.refresh import RefreshJob
 from evals.queue import EvaluationQueue
 from providers.base import Provider
 from runs.recovery import ProcessLease
@@ -200,6 +201,9 @@ def _open(
     # Opens Chroma (files or server); the embedding model loads on first use.
     ingestion = IngestionQueue(services.datasources, services.tracing)
     ingestion.start(settings.datasources.workers)
+    refresh = RefreshJob(services.datasources, ingestion.wake)
+    if settings.datasources.workers > 0:  # else `appforge worker` refreshes
+        refresh.start()
     webhooks = WebhookDispatcher(services.db, settings, services.key)
     webhooks.start(settings.webhooks.workers)
     retention = AuditRetention(services.db, settings.audit.retention_days)
@@ -216,6 +220,7 @@ def _open(
         evaluations=evaluations,
         lease=lease,
         ingestion=ingestion,
+        refresh=refresh,
         webhooks=webhooks,
         audit=retention,
         expiry=expiry,
@@ -233,6 +238,7 @@ def _close(state: ApiState) -> None:
     # uvicorn has waited for the requests in flight; runs still going (their client
     # left, or past the grace) end now, stored ``cancelled``, before their threads stop.
     state.runs.cancel_all()
+    state.refresh.stop()
     state.ingestion.stop()
     state.webhooks.stop()
     state.audit.stop()

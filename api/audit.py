@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Principal
 from api.tables import AuditEvent
-from appforge.core.db import transaction, utcnow
-from appforge.core.queue import Workers
+from appforge.core.db import utcnow
+from appforge.core.queue import Periodic, delete_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,11 @@ Action = Literal[
     "app.restored",
     "app.deleted",
     "datasource.created",
+    "datasource.updated",
     "datasource.deleted",
     "entry.created",
     "entry.retried",
+    "entry.updated",
     "entry.deleted",
     "use_case.created",
     "use_case.updated",
@@ -160,7 +162,7 @@ def record(
     return event
 
 
-class AuditRetention:
+class AuditRetention(Periodic):
     """Deletes audit events older than ``retention_days`` (0: keeps them forever).
 
     ``start`` runs :meth:`purge` in one background thread now and then every
@@ -175,52 +177,27 @@ class AuditRetention:
         batch: int = 500,
         every: float = 600.0,
     ) -> None:
+        super().__init__("audit-retention", every)
         self.db = factory
         self.retention_days = retention_days
         self.batch = batch
-        self.workers = Workers("audit-retention", self._work, every)
 
     def purge(self, now: datetime | None = None) -> int:
-        """Delete events older than ``retention_days`` before ``now``; how many went.
-
-        Rows go ``batch`` at a time, each batch in its own short transaction, so
-        a large backlog never holds locks for long.
-        """
+        """Delete events older than ``retention_days`` before ``now``, in batches; how
+        many went."""
         if not self.retention_days:
             return 0
         cutoff = (now or utcnow()) - timedelta(days=self.retention_days)
-        total = 0
-        while True:
-            with transaction(self.db) as db:
-                ids = list(
-                    db.scalars(
-                        select(AuditEvent.id)
-                        .where(AuditEvent.at < cutoff)
-                        .order_by(AuditEvent.at)
-                        .limit(self.batch)
-                    )
-                )
-                if ids:
-                    db.execute(
-                        delete(AuditEvent)
-                        .where(AuditEvent.id.in_(ids))
-                        .execution_options(synchronize_session=False)
-                    )
-            total += len(ids)
-            if len(ids) < self.batch or self.workers.stopping.is_set():
-                break
+        expired = select(AuditEvent.id).where(AuditEvent.at < cutoff).order_by(AuditEvent.at)
+        total = delete_in_batches(self.db, expired, AuditEvent.id, self.batch, self.stopping)
         if total:
             log.info("audit events purged: %d older than %s", total, cutoff.isoformat())
         return total
 
-    def start(self) -> None:
-        """Purge now and periodically, unless events are kept forever."""
-        if self.retention_days:
-            self.workers.start(1)
+    def enabled(self) -> bool:
+        """Nothing to do while events are kept forever."""
+        return bool(self.retention_days)
 
-    def stop(self) -> None:
-        self.workers.stop()
-
-    def _work(self, index: int) -> bool:
+    def run(self) -> bool:
         self.purge()
         return False  # then wait ``every`` seconds (or until stopped)

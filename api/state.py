@@ -23,6 +23,7 @@ from api.webhook_delivery import WebhookDispatcher
 from appforge.core.keys import ServerKey
 from appforge.core.settings import Settings
 from datasources.queue import IngestionQueue
+from datasources.refresh import RefreshJob
 from datasources.store import DatasourceStore
 from evals.queue import EvaluationQueue
 from providers.registry import ProviderRegistry
@@ -39,6 +40,7 @@ class ApiState:
     services: Services
     runs: RunService
     ingestion: IngestionQueue
+    refresh: RefreshJob  # fetches URL entries again on their schedule
     evaluations: EvaluationQueue  # runs evaluations' cases
     webhooks: WebhookDispatcher
     audit: AuditRetention  # deletes old audit events

@@ -1,7 +1,7 @@
 """The steps part of the app editor's form: each step's box (move, remove, id), the
 llm step (model, prompt, history, params) and the retrieve step (datasources, query,
-top_k, min_score, where), and the pickers that offer models, datasources and
-managed prompts from the API.
+top_k, min_score, search mode and keyword weight, where), and the pickers that offer
+models, datasources and managed prompts from the API.
 
 Like the rest of the form (``app_editor``), each widget shows a value of the
 document and writes it back into ``new`` only when the person changed it.
@@ -255,6 +255,7 @@ def _retrieve(
     with min_score:
         value = _number(f"Min score (step {n})", shown_float, key + "min_score", -1.0, 1.0, 0.05)
     af.put(new, "min_score", shown_float, value, drop_empty=True)
+    _search_mode(step, new, key, n)
     where = step.get("where")
     shown = af.json_text(where)
     label = f"Where filter, JSON (step {n})"
@@ -265,6 +266,38 @@ def _retrieve(
             st.error(f"JSON_INVALID: {label}: {error}")
         else:
             af.put(new, "where", where, value, drop_empty=True)
+
+
+# How a retrieve step searches; "" leaves ``mode`` out (the datasources' own search_mode).
+MODES = ["", "hybrid", "vector", "keyword"]
+
+
+def _search_mode(step: dict[str, Any], new: dict[str, Any], key: str, n: int) -> None:
+    """The step's ``mode`` and, for hybrid search, its ``keyword_weight``."""
+    mode_column, weight_column = st.columns(2)
+    shown = af.text(step.get("mode"))
+    with mode_column:
+        mode = select(
+            f"Search mode (step {n})",
+            MODES,
+            shown,
+            key + "mode",
+            format_func=lambda m: m or "the datasources' own",
+            help="vector: embeddings; keyword: full-text; hybrid: both, fused by rank.",
+        )
+    af.put(new, "mode", shown, mode, drop_empty=True)
+    shown_weight = af.number(step.get("keyword_weight"))
+    with weight_column:
+        weight = _number(
+            f"Keyword weight (step {n})",
+            0.5 if shown_weight is None else shown_weight,
+            key + "keyword_weight",
+            0.0,
+            1.0,
+            0.05,
+        )
+    if shown_weight is not None or weight != 0.5:  # 0.5 is the default: left out
+        af.put(new, "keyword_weight", shown_weight, weight)
 
 
 def _step(step: Any, i: int, count: int, key: str, pickers: Pickers, change: Change) -> Any:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO, Literal
 
 from datasources.errors import EntryInvalidError
 from datasources.tables import Entry
@@ -15,6 +16,25 @@ from datasources.tables import Entry
 # What an entry of each datasource type may carry.
 ACCEPTS = {"text": {"text"}, "url": {"url"}, "file": {"file"}, "mixed": {"text", "url", "file"}}
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+# How often a URL entry is fetched again (none: never).
+Refresh = Literal["none", "daily", "weekly"]
+REFRESH_PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+
+
+def next_refresh(refresh: str, after: datetime) -> datetime | None:
+    """When an entry on this schedule is next due, counting from ``after``."""
+    period = REFRESH_PERIODS.get(refresh)
+    return after + period if period is not None else None
+
+
+def check_refresh(kind: str, refresh: str) -> None:
+    """Only URL entries can be refreshed (a text or file entry has nothing to fetch)."""
+    if refresh != "none" and kind != "url":
+        raise EntryInvalidError(
+            f"only URL entries can be refreshed, not {kind} entries",
+            details={"entry_type": kind, "refresh": refresh},
+        )
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,7 @@ class NewEntry:
     file: bytes | BinaryIO | None = None
     media_type: str | None = None
     metadata: dict[str, Any] | None = None
+    refresh: Refresh = "none"
 
     @property
     def kind(self) -> str:

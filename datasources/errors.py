@@ -13,6 +13,7 @@ The API renders them as the one error body (``api/errors.py``)::
     ├── EntryTooLargeError          413 ENTRY_TOO_LARGE (also: too much text, too many chunks)
     │   └── ArchiveTooLargeError    413 ARCHIVE_TOO_LARGE (a zip/DOCX or PDF stream expands too far)
     ├── EntryInvalidError           422 ENTRY_INVALID, METADATA_INVALID
+    ├── ChunkSettingsInvalidError   422 CHUNK_SETTINGS_INVALID (overlap not below the size)
     ├── FilterInvalidError          422 FILTER_INVALID
     ├── UrlRefusedError             422 URL_REFUSED (SSRF guard)
     ├── FetchError                  502 FETCH_FAILED
@@ -73,6 +74,11 @@ class ArchiveTooLargeError(EntryTooLargeError):
 
 class EntryInvalidError(DatasourceError):
     code = "ENTRY_INVALID"
+    status_code = 422
+
+
+class ChunkSettingsInvalidError(DatasourceError):
+    code = "CHUNK_SETTINGS_INVALID"
     status_code = 422
 
 

@@ -92,6 +92,26 @@ class VectorIndex:
                 metadatas=metadatas[start:end],
             )
 
+    def replace_entry(
+        self,
+        datasource_uuid: str,
+        entry_uuid: str,
+        ids: list[str],
+        embeddings: Any,
+        texts: list[str],
+        metadatas: list[dict[str, Any]],
+    ) -> None:
+        """An entry's chunks become these: upserted under their ids (``<entry>:<n>``, so
+        each replaces its old namesake in place), then the old ones past the new count
+        deleted. A search meanwhile finds each chunk id once, never an entry with none."""
+        self.add(datasource_uuid, ids, embeddings, texts, metadatas)
+        collection = self._collection(datasource_uuid)
+        kept = set(ids)
+        old = collection.get(where={"entry_uuid": entry_uuid}, include=[])["ids"]
+        stale = [i for i in old if i not in kept]
+        if stale:
+            collection.delete(ids=stale)
+
     def delete_entry(self, datasource_uuid: str, entry_uuid: str) -> None:
         """Remove every chunk of one entry."""
         collection = self._collection(datasource_uuid, create=False)

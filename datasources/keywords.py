@@ -79,6 +79,15 @@ class KeywordIndex:
             for start in range(0, len(rows), _INSERT_BATCH):
                 db.execute(insert(Chunk), list(rows[start : start + _INSERT_BATCH]))
 
+    def replace_entry(self, entry_uuid: str, rows: Sequence[dict[str, Any]]) -> None:
+        """An entry's chunks become ``rows`` (as :meth:`add` takes them) in one
+        transaction: a search sees the old chunks or the new ones, never neither or
+        both. An entry deleted meanwhile makes it fail (``IntegrityError``)."""
+        with self.db() as db, db.begin():
+            db.execute(delete(Chunk).where(Chunk.entry_uuid == entry_uuid))
+            for start in range(0, len(rows), _INSERT_BATCH):
+                db.execute(insert(Chunk), list(rows[start : start + _INSERT_BATCH]))
+
     def delete_entry(self, entry_uuid: str) -> None:
         """Remove every chunk of one entry."""
         with self.db() as db, db.begin():

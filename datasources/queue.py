@@ -6,11 +6,15 @@ The queue is the ``datasource_entries`` table itself, run by the one lease queue
 it works, the worker extends its lease with each batch; every write is guarded
 by its claim token, so a worker that lost its claim stops instead of clobbering.
 
-Processing is idempotent: the entry's old vectors are deleted before the new
-ones are written under the same ids (``<entry_uuid>:<n>``); an entry that fails
-keeps no vectors. Each batch's chunks also go to the keyword index
-(:mod:`datasources.keywords`), which refuses rows of an entry deleted meanwhile,
-so no keyword row outlives its entry.
+Processing is idempotent, and an entry's chunks are replaced whole: its new
+chunks are embedded first, then written to the keyword index
+(:mod:`datasources.keywords`, one transaction that refuses rows of an entry
+deleted meanwhile, so no keyword row outlives its entry) and upserted under the
+same ids (``<entry_uuid>:<n>``) in the vector index, the old ones past the new
+count removed last. So an entry processed again (``reingest``: new chunk
+settings, a changed page) stays searchable on its old chunks until its new ones
+replace them; if that fails, it keeps the old ones and goes back to ``ready``
+with the error. A first ingestion that fails keeps no chunks.
 
 Each worker thread claims either one URL entry alone (its fetch may take up to
 ``fetch_timeout``) or a batch of text and file entries embedded together, so a
@@ -19,19 +23,21 @@ slow URL holds one worker and nothing queued behind it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.engine import Engine
+import numpy as np
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from appforge.core.db import utcnow
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
 from appforge.core.tracing import Tracing
 from datasources.chunking import Piece, split_segments
-from datasources.entries import chunk_metadata
+from datasources.entries import chunk_metadata, next_refresh
 from datasources.errors import DatasourceError, EntryTooLargeError
 from datasources.extract import Segment, extract_segments, markdown_sections
 from datasources.fetch import fetch
@@ -41,6 +47,8 @@ from datasources.tables import Datasource, Entry
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+# An entry's embedded chunks, kept until all are there: (n, text, metadata, vector).
+_Buffer = list[tuple[int, str, dict[str, Any], Any]]
 
 
 class _LostClaim(Exception):
@@ -188,9 +196,10 @@ class IngestionQueue:
         started = time.perf_counter()
         work: list[tuple[Entry, list[Piece], dict[str, Any]]] = []
         totals: dict[str, tuple[Entry, dict[str, Any]]] = {}
+        ready: dict[str, dict[str, Any]] = {}  # what each entry's row gets once it is ready
         for entry in entries:
             try:
-                chunks, meta = self._prepare(entry)
+                chunks, meta, ready[entry.uuid] = self._prepare(entry)
             except _LostClaim:
                 self._forget_if_deleted(entry)
                 continue
@@ -209,7 +218,7 @@ class IngestionQueue:
             if entry.uuid in lost:
                 self._forget_if_deleted(entry)
         try:
-            self._index(work, lost)
+            self._index(work, lost, ready)
         except _Stopping:
             release = {
                 e.uuid: (e, {"status": "pending", "chunks_done": 0, "stage": None})
@@ -229,7 +238,9 @@ class IngestionQueue:
             (time.perf_counter() - started) * 1000,
         )
 
-    def _prepare(self, entry: Entry) -> tuple[list[Piece], dict[str, Any]]:
+    def _prepare(self, entry: Entry) -> tuple[list[Piece], dict[str, Any], dict[str, Any]]:
+        """The entry's chunks, the metadata they all carry, and its row's values once
+        ready."""
         if entry.attempts > MAX_ATTEMPTS:
             raise DatasourceError(
                 f"gave up after {MAX_ATTEMPTS} attempts (the worker died each time)",
@@ -243,13 +254,17 @@ class IngestionQueue:
         size = source_row.chunk_size or defaults.chunk_size
         overlap = source_row.chunk_overlap
         overlap = defaults.chunk_overlap if overlap is None else overlap
-        segments, source = self._segments(entry)
+        segments, source, body_hash = self._segments(entry)
         chunks = self._split(segments, size, overlap)
-        # Idempotent: what an earlier attempt (or ingestion) wrote goes first.
-        self.store.keywords.delete_entry(entry.uuid)
-        if entry.attempts > 1:
-            self.store.index.delete_entry(entry.datasource_uuid, entry.uuid)
-        return chunks, chunk_metadata(entry, source)
+        ready: dict[str, Any] = {"reingest": False}
+        if entry.kind == "url":
+            now = utcnow()
+            ready.update(
+                body_hash=body_hash,
+                last_refreshed_at=now,
+                next_refresh_at=next_refresh(entry.refresh, now),
+            )
+        return chunks, chunk_metadata(entry, source), ready
 
     def _split(self, segments: list[Segment], size: int, overlap: int) -> list[Piece]:
         """The text's chunks; :class:`EntryTooLargeError` past ``max_chunks_per_entry``."""
@@ -265,8 +280,14 @@ class IngestionQueue:
             )
         return chunks
 
-    def _index(self, work: list[tuple[Entry, list[Piece], dict[str, Any]]], lost: set[str]) -> None:
-        """Embed and upsert all chunks of ``work`` in batches, reporting progress."""
+    def _index(
+        self,
+        work: list[tuple[Entry, list[Piece], dict[str, Any]]],
+        lost: set[str],
+        ready: dict[str, dict[str, Any]],
+    ) -> None:
+        """Embed all chunks of ``work`` in batches, reporting progress; each entry's
+        chunks replace its old ones once all of them are embedded."""
         pending = [
             (entry, n, piece.text, {**meta, **piece.metadata})
             for entry, pieces, meta in work
@@ -274,8 +295,13 @@ class IngestionQueue:
         ]
         remaining = {entry.uuid: len(chunks) for entry, chunks, _ in work}
         done: dict[str, int] = dict.fromkeys(remaining, 0)
+        buffers: dict[str, _Buffer] = {entry.uuid: [] for entry, _, _ in work}
+        empty = [e for e, c, _ in work if not c and e.uuid not in lost]
+        lost |= self._replace(empty, buffers)  # no chunks now: the old ones go
         finished: dict[str, tuple[Entry, dict[str, Any]]] = {
-            e.uuid: (e, {"status": "ready", "stage": None}) for e, c, _ in work if not c
+            e.uuid: (e, {"status": "ready", "stage": None, **ready[e.uuid]})
+            for e in empty
+            if e.uuid not in lost
         }
         step = self.settings.embedding_batch * 4
         for start in range(0, len(pending), step):
@@ -286,21 +312,16 @@ class IngestionQueue:
                 continue
             vectors = self.store.embedder.encode([b[2] for b in batch])
             lost |= self._report_indexing(batch, done, remaining)
-            by_source: dict[str, list[int]] = {}
-            for i, (entry, _, _, _) in enumerate(batch):
-                by_source.setdefault(entry.datasource_uuid, []).append(i)
-            for datasource_uuid, rows in by_source.items():
-                self.store.index.add(
-                    datasource_uuid,
-                    [f"{batch[i][0].uuid}:{batch[i][1]}" for i in rows],
-                    vectors[rows],
-                    [batch[i][2] for i in rows],
-                    [dict(batch[i][3]) for i in rows],
-                )
-            lost |= self._add_keywords(batch)
-            for entry, _, _, _ in batch:
+            for (entry, n, text, meta), vector in zip(batch, vectors, strict=True):
+                buffers[entry.uuid].append((n, text, meta, vector))
                 done[entry.uuid] += 1
-            progress = self._progress(work, {b[0].uuid for b in batch}, done, remaining, lost)
+            complete = {
+                b[0].uuid: b[0]
+                for b in batch
+                if done[b[0].uuid] == remaining[b[0].uuid] and b[0].uuid not in lost
+            }
+            lost |= self._replace(list(complete.values()), buffers)
+            progress = self._progress(work, set(complete), done, remaining, lost, ready)
             progress.update(finished)
             finished = {}
             newly_lost = self._report(progress)
@@ -310,6 +331,37 @@ class IngestionQueue:
         if finished:
             lost |= self._report(finished)
 
+    def _replace(self, entries: list[Entry], buffers: dict[str, _Buffer]) -> set[str]:
+        """Each entry's chunks become its buffered ones: keyword rows in one transaction,
+        then the vectors; the uuids of entries deleted meanwhile (nothing kept of them)."""
+        gone: set[str] = set()
+        for entry in entries:
+            rows = buffers.pop(entry.uuid, [])
+            ids = [f"{entry.uuid}:{n}" for n, _, _, _ in rows]
+            keyword_rows = [
+                {
+                    "chunk_id": chunk_id,
+                    "datasource_uuid": entry.datasource_uuid,
+                    "entry_uuid": entry.uuid,
+                    "text": text,
+                    "chunk_metadata": dict(meta),
+                }
+                for chunk_id, (_, text, meta, _) in zip(ids, rows, strict=True)
+            ]
+            try:
+                self.store.keywords.replace_entry(entry.uuid, keyword_rows)
+            except IntegrityError:
+                gone.add(entry.uuid)
+                self._forget_if_deleted(entry)
+                continue
+            vectors = np.stack([r[3] for r in rows]) if rows else np.zeros((0, 1))
+            texts = [r[1] for r in rows]
+            metas = [dict(r[2]) for r in rows]
+            self.store.index.replace_entry(
+                entry.datasource_uuid, entry.uuid, ids, vectors, texts, metas
+            )
+        return gone
+
     @staticmethod
     def _progress(
         work: list[tuple[Entry, list[Piece], dict[str, Any]]],
@@ -317,6 +369,7 @@ class IngestionQueue:
         done: dict[str, int],
         remaining: dict[str, int],
         lost: set[str],
+        ready: dict[str, dict[str, Any]],
     ) -> dict[str, tuple[Entry, dict[str, Any]]]:
         """What to write after a batch: the entries it finished are ready; the others
         still ours (waiting for their turn in this claim too) say how far they are, and
@@ -327,7 +380,8 @@ class IngestionQueue:
             if entry.uuid in lost:
                 continue
             if n == total and entry.uuid in in_batch:
-                progress[entry.uuid] = (entry, {"status": "ready", "chunks_done": n, "stage": None})
+                values = {"status": "ready", "chunks_done": n, "stage": None, **ready[entry.uuid]}
+                progress[entry.uuid] = (entry, values)
             elif n < total:
                 stage = f"embedding {n}/{total}"
                 progress[entry.uuid] = (entry, {"chunks_done": n, "stage": stage})
@@ -356,31 +410,6 @@ class IngestionQueue:
             self._forget_if_deleted(finishing[entry_uuid][0])
         return lost
 
-    def _add_keywords(self, batch: list[tuple[Entry, int, str, dict[str, Any]]]) -> set[str]:
-        """Write the batch's chunks to the keyword index, one transaction per entry; the
-        uuids of entries deleted meanwhile (their rows are refused: no orphans)."""
-        by_entry: dict[str, list[dict[str, Any]]] = {}
-        entries: dict[str, Entry] = {}
-        for entry, n, text, meta in batch:
-            entries[entry.uuid] = entry
-            by_entry.setdefault(entry.uuid, []).append(
-                {
-                    "chunk_id": f"{entry.uuid}:{n}",
-                    "datasource_uuid": entry.datasource_uuid,
-                    "entry_uuid": entry.uuid,
-                    "text": text,
-                    "chunk_metadata": dict(meta),
-                }
-            )
-        gone: set[str] = set()
-        for entry_uuid, rows in by_entry.items():
-            try:
-                self.store.keywords.add(rows)
-            except IntegrityError:
-                gone.add(entry_uuid)
-                self._forget_if_deleted(entries[entry_uuid])
-        return gone
-
     def _fail(self, entry: Entry, exc: Exception) -> None:
         if isinstance(exc, DatasourceError):
             error = str(exc)
@@ -388,6 +417,15 @@ class IngestionQueue:
             log.exception("entry %s failed", entry.uuid, exc_info=exc)
             error = f"INGEST_FAILED: {type(exc).__name__}: {exc}"
         log.info("entry %s failed: %s", entry.uuid, error)
+        if entry.reingest:  # it keeps the chunks it had, searchable, and says what failed
+            kept = entry.chunks_total or 0
+            values: dict[str, Any] = {"status": "ready", "error": error[:2000], "stage": None}
+            values["reingest"] = False
+            values.update(chunks_total=kept, chunks_done=kept)
+            values.update(next_refresh_at=next_refresh(entry.refresh, utcnow()))
+            if self._report({entry.uuid: (entry, values)}):
+                self._forget_if_deleted(entry)
+            return
         failed = {"status": "failed", "error": error[:2000], "stage": None}
         if self._report({entry.uuid: (entry, failed)}):
             self._forget_if_deleted(entry)
@@ -398,19 +436,21 @@ class IngestionQueue:
         except Exception:
             log.exception("could not remove the vectors of failed entry %s", entry.uuid)
 
-    def _segments(self, entry: Entry) -> tuple[list[Segment], str]:
-        """The entry's text in segments (pages, sections) and its ``source`` (the URL,
-        else the entry's name). Text content is read as Markdown (its headings make
-        sections)."""
+    def _segments(self, entry: Entry) -> tuple[list[Segment], str, str | None]:
+        """The entry's text in segments (pages, sections), its ``source`` (the URL, else
+        the entry's name) and, for a URL, the hash of the body fetched. Text content is
+        read as Markdown (its headings make sections)."""
         if entry.kind == "text":
-            return markdown_sections(entry.content or ""), entry.name
+            return markdown_sections(entry.content or ""), entry.name, None
         if entry.kind == "url":
             assert entry.url is not None
             fetched = fetch(entry.url, self.settings)
             body, url, media = fetched.body, fetched.url, fetched.media_type
-            return extract_segments(body, url, media, self.settings), entry.url
+            segments = extract_segments(body, url, media, self.settings)
+            return segments, entry.url, hashlib.sha256(body).hexdigest()
         data = self.store.file_path(entry).read_bytes()
-        return extract_segments(data, entry.name, entry.media_type, self.settings), entry.name
+        segments = extract_segments(data, entry.name, entry.media_type, self.settings)
+        return segments, entry.name, None
 
     def _forget_if_deleted(self, entry: Entry) -> None:
         """Our entry vanished while we worked: remove what we wrote for it."""
@@ -445,22 +485,3 @@ class IngestionQueue:
         still claimed after ``timeout``, too: another worker takes it at once)."""
         self.workers.stop(timeout)
         self.queue.release_all()  # local_queue's claims too: they share one record
-
-
-def requeue_all(engine: Engine) -> int:
-    """Hand every entry to the ingestion workers again (after a restore: vectors are not
-    in a backup); how many entries were requeued."""
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(Entry).values(
-                status="pending",
-                error=None,
-                chunks_total=None,
-                chunks_done=0,
-                stage=None,
-                attempts=0,
-                claim_token=None,
-                lease_until=None,
-            )
-        )
-    return int(result.rowcount)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +30,7 @@ from appforge.core.modes import private_dir, write_private
 from appforge.core.settings import Settings
 from datasources import filters
 from datasources.embedding import Embedder
-from datasources.entries import ACCEPTS, NewEntry, check_metadata
+from datasources.entries import ACCEPTS, NewEntry, check_metadata, check_refresh
 from datasources.errors import (
     DatasourceError,
     DatasourceExistsError,
@@ -202,6 +202,7 @@ class DatasourceStore:
                 details={"datasource_type": source.type, "entry_type": kind},
             )
         metadata = check_metadata(new.metadata)
+        check_refresh(kind, new.refresh)
         entry_uuid = str(uuid.uuid4())
         path, data, size, digest = self._content(source, kind, new, entry_uuid)
         try:
@@ -222,6 +223,7 @@ class DatasourceStore:
             size_bytes=size,
             content_hash=digest,
             entry_metadata=metadata,
+            refresh=new.refresh,
             status="pending",
             chunks_done=0,
             attempts=0,
@@ -370,18 +372,20 @@ class DatasourceStore:
         *,
         before_commit: BeforeCommit[Entry] | None = None,
     ) -> Entry:
-        """Queue a failed (or ready) entry to be processed again from the start."""
+        """Queue a failed (or ready) entry to be processed again from the start; a ready
+        one stays searchable on its chunks until the new ones replace them."""
         self.get_entry(datasource_uuid, entry_uuid)
         with transaction(self.db) as db:
             changed = db.execute(
                 update(Entry)
                 .where(Entry.uuid == entry_uuid, Entry.status.in_(("failed", "ready")))
                 .values(
+                    reingest=Entry.status == "ready",
                     status="pending",
                     error=None,
                     attempts=0,
                     chunks_done=0,
-                    chunks_total=None,
+                    chunks_total=case((Entry.status == "ready", Entry.chunks_total)),
                     stage=None,
                     claim_token=None,
                     lease_until=None,

@@ -6,10 +6,12 @@ index itself is made by the migration: see ``datasources.keywords``). They go
 with their entry (``ON DELETE CASCADE``).
 
 An entry's row is the ingestion queue: ``status`` goes ``pending`` ->
-``processing`` -> ``ready`` | ``failed``. A worker that claims an entry writes
-its ``claim_token`` and a ``lease_until`` it keeps extending while it works; an
-entry in ``processing`` whose lease ran out belongs to a dead worker and is
-claimed again.
+``processing`` -> ``ready`` | ``failed``; a URL entry with a ``refresh`` schedule
+goes ``ready`` -> ``refreshing`` -> ``ready`` (or ``pending`` when its page
+changed) while the refresh job (:mod:`datasources.refresh`) holds it. A worker
+that claims an entry writes its ``claim_token`` and a ``lease_until`` it keeps
+extending while it works; an entry in ``processing`` whose lease ran out belongs
+to a dead worker and is claimed again.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -75,6 +79,14 @@ class Entry(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claim_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # URL entries: none, daily or weekly; when last fetched again and next due.
+    refresh: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
+    last_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_refresh_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # The hash of the fetched body the chunks were made from (URL entries).
+    body_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Processed again while its old chunks stay searchable; a failure keeps them.
+    reingest: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

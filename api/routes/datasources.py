@@ -9,13 +9,9 @@ block the event loop.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,14 +19,16 @@ from sqlalchemy.orm import Session
 
 from api.access import Reader, Writer
 from api.audit import Action, Actor, record
+from api.data_uris import FileData, decode_file
 from api.deps import Who
 from api.state import api_state
-from datasources.entries import NewEntry
-from datasources.errors import EntryInvalidError, EntryTooLargeError
+from datasources.entries import NewEntry, Refresh
+from datasources.errors import EntryInvalidError
 from datasources.queue import IngestionQueue
 from datasources.search import DEFAULT_KEYWORD_WEIGHT, Mode, SearchOptions
 from datasources.store import BeforeCommit, DatasourceStore
 from datasources.tables import Datasource, Entry
+from datasources.updates import update_datasource, update_entry
 
 router = APIRouter(prefix="/api/datasources", tags=["datasources"])
 
@@ -62,6 +60,24 @@ class DatasourceCreate(BaseModel):
         return self
 
 
+class DatasourceUpdate(BaseModel):
+    """Fields to change; a field left out stays as it is (null: back to the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_size: int | None = Field(
+        default=None,
+        ge=50,
+        le=20_000,
+        description="Characters per chunk; null = the default. A change re-ingests the "
+        "entries (searchable on their old chunks meanwhile).",
+    )
+    chunk_overlap: int | None = Field(
+        default=None, ge=0, le=5_000, description="Characters shared by neighbouring chunks."
+    )
+    search_mode: Mode = Field(default="hybrid", description="vector, keyword or hybrid.")
+
+
 class DatasourcePublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -77,6 +93,10 @@ class DatasourcePublic(BaseModel):
 
 class DatasourceDetail(DatasourcePublic):
     entries: dict[str, int] = Field(description="Entries per status.")
+
+
+class DatasourceUpdated(DatasourcePublic):
+    requeued: int = Field(description="Entries handed back to ingestion (new chunk settings).")
 
 
 class EntryData(BaseModel):
@@ -99,6 +119,12 @@ class EntryData(BaseModel):
     )
 
 
+REFRESH_TEXT = (
+    "URL entries: fetch the page again daily or weekly and re-ingest it when it changed; "
+    "none (the default): never."
+)
+
+
 class EntryCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -107,6 +133,13 @@ class EntryCreate(BaseModel):
         default_factory=dict,
         description="Scalar values; each key is md_<key> on the entry's chunks.",
     )
+    refresh: Refresh = Field(default="none", description=REFRESH_TEXT)
+
+
+class EntryUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh: Refresh = Field(description=REFRESH_TEXT)
 
 
 class EntryPublic(BaseModel):
@@ -121,13 +154,26 @@ class EntryPublic(BaseModel):
     size_bytes: int
     content_hash: str
     entry_metadata: dict[str, Any]
-    status: str = Field(description="pending, processing, ready or failed")
+    status: str = Field(
+        description="pending, processing, ready or failed; refreshing while a scheduled "
+        "refresh fetches its URL (still searchable)"
+    )
     stage: str | None = Field(
         default=None,
         description="While processing: loading model, extracting, embedding n/m (chunks "
         "embedded of all) or indexing; empty otherwise.",
     )
-    error: str | None
+    error: str | None = Field(
+        description="Why it failed; on a ready entry, why its last refresh or re-ingestion "
+        "failed (it kept its previous chunks)."
+    )
+    refresh: str = Field(default="none", description="none, daily or weekly (URL entries)")
+    last_refreshed_at: datetime | None = Field(
+        default=None, description="URL entries: when the page was last fetched."
+    )
+    next_refresh_at: datetime | None = Field(
+        default=None, description="When the next scheduled refresh is due (none: never)."
+    )
     chunks_total: int | None
     chunks_done: int
     attempts: int
@@ -175,41 +221,6 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
 
 
-@dataclass(frozen=True)
-class FileData:
-    """``entry_data.file`` decoded: the bytes, and what a data URI said about them."""
-
-    data: bytes
-    media_type: str | None = None
-    name: str | None = None
-
-
-def decode_file(value: str, limit: int) -> FileData:
-    """Plain base64, or a data URI ``data:<media type>[;name=<file name>];base64,<data>``
-    (parameters may come in any order; the name may be percent-encoded)."""
-    media_type: str | None = None
-    name: str | None = None
-    if value.startswith("data:"):
-        header, comma, value = value[5:].partition(",")
-        params = header.split(";")
-        if not comma or "base64" not in params[1:]:
-            raise EntryInvalidError("entry_data.file: a data URI must be base64 (;base64,)")
-        media_type = params[0].strip() or None
-        for param in params[1:]:
-            key, _, raw = param.partition("=")
-            if key.strip().lower() in ("name", "filename") and raw:
-                name = unquote(raw.strip().strip('"'))[:500] or None
-        if media_type is not None and len(media_type) > 200:
-            raise EntryInvalidError("entry_data.file: the media type is too long")
-    if len(value) > (limit + 2) // 3 * 4 + 4:
-        raise EntryTooLargeError(f"the file is over the limit of {limit} bytes")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise EntryInvalidError("entry_data.file is not valid base64") from exc
-    return FileData(data, media_type, name)
-
-
 def _store(request: Request) -> DatasourceStore:
     store: DatasourceStore = api_state(request).datasources
     return store
@@ -228,13 +239,25 @@ def _datasource_public(row: Datasource) -> DatasourcePublic:
     return DatasourcePublic.model_validate(row)
 
 
-def _audit_datasource(who: Actor, action: Action) -> BeforeCommit[Datasource]:
+def _audit_datasource(
+    who: Actor, action: Action, changed: list[str] | None = None
+) -> BeforeCommit[Datasource]:
     """The store's ``before_commit``: the audit event in the change's transaction."""
 
     def add(db: Session, row: Datasource) -> None:
-        record(db, who, action, row.uuid, {"name": row.name, "type": row.type})
+        details: dict[str, Any] = {"name": row.name, "type": row.type}
+        if changed is not None:
+            details["changed"] = changed
+        record(db, who, action, row.uuid, details)
 
     return add
+
+
+def _wake(request: Request) -> None:
+    """Tell this process's ingestion workers that entries are waiting."""
+    queue: IngestionQueue | None = api_state(request).ingestion
+    if queue is not None:
+        queue.wake()
 
 
 def _audit_entry(who: Actor, action: Action, **extra: Any) -> BeforeCommit[Entry]:
@@ -252,9 +275,7 @@ def _added(
 ) -> EntryPublic:
     audit = _audit_entry(who, "entry.created", **extra)
     entry = _store(request).add_entry(datasource_uuid, new, before_commit=audit)
-    queue: IngestionQueue | None = api_state(request).ingestion
-    if queue is not None:
-        queue.wake()
+    _wake(request)
     return _entry_public(entry)
 
 
@@ -288,6 +309,25 @@ def get_datasource_route(request: Request, datasource_uuid: str, _: Reader) -> D
     return DatasourceDetail(
         **_datasource_public(row).model_dump(), entries=store.stats(datasource_uuid)
     )
+
+
+@router.patch("/{datasource_uuid}", response_model=DatasourceUpdated)
+def update_datasource_route(
+    request: Request, datasource_uuid: str, body: DatasourceUpdate, _: Writer, who: Who
+) -> DatasourceUpdated:
+    """Change a datasource's chunk settings or default search mode (fields left out stay).
+    New chunk settings re-ingest its entries through the queue: each goes back to
+    ``pending`` and keeps its old chunks, searchable, until its new ones replace them;
+    ``requeued`` says how many. 422 ``CHUNK_SETTINGS_INVALID`` if the overlap would not be
+    below the size."""
+    changes = body.model_dump(include=body.model_fields_set)
+    audit = _audit_datasource(who, "datasource.updated", sorted(changes))
+    row, requeued = update_datasource(
+        _store(request), datasource_uuid, changes, before_commit=audit
+    )
+    if requeued:
+        _wake(request)
+    return DatasourceUpdated(**_datasource_public(row).model_dump(), requeued=requeued)
 
 
 @router.delete("/{datasource_uuid}", status_code=status.HTTP_204_NO_CONTENT)
@@ -324,6 +364,7 @@ def add_entry_route(
         file=file.data if file else None,
         media_type=data.media_type or (file.media_type if file else None),
         metadata=body.entry_metadata,
+        refresh=body.refresh,
     )
     return _added(request, datasource_uuid, new, who)
 
@@ -379,6 +420,19 @@ def get_entry_route(
     return _entry_public(_store(request).get_entry(datasource_uuid, entry_uuid))
 
 
+@router.patch("/{datasource_uuid}/entries/{entry_uuid}", response_model=EntryPublic)
+def update_entry_route(
+    request: Request, datasource_uuid: str, entry_uuid: str, body: EntryUpdate, _: Writer, who: Who
+) -> EntryPublic:
+    """Set a URL entry's ``refresh`` schedule (none, daily, weekly): due one period after
+    it was last fetched. 422 ``ENTRY_INVALID`` for a text or file entry."""
+    audit = _audit_entry(who, "entry.updated", refresh=body.refresh)
+    entry = update_entry(
+        _store(request), datasource_uuid, entry_uuid, body.refresh, before_commit=audit
+    )
+    return _entry_public(entry)
+
+
 @router.post("/{datasource_uuid}/entries/{entry_uuid}/retry", response_model=EntryPublic)
 def retry_entry_route(
     request: Request, datasource_uuid: str, entry_uuid: str, _: Writer, who: Who
@@ -387,9 +441,7 @@ def retry_entry_route(
     409 ``ENTRY_BUSY`` while it is pending or processing."""
     audit = _audit_entry(who, "entry.retried")
     entry = _store(request).retry_entry(datasource_uuid, entry_uuid, before_commit=audit)
-    queue: IngestionQueue | None = api_state(request).ingestion
-    if queue is not None:
-        queue.wake()
+    _wake(request)
     return _entry_public(entry)
 
 

@@ -79,7 +79,7 @@ def backup(json_path: Path) -> None:
 def restore(json_path: Path, yes: bool) -> None:
     """Replace the database and stored files with a backup; entries are embedded again."""
     from appforge import backup as backups
-    from datasources.queue import requeue_all
+    from datasources.updates import requeue_all
 
     settings = load_settings()
     try:

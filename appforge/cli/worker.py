@@ -1,4 +1,5 @@
-"""``appforge worker``: the background queues (ingestion, webhooks) without HTTP.
+"""``appforge worker``: the background queues (ingestion and URL refresh, webhooks)
+without HTTP.
 
 Any number of workers (and ``appforge serve`` processes) share one database:
 the queues are tables claimed with leases (``appforge.core.queue``). A worker
@@ -21,7 +22,7 @@ import click
 
 from appforge.cli.root import load_settings, main, open_home
 
-QUEUES = ("ingest", "webhooks")
+QUEUES = ("ingest", "refresh", "webhooks")
 log = logging.getLogger("appforge.worker")
 
 
@@ -42,10 +43,10 @@ def _queues(only: str | None) -> list[str]:
     "--only",
     default=None,
     metavar="QUEUES",
-    help="Comma-separated queues to run: ingest, webhooks (default: all).",
+    help="Comma-separated queues to run: ingest, refresh, webhooks (default: all).",
 )
 def worker(only: str | None) -> None:
-    """Run the background queues (ingestion, webhook delivery) without HTTP."""
+    """Run the background queues (ingestion, URL refresh, webhook delivery) without HTTP."""
     from appforge.core.logs import configure
 
     queues = _queues(only)
@@ -72,6 +73,7 @@ def _start(config: Any, queues: list[str]) -> dict[str, Any]:
     """Open what the queues need and start their threads."""
     from api.webhook_delivery import WebhookDispatcher
     from datasources.queue import IngestionQueue
+    from datasources.refresh import RefreshJob
     from runs.services import Services
 
     services = Services.open(config)
@@ -80,6 +82,11 @@ def _start(config: Any, queues: list[str]) -> dict[str, Any]:
         ingestion = IngestionQueue(services.datasources, services.tracing)
         ingestion.start(max(1, config.datasources.workers))
         running["ingest"] = ingestion
+    if "refresh" in queues:
+        wake = running["ingest"].wake if "ingest" in running else None
+        refresh = RefreshJob(services.datasources, wake)
+        refresh.start()
+        running["refresh"] = refresh
     if "webhooks" in queues:
         webhooks = WebhookDispatcher(services.db, config, services.key)
         webhooks.start(max(1, config.webhooks.workers))
@@ -89,6 +96,8 @@ def _start(config: Any, queues: list[str]) -> dict[str, Any]:
 
 def _stop(running: dict[str, Any], grace: float) -> None:
     """Stop each queue (work in flight gets ``grace`` seconds), giving back its claims."""
+    if "refresh" in running:
+        running["refresh"].stop(grace)
     if "ingest" in running:
         running["ingest"].stop(grace)
     if "webhooks" in running:

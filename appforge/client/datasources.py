@@ -15,6 +15,7 @@ from appforge.client.calls import AsyncDriven, Call, Op, Sleep, SyncDriven, give
 from appforge.client.models import (
     DatasourceDetail,
     DatasourceInfo,
+    DatasourceUpdated,
     EntryInfo,
     SearchResults,
 )
@@ -46,6 +47,22 @@ def _get_datasource(uuid: str) -> Op[DatasourceDetail]:
     return one(DatasourceDetail, r)
 
 
+_UNSET: Any = object()  # a field left out of an update (None sets the default)
+
+
+def _update_datasource(
+    uuid: str, chunk_size: int | None, chunk_overlap: int | None, search_mode: str | None
+) -> Op[DatasourceUpdated]:
+    body: dict[str, Any] = {
+        k: v
+        for k, v in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap))
+        if v is not _UNSET
+    }
+    body.update(given(search_mode=search_mode))
+    r = yield Call("PATCH", f"/api/datasources/{uuid}", json=body)
+    return one(DatasourceUpdated, r)
+
+
 def _delete_datasource(uuid: str) -> Op[None]:
     yield Call("DELETE", f"/api/datasources/{uuid}")
 
@@ -58,13 +75,14 @@ def _add_entry(
     file: Path | bytes | None,
     metadata: dict[str, Any] | None,
     media_type: str | None,
+    refresh: str | None = None,
 ) -> Op[EntryInfo]:
     data: dict[str, Any] = {"name": name, **given(content=content, url=url)}
     if file is not None:
         raw = file.read_bytes() if isinstance(file, Path) else file
         data["file"] = base64.b64encode(raw).decode()
     data.update(given(media_type=media_type))
-    body = {"entry_data": data, "entry_metadata": metadata or {}}
+    body = {"entry_data": data, "entry_metadata": metadata or {}, **given(refresh=refresh)}
     r = yield Call("POST", f"/api/datasources/{datasource}/entries", json=body)
     return one(EntryInfo, r)
 
@@ -107,6 +125,12 @@ def _get_entry(datasource: str, entry: str) -> Op[EntryInfo]:
     return one(EntryInfo, r)
 
 
+def _update_entry(datasource: str, entry: str, refresh: str) -> Op[EntryInfo]:
+    body = {"refresh": refresh}
+    r = yield Call("PATCH", f"/api/datasources/{datasource}/entries/{entry}", json=body)
+    return one(EntryInfo, r)
+
+
 def _retry_entry(datasource: str, entry: str) -> Op[EntryInfo]:
     r = yield Call("POST", f"/api/datasources/{datasource}/entries/{entry}/retry")
     return one(EntryInfo, r)
@@ -120,7 +144,7 @@ def _wait_for_entries(datasource: str, timeout: float, poll: float) -> Op[list[E
     waited = 0.0
     while True:
         entries = yield from _list_entries(datasource)
-        if all(e.status in ("ready", "failed") for e in entries):
+        if all(e.status in ("ready", "failed", "refreshing") for e in entries):
             return entries
         if waited >= timeout:
             raise TimeoutError(f"entries of {datasource} not ready after {timeout:g} s")
@@ -174,6 +198,18 @@ class DatasourceMethods(SyncDriven):
         """A datasource with how many entries are in each status."""
         return self._drive(_get_datasource(uuid))
 
+    def update_datasource(
+        self,
+        uuid: str,
+        *,
+        chunk_size: int | None = _UNSET,
+        chunk_overlap: int | None = _UNSET,
+        search_mode: str | None = None,
+    ) -> DatasourceUpdated:
+        """Change chunk settings (None: the default; left out: unchanged) or the default
+        search mode; new chunk settings re-ingest the entries (``requeued`` of them)."""
+        return self._drive(_update_datasource(uuid, chunk_size, chunk_overlap, search_mode))
+
     def delete_datasource(self, uuid: str) -> None:
         """Delete a datasource with its entries and their chunks."""
         return self._drive(_delete_datasource(uuid))
@@ -188,9 +224,13 @@ class DatasourceMethods(SyncDriven):
         file: Path | bytes | None = None,
         metadata: dict[str, Any] | None = None,
         media_type: str | None = None,
+        refresh: str | None = None,
     ) -> EntryInfo:
-        """Add a text, URL or file entry (files go base64 in the JSON body)."""
-        return self._drive(_add_entry(datasource, name, content, url, file, metadata, media_type))
+        """Add a text, URL or file entry (files go base64 in the JSON body); a URL entry
+        may be ``refresh``-ed daily or weekly."""
+        return self._drive(
+            _add_entry(datasource, name, content, url, file, metadata, media_type, refresh)
+        )
 
     def upload_entry(
         self,
@@ -215,6 +255,10 @@ class DatasourceMethods(SyncDriven):
         """One entry and where its ingestion is."""
         return self._drive(_get_entry(datasource, entry))
 
+    def update_entry(self, datasource: str, entry: str, *, refresh: str) -> EntryInfo:
+        """Set a URL entry's refresh schedule: none, daily or weekly."""
+        return self._drive(_update_entry(datasource, entry, refresh))
+
     def retry_entry(self, datasource: str, entry: str) -> EntryInfo:
         """Queue a failed (or finished) entry for ingestion again."""
         return self._drive(_retry_entry(datasource, entry))
@@ -226,7 +270,8 @@ class DatasourceMethods(SyncDriven):
     def wait_for_entries(
         self, datasource: str, timeout: float = 300.0, poll: float = 0.5
     ) -> list[EntryInfo]:
-        """Poll until no entry of the datasource is pending or processing."""
+        """Poll until no entry of the datasource is pending or processing (an entry being
+        refreshed stays searchable: nothing to wait for)."""
         return self._drive(_wait_for_entries(datasource, timeout, poll))
 
     def search(
@@ -273,6 +318,18 @@ class AsyncDatasourceMethods(AsyncDriven):
         """A datasource with how many entries are in each status."""
         return await self._drive(_get_datasource(uuid))
 
+    async def update_datasource(
+        self,
+        uuid: str,
+        *,
+        chunk_size: int | None = _UNSET,
+        chunk_overlap: int | None = _UNSET,
+        search_mode: str | None = None,
+    ) -> DatasourceUpdated:
+        """Change chunk settings (None: the default; left out: unchanged) or the default
+        search mode; new chunk settings re-ingest the entries (``requeued`` of them)."""
+        return await self._drive(_update_datasource(uuid, chunk_size, chunk_overlap, search_mode))
+
     async def delete_datasource(self, uuid: str) -> None:
         """Delete a datasource with its entries and their chunks."""
         return await self._drive(_delete_datasource(uuid))
@@ -287,10 +344,12 @@ class AsyncDatasourceMethods(AsyncDriven):
         file: Path | bytes | None = None,
         metadata: dict[str, Any] | None = None,
         media_type: str | None = None,
+        refresh: str | None = None,
     ) -> EntryInfo:
-        """Add a text, URL or file entry (files go base64 in the JSON body)."""
+        """Add a text, URL or file entry (files go base64 in the JSON body); a URL entry
+        may be ``refresh``-ed daily or weekly."""
         return await self._drive(
-            _add_entry(datasource, name, content, url, file, metadata, media_type)
+            _add_entry(datasource, name, content, url, file, metadata, media_type, refresh)
         )
 
     async def upload_entry(
@@ -318,6 +377,10 @@ class AsyncDatasourceMethods(AsyncDriven):
         """One entry and where its ingestion is."""
         return await self._drive(_get_entry(datasource, entry))
 
+    async def update_entry(self, datasource: str, entry: str, *, refresh: str) -> EntryInfo:
+        """Set a URL entry's refresh schedule: none, daily or weekly."""
+        return await self._drive(_update_entry(datasource, entry, refresh))
+
     async def retry_entry(self, datasource: str, entry: str) -> EntryInfo:
         """Queue a failed (or finished) entry for ingestion again."""
         return await self._drive(_retry_entry(datasource, entry))
@@ -329,7 +392,8 @@ class AsyncDatasourceMethods(AsyncDriven):
     async def wait_for_entries(
         self, datasource: str, timeout: float = 300.0, poll: float = 0.5
     ) -> list[EntryInfo]:
-        """Poll until no entry of the datasource is pending or processing."""
+        """Poll until no entry of the datasource is pending or processing (an entry being
+        refreshed stays searchable: nothing to wait for)."""
         return await self._drive(_wait_for_entries(datasource, timeout, poll))
 
     async def search(

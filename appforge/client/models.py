@@ -280,6 +280,12 @@ class DatasourceDetail(DatasourceInfo):
     entries: dict[str, int]
 
 
+class DatasourceUpdated(DatasourceInfo):
+    """A changed datasource, and how many entries new chunk settings re-ingest."""
+
+    requeued: int
+
+
 class EntryInfo(Result):
     """An entry of a datasource and where its ingestion is."""
 
@@ -294,7 +300,10 @@ class EntryInfo(Result):
     entry_metadata: dict[str, Any]
     status: str
     stage: str | None = None  # while processing: loading model, extracting, embedding n/m, ...
-    error: str | None = None
+    error: str | None = None  # a ready entry: its last refresh or re-ingestion failed
+    refresh: str = "none"  # URL entries: none, daily or weekly
+    last_refreshed_at: datetime | None = None
+    next_refresh_at: datetime | None = None
     chunks_total: int | None = None
     chunks_done: int
     attempts: int

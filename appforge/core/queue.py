@@ -20,6 +20,9 @@ and webhook delivery (``webhook_deliveries``) are two queues of this kind.
   its process stops, so another worker takes them at once, not after the lease.
 - :class:`Workers` runs a work function in background threads until stopped;
   an idle thread sleeps ``poll_seconds`` or until :meth:`Workers.wake`.
+- :class:`Periodic` is a job run now and then every so often in one such
+  thread (the purges of expired rows, URL entries' refresh);
+  :func:`delete_in_batches` is how a purge deletes without long locks.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.db import transaction, utcnow
@@ -50,6 +53,7 @@ class LeaseTable:
     order_by: str  # the column claims go in order of (oldest first)
     claimed_status: str  # the status of a claimed row, while its lease lasts
     released_status: str = "pending"  # the status a row given back unworked returns to
+    counts_attempts: bool = True  # a claim adds one to ``attempts`` (given back: undone)
 
 
 @dataclass(frozen=True)
@@ -109,15 +113,18 @@ class LeaseQueue:
     def _column(self, name: str) -> Any:
         return getattr(self.table.model, name)
 
-    def claim(self, limit: int, **values: Any) -> list[Any]:
-        """Take up to ``limit`` of the oldest claimable rows; ``values`` are set on them too.
+    def claim(self, limit: int, now: datetime | None = None, **values: Any) -> list[Any]:
+        """Take up to ``limit`` of the oldest rows claimable at ``now`` (default: the
+        clock; a test may pass another); ``values`` are set on them too.
 
         The rows come back loaded (detached), each with this claim's ``claim_token``.
         """
         table, key = self.table, self._column(self.table.key)
         token = uuid.uuid4().hex
+        if table.counts_attempts:
+            values = {"attempts": self._column("attempts") + 1, **values}
         with transaction(self.db) as db:
-            now = utcnow()
+            now = now or utcnow()
             query = (
                 select(key)
                 .where(table.claimable(now))
@@ -137,7 +144,6 @@ class LeaseQueue:
                     status=table.claimed_status,
                     claim_token=token,
                     lease_until=now + self.lease,
-                    attempts=self._column("attempts") + 1,
                     updated_at=now,
                     **values,
                 )
@@ -214,6 +220,7 @@ class LeaseQueue:
         if not tokens:
             return 0
         table = self.table
+        undo = {"attempts": self._column("attempts") - 1} if table.counts_attempts else {}
         with transaction(self.db) as db:
             result = db.execute(
                 update(table.model)
@@ -225,8 +232,8 @@ class LeaseQueue:
                     status=table.released_status,
                     claim_token=None,
                     lease_until=None,
-                    attempts=self._column("attempts") - 1,
                     updated_at=utcnow(),
+                    **undo,
                 )
                 .execution_options(synchronize_session=False)
             )
@@ -287,3 +294,65 @@ class Workers:
             if not busy:
                 self._wake.wait(self._poll)
                 self._wake.clear()
+
+
+class Periodic:
+    """A job run in one background thread: at start, then every ``every`` seconds
+    (at once again while :meth:`run` says there is more to do), until stopped.
+
+    A subclass says what one round does (:meth:`run`) and whether the job runs at
+    all (:meth:`enabled`, e.g. not when nothing ever expires). Any number of
+    processes may run the same job on one database: rounds must be safe to
+    overlap (batched deletes, or rows claimed from a :class:`LeaseQueue`).
+    """
+
+    def __init__(self, name: str, every: float) -> None:
+        self.workers = Workers(name, self._work, every)
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once :meth:`stop` is called: a long round should end early."""
+        return self.workers.stopping
+
+    def enabled(self) -> bool:
+        return True
+
+    def run(self) -> bool:
+        """One round; whether there is more to do right away."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Run the job now and periodically, if it is enabled."""
+        if self.enabled():
+            self.workers.start(1)
+
+    def wake(self) -> None:
+        """Run a round now (some work just became due)."""
+        self.workers.wake()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.workers.stop(timeout)
+
+    def _work(self, index: int) -> bool:
+        return self.run()
+
+
+def delete_in_batches(
+    factory: sessionmaker[Session], expired: Any, key: Any, batch: int, stop: threading.Event
+) -> int:
+    """Delete the rows whose ``key`` the select ``expired`` finds, ``batch`` at a time,
+    each batch in its own short transaction (a large backlog never holds locks for
+    long), until none is left or ``stop`` is set; how many went."""
+    total = 0
+    while True:
+        with transaction(factory) as db:
+            ids = list(db.scalars(expired.limit(batch)))
+            if ids:
+                db.execute(
+                    delete(key.class_)
+                    .where(key.in_(ids))
+                    .execution_options(synchronize_session=False)
+                )
+        total += len(ids)
+        if len(ids) < batch or stop.is_set():
+            return total

@@ -266,6 +266,15 @@ class DatasourceSettings(BaseModel):
         description="An entry in `processing` whose worker has not reported for this long "
         "is taken over by another worker (its process died).",
     )
+    refresh_poll_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often each process looks for URL entries whose refresh (daily, "
+        "weekly) is due.",
+    )
+    refresh_batch: int = Field(
+        default=10, ge=1, le=1000, description="URL entries one refresh round fetches."
+    )
     embedding_model: Path | None = Field(
         default=None,
         description="A sentence-transformers model folder; empty = the bundled all-MiniLM-L6-v2.",

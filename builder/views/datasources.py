@@ -1,17 +1,21 @@
-"""Datasources: create; add entries (text or files) with metadata; progress; search; delete."""
+"""Datasources: create; chunk settings; add entries (text, URLs on a refresh schedule, files)
+with metadata; progress; search by mode; delete."""
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 import streamlit as st
 
-from appforge.client import Client, EntryInfo
+from appforge.client import Client, DatasourceInfo, EntryInfo
 from builder.connection import ERRORS, get_client, show_error
 
-DONE = ("ready", "failed")
+DONE = ("ready", "failed", "refreshing")  # refreshing: searchable, nothing to wait for
+REFRESH = ["none", "daily", "weekly"]
+MODES = ["", "hybrid", "vector", "keyword"]  # "": the datasource's own search_mode
 
 
 def upload_limit_mb() -> int:
@@ -64,6 +68,12 @@ def _add_entries(client: Client, uuid: str) -> None:
         name = st.text_input("Entry name (for pasted text)", key="ds_entry_name")
         text = st.text_area("Pasted text", key="ds_entry_text", height=150)
         url = st.text_input("Or a URL", key="ds_entry_url")
+        refresh = st.selectbox(
+            "Fetch the URL again",
+            REFRESH,
+            key="ds_entry_refresh",
+            help="daily or weekly: re-ingested only when the page changed",
+        )
         # A file uploader cannot be emptied; a new key after each add gives a fresh one.
         round_ = st.session_state.setdefault("ds_add_round", 0)
         files = st.file_uploader(
@@ -82,7 +92,9 @@ def _add_entries(client: Client, uuid: str) -> None:
                 client.add_entry(uuid, name or "pasted text", content=text, metadata=metadata)
                 added += 1
             if url.strip():
-                client.add_entry(uuid, name or url.strip(), url=url.strip(), metadata=metadata)
+                client.add_entry(
+                    uuid, name or url.strip(), url=url.strip(), metadata=metadata, refresh=refresh
+                )
                 added += 1
             for upload in files or []:
                 # Multipart, streamed: a large file never goes base64 in a JSON body.
@@ -111,7 +123,13 @@ def _add_entries(client: Client, uuid: str) -> None:
 def _clear_entry_form() -> None:
     """After a successful add: empty fields, one empty metadata row, a fresh uploader."""
     count = st.session_state.get("ds_meta_count", 1)
-    for key in ("ds_entry_name", "ds_entry_text", "ds_entry_url", "ds_meta_count"):
+    for key in (
+        "ds_entry_name",
+        "ds_entry_text",
+        "ds_entry_url",
+        "ds_entry_refresh",
+        "ds_meta_count",
+    ):
         st.session_state.pop(key, None)
     for n in range(count):
         st.session_state.pop(f"ds_meta_key_{n}", None)
@@ -184,6 +202,9 @@ def _entries_table(
                 "stage": e.stage or "",
                 "chunks": f"{e.chunks_done}/{e.chunks_total or '?'}",
                 "metadata": json.dumps(e.entry_metadata),
+                "refresh": e.refresh if e.type == "url" else "",
+                "last refreshed": _when(e.last_refreshed_at),
+                "next refresh": _when(e.next_refresh_at),
                 "error": e.error or "",
                 "uuid": e.uuid,
             }
@@ -195,7 +216,9 @@ def _entries_table(
     statuses = {e.uuid: e.status for e in entries}
     picked = st.selectbox("Entry", list(names), key="ds_entry_pick", format_func=lambda u: names[u])
     retry, delete = st.columns(2)
-    if retry.button("Retry entry", key="ds_entry_retry", disabled=statuses[picked] not in DONE):
+    if retry.button(
+        "Retry entry", key="ds_entry_retry", disabled=statuses[picked] not in ("ready", "failed")
+    ):
         try:
             client.retry_entry(uuid, picked)
         except ERRORS as exc:
@@ -203,6 +226,9 @@ def _entries_table(
         else:
             st.session_state["ds_flash"] = f"Queued {names[picked]} again"
             st.rerun()
+    kinds = {e.uuid: e for e in entries}
+    if kinds[picked].type == "url":
+        _schedule(client, uuid, kinds[picked])
     if delete.button("Delete entry", key="ds_entry_delete"):
         try:
             client.delete_entry(uuid, picked)
@@ -213,11 +239,87 @@ def _entries_table(
             st.rerun()
 
 
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment is not None else ""
+
+
+def _schedule(client: Client, uuid: str, entry: EntryInfo) -> None:
+    """A URL entry's refresh schedule."""
+    column, button = st.columns(2)
+    picked = column.selectbox(
+        "Refresh schedule",
+        REFRESH,
+        index=REFRESH.index(entry.refresh) if entry.refresh in REFRESH else 0,
+        key=f"ds_schedule_{entry.uuid}",
+    )
+    if button.button("Set schedule", key="ds_schedule_set", disabled=picked == entry.refresh):
+        try:
+            client.update_entry(uuid, entry.uuid, refresh=picked)
+        except ERRORS as exc:
+            show_error(exc)
+        else:
+            st.session_state["ds_flash"] = f"{entry.name}: refreshed {picked}"
+            st.rerun()
+
+
+def _chunking(client: Client, source: DatasourceInfo) -> None:
+    """Chunk settings (changing them re-ingests every entry) and the default mode."""
+    with st.expander("Chunk settings and search mode"):
+        with st.form("ds_chunking", border=False):
+            size = st.number_input(
+                "Chunk size (characters; 0: the default)",
+                min_value=0,
+                max_value=20_000,
+                value=source.chunk_size or 0,
+                key="ds_chunk_size",
+            )
+            overlap = st.number_input(
+                "Chunk overlap (characters; -1: the default)",
+                min_value=-1,
+                max_value=5_000,
+                value=-1 if source.chunk_overlap is None else source.chunk_overlap,
+                key="ds_chunk_overlap",
+            )
+            modes = MODES[1:]
+            mode = st.selectbox(
+                "Default search mode",
+                modes,
+                index=modes.index(source.search_mode) if source.search_mode in modes else 0,
+                key="ds_default_mode",
+            )
+            saved = st.form_submit_button("Save", key="ds_chunking_save")
+    if saved:
+        try:
+            changed = client.update_datasource(
+                source.uuid,
+                chunk_size=int(size) or None,
+                chunk_overlap=None if overlap < 0 else int(overlap),
+                search_mode=mode,
+            )
+        except ERRORS as exc:
+            show_error(exc)
+        else:
+            again = f"; {changed.requeued} entries are re-ingested" if changed.requeued else ""
+            st.session_state["ds_flash"] = f"Saved the settings of {changed.name}{again}"
+            st.rerun()
+
+
 def _search(client: Client, uuid: str) -> None:
     st.subheader("Search")
     query = st.text_input("Query", key="ds_query")
     where_text = st.text_area('Metadata filter (JSON), e.g. {"md_product": "x"}', key="ds_where")
     top_k = st.number_input("Results", min_value=1, max_value=100, value=4, key="ds_top_k")
+    mode_column, weight_column = st.columns(2)
+    mode = mode_column.selectbox(
+        "Mode",
+        MODES,
+        key="ds_mode",
+        format_func=lambda m: m or "the datasource's own",
+        help="vector: embeddings; keyword: full-text; hybrid: both, fused by rank",
+    )
+    weight = weight_column.slider(
+        "Keyword weight (hybrid)", 0.0, 1.0, 0.5, 0.05, key="ds_keyword_weight"
+    )
     if st.button("Search", key="ds_search") and query:
         try:
             where = json.loads(where_text) if where_text.strip() else None
@@ -225,7 +327,14 @@ def _search(client: Client, uuid: str) -> None:
             st.error(f"FILTER_INVALID: not JSON (line {exc.lineno}): {exc.msg}")
             return
         try:
-            found = client.search(uuid, query, top_k=int(top_k), where=where)
+            found = client.search(
+                uuid,
+                query,
+                top_k=int(top_k),
+                where=where,
+                mode=mode or None,
+                keyword_weight=float(weight),
+            )
         except ERRORS as exc:
             show_error(exc)
             return
@@ -271,6 +380,7 @@ uuid = st.selectbox(
     key="ds_pick",
     format_func=lambda u: f"{by_uuid[u].name} ({by_uuid[u].type})",
 )
+_chunking(client, by_uuid[uuid])
 _add_entries(client, uuid)
 _entries(client, uuid)
 _search(client, uuid)

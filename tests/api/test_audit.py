@@ -124,6 +124,14 @@ def test_audit_datasource_and_entry_actions_each_write_one_event(api: TestClient
     retry = api.post(f"/api/datasources/{ds}/entries/{entry['uuid']}/retry", headers=ed)
     assert retry.status_code == 200, retry.text
     log.one("entry.retried", editor, entry["uuid"])
+    patch = api.patch(f"/api/datasources/{ds}", json={"chunk_size": 300}, headers=ed)
+    assert patch.status_code == 200, patch.text
+    assert log.one("datasource.updated", editor, ds)["details"]["changed"] == ["chunk_size"]
+    refused = api.patch(
+        f"/api/datasources/{ds}/entries/{entry['uuid']}", json={"refresh": "daily"}, headers=ed
+    )
+    assert refused.status_code == 422
+    log.none()  # a refused change leaves no event
     gone = api.delete(f"/api/datasources/{ds}/entries/{upload['uuid']}", headers=ed)
     assert gone.status_code == 204
     log.one("entry.deleted", editor, upload["uuid"])
@@ -262,6 +270,6 @@ def test_audit_rolled_back_bulk_leaves_no_event(db_client: TestClient):
 
 def test_audit_actions_are_listed_in_the_readme():
     readme = (ROOT / "README.md").read_text()
-    assert len(ACTIONS) == 40
+    assert len(ACTIONS) == 42
     missing = [a for a in ACTIONS if f"`{a}`" not in readme]
     assert missing == []

@@ -411,7 +411,10 @@ def test_client_live_datasources_entries_and_search(
             uid, "cats", file=notes, media_type="text/markdown", metadata={"t": "cats"}
         )
         url = f"{edge.base}/otters-{kind}.html"
-        from_url = await af.add_entry(uid, "otters", url=url, metadata={"t": "otters", "n": 3})
+        from_url = await af.add_entry(
+            uid, "otters", url=url, metadata={"t": "otters", "n": 3}, refresh="weekly"
+        )
+        assert from_url.refresh == "weekly"
         upload = await af.upload_entry(uid, birds, name="birds", metadata={"t": "birds"})
         assert (upload.type, upload.name, upload.entry_metadata) == (
             "file",
@@ -438,6 +441,11 @@ def test_client_live_datasources_entries_and_search(
 
         again = await af.retry_entry(uid, text.uuid)
         assert again.status == "pending"
+        await af.wait_for_entries(uid, timeout=120, poll=0.2)
+        scheduled = await af.update_entry(uid, from_url.uuid, refresh="daily")
+        assert scheduled.refresh == "daily" and scheduled.next_refresh_at is not None
+        rechunked = await af.update_datasource(uid, chunk_size=300)
+        assert (rechunked.chunk_size, rechunked.chunk_overlap, rechunked.requeued) == (300, 20, 4)
         await af.wait_for_entries(uid, timeout=120, poll=0.2)
         await af.delete_entry(uid, text.uuid)
         assert [e.name for e in await af.list_entries(uid)] == ["cats", "otters", "birds"]
@@ -883,6 +891,6 @@ def test_client_live_calls_every_operation():
         for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name != "close"
     }
-    assert "stream" in operations and len(operations) == 106
+    assert "stream" in operations and len(operations) == 108
     assert operations - called == set()
     assert issubclass(StreamError, ApiError)

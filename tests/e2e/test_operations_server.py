@@ -275,4 +275,4 @@ def test_worker_refuses_unknown_queues():
 
     result = CliRunner().invoke(main, ["worker", "--only", "ingest,mail"])
     assert result.exit_code == 2
-    assert "queues are ingest, webhooks" in result.output
+    assert "queues are ingest, refresh, webhooks" in result.output

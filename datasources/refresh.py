@@ -1,0 +1,129 @@
+"""URL entries fetched again on their schedule (``refresh``: daily or weekly).
+
+The job is a :class:`appforge.core.queue.Periodic` round over a lease queue on
+the entries table: it claims entries that are ``ready``, on a schedule and due
+(``next_refresh_at`` passed), or ``refreshing`` with an expired lease (the
+process refreshing them died). A claimed entry shows ``refreshing``: it stays
+searchable, and no other process claims it, on PostgreSQL either (``FOR UPDATE
+SKIP LOCKED``). For each, it fetches the URL and compares the body's hash with
+the one the entry's chunks were made from:
+
+- unchanged: back to ``ready``, ``last_refreshed_at`` now and the next time due;
+  nothing is embedded again;
+- changed: back to ``pending`` with ``reingest`` set, so the ingestion queue
+  fetches, chunks and embeds it again, its old chunks searchable until the new
+  ones replace them;
+- the fetch failed: back to ``ready`` with the old chunks, the ``error`` said,
+  and due again one period later.
+
+A write under a claim that was lost (the entry was deleted or changed meanwhile)
+is dropped. ``now`` can be given to :meth:`RefreshJob.run` (tests), so nobody
+waits a day.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, or_
+
+from appforge.core.db import utcnow
+from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Periodic
+from datasources.entries import next_refresh
+from datasources.errors import DatasourceError
+from datasources.fetch import fetch
+from datasources.store import DatasourceStore
+from datasources.tables import Entry
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["unchanged", "changed", "failed"]
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    """Ready URL entries whose refresh is due, and refreshes whose process died."""
+    return or_(
+        and_(
+            Entry.status == "ready",
+            Entry.kind == "url",
+            Entry.refresh != "none",
+            Entry.next_refresh_at <= now,
+        ),
+        and_(Entry.status == "refreshing", Entry.lease_until < now),
+    )
+
+
+# Claimed in order of when they were due; a refresh is not an ingestion attempt.
+DUE_ENTRIES = LeaseTable(
+    Entry,
+    "uuid",
+    _due,
+    "next_refresh_at",
+    "refreshing",
+    released_status="ready",
+    counts_attempts=False,
+)
+
+
+class RefreshJob(Periodic):
+    """Refreshes due URL entries every ``refresh_poll_seconds``, ``refresh_batch`` at a
+    time; ``on_changed`` is called when some went back to the ingestion queue."""
+
+    def __init__(self, store: DatasourceStore, on_changed: Callable[[], None] | None = None):
+        settings = store.settings.datasources
+        super().__init__("refresh", settings.refresh_poll_seconds)
+        self.store = store
+        self.settings = settings
+        self.on_changed = on_changed
+        self.queue = LeaseQueue(store.db, DUE_ENTRIES, settings.lease_seconds)
+
+    def run(self, now: datetime | None = None) -> bool:
+        """Refresh the entries due at ``now`` (one batch); whether a batch was full (more
+        may be due)."""
+        outcomes = self.refresh_due(now)
+        return len(outcomes) == self.settings.refresh_batch
+
+    def refresh_due(self, now: datetime | None = None) -> dict[str, Outcome]:
+        """Claim and refresh up to a batch of entries due at ``now``; each one's outcome."""
+        now = now or utcnow()
+        entries = self.queue.claim(self.settings.refresh_batch, now=now)
+        outcomes: dict[str, Outcome] = {}
+        for entry in entries:
+            if self.stopping.is_set():
+                break
+            outcomes[entry.uuid] = self._refresh(entry, now)
+        self.queue.release_all()  # any left when stopping: back to ready at once
+        if "changed" in outcomes.values() and self.on_changed is not None:
+            self.on_changed()
+        if outcomes:
+            log.info("refreshed %d URL entries: %s", len(outcomes), sorted(outcomes.values()))
+        return outcomes
+
+    def _refresh(self, entry: Entry, now: datetime) -> Outcome:
+        """Fetch one claimed entry and write what became of it."""
+        assert entry.url is not None
+        outcome: Outcome
+        values: dict[str, Any]
+        due = next_refresh(entry.refresh, now)
+        try:
+            body = fetch(entry.url, self.settings).body
+        except Exception as exc:  # the old chunks stay; the error is shown on the entry
+            message = str(exc) if isinstance(exc, DatasourceError) else f"FETCH_FAILED: {exc!r}"
+            log.info("refresh of entry %s failed: %s", entry.uuid, message)
+            outcome = "failed"
+            values = {"status": "ready", "error": message[:2000], "next_refresh_at": due}
+        else:
+            if hashlib.sha256(body).hexdigest() == entry.body_hash:
+                outcome = "unchanged"
+                values = {"status": "ready", "error": None, "last_refreshed_at": now}
+                values["next_refresh_at"] = due
+            else:
+                outcome = "changed"
+                values = {"status": "pending", "reingest": True, "attempts": 0, "stage": None}
+        if self.queue.write({entry.uuid: Claimed(entry.claim_token, values)}):
+            log.info("entry %s changed or went while it was refreshed", entry.uuid)
+        return outcome

@@ -1,0 +1,196 @@
+"""URL entries refreshed on their schedule, and entries re-ingested in place.
+
+A real HTTP server on 127.0.0.1 serves the page; the test changes what it serves
+and runs the refresh job with a ``now`` days ahead (nobody waits a day). An
+unchanged page embeds nothing again; a changed one replaces the entry's chunks
+(old ones searchable until then, gone after); a failed fetch keeps them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from appforge.core.db import utcnow
+from appforge.core.settings import Settings
+from datasources.refresh import RefreshJob
+from tests.datasources.support import Pages, get_entry
+
+OLD = "<html><body><h1>Kettle</h1><p>The kettle descales with citric acid.</p></body></html>"
+NEW = "<html><body><h1>Kettle</h1><p>The kettle now descales with white vinegar.</p></body></html>"
+
+
+def _state(client: TestClient) -> Any:
+    app: Any = client.app
+    return app.state.api
+
+
+def _settings(
+    make_settings: Callable[..., Settings], database_url: str | None = None, **more: Any
+) -> Settings:
+    return make_settings(
+        database_url=database_url,
+        datasources={"workers": 0, "url_allowlist": ["127.0.0.1"], **more},
+        rate_limit={"enabled": False},
+    )
+
+
+def _url_entry(client: TestClient, url: str, refresh: str = "daily") -> tuple[str, str]:
+    ds = client.post("/api/datasources", json={"name": "web", "type": "url"}).json()["uuid"]
+    r = client.post(
+        f"/api/datasources/{ds}/entries",
+        json={"entry_data": {"name": "kettle", "url": url}, "refresh": refresh},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["refresh"] == refresh and r.json()["next_refresh_at"] is None
+    entry = r.json()["uuid"]
+    assert _state(client).ingestion.run_once() == [entry]
+    return ds, entry
+
+
+def _texts(client: TestClient, ds: str, query: str, mode: str) -> list[str]:
+    r = client.post(
+        f"/api/datasources/{ds}/search", json={"query": query, "mode": mode, "top_k": 10}
+    )
+    assert r.status_code == 200, r.text
+    return [hit["text"] for hit in r.json()["results"]]
+
+
+def _moment(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _chunks(client: TestClient, ds: str, entry: str) -> tuple[int, int]:
+    """The entry's chunks in the vector index and in the keyword index."""
+    store = _state(client).datasources
+    return store.index.count(ds, entry), store.keywords.count(ds, entry)
+
+
+def test_refresh_embeds_only_a_changed_page_and_replaces_its_chunks(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], pages: Pages
+):
+    client = make_client(_settings(make_settings))
+    url = pages.add("/kettle", OLD.encode())
+    ds, entry = _url_entry(client, url)
+    first = get_entry(client, ds, entry)
+    assert first["status"] == "ready" and first["last_refreshed_at"] is not None
+    fetched_at = first["last_refreshed_at"]
+    job: RefreshJob = _state(client).refresh
+    assert job.refresh_due() == {}  # due in a day, not now
+
+    later = utcnow() + timedelta(days=1, minutes=1)
+    assert job.refresh_due(later) == {entry: "unchanged"}
+    same = get_entry(client, ds, entry)
+    assert same["status"] == "ready" and same["attempts"] == first["attempts"]
+    assert same["last_refreshed_at"] != fetched_at
+    assert _moment(same["last_refreshed_at"]) == later
+    assert _moment(same["next_refresh_at"]) == later + timedelta(days=1)
+    assert not _state(client).ingestion.queue.has_claimable()  # nothing to embed again
+    assert job.refresh_due(later) == {}  # the next one is a day after that
+
+    pages.add("/kettle", NEW.encode())
+    much_later = later + timedelta(days=2)
+    assert job.refresh_due(much_later) == {entry: "changed"}
+    waiting = get_entry(client, ds, entry)
+    assert waiting["status"] == "pending"
+    # Until the new chunks replace them, the old ones are still found.
+    assert any("citric" in t for t in _texts(client, ds, "citric acid", "keyword"))
+    assert _state(client).ingestion.run_once() == [entry]
+    done = get_entry(client, ds, entry)
+    assert done["status"] == "ready" and done["error"] is None
+    assert any("vinegar" in t for t in _texts(client, ds, "white vinegar", "keyword"))
+    assert not any("citric" in t for t in _texts(client, ds, "citric acid", "hybrid"))
+    assert _chunks(client, ds, entry) == (done["chunks_total"], done["chunks_total"])
+
+
+def test_a_failed_refresh_keeps_the_old_chunks_and_says_why(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], pages: Pages
+):
+    client = make_client(_settings(make_settings))
+    url = pages.add("/kettle", OLD.encode())
+    ds, entry = _url_entry(client, url, refresh="weekly")
+    before = get_entry(client, ds, entry)
+    pages.routes["/kettle"] = (500, {"Content-Type": "text/plain"}, b"down")
+    now = utcnow() + timedelta(days=8)
+    assert _state(client).refresh.refresh_due(now) == {entry: "failed"}
+    after = get_entry(client, ds, entry)
+    assert after["status"] == "ready" and after["error"].startswith("FETCH_FAILED")
+    assert after["last_refreshed_at"] == before["last_refreshed_at"]
+    assert _moment(after["next_refresh_at"]) == now + timedelta(days=7)  # not at once again
+    assert any("citric" in t for t in _texts(client, ds, "citric acid", "vector"))
+    assert _chunks(client, ds, entry) == (before["chunks_total"], before["chunks_total"])
+
+
+def test_schedule_set_by_patch_and_bad_refresh_input_refused(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], pages: Pages
+):
+    client = make_client(_settings(make_settings))
+    url = pages.add("/kettle", OLD.encode())
+    ds, entry = _url_entry(client, url, refresh="none")
+    body = get_entry(client, ds, entry)
+    assert body["next_refresh_at"] is None
+    path = f"/api/datasources/{ds}/entries/{entry}"
+    r = client.patch(path, json={"refresh": "weekly"})
+    assert r.status_code == 200, r.text
+    assert r.json()["refresh"] == "weekly" and r.json()["next_refresh_at"] is not None
+    due = _state(client).refresh.refresh_due(utcnow() + timedelta(days=6))
+    assert due == {}
+    assert client.patch(path, json={"refresh": "none"}).json()["next_refresh_at"] is None
+    assert _state(client).refresh.refresh_due(utcnow() + timedelta(days=30)) == {}
+    for bad in ({"refresh": "hourly"}, {"refresh": "daily", "url": "x"}, {}):
+        r = client.patch(path, json=bad)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    text_ds = client.post("/api/datasources", json={"name": "t", "type": "text"}).json()["uuid"]
+    r = client.post(
+        f"/api/datasources/{text_ds}/entries",
+        json={"entry_data": {"name": "n", "content": "a note"}, "refresh": "daily"},
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "ENTRY_INVALID"
+    assert client.get(f"/api/datasources/{text_ds}/entries").json() == []
+    missing = client.patch(f"/api/datasources/{ds}/entries/nope", json={"refresh": "daily"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "ENTRY_NOT_FOUND"
+    events = client.get("/api/audit", params={"action": "entry.updated"}).json()
+    assert sorted(e["details"]["refresh"] for e in events) == ["none", "weekly"]
+
+
+def test_each_due_entry_is_claimed_once_and_a_dead_claim_comes_back(
+    backend: str | None,
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    pages: Pages,
+):
+    client = make_client(_settings(make_settings, backend, lease_seconds=30))
+    ds = client.post("/api/datasources", json={"name": "web", "type": "url"}).json()["uuid"]
+    entries = set()
+    for n in range(3):
+        body = {"entry_data": {"name": f"p{n}", "url": pages.add(f"/p{n}", OLD.encode())}}
+        r = client.post(f"/api/datasources/{ds}/entries", json={**body, "refresh": "daily"})
+        entries.add(r.json()["uuid"])
+        assert _state(client).ingestion.run_once() == [r.json()["uuid"]]
+    store = _state(client).datasources
+    later = utcnow() + timedelta(days=2)
+    # Two processes' jobs claim at the same moment: each entry goes to one of them.
+    jobs = [RefreshJob(store), RefreshJob(store)]
+    barrier = threading.Barrier(2)
+    claimed: list[list[str]] = [[], []]
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        claimed[i] = [e.uuid for e in jobs[i].queue.claim(3, now=later)]
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed[0] + claimed[1]) == sorted(entries)
+    assert {get_entry(client, ds, e)["status"] for e in entries} == {"refreshing"}
+    # Both "died" holding them: once their leases end, another process refreshes them.
+    assert RefreshJob(store).refresh_due(later + timedelta(seconds=10)) == {}
+    outcomes = RefreshJob(store).refresh_due(later + timedelta(seconds=31))
+    assert outcomes == dict.fromkeys(entries, "unchanged")
+    assert {get_entry(client, ds, e)["status"] for e in entries} == {"ready"}
