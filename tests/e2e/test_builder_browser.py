@@ -498,9 +498,11 @@ steps:
 output:
   answer: "{{ answer.text }}"
 """
-# Exact answers per app version (the prompt's first word): v2 breaks France, fixes Norway.
+# Exact answers per app version (the prompt's first word): v2 breaks France and Spain,
+# and fixes Norway.
 CAPITALS = {"v1: France": "Paris", "v2: France": "Lyon", "v1: Norway": "Bergen",
-            "v2: Norway": "Oslo", "Italy": "Rome", "Spain": "Madrid"}  # fmt: skip
+            "v2: Norway": "Oslo", "Italy": "Rome", "v1: Spain": "Madrid",
+            "v2: Spain": "Lisbon"}  # fmt: skip
 CAPITAL_CASES = [
     {"input": {"question": q}, "expected": {"answer": a}}
     for q, a in (("France", "Paris"), ("Norway", "Oslo"), ("Italy", "Rome"), ("Spain", "Madrid"))
@@ -549,23 +551,23 @@ def test_compare_page_puts_the_regressed_cases_first(served: Served, page: Page,
     # The newer evaluation is B: version 2 against version 1.
     metrics = page.locator('[data-testid="stMetric"]')
     metrics.first.wait_for()
-    shown = [m.inner_text().split("\n") for m in metrics.all()]
-    assert shown[0][:2] == ["Pass rate", "75%"] and "+0 pts" in shown[0]
+    shown = [[t for t in m.inner_text().split("\n") if t.strip()] for m in metrics.all()]
+    assert shown[0] == ["Pass rate", "50%", "-25 pts"]  # from 75%
     assert [s[:2] for s in shown[1:4]] == [
-        ["Regressed", "1"],
+        ["Regressed", "2"],
         ["Improved", "1"],
-        ["Unchanged", "2"],
+        ["Unchanged", "1"],
     ]
     headings = page.locator("h3").all_inner_texts()
     assert [h.strip() for h in headings] == [
-        "Regressed: passed in A, fail in B (1)",
+        "Regressed: passed in A, fail in B (2)",
         "Improved: failed in A, pass in B (1)",
-        "Unchanged (2)",
+        "Unchanged (1)",
     ]
-    # Side by side: A's output, then B's, case by case, the regressed one first.
+    # Side by side: A's output, then B's, case by case, the regressed ones first.
     outputs = page.locator('[data-testid="stCode"]').all_inner_texts()
     assert [o.strip() for o in outputs] == [
-        "Paris", "Lyon", "Bergen", "Oslo", "Rome", "Rome", "Madrid", "Madrid"
+        "Paris", "Lyon", "Madrid", "Lisbon", "Bergen", "Oslo", "Rome", "Rome"
     ]  # fmt: skip
     page.get_by_text("expected Paris, got Lyon").first.wait_for()
     assert not page.locator('[data-testid="stException"]').count()
