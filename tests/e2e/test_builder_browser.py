@@ -509,16 +509,23 @@ CAPITAL_CASES = [
 ]
 
 
-def _evaluation_done(api: httpx.Client, version: int) -> str:
+def _evaluations_done(api: httpx.Client, *versions: int) -> list[str]:
+    """Evaluations of these app versions, started together; their ids once all are done."""
     one_word = {"type": "regex", "name": "one word", "value": "^[A-Z][a-z]+$"}
-    body = {"dataset": "capitals", "app": "Capitals", "app_version": version,
-            "scorers": [{"type": "equals"}, one_word], "concurrency": 2}  # fmt: skip
-    made = api.post("/api/evaluations", json=body)
-    assert made.status_code == 202, made.text
-    url = f"/api/evaluations/{made.json()['id']}"
-    poll_until(lambda: api.get(url).json()["status"] not in ("queued", "running"))
-    assert api.get(url).json()["status"] == "done"
-    return str(made.json()["id"])
+    ids = []
+    for version in versions:
+        body = {"dataset": "capitals", "app": "Capitals", "app_version": version,
+                "scorers": [{"type": "equals"}, one_word], "concurrency": 2}  # fmt: skip
+        made = api.post("/api/evaluations", json=body)
+        assert made.status_code == 202, made.text
+        ids.append(str(made.json()["id"]))
+
+    def statuses() -> list[str]:
+        return [api.get(f"/api/evaluations/{i}").json()["status"] for i in ids]
+
+    poll_until(lambda: all(s in ("done", "failed", "cancelled") for s in statuses()))
+    assert statuses() == ["done"] * len(ids)
+    return ids
 
 
 def test_compare_page_puts_the_regressed_cases_first(served: Served, page: Page, tmp_path: Path):
@@ -542,7 +549,7 @@ def test_compare_page_puts_the_regressed_cases_first(served: Served, page: Page,
         assert api.post("/api/datasets", json={"name": "capitals"}).status_code == 201
         cases = {"cases": CAPITAL_CASES}
         assert api.post("/api/datasets/capitals/cases", json=cases).status_code == 201
-        first, second = _evaluation_done(api, 1), _evaluation_done(api, 2)
+        first, second = _evaluations_done(api, 1, 2)
         # The later tests of the module list the providers: this one's server goes now.
         assert api.delete("/api/providers/fake").status_code == 204
 
