@@ -72,7 +72,7 @@ def _figure(value: float | None, kind: str) -> str:
 
 def _delta(change: dict[str, Any], kind: str) -> str | None:
     diff = change.get("delta")
-    if diff is None:
+    if not diff:  # unknown, or no change: no arrow
         return None
     if kind == "rate":
         return f"{diff * 100:+.0f} pts"

@@ -43,11 +43,14 @@ REPLIES = {
     "v1: Norway": "Bergen",
     "v2: Norway": "Oslo",
     "Italy": "Rome",
+    "v1: Spain": "Madrid",
+    "v2: Spain": "Lisbon",
 }
 CASES = [
     {"input": {"question": "France"}, "expected": {"answer": "Paris"}},  # v2 regresses
     {"input": {"question": "Norway"}, "expected": {"answer": "Oslo"}},  # v2 improves
     {"input": {"question": "Italy"}, "expected": {"answer": "Rome"}},  # both pass
+    {"input": {"question": "Spain"}, "expected": {"answer": "Madrid"}},  # v2 regresses
 ]
 
 
@@ -148,7 +151,7 @@ def test_datasets_page_cases_by_hand_import_export_and_from_a_run(page: Page, cl
     at.button(key="dsets_import").click().run()
     assert _texts(at, "error")[0].startswith("CASE_FILE_INVALID: line 2")
     assert len(_cases(client, "capitals")) == 1
-    lines = "\n".join(json.dumps(c) for c in CASES[1:]).encode()
+    lines = "\n".join(json.dumps(c) for c in CASES[1:3]).encode()
     at.file_uploader[0].set_value(("more.jsonl", lines, "application/x-ndjson"))
     at.run()
     at.button(key="dsets_import").click().run()
@@ -228,16 +231,16 @@ def test_evaluations_page_starts_one_watches_it_fill_in_and_cancels_it(
     assert made["app_version"] == 1 and made["concurrency"] == 1
     assert made["scorers"] == [{"type": "equals"}, {"type": "regex", "value": r"^[A-Z]\w+$"}]
     assert _texts(at, "success") == [f"Started evaluation {made['id'][:8]} of Capitals"]
-    assert _metrics(at)["Status"] == "queued" and _metrics(at)["Cases done"] == "0 / 3"
+    assert _metrics(at)["Status"] == "queued" and _metrics(at)["Cases done"] == "0 / 4"
 
     # One case done: it shows, with its output and each scorer's verdict.
     assert state(client).evaluations.run_once()
     at.run()
-    assert _metrics(at)["Status"] == "running" and _metrics(at)["Cases done"] == "1 / 3"
+    assert _metrics(at)["Status"] == "running" and _metrics(at)["Cases done"] == "1 / 4"
     assert _metrics(at)["Pass rate"] == "100%"
     results = next(d.value for d in at.dataframe if "output" in d.value.columns)
-    assert list(results["status"]) == ["done", "pending", "pending"]
-    assert list(results["output"]) == ["Paris", "", ""]
+    assert list(results["status"]) == ["done", "pending", "pending", "pending"]
+    assert list(results["output"]) == ["Paris", "", "", ""]
     assert (results["equals"][0], results["regex"][0], results["passed"][0]) == (
         "✓ 1.00",
         "✓ 1.00",
@@ -247,7 +250,7 @@ def test_evaluations_page_starts_one_watches_it_fill_in_and_cancels_it(
 
     # Cancel: the cases not done are cancelled, the one done stays.
     at.button(key="ev_cancel").click().run()
-    assert _texts(at, "success") == [f"Cancelled evaluation {made['id'][:8]}: 1 of 3 cases done"]
+    assert _texts(at, "success") == [f"Cancelled evaluation {made['id'][:8]}: 1 of 4 cases done"]
     assert _metrics(at)["Status"] == "cancelled"
     assert at.button(key="ev_cancel").disabled
     assert not state(client).evaluations.run_once()
@@ -260,8 +263,8 @@ def test_evaluations_page_starts_one_watches_it_fill_in_and_cancels_it(
     metrics = _metrics(at)
     assert (metrics["Status"], metrics["Cases done"], metrics["Pass rate"]) == (
         "done",
-        "3 / 3",
-        "67%",
+        "4 / 4",
+        "50%",
     )
     listed = next(d.value for d in at.dataframe if "pass rate" in d.value.columns)
     assert list(listed["status"]) == ["done", "cancelled"]
@@ -291,28 +294,28 @@ def test_compare_page_shows_deltas_then_regressed_improved_unchanged(
     # The newer is B by default: version 2 against version 1.
     assert (at.selectbox(key="cmp_a").value, at.selectbox(key="cmp_b").value) == (first, second)
     metrics = {m.label: (m.value, m.delta) for m in at.metric}
-    assert metrics["Pass rate"] == ("67%", "+0 pts")
-    assert metrics["Regressed"][0] == metrics["Improved"][0] == metrics["Unchanged"][0] == "1"
-    assert metrics["Mean equals"] == ("0.67", "+0.00")
+    assert metrics["Pass rate"] == ("50%", "-25 pts")  # from 75%
+    assert [metrics[k][0] for k in ("Regressed", "Improved", "Unchanged")] == ["2", "1", "1"]
+    assert metrics["Mean equals"] == ("0.50", "-0.25")
     table = at.dataframe[0].value
-    assert list(table["change"]) == ["regressed", "improved", "same"]
-    assert list(table["A output"]) == ["Paris", "Bergen", "Rome"]
-    assert list(table["B output"]) == ["Lyon", "Oslo", "Rome"]
-    assert list(table["A"]) == ["✓ pass", "✗ fail", "✓ pass"]
-    headers = _texts(at, "subheader")
-    assert headers == [
-        "Regressed: passed in A, fail in B (1)",
+    assert list(table["change"]) == ["regressed", "regressed", "improved", "same"]
+    assert list(table["A output"]) == ["Paris", "Madrid", "Bergen", "Rome"]
+    assert list(table["B output"]) == ["Lyon", "Lisbon", "Oslo", "Rome"]
+    assert list(table["A"]) == ["✓ pass", "✓ pass", "✗ fail", "✓ pass"]
+    assert _texts(at, "subheader") == [
+        "Regressed: passed in A, fail in B (2)",
         "Improved: failed in A, pass in B (1)",
         "Unchanged (1)",
     ]
-    shown = [c.value for c in at.code]
-    assert shown == ["Paris", "Lyon", "Bergen", "Oslo", "Rome", "Rome"]  # A beside B
+    shown = [c.value for c in at.code]  # A beside B, case by case
+    assert shown == ["Paris", "Lyon", "Madrid", "Lisbon", "Bergen", "Oslo", "Rome", "Rome"]
     assert any("expected Paris, got Lyon" in c for c in _texts(at, "caption"))
 
     # The other way round: what regressed has improved.
     at.selectbox(key="cmp_a").set_value(second)
     at.selectbox(key="cmp_b").set_value(first).run()
-    assert list(at.dataframe[0].value["B output"]) == ["Bergen", "Paris", "Rome"]
-    assert list(at.dataframe[0].value["change"]) == ["regressed", "improved", "same"]
+    assert {m.label: m.delta for m in at.metric}["Pass rate"] == "+25 pts"
+    assert list(at.dataframe[0].value["change"]) == ["regressed", "improved", "improved", "same"]
+    assert list(at.dataframe[0].value["B output"]) == ["Bergen", "Paris", "Madrid", "Rome"]
     at.selectbox(key="cmp_b").set_value(second).run()
     assert "Pick two different evaluations." in _texts(at, "info")
