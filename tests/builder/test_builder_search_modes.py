@@ -37,8 +37,9 @@ def _retrieve_step(at: AppTest) -> dict[str, Any]:
 def test_retrieve_step_editor_sets_mode_and_keyword_weight(page: Page):
     at = page("apps").run()
     at.selectbox(key="apps_template").select("support-bot").run()
-    assert _widget(at, "selectbox", "Search mode (step 1)").value == ""
-    assert "mode" not in _retrieve_step(at)  # drawing the form leaves the YAML alone
+    assert _widget(at, "selectbox", "Search mode (step 1)").value == "hybrid"
+    assert _widget(at, "number_input", "Keyword weight (step 1)").value == 0.5
+    assert "keyword_weight" not in _retrieve_step(at)  # drawing the form changes nothing
     _widget(at, "selectbox", "Search mode (step 1)").select("keyword").run()
     _widget(at, "number_input", "Keyword weight (step 1)").set_value(0.8).run()
     assert not at.exception and not at.error

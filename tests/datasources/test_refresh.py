@@ -14,10 +14,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
+from waiting import poll_until
 
-from appforge.core.db import utcnow
+from appforge.core.db import transaction, utcnow
 from appforge.core.settings import Settings
 from datasources.refresh import RefreshJob
+from datasources.tables import Entry
 from tests.datasources.support import Pages, get_entry
 
 OLD = "<html><body><h1>Kettle</h1><p>The kettle descales with citric acid.</p></body></html>"
@@ -194,3 +197,33 @@ def test_each_due_entry_is_claimed_once_and_a_dead_claim_comes_back(
     outcomes = RefreshJob(store).refresh_due(later + timedelta(seconds=31))
     assert outcomes == dict.fromkeys(entries, "unchanged")
     assert {get_entry(client, ds, e)["status"] for e in entries} == {"ready"}
+
+
+def test_the_server_runs_the_refresh_job_in_the_background(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], pages: Pages
+):
+    settings = make_settings(
+        datasources={"workers": 1, "url_allowlist": ["127.0.0.1"], "refresh_poll_seconds": 0.2},
+        rate_limit={"enabled": False},
+    )
+    client = make_client(settings)
+    ds = client.post("/api/datasources", json={"name": "web", "type": "url"}).json()["uuid"]
+    url = pages.add("/kettle", OLD.encode())
+    body = {"entry_data": {"name": "kettle", "url": url}, "refresh": "daily"}
+    entry = client.post(f"/api/datasources/{ds}/entries", json=body).json()["uuid"]
+    poll_until(lambda: get_entry(client, ds, entry)["status"] == "ready")
+    fetched_at = get_entry(client, ds, entry)["last_refreshed_at"]
+    with transaction(_state(client).db) as db:  # as if a day had gone by
+        db.execute(
+            update(Entry)
+            .where(Entry.uuid == entry)
+            .values(next_refresh_at=utcnow() - timedelta(seconds=1))
+        )
+
+    def refreshed() -> dict[str, Any] | None:
+        now = get_entry(client, ds, entry)
+        return now if now["last_refreshed_at"] != fetched_at else None
+
+    again = poll_until(refreshed)
+    assert again["status"] == "ready" and again["error"] is None
+    assert _moment(again["next_refresh_at"]) > utcnow() + timedelta(hours=23)
