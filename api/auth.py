@@ -122,7 +122,20 @@ def ensure_admin_token(
     factory: sessionmaker[Session], value: str, name: str, key: ServerKey
 ) -> None:
     """Make sure an admin token with this exact value exists (``APPFORGE_ADMIN_TOKEN``),
-    stored with its keyed hash (a legacy SHA-256 row of it is upgraded)."""
+    stored with its keyed hash (a legacy SHA-256 row of it is upgraded).
+
+    Several processes starting at once on a new database (``serve --workers N``, API
+    and worker containers) may all find no row and insert it: the losers' inserts
+    break the unique hash, and they look again, finding the winner's row."""
+    try:
+        _ensure_admin_token(factory, value, name, key)
+    except IntegrityError:
+        _ensure_admin_token(factory, value, name, key)
+
+
+def _ensure_admin_token(
+    factory: sessionmaker[Session], value: str, name: str, key: ServerKey
+) -> None:
     with transaction(factory) as db:
         existing = db.scalar(select(Token).where(_matching(key, value)))
         if existing is not None:

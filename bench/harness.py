@@ -321,10 +321,21 @@ class Load:
     bad: int = 0  # non-200, or a body without the expected text
     errors: list[str] = field(default_factory=list)
     generator_cpu: float = 0.0  # CPU seconds the load generator (wrk) used
+    # wrk's latency percentiles of each slice: (requests, p50 ms, p95 ms)
+    slices: list[tuple[int, float, float]] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    def latency_ms(self, q: float) -> float | None:
+        """p50 (q=0.5) or p95 (q=0.95) of the slices, weighted by their requests (wrk
+        gives percentiles, not samples, so slices cannot be pooled exactly)."""
+        index = 1 if q == 0.5 else 2
+        total = sum(s[0] for s in self.slices)
+        if not total:
+            return None
+        return sum(s[0] * s[index] for s in self.slices) / total
 
     def add(self, other: Load) -> None:
         self.requests += other.requests
@@ -332,6 +343,7 @@ class Load:
         self.bad += other.bad
         self.errors.extend(other.errors)
         self.generator_cpu += other.generator_cpu
+        self.slices.extend(other.slices)
 
 
 _WRK_LUA = """\
@@ -347,8 +359,9 @@ end
 function done(summary, latency, requests)
   local total = 0
   for _, t in ipairs(threads) do total = total + t:get("bad") end
-  io.write(string.format("BENCH requests=%d us=%d bad=%d\\n",
-    summary.requests, summary.duration, total))
+  io.write(string.format("BENCH requests=%d us=%d bad=%d p50=%d p95=%d\\n",
+    summary.requests, summary.duration, total,
+    latency:percentile(50), latency:percentile(95)))
 end
 """
 
@@ -405,10 +418,12 @@ def wrk_load(
         os.unlink(script)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    match = re.search(r"BENCH requests=(\d+) us=(\d+) bad=(\d+)", out)
+    match = re.search(r"BENCH requests=(\d+) us=(\d+) bad=(\d+) p50=(\d+) p95=(\d+)", out)
     if match is None:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
-    load = Load(int(match.group(1)), int(match.group(2)) / 1e6, int(match.group(3)))
+    requests, p50_us, p95_us = int(match.group(1)), int(match.group(4)), int(match.group(5))
+    load = Load(requests, int(match.group(2)) / 1e6, int(match.group(3)))
+    load.slices.append((requests, p50_us / 1000, p95_us / 1000))
     load.generator_cpu = cpu
     errors = re.search(r"Socket errors: (.*)", out)
     if errors:

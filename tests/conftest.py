@@ -9,11 +9,14 @@ is marked ``postgres``: ``pytest -m "not postgres"`` runs without the server.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hypothesis
 import psycopg
 import pytest
@@ -72,6 +75,49 @@ def postgres_url() -> Iterator[str]:
     yield url
     with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``chroma run`` server on 127.0.0.1 (telemetry off, data in a temp dir),
+    shared by the session; its URL. Every datasource has its own collection in it."""
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma_server")
+    log = (path / "server.log").open("wb")
+    exe = Path(sys.executable).parent / "chroma"
+    process = subprocess.Popen(
+        [str(exe), "run", "--path", str(path / "data"), "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def chroma_answers() -> bool:
+        try:
+            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"chroma exited: {(path / 'server.log').read_text()[-2000:]}")
+        return False
+
+    try:
+        poll_until(chroma_answers, interval=0.2)
+    except AssertionError:
+        process.kill()
+        process.wait(15)
+        log.close()
+        pytest.fail(f"chroma did not start: {(path / 'server.log').read_text()[-2000:]}")
+    yield url
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(15)
+    log.close()
 
 
 def _empty_postgres(url: str) -> None:

@@ -3,20 +3,15 @@ one PostgreSQL database, and the Chroma server mode."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
-from ports import free_port
 from sqlalchemy import update
-from waiting import poll_until
 
 from appforge.core.db import make_engine, session_factory, transaction, utcnow
 from appforge.core.settings import Settings
@@ -178,41 +173,6 @@ def test_several_workers_on_postgresql_process_each_entry_once(
     assert {e["attempts"] for e in listed} == {1}
     index: VectorIndex = _state(client).datasources.index
     assert index.count(ds) == sum(e["chunks_total"] for e in listed)
-
-
-@pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``chroma run`` server on 127.0.0.1."""
-    port = free_port()
-    path = tmp_path_factory.mktemp("chroma_server")
-    log = (path / "server.log").open("wb")
-    exe = Path(sys.executable).parent / "chroma"
-    process = subprocess.Popen(
-        [str(exe), "run", "--path", str(path / "data"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def chroma_answers() -> bool:
-        try:
-            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"chroma exited: {(path / 'server.log').read_text()[-2000:]}")
-        return False
-
-    try:
-        poll_until(chroma_answers, interval=0.2)
-    except AssertionError:
-        process.kill()
-        pytest.fail(f"chroma did not start: {(path / 'server.log').read_text()[-2000:]}")
-    yield url
-    process.terminate()
-    process.wait(15)
-    log.close()
 
 
 def test_chroma_server_mode(
