@@ -203,14 +203,14 @@ def _report(args: argparse.Namespace, direct: Side, evaluation: Side, origin: st
     print(f"  server: {origin}")
     print(f"  load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
-    print(f"  {'side':<44}{'median s':>10}{'rounds s':>24}{'CPU ms/case':>13}")
+    print(f"  {'side':<44}{'median s':>10}{'CPU ms/case':>13}  rounds s")
     for label, side in (
         ("direct: POST /api/apps/<uuid>/run x N", direct),
         ("evaluation: POST /api/evaluations", evaluation),
     ):
         rounds = " ".join(f"{s:.2f}" for s in side.seconds)
         cpu = 1000 * statistics.median(side.cpu) / args.cases
-        print(f"  {label:<44}{side.median:>10.2f}{rounds:>24}{cpu:>13.2f}")
+        print(f"  {label:<44}{side.median:>10.2f}{cpu:>13.2f}  {rounds}")
     ratio = evaluation.median / direct.median
     print()
     print(f"  ratio evaluation/direct: {ratio:.2f}x (goal: at most {GOAL_RATIO:g}x)")
