@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import aliased
 
-from appforge.core.db import transaction, utcnow
+from appforge.core.db import UTCDateTime, transaction, utcnow
 from appforge.core.errors import AppforgeError
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
 from evals.judge import Judge
@@ -50,15 +50,18 @@ log = logging.getLogger(__name__)
 
 OPEN = ("pending", "running")
 MAX_ATTEMPTS = 3
+_CLAIM_TRIES = 8  # claims in a row a worker makes while others take the rows it saw
+_PLANS_KEPT = 64  # evaluations whose plan a process keeps in memory
 _BUSY_PAUSE = 0.5  # seconds a worker waits after the app refused a run (too many going)
 # Failures of the app itself, not of a case: the evaluation fails.
 _FATAL = (AppNotFoundError, AppVersionNotFoundError, RunAuthError, RunConflictError)
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
+def _claimable_at(now: Any) -> ColumnElement[bool]:
     """Pending cases, and running ones whose worker is gone, of evaluations below their
-    concurrency."""
-    other = aliased(EvaluationCase)
+    concurrency, at ``now``."""
+    other = aliased(EvaluationCase, name="other")
+    live = select(Process.id)
     running = (
         select(func.count())
         .select_from(other)
@@ -66,7 +69,7 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
             other.evaluation_id == EvaluationCase.evaluation_id,
             other.status == "running",
             other.lease_until >= now,
-            or_(other.process_id.is_(None), other.process_id.in_(select(Process.id))),
+            or_(other.process_id.is_(None), other.process_id.in_(live)),
         )
         .scalar_subquery()
     )
@@ -77,15 +80,28 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
     gone = or_(
         EvaluationCase.lease_until < now,
-        and_(
-            EvaluationCase.process_id.is_not(None),
-            EvaluationCase.process_id.not_in(select(Process.id)),
-        ),
+        and_(EvaluationCase.process_id.is_not(None), EvaluationCase.process_id.not_in(live)),
     )
     return and_(
         or_(EvaluationCase.status == "pending", and_(EvaluationCase.status == "running", gone)),
         running < limit,
     )
+
+
+# The condition is built once, its ``now`` a parameter read when a statement runs: a
+# claim uses it three times, and building it costs milliseconds of CPU each time (it
+# was most of a claim's cost). ``now`` is per thread: each worker claims at its own.
+_now = threading.local()
+_CLAIMABLE = _claimable_at(
+    bindparam("claimable_now", callable_=lambda: _now.value, type_=UTCDateTime())
+)
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """The claimable condition (see :func:`_claimable_at`) at ``now``, for the statement
+    this thread runs next."""
+    _now.value = now
+    return _CLAIMABLE
 
 
 CASES = LeaseTable(EvaluationCase, "id", _claimable, "id", "running")
@@ -128,15 +144,28 @@ class EvaluationQueue:
         self.workers = Workers("evals", lambda _: self.run_once(), settings.evals.poll_seconds)
         self._active: dict[int, tuple[str, threading.Event]] = {}
         self._lock = threading.Lock()
+        self._busy = threading.local()  # whether this thread's last claim found a case
+        self._plans: dict[str, Plan] = {}  # of running evaluations (they do not change)
 
     # --- one case ----------------------------------------------------------------------
 
     def claim(self) -> EvaluationCase | None:
         """Take the oldest claimable case for this worker, if any."""
-        if not self.queue.has_claimable():
-            return None
-        claimed = self.queue.claim(1, process_id=self.process_id)
-        return claimed[0] if claimed else None
+        busy = getattr(self._busy, "value", False)
+        for _ in range(_CLAIM_TRIES):
+            # The cheap look first keeps idle polls out of write transactions; a worker
+            # that just found a case goes straight to the claim.
+            if not busy and not self.queue.has_claimable():
+                break
+            claimed = self.queue.claim(1, process_id=self.process_id)
+            if claimed:
+                self._busy.value = True
+                return claimed[0]
+            # Another worker took the row between this claim's look and its update (on
+            # SQLite, where rows are not locked): look again now, not a poll later.
+            busy = False
+        self._busy.value = False
+        return None
 
     def run_once(self) -> bool:
         """Claim and work one case; whether there was one."""
@@ -219,6 +248,12 @@ class EvaluationQueue:
             return Score(spec.key, 0.0, False, f"the scorer failed: {type(exc).__name__}")
 
     def _plan(self, evaluation_id: str) -> Plan | None:
+        """How to run the cases of this evaluation; None once it ended. Read once per
+        evaluation (a case of one that ended is cancelled, and its claim with it)."""
+        with self._lock:
+            known = self._plans.get(evaluation_id)
+        if known is not None:
+            return known
         with self.db() as db:
             row = db.get(Evaluation, evaluation_id)
             if row is None or row.status not in ("queued", "running"):
@@ -231,7 +266,7 @@ class EvaluationQueue:
                 )
                 db.commit()
             caller = Caller(row.token_id or "evaluation", row.token_name or "", row.token_role)
-            return Plan(
+            plan = Plan(
                 row.id,
                 row.app_uuid,
                 row.app_version,
@@ -240,6 +275,11 @@ class EvaluationQueue:
                 list(row.output_keys),
                 caller,
             )
+        with self._lock:
+            if len(self._plans) >= _PLANS_KEPT:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[evaluation_id] = plan
+        return plan
 
     def _finished_run(self, case: EvaluationCase) -> tuple[str | None, CaseRun] | None:
         """The run an earlier claim of this case started, if it ended (not interrupted)."""
@@ -291,23 +331,30 @@ class EvaluationQueue:
     # --- evaluations -------------------------------------------------------------------
 
     def _finish_if_complete(self, evaluation_id: str) -> None:
-        with transaction(self.db) as db:
-            open_cases = db.scalar(
-                select(func.count())
-                .select_from(EvaluationCase)
+        """End the evaluation ``done`` if no case of it is open (the worker of its last
+        case does). The look is a plain read: it runs after every case."""
+        with self.services.engine.connect() as conn:
+            still_open = conn.execute(
+                select(EvaluationCase.id)
                 .where(
                     EvaluationCase.evaluation_id == evaluation_id,
                     EvaluationCase.status.in_(OPEN),
                 )
+                .limit(1)
+            ).first()
+        if still_open is not None:
+            return
+        with transaction(self.db) as db:
+            db.execute(
+                update(Evaluation)
+                .where(Evaluation.id == evaluation_id, Evaluation.status.in_(("queued", "running")))
+                .values(status="done", finished_at=utcnow())
             )
-            if not open_cases:
-                db.execute(
-                    update(Evaluation)
-                    .where(
-                        Evaluation.id == evaluation_id, Evaluation.status.in_(("queued", "running"))
-                    )
-                    .values(status="done", finished_at=utcnow())
-                )
+        self._forget(evaluation_id)
+
+    def _forget(self, evaluation_id: str) -> None:
+        with self._lock:
+            self._plans.pop(evaluation_id, None)
 
     def fail_evaluation(self, evaluation_id: str, code: str, message: str) -> None:
         """End an evaluation ``failed``: its open cases are cancelled with the error."""
@@ -319,6 +366,7 @@ class EvaluationQueue:
                 .values(status="failed", error=error, finished_at=utcnow())
             )
             cancel_cases(db, evaluation_id, error)
+        self._forget(evaluation_id)
         self.stop_cases(evaluation_id)
         log.info("evaluation %s failed: %s", evaluation_id, code)
 

@@ -131,7 +131,8 @@ class RunRequest:
     list), oldest first; given, they are the run's history instead of the
     session's, cut like a session's to the app's ``history`` depth.
     ``app_version`` runs an earlier definition of the app, and ``overrides``
-    change its llm steps (``runs.overrides``; evaluations use both).
+    change its llm steps (``runs.overrides``; evaluations use both). ``run_id`` is the
+    id to record the run under (an evaluation notes it on its case before the run).
     """
 
     app_uuid: str
@@ -142,6 +143,7 @@ class RunRequest:
     history: tuple[HistoryTurn, ...] | None = None
     app_version: int | None = None
     overrides: RunOverrides | None = None
+    run_id: str | None = None
 
 
 @dataclass
@@ -245,7 +247,7 @@ class RunService:
             elif known and runner.history:
                 history = records.load_history(conn, session_id, runner.history)
             timeout = min(limits.timeout_seconds, app.document.limits.timeout_seconds or math.inf)
-            run_id = str(uuid.uuid4())
+            run_id = request.run_id or str(uuid.uuid4())
             self._admit(conn, request, app, run_id, (session_id, known), inputs, timeout)
         return PreparedRun(run_id, app.uuid, app.name, runner, inputs, session_id, history, timeout)
 

@@ -147,6 +147,8 @@ class LeaseQueue:
                     updated_at=now,
                     **values,
                 )
+                # The session is new and holds nothing to keep in step with the update.
+                .execution_options(synchronize_session=False)
             )
             rows = list(
                 db.scalars(
@@ -201,6 +203,7 @@ class LeaseQueue:
                     update(table.model)
                     .where(key == row_key, self._column("claim_token") == claimed.token)
                     .values(updated_at=now, **values)
+                    .execution_options(synchronize_session=False)
                 )
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     lost.add(row_key)
