@@ -173,6 +173,25 @@ def _entries(client: Client, uuid: str) -> None:
     live()
 
 
+def _rows(entries: list[EntryInfo]) -> list[dict[str, Any]]:
+    """The entries table's rows."""
+    return [
+        {
+            "name": e.name,
+            "status": e.status,
+            "stage": e.stage or "",
+            "chunks": f"{e.chunks_done}/{e.chunks_total or '?'}",
+            "metadata": json.dumps(e.entry_metadata),
+            "refresh": e.refresh if e.type == "url" else "",
+            "last refreshed": _when(e.last_refreshed_at),
+            "next refresh": _when(e.next_refresh_at),
+            "error": e.error or "",
+            "uuid": e.uuid,
+        }
+        for e in entries
+    ]
+
+
 def _entries_table(
     client: Client, uuid: str, entries: list[EntryInfo] | None, was_busy: bool
 ) -> None:
@@ -194,24 +213,7 @@ def _entries_table(
         return
     done = sum(e.status in DONE for e in entries)
     st.progress(done / len(entries), text=f"{done} of {len(entries)} entries processed")
-    st.dataframe(
-        [
-            {
-                "name": e.name,
-                "status": e.status,
-                "stage": e.stage or "",
-                "chunks": f"{e.chunks_done}/{e.chunks_total or '?'}",
-                "metadata": json.dumps(e.entry_metadata),
-                "refresh": e.refresh if e.type == "url" else "",
-                "last refreshed": _when(e.last_refreshed_at),
-                "next refresh": _when(e.next_refresh_at),
-                "error": e.error or "",
-                "uuid": e.uuid,
-            }
-            for e in entries
-        ],
-        hide_index=True,
-    )
+    st.dataframe(_rows(entries), hide_index=True)
     names = {e.uuid: e.name for e in entries}
     statuses = {e.uuid: e.status for e in entries}
     picked = st.selectbox("Entry", list(names), key="ds_entry_pick", format_func=lambda u: names[u])
