@@ -373,7 +373,7 @@ def load_text(
     """
     _check_size(text, max_bytes)
     _check_characters(text)
-    loader = _Loader(text, max_depth)
+    loader = _open_loader(text, max_depth)
     try:
         try:
             node = loader.get_single_node()
@@ -442,6 +442,16 @@ def _check_characters(text: str) -> None:
     at = next(i for i, c in enumerate(text) if text_problem(c) is not None)
     line = text.count("\n", 0, at) + 1
     raise AppDocumentError([Problem("", f"the document {reason}", line)], code="YAML_INVALID")
+
+
+def _open_loader(text: str, max_depth: int) -> _Loader:
+    """The loader; a character YAML forbids (a control character) is YAML_INVALID at its line."""
+    try:
+        return _Loader(text, max_depth)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        message = f"the document contains U+{exc.character:04X}, a character YAML does not allow"
+        raise AppDocumentError([Problem("", message, line)], code="YAML_INVALID") from None
 
 
 def load_file(path: str | Path, **kwargs: Any) -> AppDocument:

@@ -9,6 +9,7 @@ is marked ``postgres``: ``pytest -m "not postgres"`` runs without the server.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -28,6 +29,7 @@ from waiting import poll_until
 
 from api.app import create_app
 from appforge.core.db import load_tables, make_engine, migrate
+from appforge.core.home import DATABASE_FILE
 from appforge.core.settings import LocalModelSettings, Settings
 from datasources.embedding import Embedder
 from providers.local import LocalProvider
@@ -37,6 +39,13 @@ from providers.local import LocalProvider
 hypothesis.settings.register_profile("appforge", deadline=None, derandomize=True)
 hypothesis.settings.load_profile("appforge")
 
+# Every llama.cpp model the tests load, in this process or in a server process they
+# start (which inherits this environment), runs on one thread. The tests run several
+# models and servers at once on 2 cores, and llama.cpp's threads wait for each other
+# by spinning: a 12-token answer took 0.9 s on one thread and 12-53 s on two on a busy
+# machine. The product's default (every CPU) is for a machine that runs one model.
+os.environ.setdefault("APPFORGE_LOCAL__N_THREADS", "1")
+
 ADMIN_TOKEN = "af_test_admin_token_0123456789"
 PG_SERVER = os.environ.get("APPFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
@@ -44,7 +53,7 @@ PG_SERVER = os.environ.get("APPFORGE_TEST_POSTGRES", "postgresql://postgres@127.
 @pytest.fixture(scope="session")
 def local_provider() -> Iterator[LocalProvider]:
     """The bundled SmolLM2 model, loaded once for the whole test session."""
-    provider = LocalProvider(LocalModelSettings())
+    provider = LocalProvider(LocalModelSettings(n_threads=1))
     yield provider
     provider.close()
 
@@ -156,15 +165,46 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database at the newest revision, migrated once per session.
+
+    Homes of API tests start from a copy (see :func:`seed_home`) instead of running
+    every migration again; the migrations themselves are tested in tests/appforge/test_db.py.
+    """
+    path = tmp_path_factory.mktemp("migrated") / DATABASE_FILE
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    with engine.connect() as conn:  # everything in the database file itself, no -wal
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+def seed_home(home: Path, template: Path) -> None:
+    """Put a copy of the migrated ``template`` database in ``home`` unless it has one."""
+    target = home / DATABASE_FILE
+    if target.exists():
+        return
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copyfile(template, target)
+    target.chmod(0o600)
+
+
 @pytest.fixture
 def make_client(
     local_provider: LocalProvider,
     embedder: Embedder,
+    migrated_sqlite: Path,
 ) -> Iterator[Callable[[Settings], TestClient]]:
-    """Start the real app (lifespan included) on given settings, admin token preset."""
+    """Start the real app (lifespan included) on given settings, admin token preset.
+
+    A SQLite home without a database gets a copy of the session's migrated one."""
     opened: list[TestClient] = []
 
     def make(settings: Settings, **kwargs: Any) -> TestClient:
+        if not settings.database_url:
+            seed_home(settings.home, migrated_sqlite)
         app = create_app(settings, providers={"local": local_provider}, embedder=embedder)
         client = TestClient(app, **kwargs)
         client.__enter__()

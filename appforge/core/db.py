@@ -9,6 +9,7 @@ revision and is safe to call from several processes at once on PostgreSQL.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import DateTime, Integer, MetaData, String, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -85,9 +88,16 @@ def load_tables() -> MetaData:
 
     Used by Alembic (to compare the schema) and by backups (to walk the tables).
     """
+    _load_table_modules()
+    return Base.metadata
+
+
+@functools.cache
+def _load_table_modules() -> None:
+    # Once per process: scanning every installed distribution for entry points takes
+    # a good part of a second, and an imported module stays imported.
     for entry in entry_points(group=TABLES_GROUP):
         entry.load()
-    return Base.metadata
 
 
 def unmanaged(*names: str) -> None:
@@ -170,9 +180,7 @@ def migrate(engine: Engine, server_key: ServerKey | None = None) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             try:
-                cfg = alembic_config(engine, server_key)
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                _upgrade(conn, alembic_config(engine, server_key))
                 conn.commit()
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
@@ -183,9 +191,23 @@ def migrate(engine: Engine, server_key: ServerKey | None = None) -> None:
     database = engine.url.database
     lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None
     with _file_lock(lock_path), engine.begin() as conn:
-        cfg = alembic_config(engine, server_key)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        _upgrade(conn, alembic_config(engine, server_key))
+
+
+def _upgrade(conn: Connection, cfg: Config) -> None:
+    """``alembic upgrade head`` on ``conn``, skipped when it is at the newest revision
+    already: Alembic would load every migration script to find that out."""
+    load_tables()  # the table modules are imported whether a migration runs or not
+    if set(MigrationContext.configure(conn).get_current_heads()) == _script_heads():
+        return
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+@functools.cache
+def _script_heads() -> frozenset[str]:
+    """The newest revisions of the migration scripts (read once per process)."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
 
 
 @contextmanager

@@ -210,6 +210,13 @@ REFUSED = [
     pytest.param("name: x\nsteps:\n\t- id: a\n", "YAML_INVALID", 3, "", id="tab-indentation"),
     pytest.param("name: a\n---\nname: b\n", "YAML_INVALID", 2, "", id="two-documents"),
     pytest.param(
+        "version: 1\nname: a\x15b\n",
+        "YAML_INVALID",
+        2,
+        r"^the document contains U\+0015, a character YAML does not allow$",
+        id="control-character",
+    ),
+    pytest.param(
         "name: !!python/object/apply:os.system [echo hi]\n",
         "YAML_INVALID",
         1,
