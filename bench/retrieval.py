@@ -281,7 +281,7 @@ def report(result: Result) -> None:
         done += f" ({ing.pages / ing.seconds:.2f} pages/s, {chunk_rate(ing):.2f} chunks/s)"
     else:
         done += f" ({ing.embedded} embedded, {chunk_rate(ing):.2f}/s; the others were cached)"
-    if ing.cpu_seconds:
+    if ing.cpu_seconds and ing.embedded:
         done += f", {ing.embedded / ing.cpu_seconds:.1f} chunks per CPU second"
     print(
         f"\nchunk_size {result.size}: {ing.pages} pages, {done}; "
