@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_model import FakeModel, serve_model
-from playwright.sync_api import Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
 from ports import free_port, wait_ok
 from waiting import poll_until
 
@@ -37,6 +37,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "af_browser_admin_token_0123456789"
 TIMEOUT_MS = 90_000
+INGEST_TIMEOUT_MS = 600_000  # only stops a hang
 QUESTION = "Explain in detail how to reset the widget, step by step."
 # Records each text the newest answer shows (with how many answers there are), on
 # every change of the page.
@@ -88,20 +89,32 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             process.wait(timeout=30)
 
 
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium for the module's tests (each gets its own context: no shared cookies).
+
+    Not one per session: between its calls Playwright's sync API leaves its event loop
+    marked as running in this thread, which would break later tests' ``asyncio.run``."""
     assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install -y chromium"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1100})
-            context.set_default_timeout(TIMEOUT_MS)
-            opened = context.new_page()
-            yield opened
-            # What the browser showed last, to see why a step failed.
-            opened.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        opened = context.new_page()
+        yield opened
+        # What the browser showed last, to see why a step failed.
+        opened.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
+    finally:
+        context.close()
 
 
 class Shots:
@@ -201,8 +214,9 @@ def test_new_user_builds_a_chat_app_over_a_file_and_chats_with_it(
     _type(page.get_by_label("Metadata value 1"), "widget")
     page.get_by_role("button", name="Add", exact=True).click()
     page.get_by_text("Added 1 entry").wait_for()
-    # The entries table refreshes itself until the entry is processed.
-    page.get_by_text("1 of 1 entries processed").wait_for()
+    # The entries table refreshes itself until the entry is processed; the server loads
+    # the embedding model for this first entry, which a loaded machine takes minutes for.
+    page.get_by_text("1 of 1 entries processed").wait_for(timeout=INGEST_TIMEOUT_MS)
     with _api(served) as api:
         [source] = [d for d in api.get("/api/datasources").json() if d["name"] == "widget-docs"]
         [entry] = api.get(f"/api/datasources/{source['uuid']}/entries").json()
