@@ -3,9 +3,8 @@
 A run costs two short transactions: one before the model is called (the app,
 the session and its history, the admission count, the new run row) and one
 after (the finished run, its managed-prompt uses, the session's new turn). No
-ORM objects are built on this path, and its statements run on the driver's
-cursor (:mod:`runs.statements`). Parsed app documents are cached by app and
-version, so a run reads the stored JSON only when the app changed.
+ORM objects are built on this path. Parsed app documents are cached by app
+and version, so a run reads the stored JSON only when the app changed.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from apps_yaml.events import Outcome
 from apps_yaml.runner import HistoryTurn
 from apps_yaml.schema import AppDocument
 from runs.errors import AppAmbiguousError, AppNotFoundError, SessionIdInvalidError
-from runs.statements import Lean
 from runs.tables import App, ChatSession, Run, RunPrompt, Turn
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -64,20 +62,20 @@ class DocumentCache:
                 self._docs.popitem(last=False)
 
 
-# Statements built once and compiled once per dialect (runs.statements): a run
-# executes them with parameters only, on the driver's cursor.
-_APP = Lean(select(App.name, App.version, App.public).where(App.uuid == bindparam("b_app")))
-_DOCUMENT = Lean(select(App.document).where(App.uuid == bindparam("b_app")))
-_SESSION_ROW = Lean(
-    select(ChatSession.app_uuid, ChatSession.owner).where(ChatSession.id == bindparam("b_session"))
+# Statements built once (their compiled form is cached): a run executes them with
+# parameters only, so building and hashing SQL does not cost on every run.
+_APP = select(App.name, App.version, App.public).where(App.uuid == bindparam("b_app"))
+_DOCUMENT = select(App.document).where(App.uuid == bindparam("b_app"))
+_SESSION_ROW = select(ChatSession.app_uuid, ChatSession.owner).where(
+    ChatSession.id == bindparam("b_session")
 )
-_HISTORY = Lean(
+_HISTORY = (
     select(Turn.transcript, Turn.input, Turn.output)
     .where(Turn.session_id == bindparam("b_session"))
     .order_by(Turn.n.desc())
     .limit(bindparam("b_depth"))
 )
-_ACTIVE = Lean(
+_ACTIVE = (
     select(func.count())
     .select_from(Run)
     .where(
@@ -86,7 +84,7 @@ _ACTIVE = Lean(
         Run.created_at > bindparam("b_since"),
     )
 )
-_SESSION_RUN = Lean(
+_SESSION_RUN = (
     select(Run.id)
     .where(
         Run.session_id == bindparam("b_session"),
@@ -95,25 +93,9 @@ _SESSION_RUN = Lean(
     )
     .limit(1)
 )
-_SESSION_COLUMNS = ("id", "app_uuid", "owner", "created_at", "updated_at")
-_NEW_SESSION = Lean(insert(ChatSession), _SESSION_COLUMNS)
-_RUN_COLUMNS = (
-    "id",
-    "app_uuid",
-    "app_version",
-    "session_id",
-    "token_id",
-    "process_id",
-    "status",
-    "stream",
-    "input",
-    "output",
-    "steps",
-    "usage",
-    "created_at",
-)
-_NEW_RUN = Lean(insert(Run), _RUN_COLUMNS)
-_FINISH = Lean(
+_NEW_SESSION = insert(ChatSession)
+_NEW_RUN = insert(Run)
+_FINISH = (
     update(Run)
     .where(Run.id == bindparam("b_run"))
     .values(
@@ -128,24 +110,22 @@ _FINISH = Lean(
     )
 )
 _PROMPT_USES = insert(RunPrompt)
-_LOCK_APP = Lean(update(App).where(App.uuid == bindparam("b_app")).values(version=App.version))
+_LOCK_APP = update(App).where(App.uuid == bindparam("b_app")).values(version=App.version)
 _SESSION = bindparam("b_session", type_=String(128))
 # The session's next turn, numbered in the same statement.
-_NEXT_TURN = Lean(
-    insert(Turn).from_select(
-        ["session_id", "n", "run_id", "input", "output", "transcript", "created_at"],
-        select(
-            _SESSION,
-            func.coalesce(func.max(Turn.n), 0) + 1,
-            bindparam("b_run", type_=String(36)),
-            bindparam("b_input", type_=JSON),
-            bindparam("b_output", type_=JSON),
-            bindparam("b_transcript", type_=JSON),
-            bindparam("b_now", type_=UTCDateTime),
-        ).where(Turn.session_id == _SESSION),
-    )
+_NEXT_TURN = insert(Turn).from_select(
+    ["session_id", "n", "run_id", "input", "output", "transcript", "created_at"],
+    select(
+        _SESSION,
+        func.coalesce(func.max(Turn.n), 0) + 1,
+        bindparam("b_run", type_=String(36)),
+        bindparam("b_input", type_=JSON),
+        bindparam("b_output", type_=JSON),
+        bindparam("b_transcript", type_=JSON),
+        bindparam("b_now", type_=UTCDateTime),
+    ).where(Turn.session_id == _SESSION),
 )
-_TOUCH_SESSION = Lean(
+_TOUCH_SESSION = (
     update(ChatSession)
     .where(ChatSession.id == bindparam("b_session"))
     .values(updated_at=bindparam("b_now"))
@@ -161,16 +141,15 @@ def stored_document(doc: AppDocument) -> dict[str, Any]:
 
 def load_app(conn: Connection, app_uuid: str, cache: DocumentCache) -> AppRecord:
     """The app's current version; raises ``APP_NOT_FOUND``."""
-    row = _APP.first(conn, {"b_app": app_uuid})
+    row = conn.execute(_APP, {"b_app": app_uuid}).first()
     if row is None:
         raise AppNotFoundError(f"no app '{app_uuid}'")
-    name, version, public = row
-    doc = cache.get((app_uuid, version))
+    doc = cache.get((app_uuid, row.version))
     if doc is None:
-        stored = _DOCUMENT.first(conn, {"b_app": app_uuid})
-        doc = AppDocument.model_validate(stored[0] if stored is not None else None)
-        cache.put((app_uuid, version), doc)
-    return AppRecord(app_uuid, name, version, public, doc)
+        stored = conn.scalar(_DOCUMENT, {"b_app": app_uuid})
+        doc = AppDocument.model_validate(stored)
+        cache.put((app_uuid, row.version), doc)
+    return AppRecord(app_uuid, row.name, row.version, row.public, doc)
 
 
 def find_app_uuid(conn: Connection, ref: str) -> str:
@@ -198,14 +177,14 @@ def check_session_id(session_id: str) -> None:
 
 def load_session(conn: Connection, session_id: str) -> tuple[str, str | None] | None:
     """The session's app and owner, or None if there is no such session."""
-    row = _SESSION_ROW.first(conn, {"b_session": session_id})
-    return None if row is None else (row[0], row[1])
+    row = conn.execute(_SESSION_ROW, {"b_session": session_id}).first()
+    return None if row is None else (row.app_uuid, row.owner)
 
 
 def load_history(conn: Connection, session_id: str, depth: int) -> list[HistoryTurn]:
     """The last ``depth`` turns of the session, oldest first."""
-    rows = _HISTORY.rows(conn, {"b_session": session_id, "b_depth": depth})
-    return [HistoryTurn(transcript, given, output) for transcript, given, output in reversed(rows)]
+    rows = conn.execute(_HISTORY, {"b_session": session_id, "b_depth": depth}).all()
+    return [HistoryTurn(r.transcript, r.input, r.output) for r in reversed(rows)]
 
 
 def lock_app(conn: Connection, app_uuid: str) -> None:
@@ -219,18 +198,20 @@ def lock_app(conn: Connection, app_uuid: str) -> None:
         key = int(hashlib.sha256(app_uuid.encode()).hexdigest()[:15], 16)
         conn.execute(select(func.pg_advisory_xact_lock(key)))
     else:
-        _LOCK_APP.run(conn, {"b_app": app_uuid})
+        conn.execute(_LOCK_APP, {"b_app": app_uuid})
 
 
 def count_active(conn: Connection, app_uuid: str, since: datetime) -> int:
     """Runs of the app still going that started after ``since`` (older ones are dead)."""
-    row = _ACTIVE.first(conn, {"b_app": app_uuid, "b_since": since})
-    return int(row[0] or 0) if row is not None else 0
+    active = conn.scalar(_ACTIVE, {"b_app": app_uuid, "b_since": since})
+    return int(active or 0)
 
 
 def session_busy(conn: Connection, session_id: str, since: datetime) -> bool:
     """Whether the session has a run going that started after ``since``."""
-    return _SESSION_RUN.first(conn, {"b_session": session_id, "b_since": since}) is not None
+    return (
+        conn.execute(_SESSION_RUN, {"b_session": session_id, "b_since": since}).first() is not None
+    )
 
 
 def insert_session(conn: Connection, session_id: str, app_uuid: str, owner: str) -> None:
@@ -242,7 +223,7 @@ def insert_session(conn: Connection, session_id: str, app_uuid: str, owner: str)
         "created_at": now,
         "updated_at": now,
     }
-    _NEW_SESSION.run(conn, values)
+    conn.execute(_NEW_SESSION, values)
 
 
 def insert_run(
@@ -256,8 +237,8 @@ def insert_run(
     process_id: str | None = None,
 ) -> None:
     """The new run, ``running``, owned by the process ``process_id`` (see runs.recovery)."""
-    _NEW_RUN.run(
-        conn,
+    conn.execute(
+        _NEW_RUN,
         {
             "id": run_id,
             "app_uuid": app.uuid,
@@ -296,8 +277,8 @@ def store_finished(conn: Connection, done: Finish, *, turn: bool = True) -> None
     error = None
     if failure is not None:
         error = {"code": failure.code, "message": failure.message, "step": failure.step}
-    updated = _FINISH.run(
-        conn,
+    updated = conn.execute(
+        _FINISH,
         {
             "b_run": done.run_id,
             "b_status": outcome.status,
@@ -310,7 +291,7 @@ def store_finished(conn: Connection, done: Finish, *, turn: bool = True) -> None
             "b_now": now,
         },
     )
-    if updated == 0:
+    if updated.rowcount == 0:
         return  # the app was deleted while it ran
     if outcome.prompts:
         conn.execute(
@@ -352,5 +333,5 @@ def _add_turn(conn: Connection, done: Finish, now: datetime) -> None:
         "b_transcript": done.outcome.transcript,
         "b_now": now,
     }
-    _NEXT_TURN.run(conn, params)
-    _TOUCH_SESSION.run(conn, {"b_session": done.session_id, "b_now": now})
+    conn.execute(_NEXT_TURN, params)
+    conn.execute(_TOUCH_SESSION, {"b_session": done.session_id, "b_now": now})
