@@ -12,15 +12,19 @@ evaluation's ``concurrency`` caps how many of its cases run at once.
 No case is lost or has two results: a result is written only under the claim
 it was run with, so a worker that lost its claim (the case was cancelled, or
 taken over) writes nothing. The id of a case's run is stored before the run
-starts: a worker that takes the case over and finds that run finished (its
-worker died before writing the result) scores that run instead of running the
-case again. The worker that writes the last result ends the evaluation ``done``.
+starts: the claim itself gives a case without one a fresh id, which the run is
+recorded under (no write of its own). A worker that takes the case over and finds
+that run finished (its worker died before writing the result) scores that run
+instead of running the case again; if the run never started or was interrupted, it
+notes a new id before running the case (the one extra write, on this rare path). The
+worker that writes the last result ends the evaluation ``done``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,6 +150,8 @@ class EvaluationQueue:
         self._lock = threading.Lock()
         self._busy = threading.local()  # whether this thread's last claim found a case
         self._plans: dict[str, Plan] = {}  # of running evaluations (they do not change)
+        # claim token -> the run id that claim gave its case (the case had none)
+        self._new_runs: dict[str, str] = {}
 
     # --- one case ----------------------------------------------------------------------
 
@@ -157,10 +163,10 @@ class EvaluationQueue:
             # that just found a case goes straight to the claim.
             if not busy and not self.queue.has_claimable():
                 break
-            claimed = self.queue.claim(1, process_id=self.process_id)
-            if claimed:
+            claimed = self._claim_one(self.queue)
+            if claimed is not None:
                 self._busy.value = True
-                return claimed[0]
+                return claimed
             # Another worker took the row between this claim's look and its update (on
             # SQLite, where rows are not locked): look again now, not a poll later.
             busy = False
@@ -185,8 +191,19 @@ class EvaluationQueue:
             "running",
         )
         mine = LeaseQueue(self.db, only, self.queue.lease.total_seconds())
-        while claimed := mine.claim(1, process_id=self.process_id):
-            self.work(claimed[0])
+        while claimed := self._claim_one(mine):
+            self.work(claimed)
+
+    def _claim_one(self, queue: LeaseQueue) -> EvaluationCase | None:
+        """One case claimed in one statement; a case without a run id gets a fresh one in
+        the same write (its run is recorded under it, see :meth:`_run`)."""
+        fresh = str(uuid.uuid4())
+        run_id = func.coalesce(EvaluationCase.run_id, fresh)
+        case: EvaluationCase | None = queue.claim_one(process_id=self.process_id, run_id=run_id)
+        if case is not None and case.run_id == fresh and case.claim_token is not None:
+            with self._lock:
+                self._new_runs[case.claim_token] = fresh
+        return case
 
     def work(self, case: EvaluationCase) -> None:
         """Run, score and store one claimed case (a lost claim stores nothing)."""
@@ -201,6 +218,7 @@ class EvaluationQueue:
         finally:
             with self._lock:
                 self._active.pop(case.id, None)
+                self._new_runs.pop(case.claim_token or "", None)
 
     def _work(self, case: EvaluationCase, plan: Plan, cancel: threading.Event) -> None:
         if case.attempts > MAX_ATTEMPTS:  # its worker died each time: do not try forever
@@ -298,17 +316,24 @@ class EvaluationQueue:
     def _run(
         self, case: EvaluationCase, plan: Plan, cancel: threading.Event
     ) -> tuple[str | None, CaseRun] | None:
+        with self._lock:
+            noted = self._new_runs.pop(case.claim_token or "", None)
+        run_id = noted if noted is not None and noted == case.run_id else str(uuid.uuid4())
+        # Noted before it runs: a worker taking this case over scores this run if it ends.
+        # This claim noted it already unless an earlier claim's run never ended.
+        if noted != run_id and self.queue.write(
+            {case.id: Claimed(case.claim_token, {"run_id": run_id})}
+        ):
+            return None  # the claim is lost: the case is someone else's
         request = RunRequest(
             plan.app_uuid,
             case.input,
             caller=plan.caller,
             app_version=plan.app_version,
             overrides=plan.overrides,
+            run_id=run_id,
         )
         prepared = self.runs.prepare(request)
-        # Noted before it runs: a worker taking this case over scores this run if it ends.
-        if self.queue.write({case.id: Claimed(case.claim_token, {"run_id": prepared.run_id})}):
-            cancel.set()  # the claim is lost: end the recorded run at once
         finished = self.runs.execute(prepared, cancel, None)
         if cancel.is_set() and finished.status == "cancelled":
             return None

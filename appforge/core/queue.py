@@ -11,6 +11,8 @@ and webhook delivery (``webhook_deliveries``) are two queues of this kind.
   ``UPDATE`` gives them this claim's token and a lease, so two workers never
   hold the same row, on SQLite either. A row whose worker died comes back when
   its lease ends (the table's ``claimable`` condition says so).
+  :meth:`LeaseQueue.claim_one` takes one row in one ``UPDATE ... RETURNING``
+  where the database has it (a worker that claims per row pays one statement).
 - :meth:`LeaseQueue.write` stores a worker's results, each guarded by its claim
   token: a worker that lost its claim (the row was deleted, or its lease ran
   out and another worker took it) learns so instead of clobbering. A row that
@@ -160,6 +162,49 @@ class LeaseQueue:
         if rows:
             self.held.add(token, {getattr(row, table.key) for row in rows})
         return rows
+
+    def claim_one(self, now: datetime | None = None, **values: Any) -> Any | None:
+        """Take the oldest row claimable at ``now`` (see :meth:`claim`), or None.
+
+        Where the database can (``UPDATE ... RETURNING``: PostgreSQL, SQLite 3.35 and
+        later) this is one statement: the row is picked by a subquery (on PostgreSQL
+        ``FOR UPDATE SKIP LOCKED``), claimed under the same condition, and returned.
+        Elsewhere it is :meth:`claim` of one row.
+        """
+        bind = self.db.kw.get("bind")
+        if bind is None or not bind.dialect.update_returning:
+            return next(iter(self.claim(1, now, **values)), None)
+        table, key = self.table, self._column(self.table.key)
+        with transaction(self.db) as db:
+            token = uuid.uuid4().hex
+            if table.counts_attempts:
+                values = {"attempts": self._column("attempts") + 1, **values}
+            now = now or utcnow()
+            pick = (
+                select(key)
+                .where(table.claimable(now))
+                .order_by(self._column(table.order_by))
+                .limit(1)
+                .correlate(None)  # its own scan of the table, not the updated row
+            )
+            if bind.dialect.name == "postgresql":
+                pick = pick.with_for_update(skip_locked=True)
+            row = db.scalars(
+                update(table.model)
+                .where(key == pick.scalar_subquery(), table.claimable(now))
+                .values(
+                    status=table.claimed_status,
+                    claim_token=token,
+                    lease_until=now + self.lease,
+                    updated_at=now,
+                    **values,
+                )
+                .returning(table.model),
+                execution_options={"synchronize_session": False},
+            ).first()
+        if row is not None:
+            self.held.add(token, {getattr(row, table.key)})
+        return row
 
     def has_claimable(self) -> bool:
         """Whether a claim now would find a row (a cheap look, no claim)."""
