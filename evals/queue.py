@@ -301,7 +301,9 @@ class EvaluationQueue:
 
     def _finished_run(self, case: EvaluationCase) -> tuple[str | None, CaseRun] | None:
         """The run an earlier claim of this case started, if it ended (not interrupted)."""
-        if case.run_id is None:
+        with self._lock:
+            fresh = self._new_runs.get(case.claim_token or "")
+        if case.run_id is None or case.run_id == fresh:  # none, or this claim's: not run yet
             return None
         with self.db() as db:
             row = db.get(Run, case.run_id)
