@@ -153,6 +153,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         values: dict[str, Any] = {
             "home": tmp_path / "home",
             "admin_token": SecretStr(ADMIN_TOKEN),
+            # Readiness checks answer within 2 s by default; a loaded CI machine can take
+            # longer to open the vector store or the model, which is not what tests check.
+            "health": {"timeout_seconds": 30},
         }
         values.update(overrides)
         return Settings(**values)

@@ -91,7 +91,8 @@ def test_ready_503_when_the_database_is_down(
     make_client: MakeClient, make_settings: Callable[..., Settings], doomed_postgres: str
 ):
     settings = make_settings(
-        database_url=f"{PG_SERVER}/{doomed_postgres}", health={"cache_seconds": 0}
+        database_url=f"{PG_SERVER}/{doomed_postgres}",
+        health={"cache_seconds": 0, "timeout_seconds": 30},
     )
     client = make_client(settings)
     assert client.get("/api/health/ready").status_code == 200

@@ -243,7 +243,7 @@ from appforge.core.settings import Settings
 home, url, token, app_yaml = sys.argv[1:5]
 settings = Settings(
     home=home, admin_token=token, models={"default": "openai:fake"},
-    openai={"base_url": url, "api_key": "fake"},
+    openai={"base_url": url, "api_key": "fake"}, health={"timeout_seconds": 30},
 )
 with TestClient(create_app(settings)) as client:
     client.headers["Authorization"] = f"Token {token}"
