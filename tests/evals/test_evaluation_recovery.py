@@ -166,7 +166,15 @@ def test_cli_eval_on_a_server_cancels_its_evaluation_on_ctrl_c(tmp_path: Path, m
     command += ["--scorers", str(scorers), "--server", server.base, "--concurrency", "1"]
     env = {**os.environ, "APPFORGE_TOKEN": ADMIN_TOKEN, "APPFORGE_HOME": str(tmp_path / "cli")}
     with err.open("wb") as stderr:
-        cli = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        # Ctrl-C reaches the CLI even when this suite runs as a background job, whose
+        # children start with SIGINT ignored (a shell's rule), and Python keeps it ignored.
+        cli = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+        )
     try:
 
         def running() -> dict[str, Any] | None:
