@@ -15,19 +15,10 @@ from typing import Any
 
 import streamlit as st
 
-TYPES = [
-    "equals",
-    "contains",
-    "regex",
-    "json_schema",
-    "number_close",
-    "similarity",
-    "cites",
-    "latency_ms",
-    "tokens",
-    "judge",
-]
-HINTS = {
+from appforge.client import SCORER_TYPES, ScorerType
+
+# A line on each type the server takes (SCORER_TYPES, through the client).
+HINTS: dict[ScorerType, str] = {
     "equals": "the output is the reference (text compared without surrounding spaces)",
     "contains": "the reference text is in the output",
     "regex": "the pattern (RE2) matches somewhere in the output",
@@ -60,7 +51,7 @@ def _add(kind: str) -> None:
 
 def _add_chosen() -> None:
     # Read when clicked: the type picked in the same interaction counts.
-    _add(str(st.session_state.get("ev_sc_new_type") or TYPES[0]))
+    _add(str(st.session_state.get("ev_sc_new_type") or SCORER_TYPES[0]))
 
 
 def _remove(row_id: int) -> None:
@@ -83,7 +74,7 @@ def scorer_rows(output_keys: list[str]) -> None:
             )
             _fields(row["id"], row["type"], output_keys)
     kind_col, add_col = st.columns([3, 1])
-    kind_col.selectbox("Scorer type", TYPES, key="ev_sc_new_type")
+    kind_col.selectbox("Scorer type", SCORER_TYPES, key="ev_sc_new_type")
     add_col.button("Add scorer", key="ev_sc_add", on_click=_add_chosen)
 
 

@@ -34,27 +34,16 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema
 import re2
 from pydantic import BaseModel, ConfigDict, Field
 
+from appforge.core.scorer_types import ScorerType
 from appforge.core.settings import EvalSettings
 from evals.errors import ScorerInvalidError
 
-ScorerType = Literal[
-    "equals",
-    "contains",
-    "regex",
-    "json_schema",
-    "number_close",
-    "similarity",
-    "cites",
-    "latency_ms",
-    "tokens",
-    "judge",
-]
 _BUDGETS = ("latency_ms", "tokens")
 _SIMILARITY = 0.7
 _SHOWN = 120  # characters of a value quoted in a reason

@@ -33,6 +33,7 @@ from appforge.client.errors import (
     error_from,
 )
 from appforge.client.eval_models import (
+    SCORER_TYPES,
     CaseInfo,
     CaseResult,
     CasesAdded,
@@ -40,6 +41,7 @@ from appforge.client.eval_models import (
     EvaluationComparison,
     EvaluationInfo,
     EvaluationPolicy,
+    ScorerType,
 )
 from appforge.client.models import (
     AliasConfig,
@@ -193,6 +195,8 @@ __all__ = [
     "RunRow",
     "RunStats",
     "RunSummary",
+    "SCORER_TYPES",
+    "ScorerType",
     "SearchHit",
     "SearchResults",
     "ServerError",

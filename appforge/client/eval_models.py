@@ -2,7 +2,8 @@
 
 Each model mirrors a ``*Public`` answer of ``api/routes/datasets.py`` and
 ``api/routes/evaluations.py``; cases' input, expected and metadata, outputs and
-scores stay JSON mappings.
+scores stay JSON mappings. ``ScorerType`` and ``SCORER_TYPES`` name the scorers an
+evaluation takes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from appforge.client.models import Result
+
+# The scorer types an evaluation takes (the server's own list), for forms and callers.
+from appforge.core.scorer_types import SCORER_TYPES as SCORER_TYPES
+from appforge.core.scorer_types import ScorerType as ScorerType
 
 
 class DatasetInfo(Result):

@@ -6,4 +6,5 @@
 - ``queue``: the one lease queue (claim rows with a lease, worker threads).
 - ``sandbox``: the one Jinja2 sandbox every template is compiled in.
 - ``signing``: the request-signing scheme shared by the server and the client.
+- ``scorer_types``: the scorer types of evaluations, shared by ``evals`` and the client.
 """

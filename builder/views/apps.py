@@ -11,6 +11,7 @@ import streamlit as st
 from appforge.client import AppInfo, Client
 from builder import app_editor, app_form, datasource_choice, share
 from builder.connection import ERRORS, get_client, show_error
+from builder.page_controls import confirmed_delete, flash_and_rerun, show_flash
 
 CREATE, EDIT = "Create an app", "Edit an app"
 NEW_SCOPE, NEW_YAML = "apps_new", "apps_new_yaml"
@@ -31,12 +32,6 @@ def _take_next() -> None:
         st.session_state["apps_mode"] = mode
     if uuid:
         st.session_state["apps_open"] = uuid
-
-
-def _flash() -> None:
-    message = st.session_state.pop("apps_flash", None)
-    if message:
-        st.success(message)
 
 
 def _label(app: AppInfo) -> str:
@@ -127,7 +122,7 @@ def _save_origins(client: Client, app: AppInfo, scope: str, editor_key: str) -> 
 st.title("Apps")
 client = get_client()
 _take_next()
-_flash()
+show_flash("apps_flash")
 
 query = st.text_input("Search apps", key="apps_q")
 try:
@@ -229,19 +224,14 @@ if older:
             st.rerun()
 
 st.markdown("**Delete**")
-confirm = st.checkbox(
-    f"Yes, delete {app.name} with its versions, sessions and runs", key="apps_delete_confirm"
-)
-if st.button("Delete app", key="apps_delete", disabled=not confirm, type="primary"):
-    try:
-        client.delete_app(uuid)
-    except ERRORS as exc:
-        show_error(exc)
-    else:
-        app_editor.forget(scope, editor_key)
-        st.session_state.pop("apps_open", None)
-        if len(apps) == 1:
-            _go_to(CREATE)
-        st.session_state.pop("apps_delete_confirm", None)
-        st.session_state["apps_flash"] = f"Deleted {app.name}"
-        st.rerun()
+if confirmed_delete(
+    f"Yes, delete {app.name} with its versions, sessions and runs",
+    "Delete app",
+    ("apps_delete_confirm", "apps_delete"),
+    lambda: client.delete_app(uuid),
+):
+    app_editor.forget(scope, editor_key)
+    st.session_state.pop("apps_open", None)
+    if len(apps) == 1:
+        _go_to(CREATE)
+    flash_and_rerun("apps_flash", f"Deleted {app.name}")

@@ -12,6 +12,7 @@ import streamlit as st
 
 from appforge.client import Client, EvaluationComparison, EvaluationInfo
 from builder.connection import ERRORS, get_client, show_error
+from builder.page_controls import choose, page_offset
 
 LISTED = 200  # the newest evaluations offered to compare
 PAGE_SIZE = 20  # cases shown at a time
@@ -44,18 +45,12 @@ def _pick(client: Client) -> tuple[str, str]:
         st.info("Run two evaluations (Evaluations page) to compare them.")
         st.stop()
     by_id = {e.id: e for e in found}
-    ids = list(by_id)
-    for key in ("cmp_a", "cmp_b"):
-        if st.session_state.get(key) not in by_id:
-            st.session_state.pop(key, None)
     a_col, b_col = st.columns(2)
-    a = a_col.selectbox(
-        "A (before)", ids, index=1, key="cmp_a", format_func=lambda i: _label(by_id[i], apps)
-    )
-    b = b_col.selectbox(
-        "B (after)", ids, index=0, key="cmp_b", format_func=lambda i: _label(by_id[i], apps)
-    )
-    return str(a), str(b)
+    with a_col:
+        a = choose("A (before)", by_id, "cmp_a", lambda e: _label(e, apps), index=1)
+    with b_col:
+        b = choose("B (after)", by_id, "cmp_b", lambda e: _label(e, apps))
+    return a, b
 
 
 def _figure(value: float | None, kind: str) -> str:
@@ -183,10 +178,7 @@ def _cases(compared: EvaluationComparison) -> None:
     """Each case side by side, grouped: regressed, improved, unchanged (and missing)."""
     ordered = [c for g in GROUPS for c in compared.cases if c["change"] == g]
     _table(ordered)
-    pages = max(1, -(-len(ordered) // PAGE_SIZE))
-    if pages > 1:
-        st.number_input(f"Cases page (of {pages})", min_value=1, max_value=pages, key="cmp_page")
-    start = (min(st.session_state.get("cmp_page", 1), pages) - 1) * PAGE_SIZE
+    start = page_offset(len(ordered), PAGE_SIZE, "cmp_page", "Cases page")
     shown = ordered[start : start + PAGE_SIZE]
     for group, title in GROUPS.items():
         members = [c for c in shown if c["change"] == group]

@@ -6,28 +6,28 @@ case (by its id, optionally with its output as the expected answer)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import streamlit as st
 
 from appforge.client import CaseInfo, Client, DatasetInfo
 from builder.connection import ERRORS, get_client, show_error
+from builder.page_controls import (
+    choose,
+    confirmed_delete,
+    flash_and_rerun,
+    page_offset,
+    show_flash,
+)
 
 PAGE_SIZE = 50
 Format = Literal["jsonl", "csv"]
 FORMATS: dict[str, Format] = {"JSONL": "jsonl", "CSV": "csv"}
+FLASH = "dsets_flash"  # what a change says on the page's next run
 
 
-def _flash() -> None:
-    message = st.session_state.pop("dsets_flash", None)
-    if message:
-        st.success(message)
-
-
-def _done(message: str) -> None:
-    """After a change: say so on the next run, which shows the new state."""
-    st.session_state["dsets_flash"] = message
-    st.rerun()
+def _done(message: str) -> NoReturn:
+    flash_and_rerun(FLASH, message)
 
 
 def _compact(value: Any) -> str:
@@ -81,13 +81,7 @@ def _rename(client: Client, dataset: DatasetInfo) -> None:
 
 def _page_of_cases(client: Client, dataset: DatasetInfo) -> tuple[int, list[CaseInfo]]:
     """The cases of the page chosen (a page number shows when there are more than fit)."""
-    pages = max(1, -(-dataset.case_count // PAGE_SIZE))
-    key = f"dsets_page_{dataset.id}"
-    if st.session_state.get(key, 1) > pages:  # cases were deleted under a later page
-        st.session_state[key] = pages
-    if pages > 1:
-        st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key=key)
-    offset = (st.session_state.get(key, 1) - 1) * PAGE_SIZE
+    offset = page_offset(dataset.case_count, PAGE_SIZE, f"dsets_page_{dataset.id}")
     return offset, client.list_cases(dataset.id, limit=PAGE_SIZE, offset=offset)
 
 
@@ -233,21 +227,19 @@ def _add_run(client: Client, dataset: DatasetInfo) -> None:
 
 def _delete(client: Client, dataset: DatasetInfo) -> None:
     st.subheader("Delete the dataset")
-    confirm = st.checkbox(f"Yes, delete {dataset.name} and its cases", key="dsets_confirm")
-    if st.button("Delete dataset", key="dsets_delete", disabled=not confirm, type="primary"):
-        try:
-            client.delete_dataset(dataset.id)
-        except ERRORS as exc:
-            show_error(exc)
-        else:
-            st.session_state.pop("dsets_pick", None)
-            st.session_state.pop("dsets_confirm", None)
-            _done(f"Deleted dataset {dataset.name}")
+    if confirmed_delete(
+        f"Yes, delete {dataset.name} and its cases",
+        "Delete dataset",
+        ("dsets_confirm", "dsets_delete"),
+        lambda: client.delete_dataset(dataset.id),
+    ):
+        st.session_state.pop("dsets_pick", None)
+        _done(f"Deleted dataset {dataset.name}")
 
 
 st.title("Datasets")
 client = get_client()
-_flash()
+show_flash(FLASH)
 try:
     datasets = client.list_datasets()
 except ERRORS as exc:
@@ -258,14 +250,7 @@ if not datasets:
     st.caption("No datasets yet.")
     st.stop()
 by_id = {d.id: d for d in datasets}
-if st.session_state.get("dsets_pick") not in by_id:
-    st.session_state.pop("dsets_pick", None)
-picked = st.selectbox(
-    "Dataset",
-    list(by_id),
-    key="dsets_pick",
-    format_func=lambda i: f"{by_id[i].name} ({by_id[i].case_count} cases)",
-)
+picked = choose("Dataset", by_id, "dsets_pick", lambda d: f"{d.name} ({d.case_count} cases)")
 dataset = by_id[picked]
 if dataset.description:
     st.caption(dataset.description)

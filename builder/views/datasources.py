@@ -12,22 +12,18 @@ import streamlit as st
 
 from appforge.client import Client, DatasourceInfo, EntryInfo
 from builder.connection import ERRORS, get_client, show_error
+from builder.page_controls import choose, confirmed_delete, flash_and_rerun, show_flash
 
 DONE = ("ready", "failed", "refreshing")  # refreshing: searchable, nothing to wait for
 REFRESH = ["none", "daily", "weekly"]
 MODES = ["", "hybrid", "vector", "keyword"]  # "": the datasource's own search_mode
+FLASH = "ds_flash"
 
 
 def upload_limit_mb() -> int:
     """The uploader's limit: Streamlit's ``server.maxUploadSize`` (``appforge serve``
     sets it from ``APPFORGE_DATASOURCES__MAX_FILE_BYTES``)."""
     return int(st.get_option("server.maxUploadSize"))
-
-
-def _flash() -> None:
-    message = st.session_state.pop("ds_flash", None)
-    if message:
-        st.success(message)
 
 
 def _metadata(rows: list[tuple[str, str]]) -> dict[str, Any]:
@@ -111,9 +107,8 @@ def _add_entries(client: Client, uuid: str) -> None:
             failed = True
         message = f"Added {added} entr{'y' if added == 1 else 'ies'}"
         if added and not failed:
-            st.session_state["ds_flash"] = message
             _clear_entry_form()
-            st.rerun()
+            flash_and_rerun(FLASH, message)
         elif added:
             st.success(message)
         elif not failed:
@@ -226,8 +221,7 @@ def _entries_table(
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state["ds_flash"] = f"Queued {names[picked]} again"
-            st.rerun()
+            flash_and_rerun(FLASH, f"Queued {names[picked]} again")
     kinds = {e.uuid: e for e in entries}
     if kinds[picked].type == "url":
         _schedule(client, uuid, kinds[picked])
@@ -237,8 +231,7 @@ def _entries_table(
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state["ds_flash"] = f"Deleted entry {names[picked]}"
-            st.rerun()
+            flash_and_rerun(FLASH, f"Deleted entry {names[picked]}")
 
 
 def _when(moment: datetime | None) -> str:
@@ -260,8 +253,7 @@ def _schedule(client: Client, uuid: str, entry: EntryInfo) -> None:
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state["ds_flash"] = f"{entry.name}: refreshed {picked}"
-            st.rerun()
+            flash_and_rerun(FLASH, f"{entry.name}: refreshed {picked}")
 
 
 def _chunking(client: Client, source: DatasourceInfo) -> None:
@@ -302,8 +294,7 @@ def _chunking(client: Client, source: DatasourceInfo) -> None:
             show_error(exc)
         else:
             again = f"; {changed.requeued} entries are re-ingested" if changed.requeued else ""
-            st.session_state["ds_flash"] = f"Saved the settings of {changed.name}{again}"
-            st.rerun()
+            flash_and_rerun(FLASH, f"Saved the settings of {changed.name}{again}")
 
 
 def _search(client: Client, uuid: str) -> None:
@@ -350,7 +341,7 @@ def _search(client: Client, uuid: str) -> None:
 
 st.title("Datasources")
 client = get_client()
-_flash()
+show_flash(FLASH)
 try:
     datasources = client.list_datasources()
 except ERRORS as exc:
@@ -367,35 +358,24 @@ with st.form("ds_create"):
         except ERRORS as exc:
             show_error(exc)
         else:
-            st.session_state["ds_flash"] = f"Created datasource {made.name}"
             st.session_state["ds_pick"] = made.uuid
-            st.rerun()
+            flash_and_rerun(FLASH, f"Created datasource {made.name}")
 
 if not datasources:
     st.stop()
 by_uuid = {d.uuid: d for d in datasources}
-if st.session_state.get("ds_pick") not in by_uuid:
-    st.session_state.pop("ds_pick", None)
-uuid = st.selectbox(
-    "Datasource",
-    list(by_uuid),
-    key="ds_pick",
-    format_func=lambda u: f"{by_uuid[u].name} ({by_uuid[u].type})",
-)
+uuid = choose("Datasource", by_uuid, "ds_pick", lambda d: f"{d.name} ({d.type})")
 _chunking(client, by_uuid[uuid])
 _add_entries(client, uuid)
 _entries(client, uuid)
 _search(client, uuid)
 
 st.subheader("Delete the datasource")
-confirm = st.checkbox(f"Yes, delete {by_uuid[uuid].name} and its entries", key="ds_confirm")
-if st.button("Delete datasource", key="ds_delete", disabled=not confirm, type="primary"):
-    try:
-        client.delete_datasource(uuid)
-    except ERRORS as exc:
-        show_error(exc)
-    else:
-        st.session_state.pop("ds_pick", None)
-        st.session_state.pop("ds_confirm", None)
-        st.session_state["ds_flash"] = f"Deleted datasource {by_uuid[uuid].name}"
-        st.rerun()
+if confirmed_delete(
+    f"Yes, delete {by_uuid[uuid].name} and its entries",
+    "Delete datasource",
+    ("ds_confirm", "ds_delete"),
+    lambda: client.delete_datasource(uuid),
+):
+    st.session_state.pop("ds_pick", None)
+    flash_and_rerun(FLASH, f"Deleted datasource {by_uuid[uuid].name}")

@@ -13,17 +13,12 @@ import streamlit as st
 
 from appforge.client import AppInfo, CaseResult, Client, EvaluationInfo
 from builder.connection import ERRORS, get_client, show_error
+from builder.page_controls import show_flash
 from builder.scorer_form import ScorerFormError, scorer_rows, scorer_specs
 
 PAGE_SIZE = 20  # evaluations listed at a time
 RESULTS_PAGE = 50  # case results shown at a time
 PIN_MODES = ["as the app pins it", "label", "version"]
-
-
-def _flash() -> None:
-    message = st.session_state.pop("ev_flash", None)
-    if message:
-        st.success(message)
 
 
 def prompt_refs(definition: Any) -> list[str]:
@@ -331,7 +326,7 @@ def _watch(client: Client, evaluation_id: str) -> None:
 
 st.title("Evaluations")
 client = get_client()
-_flash()
+show_flash("ev_flash")
 try:
     apps = client.list_apps(limit=500)
 except ERRORS as exc:

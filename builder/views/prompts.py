@@ -10,14 +10,9 @@ import streamlit as st
 
 from appforge.client import Client, PromptVersionInfo
 from builder.connection import ERRORS, get_client, show_error
+from builder.page_controls import show_flash
 
 ROLES = ["system", "user", "assistant"]
-
-
-def _flash() -> None:
-    message = st.session_state.pop("pr_flash", None)
-    if message:
-        st.success(message)
 
 
 def _json_field(label: str, key: str, default: str = "{}") -> dict[str, Any] | None:
@@ -273,7 +268,7 @@ def _versions(client: Client, prompt_id: str) -> None:
 
 st.title("Prompts")
 client = get_client()
-_flash()
+show_flash("pr_flash")
 try:
     use_cases = client.list_use_cases()
 except ERRORS as exc:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,6 +71,81 @@ def test_ready_503_when_a_model_server_or_redis_is_closed(
     # Without a token: what failed, not why.
     anonymous = client.get("/api/health/ready", headers={"Authorization": ""}).json()
     assert anonymous["error"]["details"]["checks"]["model:srv"]["error"] is None
+
+
+class _StallingModelServer:
+    """An OpenAI-compatible model server on 127.0.0.1 whose ``GET /v1/models`` stalls
+    until the test releases it.
+
+    While stalled it sends one byte of a header every 20 ms, so the client's own read
+    timeout (the readiness timeout too) never fires: only readiness's bound on the
+    whole check can end the wait. After 60 s it answers anyway, so a readiness
+    without that bound sees the check pass and the test fails instead of hanging."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        released = self.released
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.dumps({"data": [{"id": "some-model"}]}).encode()
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Stall: ")
+                give_up = time.monotonic() + 60
+                while not released.wait(0.02) and time.monotonic() < give_up:
+                    self.wfile.write(b"a")
+                self.wfile.write(b"\r\nConnection: close\r\n")
+                self.wfile.write(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stalling_model_server() -> Iterator[_StallingModelServer]:
+    server = _StallingModelServer()
+    yield server
+    server.close()
+
+
+def test_ready_503_naming_a_check_that_outlasts_the_timeout(
+    make_client: MakeClient,
+    make_settings: Callable[..., Settings],
+    stalling_model_server: _StallingModelServer,
+):
+    settings = make_settings(
+        models={"default": "local:smollm2", "remote": "srv:some-model"},
+        providers={"srv": {"base_url": stalling_model_server.url, "max_retries": 0}},
+        health={"timeout_seconds": 0.2, "cache_seconds": 0},
+    )
+    client = make_client(settings)
+    r = client.get("/api/health/ready")
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["error"]["code"] == "NOT_READY"
+    assert "model:srv" in body["error"]["message"]
+    check = body["error"]["details"]["checks"]["model:srv"]
+    assert not check["ok"]
+    assert "no answer within 0.2 s" in check["error"]
+    # The server answers now: the next probe checks again and finds it ready (polled, as
+    # the 0.2 s bound also holds the other checks, which a loaded machine may delay).
+    stalling_model_server.released.set()
+
+    def ready() -> dict[str, Any] | None:
+        r = client.get("/api/health/ready")
+        return r.json() if r.status_code == 200 else None
+
+    answer = poll_until(ready)
+    assert answer["status"] == "ready" and answer["checks"]["model:srv"]["ok"]
 
 
 @pytest.fixture

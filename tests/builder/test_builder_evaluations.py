@@ -17,7 +17,9 @@ from e2e.fake_model import FakeModel, serve_model
 from fastapi.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
+from appforge.client import SCORER_TYPES
 from appforge.core.settings import OpenAISettings, Settings
+from builder.scorer_form import HINTS
 from tests.evals.support import ended, state
 
 Page = Callable[[str], AppTest]
@@ -215,6 +217,9 @@ def test_evaluations_page_starts_one_watches_it_fill_in_and_cancels_it(
     assert not at.exception and "No evaluations yet." in _texts(at, "caption")
     # App version 1, its answers; scorers: equals (the first row), and a regex added.
     at.selectbox(key=f"ev_app_version_{uuid}").set_value(1).run()
+    # Every scorer type the server takes is offered (the client's list), each with a hint.
+    assert at.selectbox(key="ev_sc_new_type").options == list(SCORER_TYPES)
+    assert set(HINTS) == set(SCORER_TYPES)
     at.selectbox(key="ev_sc_new_type").set_value("regex")
     at.button(key="ev_sc_add").click().run()
     [regex] = [r["id"] for r in at.session_state["ev_scorers"] if r["type"] == "regex"]

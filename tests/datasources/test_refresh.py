@@ -8,15 +8,21 @@ unchanged page embeds nothing again; a changed one replaces the entry's chunks
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from waiting import poll_until
 
+from api.tables import WebhookDelivery
 from appforge.core.db import transaction, utcnow
 from appforge.core.settings import Settings
 from datasources.refresh import RefreshJob
@@ -227,3 +233,92 @@ def test_the_server_runs_the_refresh_job_in_the_background(
     again = poll_until(refreshed)
     assert again["status"] == "ready" and again["error"] is None
     assert _moment(again["next_refresh_at"]) > utcnow() + timedelta(hours=23)
+
+
+def _make_due(client: TestClient, entry: str) -> None:
+    """As if a day had gone by since the entry was last fetched."""
+    with transaction(_state(client).db) as db:
+        db.execute(
+            update(Entry)
+            .where(Entry.uuid == entry)
+            .values(next_refresh_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def test_a_refresh_only_worker_refreshes_due_entries_and_runs_no_other_queue(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    pages: Pages,
+    tmp_path: Path,
+):
+    # The API process runs no queue (no ingestion workers, no webhook workers).
+    settings = make_settings(
+        datasources={"workers": 0, "url_allowlist": ["127.0.0.1"]},
+        webhooks={"workers": 0},
+        rate_limit={"enabled": False},
+    )
+    client = make_client(settings)
+    ds, entry = _url_entry(client, pages.add("/kettle", OLD.encode()))
+    fetched_at = get_entry(client, ds, entry)["last_refreshed_at"]
+    # Work for the other queues: an entry to ingest, a webhook delivery to send.
+    notes = client.post("/api/datasources", json={"name": "notes", "type": "text"}).json()["uuid"]
+    note = {"entry_data": {"name": "n", "content": "The kettle holds a litre."}}
+    r = client.post(f"/api/datasources/{notes}/entries", json=note)
+    assert r.status_code == 201, r.text
+    queued = r.json()["uuid"]
+    hook = {"url": pages.base + "/hook", "events": ["prompt.created"], "secret": "hook-secret-1"}
+    assert client.post("/api/webhooks", json=hook).status_code == 201
+    use_case = client.post("/api/v1/use-cases", json={"name": "Ops"}).json()["id"]
+    r = client.post(f"/api/v1/use-cases/{use_case}/prompts", json={"name": "greet"})
+    assert r.status_code == 201, r.text
+    _make_due(client, entry)
+
+    log_path = tmp_path / "worker.log"
+    exe = Path(sys.executable).parent / "appforge"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [str(exe), "--home", str(settings.home), "worker", "--only", "refresh"],
+            env={
+                **os.environ,
+                "APPFORGE_DATASOURCES__URL_ALLOWLIST": '["127.0.0.1"]',
+                "APPFORGE_DATASOURCES__REFRESH_POLL_SECONDS": "0.1",
+                # Were ingestion or webhooks running, they would look for work this often.
+                "APPFORGE_DATASOURCES__WORKERS": "1",
+                "APPFORGE_DATASOURCES__POLL_SECONDS": "0.1",
+                "APPFORGE_WEBHOOKS__WORKERS": "1",
+                "APPFORGE_WEBHOOKS__POLL_SECONDS": "0.1",
+                "APPFORGE_SHUTDOWN_GRACE_SECONDS": "0.5",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def refreshed_after(before: str) -> Callable[[], dict[str, Any] | None]:
+            def check() -> dict[str, Any] | None:
+                assert worker.poll() is None, log_path.read_text()
+                now = get_entry(client, ds, entry)
+                return now if now["last_refreshed_at"] != before else None
+
+            return check
+
+        first = poll_until(refreshed_after(fetched_at), detail=log_path.read_text)
+        assert first["status"] == "ready" and first["error"] is None
+        assert _moment(first["next_refresh_at"]) > utcnow() + timedelta(hours=23)
+        # A second round, so the other queues, had they run, had many polls to claim in.
+        _make_due(client, entry)
+        second = poll_until(refreshed_after(first["last_refreshed_at"]), detail=log_path.read_text)
+        assert second["status"] == "ready"
+        # Seen while the worker still runs: stopping gives back what it holds.
+        waiting = get_entry(client, notes, queued)
+        assert (waiting["status"], waiting["attempts"], waiting["stage"]) == ("pending", 0, None)
+        with _state(client).db() as db:
+            delivery = db.query(WebhookDelivery).one()
+            assert (delivery.status, delivery.attempts) == ("pending", 0)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, log_path.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert "appforge worker: refresh (pid" in log_path.read_text()

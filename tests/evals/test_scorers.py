@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from pydantic import ValidationError
 
+from appforge.client import SCORER_TYPES, ScorerType
 from appforge.core.settings import EvalSettings
 from datasources.embedding import Embedder
 from evals.errors import ScorerInvalidError
@@ -136,3 +138,14 @@ def test_check_scorers_refuses_what_cannot_work(specs: list[dict[str, Any]]):
 )
 def test_judge_reads_the_score_of_an_answer(answer: str, score: float | None):
     assert read_score(answer) == score
+
+
+def test_scorer_types_are_the_ones_the_client_names():
+    """One list: the server's scorer spec takes exactly the client's types (the
+    builder offers those), so a new scorer cannot be missing from the client."""
+    assert ScorerSpec.model_fields["type"].annotation is ScorerType
+    assert SCORER_TYPES == get_args(ScorerType) and len(set(SCORER_TYPES)) == len(SCORER_TYPES)
+    for kind in SCORER_TYPES:
+        assert ScorerSpec.model_validate({"type": kind}).type == kind
+    with pytest.raises(ValidationError):
+        ScorerSpec.model_validate({"type": "bleu"})
