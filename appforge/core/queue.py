@@ -17,7 +17,8 @@ and webhook delivery (``webhook_deliveries``) are two queues of this kind.
   token: a worker that lost its claim (the row was deleted, or its lease ran
   out and another worker took it) learns so instead of clobbering. A row that
   stays in the claimed status gets its lease extended; any other status ends
-  the claim.
+  the claim. :meth:`LeaseQueue.write_on` does the same in a transaction of the
+  caller's (results committed with the caller's other writes, one commit).
 - :meth:`LeaseQueue.release_all` gives back the rows a queue still holds when
   its process stops, so another worker takes them at once, not after the lease.
 - :class:`Workers` runs a work function in background threads until stopped;
@@ -37,7 +38,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.db import transaction, utcnow
@@ -111,6 +121,7 @@ class LeaseQueue:
         self.table = table
         self.lease = timedelta(seconds=lease_seconds)
         self.held = held or Held()
+        self._writes: dict[tuple[str, ...], Any] = {}  # write statements by their columns
 
     def _column(self, name: str) -> Any:
         return getattr(self.table.model, name)
@@ -234,31 +245,62 @@ class LeaseQueue:
         ends the claim. Returns the keys of the rows whose claim was lost (deleted,
         or taken over by another worker): nothing was written for those.
         """
-        table, key = self.table, self._column(self.table.key)
-        lost: set[Any] = set()
         with transaction(self.db) as db:
-            now = utcnow()
-            for row_key, claimed in updates.items():
-                values = dict(claimed.values)
-                if values.get("status", table.claimed_status) == table.claimed_status:
-                    values["lease_until"] = now + self.lease
-                else:
-                    values.update(claim_token=None, lease_until=None)
-                result = db.execute(
-                    update(table.model)
-                    .where(key == row_key, self._column("claim_token") == claimed.token)
-                    .values(updated_at=now, **values)
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount != 1:  # type: ignore[attr-defined]
-                    lost.add(row_key)
+            lost = self.write_on(db.connection(), updates)
+        self.settle(updates, lost)
+        return lost
+
+    def write_on(self, conn: Connection, updates: Mapping[Any, Claimed]) -> set[Any]:
+        """:meth:`write` in a transaction the caller owns (the results are committed
+        with its other writes, or not at all); once it committed, the caller passes
+        the same updates and the keys returned to :meth:`settle`."""
+        lost: set[Any] = set()
+        now = utcnow()
+        for row_key, claimed in updates.items():
+            values = dict(claimed.values)
+            if values.get("status", self.table.claimed_status) == self.table.claimed_status:
+                values["lease_until"] = now + self.lease
+            else:
+                values.update(claim_token=None, lease_until=None)
+            values["updated_at"] = now
+            statement, params = self._write_statement(row_key, claimed.token, values)
+            if conn.execute(statement, params).rowcount != 1:
+                lost.add(row_key)
+        return lost
+
+    def settle(self, updates: Mapping[Any, Claimed], lost: set[Any]) -> None:
+        """Forget the claims that written updates ended (or found lost)."""
+        claimed_status = self.table.claimed_status
         self.held.end(
             (claimed.token, row_key)
             for row_key, claimed in updates.items()
-            if row_key in lost
-            or claimed.values.get("status", table.claimed_status) != table.claimed_status
+            if row_key in lost or claimed.values.get("status", claimed_status) != claimed_status
         )
-        return lost
+
+    def _write_statement(
+        self, row_key: Any, token: str | None, values: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """The guarded ``UPDATE`` of one row and its parameters. Plain values are bound
+        at execution into a statement built once per set of columns (building one and
+        hashing it for the statement cache cost more than running it); a value that is
+        an SQL expression (``attempts - 1``) is built into a statement of its own."""
+        model, key = self.table.model, self._column(self.table.key)
+        token_column = self._column("claim_token")
+        if any(isinstance(v, ClauseElement) for v in values.values()):
+            built = update(model).where(key == row_key, token_column == token).values(**values)
+            return built, {}
+        names = tuple(sorted(values))
+        statement = self._writes.get(names)
+        if statement is None:
+            statement = (
+                update(model)
+                .where(key == bindparam("w_key"), token_column == bindparam("w_token"))
+                .values({self._column(n): bindparam(f"w_{n}") for n in names})
+            )
+            self._writes[names] = statement  # two threads racing here build the same
+        params = {f"w_{n}": v for n, v in values.items()}
+        params.update(w_key=row_key, w_token=token)
+        return statement, params
 
     def release_all(self) -> int:
         """Give back every row this queue still holds (a worker shutting down): claimable
