@@ -35,7 +35,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from appforge.core.db import UTCDateTime, transaction, utcnow
@@ -115,6 +125,8 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
 
 
 CASES = LeaseTable(EvaluationCase, "id", _claimable, "id", "running")
+# A claimed case's run id: its own, or a fresh one (``claim_run_id``) if it has none.
+_RUN_ID = func.coalesce(EvaluationCase.run_id, bindparam("claim_run_id", type_=String(36)))
 # Whether an evaluation has an open case (built once, like the claimable condition).
 _OPEN_CASE = (
     select(EvaluationCase.id)
@@ -217,8 +229,9 @@ class EvaluationQueue:
         """One case claimed in one statement; a case without a run id gets a fresh one in
         the same write (its run is recorded under it, see :meth:`_run`)."""
         fresh = str(uuid.uuid4())
-        run_id = func.coalesce(EvaluationCase.run_id, fresh)
-        case: EvaluationCase | None = queue.claim_one(process_id=self.process_id, run_id=run_id)
+        case: EvaluationCase | None = queue.claim_one(
+            params={"claim_run_id": fresh}, process_id=self.process_id, run_id=_RUN_ID
+        )
         if case is not None and case.run_id == fresh and case.claim_token is not None:
             with self._lock:
                 self._new_runs[case.claim_token] = fresh

@@ -122,6 +122,8 @@ class LeaseQueue:
         self.lease = timedelta(seconds=lease_seconds)
         self.held = held or Held()
         self._writes: dict[tuple[str, ...], Any] = {}  # write statements by their columns
+        # claim_one's statement, with the condition, value names and expressions it has
+        self._claim_kept: tuple[Any, tuple[str, ...], tuple[Any, ...], Any] | None = None
 
     def _column(self, name: str) -> Any:
         return getattr(self.table.model, name)
@@ -174,48 +176,95 @@ class LeaseQueue:
             self.held.add(token, {getattr(row, table.key) for row in rows})
         return rows
 
-    def claim_one(self, now: datetime | None = None, **values: Any) -> Any | None:
-        """Take the oldest row claimable at ``now`` (see :meth:`claim`), or None.
+    def claim_one(
+        self,
+        now: datetime | None = None,
+        params: Mapping[str, Any] | None = None,
+        **values: Any,
+    ) -> Any | None:
+        """Take the oldest row claimable at ``now`` (see :meth:`claim`), or None;
+        ``values`` are set on it too: plain values, or SQL expressions whose bound
+        parameters ``params`` gives.
 
         Where the database can (``UPDATE ... RETURNING``: PostgreSQL, SQLite 3.35 and
         later) this is one statement: the row is picked by a subquery (on PostgreSQL
         ``FOR UPDATE SKIP LOCKED``), claimed under the same condition, and returned.
         Elsewhere it is :meth:`claim` of one row.
+
+        The statement is kept and run again with new parameters while the table's
+        ``claimable`` gives the same condition object (one built once, its time a
+        parameter) and ``values`` the same columns and expressions: building it and
+        hashing it for the statement cache cost more than running it.
         """
         bind = self.db.kw.get("bind")
         if bind is None or not bind.dialect.update_returning:
-            return next(iter(self.claim(1, now, **values)), None)
-        table, key = self.table, self._column(self.table.key)
+            given = {n: _bound(v, params) for n, v in values.items()}
+            return next(iter(self.claim(1, now, **given)), None)
+        token = uuid.uuid4().hex
+        now = now or utcnow()
+        statement = self._claim_statement(self.table.claimable(now), values, bind.dialect.name)
+        bound = dict(params or {})
+        bound.update(
+            {f"c_{n}": v for n, v in values.items() if not isinstance(v, ClauseElement)},
+            c_token=token,
+            c_now=now,
+            c_lease_until=now + self.lease,
+        )
         with transaction(self.db) as db:
-            token = uuid.uuid4().hex
-            if table.counts_attempts:
-                values = {"attempts": self._column("attempts") + 1, **values}
-            now = now or utcnow()
-            pick = (
-                select(key)
-                .where(table.claimable(now))
-                .order_by(self._column(table.order_by))
-                .limit(1)
-                .correlate(None)  # its own scan of the table, not the updated row
-            )
-            if bind.dialect.name == "postgresql":
-                pick = pick.with_for_update(skip_locked=True)
             row = db.scalars(
-                update(table.model)
-                .where(key == pick.scalar_subquery(), table.claimable(now))
-                .values(
-                    status=table.claimed_status,
-                    claim_token=token,
-                    lease_until=now + self.lease,
-                    updated_at=now,
-                    **values,
-                )
-                .returning(table.model),
-                execution_options={"synchronize_session": False},
+                statement, bound, execution_options={"synchronize_session": False}
             ).first()
         if row is not None:
-            self.held.add(token, {getattr(row, table.key)})
+            self.held.add(token, {getattr(row, self.table.key)})
         return row
+
+    def _claim_statement(
+        self, condition: ColumnElement[bool], values: Mapping[str, Any], dialect: str
+    ) -> Any:
+        """The ``UPDATE ... RETURNING`` of :meth:`claim_one`: the kept one if it was
+        built for this condition object and these values, else a new one (kept)."""
+        names = tuple(sorted(values))
+        shape = tuple(v if isinstance(v, ClauseElement) else None for v in map(values.get, names))
+        kept = self._claim_kept
+        if (
+            kept is not None
+            and kept[0] is condition
+            and kept[1] == names
+            and all(a is b for a, b in zip(kept[2], shape, strict=True))
+        ):
+            return kept[3]
+        table, key = self.table, self._column(self.table.key)
+        pick = (
+            select(key)
+            .where(condition)
+            .order_by(self._column(table.order_by))
+            .limit(1)
+            .correlate(None)  # its own scan of the table, not the updated row
+        )
+        if dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        sets: dict[Any, Any] = {
+            self._column(n): v if isinstance(v, ClauseElement) else bindparam(f"c_{n}")
+            for n, v in zip(names, shape, strict=True)
+        }
+        if table.counts_attempts:
+            sets[self._column("attempts")] = self._column("attempts") + 1
+        statement = (
+            update(table.model)
+            .where(key == pick.scalar_subquery(), condition)
+            .values(
+                {
+                    self._column("status"): table.claimed_status,
+                    self._column("claim_token"): bindparam("c_token"),
+                    self._column("lease_until"): bindparam("c_lease_until"),
+                    self._column("updated_at"): bindparam("c_now"),
+                    **sets,
+                }
+            )
+            .returning(table.model)
+        )
+        self._claim_kept = (condition, names, shape, statement)
+        return statement
 
     def has_claimable(self) -> bool:
         """Whether a claim now would find a row (a cheap look, no claim)."""
@@ -331,6 +380,13 @@ class LeaseQueue:
         if count:
             log.info("%s: gave back %d claimed rows", table.model.__tablename__, count)
         return count
+
+
+def _bound(value: Any, params: Mapping[str, Any] | None) -> Any:
+    """An SQL expression with its bound parameters given their values from ``params``."""
+    if params and isinstance(value, ClauseElement):
+        return value.params(params)
+    return value
 
 
 def _aware(moment: datetime) -> datetime:
