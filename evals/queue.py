@@ -16,8 +16,13 @@ starts: the claim itself gives a case without one a fresh id, which the run is
 recorded under (no write of its own). A worker that takes the case over and finds
 that run finished (its worker died before writing the result) scores that run
 instead of running the case again; if the run never started or was interrupted, it
-notes a new id before running the case (the one extra write, on this rare path). The
-worker that writes the last result ends the evaluation ``done``.
+notes a new id before running the case (the one extra write, on this rare path).
+
+A case's scored result is written in the transaction that stores its run (the run
+service's ``store_with``): one commit per case, not two. The worker that writes the
+last result ends the evaluation ``done``: each worker looks whether the evaluations
+it wrote results of have open cases left at its next claim, unless that claim took
+a case of the same evaluation (then it has one).
 """
 
 from __future__ import annotations
@@ -25,11 +30,22 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from appforge.core.db import UTCDateTime, transaction, utcnow
@@ -47,7 +63,7 @@ from runs.errors import (
 )
 from runs.overrides import PromptPin, RunOverrides
 from runs.recovery import INTERRUPTED
-from runs.service import Caller, RunRequest, RunService
+from runs.service import Caller, FinishedRun, RunRequest, RunService
 from runs.tables import Process, Run
 
 log = logging.getLogger(__name__)
@@ -109,6 +125,14 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
 
 
 CASES = LeaseTable(EvaluationCase, "id", _claimable, "id", "running")
+# A claimed case's run id: its own, or a fresh one (``claim_run_id``) if it has none.
+_RUN_ID = func.coalesce(EvaluationCase.run_id, bindparam("claim_run_id", type_=String(36)))
+# Whether an evaluation has an open case (built once, like the claimable condition).
+_OPEN_CASE = (
+    select(EvaluationCase.id)
+    .where(EvaluationCase.evaluation_id == bindparam("e_id"), EvaluationCase.status.in_(OPEN))
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
@@ -152,6 +176,9 @@ class EvaluationQueue:
         self._plans: dict[str, Plan] = {}  # of running evaluations (they do not change)
         # claim token -> the run id that claim gave its case (the case had none)
         self._new_runs: dict[str, str] = {}
+        # evaluations with a result written since the last look at whether any case of
+        # theirs is open (see _look_for_done)
+        self._unlooked: set[str] = set()
 
     # --- one case ----------------------------------------------------------------------
 
@@ -166,11 +193,13 @@ class EvaluationQueue:
             claimed = self._claim_one(self.queue)
             if claimed is not None:
                 self._busy.value = True
+                self._look_for_done(claimed)
                 return claimed
             # Another worker took the row between this claim's look and its update (on
             # SQLite, where rows are not locked): look again now, not a poll later.
             busy = False
         self._busy.value = False
+        self._look_for_done(None)
         return None
 
     def run_once(self) -> bool:
@@ -192,14 +221,17 @@ class EvaluationQueue:
         )
         mine = LeaseQueue(self.db, only, self.queue.lease.total_seconds())
         while claimed := self._claim_one(mine):
+            self._look_for_done(claimed)
             self.work(claimed)
+        self._look_for_done(None)
 
     def _claim_one(self, queue: LeaseQueue) -> EvaluationCase | None:
         """One case claimed in one statement; a case without a run id gets a fresh one in
         the same write (its run is recorded under it, see :meth:`_run`)."""
         fresh = str(uuid.uuid4())
-        run_id = func.coalesce(EvaluationCase.run_id, fresh)
-        case: EvaluationCase | None = queue.claim_one(process_id=self.process_id, run_id=run_id)
+        case: EvaluationCase | None = queue.claim_one(
+            params={"claim_run_id": fresh}, process_id=self.process_id, run_id=_RUN_ID
+        )
         if case is not None and case.run_id == fresh and case.claim_token is not None:
             with self._lock:
                 self._new_runs[case.claim_token] = fresh
@@ -223,12 +255,14 @@ class EvaluationQueue:
     def _work(self, case: EvaluationCase, plan: Plan, cancel: threading.Event) -> None:
         if case.attempts > MAX_ATTEMPTS:  # its worker died each time: do not try forever
             message = f"gave up after {MAX_ATTEMPTS} attempts (the worker stopped each time)"
-            run: tuple[str | None, CaseRun] | None = _failed_case(
-                AppforgeError(message, code="EVALUATION_CASE_FAILED")
-            )
+            run = _failed_case(AppforgeError(message, code="EVALUATION_CASE_FAILED"))
         else:
             try:
-                run = self._finished_run(case) or self._run(case, plan, cancel)
+                found = self._finished_run(case)
+                if found is None:
+                    self._run(case, plan, cancel)  # its result is stored with the run
+                    return
+                run = found
             except TooManyRunsError:
                 self._release(case)  # the app is busy: the case waits for its turn
                 self.workers.stopping.wait(_BUSY_PAUSE)
@@ -238,13 +272,21 @@ class EvaluationQueue:
                 return
             except AppforgeError as exc:  # this case's input, say: the case fails
                 run = _failed_case(exc)
-        if run is None or (cancel.is_set() and run[1].status == "cancelled"):
+        if cancel.is_set() and run[1].status == "cancelled":
             self._release(case)
             return
         run_id, seen = run
+        updates = {case.id: Claimed(case.claim_token, self._result(case, plan, run_id, seen))}
+        if not self.queue.write(updates):
+            self._written(plan.id)
+
+    def _result(
+        self, case: EvaluationCase, plan: Plan, run_id: str | None, seen: CaseRun
+    ) -> dict[str, Any]:
+        """The case's scored result, as its row stores it."""
         seen = _seen_with(seen, case, plan)
         scores = [self._score(spec, seen) for spec in plan.scorers]
-        values = {
+        return {
             "status": "done",
             "run_id": run_id,
             "output": seen.output,
@@ -254,8 +296,6 @@ class EvaluationQueue:
             "tokens": seen.tokens,
             "error": seen.error,
         }
-        if not self.queue.write({case.id: Claimed(case.claim_token, values)}):
-            self._finish_if_complete(plan.id)
 
     def _score(self, spec: ScorerSpec, seen: CaseRun) -> Score:
         """One scorer's verdict; a scorer that breaks fails (the case is still stored)."""
@@ -315,9 +355,10 @@ class EvaluationQueue:
             seen = CaseRun({}, {}, row.output, [], row.status, row.error, row.latency_ms, tokens)
             return row.id, seen
 
-    def _run(
-        self, case: EvaluationCase, plan: Plan, cancel: threading.Event
-    ) -> tuple[str | None, CaseRun] | None:
+    def _run(self, case: EvaluationCase, plan: Plan, cancel: threading.Event) -> None:
+        """Run the case and store its scored result in the transaction that stores the
+        run (one commit: a run stored for a case always has its result, unless the claim
+        was lost); a cancelled run gives the case back to the queue."""
         with self._lock:
             noted = self._new_runs.pop(case.claim_token or "", None)
         run_id = noted if noted is not None and noted == case.run_id else str(uuid.uuid4())
@@ -326,7 +367,7 @@ class EvaluationQueue:
         if noted != run_id and self.queue.write(
             {case.id: Claimed(case.claim_token, {"run_id": run_id})}
         ):
-            return None  # the claim is lost: the case is someone else's
+            return  # the claim is lost: the case is someone else's
         request = RunRequest(
             plan.app_uuid,
             case.input,
@@ -336,16 +377,28 @@ class EvaluationQueue:
             run_id=run_id,
         )
         prepared = self.runs.prepare(request)
-        finished = self.runs.execute(prepared, cancel, None)
-        if cancel.is_set() and finished.status == "cancelled":
-            return None
-        failure = finished.failure
-        error = None if failure is None else {"code": failure.code, "message": failure.message}
-        tokens = int(finished.usage.get("total_tokens", 0))
-        seen = CaseRun(
-            {}, {}, finished.outcome.output, [], finished.status, error, finished.latency_ms, tokens
-        )
-        return prepared.run_id, seen
+        updates: dict[int, Claimed] = {}
+        lost: set[int] = set()
+
+        def with_result(finished: FinishedRun) -> Callable[[Connection], None] | None:
+            if cancel.is_set() and finished.status == "cancelled":
+                return None  # stopped (shutdown, or the evaluation ended): not a result
+            seen = _seen_of(finished)
+            updates[case.id] = Claimed(case.claim_token, self._result(case, plan, run_id, seen))
+
+            def write(conn: Connection) -> None:
+                lost.clear()
+                lost.update(self.queue.write_on(conn, updates))
+
+            return write
+
+        self.runs.execute(prepared, cancel, None, store_with=with_result)
+        if not updates:
+            self._release(case)
+            return
+        self.queue.settle(updates, lost)
+        if not lost:
+            self._written(plan.id)
 
     def _embed(self, texts: list[str]) -> Any:
         # The datasources' embedder: the one MiniLM instance of this process.
@@ -357,18 +410,33 @@ class EvaluationQueue:
 
     # --- evaluations -------------------------------------------------------------------
 
+    def _written(self, evaluation_id: str) -> None:
+        """A result of this evaluation was stored: its next look for done includes it."""
+        with self._lock:
+            self._unlooked.add(evaluation_id)
+
+    def _look_for_done(self, claimed: EvaluationCase | None) -> None:
+        """After a claim: end ``done`` each evaluation with a result stored since the last
+        look that has no open case left.
+
+        Looked at after a claim rather than after each result, which spares the look
+        while an evaluation has cases left: a claim that took a case of an evaluation
+        says it is not done, and that case's result brings the look back. Every stored
+        result is followed by a look (the next claim of the worker that stored it, at
+        the latest), so the worker of the last one ends the evaluation as before."""
+        skip = claimed.evaluation_id if claimed is not None else None
+        with self._lock:
+            if not self._unlooked:
+                return
+            looks = [e for e in self._unlooked if e != skip]
+            self._unlooked.clear()
+        for evaluation_id in looks:
+            self._finish_if_complete(evaluation_id)
+
     def _finish_if_complete(self, evaluation_id: str) -> None:
-        """End the evaluation ``done`` if no case of it is open (the worker of its last
-        case does). The look is a plain read: it runs after every case."""
+        """End the evaluation ``done`` if no case of it is open."""
         with self.services.engine.connect() as conn:
-            still_open = conn.execute(
-                select(EvaluationCase.id)
-                .where(
-                    EvaluationCase.evaluation_id == evaluation_id,
-                    EvaluationCase.status.in_(OPEN),
-                )
-                .limit(1)
-            ).first()
+            still_open = conn.execute(_OPEN_CASE, {"e_id": evaluation_id}).first()
         if still_open is not None:
             return
         with transaction(self.db) as db:
@@ -419,6 +487,7 @@ class EvaluationQueue:
             for _, cancel in self._active.values():
                 cancel.set()
         self.workers.stop(timeout)
+        self._look_for_done(None)  # a result stored just before the stop
 
 
 def cancel_cases(db: Any, evaluation_id: str, error: dict[str, Any] | None) -> None:
@@ -434,6 +503,16 @@ def cancel_cases(db: Any, evaluation_id: str, error: dict[str, Any] | None) -> N
 def _failed_case(exc: AppforgeError) -> tuple[str | None, CaseRun]:
     error = {"code": exc.code, "message": exc.message}
     return None, CaseRun({}, {}, {}, [], "failed", error)
+
+
+def _seen_of(finished: FinishedRun) -> CaseRun:
+    """What the scorers see of a finished run (the case's parts are added by
+    :func:`_seen_with`)."""
+    failure = finished.failure
+    error = None if failure is None else {"code": failure.code, "message": failure.message}
+    tokens = int(finished.usage.get("total_tokens", 0))
+    output = finished.outcome.output
+    return CaseRun({}, {}, output, [], finished.status, error, finished.latency_ms, tokens)
 
 
 def _seen_with(seen: CaseRun, case: EvaluationCase, plan: Plan) -> CaseRun:

@@ -5,7 +5,8 @@ be private, name a flow this process does not serve, have too many runs going)
 and records the run, in one transaction. :meth:`RunService.execute` drives the
 app's :class:`~apps_yaml.runner.Runner` (a YAML app's steps or a Python flow:
 the service never asks which), hands each event to the caller as it comes, and
-stores the outcome in one more transaction, so a run whose caller went away is
+stores the outcome in one more transaction (with the writes a caller adds to
+it: an evaluation's result for its case), so a run whose caller went away is
 still recorded (``cancelled``, with the output produced so far). Both block:
 call them from a worker thread. :meth:`RunService.run_document` runs an app
 document that is not stored (``appforge run app.yaml``) with the same wiring.
@@ -182,6 +183,13 @@ class FinishedRun:
         return self.outcome.failure
 
 
+# Writes a caller stores with its finished run, in the transaction that stores the run
+# (one commit for both, and neither without the other): an evaluation stores a case's
+# result so. Called with the finished run before that transaction opens (slow work, such
+# as scoring the run, happens outside it), it answers the writes to add, or None.
+StoreWith = Callable[[FinishedRun], Callable[[Connection], None] | None]
+
+
 class RunService:
     """Runs stored apps (and unstored documents) with the dependencies of ``services``."""
 
@@ -338,8 +346,15 @@ class RunService:
             )
         return flow
 
-    def execute(self, run: PreparedRun, cancel: threading.Event, emit: Emit | None) -> FinishedRun:
-        """Drive the run to its end, handing each event to ``emit``; store it.
+    def execute(
+        self,
+        run: PreparedRun,
+        cancel: threading.Event,
+        emit: Emit | None,
+        store_with: StoreWith | None = None,
+    ) -> FinishedRun:
+        """Drive the run to its end, handing each event to ``emit``; store it, with the
+        writes ``store_with`` adds (see :data:`StoreWith`).
 
         While it runs, :meth:`cancel_all` (a shutdown past its grace) stops it."""
         with self._active_lock:
@@ -350,7 +365,7 @@ class RunService:
         finished: FinishedRun | None = None
         try:
             with run_context(run.run_id, run.app_uuid):
-                finished = self._execute(run, cancel, emit, trace)
+                finished = self._execute(run, cancel, emit, trace, store_with)
         finally:
             ACTIVE_RUNS.dec()
             with self._active_lock:
@@ -374,7 +389,12 @@ class RunService:
         return len(events)
 
     def _execute(
-        self, run: PreparedRun, cancel: threading.Event, emit: Emit | None, trace: RunTrace | None
+        self,
+        run: PreparedRun,
+        cancel: threading.Event,
+        emit: Emit | None,
+        trace: RunTrace | None,
+        store_with: StoreWith | None,
     ) -> FinishedRun:
         started = time.perf_counter()
         outcome = Outcome()
@@ -392,7 +412,7 @@ class RunService:
                 emit(event)
         finished = FinishedRun(run, outcome, (time.perf_counter() - started) * 1000, ttft)
         try:
-            self._store(finished)
+            self._store(finished, store_with)
         except Exception:
             log.exception("storing run %s failed", run.run_id)
             self._store_crash(run.run_id)
@@ -407,8 +427,9 @@ class RunService:
         )
         return finished
 
-    def _store(self, finished: FinishedRun) -> None:
+    def _store(self, finished: FinishedRun, store_with: StoreWith | None) -> None:
         run = finished.run
+        extra = store_with(finished) if store_with is not None else None
         done = records.Finish(
             run.run_id,
             run.session_id,
@@ -423,6 +444,8 @@ class RunService:
                     # A turn number that raced twice: store the run without its turn
                     # rather than leave it ``running`` with its output thrown away.
                     records.store_finished(conn, done, turn=attempt < 2)
+                    if extra is not None:
+                        extra(conn)
                 if attempt == 2:
                     log.warning("run %s stored without its session turn", run.run_id)
                 return

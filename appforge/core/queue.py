@@ -17,7 +17,8 @@ and webhook delivery (``webhook_deliveries``) are two queues of this kind.
   token: a worker that lost its claim (the row was deleted, or its lease ran
   out and another worker took it) learns so instead of clobbering. A row that
   stays in the claimed status gets its lease extended; any other status ends
-  the claim.
+  the claim. :meth:`LeaseQueue.write_on` does the same in a transaction of the
+  caller's (results committed with the caller's other writes, one commit).
 - :meth:`LeaseQueue.release_all` gives back the rows a queue still holds when
   its process stops, so another worker takes them at once, not after the lease.
 - :class:`Workers` runs a work function in background threads until stopped;
@@ -37,7 +38,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.db import transaction, utcnow
@@ -111,6 +121,9 @@ class LeaseQueue:
         self.table = table
         self.lease = timedelta(seconds=lease_seconds)
         self.held = held or Held()
+        self._writes: dict[tuple[str, ...], Any] = {}  # write statements by their columns
+        # claim_one's statement, with the condition, value names and expressions it has
+        self._claim_kept: tuple[Any, tuple[str, ...], tuple[Any, ...], Any] | None = None
 
     def _column(self, name: str) -> Any:
         return getattr(self.table.model, name)
@@ -163,48 +176,95 @@ class LeaseQueue:
             self.held.add(token, {getattr(row, table.key) for row in rows})
         return rows
 
-    def claim_one(self, now: datetime | None = None, **values: Any) -> Any | None:
-        """Take the oldest row claimable at ``now`` (see :meth:`claim`), or None.
+    def claim_one(
+        self,
+        now: datetime | None = None,
+        params: Mapping[str, Any] | None = None,
+        **values: Any,
+    ) -> Any | None:
+        """Take the oldest row claimable at ``now`` (see :meth:`claim`), or None;
+        ``values`` are set on it too: plain values, or SQL expressions whose bound
+        parameters ``params`` gives.
 
         Where the database can (``UPDATE ... RETURNING``: PostgreSQL, SQLite 3.35 and
         later) this is one statement: the row is picked by a subquery (on PostgreSQL
         ``FOR UPDATE SKIP LOCKED``), claimed under the same condition, and returned.
         Elsewhere it is :meth:`claim` of one row.
+
+        The statement is kept and run again with new parameters while the table's
+        ``claimable`` gives the same condition object (one built once, its time a
+        parameter) and ``values`` the same columns and expressions: building it and
+        hashing it for the statement cache cost more than running it.
         """
         bind = self.db.kw.get("bind")
         if bind is None or not bind.dialect.update_returning:
-            return next(iter(self.claim(1, now, **values)), None)
-        table, key = self.table, self._column(self.table.key)
+            given = {n: _bound(v, params) for n, v in values.items()}
+            return next(iter(self.claim(1, now, **given)), None)
+        token = uuid.uuid4().hex
+        now = now or utcnow()
+        statement = self._claim_statement(self.table.claimable(now), values, bind.dialect.name)
+        bound = dict(params or {})
+        bound.update(
+            {f"c_{n}": v for n, v in values.items() if not isinstance(v, ClauseElement)},
+            c_token=token,
+            c_now=now,
+            c_lease_until=now + self.lease,
+        )
         with transaction(self.db) as db:
-            token = uuid.uuid4().hex
-            if table.counts_attempts:
-                values = {"attempts": self._column("attempts") + 1, **values}
-            now = now or utcnow()
-            pick = (
-                select(key)
-                .where(table.claimable(now))
-                .order_by(self._column(table.order_by))
-                .limit(1)
-                .correlate(None)  # its own scan of the table, not the updated row
-            )
-            if bind.dialect.name == "postgresql":
-                pick = pick.with_for_update(skip_locked=True)
             row = db.scalars(
-                update(table.model)
-                .where(key == pick.scalar_subquery(), table.claimable(now))
-                .values(
-                    status=table.claimed_status,
-                    claim_token=token,
-                    lease_until=now + self.lease,
-                    updated_at=now,
-                    **values,
-                )
-                .returning(table.model),
-                execution_options={"synchronize_session": False},
+                statement, bound, execution_options={"synchronize_session": False}
             ).first()
         if row is not None:
-            self.held.add(token, {getattr(row, table.key)})
+            self.held.add(token, {getattr(row, self.table.key)})
         return row
+
+    def _claim_statement(
+        self, condition: ColumnElement[bool], values: Mapping[str, Any], dialect: str
+    ) -> Any:
+        """The ``UPDATE ... RETURNING`` of :meth:`claim_one`: the kept one if it was
+        built for this condition object and these values, else a new one (kept)."""
+        names = tuple(sorted(values))
+        shape = tuple(v if isinstance(v, ClauseElement) else None for v in map(values.get, names))
+        kept = self._claim_kept
+        if (
+            kept is not None
+            and kept[0] is condition
+            and kept[1] == names
+            and all(a is b for a, b in zip(kept[2], shape, strict=True))
+        ):
+            return kept[3]
+        table, key = self.table, self._column(self.table.key)
+        pick = (
+            select(key)
+            .where(condition)
+            .order_by(self._column(table.order_by))
+            .limit(1)
+            .correlate(None)  # its own scan of the table, not the updated row
+        )
+        if dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        sets: dict[Any, Any] = {
+            self._column(n): v if isinstance(v, ClauseElement) else bindparam(f"c_{n}")
+            for n, v in zip(names, shape, strict=True)
+        }
+        if table.counts_attempts:
+            sets[self._column("attempts")] = self._column("attempts") + 1
+        statement = (
+            update(table.model)
+            .where(key == pick.scalar_subquery(), condition)
+            .values(
+                {
+                    self._column("status"): table.claimed_status,
+                    self._column("claim_token"): bindparam("c_token"),
+                    self._column("lease_until"): bindparam("c_lease_until"),
+                    self._column("updated_at"): bindparam("c_now"),
+                    **sets,
+                }
+            )
+            .returning(table.model)
+        )
+        self._claim_kept = (condition, names, shape, statement)
+        return statement
 
     def has_claimable(self) -> bool:
         """Whether a claim now would find a row (a cheap look, no claim)."""
@@ -234,31 +294,62 @@ class LeaseQueue:
         ends the claim. Returns the keys of the rows whose claim was lost (deleted,
         or taken over by another worker): nothing was written for those.
         """
-        table, key = self.table, self._column(self.table.key)
-        lost: set[Any] = set()
         with transaction(self.db) as db:
-            now = utcnow()
-            for row_key, claimed in updates.items():
-                values = dict(claimed.values)
-                if values.get("status", table.claimed_status) == table.claimed_status:
-                    values["lease_until"] = now + self.lease
-                else:
-                    values.update(claim_token=None, lease_until=None)
-                result = db.execute(
-                    update(table.model)
-                    .where(key == row_key, self._column("claim_token") == claimed.token)
-                    .values(updated_at=now, **values)
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount != 1:  # type: ignore[attr-defined]
-                    lost.add(row_key)
+            lost = self.write_on(db.connection(), updates)
+        self.settle(updates, lost)
+        return lost
+
+    def write_on(self, conn: Connection, updates: Mapping[Any, Claimed]) -> set[Any]:
+        """:meth:`write` in a transaction the caller owns (the results are committed
+        with its other writes, or not at all); once it committed, the caller passes
+        the same updates and the keys returned to :meth:`settle`."""
+        lost: set[Any] = set()
+        now = utcnow()
+        for row_key, claimed in updates.items():
+            values = dict(claimed.values)
+            if values.get("status", self.table.claimed_status) == self.table.claimed_status:
+                values["lease_until"] = now + self.lease
+            else:
+                values.update(claim_token=None, lease_until=None)
+            values["updated_at"] = now
+            statement, params = self._write_statement(row_key, claimed.token, values)
+            if conn.execute(statement, params).rowcount != 1:
+                lost.add(row_key)
+        return lost
+
+    def settle(self, updates: Mapping[Any, Claimed], lost: set[Any]) -> None:
+        """Forget the claims that written updates ended (or found lost)."""
+        claimed_status = self.table.claimed_status
         self.held.end(
             (claimed.token, row_key)
             for row_key, claimed in updates.items()
-            if row_key in lost
-            or claimed.values.get("status", table.claimed_status) != table.claimed_status
+            if row_key in lost or claimed.values.get("status", claimed_status) != claimed_status
         )
-        return lost
+
+    def _write_statement(
+        self, row_key: Any, token: str | None, values: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """The guarded ``UPDATE`` of one row and its parameters. Plain values are bound
+        at execution into a statement built once per set of columns (building one and
+        hashing it for the statement cache cost more than running it); a value that is
+        an SQL expression (``attempts - 1``) is built into a statement of its own."""
+        model, key = self.table.model, self._column(self.table.key)
+        token_column = self._column("claim_token")
+        if any(isinstance(v, ClauseElement) for v in values.values()):
+            built = update(model).where(key == row_key, token_column == token).values(**values)
+            return built, {}
+        names = tuple(sorted(values))
+        statement = self._writes.get(names)
+        if statement is None:
+            statement = (
+                update(model)
+                .where(key == bindparam("w_key"), token_column == bindparam("w_token"))
+                .values({self._column(n): bindparam(f"w_{n}") for n in names})
+            )
+            self._writes[names] = statement  # two threads racing here build the same
+        params = {f"w_{n}": v for n, v in values.items()}
+        params.update(w_key=row_key, w_token=token)
+        return statement, params
 
     def release_all(self) -> int:
         """Give back every row this queue still holds (a worker shutting down): claimable
@@ -289,6 +380,13 @@ class LeaseQueue:
         if count:
             log.info("%s: gave back %d claimed rows", table.model.__tablename__, count)
         return count
+
+
+def _bound(value: Any, params: Mapping[str, Any] | None) -> Any:
+    """An SQL expression with its bound parameters given their values from ``params``."""
+    if params and isinstance(value, ClauseElement):
+        return value.params(params)
+    return value
 
 
 def _aware(moment: datetime) -> datetime:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Update, event
+from sqlalchemy import BindParameter, Update, event
 
 from appforge.core.settings import Settings
 from tests.datasources.support import Pages, get_entry
@@ -63,11 +63,11 @@ def test_new_chunk_settings_reingest_with_old_chunks_searchable_meanwhile(
 
     stages: list[str | None] = []
 
-    def record(conn: Any, clause: Any, *args: Any) -> None:
+    def record(conn: Any, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
         if isinstance(clause, Update) and clause.table.name == "datasource_entries":
-            params = clause.compile().params
-            if "stage" in params:
-                stages.append(params["stage"])
+            values = _set_values(clause, [*multiparams, params])
+            if "stage" in values:
+                stages.append(values["stage"])
 
     engine = _state(client).services.engine
     event.listen(engine, "before_execute", record)
@@ -127,3 +127,17 @@ def test_chunk_settings_refused_when_invalid_and_a_failed_reingest_keeps_chunks(
     total = before["chunks_total"]
     assert _stored(client, ds, entry) == (total, total)
     assert _search(client, ds, "dial 7 level 7")
+
+
+def _set_values(clause: Update, given: list[dict[str, Any]]) -> dict[str, Any]:
+    """The values an UPDATE sets, by column: bound in the statement, or when it is
+    executed (the lease queue binds the values of its writes then)."""
+    bound: dict[str, Any] = {}
+    for params in given:
+        bound.update(params or {})
+    values: dict[str, Any] = {}
+    for column, value in clause._values.items():
+        if isinstance(value, BindParameter):
+            value = bound.get(value.key, value.value)
+        values[str(getattr(column, "key", column))] = value
+    return values

@@ -19,6 +19,7 @@ from appforge.core.db import transaction, utcnow
 from appforge.core.settings import OpenAISettings, Settings
 from evals.queue import EvaluationQueue
 from evals.tables import EvaluationCase
+from runs.service import RunRequest
 from runs.tables import Run
 from tests.evals.support import state
 
@@ -125,11 +126,12 @@ def test_queue_a_run_that_ended_before_the_crash_is_not_run_again(
     case = dead.claim()
     assert case is not None
     plan = dead._plan(evaluation_id)
-    assert plan is not None
-    # It ran the case (the run is stored, its id noted on the case), then died before
-    # writing the result.
-    finished = dead._run(case, plan, threading.Event())
-    assert finished is not None and finished[1].status == "succeeded"
+    assert plan is not None and case.run_id is not None
+    # It ran the case under the run id its claim noted (the run is stored), then died
+    # before writing the result.
+    request = RunRequest(plan.app_uuid, case.input, caller=plan.caller, run_id=case.run_id)
+    finished = state(api).runs.run(request, threading.Event(), None)
+    assert finished.status == "succeeded"
     runs, calls = _runs(api), len(edge.requests)
     live: EvaluationQueue = state(api).evaluations
     while live.run_once():
@@ -137,7 +139,7 @@ def test_queue_a_run_that_ended_before_the_crash_is_not_run_again(
     assert _runs(api) == runs + 2 and len(edge.requests) == calls + 2  # only the other two
     results = _results(api, evaluation_id)
     assert [r["status"] for r in results] == ["done"] * 3
-    assert finished[0] in [r["run_id"] for r in results]
+    assert finished.run.run_id in [r["run_id"] for r in results]
 
 
 def test_queue_concurrency_caps_the_cases_claimed_at_once(api: TestClient):
