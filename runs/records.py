@@ -1,7 +1,8 @@
 """What the run service reads and writes, as Core statements on one connection.
 
 A run costs two short transactions: one before the model is called (the app,
-the session and its history, the admission count, the new run row) and one
+the session and its history, the new run row inserted only if admission lets
+it in, a new session) and one
 after (the finished run, its managed-prompt uses, the session's new turn). No
 ORM objects are built on this path. Parsed app documents are cached by app
 and version, so a run reads the stored JSON only when the app changed.
@@ -17,7 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, String, bindparam, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Connection,
+    Insert,
+    Integer,
+    String,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from appforge.core.db import UTCDateTime, utcnow
 from apps_yaml.events import Outcome
@@ -38,6 +54,8 @@ class AppRecord:
     version: int
     public: bool
     document: AppDocument
+    # This transaction holds the app's admission lock already (``lock_app``).
+    locked: bool = False
 
 
 class DocumentCache:
@@ -65,6 +83,10 @@ class DocumentCache:
 # Statements built once (their compiled form is cached): a run executes them with
 # parameters only, so building and hashing SQL does not cost on every run.
 _APP = select(App.name, App.version, App.public).where(App.uuid == bindparam("b_app"))
+# PostgreSQL: the app, and its admission lock taken in the same round trip.
+_APP_LOCKED = select(
+    App.name, App.version, App.public, func.pg_advisory_xact_lock(bindparam("b_key", BigInteger))
+).where(App.uuid == bindparam("b_app"))
 _DOCUMENT = select(App.document).where(App.uuid == bindparam("b_app"))
 _SESSION_ROW = select(ChatSession.app_uuid, ChatSession.owner).where(
     ChatSession.id == bindparam("b_session")
@@ -94,7 +116,42 @@ _SESSION_RUN = (
     .limit(1)
 )
 _NEW_SESSION = insert(ChatSession)
-_NEW_RUN = insert(Run)
+
+
+def _admitted_run(session_free: bool) -> Insert:
+    """The new ``running`` run, inserted only if the app has room for one more run (and,
+    with ``session_free``, its session has none going): checks and insert in one
+    statement, so admission is one round trip. Run under the app's lock (``lock_app``)."""
+    app, since = bindparam("b_app", type_=String(36)), bindparam("b_since", type_=UTCDateTime)
+    session = bindparam("b_session", type_=String(128))
+    going = (Run.status == "running", Run.created_at > since)
+    active = select(func.count()).select_from(Run).where(Run.app_uuid == app, *going)
+    room = [active.scalar_subquery() < bindparam("b_most", type_=Integer)]
+    if session_free:
+        room.append(~exists().where(Run.session_id == session, *going))
+    row = select(
+        bindparam("b_run", type_=String(36)),
+        app,
+        bindparam("b_version", type_=Integer),
+        session,
+        bindparam("b_token", type_=String(36)),
+        bindparam("b_process", type_=String(36)),
+        literal("running", String(16)),
+        bindparam("b_stream", type_=Boolean),
+        bindparam("b_input", type_=JSON),
+        bindparam("b_empty_object", type_=JSON),
+        bindparam("b_empty_list", type_=JSON),
+        bindparam("b_empty_object", type_=JSON),
+        bindparam("b_now", type_=UTCDateTime),
+    ).where(*room)
+    columns = ["id", "app_uuid", "app_version", "session_id", "token_id", "process_id"]
+    columns += ["status", "stream", "input", "output", "steps", "usage", "created_at"]
+    # The row count of an INSERT is kept only when asked for (SQLAlchemy 2).
+    return insert(Run).from_select(columns, row).execution_options(preserve_rowcount=True)
+
+
+_ADMIT_RUN = _admitted_run(session_free=False)
+_ADMIT_RUN_IN_SESSION = _admitted_run(session_free=True)
 _FINISH = (
     update(Run)
     .where(Run.id == bindparam("b_run"))
@@ -139,9 +196,17 @@ def stored_document(doc: AppDocument) -> dict[str, Any]:
     return doc.model_dump(mode="json", exclude_none=True, exclude=absent)
 
 
-def load_app(conn: Connection, app_uuid: str, cache: DocumentCache) -> AppRecord:
-    """The app's current version; raises ``APP_NOT_FOUND``."""
-    row = conn.execute(_APP, {"b_app": app_uuid}).first()
+def load_app(
+    conn: Connection, app_uuid: str, cache: DocumentCache, *, lock: bool = False
+) -> AppRecord:
+    """The app's current version; raises ``APP_NOT_FOUND``. With ``lock``, on PostgreSQL
+    the same statement takes the app's admission lock (:func:`lock_app`)."""
+    locked = lock and conn.dialect.name == "postgresql"
+    if locked:
+        params = {"b_app": app_uuid, "b_key": _lock_key(app_uuid)}
+        row = conn.execute(_APP_LOCKED, params).first()
+    else:
+        row = conn.execute(_APP, {"b_app": app_uuid}).first()
     if row is None:
         raise AppNotFoundError(f"no app '{app_uuid}'")
     doc = cache.get((app_uuid, row.version))
@@ -149,7 +214,7 @@ def load_app(conn: Connection, app_uuid: str, cache: DocumentCache) -> AppRecord
         stored = conn.scalar(_DOCUMENT, {"b_app": app_uuid})
         doc = AppDocument.model_validate(stored)
         cache.put((app_uuid, row.version), doc)
-    return AppRecord(app_uuid, row.name, row.version, row.public, doc)
+    return AppRecord(app_uuid, row.name, row.version, row.public, doc, locked)
 
 
 def find_app_uuid(conn: Connection, ref: str) -> str:
@@ -187,18 +252,24 @@ def load_history(conn: Connection, session_id: str, depth: int) -> list[HistoryT
     return [HistoryTurn(r.transcript, r.input, r.output) for r in reversed(rows)]
 
 
-def lock_app(conn: Connection, app_uuid: str) -> None:
+def _lock_key(app_uuid: str) -> int:
+    return int(hashlib.sha256(app_uuid.encode()).hexdigest()[:15], 16)
+
+
+def lock_app(conn: Connection, app: AppRecord) -> None:
     """Serialise run admissions of one app across processes, until commit.
 
-    PostgreSQL: an advisory lock per app. SQLite: a no-op write, which takes the
-    database's write lock now, so the counts read next are current and no other
-    process admits a run between them and this transaction's inserts.
+    PostgreSQL: an advisory lock per app (taken already if the app was loaded
+    with ``lock``). SQLite: a no-op write, which takes the database's write lock
+    now, so the counts read next are current and no other process admits a run
+    between them and this transaction's inserts.
     """
+    if app.locked:
+        return
     if conn.dialect.name == "postgresql":
-        key = int(hashlib.sha256(app_uuid.encode()).hexdigest()[:15], 16)
-        conn.execute(select(func.pg_advisory_xact_lock(key)))
+        conn.execute(select(func.pg_advisory_xact_lock(_lock_key(app.uuid))))
     else:
-        conn.execute(_LOCK_APP, {"b_app": app_uuid})
+        conn.execute(_LOCK_APP, {"b_app": app.uuid})
 
 
 def count_active(conn: Connection, app_uuid: str, since: datetime) -> int:
@@ -226,7 +297,17 @@ def insert_session(conn: Connection, session_id: str, app_uuid: str, owner: str)
     conn.execute(_NEW_SESSION, values)
 
 
-def insert_run(
+@dataclass(frozen=True)
+class Admission:
+    """What a run is admitted under: at most ``most`` runs of the app going (and none of
+    its session, when ``session_free``), counting those started after ``since``."""
+
+    most: int
+    since: datetime
+    session_free: bool
+
+
+def admit_run(
     conn: Connection,
     run_id: str,
     app: AppRecord,
@@ -234,27 +315,31 @@ def insert_run(
     token_id: str | None,
     stream: bool,
     inputs: Any,
+    admission: Admission,
     process_id: str | None = None,
-) -> None:
-    """The new run, ``running``, owned by the process ``process_id`` (see runs.recovery)."""
-    conn.execute(
-        _NEW_RUN,
+) -> bool:
+    """Insert the new run, ``running``, owned by the process ``process_id`` (see
+    runs.recovery), if ``admission`` lets it in; whether it did."""
+    statement = _ADMIT_RUN_IN_SESSION if admission.session_free else _ADMIT_RUN
+    inserted = conn.execute(
+        statement,
         {
-            "id": run_id,
-            "app_uuid": app.uuid,
-            "app_version": app.version,
-            "session_id": session_id,
-            "token_id": token_id,
-            "process_id": process_id,
-            "status": "running",
-            "stream": stream,
-            "input": inputs,
-            "output": {},
-            "steps": [],
-            "usage": {},
-            "created_at": utcnow(),
+            "b_run": run_id,
+            "b_app": app.uuid,
+            "b_version": app.version,
+            "b_session": session_id,
+            "b_token": token_id,
+            "b_process": process_id,
+            "b_stream": stream,
+            "b_input": inputs,
+            "b_empty_object": {},
+            "b_empty_list": [],
+            "b_now": utcnow(),
+            "b_since": admission.since,
+            "b_most": admission.most,
         },
     )
+    return inserted.rowcount == 1
 
 
 @dataclass(frozen=True)
