@@ -130,7 +130,8 @@ class RunBridge:
             item = self._take()
             if item is None:
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), timeout=0.5)
+                    async with asyncio.timeout(0.5):  # a timer, not a task per wait
+                        await self._arrived.wait()
                 except TimeoutError:
                     if await disconnected():
                         return None

@@ -264,7 +264,8 @@ class RunService:
     ) -> None:
         """Record the run (and a new session) unless the app has too many runs going
         or the session has one: one transaction, under the app's lock. The checks
-        ride on the run's INSERT; only a refused run counts again, to say why."""
+        ride on the run's INSERT (on PostgreSQL, so does the new session); only a
+        refused run counts again, to say why."""
         session_id, known = session
         limits = self.services.settings.runs
         most = min(limits.max_active_per_app, app.document.limits.max_active_runs or math.inf)
@@ -275,7 +276,8 @@ class RunService:
         with contextlib.nullcontext() if app.locked else self._admission:
             records.lock_app(conn, app)
             since = utcnow() - timedelta(seconds=timeout + 30)
-            admission = records.Admission(int(most), since, session_free=known)
+            owner = caller.owner if caller is not None else ANONYMOUS
+            admission = records.Admission(int(most), since, known, owner)
             # No run of the app starts while the lock is held, but runs may end: a
             # refusal whose reason is gone when it is looked for is tried again.
             for _ in range(3):
@@ -304,9 +306,6 @@ class RunService:
                     details={"limit": int(most)},
                     headers={"Retry-After": "1"},
                 )
-            if not known:
-                owner = caller.owner if caller is not None else ANONYMOUS
-                records.insert_session(conn, session_id, app.uuid, owner)
             conn.commit()
 
     @staticmethod
