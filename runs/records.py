@@ -43,7 +43,14 @@ from appforge.core.db import UTCDateTime, utcnow
 from apps_yaml.events import Outcome
 from apps_yaml.runner import HistoryTurn
 from apps_yaml.schema import AppDocument
-from runs.errors import AppAmbiguousError, AppNotFoundError, SessionIdInvalidError
+from runs.errors import (
+    AppAmbiguousError,
+    AppNotFoundError,
+    RunServiceError,
+    SessionBusyError,
+    SessionIdInvalidError,
+    TooManyRunsError,
+)
 from runs.tables import App, ChatSession, Run, RunPrompt, Turn
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -368,6 +375,33 @@ def admit_run(
     if not admission.known and not together:
         insert_session(conn, session_id, app.uuid, admission.owner, now)
     return True
+
+
+def refusal(
+    conn: Connection, app_uuid: str, admission: Admission, session_id: str
+) -> RunServiceError | None:
+    """Why ``admission`` refused a run: too many runs of the app going, or one of its
+    session. None when neither holds any more (a run ended since)."""
+    active = count_active(conn, app_uuid, admission.since)
+    if active >= admission.most:
+        return too_many_runs(admission.most, active)
+    if admission.known and session_busy(conn, session_id, admission.since):
+        return SessionBusyError(
+            f"session '{session_id}' has a run going: send the next one when it ends",
+            details={"session_id": session_id},
+            headers={"Retry-After": "1"},
+        )
+    return None
+
+
+def too_many_runs(most: int, active: int | None = None) -> TooManyRunsError:
+    """429: the app has ``active`` runs going (unknown: at least ``most``)."""
+    going = f"already has {active}" if active is not None else "has too many"
+    return TooManyRunsError(
+        f"this app {going} runs going (limit {most})",
+        details={"limit": most},
+        headers={"Retry-After": "1"},
+    )
 
 
 @dataclass(frozen=True)

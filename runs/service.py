@@ -53,13 +53,7 @@ from apps_yaml.runner import HistoryTurn, Runner
 from apps_yaml.schema import AppDocument
 from runs import records
 from runs.deadlines import DeadlineWatcher
-from runs.errors import (
-    RunAuthError,
-    RunConflictError,
-    SessionBusyError,
-    SessionNotFoundError,
-    TooManyRunsError,
-)
+from runs.errors import RunAuthError, RunConflictError, SessionNotFoundError
 from runs.metrics import observe
 from runs.overrides import RunOverrides, variant
 from runs.services import Services
@@ -278,35 +272,18 @@ class RunService:
             since = utcnow() - timedelta(seconds=timeout + 30)
             owner = caller.owner if caller is not None else ANONYMOUS
             admission = records.Admission(int(most), since, known, owner)
+            row = (run_id, app, session_id, token_id, request.stream, inputs)
             # No run of the app starts while the lock is held, but runs may end: a
             # refusal whose reason is gone when it is looked for is tried again.
             for _ in range(3):
-                row = (run_id, app, session_id, token_id, request.stream, inputs)
                 if records.admit_run(conn, *row, admission, self.process_id):
+                    conn.commit()
+                    return
+                refusal = records.refusal(conn, app.uuid, admission, session_id)
+                if refusal is not None:
                     break
-                active = records.count_active(conn, app.uuid, since)
-                if active >= most:
-                    conn.rollback()
-                    raise TooManyRunsError(
-                        f"this app already has {active} runs going (limit {int(most)})",
-                        details={"limit": int(most)},
-                        headers={"Retry-After": "1"},
-                    )
-                if known and records.session_busy(conn, session_id, since):
-                    conn.rollback()
-                    raise SessionBusyError(
-                        f"session '{session_id}' has a run going: send the next one when it ends",
-                        details={"session_id": session_id},
-                        headers={"Retry-After": "1"},
-                    )
-            else:
-                conn.rollback()
-                raise TooManyRunsError(
-                    f"this app has too many runs going (limit {int(most)})",
-                    details={"limit": int(most)},
-                    headers={"Retry-After": "1"},
-                )
-            conn.commit()
+            conn.rollback()
+            raise refusal or records.too_many_runs(admission.most)
 
     @staticmethod
     def _session(conn: Connection, request: RunRequest, app_uuid: str) -> tuple[str, bool]:
