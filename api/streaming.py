@@ -11,7 +11,9 @@ import asyncio
 import contextvars
 import json
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -58,29 +60,57 @@ class _End:
 
 
 class RunBridge:
-    """Carries a run's events from its worker thread to the event loop, in order.
+    """Carries a run's outputs from its worker thread to the event loop, in order.
 
     :meth:`emit` is called on the worker thread; :meth:`first` waits (on the
     loop) for the first output or the end, so a run that fails before its first
     byte still gets a normal error status; :meth:`rest` yields what follows.
+
+    Only what a stream shows crosses over (outputs, the prepared run, the end):
+    step events stay on the worker. Waking the event loop costs a system call
+    and a turn of the loop, so items that arrive while a wake-up is pending ride
+    on it instead of asking for another one.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[Event | PreparedRun | _End] = asyncio.Queue()
+        self._items: deque[Chunk | Output | PreparedRun | _End] = deque()
+        self._arrived = asyncio.Event()  # set on the loop when items may be waiting
+        self._lock = threading.Lock()
+        self._wake_pending = False
         self.prepared: PreparedRun | None = None
 
     def emit(self, item: Event | PreparedRun | _End) -> None:
+        if not isinstance(item, Chunk | Output | PreparedRun | _End):
+            return  # step events: nothing a stream shows
+        with self._lock:
+            self._items.append(item)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the event loop is gone (server shutting down)
             pass
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        self._arrived.set()
+
+    def _take(self) -> Chunk | Output | PreparedRun | _End | None:
+        """The next item if one has arrived; else None, with ``_arrived`` cleared."""
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            self._arrived.clear()
+            return None
 
     def job(
         self, service: RunService, request: RunRequest, cancel: threading.Event
     ) -> Callable[[], None]:
         """The worker-thread function: prepare the run (sent first), execute it
-        (each event sent as it comes), then its result or error."""
+        (each output sent as it comes), then its result or error."""
 
         def work() -> None:
             try:
@@ -97,24 +127,39 @@ class RunBridge:
     async def first(self, disconnected: Callable[[], Awaitable[bool]]) -> Event | _End | None:
         """The first output event or the end; None if the client went away meanwhile."""
         while True:
-            try:
-                item = await asyncio.wait_for(self._queue.get(), timeout=0.5)
-            except TimeoutError:
-                if await disconnected():
-                    return None
+            item = self._take()
+            if item is None:
+                try:
+                    async with asyncio.timeout(0.5):  # a timer, not a task per wait
+                        await self._arrived.wait()
+                except TimeoutError:
+                    if await disconnected():
+                        return None
                 continue
             if isinstance(item, PreparedRun):
                 self.prepared = item
-            elif isinstance(item, Chunk | Output | _End):
+            else:
                 return item
 
     async def rest(self) -> AsyncIterator[Event | PreparedRun | _End]:
         """Every item after the first, the end included."""
         while True:
-            item = await self._queue.get()
+            item = self._take()
+            if item is None:
+                await self._arrived.wait()
+                continue
             yield item
             if isinstance(item, _End):
                 return
+
+    async def end(self) -> _End:
+        """Wait for the end of the run (dropping any output still coming)."""
+        while True:
+            item = self._take()
+            if item is None:
+                await self._arrived.wait()
+            elif isinstance(item, _End):
+                return item
 
 
 def is_end(item: object) -> TypeGuard[_End]:
@@ -131,7 +176,7 @@ class Started:
 
 
 async def start_streaming(
-    executor: Any,
+    executor: Executor,
     runs: RunService,
     run_request: RunRequest,
     cancel: threading.Event,
@@ -141,11 +186,12 @@ async def start_streaming(
     """Start a run on ``executor`` and hold the answer until its first output, so a run
     that fails before its first byte gets a real error status (``failed`` makes the
     error of a failed run). None: the client went away first (the run is stopped)."""
-    loop = asyncio.get_running_loop()
-    bridge = RunBridge(loop)
+    bridge = RunBridge(asyncio.get_running_loop())
     # The run's thread gets this request's context: its log lines name the request.
+    # Its end comes through the bridge (``_End``), so the thread's own future is not
+    # wrapped for the loop: that would wake the loop once more per run.
     job = bridge.job(runs, run_request, cancel)
-    future = loop.run_in_executor(executor, contextvars.copy_context().run, job)
+    executor.submit(contextvars.copy_context().run, job)
     try:
         first = await bridge.first(disconnected)
     except asyncio.CancelledError:
@@ -153,10 +199,9 @@ async def start_streaming(
         raise
     if first is None:
         cancel.set()
-        await future
+        await bridge.end()  # the run stops at once, and is stored ``cancelled``
         return None
     if is_end(first):
-        await future
         if first.error is not None:
             raise first.error
         assert first.finished is not None

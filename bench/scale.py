@@ -30,6 +30,7 @@ during the appforge slices: it shows where the time goes. Needs ``wrk``
     python -P bench/scale.py                           # 1, 2, 4 processes, 32 clients, 10 s
     python -P bench/scale.py --procs 1 --duration 4    # quick look
     python -P bench/scale.py --sqlite                  # SQLite in the home instead
+    python -P bench/scale.py --procs 1 --src /work/main   # another checkout (before/after)
 
 ``-P`` keeps ``bench/`` off the front of ``sys.path``.
 """
@@ -140,8 +141,10 @@ def _drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_serve(procs: int, home: Path, log_dir: Path, fake: h.Server, db: str | None) -> h.Server:
-    """``appforge serve --workers procs --no-worker --no-ui`` from this checkout."""
+def start_serve(
+    procs: int, home: Path, log_dir: Path, fake: h.Server, db: str | None, src: Path
+) -> h.Server:
+    """``appforge serve --workers procs --no-worker --no-ui`` from the checkout ``src``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPFORGE_")}
     env.update(
         APPFORGE_HOME=str(home),
@@ -153,7 +156,7 @@ def start_serve(procs: int, home: Path, log_dir: Path, fake: h.Server, db: str |
         APPFORGE_OPENAI__BASE_URL=f"{fake.base}/v1",
         APPFORGE_OPENAI__API_KEY="x",
         APPFORGE_MODELS='{"default": "openai:fake"}',
-        PYTHONPATH=str(h.REPO_DIR),
+        PYTHONPATH=str(src),
     )
     if db is not None:
         env["APPFORGE_DATABASE_URL"] = db
@@ -162,7 +165,7 @@ def start_serve(procs: int, home: Path, log_dir: Path, fake: h.Server, db: str |
     argv = [exe, "serve", "--host", h.HOST, "--port", str(port), "--workers", str(procs)]
     argv += ["--no-worker", "--no-ui"]
     proc, log_path, log_file = h._spawn(
-        f"appforge-{procs}", argv, cwd=h.REPO_DIR, env=env, log_dir=log_dir
+        f"appforge-{procs}", argv, cwd=src, env=env, log_dir=log_dir
     )
     server = h.Server(f"appforge x{procs}", proc, f"http://{h.HOST}:{port}", log_path, log_file)
     h.wait_http(server, "/api/health", 180)
@@ -223,7 +226,7 @@ def measure(args: argparse.Namespace, procs: int, tmp: Path, fake: h.Server) -> 
     db = None if args.sqlite else _make_database()
     servers: list[h.Server] = []
     try:
-        servers.append(start_serve(procs, tmp / f"home-{procs}", tmp, fake, db))
+        servers.append(start_serve(procs, tmp / f"home-{procs}", tmp, fake, db, args.src))
         servers.append(start_bare(procs, tmp, fake))
         app, bare = servers
         auth = {**JSON_HEADERS, "Authorization": f"Token {h.TOKEN}"}
@@ -264,6 +267,7 @@ def _cells(load: h.Load) -> str:
 def report(args: argparse.Namespace, rows: list[Row], load_avg: tuple[float, ...]) -> None:
     storage = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"appforge scale-out: streamed runs, {args.clients} clients (wrk, 1 thread), {storage}")
+    print(f"  appforge from {args.src}")
     print(f"  {args.duration:g} s per system and process count, in {args.rounds} slices")
     print(f"  load average before: {' '.join(f'{x:.2f}' for x in load_avg)}; {os.cpu_count()} CPUs")
     print()
@@ -304,6 +308,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="slices per system")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up load")
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    parser.add_argument("--src", type=Path, default=h.REPO_DIR, help="appforge checkout to run")
     args = parser.parse_args()
     if not h.have_wrk():
         sys.exit("bench/scale.py needs wrk (apt-get install -y wrk)")

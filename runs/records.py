@@ -1,10 +1,15 @@
 """What the run service reads and writes, as Core statements on one connection.
 
 A run costs two short transactions: one before the model is called (the app,
-the session and its history, the admission count, the new run row) and one
-after (the finished run, its managed-prompt uses, the session's new turn). No
-ORM objects are built on this path. Parsed app documents are cached by app
-and version, so a run reads the stored JSON only when the app changed.
+the session and its history, the new run row inserted only if admission lets
+it in, a new session) and one after (the finished run, its managed-prompt
+uses, the session's new turn). No ORM objects are built on this path. Parsed
+app documents are cached by app and version, so a run reads the stored JSON
+only when the app changed. On PostgreSQL a run without managed prompts or
+history makes 8 round trips: BEGIN, the app with its admission lock, the run
+with its new session, COMMIT; BEGIN, the finished run, the turn with the
+session's ``updated_at``, COMMIT. SQLite (in process) takes a few more
+statements for the same work.
 """
 
 from __future__ import annotations
@@ -17,13 +22,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, String, bindparam, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Connection,
+    Insert,
+    Integer,
+    String,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from appforge.core.db import UTCDateTime, utcnow
 from apps_yaml.events import Outcome
 from apps_yaml.runner import HistoryTurn
 from apps_yaml.schema import AppDocument
-from runs.errors import AppAmbiguousError, AppNotFoundError, SessionIdInvalidError
+from runs.errors import (
+    AppAmbiguousError,
+    AppNotFoundError,
+    RunServiceError,
+    SessionBusyError,
+    SessionIdInvalidError,
+    TooManyRunsError,
+)
 from runs.tables import App, ChatSession, Run, RunPrompt, Turn
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -38,6 +65,8 @@ class AppRecord:
     version: int
     public: bool
     document: AppDocument
+    # This transaction holds the app's admission lock already (``lock_app``).
+    locked: bool = False
 
 
 class DocumentCache:
@@ -65,6 +94,10 @@ class DocumentCache:
 # Statements built once (their compiled form is cached): a run executes them with
 # parameters only, so building and hashing SQL does not cost on every run.
 _APP = select(App.name, App.version, App.public).where(App.uuid == bindparam("b_app"))
+# PostgreSQL: the app, and its admission lock taken in the same round trip.
+_APP_LOCKED = select(
+    App.name, App.version, App.public, func.pg_advisory_xact_lock(bindparam("b_key", BigInteger))
+).where(App.uuid == bindparam("b_app"))
 _DOCUMENT = select(App.document).where(App.uuid == bindparam("b_app"))
 _SESSION_ROW = select(ChatSession.app_uuid, ChatSession.owner).where(
     ChatSession.id == bindparam("b_session")
@@ -94,7 +127,54 @@ _SESSION_RUN = (
     .limit(1)
 )
 _NEW_SESSION = insert(ChatSession)
-_NEW_RUN = insert(Run)
+
+
+def _admitted_run(*, known_session: bool, new_session: bool = False) -> Insert:
+    """The new ``running`` run, inserted only if the app has room for one more run (and
+    a ``known_session`` has none going): checks and insert in one statement, so
+    admission is one round trip. Run under the app's lock (``lock_app``).
+
+    ``new_session`` (PostgreSQL only) inserts the run's new session in the same
+    statement; a refused run's transaction is rolled back, session and all.
+    """
+    app, since = bindparam("b_app", type_=String(36)), bindparam("b_since", type_=UTCDateTime)
+    session = bindparam("b_session", type_=String(128))
+    now = bindparam("b_now", type_=UTCDateTime)
+    going = (Run.status == "running", Run.created_at > since)
+    active = select(func.count()).select_from(Run).where(Run.app_uuid == app, *going)
+    room = [active.scalar_subquery() < bindparam("b_most", type_=Integer)]
+    if known_session:
+        room.append(~exists().where(Run.session_id == session, *going))
+    row = select(
+        bindparam("b_run", type_=String(36)),
+        app,
+        bindparam("b_version", type_=Integer),
+        session,
+        bindparam("b_token", type_=String(36)),
+        bindparam("b_process", type_=String(36)),
+        literal("running", String(16)),
+        bindparam("b_stream", type_=Boolean),
+        bindparam("b_input", type_=JSON),
+        bindparam("b_empty_object", type_=JSON),
+        bindparam("b_empty_list", type_=JSON),
+        bindparam("b_empty_object", type_=JSON),
+        now,
+    ).where(*room)
+    columns = ["id", "app_uuid", "app_version", "session_id", "token_id", "process_id"]
+    columns += ["status", "stream", "input", "output", "steps", "usage", "created_at"]
+    statement = insert(Run).from_select(columns, row)
+    if new_session:
+        owner = bindparam("b_owner", type_=String(64))
+        values = {"id": session, "app_uuid": app, "owner": owner}
+        made = insert(ChatSession).values(**values, created_at=now, updated_at=now)
+        statement = statement.add_cte(made.cte("new_session"))
+    # The row count of an INSERT is kept only when asked for (SQLAlchemy 2).
+    return statement.execution_options(preserve_rowcount=True)
+
+
+_ADMIT_RUN = _admitted_run(known_session=False)
+_ADMIT_RUN_IN_SESSION = _admitted_run(known_session=True)
+_ADMIT_RUN_NEW_SESSION = _admitted_run(known_session=False, new_session=True)
 _FINISH = (
     update(Run)
     .where(Run.id == bindparam("b_run"))
@@ -112,6 +192,7 @@ _FINISH = (
 _PROMPT_USES = insert(RunPrompt)
 _LOCK_APP = update(App).where(App.uuid == bindparam("b_app")).values(version=App.version)
 _SESSION = bindparam("b_session", type_=String(128))
+_NOW = bindparam("b_now", type_=UTCDateTime)
 # The session's next turn, numbered in the same statement.
 _NEXT_TURN = insert(Turn).from_select(
     ["session_id", "n", "run_id", "input", "output", "transcript", "created_at"],
@@ -122,14 +203,12 @@ _NEXT_TURN = insert(Turn).from_select(
         bindparam("b_input", type_=JSON),
         bindparam("b_output", type_=JSON),
         bindparam("b_transcript", type_=JSON),
-        bindparam("b_now", type_=UTCDateTime),
+        _NOW,
     ).where(Turn.session_id == _SESSION),
 )
-_TOUCH_SESSION = (
-    update(ChatSession)
-    .where(ChatSession.id == bindparam("b_session"))
-    .values(updated_at=bindparam("b_now"))
-)
+_TOUCH_SESSION = update(ChatSession).where(ChatSession.id == _SESSION).values(updated_at=_NOW)
+# PostgreSQL: the turn and the session's new ``updated_at`` in one statement.
+_NEXT_TURN_TOUCHING = _NEXT_TURN.add_cte(_TOUCH_SESSION.cte("touched"))
 
 
 def stored_document(doc: AppDocument) -> dict[str, Any]:
@@ -139,9 +218,17 @@ def stored_document(doc: AppDocument) -> dict[str, Any]:
     return doc.model_dump(mode="json", exclude_none=True, exclude=absent)
 
 
-def load_app(conn: Connection, app_uuid: str, cache: DocumentCache) -> AppRecord:
-    """The app's current version; raises ``APP_NOT_FOUND``."""
-    row = conn.execute(_APP, {"b_app": app_uuid}).first()
+def load_app(
+    conn: Connection, app_uuid: str, cache: DocumentCache, *, lock: bool = False
+) -> AppRecord:
+    """The app's current version; raises ``APP_NOT_FOUND``. With ``lock``, on PostgreSQL
+    the same statement takes the app's admission lock (:func:`lock_app`)."""
+    locked = lock and conn.dialect.name == "postgresql"
+    if locked:
+        params = {"b_app": app_uuid, "b_key": _lock_key(app_uuid)}
+        row = conn.execute(_APP_LOCKED, params).first()
+    else:
+        row = conn.execute(_APP, {"b_app": app_uuid}).first()
     if row is None:
         raise AppNotFoundError(f"no app '{app_uuid}'")
     doc = cache.get((app_uuid, row.version))
@@ -149,7 +236,7 @@ def load_app(conn: Connection, app_uuid: str, cache: DocumentCache) -> AppRecord
         stored = conn.scalar(_DOCUMENT, {"b_app": app_uuid})
         doc = AppDocument.model_validate(stored)
         cache.put((app_uuid, row.version), doc)
-    return AppRecord(app_uuid, row.name, row.version, row.public, doc)
+    return AppRecord(app_uuid, row.name, row.version, row.public, doc, locked)
 
 
 def find_app_uuid(conn: Connection, ref: str) -> str:
@@ -187,18 +274,24 @@ def load_history(conn: Connection, session_id: str, depth: int) -> list[HistoryT
     return [HistoryTurn(r.transcript, r.input, r.output) for r in reversed(rows)]
 
 
-def lock_app(conn: Connection, app_uuid: str) -> None:
+def _lock_key(app_uuid: str) -> int:
+    return int(hashlib.sha256(app_uuid.encode()).hexdigest()[:15], 16)
+
+
+def lock_app(conn: Connection, app: AppRecord) -> None:
     """Serialise run admissions of one app across processes, until commit.
 
-    PostgreSQL: an advisory lock per app. SQLite: a no-op write, which takes the
-    database's write lock now, so the counts read next are current and no other
-    process admits a run between them and this transaction's inserts.
+    PostgreSQL: an advisory lock per app (taken already if the app was loaded
+    with ``lock``). SQLite: a no-op write, which takes the database's write lock
+    now, so the counts read next are current and no other process admits a run
+    between them and this transaction's inserts.
     """
+    if app.locked:
+        return
     if conn.dialect.name == "postgresql":
-        key = int(hashlib.sha256(app_uuid.encode()).hexdigest()[:15], 16)
-        conn.execute(select(func.pg_advisory_xact_lock(key)))
+        conn.execute(select(func.pg_advisory_xact_lock(_lock_key(app.uuid))))
     else:
-        conn.execute(_LOCK_APP, {"b_app": app_uuid})
+        conn.execute(_LOCK_APP, {"b_app": app.uuid})
 
 
 def count_active(conn: Connection, app_uuid: str, since: datetime) -> int:
@@ -214,8 +307,9 @@ def session_busy(conn: Connection, session_id: str, since: datetime) -> bool:
     )
 
 
-def insert_session(conn: Connection, session_id: str, app_uuid: str, owner: str) -> None:
-    now = utcnow()
+def insert_session(
+    conn: Connection, session_id: str, app_uuid: str, owner: str, now: datetime
+) -> None:
     values = {
         "id": session_id,
         "app_uuid": app_uuid,
@@ -226,7 +320,19 @@ def insert_session(conn: Connection, session_id: str, app_uuid: str, owner: str)
     conn.execute(_NEW_SESSION, values)
 
 
-def insert_run(
+@dataclass(frozen=True)
+class Admission:
+    """What a run is admitted under: at most ``most`` runs of the app going (and none of
+    its session, if the session is ``known``), counting those started after ``since``.
+    A session not ``known`` is made for the run, owned by ``owner``."""
+
+    most: int
+    since: datetime
+    known: bool
+    owner: str
+
+
+def admit_run(
     conn: Connection,
     run_id: str,
     app: AppRecord,
@@ -234,26 +340,67 @@ def insert_run(
     token_id: str | None,
     stream: bool,
     inputs: Any,
+    admission: Admission,
     process_id: str | None = None,
-) -> None:
-    """The new run, ``running``, owned by the process ``process_id`` (see runs.recovery)."""
-    conn.execute(
-        _NEW_RUN,
+) -> bool:
+    """Insert the new run, ``running``, owned by the process ``process_id`` (see
+    runs.recovery), and its new session, if ``admission`` lets it in; whether it did."""
+    together = not admission.known and conn.dialect.name == "postgresql"
+    if admission.known:
+        statement = _ADMIT_RUN_IN_SESSION
+    else:  # SQLite has no INSERT inside WITH: its new session is a second statement
+        statement = _ADMIT_RUN_NEW_SESSION if together else _ADMIT_RUN
+    now = utcnow()
+    inserted = conn.execute(
+        statement,
         {
-            "id": run_id,
-            "app_uuid": app.uuid,
-            "app_version": app.version,
-            "session_id": session_id,
-            "token_id": token_id,
-            "process_id": process_id,
-            "status": "running",
-            "stream": stream,
-            "input": inputs,
-            "output": {},
-            "steps": [],
-            "usage": {},
-            "created_at": utcnow(),
+            "b_run": run_id,
+            "b_app": app.uuid,
+            "b_version": app.version,
+            "b_session": session_id,
+            "b_token": token_id,
+            "b_process": process_id,
+            "b_stream": stream,
+            "b_input": inputs,
+            "b_empty_object": {},
+            "b_empty_list": [],
+            "b_now": now,
+            "b_since": admission.since,
+            "b_most": admission.most,
+            "b_owner": admission.owner,
         },
+    )
+    if inserted.rowcount != 1:
+        return False
+    if not admission.known and not together:
+        insert_session(conn, session_id, app.uuid, admission.owner, now)
+    return True
+
+
+def refusal(
+    conn: Connection, app_uuid: str, admission: Admission, session_id: str
+) -> RunServiceError | None:
+    """Why ``admission`` refused a run: too many runs of the app going, or one of its
+    session. None when neither holds any more (a run ended since)."""
+    active = count_active(conn, app_uuid, admission.since)
+    if active >= admission.most:
+        return too_many_runs(admission.most, active)
+    if admission.known and session_busy(conn, session_id, admission.since):
+        return SessionBusyError(
+            f"session '{session_id}' has a run going: send the next one when it ends",
+            details={"session_id": session_id},
+            headers={"Retry-After": "1"},
+        )
+    return None
+
+
+def too_many_runs(most: int, active: int | None = None) -> TooManyRunsError:
+    """429: the app has ``active`` runs going (unknown: at least ``most``)."""
+    going = f"already has {active}" if active is not None else "has too many"
+    return TooManyRunsError(
+        f"this app {going} runs going (limit {most})",
+        details={"limit": most},
+        headers={"Retry-After": "1"},
     )
 
 
@@ -333,5 +480,8 @@ def _add_turn(conn: Connection, done: Finish, now: datetime) -> None:
         "b_transcript": done.outcome.transcript,
         "b_now": now,
     }
-    conn.execute(_NEXT_TURN, params)
-    conn.execute(_TOUCH_SESSION, {"b_session": done.session_id, "b_now": now})
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NEXT_TURN_TOUCHING, params)
+    else:  # SQLite has no UPDATE inside WITH
+        conn.execute(_NEXT_TURN, params)
+        conn.execute(_TOUCH_SESSION, {"b_session": done.session_id, "b_now": now})

@@ -27,6 +27,7 @@ run whose process died is failed ``INTERRUPTED`` instead of staying ``running``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -53,13 +54,7 @@ from apps_yaml.runner import HistoryTurn, Runner
 from apps_yaml.schema import AppDocument
 from runs import records
 from runs.deadlines import DeadlineWatcher
-from runs.errors import (
-    RunAuthError,
-    RunConflictError,
-    SessionBusyError,
-    SessionNotFoundError,
-    TooManyRunsError,
-)
+from runs.errors import RunAuthError, RunConflictError, SessionNotFoundError
 from runs.metrics import observe
 from runs.overrides import RunOverrides, variant
 from runs.services import Services
@@ -199,7 +194,7 @@ class RunService:
         self.deps = services.dependencies()
         self._documents = records.DocumentCache()
         self._deadlines = DeadlineWatcher()
-        self._admission = threading.Lock()  # count-then-insert, one at a time per process
+        self._admission = threading.Lock()  # SQLite admissions, one at a time per process
         self._active: dict[str, threading.Event] = {}  # run id -> its cancel event
         self._active_lock = threading.Lock()
 
@@ -231,7 +226,7 @@ class RunService:
     def _prepare(self, request: RunRequest) -> PreparedRun:
         limits = self.services.settings.runs
         with self.services.engine.connect() as conn:
-            app = records.load_app(conn, request.app_uuid, self._documents)
+            app = records.load_app(conn, request.app_uuid, self._documents, lock=True)
             if request.app_version is not None or request.overrides:
                 app = variant(
                     conn,
@@ -270,37 +265,33 @@ class RunService:
         timeout: float,
     ) -> None:
         """Record the run (and a new session) unless the app has too many runs going
-        or the session has one: one transaction, under the app's lock."""
+        or the session has one: one transaction, under the app's lock. The checks
+        ride on the run's INSERT (on PostgreSQL, so does the new session); only a
+        refused run counts again, to say why."""
         session_id, known = session
         limits = self.services.settings.runs
         most = min(limits.max_active_per_app, app.document.limits.max_active_runs or math.inf)
-        with self._admission:
-            records.lock_app(conn, app.uuid)
+        caller = request.caller
+        token_id = caller.token_id if caller is not None else None
+        # SQLite has one write lock: this process's threads take turns for it here
+        # rather than in SQLite's busy loop. PostgreSQL's lock is the app's own.
+        with contextlib.nullcontext() if app.locked else self._admission:
+            records.lock_app(conn, app)
             since = utcnow() - timedelta(seconds=timeout + 30)
-            active = records.count_active(conn, app.uuid, since)
-            if active >= most:
-                conn.rollback()
-                raise TooManyRunsError(
-                    f"this app already has {active} runs going (limit {int(most)})",
-                    details={"limit": int(most)},
-                    headers={"Retry-After": "1"},
-                )
-            if known and records.session_busy(conn, session_id, since):
-                conn.rollback()
-                raise SessionBusyError(
-                    f"session '{session_id}' has a run going: send the next one when it ends",
-                    details={"session_id": session_id},
-                    headers={"Retry-After": "1"},
-                )
-            caller = request.caller
-            if not known:
-                owner = caller.owner if caller is not None else ANONYMOUS
-                records.insert_session(conn, session_id, app.uuid, owner)
-            token_id = caller.token_id if caller is not None else None
-            records.insert_run(
-                conn, run_id, app, session_id, token_id, request.stream, inputs, self.process_id
-            )
-            conn.commit()
+            owner = caller.owner if caller is not None else ANONYMOUS
+            admission = records.Admission(int(most), since, known, owner)
+            row = (run_id, app, session_id, token_id, request.stream, inputs)
+            # No run of the app starts while the lock is held, but runs may end: a
+            # refusal whose reason is gone when it is looked for is tried again.
+            for _ in range(3):
+                if records.admit_run(conn, *row, admission, self.process_id):
+                    conn.commit()
+                    return
+                refusal = records.refusal(conn, app.uuid, admission, session_id)
+                if refusal is not None:
+                    break
+            conn.rollback()
+            raise refusal or records.too_many_runs(admission.most)
 
     @staticmethod
     def _session(conn: Connection, request: RunRequest, app_uuid: str) -> tuple[str, bool]:

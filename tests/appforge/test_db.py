@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,14 +13,18 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from appforge.core.db import (
+    PING_AFTER_IDLE_SECONDS,
     include_object,
     load_tables,
     make_engine,
     migrate,
     normalize_url,
+    ping_idle_connections,
     utcnow,
 )
 from appforge.core.keys import ServerKey
@@ -52,6 +57,48 @@ def test_postgres_urls_use_psycopg3():
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def _backend_pid(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _kill_backend(url: str, pid: int) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+@pytest.mark.postgres
+def test_postgres_idle_connection_pinged_and_replaced_busy_one_not_pinged(postgres_url: str):
+    now = [0.0]
+    engine = create_engine(normalize_url(postgres_url), pool_size=1, max_overflow=0)
+    ping_idle_connections(engine, 2.0, clock=lambda: now[0])
+    try:
+        # Back in the pool a moment ago: used without a ping, so its death shows.
+        _kill_backend(postgres_url, _backend_pid(engine))
+        now[0] += 1.0
+        with pytest.raises(OperationalError), engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        # Idle past the threshold: pinged, found dead and replaced before use.
+        first = _backend_pid(engine)
+        _kill_backend(postgres_url, first)
+        now[0] += 5.0
+        assert _backend_pid(engine) != first
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_engine_replaces_connection_that_died_while_idle(postgres_url: str):
+    engine = make_engine(postgres_url)
+    try:
+        first = _backend_pid(engine)
+        _kill_backend(postgres_url, first)
+        time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)  # at least this idle; longer is the same
+        assert _backend_pid(engine) != first
+    finally:
+        engine.dispose()
 
 
 def _migrate_in_child(url: str, barrier: Any) -> None:

@@ -18,11 +18,18 @@ from apps_yaml.events import Chunk, Event, Output, StepFinished
 from apps_yaml.flows import Flow, StepContext, StepResult
 from apps_yaml.loader import load_text
 from runs.deadlines import DeadlineWatcher
-from runs.errors import AppNotFoundError, RunAuthError, RunConflictError, SessionNotFoundError
+from runs.errors import (
+    AppNotFoundError,
+    RunAuthError,
+    RunConflictError,
+    SessionBusyError,
+    SessionNotFoundError,
+    TooManyRunsError,
+)
 from runs.records import stored_document
 from runs.service import Caller, RunRequest, RunService
 from runs.services import Services
-from runs.tables import App, Run, Turn
+from runs.tables import App, ChatSession, Run, Turn
 
 CHAT = """\
 name: Echo
@@ -142,6 +149,35 @@ def test_service_refuses_before_storing_anything(services: Services):
     with pytest.raises(SessionNotFoundError):  # another app's session: not revealed
         service.run(RunRequest(app, {"q": "x"}, done.run.session_id, caller=ME), cancel, None)
     assert _count(services, Run) == 1
+
+
+def test_service_admission_refusals_store_nothing_on_either_backend(
+    tmp_path: Path, backend: str | None
+):
+    values: dict[str, Any] = {"home": tmp_path / "home"}
+    if backend is not None:
+        values["database_url"] = backend
+    services = Services.open(Settings(**values))  # admission only: no model is called
+    try:
+        service = RunService(services)
+        one_at_once = CHAT.replace("output:", "limits: {max_active_runs: 1}\noutput:")
+        app = _store(services, one_at_once)
+        first = service.prepare(RunRequest(app, {"q": "x"}, caller=ME))  # recorded, running
+        with pytest.raises(TooManyRunsError) as refused:
+            service.prepare(RunRequest(app, {"q": "x"}, "new-session", caller=ME))
+        assert refused.value.message == "this app already has 1 runs going (limit 1)"
+        roomy = _store(services, CHAT.replace("Echo", "Roomy"))
+        mine = service.prepare(RunRequest(roomy, {"q": "x"}, "mine", caller=ME))
+        with pytest.raises(SessionBusyError):
+            service.prepare(RunRequest(roomy, {"q": "x"}, "mine", caller=ME))
+        # Only the admitted runs and their sessions exist: the refused left nothing.
+        with services.engine.connect() as conn:
+            runs = set(conn.scalars(select(Run.id)))
+            sessions = set(conn.scalars(select(ChatSession.id)))
+        assert runs == {first.run_id, mine.run_id}
+        assert sessions == {first.session_id, "mine"}
+    finally:
+        services.close()
 
 
 def test_service_public_app_runs_anonymously(services: Services):
