@@ -14,7 +14,7 @@ steps:
     prompt:
       system: You answer in one short sentence.
       user: "{{ input.question }}"
-    params: {temperature: 0, seed: 7, max_tokens: 24}
+    params: {temperature: 0, seed: 7, max_tokens: 8}
 output:
   answer: "{{ answer.text }}"
   tone: "{{ input.tone }}"
@@ -33,7 +33,7 @@ steps:
       system: You are a friendly assistant.
       user: "{{ input.message }}"
     history: 4
-    params: {temperature: 0, seed: 3, max_tokens: 20}
+    params: {temperature: 0, seed: 3, max_tokens: 8}
 output:
   reply: "{{ reply.text }}"
 """

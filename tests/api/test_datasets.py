@@ -184,7 +184,7 @@ def test_cases_bad_input_is_refused_and_bounded(api: TestClient):
 def test_run_to_dataset_copies_input_and_optionally_output(
     api: TestClient, create: Callable[..., dict[str, Any]]
 ):
-    app = create(api, TEXT_APP.replace("max_tokens: 24", "max_tokens: 2"))
+    app = create(api, TEXT_APP.replace("max_tokens: 8", "max_tokens: 2"))
     run = api.post(f"/api/apps/{app['uuid']}/run", json={"input": {"question": "Hi?"}})
     assert run.status_code == 200, run.text
     run_id = run.json()["run"]["id"]

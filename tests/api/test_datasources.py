@@ -360,7 +360,11 @@ def test_support_bot_answers_from_pdf_html_and_text_citing_sources(
         name="opening-hours",
         content="The shop opens at 9 am on weekdays.",
     )
-    yaml_text = (EXAMPLES / "support-bot.yaml").read_text()
+    # The example as shipped, but a short answer: the test checks the sources and that
+    # an answer came, and each token of the local model costs time on a loaded machine.
+    shipped = (EXAMPLES / "support-bot.yaml").read_text()
+    yaml_text = shipped.replace("max_tokens: 200}", "max_tokens: 8}")
+    assert yaml_text != shipped
     r = client.post("/api/apps", content=yaml_text, headers={"Content-Type": "application/yaml"})
     assert r.status_code == 201, r.text
     app = r.json()["uuid"]

@@ -298,7 +298,7 @@ def test_providers_environment_wins_over_stored_ones(
 def test_run_follows_an_alias_to_a_stored_provider_without_restart(
     client: TestClient, create: Callable[..., dict[str, Any]], llama_server: str
 ):
-    app = create(client, TEXT_APP.replace("max_tokens: 24", "max_tokens: 2"))  # model: default
+    app = create(client, TEXT_APP.replace("max_tokens: 8", "max_tokens: 2"))  # model: default
     run_url = f"/api/apps/{app['uuid']}/run"
     question = {"input": {"question": "Say hi."}}
 

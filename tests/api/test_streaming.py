@@ -20,12 +20,12 @@ steps:
     kind: llm
     prompt:
       user: "Write one sentence about {{ input.topic }}."
-    params: {temperature: 0, seed: 5, max_tokens: 16}
+    params: {temperature: 0, seed: 5, max_tokens: 8}
   - id: polish
     kind: llm
     prompt:
       user: "Improve ({{ 10 // input.divisor }}): {{ draft.text }}"
-    params: {temperature: 0, seed: 5, max_tokens: 16}
+    params: {temperature: 0, seed: 5, max_tokens: 8}
 output:
   draft: "{{ draft.text }}"
   final: "{{ polish.text }}"
