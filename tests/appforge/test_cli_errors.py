@@ -82,22 +82,29 @@ def _one_line(result: subprocess.CompletedProcess[str] | Any, code: str) -> str:
     exit_code = result.exit_code if hasattr(result, "exit_code") else result.returncode
     assert exit_code == 1, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    if hasattr(result, "exception"):  # in this process: nothing escaped the command
+        assert isinstance(result.exception, SystemExit), result.exc_info
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error [{code}]: "), result.stderr
     return str(lines[0])
 
 
-def test_errors_are_one_line_with_exit_code_1(tmp_path: Path):
+def test_errors_are_one_line_with_exit_code_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # The command's main, called in this process as the entry point calls it (a child
+    # process each would only add its start-up); the traceback of --debug is what the
+    # interpreter prints, so that one runs in a child process.
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner(env={"APPFORGE_HOME": str(tmp_path / "home")})
     url = f"http://127.0.0.1:{free_port()}"
-    down = _appforge("apps", "list", "--url", url, "--token", "t", cwd=tmp_path)
+    down = runner.invoke(main, ["apps", "list", "--url", url, "--token", "t"])
     line = _one_line(down, "SERVER_UNREACHABLE")
     assert url in line and "is it running?" in line
-    missing = _one_line(_appforge("run", "missing.yaml", cwd=tmp_path), "FILE_ERROR")
+    missing = _one_line(runner.invoke(main, ["run", "missing.yaml"]), "FILE_ERROR")
     assert "missing.yaml" in missing and "does not exist" in missing
     (tmp_path / "bad.yaml").write_text("name: x\nsteps: [\n")
-    bad_yaml = _one_line(_appforge("run", "bad.yaml", cwd=tmp_path), "YAML_INVALID")
+    bad_yaml = _one_line(runner.invoke(main, ["run", "bad.yaml"]), "YAML_INVALID")
     assert "line 3" in bad_yaml
-    unwritable = _appforge("export", "--json-path", "no/such/dir/out.json", cwd=tmp_path)
+    unwritable = runner.invoke(main, ["export", "--json-path", "no/such/dir/out.json"])
     assert "no/such/dir/out.json" in _one_line(unwritable, "FILE_ERROR")
     debug = _appforge("--debug", "apps", "list", "--url", url, "--token", "t", cwd=tmp_path)
     assert debug.returncode == 1

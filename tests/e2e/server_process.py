@@ -31,7 +31,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
         try:
-            poll_until(self._healthy, interval=0.2)
+            poll_until(self._healthy, interval=0.05)
         except AssertionError as exc:  # it exited, or never answered
             self.proc.kill()
             self.proc.wait(timeout=15)

@@ -15,9 +15,6 @@ OpenAI-compatible server on 127.0.0.1 (the network edge); the rest is real.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,9 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from fake_model import FakeModel, serve_model
 from health_watch import health_within_one_second
 from server_process import ServerProcess
+
+from appforge.cli import main
 
 TOKEN = "af_attacks_admin_token_0123456789"
 YAML = {"Content-Type": "application/yaml"}
@@ -219,12 +219,8 @@ def test_attack_unstorable_input_is_422_and_backup_still_works(
         assert r.status_code == 422 and r.json()["error"]["code"] == "YAML_INVALID", r.text
         assert api.get("/api/apps").headers["x-total-count"] == "1"
     target = tmp_path / "backup.json"
-    exe = Path(sys.executable).parent / "appforge"
-    done = subprocess.run(
-        [str(exe), "backup", "--json_path", str(target)],
-        env={**os.environ, **env},
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr.decode()
+    # The command's main in this process, on the server's environment (a child process
+    # would only add its start-up).
+    done = CliRunner(env=env).invoke(main, ["backup", "--json_path", str(target)])
+    assert done.exit_code == 0, (done.stderr, done.exc_info)
     assert [a["uuid"] for a in json.loads(target.read_bytes())["tables"]["apps"]] == [uuid]

@@ -15,7 +15,6 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,14 +23,15 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from legacy_home import LegacySecrets, make_legacy_database
 from server_process import ServerProcess
 from waiting import poll_until
 
+from appforge.cli import main
 from appforge.core import signing
 
 Start = Callable[[dict[str, str]], ServerProcess]
-APPFORGE = str(Path(sys.executable).parent / "appforge")
 
 
 class Receiver:
@@ -127,9 +127,12 @@ def _raw_secrets(home: Path) -> list[str]:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [APPFORGE, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
-    )
+    """``appforge *args`` with ``env`` set: the command's main, in this process (a child
+    process would only add its start-up); its exit code, stdout and stderr apart."""
+    result = CliRunner(env=env).invoke(main, list(args))
+    # Every end is the command's own (an exit code), never an exception escaping it.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def _old_credentials_work(base: str, legacy: LegacySecrets, receiver: Receiver) -> None:

@@ -73,12 +73,15 @@ def schema_host() -> Iterator[str]:
     thread.join()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module (each test makes apps and prompts of its own names),
+    used normally once before any attack: what a server does once (imports, caches)
+    is not the attack."""
     with serve_model(FakeModel(default="fine", pause=0)) as model:
         process = ServerProcess(
             {
-                "APPFORGE_HOME": str(tmp_path / "home"),
+                "APPFORGE_HOME": str(tmp_path_factory.mktemp("templates") / "home"),
                 "APPFORGE_ADMIN_TOKEN": TOKEN,
                 "APPFORGE_OPENAI__BASE_URL": model.url,
                 "APPFORGE_OPENAI__API_KEY": "fake",
@@ -88,15 +91,21 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
             }
         )
         try:
+            with _client(process) as api:
+                _warm_up(api)
             yield process
         finally:
             process.stop()
 
 
+def _client(server: ServerProcess) -> httpx.Client:
+    headers = {"Authorization": f"Token {TOKEN}"}
+    return httpx.Client(base_url=server.base, headers=headers, timeout=120)
+
+
 @pytest.fixture
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Token {TOKEN}"}
-    with httpx.Client(base_url=server.base, headers=headers, timeout=120) as client:
+    with _client(server) as client:
         yield client
 
 
@@ -118,7 +127,7 @@ def _failed(api: httpx.Client, uuid: str, status: int, code: str) -> dict[str, A
 
 
 def _warm_up(api: httpx.Client) -> None:
-    """Ordinary use first: what a server does once (imports, caches) is not the attack."""
+    """Ordinary use: a prompt's schema and render, an app's run."""
     pid = _prompt(api, "warm-up")
     schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^a"}}}
     body = {"type": "text", "template_text": "{{ name }}", "variables_schema": schema}
@@ -130,7 +139,6 @@ def _warm_up(api: httpx.Client) -> None:
 
 
 def test_attack_templates_are_bounded_in_size_and_time(server: ServerProcess, api: httpx.Client):
-    _warm_up(api)
     with health_within_one_second(server.base):
         for n, bomb in enumerate(
             [
@@ -170,7 +178,6 @@ def test_attack_prompt_schemas_never_fetch_read_files_or_backtrack(
     secret.write_text('{"type": "string", "description": "PRIVATE-FILE-CONTENT"}')
     pid = _prompt(api)
     versions = f"/api/v1/prompts/{pid}/versions"
-    _warm_up(api)
     with health_within_one_second(server.base):
         for ref in (schema_host, secret.as_uri()):
             schema = {"type": "object", "properties": {"name": {"$ref": ref}}}
