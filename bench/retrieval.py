@@ -207,6 +207,21 @@ def pick_pages(docs: Path, questions: list[Question], count: int) -> list[Path]:
     return [docs / n for n in labelled + spread]
 
 
+def listed_pages(docs: Path, questions: list[Question], listing: Path) -> list[Path]:
+    """The pages named in ``listing`` (one file name a line), which must hold every page
+    a question names: a fixed set, for comparing runs whose questions differ."""
+    names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    missing = [n for n in names if not (docs / n).is_file()]
+    if missing:
+        raise SystemExit(f"pages not found under {docs}: {', '.join(missing[:5])}")
+    unlisted = sorted({p for q in questions for p in q.pages} - set(names))
+    if unlisted:
+        raise SystemExit(
+            f"pages named by questions but not in {listing}: {', '.join(unlisted[:5])}"
+        )
+    return [docs / n for n in dict.fromkeys(names)]
+
+
 def open_store(home: Path, embedder: Embedder) -> DatasourceStore:
     settings = Settings(home=home, admin_token=SecretStr("bench-token-0123456789"))
     engine = make_engine(settings.resolved_database_url())
@@ -413,6 +428,12 @@ def main() -> None:
         default=300,
         help="how many pages to ingest (all: every page of the manual)",
     )
+    parser.add_argument(
+        "--page-list",
+        type=Path,
+        default=None,
+        help="ingest the pages named in this file (one a line) instead of picking --pages",
+    )
     parser.add_argument("--chunk-sizes", default="400,700,1000")
     parser.add_argument(
         "--overlap", type=float, default=0.15, help="overlap as a share of the chunk size"
@@ -433,8 +454,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
     args = parser.parse_args()
     questions = load_questions(args.questions, args.limit)
-    count = len(list(args.docs.glob("*.html"))) if args.pages is None else args.pages
-    pages = pick_pages(args.docs, questions, count)
+    if args.page_list is not None:
+        pages = listed_pages(args.docs, questions, args.page_list)
+    else:
+        count = len(list(args.docs.glob("*.html"))) if args.pages is None else args.pages
+        pages = pick_pages(args.docs, questions, count)
     print(f"{len(questions)} questions over {len(pages)} pages of {args.docs}")
     results = []
     with home_dir(args.home) as home:
