@@ -16,19 +16,28 @@ size tried:
 
 Each question names the page that answers it (``page``) and, in ``also``,
 other pages of the manual that answer it as fully (a tutorial section beside
-the reference page, say); a chunk from any of them counts.
+the reference page, say); a chunk from any of them counts. Each has a ``kind``:
+``paraphrase`` (asked in a user's own words: "how do I back up one
+database?") or ``exact-term`` (asked with the manual's own words, as a user
+who saw them would: a setting, function or option by name, an error message
+pasted whole). The figures are printed per kind and over all questions.
 
 The pages are every labelled one, then others spread evenly over the manual
-(every n-th in name order) up to ``--pages``, so the distractors come from
-all of its parts. The embedding pass is the slow part, and it is done once per
-chunk size: the three modes (and the ``--weights`` tried) search the same
-datasource, and each question's embedding is computed once for all of them.
+(every n-th in name order) up to ``--pages`` (``all``: every page), so the
+distractors come from all of its parts. ``--page-list FILE`` ingests the pages
+a file names instead (``bench/retrieval_pages_300.txt``: the 300 pages the
+first runs used; it holds every page a question names).
+
+The embedding pass is the slow part, and it is done once per chunk size: the
+three modes (and the ``--weights`` tried) search the same datasource, and each
+question's embedding is computed once for all of them.
 With ``--home DIR`` the datasources are kept, and a later run with the same
 pages and chunk size reuses them instead of embedding again (for trying a
 search-side change); without it they go to a temporary folder.
 
-    .venv/bin/python bench/retrieval.py [--pages 300] [--chunk-sizes 400,700,1000]
-        [--overlap 0.15] [--home DIR] [--weights 0.3,0.5,0.7] [--misses]
+    .venv/bin/python bench/retrieval.py [--pages 300|all | --page-list FILE]
+        [--chunk-sizes 400,700,1000] [--overlap 0.15] [--home DIR] [--weights 0.3,0.7]
+        [--misses]
 """
 
 from __future__ import annotations
