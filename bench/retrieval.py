@@ -416,7 +416,9 @@ def run_size(
 ) -> Result:
     datasource, ingested = ingest(store, pages, size, round(size * args.overlap))
     modes = ("keyword",) if args.keyword_only else MODES
-    scores = {m: evaluate(store, datasource, questions, SearchOptions(m)) for m in modes}
+    scores: dict[str, Scores] = {
+        m: evaluate(store, datasource, questions, SearchOptions(m)) for m in modes
+    }
     for weight in [] if args.keyword_only else args.weights:
         options = SearchOptions("hybrid", weight)
         scores[f"hybrid w={weight:g}"] = evaluate(store, datasource, questions, options)
