@@ -16,19 +16,28 @@ size tried:
 
 Each question names the page that answers it (``page``) and, in ``also``,
 other pages of the manual that answer it as fully (a tutorial section beside
-the reference page, say); a chunk from any of them counts.
+the reference page, say); a chunk from any of them counts. Each has a ``kind``:
+``paraphrase`` (asked in a user's own words: "how do I back up one
+database?") or ``exact-term`` (asked with the manual's own words, as a user
+who saw them would: a setting, function or option by name, an error message
+pasted whole). The figures are printed per kind and over all questions.
 
 The pages are every labelled one, then others spread evenly over the manual
-(every n-th in name order) up to ``--pages``, so the distractors come from
-all of its parts. The embedding pass is the slow part, and it is done once per
-chunk size: the three modes (and the ``--weights`` tried) search the same
-datasource, and each question's embedding is computed once for all of them.
+(every n-th in name order) up to ``--pages`` (``all``: every page), so the
+distractors come from all of its parts. ``--page-list FILE`` ingests the pages
+a file names instead (``bench/retrieval_pages_300.txt``: the 300 pages the
+first runs used; it holds every page a question names).
+
+The embedding pass is the slow part, and it is done once per chunk size: the
+three modes (and the ``--weights`` tried) search the same datasource, and each
+question's embedding is computed once for all of them.
 With ``--home DIR`` the datasources are kept, and a later run with the same
 pages and chunk size reuses them instead of embedding again (for trying a
 search-side change); without it they go to a temporary folder.
 
-    .venv/bin/python bench/retrieval.py [--pages 300] [--chunk-sizes 400,700,1000]
-        [--overlap 0.15] [--home DIR] [--weights 0.3,0.5,0.7] [--misses]
+    .venv/bin/python bench/retrieval.py [--pages 300|all | --page-list FILE]
+        [--chunk-sizes 400,700,1000] [--overlap 0.15] [--home DIR] [--weights 0.3,0.7]
+        [--misses]
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import json
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +75,15 @@ QUESTIONS = Path(__file__).with_name("retrieval_questions.json")
 DEPTH = 10  # ranks looked at for MRR
 
 
+KINDS = ("paraphrase", "exact-term")
+ALL = "all"  # the kind under which every question is counted
+
+
 @dataclass(frozen=True)
 class Question:
     text: str
     pages: tuple[str, ...]  # the labelled page first, then the others that answer it
+    kind: str = "paraphrase"  # one of KINDS
 
 
 def rank(sources: Sequence[str | None], relevant: Sequence[str]) -> int:
@@ -167,8 +182,25 @@ class NoEmbedding(Embedder):
 
 def load_questions(path: Path, limit: int | None = None) -> list[Question]:
     rows = json.loads(path.read_text())
-    questions = [Question(r["question"], (r["page"], *r.get("also", ()))) for r in rows]
+    questions = []
+    for r in rows:
+        if r.get("kind") not in KINDS:
+            raise SystemExit(f"question {r['question']!r}: kind must be one of {KINDS}")
+        questions.append(Question(r["question"], (r["page"], *r.get("also", ())), r["kind"]))
     return questions[:limit] if limit else questions
+
+
+def by_kind(questions: Sequence[Question], scores: Scores) -> dict[str, Scores]:
+    """One mode's scores split by the questions' kind (in KINDS order, the kinds asked),
+    then over every question under ``ALL``."""
+    split = {
+        kind: Scores(
+            tuple(r for q, r in zip(questions, scores.ranks, strict=True) if q.kind == kind)
+        )
+        for kind in KINDS
+        if any(q.kind == kind for q in questions)
+    }
+    return {**split, ALL: scores}
 
 
 def pick_pages(docs: Path, questions: list[Question], count: int) -> list[Path]:
@@ -184,6 +216,21 @@ def pick_pages(docs: Path, questions: list[Question], count: int) -> list[Path]:
     return [docs / n for n in labelled + spread]
 
 
+def listed_pages(docs: Path, questions: list[Question], listing: Path) -> list[Path]:
+    """The pages named in ``listing`` (one file name a line), which must hold every page
+    a question names: a fixed set, for comparing runs whose questions differ."""
+    names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    missing = [n for n in names if not (docs / n).is_file()]
+    if missing:
+        raise SystemExit(f"pages not found under {docs}: {', '.join(missing[:5])}")
+    unlisted = sorted({p for q in questions for p in q.pages} - set(names))
+    if unlisted:
+        raise SystemExit(
+            f"pages named by questions but not in {listing}: {', '.join(unlisted[:5])}"
+        )
+    return [docs / n for n in dict.fromkeys(names)]
+
+
 def open_store(home: Path, embedder: Embedder) -> DatasourceStore:
     settings = Settings(home=home, admin_token=SecretStr("bench-token-0123456789"))
     engine = make_engine(settings.resolved_database_url())
@@ -192,8 +239,10 @@ def open_store(home: Path, embedder: Embedder) -> DatasourceStore:
 
 
 def datasource_name(pages: list[Path], size: int, overlap: int, kind: str) -> str:
-    """Names a datasource by what it holds, so a kept home is reused only when it fits."""
-    digest = hashlib.sha256("\n".join(p.name for p in pages).encode()).hexdigest()[:10]
+    """Names a datasource by what it holds, so a kept home is reused only when it fits
+    (whatever the order the pages were picked in)."""
+    names = sorted(p.name for p in pages)
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:10]
     return f"pg-{kind}-{size}-{overlap}-{len(pages)}-{digest}"
 
 
@@ -262,7 +311,29 @@ def evaluate(
 class Result:
     size: int
     ingested: Ingested
-    scores: dict[str, Scores]
+    scores: dict[str, Scores]  # by mode (and hybrid weight tried), in question order
+    questions: tuple[Question, ...]
+
+    def rows(self) -> list[tuple[str, str, Scores]]:
+        """(mode, kind, scores) for each mode, each kind asked, then every question."""
+        return [
+            (mode, kind, split)
+            for mode, scores in self.scores.items()
+            for kind, split in by_kind(self.questions, scores).items()
+        ]
+
+    def gains(self) -> dict[str, float]:
+        """Hybrid's recall@5 over vector's, relative (+0.1: 10 % better), per kind and
+        over every question; a kind vector answers nothing of is left out."""
+        vector, hybrid = self.scores.get("vector"), self.scores.get("hybrid")
+        if vector is None or hybrid is None:
+            return {}
+        hybrid_kinds = by_kind(self.questions, hybrid)
+        return {
+            kind: hybrid_kinds[kind].recall(5) / v.recall(5) - 1
+            for kind, v in by_kind(self.questions, vector).items()
+            if v.recall(5)
+        }
 
 
 def chunk_rate(ing: Ingested) -> float:
@@ -287,27 +358,39 @@ def report(result: Result) -> None:
         f"\nchunk_size {result.size}: {ing.pages} pages, {done}; "
         f"{ing.over_window:.0%} of chunks are longer than the model's window"
     )
-    print(f"{'mode':<16} {'recall@1':>9} {'recall@5':>9} {'MRR':>6}")
-    for mode, s in result.scores.items():
-        print(f"{mode:<16} {s.recall(1):>9.3f} {s.recall(5):>9.3f} {s.mrr:>6.3f}")
-    vector, hybrid = result.scores.get("vector"), result.scores.get("hybrid")
-    if vector and hybrid and vector.recall(5):
-        gain = hybrid.recall(5) / vector.recall(5) - 1
-        print(f"hybrid vs vector, recall@5: {gain:+.1%}")
+    print(f"{'mode':<16} {'kind':<11} {'n':>3} {'recall@1':>9} {'recall@5':>9} {'MRR':>6}")
+    for mode, kind, s in result.rows():
+        print(
+            f"{mode:<16} {kind:<11} {len(s.ranks):>3} "
+            f"{s.recall(1):>9.3f} {s.recall(5):>9.3f} {s.mrr:>6.3f}"
+        )
+    for kind, gain in result.gains().items():
+        print(f"hybrid vs vector, recall@5, {kind}: {gain:+.1%}")
 
 
-def table(results: list[Result], questions: int) -> None:
-    """The runs as one Markdown table (the README's)."""
-    print(f"\n{questions} questions, {results[0].ingested.pages} pages, {datetime.date.today()}")
-    print("| chunk size | chunks | chunks/s | mode | recall@1 | recall@5 | MRR |")
-    print("| ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+def table(results: list[Result]) -> None:
+    """The runs as one Markdown table (the README's): per chunk size, mode and kind."""
+    questions = results[0].questions
+    asked = Counter(q.kind for q in questions)
+    counts = ", ".join(f"{asked[kind]} {kind}" for kind in KINDS if asked[kind])
+    print(f"\n{counts} questions, {results[0].ingested.pages} pages, {datetime.date.today()}")
+    print("| chunk size | chunks | chunks/s | mode | kind | recall@1 | recall@5 | MRR |")
+    print("| ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
     for r in results:
         rate = chunk_rate(r.ingested)
         shown = "-" if not r.ingested.embedded else f"{rate:.2f}"
-        for n, mode in enumerate(m for m in MODES if m in r.scores):
-            s = r.scores[mode]
+        previous = ""
+        for n, (mode, kind, s) in enumerate(r.rows()):
             head = f"| {r.size} | {r.ingested.chunks} | {shown}" if n == 0 else "| | |"
-            print(f"{head} | {mode} | {s.recall(1):.3f} | {s.recall(5):.3f} | {s.mrr:.3f} |")
+            named = mode if mode != previous else ""
+            previous = mode
+            figures = f"{s.recall(1):.3f} | {s.recall(5):.3f} | {s.mrr:.3f}"
+            print(f"{head} | {named} | {kind} | {figures} |")
+    print()
+    for r in results:
+        gains = ", ".join(f"{kind} {gain:+.1%}" for kind, gain in r.gains().items())
+        if gains:
+            print(f"chunk size {r.size}, hybrid over vector on recall@5: {gains}")
 
 
 def misses(questions: list[Question], scores: dict[str, Scores]) -> None:
@@ -315,7 +398,7 @@ def misses(questions: list[Question], scores: dict[str, Scores]) -> None:
     print("ranks (0: not in the first 10): " + " ".join(scores))
     for i, q in enumerate(questions):
         ranks = " ".join(f"{s.ranks[i]:>2}" for s in scores.values())
-        print(f"  {ranks}  {q.pages[0]:<34} {q.text}")
+        print(f"  {ranks}  {q.kind:<10} {q.pages[0]:<34} {q.text}")
 
 
 @contextlib.contextmanager
@@ -333,11 +416,13 @@ def run_size(
 ) -> Result:
     datasource, ingested = ingest(store, pages, size, round(size * args.overlap))
     modes = ("keyword",) if args.keyword_only else MODES
-    scores = {m: evaluate(store, datasource, questions, SearchOptions(m)) for m in modes}
+    scores: dict[str, Scores] = {
+        m: evaluate(store, datasource, questions, SearchOptions(m)) for m in modes
+    }
     for weight in [] if args.keyword_only else args.weights:
         options = SearchOptions("hybrid", weight)
         scores[f"hybrid w={weight:g}"] = evaluate(store, datasource, questions, options)
-    result = Result(size, ingested, scores)
+    result = Result(size, ingested, scores, tuple(questions))
     report(result)
     if args.misses:
         misses(questions, scores)
@@ -348,7 +433,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
-    parser.add_argument("--pages", type=int, default=300)
+    parser.add_argument(
+        "--pages",
+        type=lambda s: None if s == "all" else int(s),
+        default=300,
+        help="how many pages to ingest (all: every page of the manual)",
+    )
+    parser.add_argument(
+        "--page-list",
+        type=Path,
+        default=None,
+        help="ingest the pages named in this file (one a line) instead of picking --pages",
+    )
     parser.add_argument("--chunk-sizes", default="400,700,1000")
     parser.add_argument(
         "--overlap", type=float, default=0.15, help="overlap as a share of the chunk size"
@@ -369,7 +465,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
     args = parser.parse_args()
     questions = load_questions(args.questions, args.limit)
-    pages = pick_pages(args.docs, questions, args.pages)
+    if args.page_list is not None:
+        pages = listed_pages(args.docs, questions, args.page_list)
+    else:
+        count = len(list(args.docs.glob("*.html"))) if args.pages is None else args.pages
+        pages = pick_pages(args.docs, questions, count)
     print(f"{len(questions)} questions over {len(pages)} pages of {args.docs}")
     results = []
     with home_dir(args.home) as home:
@@ -380,7 +480,7 @@ def main() -> None:
         store = open_store(home, embedder)
         for size in [int(s) for s in args.chunk_sizes.split(",") if s]:
             results.append(run_size(store, pages, questions, size, args))
-    table(results, len(questions))
+    table(results)
 
 
 if __name__ == "__main__":
