@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.auth import Principal
 from api.tables import AuditEvent
 from appforge.core.db import utcnow
-from appforge.core.queue import Periodic, delete_in_batches
+from appforge.core.workers import Periodic, delete_in_batches
 
 log = logging.getLogger(__name__)
 

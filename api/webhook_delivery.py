@@ -41,8 +41,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.tables import Webhook, WebhookDelivery
 from appforge.core.db import transaction, utcnow
 from appforge.core.keys import SecretKeyError, ServerKey
-from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
+from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.settings import Settings
+from appforge.core.workers import Workers
 from datasources.deadline import deadline_client
 from datasources.errors import DatasourceError
 from datasources.fetch import Allowlist, check_url

@@ -34,8 +34,9 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from appforge.core.db import utcnow
-from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
+from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.tracing import Tracing
+from appforge.core.workers import Workers
 from datasources.chunking import Piece, split_segments
 from datasources.entries import chunk_metadata, next_refresh
 from datasources.errors import DatasourceError, EntryTooLargeError

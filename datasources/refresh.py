@@ -32,7 +32,8 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, or_
 
 from appforge.core.db import utcnow
-from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Periodic
+from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
+from appforge.core.workers import Periodic
 from datasources.entries import next_refresh
 from datasources.errors import DatasourceError
 from datasources.fetch import fetch

@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from appforge.core.db import utcnow
 from appforge.core.settings import EvalSettings
 from apps_yaml.schema import LlmParams
+from evals.claims import OPEN
 from evals.datasets import find_dataset, list_cases
 from evals.errors import EvaluationConflictError, EvaluationNotFoundError, ScorerInvalidError
-from evals.queue import OPEN, cancel_cases
+from evals.queue import cancel_cases
 from evals.scorers import ScorerSpec, check_scorers
 from evals.tables import Evaluation, EvaluationCase
 from runs import records

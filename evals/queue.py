@@ -32,25 +32,19 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
-    String,
     and_,
-    bindparam,
-    func,
-    or_,
-    select,
     update,
 )
-from sqlalchemy.orm import aliased
 
-from appforge.core.db import UTCDateTime, transaction, utcnow
+from appforge.core.db import transaction, utcnow
 from appforge.core.errors import AppforgeError
-from appforge.core.queue import Claimed, LeaseQueue, LeaseTable, Workers
+from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
+from appforge.core.workers import Workers
+from evals.claims import CASES, OPEN, OPEN_CASE, RUN_ID, claimable
 from evals.judge import Judge
 from evals.scorers import CaseRun, Score, ScorerSpec, score_case
 from evals.tables import Evaluation, EvaluationCase
@@ -64,75 +58,16 @@ from runs.errors import (
 from runs.overrides import PromptPin, RunOverrides
 from runs.recovery import INTERRUPTED
 from runs.service import Caller, FinishedRun, RunRequest, RunService
-from runs.tables import Process, Run
+from runs.tables import Run
 
 log = logging.getLogger(__name__)
 
-OPEN = ("pending", "running")
 MAX_ATTEMPTS = 3
 _CLAIM_TRIES = 8  # claims in a row a worker makes while others take the rows it saw
 _PLANS_KEPT = 64  # evaluations whose plan a process keeps in memory
 _BUSY_PAUSE = 0.5  # seconds a worker waits after the app refused a run (too many going)
 # Failures of the app itself, not of a case: the evaluation fails.
 _FATAL = (AppNotFoundError, AppVersionNotFoundError, RunAuthError, RunConflictError)
-
-
-def _claimable_at(now: Any) -> ColumnElement[bool]:
-    """Pending cases, and running ones whose worker is gone, of evaluations below their
-    concurrency, at ``now``."""
-    other = aliased(EvaluationCase, name="other")
-    live = select(Process.id)
-    running = (
-        select(func.count())
-        .select_from(other)
-        .where(
-            other.evaluation_id == EvaluationCase.evaluation_id,
-            other.status == "running",
-            other.lease_until >= now,
-            or_(other.process_id.is_(None), other.process_id.in_(live)),
-        )
-        .scalar_subquery()
-    )
-    limit = (
-        select(Evaluation.concurrency)
-        .where(Evaluation.id == EvaluationCase.evaluation_id)
-        .scalar_subquery()
-    )
-    gone = or_(
-        EvaluationCase.lease_until < now,
-        and_(EvaluationCase.process_id.is_not(None), EvaluationCase.process_id.not_in(live)),
-    )
-    return and_(
-        or_(EvaluationCase.status == "pending", and_(EvaluationCase.status == "running", gone)),
-        running < limit,
-    )
-
-
-# The condition is built once, its ``now`` a parameter read when a statement runs: a
-# claim uses it three times, and building it costs milliseconds of CPU each time (it
-# was most of a claim's cost). ``now`` is per thread: each worker claims at its own.
-_now = threading.local()
-_CLAIMABLE = _claimable_at(
-    bindparam("claimable_now", callable_=lambda: _now.value, type_=UTCDateTime())
-)
-
-
-def _claimable(now: datetime) -> ColumnElement[bool]:
-    """The claimable condition (see :func:`_claimable_at`) at ``now``, for the statement
-    this thread runs next."""
-    _now.value = now
-    return _CLAIMABLE
-
-
-CASES = LeaseTable(EvaluationCase, "id", _claimable, "id", "running")
-# A claimed case's run id: its own, or a fresh one (``claim_run_id``) if it has none.
-_RUN_ID = func.coalesce(EvaluationCase.run_id, bindparam("claim_run_id", type_=String(36)))
-# Whether an evaluation has an open case (built once, like the claimable condition).
-_OPEN_CASE = (
-    select(EvaluationCase.id)
-    .where(EvaluationCase.evaluation_id == bindparam("e_id"), EvaluationCase.status.in_(OPEN))
-    .limit(1)
-)
 
 
 @dataclass(frozen=True)
@@ -215,7 +150,7 @@ class EvaluationQueue:
         only = LeaseTable(
             EvaluationCase,
             "id",
-            lambda now: and_(_claimable(now), EvaluationCase.evaluation_id == evaluation_id),
+            lambda now: and_(claimable(now), EvaluationCase.evaluation_id == evaluation_id),
             "id",
             "running",
         )
@@ -230,7 +165,7 @@ class EvaluationQueue:
         the same write (its run is recorded under it, see :meth:`_run`)."""
         fresh = str(uuid.uuid4())
         case: EvaluationCase | None = queue.claim_one(
-            params={"claim_run_id": fresh}, process_id=self.process_id, run_id=_RUN_ID
+            params={"claim_run_id": fresh}, process_id=self.process_id, run_id=RUN_ID
         )
         if case is not None and case.run_id == fresh and case.claim_token is not None:
             with self._lock:
@@ -436,7 +371,7 @@ class EvaluationQueue:
     def _finish_if_complete(self, evaluation_id: str) -> None:
         """End the evaluation ``done`` if no case of it is open."""
         with self.services.engine.connect() as conn:
-            still_open = conn.execute(_OPEN_CASE, {"e_id": evaluation_id}).first()
+            still_open = conn.execute(OPEN_CASE, {"e_id": evaluation_id}).first()
         if still_open is not None:
             return
         with transaction(self.db) as db:

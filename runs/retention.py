@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.db import utcnow
-from appforge.core.queue import Periodic, delete_in_batches
+from appforge.core.workers import Periodic, delete_in_batches
 from runs.tables import ChatSession, Run
 
 log = logging.getLogger(__name__)

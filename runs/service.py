@@ -28,7 +28,6 @@ run whose process died is failed ``INTERRUPTED`` instead of staying ``running``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import secrets
@@ -56,6 +55,7 @@ from runs import records
 from runs.deadlines import DeadlineWatcher
 from runs.errors import RunAuthError, RunConflictError, SessionNotFoundError
 from runs.metrics import observe
+from runs.output_meter import OutputMeter
 from runs.overrides import RunOverrides, variant
 from runs.services import Services
 from runs.tracing import RunTrace
@@ -66,30 +66,6 @@ Emit = Callable[[Event], None]
 
 # Failures that mean "stopped": after the run's deadline they are its timeout.
 _STOPPED = frozenset({"CANCELLED", "RENDER_TIMEOUT"})
-
-
-class _OutputMeter:
-    """Adds up a run's output (UTF-8 bytes of its chunks, JSON size of whole values)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-
-    def fits(self, event: Chunk | Output) -> bool:
-        if isinstance(event, Chunk):
-            self.size += len(event.text.encode("utf-8", "replace"))
-        else:
-            self.size += len(json.dumps(event.value, default=str).encode("utf-8", "replace"))
-        return self.size <= self.limit
-
-    def failure(self) -> Failed:
-        return Failed(
-            "OUTPUT_TOO_LARGE",
-            f"the run's output is larger than {self.limit} bytes "
-            "(APPFORGE_LIMITS__MAX_OUTPUT_BYTES); what came before is kept",
-            None,
-            422,
-        )
 
 
 @dataclass(frozen=True)
@@ -487,7 +463,7 @@ class RunService:
         events = runner.run(
             inputs, self.deps, session_id=session_id, history=history, cancel=cancel
         )
-        output = _OutputMeter(self.services.settings.limits.max_output_bytes)
+        output = OutputMeter(self.services.settings.limits.max_output_bytes)
         try:
             for event in events:
                 if isinstance(event, Failed) and event.code in _STOPPED and timed_out.is_set():

@@ -1,4 +1,4 @@
-"""The one lease queue: table rows claimed by workers for a while, and the worker threads.
+"""The one lease queue: table rows claimed by workers for a while.
 
 A queue is a table whose rows carry ``status``, ``claim_token``, ``lease_until``
 and ``attempts`` columns; the table *is* the queue, so it survives restarts and
@@ -21,11 +21,8 @@ and webhook delivery (``webhook_deliveries``) are two queues of this kind.
   caller's (results committed with the caller's other writes, one commit).
 - :meth:`LeaseQueue.release_all` gives back the rows a queue still holds when
   its process stops, so another worker takes them at once, not after the lease.
-- :class:`Workers` runs a work function in background threads until stopped;
-  an idle thread sleeps ``poll_seconds`` or until :meth:`Workers.wake`.
-- :class:`Periodic` is a job run now and then every so often in one such
-  thread (the purges of expired rows, URL entries' refresh);
-  :func:`delete_in_batches` is how a purge deletes without long locks.
+
+The worker threads that run a queue are in :mod:`appforge.core.workers`.
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     bindparam,
-    delete,
     func,
     select,
     update,
@@ -392,113 +388,3 @@ def _bound(value: Any, params: Mapping[str, Any] | None) -> Any:
 def _aware(moment: datetime) -> datetime:
     """A timestamp read back in UTC (SQLite hands back naive ones)."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-class Workers:
-    """Threads that call ``work(index)`` until stopped; ``work`` says whether it found work.
-
-    An idle thread waits ``poll_seconds`` (or until :meth:`wake`) before looking
-    again. An exception in ``work`` (the database went away, ...) is logged and the
-    thread carries on after a pause.
-    """
-
-    def __init__(self, name: str, work: Callable[[int], bool], poll_seconds: float) -> None:
-        self.name = name
-        self._work = work
-        self._poll = poll_seconds
-        self.stopping = threading.Event()
-        self._wake = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self, count: int) -> None:
-        for index in range(count):
-            thread = threading.Thread(
-                target=self._loop, args=(index,), name=f"{self.name}-{index}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    def wake(self) -> None:
-        """Look for work now (some was just added)."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the threads, waiting up to ``timeout`` seconds for each."""
-        self.stopping.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads.clear()
-
-    def _loop(self, index: int) -> None:
-        while not self.stopping.is_set():
-            try:
-                busy = self._work(index)
-            except Exception:
-                log.exception("%s worker error", self.name)
-                busy = False
-            if not busy:
-                self._wake.wait(self._poll)
-                self._wake.clear()
-
-
-class Periodic:
-    """A job run in one background thread: at start, then every ``every`` seconds
-    (at once again while :meth:`run` says there is more to do), until stopped.
-
-    A subclass says what one round does (:meth:`run`) and whether the job runs at
-    all (:meth:`enabled`, e.g. not when nothing ever expires). Any number of
-    processes may run the same job on one database: rounds must be safe to
-    overlap (batched deletes, or rows claimed from a :class:`LeaseQueue`).
-    """
-
-    def __init__(self, name: str, every: float) -> None:
-        self.workers = Workers(name, self._work, every)
-
-    @property
-    def stopping(self) -> threading.Event:
-        """Set once :meth:`stop` is called: a long round should end early."""
-        return self.workers.stopping
-
-    def enabled(self) -> bool:
-        return True
-
-    def run(self) -> bool:
-        """One round; whether there is more to do right away."""
-        raise NotImplementedError
-
-    def start(self) -> None:
-        """Run the job now and periodically, if it is enabled."""
-        if self.enabled():
-            self.workers.start(1)
-
-    def wake(self) -> None:
-        """Run a round now (some work just became due)."""
-        self.workers.wake()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.workers.stop(timeout)
-
-    def _work(self, index: int) -> bool:
-        return self.run()
-
-
-def delete_in_batches(
-    factory: sessionmaker[Session], expired: Any, key: Any, batch: int, stop: threading.Event
-) -> int:
-    """Delete the rows whose ``key`` the select ``expired`` finds, ``batch`` at a time,
-    each batch in its own short transaction (a large backlog never holds locks for
-    long), until none is left or ``stop`` is set; how many went."""
-    total = 0
-    while True:
-        with transaction(factory) as db:
-            ids = list(db.scalars(expired.limit(batch)))
-            if ids:
-                db.execute(
-                    delete(key.class_)
-                    .where(key.in_(ids))
-                    .execution_options(synchronize_session=False)
-                )
-        total += len(ids)
-        if len(ids) < batch or stop.is_set():
-            return total

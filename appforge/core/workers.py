@@ -1,0 +1,132 @@
+"""Background threads: the workers of the lease queues and the periodic jobs.
+
+- :class:`Workers` runs a work function in background threads until stopped;
+  an idle thread sleeps ``poll_seconds`` or until :meth:`Workers.wake`.
+- :class:`Periodic` is a job run now and then every so often in one such
+  thread (the purges of expired rows, URL entries' refresh);
+  :func:`delete_in_batches` is how a purge deletes without long locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session, sessionmaker
+
+from appforge.core.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+class Workers:
+    """Threads that call ``work(index)`` until stopped; ``work`` says whether it found work.
+
+    An idle thread waits ``poll_seconds`` (or until :meth:`wake`) before looking
+    again. An exception in ``work`` (the database went away, ...) is logged and the
+    thread carries on after a pause.
+    """
+
+    def __init__(self, name: str, work: Callable[[int], bool], poll_seconds: float) -> None:
+        self.name = name
+        self._work = work
+        self._poll = poll_seconds
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, count: int) -> None:
+        for index in range(count):
+            thread = threading.Thread(
+                target=self._loop, args=(index,), name=f"{self.name}-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """Look for work now (some was just added)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the threads, waiting up to ``timeout`` seconds for each."""
+        self.stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _loop(self, index: int) -> None:
+        while not self.stopping.is_set():
+            try:
+                busy = self._work(index)
+            except Exception:
+                log.exception("%s worker error", self.name)
+                busy = False
+            if not busy:
+                self._wake.wait(self._poll)
+                self._wake.clear()
+
+
+class Periodic:
+    """A job run in one background thread: at start, then every ``every`` seconds
+    (at once again while :meth:`run` says there is more to do), until stopped.
+
+    A subclass says what one round does (:meth:`run`) and whether the job runs at
+    all (:meth:`enabled`, e.g. not when nothing ever expires). Any number of
+    processes may run the same job on one database: rounds must be safe to
+    overlap (batched deletes, or rows claimed from a :class:`~appforge.core.queue.LeaseQueue`).
+    """
+
+    def __init__(self, name: str, every: float) -> None:
+        self.workers = Workers(name, self._work, every)
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once :meth:`stop` is called: a long round should end early."""
+        return self.workers.stopping
+
+    def enabled(self) -> bool:
+        return True
+
+    def run(self) -> bool:
+        """One round; whether there is more to do right away."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Run the job now and periodically, if it is enabled."""
+        if self.enabled():
+            self.workers.start(1)
+
+    def wake(self) -> None:
+        """Run a round now (some work just became due)."""
+        self.workers.wake()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.workers.stop(timeout)
+
+    def _work(self, index: int) -> bool:
+        return self.run()
+
+
+def delete_in_batches(
+    factory: sessionmaker[Session], expired: Any, key: Any, batch: int, stop: threading.Event
+) -> int:
+    """Delete the rows whose ``key`` the select ``expired`` finds, ``batch`` at a time,
+    each batch in its own short transaction (a large backlog never holds locks for
+    long), until none is left or ``stop`` is set; how many went."""
+    total = 0
+    while True:
+        with transaction(factory) as db:
+            ids = list(db.scalars(expired.limit(batch)))
+            if ids:
+                db.execute(
+                    delete(key.class_)
+                    .where(key.in_(ids))
+                    .execution_options(synchronize_session=False)
+                )
+        total += len(ids)
+        if len(ids) < batch or stop.is_set():
+            return total
