@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import BindParameter, Update
 from waiting import poll_until
 
 
@@ -190,3 +191,17 @@ def make_zip(members: int) -> bytes:
         for n in range(members - 1):
             archive.writestr(f"m/{n}.txt", "x")
     return out.getvalue()
+
+
+def set_values(clause: Update, given: list[dict[str, Any]]) -> dict[str, Any]:
+    """The values an UPDATE sets, by column: bound in the statement, or when it is
+    executed (the lease queue binds the values of its writes then)."""
+    bound: dict[str, Any] = {}
+    for params in given:
+        bound.update(params or {})
+    values: dict[str, Any] = {}
+    for column, value in clause._values.items():
+        if isinstance(value, BindParameter):
+            value = bound.get(value.key, value.value)
+        values[str(getattr(column, "key", column))] = value
+    return values

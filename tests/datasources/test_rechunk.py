@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import BindParameter, Update, event
+from sqlalchemy import Update, event
 
 from appforge.core.settings import Settings
-from tests.datasources.support import Pages, get_entry
+from tests.datasources.support import Pages, get_entry, set_values
 
 TEXT = " ".join(f"Step {i} of the heater manual sets dial {i} to level {i}." for i in range(40))
 
@@ -65,7 +65,7 @@ def test_new_chunk_settings_reingest_with_old_chunks_searchable_meanwhile(
 
     def record(conn: Any, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
         if isinstance(clause, Update) and clause.table.name == "datasource_entries":
-            values = _set_values(clause, [*multiparams, params])
+            values = set_values(clause, [*multiparams, params])
             if "stage" in values:
                 stages.append(values["stage"])
 
@@ -127,17 +127,3 @@ def test_chunk_settings_refused_when_invalid_and_a_failed_reingest_keeps_chunks(
     total = before["chunks_total"]
     assert _stored(client, ds, entry) == (total, total)
     assert _search(client, ds, "dial 7 level 7")
-
-
-def _set_values(clause: Update, given: list[dict[str, Any]]) -> dict[str, Any]:
-    """The values an UPDATE sets, by column: bound in the statement, or when it is
-    executed (the lease queue binds the values of its writes then)."""
-    bound: dict[str, Any] = {}
-    for params in given:
-        bound.update(params or {})
-    values: dict[str, Any] = {}
-    for column, value in clause._values.items():
-        if isinstance(value, BindParameter):
-            value = bound.get(value.key, value.value)
-        values[str(getattr(column, "key", column))] = value
-    return values

@@ -19,7 +19,7 @@ from datasources.embedding import Embedder
 from datasources.tables import Entry
 from providers.local import LocalProvider
 from tests.conftest import ADMIN_TOKEN
-from tests.datasources.support import get_entry, wait_for_entry
+from tests.datasources.support import get_entry, set_values, wait_for_entry
 
 TEXT = " ".join(f"Line {i} of the manual explains step {i}." for i in range(30))
 
@@ -46,11 +46,11 @@ def _stages_written(engine: Engine) -> Iterator[list[str | None]]:
     """Every ``stage`` value the entries table is updated with, in order."""
     written: list[str | None] = []
 
-    def record(conn: Any, clause: Any, *args: Any) -> None:
+    def record(conn: Any, clause: Any, multiparams: Any, params: Any, options: Any) -> None:
         if isinstance(clause, Update) and clause.table.name == "datasource_entries":
-            params = clause.compile().params
-            if "stage" in params:
-                written.append(params["stage"])
+            values = set_values(clause, [*multiparams, params])
+            if "stage" in values:
+                written.append(values["stage"])
 
     event.listen(engine, "before_execute", record)
     try:
