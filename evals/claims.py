@@ -12,7 +12,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, String, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from appforge.core.db import UTCDateTime
@@ -78,4 +78,18 @@ OPEN_CASE = (
     select(EvaluationCase.id)
     .where(EvaluationCase.evaluation_id == bindparam("e_id"), EvaluationCase.status.in_(OPEN))
     .limit(1)
+)
+# Evaluations left open with every case closed: the worker that stored the last result
+# died before its next claim, the look that ends an evaluation ``done``. Every process
+# ends them at start and now and then while idle (``EvaluationQueue.end_stranded``).
+STRANDED = (
+    update(Evaluation)
+    .where(
+        Evaluation.status.in_(("queued", "running")),
+        ~exists().where(
+            EvaluationCase.evaluation_id == Evaluation.id, EvaluationCase.status.in_(OPEN)
+        ),
+    )
+    .values(status="done", finished_at=bindparam("now", type_=UTCDateTime()))
+    .execution_options(synchronize_session=False)
 )

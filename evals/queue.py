@@ -22,13 +22,16 @@ A case's scored result is written in the transaction that stores its run (the ru
 service's ``store_with``): one commit per case, not two. The worker that writes the
 last result ends the evaluation ``done``: each worker looks whether the evaluations
 it wrote results of have open cases left at its next claim, unless that claim took
-a case of the same evaluation (then it has one).
+a case of the same evaluation (then it has one). A worker killed between storing the
+last result and that look leaves its evaluation open with no open case: every
+process ends such evaluations when its queue starts and, while idle, once a minute.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +47,7 @@ from appforge.core.db import transaction, utcnow
 from appforge.core.errors import AppforgeError
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.workers import Workers
-from evals.claims import CASES, OPEN, OPEN_CASE, RUN_ID, claimable
+from evals.claims import CASES, OPEN, OPEN_CASE, RUN_ID, STRANDED, claimable
 from evals.judge import Judge
 from evals.scorers import CaseRun, Score, ScorerSpec, score_case
 from evals.tables import Evaluation, EvaluationCase
@@ -64,6 +67,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 _CLAIM_TRIES = 8  # claims in a row a worker makes while others take the rows it saw
+_SWEEP_SECONDS = 60.0  # how often an idle claim looks for stranded evaluations
 _PLANS_KEPT = 64  # evaluations whose plan a process keeps in memory
 _BUSY_PAUSE = 0.5  # seconds a worker waits after the app refused a run (too many going)
 # Failures of the app itself, not of a case: the evaluation fails.
@@ -114,6 +118,7 @@ class EvaluationQueue:
         # evaluations with a result written since the last look at whether any case of
         # theirs is open (see _look_for_done)
         self._unlooked: set[str] = set()
+        self._sweep_at = 0.0  # when an idle claim next ends stranded evaluations
 
     # --- one case ----------------------------------------------------------------------
 
@@ -135,6 +140,8 @@ class EvaluationQueue:
             busy = False
         self._busy.value = False
         self._look_for_done(None)
+        if time.monotonic() >= self._sweep_at:
+            self.end_stranded()
         return None
 
     def run_once(self) -> bool:
@@ -382,6 +389,17 @@ class EvaluationQueue:
             )
         self._forget(evaluation_id)
 
+    def end_stranded(self) -> int:
+        """End ``done`` the evaluations left open with no open case (their last worker
+        died between storing the last result and its next look); how many. Run at start
+        and by an idle claim at most every ``_SWEEP_SECONDS``."""
+        self._sweep_at = time.monotonic() + _SWEEP_SECONDS
+        with transaction(self.db) as db:
+            ended = db.execute(STRANDED, {"now": utcnow()}).rowcount
+        if ended:
+            log.info("ended %d evaluation(s) whose last worker died before ending them", ended)
+        return int(ended)
+
     def _forget(self, evaluation_id: str) -> None:
         with self._lock:
             self._plans.pop(evaluation_id, None)
@@ -413,6 +431,7 @@ class EvaluationQueue:
         self.workers.wake()
 
     def start(self, workers: int) -> None:
+        self.end_stranded()
         self.workers.start(workers)
 
     def stop(self, timeout: float = 30.0) -> None:

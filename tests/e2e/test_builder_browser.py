@@ -17,6 +17,7 @@ README's pictures in ``docs/screenshots`` are made).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_model import FakeModel, serve_model
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from ports import free_port, wait_ok
 from waiting import poll_until
 
@@ -38,6 +40,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 TOKEN = "af_browser_admin_token_0123456789"
 TIMEOUT_MS = 90_000
 INGEST_TIMEOUT_MS = 600_000  # only stops a hang
+CHOOSE_TRIES = 6  # a select box typed into again after a rerun emptied it
+CHOOSE_WAIT_MS = 15_000  # for its list to show the typed option, per try
 QUESTION = "Explain in detail how to reset the widget, step by step."
 # Records each text the newest answer shows (with how many answers there are), on
 # every change of the page.
@@ -157,12 +161,27 @@ def _type(field: Locator, text: str) -> None:
 
 
 def _choose(page: Page, label: str, option: str) -> None:
-    """Pick an option of a Streamlit select box by its visible label."""
+    """Pick an option of a Streamlit select box by its visible label: type it, then
+    click it once the list shows it (Enter pressed before the list has filtered picks
+    nothing, and a rerun that lands while the text is typed empties the field: then
+    it is typed again)."""
     box = page.locator('[data-testid="stSelectbox"]').filter(
         has=page.get_by_text(label, exact=True)
     )
-    box.locator("input").fill(option)
-    box.locator("input").press("Enter")
+    field = box.locator("input")
+    choice = page.get_by_role("option").filter(has_text=option).first
+    for _ in range(CHOOSE_TRIES):
+        field.fill(option)
+        try:
+            choice.wait_for(timeout=CHOOSE_WAIT_MS)
+        except PlaywrightTimeout:
+            _settle(page)
+            continue
+        choice.click()
+        break
+    else:
+        raise AssertionError(f"{label!r} never listed {option!r}")
+    expect(field).to_have_value(re.compile(re.escape(option)))
     _settle(page)
 
 
@@ -623,7 +642,7 @@ def _pick(page: Page, label: str, option: str) -> None:
     )
     box.locator("input").click()
     box.locator("input").fill(option)
-    page.get_by_role("option", name=option, exact=True).click()
+    page.get_by_role("option").filter(has_text=option).first.click()
     _settle(page)
     assert box.locator("input").input_value() == option
 

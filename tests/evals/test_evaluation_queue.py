@@ -171,3 +171,23 @@ def test_queue_gives_a_case_up_after_its_worker_died_three_times(api: TestClient
     assert results[0]["error"]["code"] == "EVALUATION_CASE_FAILED" and not results[0]["passed"]
     assert results[0]["run_id"] is None and len(edge.requests) == calls + 2
     assert [r["passed"] for r in results[1:]] == [True, True]
+
+
+def test_queue_an_evaluation_whose_last_worker_died_before_ending_it_is_ended(api: TestClient):
+    evaluation_id = _start(api)
+    # A worker stores every result, then dies before the claim that would have ended the
+    # evaluation: all its cases are closed, the evaluation is still open.
+    dying = EvaluationQueue(state(api).runs)
+    held = [dying.claim() for _ in range(3)]
+    for case in held:
+        assert case is not None
+        dying.work(case)
+    body = api.get(f"/api/evaluations/{evaluation_id}").json()
+    assert body["cases_done"] == 3 and body["status"] == "running"
+    # Another process's idle claim (or a restarted one's start) ends it.
+    assert EvaluationQueue(state(api).runs).claim() is None
+    body = api.get(f"/api/evaluations/{evaluation_id}").json()
+    assert body["status"] == "done" and body["finished_at"] is not None
+    assert body["summary"]["pass_rate"] == 1.0
+    # Once ended it is left alone: a later sweep finds nothing.
+    assert EvaluationQueue(state(api).runs).end_stranded() == 0
