@@ -12,7 +12,18 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from appforge.core.db import UTCDateTime
@@ -82,7 +93,7 @@ OPEN_CASE = (
 # Evaluations left open with every case closed: the worker that stored the last result
 # died before its next claim, the look that ends an evaluation ``done``. Every process
 # ends them at start and now and then while idle (``EvaluationQueue.end_stranded``).
-STRANDED = (
+STRANDED: Update = (
     update(Evaluation)
     .where(
         Evaluation.status.in_(("queued", "running")),

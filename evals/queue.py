@@ -35,13 +35,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     and_,
     update,
 )
+from sqlalchemy.engine import CursorResult
 
 from appforge.core.db import transaction, utcnow
 from appforge.core.errors import AppforgeError
@@ -395,7 +396,8 @@ class EvaluationQueue:
         and by an idle claim at most every ``_SWEEP_SECONDS``."""
         self._sweep_at = time.monotonic() + _SWEEP_SECONDS
         with transaction(self.db) as db:
-            ended = db.execute(STRANDED, {"now": utcnow()}).rowcount
+            result = cast("CursorResult[Any]", db.execute(STRANDED, {"now": utcnow()}))
+            ended = result.rowcount
         if ended:
             log.info("ended %d evaluation(s) whose last worker died before ending them", ended)
         return int(ended)
