@@ -19,7 +19,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY appforge ./appforge
 COPY api ./api
 COPY apps_yaml ./apps_yaml
@@ -29,7 +29,7 @@ COPY evals ./evals
 COPY prompts ./prompts
 COPY providers ./providers
 COPY runs ./runs
-RUN python -m venv /opt/appforge && /opt/appforge/bin/pip install .
+RUN python -m venv /opt/appforge && /opt/appforge/bin/pip install . -c constraints.txt
 
 FROM python:3.11-slim-bookworm
 # libgomp1: llama.cpp's OpenMP threads.
