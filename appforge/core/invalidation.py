@@ -39,6 +39,14 @@ CHANNEL = "appforge_invalidation"
 TOKENS = "tokens"  # a token was revoked or a builder session ended
 MODELS = "models"  # stored providers or aliases changed
 
+_KEEPALIVES = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
 
 def notify(engine: Engine, *topics: str) -> None:
     """Tell the other processes on this database that ``topics`` changed (PostgreSQL
@@ -135,12 +143,14 @@ class Invalidation:
     def _loop(self, wake: socket.socket) -> None:
         pause = self._backoff[0]
         while not self._stopping.is_set():
+            connected = self.connections
             try:
                 self._listen(wake)
-                pause = self._backoff[0]
             except Exception as exc:
                 if self._stopping.is_set():
                     break
+                if self.connections > connected:  # it had listened: start the backoff over
+                    pause = self._backoff[0]
                 log.warning("invalidation listener: %s; connecting again in %g s", exc, pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, self._backoff[1])
@@ -148,7 +158,10 @@ class Invalidation:
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
         # The engine's own connection arguments: same server, user, options.
         cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
-        return psycopg.connect(*cargs, **cparams, autocommit=True)
+        # A server gone without a word (a dropped route, a failover) is noticed within
+        # about a minute, by TCP keepalives, unless the URL says otherwise.
+        params = {**_KEEPALIVES, **cparams}
+        return psycopg.connect(*cargs, **params, autocommit=True)
 
     def _listen(self, wake: socket.socket) -> None:
         """Listen until stopped (returns) or until the connection fails (raises)."""
