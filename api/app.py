@@ -51,6 +51,7 @@ from api.shutdown import Drain
 from api.state import ApiState
 from api.webhook_delivery import WebhookDispatcher
 from appforge import __version__
+from appforge.core.invalidation import MODELS, TOKENS, Invalidation
 from appforge.core.metrics import process_stopped
 from appforge.core.settings import Settings
 from apps_yaml.flows import Flow
@@ -214,6 +215,7 @@ def _open(
     expiry = Retention(services.db, settings.sessions.ttl_days, settings.runs.retention_days)
     expiry.start()
     drain = Drain(settings.shutdown_grace_seconds, runs.cancel_all)
+    tokens = TokenCache(settings.auth.cache_seconds)
     return ApiState(
         services=services,
         runs=runs,
@@ -225,7 +227,8 @@ def _open(
         audit=retention,
         expiry=expiry,
         executor=ThreadPoolExecutor(max_workers=settings.runs.workers, thread_name_prefix="run"),
-        tokens=TokenCache(settings.auth.cache_seconds),
+        tokens=tokens,
+        invalidation=_invalidation(services, tokens),
         limiter=limiter,
         origins=OriginPolicies(services.db),
         readiness=Readiness(services, drain.draining.is_set),
@@ -233,7 +236,20 @@ def _open(
     )
 
 
+def _invalidation(services: Services, tokens: TokenCache) -> Invalidation:
+    """What this process caches, dropped here and (PostgreSQL) in every other process
+    when one of them revokes a token or changes the stored models."""
+    invalidation = Invalidation(services.engine)
+    invalidation.on(TOKENS, tokens.clear)
+    catalog = services.models.catalog
+    if catalog is not None:
+        invalidation.on(MODELS, catalog.invalidate)
+    invalidation.start()
+    return invalidation
+
+
 def _close(state: ApiState) -> None:
+    state.invalidation.stop()
     state.evaluations.stop()  # its runs end (cancelled) before the lease fails leftovers
     # uvicorn has waited for the requests in flight; runs still going (their client
     # left, or past the grace) end now, stored ``cancelled``, before their threads stop.

@@ -189,8 +189,10 @@ class Principal:
 class TokenCache:
     """Recently authenticated tokens by hash, for ``seconds`` (0: no cache).
 
-    A revocation made through this process takes effect at once (:meth:`clear`);
-    one made through another API process, within ``seconds``.
+    A revocation takes effect at once (:meth:`clear`), in this process and, on
+    PostgreSQL, in every other one (``appforge.core.invalidation`` calls it there);
+    ``seconds`` only bounds how long a process that missed that notification may
+    still answer from here.
     """
 
     def __init__(

@@ -20,6 +20,7 @@ from api.ratelimit import Limiter
 from api.readiness import Readiness
 from api.shutdown import Drain
 from api.webhook_delivery import WebhookDispatcher
+from appforge.core.invalidation import Invalidation
 from appforge.core.keys import ServerKey
 from appforge.core.settings import Settings
 from datasources.queue import IngestionQueue
@@ -47,6 +48,8 @@ class ApiState:
     expiry: Retention  # deletes expired sessions and runs
     executor: ThreadPoolExecutor  # runs execute here, off the event loop
     tokens: TokenCache
+    # Drops ``tokens`` and the model catalog here and in the other processes (PostgreSQL).
+    invalidation: Invalidation
     limiter: Limiter | None
     origins: OriginPolicies  # apps' origins and public rates, runner keys' origins
     lease: ProcessLease  # this process's heartbeat; fails runs of dead processes

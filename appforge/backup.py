@@ -32,6 +32,7 @@ from sqlalchemy import DateTime, LargeBinary, Table, func, select, text
 from sqlalchemy.engine import Engine
 
 from appforge.core.db import load_tables
+from appforge.core.invalidation import MODELS, TOKENS, notify
 from appforge.core.keys import stored_fingerprint
 from appforge.core.modes import write_private
 from providers.catalog import catalog_changed
@@ -224,6 +225,8 @@ def load(doc: dict[str, Any], engine: Engine, home: Path) -> dict[str, int]:
                                 f"FROM {table.name}"
                             )
                         )
+    # Servers running on this database (PostgreSQL) drop their tokens and models now.
+    notify(engine, TOKENS, MODELS)
     for rel, data in doc.get("files", {}).items():
         write_private(home / rel, base64.b64decode(data), make_parents=True)
     return counts

@@ -10,8 +10,10 @@ catalog; it answers from memory while the catalog is younger than
 ``model_cache_seconds`` and nothing in this process changed it, so the run path
 costs no query. After that it reads the version (one small query) and re-reads
 the two tables only when the version moved. A change made through this process
-calls :meth:`ModelCatalog.invalidate`, so the next run sees it at once; other
-processes see it within ``model_cache_seconds``.
+calls :meth:`ModelCatalog.invalidate`, so the next run sees it at once; on
+PostgreSQL the other API processes are notified and call it too
+(``appforge.core.invalidation``), and ``model_cache_seconds`` only bounds how
+long a missed notification goes unseen.
 
 Stored keys and headers are decrypted here with the server key, into the
 ``OpenAISettings`` the registry builds providers from; they never leave the
@@ -126,7 +128,7 @@ class ModelCatalog:
             return self._catalog
 
     def invalidate(self) -> None:
-        """This process changed the catalog: the next :meth:`current` reads it again."""
+        """The catalog changed: the next :meth:`current` reads it again (thread-safe)."""
         self._asked += 1
 
     def _load(self, session: Session, version: int) -> Catalog:

@@ -26,6 +26,7 @@ from api.deps import DbSession
 from api.errors import ForbiddenError, NotFoundError
 from api.state import State
 from appforge.core.db import utcnow
+from appforge.core.invalidation import TOKENS
 
 router = APIRouter(tags=["builder"])
 
@@ -90,7 +91,7 @@ def end_builder_session_route(
             f"no builder session '{session_id}' of this token", code="BUILDER_SESSION_NOT_FOUND"
         )
     db.commit()
-    state.tokens.clear()  # its secret may be cached as a principal
+    state.invalidation.publish(TOKENS)  # its secret may be cached as a principal
 
 
 def _same_site(request: Request) -> None:
@@ -148,7 +149,7 @@ def clear_builder_session_route(request: Request, db: DbSession, state: State) -
     if secret:
         builder_sessions.end_by_secret(db, secret, state.key)
         db.commit()
-        state.tokens.clear()
+        state.invalidation.publish(TOKENS)
     response = Response(status_code=204)
     response.delete_cookie(
         name, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"

@@ -6,8 +6,8 @@ Aliases come from the built-in default (``default`` -> ``local:smollm2``, when
 ``APPFORGE_MODELS``, each winning over the one before for a name they share. So
 ``PUT /api/models/aliases/default`` points every app using ``default`` at a real
 server, unless the environment sets ``default`` itself (the listing then shows the
-stored one with ``active: false``). Runs use a change at once in this process and
-within ``APPFORGE_MODEL_CACHE_SECONDS`` in others.
+stored one with ``active: false``). Runs use a change at once, in every process (on
+PostgreSQL the others are notified: ``appforge.core.invalidation``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from api.deps import DbSession, Who
 from api.errors import ConflictError, NotFoundError
 from api.state import api_state
 from appforge.core.db import utcnow
+from appforge.core.invalidation import MODELS
 from providers.catalog import catalog_changed
 from providers.local import DEMO_LABEL, MODEL_NAME
-from providers.registry import ModelView, ProviderRegistry, Source
+from providers.registry import ModelView, Source
 from providers.tables import StoredAlias
 
 router = APIRouter(prefix="/api/models/aliases", tags=["models"])
@@ -119,9 +120,9 @@ def _store(db: Session, name: str, target: str, actor: Actor) -> StoredAlias:
     return row
 
 
-def _saved(registry: ProviderRegistry) -> None:
-    if registry.catalog is not None:
-        registry.catalog.invalidate()
+def _saved(request: Request) -> None:
+    """The catalog changed (committed): the next run of every process reads it again."""
+    api_state(request).invalidation.publish(MODELS)
 
 
 @router.put("/{alias}", response_model=AliasConfigPublic)
@@ -137,7 +138,7 @@ async def set_model_alias_route(
     def save() -> AliasConfigPublic:
         with api_state(request).db() as db:
             row = _store(db, alias, body.target, who)
-        _saved(registry)
+        _saved(request)
         view = registry.view()
         return AliasConfigPublic(
             name=alias,
@@ -172,5 +173,5 @@ def delete_model_alias_route(
     db.delete(row)
     db.execute(catalog_changed())
     db.commit()
-    _saved(registry)
+    _saved(request)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

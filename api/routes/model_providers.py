@@ -4,8 +4,8 @@ the database, and a connection test for any provider.
 A stored provider is ``{name, base_url, api_key?, models?, headers?}``. Its key and
 headers are encrypted with the server key (``appforge/core/keys.py``) and never
 returned: answers say ``has_key`` and name the headers. Its models are named
-``<name>:<model>`` in apps and alias targets. Runs use a change at once in this
-process and within ``APPFORGE_MODEL_CACHE_SECONDS`` in others (``providers.catalog``).
+``<name>:<model>`` in apps and alias targets. Runs use a change at once, in every
+process (on PostgreSQL the others are notified: ``appforge.core.invalidation``).
 
 Providers set by the environment (``APPFORGE_PROVIDERS``) and the built-in ``local``
 and ``openai`` are listed too, read-only; an environment provider wins over a stored
@@ -41,6 +41,7 @@ from api.deps import DbSession, Who
 from api.errors import ApiError, ConflictError, NotFoundError
 from api.state import api_state
 from appforge.core.db import utcnow
+from appforge.core.invalidation import MODELS
 from appforge.core.keys import ServerKey
 from appforge.core.settings import BUILTIN_PROVIDERS, check_headers, check_provider_name
 from providers.catalog import catalog_changed
@@ -257,10 +258,8 @@ def _audit_details(row: StoredProvider, **extra: Any) -> dict[str, Any]:
 
 
 def _saved(request: Request) -> None:
-    """This process changed the catalog: its next run reads it again."""
-    catalog = api_state(request).models.catalog
-    if catalog is not None:
-        catalog.invalidate()
+    """The catalog changed (committed): the next run of every process reads it again."""
+    api_state(request).invalidation.publish(MODELS)
 
 
 # --- routes ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from api.deps import DbSession, Who
 from api.errors import ApiError, NotFoundError
 from api.state import State
 from api.tables import Token
+from appforge.core.invalidation import TOKENS
 from appforge.core.settings import ORIGIN_PATTERN, RATE_PATTERN
 from runs.tables import App
 
@@ -196,9 +197,9 @@ def _app_uuids(db: Session, refs: list[str]) -> list[str]:
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token_route(token_id: str, db: DbSession, state: State, _: Admin, who: Who) -> None:
-    """Revoke a token (admin only); it stops working at once in this process, and
-    within ``APPFORGE_AUTH__CACHE_SECONDS`` in the others."""
+    """Revoke a token (admin only); it stops working at once, in every API process
+    (on PostgreSQL the others are notified; SQLite has one process)."""
     if revoke_token(db, token_id, audit_token_revoked(db, who)) is None:
         raise NotFoundError(f"no token '{token_id}'", code="TOKEN_NOT_FOUND")
     db.commit()
-    state.tokens.clear()
+    state.invalidation.publish(TOKENS)

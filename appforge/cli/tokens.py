@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from appforge.cli.root import fail, main, open_db, open_home
+from appforge.cli.root import fail, main, open_db, open_engine, open_home
 
 
 @main.group()
@@ -97,11 +97,18 @@ def token_revoke(token_id: str) -> None:
     from api.audit import COMMAND_LINE
     from api.auth import revoke_token
     from api.routes.tokens import audit_token_revoked
-    from appforge.core.db import transaction
+    from appforge.core.db import session_factory, transaction
+    from appforge.core.invalidation import TOKENS, notify
 
-    with transaction(open_db()) as db:
-        row = revoke_token(db, token_id, audit_token_revoked(db, COMMAND_LINE))
-        if row is None:
-            click.echo(f"error [TOKEN_NOT_FOUND]: no token '{token_id}'", err=True)
-            sys.exit(1)
-        click.echo(f"revoked {row.id} ({row.name})")
+    engine = open_engine()
+    try:
+        with transaction(session_factory(engine)) as db:
+            row = revoke_token(db, token_id, audit_token_revoked(db, COMMAND_LINE))
+            if row is None:
+                click.echo(f"error [TOKEN_NOT_FOUND]: no token '{token_id}'", err=True)
+                sys.exit(1)
+            revoked = f"revoked {row.id} ({row.name})"
+        notify(engine, TOKENS)  # running servers on PostgreSQL stop accepting it at once
+    finally:
+        engine.dispose()
+    click.echo(revoked)

@@ -377,8 +377,9 @@ class Settings(BaseSettings):
         ge=0,
         le=3600,
         description="How long each process uses the providers and aliases stored in the "
-        "database (Settings page, /api/providers) before checking for changes made by "
-        "another process (one small query); changes made through this process apply at once.",
+        "database (Settings page, /api/providers) before checking for changes (one small "
+        "query). Changes apply at once in every API process (on PostgreSQL the others are "
+        "notified); this time only bounds how long a missed notification goes unseen.",
     )
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)

@@ -75,8 +75,10 @@ class AuthSettings(BaseModel):
     cache_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="How long each API process remembers a token it looked up (0: never); "
-        "a token revoked through another process stops working within this time.",
+        description="How long each API process remembers a token it looked up (0: never). "
+        "A revoked token stops working at once in every process (on PostgreSQL the others "
+        "are notified); this time only bounds how long a process that missed the "
+        "notification (its listening connection was down) may still accept it.",
     )
     builder_session_seconds: float = Field(
         default=7 * 24 * 3600,

@@ -7,6 +7,7 @@ share a database made for this module. Entries added through one API process are
 ingested by a worker and found through the other; runs, sessions and rate limits are
 shared; a worker killed with SIGKILL in the middle of an entry loses nothing: the next
 worker takes the entry over when its lease ends and finishes every entry exactly once.
+A token revoked through one API process is refused by the other at once.
 
 The model is a fake OpenAI-compatible server on 127.0.0.1 (the network edge);
 everything behind it is real.
@@ -132,6 +133,8 @@ def cluster(chroma_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 "APPFORGE_RATE_LIMIT__BURST": "100000",
                 "APPFORGE_RATE_LIMIT__REQUESTS": "100000",
                 "APPFORGE_DATASOURCES__POLL_SECONDS": "0.2",
+                # Far longer than any wait here: a revocation must arrive by notification.
+                "APPFORGE_AUTH__CACHE_SECONDS": "300",
                 "ANONYMIZED_TELEMETRY": "False",
             }
             # Both at once, as a deployment starts them (the admin token is made once).
@@ -347,3 +350,17 @@ def test_rate_limits_are_shared_by_the_api_processes(cluster: Cluster):
         for base in (a, b, a, b, a, b)
     ]
     assert codes == [200, 200, 200, 429, 429, 429]
+
+
+def test_a_token_revoked_through_one_process_is_refused_by_the_other(cluster: Cluster):
+    a, b = cluster.a.base, cluster.b.base
+    created = _post(a, "/api/tokens", {"name": "leaving", "role": "viewer"})
+    headers = {"Authorization": f"Token {created['token']}"}
+    assert httpx.get(f"{b}/api/tokens/me", headers=headers, timeout=60).status_code == 200
+    gone = httpx.delete(f"{a}/api/tokens/{created['id']}", headers=AUTH, timeout=60)
+    assert gone.status_code == 204
+    # B cached the token for 300 s: only the notification can make it refuse it sooner.
+    poll_until(
+        lambda: httpx.get(f"{b}/api/tokens/me", headers=headers, timeout=60).status_code == 401,
+        timeout=60,
+    )
