@@ -134,6 +134,8 @@ def _empty_postgres(url: str) -> None:
     tables = ", ".join(f'"{t.name}"' for t in load_tables().sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+        # As a fresh migration leaves it: the model catalog's one version row.
+        conn.execute(text("INSERT INTO model_catalog (id, version) VALUES (1, 0)"))
     engine.dispose()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
@@ -36,9 +35,6 @@ def _state(client: TestClient) -> ApiState:
 def pg_settings(make_settings: Callable[..., Settings], backend: str | None) -> Settings:
     """Settings on the emptied PostgreSQL database, caches kept for 300 s."""
     assert backend is not None
-    with psycopg.connect(backend, autocommit=True) as conn:
-        # The emptied database lost the catalog's one version row (made by a migration).
-        conn.execute("INSERT INTO model_catalog (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING")
     return make_settings(
         database_url=backend, auth={"cache_seconds": CACHED}, model_cache_seconds=CACHED
     )
