@@ -171,6 +171,7 @@ def _choose(page: Page, label: str, option: str) -> None:
     field = box.locator("input")
     choice = page.get_by_role("option").filter(has_text=option).first
     for _ in range(CHOOSE_TRIES):
+        field.click()  # opens the list, also when the box shows this option already
         field.fill(option)
         try:
             choice.wait_for(timeout=CHOOSE_WAIT_MS)
@@ -352,7 +353,7 @@ def test_analytics_page_charts_the_runs_of_an_app(served: Served, page: Page, tm
     assert metrics.nth(0).inner_text().split() == ["Runs", "2"]
     assert metrics.nth(1).inner_text().split() == ["Errors", "1"]
     charts = page.locator('[data-testid="stVegaLiteChart"]')
-    assert charts.count() == 4
+    expect(charts).to_have_count(4)  # drawn one after another
     for n in range(4):
         charts.nth(n).locator("canvas, svg").first.wait_for()
     assert not page.locator('[data-testid="stException"]').count()
@@ -591,6 +592,7 @@ def test_compare_page_puts_the_regressed_cases_first(served: Served, page: Page,
     # The newer evaluation is B: version 2 against version 1.
     metrics = page.locator('[data-testid="stMetric"]')
     metrics.first.wait_for()
+    _settle(page)
     shown = [[t for t in m.inner_text().split("\n") if t.strip()] for m in metrics.all()]
     assert shown[0] == ["Pass rate", "50%", "-25 pts"]  # from 75%
     assert [s[:2] for s in shown[1:4]] == [
@@ -598,6 +600,9 @@ def test_compare_page_puts_the_regressed_cases_first(served: Served, page: Page,
         ["Improved", "1"],
         ["Unchanged", "1"],
     ]
+    # The page draws its sections one after another: read them once all are there.
+    expect(page.locator("h3")).to_have_count(3)
+    expect(page.locator('[data-testid="stCode"]')).to_have_count(8)
     headings = page.locator("h3").all_inner_texts()
     assert [h.strip() for h in headings] == [
         "Regressed: passed in A, fail in B (2)",
@@ -635,18 +640,6 @@ output:
 """
 
 
-def _pick(page: Page, label: str, option: str) -> None:
-    """Pick an option of a select box: open it, filter, and click the option itself."""
-    box = page.locator('[data-testid="stSelectbox"]').filter(
-        has=page.get_by_text(label, exact=True)
-    )
-    box.locator("input").click()
-    box.locator("input").fill(option)
-    page.get_by_role("option").filter(has_text=option).first.click()
-    _settle(page)
-    assert box.locator("input").input_value() == option
-
-
 def test_admin_points_default_at_a_real_server_and_runs_an_app_with_it(
     served: Served, page: Page, tmp_path: Path, llama_server: str
 ):
@@ -674,12 +667,12 @@ def test_admin_points_default_at_a_real_server_and_runs_an_app_with_it(
     _settle(page)
 
     # Test the connection: the server lists its model, which then can be picked.
-    _pick(page, "Provider", "llama")
+    _choose(page, "Provider", "llama")
     page.get_by_role("button", name="Test connection").click()
     page.get_by_text("llama answered").wait_for()
     assert "smollm2" in page.get_by_text("llama answered").inner_text()
     _settle(page)
-    _pick(page, "Points at", "llama:smollm2")
+    _choose(page, "Points at", "llama:smollm2")
     page.get_by_role("button", name="Set alias").click()
     page.get_by_text("Alias default now points at llama:smollm2").wait_for()
     shots.take(page, "models")
