@@ -18,7 +18,10 @@ with the error. A first ingestion that fails keeps no chunks.
 
 Each worker thread claims either one URL entry alone (its fetch may take up to
 ``fetch_timeout``) or a batch of text and file entries embedded together, so a
-slow URL holds one worker and nothing queued behind it.
+slow URL holds one worker and nothing queued behind it. A URL entry whose refresh
+found it changed is not fetched again: its body, kept by the refresh
+(:mod:`datasources.bodies`), is what gets embedded and hashed, and it is removed
+once the entry is ready or failed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from appforge.core.db import utcnow
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.tracing import Tracing
 from appforge.core.workers import Workers
+from datasources import bodies
 from datasources.chunking import Piece, split_segments
 from datasources.entries import chunk_metadata, next_refresh
 from datasources.errors import DatasourceError, EntryTooLargeError
@@ -194,6 +198,13 @@ class IngestionQueue:
         Chunks of all the entries are embedded together, in batches, so many
         small entries cost about what their chunks cost to embed.
         """
+        try:
+            self._process(entries)
+        finally:  # a body a refresh kept goes once its entry no longer waits for it
+            for entry in (e for e in entries if e.kind == "url" and e.file_path):
+                bodies.discard_unless_named(self.db, entry.uuid, self.store.file_path(entry))
+
+    def _process(self, entries: list[Entry]) -> None:
         started = time.perf_counter()
         work: list[tuple[Entry, list[Piece], dict[str, Any]]] = []
         totals: dict[str, tuple[Entry, dict[str, Any]]] = {}
@@ -232,12 +243,8 @@ class IngestionQueue:
                 if entry.uuid not in lost:
                     self._fail(entry, exc)
             return
-        log.info(
-            "ingested %d entries (%d chunks) in %.0f ms",
-            len(work),
-            sum(len(c) for _, c, _ in work),
-            (time.perf_counter() - started) * 1000,
-        )
+        pieces, ms = sum(len(c) for _, c, _ in work), (time.perf_counter() - started) * 1000
+        log.info("ingested %d entries (%d chunks) in %.0f ms", len(work), pieces, ms)
 
     def _prepare(self, entry: Entry) -> tuple[list[Piece], dict[str, Any], dict[str, Any]]:
         """The entry's chunks, the metadata they all carry, and its row's values once
@@ -261,9 +268,10 @@ class IngestionQueue:
         if entry.kind == "url":
             now = utcnow()
             ready.update(
-                body_hash=body_hash,
+                body_hash=body_hash,  # of the body embedded (a refresh may have kept it)
                 last_refreshed_at=now,
                 next_refresh_at=next_refresh(entry.refresh, now),
+                file_path=None,
             )
         return chunks, chunk_metadata(entry, source), ready
 
@@ -418,16 +426,16 @@ class IngestionQueue:
             log.exception("entry %s failed", entry.uuid, exc_info=exc)
             error = f"INGEST_FAILED: {type(exc).__name__}: {exc}"
         log.info("entry %s failed: %s", entry.uuid, error)
+        body: dict[str, Any] = {"file_path": None} if entry.kind == "url" else {}  # kept one
         if entry.reingest:  # it keeps the chunks it had, searchable, and says what failed
             kept = entry.chunks_total or 0
             values: dict[str, Any] = {"status": "ready", "error": error[:2000], "stage": None}
-            values["reingest"] = False
-            values.update(chunks_total=kept, chunks_done=kept)
+            values.update(reingest=False, chunks_total=kept, chunks_done=kept, **body)
             values.update(next_refresh_at=next_refresh(entry.refresh, utcnow()))
             if self._report({entry.uuid: (entry, values)}):
                 self._forget_if_deleted(entry)
             return
-        failed = {"status": "failed", "error": error[:2000], "stage": None}
+        failed = {"status": "failed", "error": error[:2000], "stage": None, **body}
         if self._report({entry.uuid: (entry, failed)}):
             self._forget_if_deleted(entry)
             return
@@ -445,7 +453,9 @@ class IngestionQueue:
             return markdown_sections(entry.content or ""), entry.name, None
         if entry.kind == "url":
             assert entry.url is not None
-            fetched = fetch(entry.url, self.settings)
+            kept = self.store.file_path(entry) if entry.file_path else None
+            limit = self.settings.max_entry_bytes
+            fetched = (kept and bodies.read(kept, limit)) or fetch(entry.url, self.settings)
             body, url, media = fetched.body, fetched.url, fetched.media_type
             segments = extract_segments(body, url, media, self.settings)
             return segments, entry.url, hashlib.sha256(body).hexdigest()

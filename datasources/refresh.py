@@ -10,23 +10,30 @@ the one the entry's chunks were made from:
 
 - unchanged: back to ``ready``, ``last_refreshed_at`` now and the next time due;
   nothing is embedded again;
-- changed: back to ``pending`` with ``reingest`` set, so the ingestion queue
-  fetches, chunks and embeds it again, its old chunks searchable until the new
-  ones replace them;
+- changed: the body fetched is kept (:mod:`datasources.bodies`, in the entry's
+  place in the home's files folder) and the entry goes back to ``pending`` with
+  ``reingest`` set and its ``file_path`` naming that body, in the one write under
+  the claim; the ingestion queue chunks and embeds that very body (no second
+  fetch, and the hash compared is the hash of what is embedded), its old chunks
+  searchable until the new ones replace them, and removes the body after;
 - the fetch failed: back to ``ready`` with the old chunks, the ``error`` said,
   and due again one period later.
 
 A write under a claim that was lost (the entry was deleted or changed meanwhile)
-is dropped. ``now`` can be given to :meth:`RefreshJob.run` (tests), so nobody
-waits a day.
+is dropped, and so is a body kept for it (an entry deleted after the write has its
+body removed with it). A body that could not be written (a full disk) is not kept:
+the ingestion then fetches the page itself. ``now`` can be given to
+:meth:`RefreshJob.run` (tests), so nobody waits a day.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, or_
@@ -34,11 +41,12 @@ from sqlalchemy import ColumnElement, and_, or_
 from appforge.core.db import utcnow
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.workers import Periodic
+from datasources import bodies
 from datasources.entries import next_refresh
 from datasources.errors import DatasourceError
-from datasources.fetch import fetch
+from datasources.fetch import Fetched, fetch
 from datasources.store import DatasourceStore
-from datasources.tables import Entry
+from datasources.tables import Datasource, Entry
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +118,48 @@ class RefreshJob(Periodic):
         outcome: Outcome
         values: dict[str, Any]
         due = next_refresh(entry.refresh, now)
+        body_file = self.store.entry_file(entry.datasource_uuid, entry.uuid)
         try:
-            body = fetch(entry.url, self.settings).body
+            fetched = fetch(entry.url, self.settings)
         except Exception as exc:  # the old chunks stay; the error is shown on the entry
             message = str(exc) if isinstance(exc, DatasourceError) else f"FETCH_FAILED: {exc!r}"
             log.info("refresh of entry %s failed: %s", entry.uuid, message)
             outcome = "failed"
             values = {"status": "ready", "error": message[:2000], "next_refresh_at": due}
         else:
-            if hashlib.sha256(body).hexdigest() == entry.body_hash:
+            if hashlib.sha256(fetched.body).hexdigest() == entry.body_hash:
                 outcome = "unchanged"
                 values = {"status": "ready", "error": None, "last_refreshed_at": now}
                 values["next_refresh_at"] = due
             else:
                 outcome = "changed"
                 values = {"status": "pending", "reingest": True, "attempts": 0, "stage": None}
+                values["file_path"] = self._keep(body_file, fetched)
         if self.queue.write({entry.uuid: Claimed(entry.claim_token, values)}):
             log.info("entry %s changed or went while it was refreshed", entry.uuid)
+            self._forget(entry, body_file)
+        elif outcome != "changed":  # one kept by a refresh that died before its write
+            bodies.discard(body_file)
         return outcome
+
+    def _keep(self, body_file: Path, fetched: Fetched) -> str | None:
+        """Store a changed page's body for its ingestion; where, relative to the home
+        (None: it could not be stored, and the ingestion fetches the page itself)."""
+        try:
+            bodies.keep(body_file, fetched)
+        except OSError:
+            log.exception("could not keep the body fetched for %s", body_file.name)
+            bodies.discard(body_file)
+            return None
+        return str(body_file.relative_to(self.store.settings.home))
+
+    def _forget(self, entry: Entry, body_file: Path) -> None:
+        """Our claim was lost (the entry or its datasource deleted meanwhile, or another
+        process took it over): a body we stored goes, unless the entry now names one
+        (the other process's), and so does the datasource's folder if we made it anew."""
+        bodies.discard_unless_named(self.store.db, entry.uuid, body_file)
+        with self.store.db() as db:
+            source_there = db.get(Datasource, entry.datasource_uuid) is not None
+        if not source_there:
+            with contextlib.suppress(OSError):  # not empty: not ours to remove
+                body_file.parent.rmdir()

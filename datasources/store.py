@@ -1,9 +1,9 @@
 """Datasources and entries: create, list, delete, add entries, search.
 
 Adding an entry only stores it (the row, and a file's bytes under
-``APPFORGE_HOME/files``) with status ``pending``; the ingestion queue
-(:mod:`datasources.queue`) does the slow work. Every method is blocking: the
-API calls them from its thread pool.
+``APPFORGE_HOME/files/<datasource>/<entry>``) with status ``pending``; the
+ingestion queue (:mod:`datasources.queue`) does the slow work. Every method is
+blocking: the API calls them from its thread pool.
 
 Each method that changes something opens its own transaction; its
 ``before_commit`` callback, if given, receives that session and the changed row
@@ -249,7 +249,7 @@ class DatasourceStore:
     ) -> tuple[Path | None, bytes, int, str]:
         """A new entry's file (copied to the home) or bytes, its size and its hash."""
         if kind == "file":
-            path = self.files / source.uuid / entry_uuid
+            path = self.entry_file(source.uuid, entry_uuid)
             size, digest = self._store_file(path, new.file or b"")
             return path, b"", size, digest
         data = self._entry_bytes(kind, new)
@@ -354,7 +354,8 @@ class DatasourceStore:
         *,
         before_commit: BeforeCommit[Entry] | None = None,
     ) -> None:
-        """Delete an entry, its file, vectors and keyword rows (a worker busy with it stops)."""
+        """Delete an entry, its file (or kept body), vectors and keyword rows (a worker busy
+        with it stops)."""
         entry = self.get_entry(datasource_uuid, entry_uuid)
         with transaction(self.db) as db:
             row = db.get(Entry, entry_uuid)
@@ -362,8 +363,10 @@ class DatasourceStore:
                 db.delete(row)
                 _before_commit(before_commit, db, row)
         self.index.delete_entry(datasource_uuid, entry_uuid)
-        if entry.file_path:
-            (self.settings.home / entry.file_path).unlink(missing_ok=True)
+        # By its place, not the row read before: a refresh may have stored a URL entry's
+        # body there since (see datasources.bodies); a refresh that stores one after the
+        # row went loses its claim and removes it itself.
+        self.entry_file(datasource_uuid, entry.uuid).unlink(missing_ok=True)
 
     def retry_entry(
         self,
@@ -397,6 +400,11 @@ class DatasourceStore:
             if before_commit is not None:
                 before_commit(db, db.get_one(Entry, entry_uuid))
         return self.get_entry(datasource_uuid, entry_uuid)
+
+    def entry_file(self, datasource_uuid: str, entry_uuid: str) -> Path:
+        """Where an entry's bytes are kept: a file entry's upload, or a URL entry's body
+        fetched by a refresh until it is ingested (:mod:`datasources.bodies`)."""
+        return self.files / datasource_uuid / entry_uuid
 
     def file_path(self, entry: Entry) -> Path:
         if not entry.file_path:

@@ -65,6 +65,8 @@ class Entry(Base):
     kind: Mapped[str] = mapped_column(String(16))  # text | url | file
     content: Mapped[str | None] = mapped_column(Text, nullable=True)
     url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Relative to the home: a file entry's bytes; a URL entry's body kept by its refresh
+    # until it is ingested (datasources.bodies).
     file_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     media_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)

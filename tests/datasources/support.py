@@ -6,7 +6,8 @@ import io
 import random
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,11 +18,14 @@ from waiting import poll_until
 
 
 class Pages:
-    """What the page server answers: path -> (status, headers, body)."""
+    """What the page server answers: path -> (status, headers, body); how many GETs
+    each path had; and what to do (once) when a path is requested, before answering."""
 
     def __init__(self, base: str) -> None:
         self.base = base
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.requests: Counter[str] = Counter()
+        self.on_request: dict[str, Callable[[], None]] = {}
 
     def add(self, path: str, body: bytes, content_type: str = "text/html") -> str:
         self.routes[path] = (200, {"Content-Type": content_type}, body)
@@ -39,7 +43,12 @@ def serve_pages() -> Iterator[Pages]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-            status, headers, body = holder["pages"].routes.get(
+            pages = holder["pages"]
+            pages.requests[self.path] += 1
+            hook = pages.on_request.pop(self.path, None)
+            if hook is not None:
+                hook()
+            status, headers, body = pages.routes.get(
                 self.path, (404, {"Content-Type": "text/plain"}, b"not found")
             )
             self.send_response(status)

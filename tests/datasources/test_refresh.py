@@ -8,6 +8,7 @@ unchanged page embeds nothing again; a changed one replaces the entry's chunks
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from waiting import poll_until
@@ -25,6 +27,8 @@ from waiting import poll_until
 from api.tables import WebhookDelivery
 from appforge.core.db import transaction, utcnow
 from appforge.core.settings import Settings
+from datasources import bodies
+from datasources.fetch import Fetched
 from datasources.refresh import RefreshJob
 from datasources.tables import Entry
 from tests.datasources.support import Pages, get_entry
@@ -322,3 +326,129 @@ def test_a_refresh_only_worker_refreshes_due_entries_and_runs_no_other_queue(
             worker.kill()
             worker.wait()
     assert "appforge worker: refresh (pid" in log_path.read_text()
+
+
+NEWER = "<html><body><h1>Kettle</h1><p>The kettle now descales with lemon juice.</p></body></html>"
+
+
+def _body_file(client: TestClient, ds: str, entry: str) -> Path:
+    """Where a refresh keeps a changed page's body until it is ingested."""
+    files: Path = _state(client).datasources.files
+    return files / ds / entry
+
+
+def _row(client: TestClient, entry: str) -> Entry | None:
+    with _state(client).db() as db:
+        row: Entry | None = db.get(Entry, entry)
+        return row
+
+
+def test_a_changed_page_is_fetched_once_and_the_body_compared_is_the_one_embedded(
+    backend: str | None,
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    pages: Pages,
+):
+    client = make_client(_settings(make_settings, backend))
+    url = pages.add("/kettle", OLD.encode())
+    ds, entry = _url_entry(client, url)
+    assert pages.requests["/kettle"] == 1
+    pages.add("/kettle", NEW.encode())
+    assert _state(client).refresh.refresh_due(utcnow() + timedelta(days=2)) == {entry: "changed"}
+    assert pages.requests["/kettle"] == 2
+    kept = _body_file(client, ds, entry)
+    assert kept.stat().st_mode & 0o777 == 0o600
+    row = _row(client, entry)
+    assert row is not None and row.status == "pending" and row.reingest
+    assert row.file_path == str(kept.relative_to(_state(client).settings.home))
+    # The page changes again before the ingestion: what is embedded is what was compared.
+    pages.add("/kettle", NEWER.encode())
+    assert _state(client).ingestion.run_once() == [entry]
+    assert pages.requests["/kettle"] == 2  # from the refresh to ready: one request
+    done = get_entry(client, ds, entry)
+    assert done["status"] == "ready" and done["error"] is None
+    assert any("vinegar" in t for t in _texts(client, ds, "white vinegar", "keyword"))
+    assert any("vinegar" in t for t in _texts(client, ds, "descale with vinegar", "vector"))
+    assert not any("lemon" in t for t in _texts(client, ds, "lemon juice", "hybrid"))
+    assert not kept.exists() and not any(kept.parent.iterdir())
+    row = _row(client, entry)
+    assert row is not None and row.file_path is None and not row.reingest
+    assert row.body_hash == hashlib.sha256(NEW.encode()).hexdigest()
+    # The next refresh compares with that body: the lemon page is a change.
+    later = utcnow() + timedelta(days=5)
+    assert _state(client).refresh.refresh_due(later) == {entry: "changed"}
+    assert _state(client).ingestion.run_once() == [entry]
+    assert pages.requests["/kettle"] == 3
+    assert any("lemon" in t for t in _texts(client, ds, "lemon juice", "keyword"))
+    assert _state(client).refresh.refresh_due(later + timedelta(days=2)) == {entry: "unchanged"}
+    assert not kept.exists()
+
+
+def test_an_entry_deleted_after_its_refresh_leaves_no_body(
+    backend: str | None,
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    pages: Pages,
+):
+    client = make_client(_settings(make_settings, backend))
+    ds, entry = _url_entry(client, pages.add("/kettle", OLD.encode()))
+    pages.add("/kettle", NEW.encode())
+    assert _state(client).refresh.refresh_due(utcnow() + timedelta(days=2)) == {entry: "changed"}
+    kept = _body_file(client, ds, entry)
+    assert kept.is_file()
+    assert client.delete(f"/api/datasources/{ds}/entries/{entry}").status_code == 204
+    assert not kept.exists()
+    assert _state(client).ingestion.run_once() == []
+    assert not kept.exists() and pages.requests["/kettle"] == 2
+
+
+@pytest.mark.parametrize("deleted", ["entry", "datasource"])
+def test_an_entry_deleted_while_it_is_refreshed_leaves_no_body(
+    deleted: str,
+    backend: str | None,
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    pages: Pages,
+):
+    client = make_client(_settings(make_settings, backend))
+    ds, entry = _url_entry(client, pages.add("/kettle", OLD.encode()))
+    pages.add("/kettle", NEW.encode())
+    store = _state(client).datasources
+    if deleted == "entry":  # between the refresh's claim and its write
+        pages.on_request["/kettle"] = lambda: store.delete_entry(ds, entry)
+    else:
+        pages.on_request["/kettle"] = lambda: store.delete(ds)
+    assert _state(client).refresh.refresh_due(utcnow() + timedelta(days=2)) == {entry: "changed"}
+    assert pages.requests["/kettle"] == 2 and _row(client, entry) is None
+    kept = _body_file(client, ds, entry)
+    assert not kept.exists()
+    if deleted == "datasource":
+        assert not kept.parent.exists()
+    assert _state(client).ingestion.run_once() == []
+
+
+def test_a_kept_body_that_fails_to_ingest_goes_and_a_stale_one_is_removed(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], pages: Pages
+):
+    client = make_client(_settings(make_settings))
+    ds, entry = _url_entry(client, pages.add("/kettle", OLD.encode()))
+    before = get_entry(client, ds, entry)
+    pages.add("/kettle", b"<html><body></body></html>")  # nothing to read in it
+    later = utcnow() + timedelta(days=2)
+    assert _state(client).refresh.refresh_due(later) == {entry: "changed"}
+    kept = _body_file(client, ds, entry)
+    assert kept.is_file()
+    assert _state(client).ingestion.run_once() == [entry]
+    failed = get_entry(client, ds, entry)
+    assert failed["status"] == "ready" and failed["error"].startswith("EXTRACT_FAILED")
+    assert any("citric" in t for t in _texts(client, ds, "citric acid", "keyword"))
+    assert failed["chunks_total"] == before["chunks_total"]
+    row = _row(client, entry)
+    assert row is not None and row.file_path is None
+    assert row.body_hash == hashlib.sha256(OLD.encode()).hexdigest()
+    assert not kept.exists() and pages.requests["/kettle"] == 2
+    # A body left by a refresh that died before its write goes with the next refresh.
+    pages.add("/kettle", OLD.encode())
+    bodies.keep(kept, Fetched(url=pages.base + "/kettle", body=b"stale", media_type=None))
+    assert _state(client).refresh.refresh_due(later + timedelta(days=2)) == {entry: "unchanged"}
+    assert not kept.exists()
