@@ -116,7 +116,8 @@ def test_an_entry_shows_loading_model_and_readiness_waits_for_the_model(
             detail=lambda: get_entry(client, ds, entry),
         )
         assert shown["status"] == "processing"
-        assert embedder.state == "loading"
+        # The claim shows the stage; the worker starts the load right after it.
+        poll_until(lambda: embedder.state == "loading", detail=lambda: embedder.state)
         assert _model_check(client) == (503, False, "loading")
     done = wait_for_entry(client, ds, entry)
     assert (done["status"], done["stage"]) == ("ready", None)
