@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,21 +124,13 @@ def test_sqlite_migrations_from_several_processes_at_once(tmp_path: Path):
     assert len(version) == 1
 
 
-PG_SERVER = os.environ.get("APPFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
 @pytest.fixture
-def fresh_url(backend: str | None, tmp_path: Path) -> Iterator[str]:
+def fresh_url(backend: str | None, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """An empty database (no tables) on each backend."""
     if backend is None:
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    name = f"appforge_fresh_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_SERVER}/{name}"
-    with psycopg.connect(f"{PG_SERVER}/test", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    url: str = request.getfixturevalue("empty_postgres")
+    return url
 
 
 def test_token_roles_migration_keeps_existing_tokens_working(fresh_url: str):
