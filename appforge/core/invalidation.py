@@ -23,7 +23,7 @@ Topics are short names (:data:`TOKENS`, :data:`MODELS`); a payload is a topic on
 from __future__ import annotations
 
 import logging
-import select
+import selectors
 import socket
 import threading
 from collections.abc import Callable
@@ -165,18 +165,20 @@ class Invalidation:
 
     def _listen(self, wake: socket.socket) -> None:
         """Listen until stopped (returns) or until the connection fails (raises)."""
-        with self._connect() as conn:
+        # A selector (epoll), not select(): a busy process has descriptors past 1024.
+        with self._connect() as conn, selectors.DefaultSelector() as waiting:
             conn.execute(f"LISTEN {CHANNEL}")
             # Notifications sent while not listening are lost: drop everything once.
             self._run_all()
             self.backend_pid = conn.info.backend_pid
             self.connections += 1
             log.info("listening for invalidations (connection %d)", self.connections)
+            waiting.register(conn.fileno(), selectors.EVENT_READ)
+            waiting.register(wake, selectors.EVENT_READ)
             try:
                 while not self._stopping.is_set():
-                    fds = [conn.fileno(), wake.fileno()]
-                    ready, _, _ = select.select(fds, [], [], self._idle_check)
-                    if fds[1] in ready:
+                    ready = [key.fileobj for key, _ in waiting.select(self._idle_check)]
+                    if wake in ready:
                         return
                     if not ready:
                         conn.execute("SELECT 1")  # a quiet connection may have died unseen

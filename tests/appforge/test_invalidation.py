@@ -3,6 +3,8 @@ on the database on PostgreSQL, also after the listener's connection was killed."
 
 from __future__ import annotations
 
+import os
+import resource
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,3 +156,33 @@ def test_invalidation_publish_survives_an_unreachable_database():
     listener.publish("tokens")
     assert seen.topics == ["tokens"]
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_invalidation_listener_works_with_descriptors_past_1024(pg_engine: Engine):
+    # A busy server has more than 1024 files and sockets open: select() refuses
+    # descriptors that high, so the listener must not use it.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < 1300:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1300, hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        seen = Seen()
+        listener = _listener(pg_engine, seen)
+        listener.start()
+        try:
+            poll_until(lambda: listener.connections == 1, timeout=WAIT)
+            notify(pg_engine, "tokens")
+            poll_until(lambda: seen.count("tokens") == 2, timeout=WAIT)  # connect, notify
+            assert listener.connections == 1  # the same connection: no error, no reconnect
+        finally:
+            listener.stop()
+        assert not listener.listening
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
