@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import chromadb
 from chromadb.api import ClientAPI
+from chromadb.api.client import Client as ChromaClient
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError as ChromaNotFoundError
 
@@ -61,6 +62,13 @@ class VectorIndex:
 
     def __init__(self, client: ClientAPI) -> None:
         self.client = client
+
+    def close(self) -> None:
+        """Release the client: an embedded Chroma's files and threads, a server's
+        connections. Chroma shares one system per path in a process; it stops with the
+        last client of that path."""
+        if isinstance(self.client, ChromaClient):  # what chromadb's factories make
+            self.client.close()
 
     def _collection(self, datasource_uuid: str, create: bool = True) -> Any:
         name = collection_name(datasource_uuid)

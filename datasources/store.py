@@ -106,6 +106,10 @@ class DatasourceStore:
             )
         return cls(settings, db, VectorIndex(client), embedder)
 
+    def close(self) -> None:
+        """Close the vector index (files, threads, connections); the store is unusable after."""
+        self.index.close()
+
     # --- datasources -------------------------------------------------------
 
     def create(

@@ -101,8 +101,11 @@ class Services:
         )
 
     def close(self) -> None:
-        """Close the models this process built and the database connections."""
+        """Close the models this process built, the vector index and the database
+        connections."""
         self.models.close()
+        if self._datasources is not None:
+            self._datasources.close()
         self.tracing.close()
         self.engine.dispose()
 
