@@ -152,6 +152,22 @@ class RunBridge:
             if isinstance(item, _End):
                 return
 
+    async def batches(self) -> AsyncIterator[list[Chunk | Output | PreparedRun | _End]]:
+        """Every item after the first, the end included, in lists of what had arrived by
+        the time the loop came for them: a stream writes them in one piece."""
+        while True:
+            with self._lock:
+                items = list(self._items)
+                self._items.clear()
+                if not items:
+                    self._arrived.clear()
+            if not items:
+                await self._arrived.wait()
+                continue
+            yield items
+            if isinstance(items[-1], _End):
+                return
+
     async def end(self) -> _End:
         """Wait for the end of the run (dropping any output still coming)."""
         while True:

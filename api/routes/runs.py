@@ -222,20 +222,25 @@ async def _stream(
     encoder = Encoder(wants_sse(request.headers.get("accept", "")))
     session = {"id": prepared.session_id}
 
+    def line(item: Any) -> bytes:
+        if isinstance(item, Chunk):
+            return encoder.encode("chunk", {"session": session, "output": {item.key: item.text}})
+        if isinstance(item, Output):
+            return encoder.encode("chunk", {"session": session, "output": {item.key: item.value}})
+        if is_end(item):
+            return _last_line(encoder, item, session, prepared, request_id_of(request))
+        return b""
+
     async def lines() -> AsyncIterator[bytes]:
         ACTIVE_STREAMS.inc()
         try:
-            item: Any = first
-            items = bridge.rest()
-            while not is_end(item):
-                if isinstance(item, Chunk):
-                    out = {"session": session, "output": {item.key: item.text}}
-                    yield encoder.encode("chunk", out)
-                elif isinstance(item, Output):
-                    out = {"session": session, "output": {item.key: item.value}}
-                    yield encoder.encode("chunk", out)
-                item = await anext(items)
-            yield _last_line(encoder, item, session, prepared, request_id_of(request))
+            if is_end(first):
+                yield line(first)
+                return
+            yield line(first)
+            # What arrived while the last piece was written goes out as one piece.
+            async for items in bridge.batches():
+                yield b"".join(line(item) for item in items)
         finally:
             # Reached on normal end and when the client disconnects (generator
             # closed): either way the worker must stop generating.
