@@ -154,6 +154,31 @@ def _ui_fields(doc: dict[str, Any], new: dict[str, Any], k: str) -> None:
             new.pop("ui", None)
 
 
+def _openai_fields(doc: dict[str, Any], new: dict[str, Any], k: str) -> None:
+    """The ``openai:`` block: the input a chat message fills and the output that is the
+    answer, on ``/v1/chat/completions`` and the chat page (empty: chosen automatically)."""
+    old = af.mapping(doc.get("openai"))
+    section = af.copy_doc(old)
+    inputs, outputs = af.openai_choices(new)  # the inputs and outputs as just edited
+    with st.expander("Chat message and answer (OpenAI endpoint, chat page)", expanded=bool(old)):
+        for key, label, options in (
+            ("input", "Chat message input", inputs),
+            ("output", "Answer output", outputs),
+        ):
+            shown = af.text(old.get(key))
+            value = select(label, options, shown, k + "oa_" + key, format_func=_automatic)
+            af.put(section, key, shown, value, drop_empty=True)
+    if section != old:
+        if section:
+            new["openai"] = section
+        else:
+            new.pop("openai", None)
+
+
+def _automatic(value: str) -> str:
+    return value or "(automatic)"
+
+
 def _inputs(doc: dict[str, Any], new: dict[str, Any], k: str, change: Change) -> None:
     st.markdown("**Inputs**")
     rows: list[tuple[str, Any]] = []
@@ -231,6 +256,7 @@ def render(client: Client, scope: str, yaml_key: str) -> None:
             _inputs(doc, new, k, change)
             step_editor.steps(doc, new, k, step_editor.Pickers(client), change)
             _output(doc, new, k, change)
+            _openai_fields(doc, new, k)
             _ui_fields(doc, new, k)
             if new != doc:
                 _commit(scope, yaml_key, new, redraw=False)

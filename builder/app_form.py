@@ -243,6 +243,13 @@ def input_rows(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(str(name), mapping(spec)) for name, spec in mapping(doc.get("input")).items()]
 
 
+def openai_choices(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """What ``openai: {input, output}`` may name: the string inputs and the output keys,
+    each list led by ``""`` (automatic: the section leaves the key out)."""
+    strings = [name for name, spec in input_rows(doc) if spec.get("type", "string") == "string"]
+    return ["", *strings], ["", *(str(key) for key in mapping(doc.get("output")))]
+
+
 def rows_to_mapping(rows: list[tuple[str, Any]]) -> dict[str, Any]:
     """Rows back into a mapping; a later row with the same name wins."""
     return {name: value for name, value in rows}

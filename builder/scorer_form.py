@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from appforge.client import SCORER_TYPES, ScorerType
+from appforge.client import SCORER_TYPES, Scorer, ScorerType
 
 # A line on each type the server takes (SCORER_TYPES, through the client).
 HINTS: dict[ScorerType, str] = {
@@ -133,15 +133,22 @@ def _value(kind: str, text: str, where: str) -> Any:
     return text
 
 
-def _spec(row_id: int, kind: str) -> dict[str, Any]:
+def _spec(row_id: int, kind: ScorerType) -> Scorer:
     def field(name: str) -> str:
         return str(st.session_state.get(f"ev_sc_{row_id}_{name}") or "").strip()
 
-    spec: dict[str, Any] = {"type": kind}
+    spec: Scorer = {"type": kind}
     where = f"scorer {field('name') or kind}"
-    for name in ("name", "output", "prompt", "label", "model"):
-        if field(name):
-            spec[name] = field(name)
+    if field("name"):
+        spec["name"] = field("name")
+    if field("output"):
+        spec["output"] = field("output")
+    if field("prompt"):
+        spec["prompt"] = field("prompt")
+    if field("label"):
+        spec["label"] = field("label")
+    if field("model"):
+        spec["model"] = field("model")
     if field("value"):
         spec["value"] = _value(kind, field("value"), f"{where}, reference")
     if field("threshold"):
@@ -149,6 +156,6 @@ def _spec(row_id: int, kind: str) -> dict[str, Any]:
     return spec
 
 
-def scorer_specs() -> list[dict[str, Any]]:
+def scorer_specs() -> list[Scorer]:
     """The scorers of the rows as API objects; ``ScorerFormError`` if a field is unreadable."""
     return [_spec(r["id"], r["type"]) for r in _rows()]

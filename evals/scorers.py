@@ -44,7 +44,7 @@ from appforge.core.scorer_types import ScorerType
 from appforge.core.settings import EvalSettings
 from evals.errors import ScorerInvalidError
 
-_BUDGETS = ("latency_ms", "tokens")
+_BUDGETS: tuple[ScorerType, ...] = ("latency_ms", "tokens")
 _SIMILARITY = 0.7
 _SHOWN = 120  # characters of a value quoted in a reason
 
@@ -327,16 +327,21 @@ def score_case(spec: ScorerSpec, run: CaseRun, embed: Embed, judge: JudgeFn | No
     want = spec.value if spec.value is not None else run.expected.get(key)
     if want is None:
         return _verdict(spec, False, f"no reference: no value, and no expected['{key}']")
-    if spec.type == "equals":
-        return _equals(spec, got, want)
-    if spec.type == "contains":
-        return _contains(spec, got, want)
-    if spec.type == "regex":
-        return _regex(spec, got)
-    if spec.type == "json_schema":
-        return _json_schema(spec, got, want)
-    if spec.type == "number_close":
-        return _number_close(spec, got, want)
-    if spec.type == "similarity":
-        return _similarity(spec, got, want, embed)
-    return _cites(spec, got, want)
+    return _COMPARE[spec.type](spec, got, want, embed)
+
+
+# How each type that compares an output with its reference scores it. With the types
+# scored from the run itself, exactly the kernel's ScorerType (a test holds it): a type
+# added there but not here fails that test, instead of being scored by another rule.
+_COMPARE: dict[ScorerType, Callable[[ScorerSpec, Any, Any, Embed], Score]] = {
+    "equals": lambda spec, got, want, _: _equals(spec, got, want),
+    "contains": lambda spec, got, want, _: _contains(spec, got, want),
+    "regex": lambda spec, got, _want, _: _regex(spec, got),
+    "json_schema": lambda spec, got, want, _: _json_schema(spec, got, want),
+    "number_close": lambda spec, got, want, _: _number_close(spec, got, want),
+    "similarity": _similarity,
+    "cites": lambda spec, got, want, _: _cites(spec, got, want),
+}
+_FROM_RUN: frozenset[ScorerType] = frozenset({*_BUDGETS, "judge"})
+# Every scorer type this module scores.
+SCORED: frozenset[ScorerType] = frozenset(_COMPARE) | _FROM_RUN

@@ -11,7 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from appforge.core.db import Base, UTCDateTime, utcnow
@@ -107,12 +116,31 @@ class EvaluationCase(Base):
 
 class EvaluationPolicy(Base):
     """The requirement a gated promote, deploy or restore of a prompt or app uses when
-    it gives none (``subject``: ``prompt`` or ``app``)."""
+    it gives none (``subject``: ``prompt`` or ``app``).
+
+    ``prompt_id`` or ``app_uuid`` (the one of the subject, equal to ``subject_id``) is a
+    foreign key with ``ON DELETE CASCADE``, like every other child row of a prompt or
+    app: however the prompt or app goes (delete, bulk delete, its use case deleted), its
+    policy goes with it in the same transaction, and a new one of the same name starts
+    without a policy."""
 
     __tablename__ = "evaluation_policies"
+    __table_args__ = (
+        CheckConstraint(
+            "(subject = 'prompt' AND prompt_id = subject_id AND app_uuid IS NULL)"
+            " OR (subject = 'app' AND app_uuid = subject_id AND prompt_id IS NULL)",
+            name="subject_key",
+        ),
+    )
 
     subject: Mapped[str] = mapped_column(String(16), primary_key=True)
     subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    prompt_id: Mapped[str | None] = mapped_column(
+        ForeignKey("prompts.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    app_uuid: Mapped[str | None] = mapped_column(
+        ForeignKey("apps.uuid", ondelete="CASCADE"), index=True, nullable=True
+    )
     require: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

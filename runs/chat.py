@@ -107,11 +107,27 @@ def check_messages(messages: Sequence[Said], limits: LimitSettings) -> None:
         )
 
 
+def input_candidates(doc: AppDocument) -> list[str]:
+    """The inputs a chat message may fill: the one ``openai.input`` names, else every
+    required string input. One is the chat input; the chat page (``api.routes.web``)
+    reads the same list and is lenient where there is not exactly one."""
+    if doc.openai.input is not None:
+        return [doc.openai.input]
+    return [k for k, f in doc.input.items() if f.required and f.type == "string"]
+
+
+def answer_candidates(doc: AppDocument) -> list[str]:
+    """The output keys that may be the answer: the one ``openai.output`` names, else
+    every streamed output key, else every output key (the chat page shows the first)."""
+    if doc.openai.output is not None:
+        return [doc.openai.output]
+    streamed = list(dict.fromkeys(k for keys in streamed_keys(doc).values() for k in keys))
+    return streamed if streamed else list(doc.output)
+
+
 def input_key_of(doc: AppDocument) -> str:
     """The input the user's message fills (``OPENAI_INPUT_UNKNOWN`` if none is clear)."""
-    if doc.openai.input is not None:
-        return doc.openai.input
-    candidates = [k for k, f in doc.input.items() if f.required and f.type == "string"]
+    candidates = input_candidates(doc)
     if len(candidates) != 1:
         raise ChatRequestError(
             f"app '{doc.name}' has {len(candidates)} required string inputs, so the user's"
@@ -124,10 +140,7 @@ def input_key_of(doc: AppDocument) -> str:
 
 def output_key_of(doc: AppDocument) -> str:
     """The output key that is the answer (``OPENAI_OUTPUT_UNKNOWN`` if none is clear)."""
-    if doc.openai.output is not None:
-        return doc.openai.output
-    streamed = list(dict.fromkeys(k for keys in streamed_keys(doc).values() for k in keys))
-    candidates = streamed if streamed else list(doc.output)
+    candidates = answer_candidates(doc)
     if len(candidates) != 1:
         raise ChatRequestError(
             f"app '{doc.name}' has {len(candidates)} candidate answer keys: name one with"

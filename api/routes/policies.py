@@ -66,6 +66,11 @@ def _put(
     row = db.get(EvaluationPolicy, (subject, subject_id))
     if row is None:
         row = EvaluationPolicy(subject=subject, subject_id=subject_id)
+        # The foreign key that deletes the policy with its prompt or app.
+        if subject == "prompt":
+            row.prompt_id = subject_id
+        else:
+            row.app_uuid = subject_id
         db.add(row)
     row.require = need.model_dump(mode="json", exclude_none=True)
     row.updated_by = who.name

@@ -27,8 +27,8 @@ from sqlalchemy import select
 from api.access import AppPageReader
 from api.errors import AuthError, NotFoundError
 from api.state import State
-from apps_yaml.engine import streamed_keys
 from apps_yaml.schema import AppDocument
+from runs.chat import answer_candidates, input_candidates
 from runs.tables import App
 
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -73,24 +73,30 @@ class AppPage(BaseModel):
     public: bool
     input: dict[str, PageInput]
     message_input: str | None = Field(
-        description="The input a chat message fills (the only required string input)"
+        description="The input a chat message fills: openai.input, else the only required"
+        " string input, else the only string input"
     )
-    answer: str | None = Field(description="The output shown as the answer (streamed text)")
+    answer: str | None = Field(
+        description="The output shown as the answer: openai.output, else the first streamed"
+        " output key, else the first output key"
+    )
     outputs: list[str] = Field(description="Every output key, in order (empty for a flow)")
     ui: PageUI
 
 
 def _message_input(doc: AppDocument) -> str | None:
-    required = [k for k, f in doc.input.items() if f.required and f.type == "string"]
-    if len(required) == 1:
-        return required[0]
+    # The OpenAI-compatible endpoint's rule (openai.input, else the only required string
+    # input); where that has no one answer, the page takes the app's only string input.
+    candidates = input_candidates(doc)
+    if len(candidates) == 1:
+        return candidates[0]
     strings = [k for k, f in doc.input.items() if f.type == "string"]
     return strings[0] if len(strings) == 1 else None
 
 
 def page_of(app: App) -> AppPage:
     doc = AppDocument.model_validate(app.document)
-    streamed = [k for keys in streamed_keys(doc).values() for k in keys]
+    answers = answer_candidates(doc)  # openai.output, else the streamed keys, else all
     outputs = list(doc.output)
     return AppPage(
         uuid=app.uuid,
@@ -100,7 +106,7 @@ def page_of(app: App) -> AppPage:
         public=app.public,
         input={k: PageInput.model_validate(f.model_dump()) for k, f in doc.input.items()},
         message_input=_message_input(doc),
-        answer=streamed[0] if streamed else (outputs[0] if outputs else None),
+        answer=answers[0] if answers else None,
         outputs=outputs,
         ui=PageUI.model_validate(doc.ui.model_dump(exclude_none=True)),
     )

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
-    from appforge.client import CaseResult, Client, EvaluationInfo
+    from appforge.client import CaseResult, Client, EvaluationInfo, Scorer
     from appforge.client.evals import CaseFormat
     from evals.local import LocalEvaluation
 
@@ -143,9 +143,7 @@ def _as_local(info: EvaluationInfo, results: Sequence[CaseResult]) -> LocalEvalu
     return LocalEvaluation(cases, about)
 
 
-def evaluate(
-    remote: Remote, cases_file: Path, scorers: Sequence[Mapping[str, Any]]
-) -> LocalEvaluation:
+def evaluate(remote: Remote, cases_file: Path, scorers: Sequence[Scorer]) -> LocalEvaluation:
     """Save the app and the dataset, run the evaluation on the server, follow it to its
     end (Ctrl-C cancels it) and read its results."""
     app, version = _app(remote)

@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 import yaml
@@ -22,6 +22,7 @@ import yaml
 from appforge.cli.root import fail, load_settings, main
 
 if TYPE_CHECKING:
+    from appforge.client import Scorer
     from evals.casefiles import CaseData
     from evals.local import LocalEvaluation
     from evals.scorers import ScorerSpec
@@ -181,7 +182,9 @@ def _there(
         where.dataset or cases_file.stem,
         where.concurrency,
     )
-    return evaluate(remote, cases_file, [s.model_dump(exclude_none=True) for s in scorers])
+    # Checked by ScorerSpec already: each dump is a Scorer (the server checks it again).
+    sent = [cast("Scorer", s.model_dump(exclude_none=True)) for s in scorers]
+    return evaluate(remote, cases_file, sent)
 
 
 def _ended_badly(evaluation: dict[str, Any] | None) -> None:

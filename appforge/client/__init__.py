@@ -41,6 +41,7 @@ from appforge.client.eval_models import (
     EvaluationComparison,
     EvaluationInfo,
     EvaluationPolicy,
+    Scorer,
     ScorerType,
 )
 from appforge.client.models import (
@@ -196,6 +197,7 @@ __all__ = [
     "RunStats",
     "RunSummary",
     "SCORER_TYPES",
+    "Scorer",
     "ScorerType",
     "SearchHit",
     "SearchResults",

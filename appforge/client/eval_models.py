@@ -3,19 +3,34 @@
 Each model mirrors a ``*Public`` answer of ``api/routes/datasets.py`` and
 ``api/routes/evaluations.py``; cases' input, expected and metadata, outputs and
 scores stay JSON mappings. ``ScorerType`` and ``SCORER_TYPES`` name the scorers an
-evaluation takes.
+evaluation takes; ``Scorer`` is one scorer of a request.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from appforge.client.models import Result
 
 # The scorer types an evaluation takes (the server's own list), for forms and callers.
 from appforge.core.scorer_types import SCORER_TYPES as SCORER_TYPES
 from appforge.core.scorer_types import ScorerType as ScorerType
+
+
+class Scorer(TypedDict, total=False):
+    """One scorer of an evaluation as ``start_evaluation`` sends it (the server's
+    ``evals.scorers.ScorerSpec``; *Evaluations* in the README says what each field
+    means to each type). A type checker refuses a ``type`` that is not a ScorerType."""
+
+    type: Required[ScorerType]
+    name: str
+    output: str
+    value: Any
+    threshold: float
+    prompt: str  # judge
+    label: str  # judge
+    model: str  # judge
 
 
 class DatasetInfo(Result):

@@ -18,6 +18,7 @@ from appforge.client.eval_models import (
     DatasetInfo,
     EvaluationComparison,
     EvaluationInfo,
+    Scorer,
 )
 
 CaseFormat = Literal["jsonl", "csv"]
@@ -111,7 +112,7 @@ def _run_to_dataset(run_id: str, dataset: str, expected_from_output: bool) -> Op
 def _start_evaluation(
     dataset: str,
     app: str,
-    scorers: Sequence[Mapping[str, Any]],
+    scorers: Sequence[Scorer],
     app_version: int | None,
     overrides: Mapping[str, Any] | None,
     concurrency: int | None,
@@ -243,7 +244,7 @@ class EvalMethods(SyncDriven):
         self,
         dataset: str,
         app: str,
-        scorers: Sequence[Mapping[str, Any]],
+        scorers: Sequence[Scorer],
         *,
         app_version: int | None = None,
         overrides: Mapping[str, Any] | None = None,
@@ -372,7 +373,7 @@ class AsyncEvalMethods(AsyncDriven):
         self,
         dataset: str,
         app: str,
-        scorers: Sequence[Mapping[str, Any]],
+        scorers: Sequence[Scorer],
         *,
         app_version: int | None = None,
         overrides: Mapping[str, Any] | None = None,

@@ -78,3 +78,37 @@ def test_page_files_are_served_with_their_headers(client: TestClient):
     assert client.get("/web/chat.html", headers=NOBODY).status_code == 404
     script = client.get("/embed.js", headers=NOBODY)
     assert script.status_code == 200 and "attachShadow" in script.text
+
+
+TWO_INPUTS_APP = """\
+version: 1
+name: Twofold
+type: chat
+input:
+  topic: {type: string, required: true}
+  message: {type: string, required: true}
+steps:
+  - id: reply
+    kind: llm
+    prompt:
+      system: "Talk about {{ input.topic }}."
+      user: "{{ input.message }}"
+    params: {temperature: 0, max_tokens: 8}
+output:
+  draft: "{{ reply.text }}"
+  reply: "{{ reply.text }}"
+"""
+
+
+def test_page_uses_the_inputs_and_output_the_openai_section_declares(
+    client: TestClient, create: Callable[..., Any]
+):
+    automatic = client.get(f"/api/apps/{create(client, TWO_INPUTS_APP)['uuid']}/page").json()
+    # Two required string inputs: no clear chat input; the first streamed key answers.
+    assert (automatic["message_input"], automatic["answer"]) == (None, "draft")
+    declared = create(client, TWO_INPUTS_APP + "openai: {input: message, output: reply}\n")
+    page = client.get(f"/api/apps/{declared['uuid']}/page").json()
+    assert (page["message_input"], page["answer"]) == ("message", "reply")
+    # The declared input wins over the one the automatic rule picks (the only required).
+    chosen = create(client, TEXT_APP + "openai: {input: tone}\n")
+    assert client.get(f"/api/apps/{chosen['uuid']}/page").json()["message_input"] == "tone"

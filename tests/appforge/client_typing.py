@@ -22,6 +22,7 @@ from appforge.client import (
     Client,
     DeployResult,
     EntryInfo,
+    EvaluationInfo,
     ModelsInfo,
     NewToken,
     PromptDetail,
@@ -32,6 +33,7 @@ from appforge.client import (
     RunRecord,
     RunResult,
     RunRow,
+    Scorer,
     SearchResults,
     SessionSummary,
     StreamChunk,
@@ -71,6 +73,8 @@ def sync_client(client: Client) -> None:
         assert_type(client.upload_entry("ds", opened, filename="m.pdf"), EntryInfo)
     assert_type(client.create_builder_session(), BuilderSession)
     assert_type(client.end_builder_session(), None)
+    scorers: list[Scorer] = [{"type": "equals"}, {"type": "similarity", "threshold": 0.8}]
+    assert_type(client.start_evaluation("cases", "Echo", scorers), EvaluationInfo)
 
     client.create_ap("x")  # type: ignore[attr-defined]
     client.run("uuid", "not a mapping")  # type: ignore[arg-type]
@@ -83,6 +87,8 @@ def sync_client(client: Client) -> None:
     client.audit("app.created")  # type: ignore[call-arg]
     client.audit(start="2026-01-01")  # type: ignore[arg-type]
     client.upload_entry("ds", "manual.pdf")  # type: ignore[arg-type]
+    client.start_evaluation("cases", "Echo", [{"type": "bleu"}])  # type: ignore[typeddict-item]
+    client.start_evaluation("cases", "Echo", [{"threshold": 1}])  # type: ignore[typeddict-item]
 
 
 async def async_client(aclient: AsyncClient) -> None:

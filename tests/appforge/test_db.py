@@ -259,3 +259,70 @@ def test_process_leases_migration_keeps_runs_and_goes_down_again(fresh_url: str)
     migrate(engine)
     assert "processes" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_policy_cascade_migration_drops_orphans_and_keys_the_rest(fresh_url: str):
+    from alembic import command
+
+    from appforge.core.db import alembic_config
+
+    engine = make_engine(fresh_url)
+
+    def to(revision: str, down: bool = False) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(engine)
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    to("0017")
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO apps (uuid, name, description, type, public, version, yaml, "
+                "document, created_at, updated_at) VALUES ('a', 'A', '', 'chat', false, 1, '', "
+                "'{}', :now, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO use_cases (id, name, description, created_at, updated_at) "
+                "VALUES ('u', 'U', '', :now, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO prompts (id, use_case_id, name, description, tags, created_at, "
+                "updated_at) VALUES ('p', 'u', 'P', '', '[]', :now, :now)"
+            ),
+            {"now": now},
+        )
+        for subject, subject_id in (
+            ("app", "a"),
+            ("app", "gone"),
+            ("prompt", "p"),
+            ("prompt", "x"),
+        ):
+            conn.execute(
+                text(
+                    'INSERT INTO evaluation_policies (subject, subject_id, "require", '
+                    "updated_at) VALUES (:s, :i, '{}', :now)"
+                ),
+                {"s": subject, "i": subject_id, "now": now},
+            )
+    migrate(engine)
+    select_keys = "SELECT subject, subject_id, prompt_id, app_uuid FROM evaluation_policies"
+    with engine.connect() as conn:
+        rows = sorted(tuple(r) for r in conn.execute(text(select_keys)))
+    assert rows == [("app", "a", None, "a"), ("prompt", "p", "p", None)]
+    with engine.begin() as conn:  # the foreign keys now delete a policy with its subject
+        conn.execute(text("DELETE FROM prompts WHERE id = 'p'"))
+        conn.execute(text("DELETE FROM apps WHERE uuid = 'a'"))
+        assert conn.execute(text("SELECT count(*) FROM evaluation_policies")).scalar() == 0
+    to("0017", down=True)
+    columns = {c["name"] for c in inspect(engine).get_columns("evaluation_policies")}
+    assert "prompt_id" not in columns and "app_uuid" not in columns
+    migrate(engine)
+    engine.dispose()

@@ -467,3 +467,30 @@ def test_form_edit_keeps_the_yaml_comments(page: Page):
     ]
     assert len(before.splitlines()) == len(after.splitlines())
     assert len(changed) == 2, changed
+
+
+def test_app_form_sets_the_openai_input_and_output_keeping_comments(page: Page):
+    at = page("apps").run()
+    commented = APP.replace("type: chat\n", "type: chat  # keeps history\n").replace(
+        "output:\n", "# what the run answers\noutput:\n"
+    )
+    at.text_area(key="apps_new_yaml").set_value(commented).run()
+    chat_input = _widget(at, "selectbox", "Chat message input")
+    answer = _widget(at, "selectbox", "Answer output")
+    assert (chat_input.value, answer.value) == ("", "")  # automatic
+    assert chat_input.options == ["(automatic)", "question", "tone"]
+    assert answer.options == ["(automatic)", "answer"]
+    chat_input.select("tone").run()
+    _widget(at, "selectbox", "Answer output").select("answer").run()
+    assert not at.exception and not at.error
+    text = at.text_area(key="apps_new_yaml").value
+    assert "type: chat  # keeps history\n" in text and "# what the run answers\n" in text
+    assert yaml.safe_load(text)["openai"] == {"input": "tone", "output": "answer"}
+    # The form shows a document's own section; emptied, the section is left out.
+    at.text_area(key="apps_new_yaml").set_value(text).run()
+    assert _widget(at, "selectbox", "Chat message input").value == "tone"
+    _widget(at, "selectbox", "Chat message input").select("").run()
+    assert _new_doc(at)["openai"] == {"output": "answer"}
+    _widget(at, "selectbox", "Answer output").select("").run()
+    text = at.text_area(key="apps_new_yaml").value
+    assert "openai" not in yaml.safe_load(text) and "# what the run answers\n" in text

@@ -12,7 +12,7 @@ from appforge.core.settings import EvalSettings
 from datasources.embedding import Embedder
 from evals.errors import ScorerInvalidError
 from evals.judge import read_score
-from evals.scorers import CaseRun, ScorerSpec, check_scorers, score_case
+from evals.scorers import SCORED, CaseRun, ScorerSpec, check_scorers, score_case
 
 
 def _run(output: dict[str, Any], expected: dict[str, Any] | None = None, **kw: Any) -> CaseRun:
@@ -149,3 +149,5 @@ def test_scorer_types_are_the_ones_the_client_names():
         assert ScorerSpec.model_validate({"type": kind}).type == kind
     with pytest.raises(ValidationError):
         ScorerSpec.model_validate({"type": "bleu"})
+    # ... and scores every one of them by its own rule, no other.
+    assert SCORED == set(SCORER_TYPES)
