@@ -264,7 +264,8 @@ class DatasourceSettings(BaseModel):
         default=60.0,
         gt=0,
         description="An entry in `processing` whose worker has not reported for this long "
-        "is taken over by another worker (its process died).",
+        "is taken over by another worker (its process died); a live worker renews its "
+        "lease every third of it.",
     )
     refresh_poll_seconds: float = Field(
         default=300.0,
