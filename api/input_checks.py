@@ -1,10 +1,9 @@
 """One check on every request's values before any route sees them: nothing unstorable.
 
 A NUL character or a lone surrogate in any JSON string (a run's input, a
-prompt's text, a name), in a query value, in a path segment, or in a form field
-of a route that takes a form (a multipart upload's ``name``, its file's name and
-media type; the JSON inside a field is checked by its route with
-:func:`refuse_unstorable`), an integer past
+prompt's text, a name), in a query value, in a path segment or in a form field
+(a multipart upload's ``name``, its file's name and media type; JSON inside a
+field is checked by its route with :func:`refuse_unstorable`), an integer past
 64 bits (``offset``, ``skip``, a version number, a number in a JSON body), and
 a non-finite number are answered 422 ``VALIDATION_ERROR`` naming the field,
 the same body FastAPI's own validation gives, so nothing is stored half-way and
