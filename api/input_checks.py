@@ -1,7 +1,9 @@
 """One check on every request's values before any route sees them: nothing unstorable.
 
 A NUL character or a lone surrogate in any JSON string (a run's input, a
-prompt's text, a name), in a query value or in a path segment, an integer past
+prompt's text, a name), in a query value, in a path segment or in a form field
+(a multipart upload's ``name``, its file's name and media type; JSON inside a
+field is checked by its route with :func:`refuse_unstorable`), an integer past
 64 bits (``offset``, ``skip``, a version number, a number in a JSON body), and
 a non-finite number are answered 422 ``VALIDATION_ERROR`` naming the field,
 the same body FastAPI's own validation gives, so nothing is stored half-way and
@@ -16,10 +18,11 @@ import types
 import typing
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, params
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile
 
 from appforge.core.values import Path, find_unstorable, int_problem, text_problem
 
@@ -40,6 +43,11 @@ async def check_request_values(request: Request) -> None:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if request.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
         return
+    if isinstance(route, APIRoute) and _takes_form(route):
+        # FastAPI parsed the form before any dependency ran: this is that same form.
+        for name, value in (await request.form()).multi_items():
+            _refuse_form_value(name, value)
+        return
     if media not in _JSON_TYPES and not media.endswith("+json"):
         return
     raw_body = await request.body()
@@ -52,6 +60,24 @@ async def check_request_values(request: Request) -> None:
     found = find_unstorable(data, ("body",))
     if found is not None:
         _refuse(found.path, found.reason)
+
+
+def refuse_unstorable(data: Any, path: Path) -> None:
+    """422 naming the field if ``data`` (parsed JSON at ``path``) holds a value no store
+    can keep: for JSON carried inside a form field, which the check above cannot see."""
+    found = find_unstorable(data, path)
+    if found is not None:
+        _refuse(found.path, found.reason)
+
+
+def _refuse_form_value(name: str, value: str | UploadFile) -> None:
+    _refuse_text(("body", name), name)
+    if isinstance(value, str):
+        _refuse_text(("body", name), value)
+        return
+    for part, text in (("filename", value.filename), ("content_type", value.content_type)):
+        if text:
+            _refuse_text(("body", name, part), text)
 
 
 def _refuse_text(path: Path, value: str) -> None:
@@ -79,6 +105,12 @@ def _refuse(path: Path, reason: str) -> None:
 
 # By route id, with the route itself, so a recycled id never gives another's params.
 _INT_PARAMS: dict[int, tuple[APIRoute, list[tuple[str, str]]]] = {}
+
+
+def _takes_form(route: APIRoute) -> bool:
+    """Whether the route's body is a form (``Form`` or ``File`` parameters)."""
+    field = route.body_field
+    return field is not None and isinstance(field.field_info, params.Form)
 
 
 def _int_params(route: APIRoute) -> list[tuple[str, str]]:

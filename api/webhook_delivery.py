@@ -133,7 +133,9 @@ class WebhookDispatcher:
         self._record(row, code, error, (time.perf_counter() - started) * 1000)
 
     def _post(self, hook: Webhook, row: WebhookDelivery) -> int:
-        parsed, address = check_url(hook.url, self.allowlist)
+        # One deadline for the name lookup and the request (a hanging DNS server included).
+        deadline = time.monotonic() + self.settings.timeout
+        parsed, address = check_url(hook.url, self.allowlist, deadline=deadline)
         body = row.body.encode()
         timestamp = str(int(time.time()))
         headers = {
@@ -148,7 +150,7 @@ class WebhookDispatcher:
         # Connect to the checked address (Host and SNI keep the name): DNS cannot
         # answer differently between the check and the connection.
         with (
-            deadline_client(self.settings.timeout) as client,
+            deadline_client(self.settings.timeout, until=deadline) as client,
             client.stream(
                 "POST",
                 parsed.copy_with(host=str(address)),

@@ -114,12 +114,14 @@ class DeadlineTransport(httpx.HTTPTransport):
         )
 
 
-def deadline_client(seconds: float) -> httpx.Client:
-    """A client whose requests all end within ``seconds`` from now (``httpx.TimeoutException``).
+def deadline_client(seconds: float, *, until: float | None = None) -> httpx.Client:
+    """A client whose requests all end within ``seconds`` from now (``httpx.TimeoutException``),
+    or by ``until`` (``time.monotonic``) when given: a deadline that work done before the
+    requests (resolving the host) counts against too.
 
     Redirects are not followed: callers check every hop themselves.
     """
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds if until is None else until
     return httpx.Client(
         transport=DeadlineTransport(deadline),
         timeout=httpx.Timeout(seconds, connect=min(seconds, 10.0)),

@@ -9,14 +9,26 @@ and TLS SNI keep the name), so DNS cannot answer differently between the check
 and the connection. ``url_allowlist`` names hosts, addresses or CIDR networks
 that may be reached anyway (an intranet wiki; tests serving pages from
 127.0.0.1).
+
+Resolving a name is part of the fetch's deadline: the lookup runs in a thread
+of its own and the fetch waits only for the time left (``FETCH_TIMEOUT``
+after), so a slow or hostile DNS server cannot hold an ingestion worker past
+``fetch_timeout``; every redirect's lookup shares the same deadline. A lookup
+still hanging after that ends in its own time (the system resolver's retries)
+and holds only its own thread. The resolver is a parameter (``resolve``, the
+system's ``getaddrinfo`` by default): a test passes one that hangs.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -26,7 +38,14 @@ from datasources.deadline import deadline_client
 from datasources.errors import EntryTooLargeError, FetchError, FetchTimeoutError, UrlRefusedError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Resolves (host, port) as ``socket.getaddrinfo`` does: tuples whose [4][0] is an address.
+Resolver = Callable[[str, int], Sequence[tuple[Any, ...]]]
 _REDIRECTS = {301, 302, 303, 307, 308}
+
+
+def system_resolve(host: str, port: int) -> Sequence[tuple[Any, ...]]:
+    """The system's resolver (``getaddrinfo``, TCP addresses)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
 @dataclass(frozen=True)
@@ -66,8 +85,18 @@ def is_internal(address: IPAddress) -> bool:
     )
 
 
-def check_url(url: str, allowlist: Allowlist) -> tuple[httpx.URL, IPAddress]:
-    """The parsed URL and the (checked) address to connect to; :class:`UrlRefusedError` if not."""
+def check_url(
+    url: str,
+    allowlist: Allowlist,
+    *,
+    deadline: float | None = None,
+    resolve: Resolver = system_resolve,
+) -> tuple[httpx.URL, IPAddress]:
+    """The parsed URL and the (checked) address to connect to; :class:`UrlRefusedError` if not.
+
+    With a ``deadline`` (``time.monotonic``), resolving the host ends by then
+    (:class:`FetchTimeoutError` after); see the module docstring.
+    """
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -78,13 +107,9 @@ def check_url(url: str, allowlist: Allowlist) -> tuple[httpx.URL, IPAddress]:
     if not host:
         raise UrlRefusedError(f"the URL has no host: {url!r}")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise FetchError(f"cannot resolve host {host!r}: {exc}") from exc
     addresses: list[IPAddress] = []
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+    for found in _resolve(host, port, resolve, deadline):
+        address = ipaddress.ip_address(found.split("%")[0])
         if is_internal(address) and not allowlist.allows(host, address):
             raise UrlRefusedError(
                 f"{host!r} resolves to the internal address {address}; URL entries may only "
@@ -92,19 +117,72 @@ def check_url(url: str, allowlist: Allowlist) -> tuple[httpx.URL, IPAddress]:
                 details={"host": host, "address": str(address)},
             )
         addresses.append(address)
+    if not addresses:
+        raise FetchError(f"cannot resolve host {host!r}: no address")
     return parsed, addresses[0]
 
 
-def fetch(url: str, settings: DatasourceSettings) -> Fetched:
+def _resolve(host: str, port: int, resolve: Resolver, deadline: float | None) -> list[str]:
+    """The addresses ``host`` resolves to (an address literal: itself, no lookup)."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    lookup = _Lookup(host, port, resolve)
+    if deadline is None:
+        lookup.run()
+    else:
+        left = deadline - time.monotonic()
+        # A thread of its own: getaddrinfo has no timeout; past the deadline the
+        # lookup is left to finish (or fail) by itself, holding nobody.
+        thread = threading.Thread(target=lookup.run, name=f"resolve {host}", daemon=True)
+        if left > 0:
+            thread.start()
+        if left <= 0 or not lookup.done.wait(left):
+            raise FetchTimeoutError(f"resolving the host {host!r} did not end by the deadline")
+    if isinstance(lookup.error, OSError | UnicodeError):  # socket.gaierror is an OSError
+        raise FetchError(f"cannot resolve host {host!r}: {lookup.error}") from lookup.error
+    if lookup.error is not None:
+        raise lookup.error
+    return [str(info[4][0]) for info in lookup.infos]
+
+
+class _Lookup:
+    """One name lookup, run where the caller says; its answer or error once ``done``."""
+
+    def __init__(self, host: str, port: int, resolve: Resolver) -> None:
+        self.host, self.port, self.resolve = host, port, resolve
+        self.infos: Sequence[tuple[Any, ...]] = ()
+        self.error: Exception | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.infos = self.resolve(self.host, self.port)
+        except Exception as exc:  # handed to the caller, in whichever thread this ran
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def fetch(url: str, settings: DatasourceSettings, *, resolve: Resolver = system_resolve) -> Fetched:
     """GET ``url``: redirects followed (each hop checked), body capped at ``max_entry_bytes``.
 
-    The whole fetch, every hop's connection, headers and body included, ends
-    within ``fetch_timeout`` seconds (:class:`FetchTimeoutError` after).
+    The whole fetch, every hop's name lookup (by ``resolve``), connection, headers
+    and body included, ends within ``fetch_timeout`` seconds (:class:`FetchTimeoutError`
+    after).
     """
     allowlist = Allowlist(settings.url_allowlist)
-    with deadline_client(settings.fetch_timeout) as client:
+    deadline = time.monotonic() + settings.fetch_timeout
+    with deadline_client(settings.fetch_timeout, until=deadline) as client:
         for _ in range(settings.max_redirects + 1):
-            parsed, address = check_url(url, allowlist)
+            try:
+                parsed, address = check_url(url, allowlist, deadline=deadline, resolve=resolve)
+            except FetchTimeoutError as exc:
+                raise FetchTimeoutError(
+                    f"fetching {url} took longer than {settings.fetch_timeout:g} s "
+                    f"(APPFORGE_DATASOURCES__FETCH_TIMEOUT): {exc.message}"
+                ) from exc
             target = parsed.copy_with(host=str(address))
             headers = {
                 "Host": parsed.netloc.decode("ascii"),

@@ -3,7 +3,8 @@
 The queue is the ``datasource_entries`` table itself, run by the one lease queue
 (``appforge.core.queue``): a worker claims the oldest entries that are
 ``pending``, or ``processing`` with an expired lease (their worker died). While
-it works, the worker extends its lease with each batch; every write is guarded
+it works, the worker renews its lease (``LeaseQueue.renewing``: a fetch or an
+extraction longer than ``lease_seconds`` keeps its claim); every write is guarded
 by its claim token, so a worker that lost its claim stops instead of clobbering.
 
 Processing is idempotent, and an entry's chunks are replaced whole: its new
@@ -133,11 +134,12 @@ class IngestionQueue:
             return []
         entries = self.claim_work()
         if entries:
-            entries = self._await_model(entries)
-            if self.tracing is not None and self.tracing.enabled:
-                self._traced(entries)
-            else:
-                self.process(entries)
+            with self.queue.renewing(entries):
+                entries = self._await_model(entries)
+                if self.tracing is not None and self.tracing.enabled:
+                    self._traced(entries)
+                else:
+                    self.process(entries)
         return [e.uuid for e in entries]
 
     def _await_model(self, entries: list[Entry]) -> list[Entry]:

@@ -5,8 +5,9 @@ the entries table: it claims entries that are ``ready``, on a schedule and due
 (``next_refresh_at`` passed), or ``refreshing`` with an expired lease (the
 process refreshing them died). A claimed entry shows ``refreshing``: it stays
 searchable, and no other process claims it, on PostgreSQL either (``FOR UPDATE
-SKIP LOCKED``). For each, it fetches the URL and compares the body's hash with
-the one the entry's chunks were made from:
+SKIP LOCKED``), and the claims are renewed while the batch is fetched one entry
+after another (``LeaseQueue.renewing``). For each, it fetches the URL and
+compares the body's hash with the one the entry's chunks were made from:
 
 - unchanged: back to ``ready``, ``last_refreshed_at`` now and the next time due;
   nothing is embedded again;
@@ -101,10 +102,12 @@ class RefreshJob(Periodic):
         now = now or utcnow()
         entries = self.queue.claim(self.settings.refresh_batch, now=now)
         outcomes: dict[str, Outcome] = {}
-        for entry in entries:
-            if self.stopping.is_set():
-                break
-            outcomes[entry.uuid] = self._refresh(entry, now)
+        # The batch's fetches, one after another, may take longer than one lease.
+        with self.queue.renewing(entries):
+            for entry in entries:
+                if self.stopping.is_set():
+                    break
+                outcomes[entry.uuid] = self._refresh(entry, now)
         self.queue.release_all()  # any left when stopping: back to ready at once
         if "changed" in outcomes.values() and self.on_changed is not None:
             self.on_changed()

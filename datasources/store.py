@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -294,7 +295,9 @@ class DatasourceStore:
         """What a text or URL entry stores and hashes: the text or the checked URL."""
         if kind == "url":
             url = (new.url or "").strip()
-            check_url(url, Allowlist(self.settings.datasources.url_allowlist))
+            settings = self.settings.datasources
+            deadline = time.monotonic() + settings.fetch_timeout  # a hanging DNS server
+            check_url(url, Allowlist(settings.url_allowlist), deadline=deadline)
             return url.encode("utf-8")
         data = (new.content or "").encode("utf-8")
         if not data.strip():

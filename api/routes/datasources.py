@@ -21,6 +21,7 @@ from api.access import Reader, Writer
 from api.audit import Action, Actor, record
 from api.data_uris import FileData, decode_file
 from api.deps import Who
+from api.input_checks import refuse_unstorable
 from api.state import api_state
 from datasources.entries import NewEntry, Refresh
 from datasources.errors import EntryInvalidError
@@ -385,6 +386,7 @@ def upload_entry_route(
 ) -> EntryPublic:
     """Add a file entry as ``multipart/form-data`` (``file``, optional ``name`` and
     ``entry_metadata`` as JSON) instead of base64; otherwise as ``POST .../entries``.
+    A NUL or a lone surrogate in a field (the file's name too) is 422 naming it.
 
     The file is streamed to disk as it arrives and copied to the home in pieces,
     never whole in memory; over ``APPFORGE_DATASOURCES__MAX_FILE_BYTES`` it is 413
@@ -397,6 +399,8 @@ def upload_entry_route(
             raise EntryInvalidError("entry_metadata is not valid JSON") from exc
         if not isinstance(metadata, dict):
             raise EntryInvalidError("entry_metadata must be a JSON object")
+        # As in a JSON body: a "\u0000" escape, a huge integer, NaN (422 naming the key).
+        refuse_unstorable(metadata, ("body", "entry_metadata"))
     new = NewEntry(
         name=name or file.filename or "upload",
         file=file.file,

@@ -19,6 +19,7 @@ delivery logs may say where internal systems live. The secret is write-only.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -115,7 +116,8 @@ class DeliveryPublic(BaseModel):
 def check_webhook_url(url: str, settings: Settings) -> None:
     """The SSRF rules of URL entries (``datasources.fetch``), allow-list included."""
     try:
-        check_url(url, Allowlist(settings.datasources.url_allowlist))
+        deadline = time.monotonic() + settings.webhooks.timeout  # a hanging DNS server
+        check_url(url, Allowlist(settings.datasources.url_allowlist), deadline=deadline)
     except FetchError as exc:  # cannot resolve: the URL is unusable as given
         raise ApiError(exc.message, code="URL_REFUSED", status_code=422) from exc
 

@@ -19,6 +19,11 @@ and webhook delivery (``webhook_deliveries``) are two queues of this kind.
   stays in the claimed status gets its lease extended; any other status ends
   the claim. :meth:`LeaseQueue.write_on` does the same in a transaction of the
   caller's (results committed with the caller's other writes, one commit).
+- :meth:`LeaseQueue.renewing` keeps claims alive while their worker works on
+  them: every third of the lease it writes each row's lease anew (the same
+  guarded write, nothing else changed), so work longer than the lease (a slow
+  fetch, a long extraction) never lets a second worker take the row, while a
+  process that died stops renewing and its rows come back after one lease.
 - :meth:`LeaseQueue.release_all` gives back the rows a queue still holds when
   its process stops, so another worker takes them at once, not after the lease.
 
@@ -30,7 +35,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -346,6 +352,41 @@ class LeaseQueue:
         params = {f"w_{n}": v for n, v in values.items()}
         params.update(w_key=row_key, w_token=token)
         return statement, params
+
+    @contextmanager
+    def renewing(self, rows: Iterable[Any], every: float | None = None) -> Iterator[None]:
+        """While the block runs, renew the leases of these claimed rows (as loaded by a
+        claim) every ``every`` seconds, a third of the lease by default, from a thread
+        of its own. A row whose claim ended (its result written) or was lost is renewed
+        no more; leaving the block stops the renewals."""
+        claims = {getattr(row, self.table.key): Claimed(row.claim_token, {}) for row in rows}
+        if not claims:
+            yield
+            return
+        stop = threading.Event()
+        interval = self.lease.total_seconds() / 3 if every is None else every
+        name = f"renew {self.table.model.__tablename__}"
+        thread = threading.Thread(target=self._renew, args=(claims, stop, interval), name=name)
+        thread.daemon = True
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _renew(self, claims: dict[Any, Claimed], stop: threading.Event, interval: float) -> None:
+        while claims and not stop.wait(interval):
+            # One row per transaction: the worker's own writes lock several rows at
+            # once, and two transactions locking rows in different orders deadlock.
+            for row_key, claimed in list(claims.items()):
+                if stop.is_set():
+                    return
+                try:
+                    if self.write({row_key: claimed}):
+                        del claims[row_key]  # its result was written, or the claim lost
+                except Exception:  # the database went away a while: try again next time
+                    log.exception("could not renew the lease of %s", row_key)
 
     def release_all(self) -> int:
         """Give back every row this queue still holds (a worker shutting down): claimable

@@ -241,8 +241,8 @@ class DatasourceSettings(BaseModel):
     fetch_timeout: float = Field(
         default=15.0,
         gt=0,
-        description="Seconds a whole URL fetch may take, connecting, headers, redirects and "
-        "body included (FETCH_TIMEOUT after).",
+        description="Seconds a whole URL fetch may take, DNS lookups, connecting, headers, "
+        "redirects and body included (FETCH_TIMEOUT after).",
     )
     max_redirects: int = Field(default=5, ge=0, le=20, description="Redirects a URL fetch follows.")
     url_allowlist: list[str] = Field(
@@ -264,7 +264,8 @@ class DatasourceSettings(BaseModel):
         default=60.0,
         gt=0,
         description="An entry in `processing` whose worker has not reported for this long "
-        "is taken over by another worker (its process died).",
+        "is taken over by another worker (its process died); a live worker renews its "
+        "lease every third of it.",
     )
     refresh_poll_seconds: float = Field(
         default=300.0,

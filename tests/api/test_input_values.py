@@ -135,3 +135,56 @@ def test_backup_survives_a_stored_lone_surrogate(
     doc = json.loads(target.read_bytes())
     runs = {r["id"]: r for r in doc["tables"]["runs"]}
     assert runs["r1"]["input"] == {"question": "a\ud800b"}
+
+
+def _multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body written by hand: HTTP clients escape a NUL in a file
+    name (httpx sends ``%00``), a hostile client does not."""
+    boundary = "appforge-test-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        + value.encode("utf-8", "surrogatepass")
+        + b"\r\n"
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+        "\r\nContent-Type: text/plain\r\n\r\n".encode()
+        + content
+        + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize(
+    "data, filename, field",
+    [
+        ({"name": "a\x00b"}, "ok.txt", "body.name"),
+        ({"entry_metadata": '{"k": "a\x00b"}'}, "ok.txt", "body.entry_metadata"),
+        ({"entry_metadata": '{"k": "a\\u0000b"}'}, "ok.txt", "body.entry_metadata.k"),
+        ({"entry_metadata": '{"k": "a\\ud800b"}'}, "ok.txt", "body.entry_metadata.k"),
+        ({"entry_metadata": '{"k": 1e400}'}, "ok.txt", "body.entry_metadata.k"),
+        ({"entry_metadata": '{"k": ' + HUGE + "}"}, "ok.txt", "body.entry_metadata.k"),
+        ({}, "a\x00b.txt", "body.file.filename"),
+    ],
+)
+def test_input_values_upload_fields_with_unstorable_values_are_422_and_store_nothing(
+    db_client: TestClient, data: dict[str, str], filename: str, field: str
+):
+    ds = db_client.post("/api/datasources", json={"name": "up", "type": "file"}).json()["uuid"]
+    body, media = _multipart(data, filename, b"An uploaded page of text.")
+    r = db_client.post(
+        f"/api/datasources/{ds}/entries/upload", content=body, headers={"Content-Type": media}
+    )
+    _refused(r, field)
+    assert db_client.get(f"/api/datasources/{ds}/entries").json() == []
+    home = db_client.app.state.api.settings.home  # type: ignore[attr-defined]
+    assert [p for p in (home / "files").rglob("*") if p.is_file()] == []
+    # The same upload with storable values is taken.
+    ok = db_client.post(
+        f"/api/datasources/{ds}/entries/upload",
+        data={"name": "fine", "entry_metadata": '{"k": "v"}'},
+        files={"file": ("ok.txt", b"An uploaded page of text.", "text/plain")},
+    )
+    assert ok.status_code == 201, ok.text

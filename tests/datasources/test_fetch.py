@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import socket
+import threading
 import time
 import tracemalloc
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -143,3 +146,62 @@ def test_fetch_unknown_content_encoding_fails_clearly(pages: Pages):
     pages.routes["/br"] = (200, {"Content-Type": "text/plain", "Content-Encoding": "br"}, b"x")
     with pytest.raises(FetchError, match="Content-Encoding 'br'"):
         fetch(pages.base + "/br", LOCAL)
+
+
+# --- name lookups inside the deadline ------------------------------------------------------
+
+
+class HangingResolver:
+    """A resolver (the network edge: a DNS server that never answers) for names under
+    ``.hang.test``: it blocks until released; other names resolve for real."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.finished = threading.Event()
+
+    def __call__(self, host: str, port: int) -> Sequence[tuple[Any, ...]]:
+        if not host.endswith(".hang.test"):
+            return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        self.entered.set()
+        try:
+            self.release.wait()
+            return socket.getaddrinfo("127.0.0.1", port, type=socket.SOCK_STREAM)
+        finally:
+            self.finished.set()
+
+
+def _fetch_times_out(url: str, resolver: HangingResolver) -> FetchTimeoutError:
+    settings = DatasourceSettings(url_allowlist=["127.0.0.1"], fetch_timeout=1)
+    try:
+        with pytest.raises(FetchTimeoutError) as info:
+            fetch(url, settings, resolve=resolver)
+        # The fetch gave up while the lookup still hung: the caller was not held by it.
+        assert resolver.entered.is_set() and not resolver.release.is_set()
+    finally:
+        resolver.release.set()
+    assert resolver.finished.wait(60)  # the lookup's own thread ends once it is answered
+    assert info.value.code == "FETCH_TIMEOUT"
+    assert "APPFORGE_DATASOURCES__FETCH_TIMEOUT" in info.value.message
+    return info.value
+
+
+def test_fetch_deadline_covers_a_name_lookup_that_hangs():
+    error = _fetch_times_out("http://slow.hang.test/page", HangingResolver())
+    assert "slow.hang.test" in error.message
+
+
+def test_fetch_deadline_covers_the_lookup_of_a_redirect(pages: Pages):
+    resolver = HangingResolver()
+    url = pages.redirect("/away", "http://next.hang.test/page")
+    error = _fetch_times_out(url, resolver)
+    assert pages.requests["/away"] == 1  # the first hop was fetched, then the lookup hung
+    assert "next.hang.test" in error.message
+
+
+def test_fetch_with_a_resolver_that_answers(pages: Pages):
+    url = pages.add("/named.txt", b"by name", "text/plain")
+    resolver = HangingResolver()
+    resolver.release.set()
+    named = url.replace("127.0.0.1", "quick.hang.test")
+    assert fetch(named, LOCAL, resolve=resolver).body == b"by name"

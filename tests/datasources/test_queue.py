@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from waiting import poll_until
 
 from appforge.core.db import make_engine, session_factory, transaction, utcnow
 from appforge.core.settings import Settings
@@ -20,7 +21,7 @@ from datasources.index import VectorIndex, collection_name, make_client
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
 from datasources.tables import Entry
-from tests.datasources.support import get_entry, wait_for_entry
+from tests.datasources.support import Pages, get_entry, wait_for_entry
 
 TEXT = " ".join(f"Line {i} of the manual explains step {i}." for i in range(30))
 
@@ -125,6 +126,62 @@ def test_worker_gives_up_after_repeated_deaths(
     assert _state(client).ingestion.run_once() == [entry]
     body = get_entry(client, ds, entry)
     assert body["status"] == "failed" and body["error"].startswith("INGEST_FAILED:")
+
+
+def _lease_until(client: TestClient, entry: str) -> Any:
+    with _state(client).db() as db:
+        found = db.get(Entry, entry)
+        assert found is not None
+        moment = found.lease_until
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def test_an_entry_worked_longer_than_its_lease_is_not_taken_by_another_worker(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    pages: Pages,
+):
+    """A fetch may take longer than the lease (fetch_timeout 120 s, lease 1.5 s): the
+    working worker renews its claim, so a second worker never takes the entry."""
+    settings = make_settings(
+        database_url=backend,
+        datasources={
+            "workers": 0,
+            "lease_seconds": 1.5,
+            "fetch_timeout": 120,
+            "url_allowlist": ["127.0.0.1"],
+        },
+    )
+    client = make_client(settings)
+    asked, release = threading.Event(), threading.Event()
+    url = pages.add("/slow.html", b"<p>A page that takes its time.</p>")
+    pages.on_request["/slow.html"] = lambda: (asked.set(), release.wait(120))
+    ds = client.post("/api/datasources", json={"name": "web", "type": "url"}).json()["uuid"]
+    made = client.post(
+        f"/api/datasources/{ds}/entries", json={"entry_data": {"name": "s", "url": url}}
+    )
+    entry = made.json()["uuid"]
+    first = IngestionQueue(_state(client).datasources)
+    worked: list[list[str]] = []
+    thread = threading.Thread(target=lambda: worked.append(first.run_once()))
+    thread.start()
+    try:
+        assert asked.wait(120)  # the first worker is fetching, and the page does not answer
+        claimed_until = _lease_until(client, entry)
+        # Renewed while the fetch goes on: the claim outlives its first lease.
+        poll_until(lambda: _lease_until(client, entry) > claimed_until)
+        second = IngestionQueue(_state(client).datasources)
+        later = claimed_until + timedelta(milliseconds=1)  # the first lease is over
+        assert second.queue.claim(1, now=later) == []
+    finally:
+        release.set()
+        thread.join(120)
+    assert worked == [[entry]]
+    body = get_entry(client, ds, entry)
+    assert (body["status"], body["attempts"]) == ("ready", 1)
+    assert pages.requests["/slow.html"] == 1
+    assert _lease_until(client, entry) is None  # the claim ended with the result
 
 
 @pytest.mark.postgres

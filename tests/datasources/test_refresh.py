@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -452,3 +452,49 @@ def test_a_kept_body_that_fails_to_ingest_goes_and_a_stale_one_is_removed(
     bodies.keep(kept, Fetched(url=pages.base + "/kettle", body=b"stale", media_type=None))
     assert _state(client).refresh.refresh_due(later + timedelta(days=2)) == {entry: "unchanged"}
     assert not kept.exists()
+
+
+def _lease_until(client: TestClient, entry: str) -> datetime | None:
+    with _state(client).db() as db:
+        found = db.get(Entry, entry)
+        assert found is not None
+        moment = found.lease_until
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def test_a_refresh_batch_fetched_longer_than_its_lease_keeps_its_claims(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], pages: Pages
+):
+    """One job fetches its batch one entry after another: while the first page hangs
+    (past the 1.5 s lease), the second entry's claim is renewed, not taken."""
+    settings = _settings(make_settings, lease_seconds=1.5, fetch_timeout=120, refresh_batch=2)
+    client = make_client(settings)
+    ds = client.post("/api/datasources", json={"name": "web", "type": "url"}).json()["uuid"]
+    entries = []
+    for n in range(2):
+        body = {"entry_data": {"name": f"p{n}", "url": pages.add(f"/p{n}", OLD.encode())}}
+        r = client.post(f"/api/datasources/{ds}/entries", json={**body, "refresh": "daily"})
+        entries.append(r.json()["uuid"])
+        assert _state(client).ingestion.run_once() == [entries[-1]]
+    for n, entry in enumerate(entries):  # due now, /p0 first
+        with transaction(_state(client).db) as db:
+            due = utcnow() - timedelta(minutes=2 - n)
+            db.execute(update(Entry).where(Entry.uuid == entry).values(next_refresh_at=due))
+    asked, release = threading.Event(), threading.Event()
+    pages.on_request["/p0"] = lambda: (asked.set(), release.wait(120))
+    store = _state(client).datasources
+    outcomes: list[dict[str, str]] = []
+    thread = threading.Thread(target=lambda: outcomes.append(RefreshJob(store).refresh_due()))
+    thread.start()
+    try:
+        assert asked.wait(120)
+        claimed_until = _lease_until(client, entries[1])
+        assert claimed_until is not None
+        poll_until(lambda: (_lease_until(client, entries[1]) or claimed_until) > claimed_until)
+        later = claimed_until + timedelta(milliseconds=1)  # its first lease is over
+        assert RefreshJob(store).queue.claim(2, now=later) == []
+    finally:
+        release.set()
+        thread.join(120)
+    assert outcomes == [dict.fromkeys(entries, "unchanged")]
+    assert pages.requests["/p1"] == 2  # ingested once, refreshed once: by one job
