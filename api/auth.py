@@ -10,6 +10,8 @@ Tokens made before migration 0008 are stored with a plain SHA-256
 (``hash_scheme = "sha256"``). They keep working: authentication also looks up
 the legacy hash of the presented token, and on the first success stores its
 keyed hash instead (only possible then, since that needs the token itself).
+Hashes keyed with a previous server key (after a rotation) are looked up and
+upgraded to the current key's the same way.
 Signing secrets are stored encrypted with the server key.
 
 Signed requests (HMAC-SHA256 with a timestamp), for tokens that require them:
@@ -111,9 +113,10 @@ def create_token(db: Session, spec: TokenSpec, key: ServerKey) -> IssuedToken:
 
 
 def _matching(key: ServerKey, value: str) -> Any:
-    """The WHERE clause finding a token by its keyed hash, or by its legacy hash."""
+    """The WHERE clause finding a token by its keyed hash (with the current or a
+    previous server key), or by its legacy hash."""
     return or_(
-        Token.token_hash == key.hash_token(value),
+        Token.token_hash.in_(key.token_hashes(value)),
         and_(Token.token_hash == key.legacy_hash(value), Token.hash_scheme == LEGACY_SCHEME),
     )
 
@@ -242,10 +245,12 @@ def authenticate(factory: sessionmaker[Session], value: str, key: ServerKey) -> 
             return None
         now = utcnow()
         changes: dict[str, Any] = {}
-        if row.hash_scheme != HMAC_SCHEME:
-            changes.update(token_hash=key.hash_token(value), hash_scheme=HMAC_SCHEME)
+        digest = key.hash_token(value)
         if row.last_used_at is None or now - row.last_used_at > _TOUCH_EVERY:
             changes["last_used_at"] = now
+        if row.hash_scheme != HMAC_SCHEME or row.token_hash != digest:
+            # A legacy hash, or one keyed with a previous server key: store the current.
+            changes.update(token_hash=digest, hash_scheme=HMAC_SCHEME, last_used_at=now)
         if changes:
             db.execute(update(Token).where(Token.id == row.id).values(**changes))
             db.commit()
@@ -262,7 +267,7 @@ def _session_principal(
             select(*_PRINCIPAL_COLUMNS, BuilderSession.id.label("session_id"),
                    BuilderSession.expires_at.label("session_expires_at"))
             .join(BuilderSession, BuilderSession.token_id == Token.id)
-            .where(BuilderSession.session_hash == key.hash_token(value))
+            .where(BuilderSession.session_hash.in_(key.token_hashes(value)))
             .where(BuilderSession.expires_at > now)
         ).first()  # fmt: skip
     if row is None or row.revoked_at is not None:
@@ -282,6 +287,7 @@ _PRINCIPAL_COLUMNS = (
     Token.require_signature,
     Token.signing_secret,
     Token.hash_scheme,
+    Token.token_hash,
     Token.last_used_at,
     Token.revoked_at,
 )

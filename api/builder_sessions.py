@@ -100,7 +100,7 @@ def redeem(db: Session, claim: str, key: ServerKey) -> tuple[str, datetime] | No
     now = utcnow()
     row = db.scalar(
         select(BuilderSession)
-        .where(BuilderSession.claim_hash == key.hash_token(claim))
+        .where(BuilderSession.claim_hash.in_(key.token_hashes(claim)))
         .with_for_update()
     )
     if row is None or row.claim_expires_at is None or row.claim_expires_at <= now:
@@ -129,5 +129,5 @@ def end_by_secret(db: Session, secret: str, key: ServerKey) -> None:
     """End the session whose cookie this is, if it is one."""
     if secret.startswith(SESSION_PREFIX):
         db.execute(
-            delete(BuilderSession).where(BuilderSession.session_hash == key.hash_token(secret))
+            delete(BuilderSession).where(BuilderSession.session_hash.in_(key.token_hashes(secret)))
         )

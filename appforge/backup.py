@@ -11,7 +11,10 @@ Secrets are carried as they are stored: webhook and signing secrets encrypted
 with the server key, token hashes keyed with it; nothing is decrypted for the
 backup. ``key_fingerprint`` names that key (never the key itself), so a
 restore on a server with another key is refused before anything is written,
-instead of restoring secrets nobody can decrypt. The CLI writes backups 0600.
+instead of restoring secrets nobody can decrypt. A backup made before a key
+rotation restores when its key is among the server's previous keys: its
+secrets are re-encrypted with the current key as they are restored (its token
+hashes are re-keyed as each token is used). The CLI writes backups 0600.
 
 Rows are written per table in foreign-key order with JSON-safe values
 (datetimes as ISO 8601, bytes as base64), so a backup taken on SQLite restores
@@ -33,8 +36,9 @@ from sqlalchemy.engine import Engine
 
 from appforge.core.db import load_tables
 from appforge.core.invalidation import MODELS, TOKENS, notify
-from appforge.core.keys import stored_fingerprint
+from appforge.core.keys import ServerKey, stored_fingerprint
 from appforge.core.modes import write_private
+from appforge.key_rotation import encrypted_columns, reencrypt_table
 from providers.catalog import catalog_changed
 
 FORMAT = "appforge-backup"
@@ -123,8 +127,9 @@ def encode(doc: dict[str, Any], indent: int | None = None) -> bytes:
         return json.dumps(doc, ensure_ascii=True, indent=indent).encode("ascii")
 
 
-def check(doc: Any, engine: Engine) -> list[str]:
-    """Every reason this document cannot be restored here (empty: it can)."""
+def check(doc: Any, engine: Engine, key: ServerKey | None = None) -> list[str]:
+    """Every reason this document cannot be restored here (empty: it can); with the
+    server's ``key``, a backup made with one of its previous keys can."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         return [f'not an appforge backup (no "format": "{FORMAT}")']
     problems = []
@@ -139,7 +144,7 @@ def check(doc: Any, engine: Engine) -> list[str]:
             f"the backup's schema revision {doc.get('schema_revision')!r} is not this "
             f"database's {here!r}"
         )
-    problems.extend(_key_problems(doc, engine))
+    problems.extend(_key_problems(doc, engine, key))
     known = {t.name: t for t in _tables()}
     tables = doc.get("tables")
     if not isinstance(tables, dict):
@@ -173,15 +178,18 @@ def check(doc: Any, engine: Engine) -> list[str]:
     return problems
 
 
-def _key_problems(doc: dict[str, Any], engine: Engine) -> list[str]:
+def _key_problems(doc: dict[str, Any], engine: Engine, key: ServerKey | None) -> list[str]:
     """Why the backup's secrets cannot be used with this server's key (empty: they can)."""
     theirs, ours = doc.get("key_fingerprint"), stored_fingerprint(engine)
     if theirs is None or ours is None or theirs == ours:
         return []
+    if key is not None and theirs in key.fingerprints:
+        return []
     return [
         f"the backup's secrets are encrypted with another server key (fingerprint {theirs}; "
         f"this server's is {ours}): restore it on a server started with the key of the "
-        "server it was made on (its APPFORGE_SECRET_KEY or secret.key)"
+        "server it was made on (its APPFORGE_SECRET_KEY or secret.key), or with that key "
+        "among the previous keys (APPFORGE_SECRET_KEY_PREVIOUS or secret.previous)"
     ]
 
 
@@ -190,13 +198,16 @@ def is_empty(engine: Engine) -> bool:
         return all((conn.scalar(select(func.count()).select_from(t)) or 0) == 0 for t in _tables())
 
 
-def load(doc: dict[str, Any], engine: Engine, home: Path) -> dict[str, int]:
-    """Replace everything with the backup's content, in one transaction.
+def load(
+    doc: dict[str, Any], engine: Engine, home: Path, key: ServerKey | None = None
+) -> dict[str, int]:
+    """Replace everything with the backup's content, in one transaction; with the
+    server's ``key``, restored secrets are re-encrypted with it in that transaction.
 
     Call :func:`check` first; this raises BackupError if it finds problems.
     Returns the number of rows restored per table.
     """
-    problems = check(doc, engine)
+    problems = check(doc, engine, key)
     if problems:
         raise BackupError("; ".join(problems))
     tables = _tables()
@@ -212,6 +223,9 @@ def load(doc: dict[str, Any], engine: Engine, home: Path) -> dict[str, int]:
             if rows:
                 conn.execute(table.insert(), rows)
             counts[table.name] = len(rows)
+        if key is not None:
+            for table, columns in encrypted_columns():
+                reencrypt_table(conn, table, columns, key)
         conn.execute(catalog_changed())
         if conn.dialect.name == "postgresql":
             # Rows came with their ids: move each id sequence past them.

@@ -3,7 +3,7 @@
 One module per command group; each registers its commands on the root group.
 """
 
-from appforge.cli import data, evals, remote, run, serve, tokens, worker
+from appforge.cli import data, evals, keys, remote, run, serve, tokens, worker
 from appforge.cli.root import main
 
-__all__ = ["data", "evals", "main", "remote", "run", "serve", "tokens", "worker"]
+__all__ = ["data", "evals", "keys", "main", "remote", "run", "serve", "tokens", "worker"]

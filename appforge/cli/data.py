@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from appforge.cli.root import QuietAliases, load_settings, main, open_engine
+from appforge.cli.root import QuietAliases, load_settings, main, open_engine, open_home
 from appforge.core.modes import write_private
 
 
@@ -87,22 +87,24 @@ def restore(json_path: Path, yes: bool) -> None:
     except (ValueError, UnicodeDecodeError) as exc:
         click.echo(f"error [BACKUP_INVALID]: {json_path} is not JSON: {exc}", err=True)
         sys.exit(2)
-    engine = open_engine(settings)
-    problems = backups.check(doc, engine)
-    if problems:
-        click.echo("error [BACKUP_INVALID]: nothing was restored:", err=True)
-        for problem in problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(2)
-    if not backups.is_empty(engine) and not yes:
-        click.confirm(
-            f"This replaces everything in {settings.home} with the backup. Continue?",
-            abort=True,
-            err=True,
-        )
-    counts = backups.load(doc, engine, settings.home)
-    requeued = requeue_all(engine)
-    engine.dispose()
+    engine, key = open_home(settings)
+    try:
+        problems = backups.check(doc, engine, key)
+        if problems:
+            click.echo("error [BACKUP_INVALID]: nothing was restored:", err=True)
+            for problem in problems:
+                click.echo(f"  {problem}", err=True)
+            sys.exit(2)
+        if not backups.is_empty(engine) and not yes:
+            click.confirm(
+                f"This replaces everything in {settings.home} with the backup. Continue?",
+                abort=True,
+                err=True,
+            )
+        counts = backups.load(doc, engine, settings.home, key)
+        requeued = requeue_all(engine)
+    finally:
+        engine.dispose()
     click.echo(
         f"restored {sum(counts.values())} rows and {len(doc.get('files', {}))} files; "
         f"{requeued} entries will be embedded again when the server starts"

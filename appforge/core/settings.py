@@ -367,6 +367,12 @@ class Settings(BaseSettings):
         "`secret.key` in the home, made 0600 on first start. Every process sharing one "
         "database needs the same key.",
     )
+    secret_key_previous: SecretStr | None = Field(
+        default=None,
+        description="Server keys used before a rotation, comma-separated: secrets and token "
+        "hashes made with them stay readable (see `appforge keys`); `secret.previous` in the "
+        "home adds more, one a line.",
+    )
     models: dict[str, str] = Field(
         default_factory=lambda: {"default": "local:smollm2"},
         description='Model aliases used by llm steps, e.g. {"default": "local:smollm2"}. '
