@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from appforge.core.db import (
@@ -217,12 +219,11 @@ def test_secrets_migration_without_the_key_changes_nothing(fresh_url: str):
     assert (version, hook) == ("0007", legacy.webhook_secret)
 
 
-def test_process_leases_migration_keeps_runs_and_goes_down_again(fresh_url: str):
+def _migrator(engine: Engine) -> Callable[..., None]:
+    """``to(revision, down=False)``: upgrade (or downgrade) ``engine`` to ``revision``."""
     from alembic import command
 
     from appforge.core.db import alembic_config
-
-    engine = make_engine(fresh_url)
 
     def to(revision: str, down: bool = False) -> None:
         with engine.begin() as conn:
@@ -230,17 +231,29 @@ def test_process_leases_migration_keeps_runs_and_goes_down_again(fresh_url: str)
             cfg.attributes["connection"] = conn
             (command.downgrade if down else command.upgrade)(cfg, revision)
 
+    return to
+
+
+def _insert_app(conn: Connection, now: datetime) -> None:
+    """One app row as an old revision's table holds it: uuid 'a', name 'A'."""
+    conn.execute(
+        text(
+            "INSERT INTO apps (uuid, name, description, type, public, version, yaml, "
+            "document, created_at, updated_at) VALUES ('a', 'A', '', 'chat', false, 1, '', "
+            "'{}', :now, :now)"
+        ),
+        {"now": now},
+    )
+
+
+def test_process_leases_migration_keeps_runs_and_goes_down_again(fresh_url: str):
+    engine = make_engine(fresh_url)
+
+    to = _migrator(engine)
     to("0008")
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO apps (uuid, name, description, type, public, version, yaml, "
-                "document, created_at, updated_at) VALUES ('a', 'A', '', 'chat', false, 1, '', "
-                "'{}', :now, :now)"
-            ),
-            {"now": now},
-        )
+        _insert_app(conn, now)
         conn.execute(
             text(
                 "INSERT INTO runs (id, app_uuid, app_version, session_id, status, stream, input, "
@@ -262,29 +275,13 @@ def test_process_leases_migration_keeps_runs_and_goes_down_again(fresh_url: str)
 
 
 def test_policy_cascade_migration_drops_orphans_and_keys_the_rest(fresh_url: str):
-    from alembic import command
-
-    from appforge.core.db import alembic_config
-
     engine = make_engine(fresh_url)
 
-    def to(revision: str, down: bool = False) -> None:
-        with engine.begin() as conn:
-            cfg = alembic_config(engine)
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
-
+    to = _migrator(engine)
     to("0017")
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO apps (uuid, name, description, type, public, version, yaml, "
-                "document, created_at, updated_at) VALUES ('a', 'A', '', 'chat', false, 1, '', "
-                "'{}', :now, :now)"
-            ),
-            {"now": now},
-        )
+        _insert_app(conn, now)
         conn.execute(
             text(
                 "INSERT INTO use_cases (id, name, description, created_at, updated_at) "
