@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_model import FakeModel, serve_model
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from ports import free_port, wait_ok
 from waiting import poll_until
 
@@ -272,8 +272,9 @@ output:
 """
     uuid = api.post("/api/apps", content=doc, headers={"Content-Type": "application/yaml"})
     page.goto(f"{server}/chat/{uuid.json()['uuid']}")
-    assert page.locator("#in-style option").all_inner_texts() == ["short", "long"]
-    assert page.locator("#in-words").input_value() == "20"
+    # The page builds its form after it has read the app's inputs: wait for it.
+    expect(page.locator("#in-style option")).to_have_text(["short", "long"], timeout=60_000)
+    expect(page.locator("#in-words")).to_have_value("20")
     page.locator("#in-text").fill("A long text to summarise.")
     page.locator("#in-style").select_option(label="long")
     page.locator("#in-shout").check()
