@@ -404,9 +404,12 @@ class DatasourceStore:
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]
                 raise EntryBusyError(f"entry '{entry_uuid}' is already waiting or being processed")
+            # Read in the same transaction: read after it, the entry may already be a
+            # worker's (``processing``), and the answer would not be what this call did.
+            entry = db.get_one(Entry, entry_uuid)
             if before_commit is not None:
-                before_commit(db, db.get_one(Entry, entry_uuid))
-        return self.get_entry(datasource_uuid, entry_uuid)
+                before_commit(db, entry)
+        return entry
 
     def entry_file(self, datasource_uuid: str, entry_uuid: str) -> Path:
         """Where an entry's bytes are kept: a file entry's upload, or a URL entry's body

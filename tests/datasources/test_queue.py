@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
+from sqlalchemy.orm import Session
 from waiting import poll_until
 
 from appforge.core.db import make_engine, session_factory, transaction, utcnow
@@ -254,3 +255,31 @@ def test_chroma_server_mode(
 
 def make_client_for(url: str) -> Any:
     return make_client(url, Path("/nonexistent"))
+
+
+def test_a_retry_answers_what_it_did_even_when_a_worker_claims_the_entry_at_once(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    """A worker may claim a retried entry between the retry's commit and its answer; the
+    answer is still the entry as the retry left it (``pending``), not the worker's."""
+    client = make_client(make_settings(datasources={"workers": 0}))
+    ds, (entry,) = _setup(client)
+    queue: IngestionQueue = _state(client).ingestion
+    assert queue.run_once() == [entry]
+    claimed: list[Any] = []
+    fired: list[bool] = []
+
+    def worker_claims(session: Any) -> None:  # right after the retry commits
+        if not fired:  # once: the claim commits too
+            fired.append(True)
+            claimed.append(queue.claim())
+
+    event.listen(Session, "after_commit", worker_claims)
+    try:
+        r = client.post(f"/api/datasources/{ds}/entries/{entry}/retry")
+    finally:
+        event.remove(Session, "after_commit", worker_claims)
+    assert r.status_code == 200, r.text
+    assert [e.uuid for e in claimed[0]] == [entry]  # the worker did take it at once
+    assert (r.json()["status"], r.json()["attempts"]) == ("pending", 0)
+    assert get_entry(client, ds, entry)["status"] == "processing"
