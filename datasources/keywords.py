@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datasources import filters
 from datasources.index import Hit
-from datasources.tables import Chunk
+from datasources.tables import Chunk, Datasource, Entry
 
 # Words too common to say anything about which chunk answers (the query's others do).
 STOP_WORDS = frozenset(
@@ -84,6 +84,7 @@ class KeywordIndex:
         transaction: a search sees the old chunks or the new ones, never neither or
         both. An entry deleted meanwhile makes it fail (``IntegrityError``)."""
         with self.db() as db, db.begin():
+            _lock_parents(db, entry_uuid)
             db.execute(delete(Chunk).where(Chunk.entry_uuid == entry_uuid))
             for start in range(0, len(rows), _INSERT_BATCH):
                 db.execute(insert(Chunk), list(rows[start : start + _INSERT_BATCH]))
@@ -142,3 +143,16 @@ def _json(value: Any) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(value)
         return loaded
     return dict(value or {})
+
+
+def _lock_parents(db: Session, entry_uuid: str) -> None:
+    """Take the entry's datasource row, then the entry's, ``FOR KEY SHARE`` (PostgreSQL;
+    nothing on SQLite) before any chunk row: in the order a delete of either takes
+    them, then cascades to the chunks. Taken the other way round (chunk rows first,
+    the parents only at the inserts' foreign-key checks), a replacement and a delete
+    of the datasource deadlocked."""
+    found = db.scalar(select(Entry.datasource_uuid).where(Entry.uuid == entry_uuid))
+    if found is None:
+        return  # deleted: the inserts fail on their foreign key (IntegrityError)
+    for key, value in ((Datasource.uuid, found), (Entry.uuid, entry_uuid)):
+        db.execute(select(key).where(key == value).with_for_update(read=True, key_share=True))
