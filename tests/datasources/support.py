@@ -9,12 +9,15 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import BindParameter, Update
 from waiting import poll_until
+
+from datasources.tables import Entry
 
 
 class Pages:
@@ -214,3 +217,13 @@ def set_values(clause: Update, given: list[dict[str, Any]]) -> dict[str, Any]:
             value = bound.get(value.key, value.value)
         values[str(getattr(column, "key", column))] = value
     return values
+
+
+def lease_until(client: TestClient, entry: str) -> datetime | None:
+    """An entry's lease end as stored, made aware (SQLite keeps it naive, in UTC)."""
+    state: Any = client.app.state.api  # type: ignore[attr-defined]
+    with state.db() as db:
+        found = db.get(Entry, entry)
+        assert found is not None
+        moment: datetime | None = found.lease_until
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from datasources.index import VectorIndex, collection_name, make_client
 from datasources.queue import IngestionQueue
 from datasources.store import DatasourceStore
 from datasources.tables import Entry
-from tests.datasources.support import Pages, get_entry, wait_for_entry
+from tests.datasources.support import Pages, get_entry, lease_until, wait_for_entry
 
 TEXT = " ".join(f"Line {i} of the manual explains step {i}." for i in range(30))
 
@@ -129,14 +129,6 @@ def test_worker_gives_up_after_repeated_deaths(
     assert body["status"] == "failed" and body["error"].startswith("INGEST_FAILED:")
 
 
-def _lease_until(client: TestClient, entry: str) -> Any:
-    with _state(client).db() as db:
-        found = db.get(Entry, entry)
-        assert found is not None
-        moment = found.lease_until
-    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def test_an_entry_worked_longer_than_its_lease_is_not_taken_by_another_worker(
     make_client: Callable[..., TestClient],
     make_settings: Callable[..., Settings],
@@ -169,9 +161,9 @@ def test_an_entry_worked_longer_than_its_lease_is_not_taken_by_another_worker(
     thread.start()
     try:
         assert asked.wait(120)  # the first worker is fetching, and the page does not answer
-        claimed_until = _lease_until(client, entry)
+        claimed_until = lease_until(client, entry)
         # Renewed while the fetch goes on: the claim outlives its first lease.
-        poll_until(lambda: _lease_until(client, entry) > claimed_until)
+        poll_until(lambda: lease_until(client, entry) > claimed_until)
         second = IngestionQueue(_state(client).datasources)
         later = claimed_until + timedelta(milliseconds=1)  # the first lease is over
         assert second.queue.claim(1, now=later) == []
@@ -182,7 +174,7 @@ def test_an_entry_worked_longer_than_its_lease_is_not_taken_by_another_worker(
     body = get_entry(client, ds, entry)
     assert (body["status"], body["attempts"]) == ("ready", 1)
     assert pages.requests["/slow.html"] == 1
-    assert _lease_until(client, entry) is None  # the claim ended with the result
+    assert lease_until(client, entry) is None  # the claim ended with the result
 
 
 @pytest.mark.postgres

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from datasources import bodies
 from datasources.fetch import Fetched
 from datasources.refresh import RefreshJob
 from datasources.tables import Entry
-from tests.datasources.support import Pages, get_entry
+from tests.datasources.support import Pages, get_entry, lease_until
 
 OLD = "<html><body><h1>Kettle</h1><p>The kettle descales with citric acid.</p></body></html>"
 NEW = "<html><body><h1>Kettle</h1><p>The kettle now descales with white vinegar.</p></body></html>"
@@ -454,14 +454,6 @@ def test_a_kept_body_that_fails_to_ingest_goes_and_a_stale_one_is_removed(
     assert not kept.exists()
 
 
-def _lease_until(client: TestClient, entry: str) -> datetime | None:
-    with _state(client).db() as db:
-        found = db.get(Entry, entry)
-        assert found is not None
-        moment = found.lease_until
-    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def test_a_refresh_batch_fetched_longer_than_its_lease_keeps_its_claims(
     make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], pages: Pages
 ):
@@ -488,9 +480,9 @@ def test_a_refresh_batch_fetched_longer_than_its_lease_keeps_its_claims(
     thread.start()
     try:
         assert asked.wait(120)
-        claimed_until = _lease_until(client, entries[1])
+        claimed_until = lease_until(client, entries[1])
         assert claimed_until is not None
-        poll_until(lambda: (_lease_until(client, entries[1]) or claimed_until) > claimed_until)
+        poll_until(lambda: (lease_until(client, entries[1]) or claimed_until) > claimed_until)
         later = claimed_until + timedelta(milliseconds=1)  # its first lease is over
         assert RefreshJob(store).queue.claim(2, now=later) == []
     finally:
