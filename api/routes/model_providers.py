@@ -43,7 +43,12 @@ from api.state import api_state
 from appforge.core.db import utcnow
 from appforge.core.invalidation import MODELS
 from appforge.core.keys import ServerKey
-from appforge.core.settings import BUILTIN_PROVIDERS, check_headers, check_provider_name
+from appforge.core.settings import (
+    BUILTIN_PROVIDERS,
+    check_api_key,
+    check_headers,
+    check_provider_name,
+)
 from providers.catalog import catalog_changed
 from providers.errors import ModelNotFoundError, ProviderError
 from providers.local import DEMO_LABEL, MODEL_NAME, LocalProvider
@@ -82,12 +87,6 @@ def check_base_url(url: str) -> str:
     return url
 
 
-def _one_line(value: str | None) -> str | None:
-    if value is not None and re.search(r"[\r\n\x00]", value):
-        raise ValueError("the key must be one line")
-    return value
-
-
 class ProviderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -109,7 +108,7 @@ class ProviderCreate(BaseModel):
 
     _name = field_validator("name")(check_provider_name)
     _url = field_validator("base_url")(check_base_url)
-    _key = field_validator("api_key")(_one_line)
+    _key = field_validator("api_key")(check_api_key)
     _headers = field_validator("headers")(check_headers)
 
 
@@ -134,7 +133,7 @@ class ProviderUpdate(BaseModel):
     def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return None if value is None else check_headers(value)
 
-    _key = field_validator("api_key")(_one_line)
+    _key = field_validator("api_key")(check_api_key)
 
 
 class ProviderConfigPublic(BaseModel):

@@ -24,8 +24,10 @@ from appforge.core.settings_models import (
     RESERVED_HEADERS,
     LocalModelSettings,
     OpenAISettings,
+    check_api_key,
     check_headers,
     check_provider_name,
+    header_value_ok,
 )
 from appforge.core.settings_service import (
     ORIGIN_PATTERN,
@@ -66,8 +68,10 @@ __all__ = [
     "SessionSettings",
     "Settings",
     "WebhookSettings",
+    "check_api_key",
     "check_headers",
     "check_provider_name",
+    "header_value_ok",
     "parse_rate",
 ]
 

@@ -44,8 +44,20 @@ def check_provider_name(name: str) -> str:
     return name
 
 
+# What an HTTP client can send as a header value: printable ASCII and tabs, on one line.
+# Anything else (a non-ASCII letter, a control character) cannot be encoded by httpx, and
+# a provider stored with it would fail every call and every model listing.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+def header_value_ok(value: str) -> bool:
+    """Whether ``value`` can be sent as an HTTP header value (printable ASCII, one line)."""
+    return len(value) <= MAX_HEADER_VALUE_CHARS and _HEADER_VALUE.fullmatch(value) is not None
+
+
 def check_headers(headers: dict[str, str]) -> dict[str, str]:
-    """``headers`` if each is a token name (not one the client sets) with a one-line value."""
+    """``headers`` if each is a token name (not one the client sets) with a value
+    :func:`header_value_ok` accepts."""
     if len(headers) > MAX_HEADERS:
         raise ValueError(f"at most {MAX_HEADERS} headers")
     for name, value in headers.items():
@@ -53,12 +65,22 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"header name {name[:80]!r} is not an HTTP token of 1-64 characters")
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"header {name!r} is set by appforge itself (the key goes in api_key)")
-        if len(value) > MAX_HEADER_VALUE_CHARS or any(c in value for c in "\r\n\0"):
+        if not header_value_ok(value):
             raise ValueError(
-                f"header {name!r}: the value must be one line of at most "
+                f"header {name!r}: the value must be one line of printable ASCII, at most "
                 f"{MAX_HEADER_VALUE_CHARS} characters"
             )
     return headers
+
+
+def check_api_key(value: str | None) -> str | None:
+    """``value`` if it can be sent in an ``Authorization: Bearer`` header (or is None)."""
+    if value is not None and not header_value_ok(value):
+        raise ValueError(
+            "the key must be one line of printable ASCII, at most "
+            f"{MAX_HEADER_VALUE_CHARS} characters"
+        )
+    return value
 
 
 class OpenAISettings(BaseModel):
@@ -88,6 +110,13 @@ class OpenAISettings(BaseModel):
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         return check_headers(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_api_key(value.get_secret_value())
+        return value
 
     @field_validator("model_params")
     @classmethod

@@ -145,6 +145,11 @@ BAD_PROVIDERS: list[dict[str, Any]] = [
     {"name": "ok", "base_url": "http://\u0080/v1"},
     {"name": "ok", "base_url": "http://h/" + "v" * 2000},
     {"name": "ok", "base_url": "http://h/v1", "api_key": "a\nb"},
+    # httpx sends header values as ASCII: these would make every call and listing a 500.
+    {"name": "ok", "base_url": "http://h/v1", "api_key": "cl\u00e9"},
+    {"name": "ok", "base_url": "http://h/v1", "api_key": "a\x01b"},
+    {"name": "ok", "base_url": "http://h/v1", "headers": {"X-A": "caf\u00e9"}},
+    {"name": "ok", "base_url": "http://h/v1", "headers": {"X-A": "a\x7fb"}},
     {"name": "ok", "base_url": "http://h/v1", "api_key": "k" * 5000},
     {"name": "ok", "base_url": "http://h/v1", "models": ["has space"]},
     {"name": "ok", "base_url": "http://h/v1", "models": ["m"] * 201},
@@ -168,10 +173,18 @@ def test_providers_bad_input_is_4xx_and_stores_nothing(client: TestClient):
     assert client.post("/api/providers", json={"name": "ok", "base_url": "http://h/v1"}).is_success
     again = client.post("/api/providers", json={"name": "ok", "base_url": "http://h2/v1"})
     assert (again.status_code, again.json()["error"]["code"]) == (409, "PROVIDER_EXISTS")
-    for patch in ({"base_url": "ftp://h"}, {"headers": {"Host": "x"}}, {"name": "renamed"}):
+    for patch in (
+        {"base_url": "ftp://h"},
+        {"headers": {"Host": "x"}},
+        {"name": "renamed"},
+        {"api_key": "\u00fc"},
+        {"headers": {"X-A": "\u00fa"}},
+    ):
         r = client.patch("/api/providers/ok", json=patch)
         assert r.status_code == 422, (patch, r.text)
-    assert client.get("/api/providers/ok").json()["base_url"] == "http://h/v1"
+    stored = client.get("/api/providers/ok").json()
+    assert (stored["base_url"], stored["has_key"], stored["headers"]) == ("http://h/v1", False, [])
+    assert client.get("/api/models").status_code == 200
     read_only = client.patch("/api/providers/openai", json={"models": []})
     assert (read_only.status_code, read_only.json()["error"]["code"]) == (409, "PROVIDER_READ_ONLY")
     assert client.patch("/api/providers/nope", json={}).status_code == 404

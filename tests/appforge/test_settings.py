@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from appforge.core.settings import Settings
 
@@ -42,3 +42,20 @@ def test_settings_read_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert s.models["fast"] == "default"
     assert "s3cret" not in repr(s)
     assert s.resolved_database_url() == f"sqlite:///{tmp_path / 'appforge.db'}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("APPFORGE_OPENAI__API_KEY", "sk-\u00e9t\u00e9"),
+        ("APPFORGE_OPENAI__API_KEY", "sk-a\x01b"),
+        ("APPFORGE_OPENAI__HEADERS", '{"X-Team": "\u00e9quipe"}'),
+    ],
+)
+def test_a_key_or_header_no_http_client_can_send_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str
+):
+    monkeypatch.setenv("APPFORGE_HOME", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match="printable ASCII"):
+        Settings()

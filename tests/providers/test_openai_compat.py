@@ -186,6 +186,25 @@ def test_closed_port_is_unavailable_after_retries() -> None:
     assert len(timing.waits) == 2  # ping never retries
 
 
+def test_a_key_http_cannot_send_is_a_provider_error_not_a_crash(
+    edge: EdgeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OPENAI_API_KEY is read as it is (settings check only keys they hold themselves).
+    monkeypatch.setenv("APPFORGE_TEST_ODD_KEY", "sk-\u00e9t\u00e9")
+    settings = OpenAISettings(base_url=edge.url)
+    provider = OpenAICompatProvider("openai", settings, key_env="APPFORGE_TEST_ODD_KEY")
+    with pytest.raises(ProviderError) as info:
+        provider.complete(MODEL, COUNT, GREEDY)
+    assert "the API key must be one line of printable ASCII" in info.value.message
+    assert "\u00e9" not in info.value.message  # the key itself is never said
+    reach = provider.ping(1.0)
+    assert (reach.reachable, reach.error) == (
+        False,
+        {"code": "PROVIDER_ERROR", "message": info.value.message},
+    )
+    assert edge.requests == []  # nothing was sent
+
+
 def test_silent_server_is_bounded_by_timeout_and_retried() -> None:
     # Accepts connections (the kernel's backlog) but never answers.
     timing = FakeTime()
