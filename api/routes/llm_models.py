@@ -153,7 +153,7 @@ async def list_models(
     request: Request,
     _: Reader,
     timeout: Annotated[
-        float, Query(gt=0, le=10, description="Seconds each server may take to answer")
+        float, Query(ge=0.1, le=10, description="Seconds each server may take to answer")
     ] = 2.0,
 ) -> ModelsPublic:
     """The configured model aliases and providers, each with whether it is reachable now.

@@ -411,7 +411,7 @@ async def test_provider_route(
     request: Request,
     _: Admin,
     timeout: Annotated[
-        float, Query(gt=0, le=30, description="Seconds the server may take to answer")
+        float, Query(ge=0.1, le=30, description="Seconds the server may take to answer")
     ] = 5.0,
 ) -> ProviderTestPublic:
     """Test the connection: ``GET <base_url>/models`` of the provider in force under this

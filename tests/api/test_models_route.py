@@ -42,6 +42,9 @@ def test_models_lists_aliases_and_providers_with_reachability(
         providers={"down": OpenAISettings(base_url=down, api_key=SecretStr("sk-down-0123"))},
     )
     client = make_client(settings)
+    for timeout in (0.05, 11):
+        refused = client.get("/api/models", params={"timeout": timeout})
+        assert refused.status_code == 422, (timeout, refused.text)
     r = client.get("/api/models", params={"timeout": 1})
     assert r.status_code == 200, r.text
     body = r.json()

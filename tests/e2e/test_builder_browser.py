@@ -229,6 +229,7 @@ def test_new_user_builds_a_chat_app_over_a_file_and_chats_with_it(
     page.get_by_label("Name", exact=True).fill("widget-docs")
     page.get_by_role("button", name="Create", exact=True).click()
     page.get_by_text("Created datasource widget-docs").wait_for()
+    _settle(page)
     page.locator('input[type="file"]').set_input_files(str(article))
     _type(page.get_by_label("Metadata key 1"), "product")
     _type(page.get_by_label("Metadata value 1"), "widget")
@@ -492,6 +493,8 @@ def test_sign_in_lasts_across_reloads_and_tabs_and_a_20_mb_pdf_is_ingested(
     page.get_by_role("button", name="Create", exact=True).click()
     page.get_by_text("Created datasource manuals").wait_for()
     page.get_by_text("Or files (up to 50 MB each)").wait_for()
+    # Files set while the script still runs can land on an input the run then replaces.
+    _settle(page)
     page.locator('input[type="file"]').set_input_files(str(manual))
     # The browser sends the file to the builder first: add once it is there.
     page.get_by_test_id("stFileChipName").get_by_text("pump-manual.pdf").wait_for()
