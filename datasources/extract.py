@@ -110,6 +110,9 @@ def extract_segments(
         segments = markdown_sections(_decode(data))
     else:
         return [Segment(extract(data, name, media_type, limits))]
+    segments = [
+        Segment(_storable(s.text), s.page, s.section and _storable(s.section)) for s in segments
+    ]
     if not any(s.text.strip() for s in segments):
         raise ExtractError(f"the {kind} document has no text")
     check_text_size(sum(len(s.text) for s in segments), limits)
@@ -181,11 +184,21 @@ def extract(
         raise
     except Exception as exc:  # each parser raises its own types on broken input
         raise ExtractError(f"could not read the {kind} document: {exc}") from exc
-    text = text.strip()
+    text = _storable(text).strip()
     if not text:
         raise ExtractError(f"the {kind} document has no text")
     check_text_size(len(text), limits)
     return text
+
+
+# NUL characters (a PDF's text layer or a text file may carry them; PostgreSQL's text
+# columns refuse them) and lone surrogates (no encoding can store them) read as nothing.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    """``text`` without the characters no store keeps: read, they are noise, not text."""
+    return _UNSTORABLE.sub("", text)
 
 
 def check_text_size(chars: int, settings: DatasourceSettings) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from appforge.core.settings import DatasourceSettings
 from datasources.errors import ArchiveTooLargeError, EntryTooLargeError, ExtractError
-from datasources.extract import detect, extract
+from datasources.extract import Segment, detect, extract, extract_segments
 from tests.datasources.support import make_docx, make_docx_bomb, make_pdf, make_zip
 
 
@@ -79,6 +79,26 @@ def test_extract_broken_or_empty_documents_fail_clearly(data: bytes, name: str, 
     with pytest.raises(ExtractError) as info:
         extract(data, name)
     assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "expected"),
+    [
+        (b"hello\x00 world", "x.txt", [Segment("hello world")]),
+        (b"# Ti\x00tle\n\nbo\x00dy", "x.md", [Segment("# Title\n\nbody", section="Title")]),
+        (b"<h1>Ti\x00tle</h1><p>bo\x00dy</p>", "x.html", [Segment("Title\nbody", section="Title")]),
+        (b'{"a": "x\\u0000y\\ud800z"}', "x.json", [Segment("a: xyz")]),
+    ],
+)
+def test_extract_drops_characters_no_store_keeps(data: bytes, name: str, expected: list[Segment]):
+    # PostgreSQL's text columns refuse NUL: one in a file failed the whole entry there.
+    assert extract_segments(data, name) == expected
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x.md"])
+def test_extract_a_document_of_nothing_but_nul_has_no_text(name: str):
+    with pytest.raises(ExtractError, match="has no text"):
+        extract_segments(b"\x00\x00\n\x00", name)
 
 
 # --- limits: zip bombs, PDF streams, text size --------------------------------------------

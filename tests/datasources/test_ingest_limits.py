@@ -146,3 +146,28 @@ def test_trickling_url_fails_at_the_deadline_and_does_not_hold_the_queue(
         failed["updated_at"]
     )
     assert server.requests == 1
+
+
+def test_a_file_with_nul_characters_is_ingested_without_them(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+):
+    # PostgreSQL's text columns refuse NUL: the keyword rows failed the whole entry there.
+    client = make_client(make_settings(database_url=backend))
+    ds = _datasource(client)
+    files = {"file": ("log.txt", b"pump\x00 seal\x00 replaced on Monday")}
+    r = client.post(f"/api/datasources/{ds}/entries/upload", files=files)
+    assert r.status_code == 201, r.text
+    ready = wait_for_entry(client, ds, r.json()["uuid"])
+    assert (ready["status"], ready["error"]) == ("ready", None), ready
+    for mode in ("keyword", "vector"):
+        found = client.post(
+            f"/api/datasources/{ds}/search", json={"query": "pump seal", "mode": mode}
+        ).json()["results"]
+        assert [hit["text"] for hit in found] == ["pump seal replaced on Monday"], mode
+    nothing = client.post(
+        f"/api/datasources/{ds}/entries/upload", files={"file": ("nul.txt", b"\x00\x00")}
+    )
+    failed = wait_for_entry(client, ds, nothing.json()["uuid"])
+    assert failed["status"] == "failed" and "has no text" in failed["error"], failed
