@@ -27,6 +27,7 @@ from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 from appforge.core.settings import DatasourceSettings
+from appforge.core.values import storable_text
 from datasources.archive import check_members, check_zip
 from datasources.errors import ArchiveTooLargeError, EntryTooLargeError, ExtractError
 
@@ -111,7 +112,8 @@ def extract_segments(
     else:
         return [Segment(extract(data, name, media_type, limits))]
     segments = [
-        Segment(_storable(s.text), s.page, s.section and _storable(s.section)) for s in segments
+        Segment(storable_text(s.text), s.page, s.section and storable_text(s.section))
+        for s in segments
     ]
     if not any(s.text.strip() for s in segments):
         raise ExtractError(f"the {kind} document has no text")
@@ -184,21 +186,11 @@ def extract(
         raise
     except Exception as exc:  # each parser raises its own types on broken input
         raise ExtractError(f"could not read the {kind} document: {exc}") from exc
-    text = _storable(text).strip()
+    text = storable_text(text).strip()
     if not text:
         raise ExtractError(f"the {kind} document has no text")
     check_text_size(len(text), limits)
     return text
-
-
-# NUL characters (a PDF's text layer or a text file may carry them; PostgreSQL's text
-# columns refuse them) and lone surrogates (no encoding can store them) read as nothing.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _storable(text: str) -> str:
-    """``text`` without the characters no store keeps: read, they are noise, not text."""
-    return _UNSTORABLE.sub("", text)
 
 
 def check_text_size(chars: int, settings: DatasourceSettings) -> None:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Literal, Protocol, TypedDict
+
+from appforge.core.values import storable_text
 
 
 class ChatMessage(TypedDict):
@@ -94,11 +96,14 @@ class Generation:
         self._completion: Completion | None = None
 
     def __iter__(self) -> Iterator[Delta]:
+        # A model server may send a NUL or a lone surrogate ("\\ud800" is valid JSON):
+        # dropped here, for every provider, as nothing could store or send them on.
         for item in self._pieces:
             if isinstance(item, Completion):
-                self._completion = item
+                self._completion = replace(item, text=storable_text(item.text))
             else:
-                yield item
+                text = storable_text(item.text)
+                yield item if text is item.text else Delta(text)
 
     def result(self) -> Completion:
         """The completion: after the deltas were read, or reading (and dropping) the rest."""

@@ -33,6 +33,7 @@ from markupsafe import Markup
 from appforge.core import budget as budgets
 from appforge.core.budget import Budget, TemplateLimitError, check_binop, check_format_spec
 from appforge.core.sandbox_filters import guard_filters, guard_method
+from appforge.core.values import storable_text, storable_value
 
 __all__ = [
     "Budget",
@@ -201,7 +202,8 @@ def render(template: str, context: Mapping[str, Any], budget: Budget | None = No
                     details={"limit": budget.limits.max_bytes},
                 )
             out.append(piece)
-        return "".join(out)
+        # '%c'|format(0) and string escapes make characters no store keeps or JSON sends.
+        return storable_text("".join(out))
     finally:
         pieces.close()
         budgets.deactivate(token)
@@ -212,7 +214,8 @@ def evaluate_expression(source: str, context: Mapping[str, Any], budget: Budget 
     budget = budget or Budget()
     token = budgets.activate(budget)
     try:
-        return budget.check_value(compiled_expression(source)(**context), "the expression")
+        value = budget.check_value(compiled_expression(source)(**context), "the expression")
+        return storable_value(value)
     finally:
         budgets.deactivate(token)
 

@@ -44,6 +44,32 @@ def text_problem(text: str) -> str | None:
     return f"contains a lone surrogate ({code}), which is not valid Unicode text"
 
 
+def storable_text(text: str) -> str:
+    """``text`` without the characters :func:`text_problem` names: for text that comes
+    from outside and is kept, not refused (a document's text, a model's answer)."""
+    return _BAD_CHARACTER.sub("", text) if _BAD_CHARACTER.search(text) else text
+
+
+def storable_value(value: Any) -> Any:
+    """``value`` as it can be stored and sent as JSON: :func:`storable_text` on every
+    string (keys too), and a non-finite float as None (as ``JSON.stringify`` does); for
+    values made by a run (a template's), where refusing is not the caller's to fix."""
+    if find_unstorable(value) is None:
+        return value
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {
+            storable_text(k) if isinstance(k, str) else k: storable_value(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [storable_value(item) for item in value]
+    return value
+
+
 def int_problem(number: int) -> str | None:
     """Why ``number`` cannot be stored (outside signed 64 bits), or None."""
     if INT64_MIN <= number <= INT64_MAX:
