@@ -39,6 +39,7 @@ import httpx
 
 from appforge import __version__
 from appforge.core.settings import OPENAI_BASE_URL, OpenAISettings, header_value_ok
+from appforge.core.values import storable_text
 from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams, Usage
 from providers.errors import (
     ContextWindowExceededError,
@@ -512,4 +513,4 @@ def _server_message(response: httpx.Response) -> str:
             message = body["detail"]
     if not message:
         message = raw.decode(errors="replace").strip() or response.reason_phrase
-    return str(message)[:300]
+    return storable_text(str(message)[:300])  # kept with the failed run, sent in answers

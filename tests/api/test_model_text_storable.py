@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
+from openai_edge import Reply, openai_error
 from openai_v1 import QA_APP, V1
 
 ODD_OUTPUTS = """\
@@ -76,3 +77,17 @@ def test_template_outputs_no_store_keeps_are_made_storable(
         stored = client.get(f"/api/runs/{r.json()['run']['id']}").json()
         assert (stored["status"], stored["output"]) == ("succeeded", expected)
         assert v1.model_messages()[-1]["content"] == "say " + char[1:-1]
+
+
+def test_a_model_error_message_with_nul_and_a_lone_surrogate_fails_the_run_cleanly(
+    make_v1: Callable[..., V1], backend: str | None
+):
+    v1 = make_v1(database_url=backend)
+    client = v1.client
+    path = f"/api/apps/{_create(client, QA_APP)}/run"
+    v1.edge.replies = [Reply(400, openai_error("bad\x00 input \ud800here"))]
+    r = client.post(path, json={"input": {"question": "hi"}})
+    assert r.status_code != 500 and r.json()["error"]["code"] != "INTERNAL_ERROR", r.text
+    assert "bad input here" in r.json()["error"]["message"]
+    [run] = client.get(f"/api/apps/{path.split('/')[3]}/runs").json()
+    assert run["status"] == "failed"
