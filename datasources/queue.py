@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from appforge.core.db import utcnow
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.tracing import Tracing
+from appforge.core.values import storable_text
 from appforge.core.workers import Workers
 from datasources import bodies
 from datasources.chunking import Piece, split_segments
@@ -422,22 +423,21 @@ class IngestionQueue:
         return lost
 
     def _fail(self, entry: Entry, exc: Exception) -> None:
-        if isinstance(exc, DatasourceError):
-            error = str(exc)
-        else:  # a bug or a broken dependency: keep the worker alive
+        if not isinstance(exc, DatasourceError):  # a bug or a broken dependency: keep going
             log.exception("entry %s failed", entry.uuid, exc_info=exc)
-            error = f"INGEST_FAILED: {type(exc).__name__}: {exc}"
+        said = str(exc) if isinstance(exc, DatasourceError) else f"INGEST_FAILED: {exc!r}"
+        error = storable_text(said)[:2000]  # a parser's message may quote the document
         log.info("entry %s failed: %s", entry.uuid, error)
         body: dict[str, Any] = {"file_path": None} if entry.kind == "url" else {}  # kept one
         if entry.reingest:  # it keeps the chunks it had, searchable, and says what failed
             kept = entry.chunks_total or 0
-            values: dict[str, Any] = {"status": "ready", "error": error[:2000], "stage": None}
+            values: dict[str, Any] = {"status": "ready", "error": error, "stage": None}
             values.update(reingest=False, chunks_total=kept, chunks_done=kept, **body)
             values.update(next_refresh_at=next_refresh(entry.refresh, utcnow()))
             if self._report({entry.uuid: (entry, values)}):
                 self._forget_if_deleted(entry)
             return
-        failed = {"status": "failed", "error": error[:2000], "stage": None, **body}
+        failed = {"status": "failed", "error": error, "stage": None, **body}
         if self._report({entry.uuid: (entry, failed)}):
             self._forget_if_deleted(entry)
             return

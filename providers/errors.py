@@ -1,4 +1,5 @@
-"""Errors raised by LLM providers.
+"""Errors raised by LLM providers, and :func:`server_message`: a model server's own words
+for what failed, as they are kept and shown.
 
 Every one derives from the root ``appforge.core.errors.AppforgeError``.
 
@@ -15,7 +16,13 @@ that ``api/errors.py`` answers with::
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import httpx
+
 from appforge.core.errors import AppforgeError
+from appforge.core.values import storable_text
 
 
 class ProviderError(AppforgeError):
@@ -58,3 +65,24 @@ class ContextWindowExceededError(ProviderError):
 
     code = "CONTEXT_WINDOW_EXCEEDED"
     status_code = 422
+
+
+def server_message(response: httpx.Response) -> str:
+    """The server's own error message (OpenAI's ``{"error": {"message"}}``), bounded."""
+    try:
+        raw = response.content
+    except httpx.ResponseNotRead:  # the body broke off
+        raw = b""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    message: Any = None
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        message = error.get("message") if isinstance(error, dict) else error
+        if message is None and isinstance(body.get("detail"), str):
+            message = body["detail"]
+    if not message:
+        message = raw.decode(errors="replace").strip() or response.reason_phrase
+    return storable_text(str(message)[:300])  # kept with the failed run, sent in answers

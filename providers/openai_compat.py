@@ -39,7 +39,6 @@ import httpx
 
 from appforge import __version__
 from appforge.core.settings import OPENAI_BASE_URL, OpenAISettings, header_value_ok
-from appforge.core.values import storable_text
 from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams, Usage
 from providers.errors import (
     ContextWindowExceededError,
@@ -48,6 +47,7 @@ from providers.errors import (
     ProviderError,
     ProviderRateLimitedError,
     ProviderUnavailableError,
+    server_message,
 )
 from providers.retries import Retries, send
 from providers.sse import event_data, finish_reading
@@ -453,7 +453,7 @@ class OpenAICompatProvider:
     def _status_error(self, response: httpx.Response, model: str, retries: int) -> ProviderError:
         status = response.status_code
         details = {**self._details(model), "status": status}
-        said = self._mask(_server_message(response))
+        said = self._mask(server_message(response))
         after = f" after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
         if status in (401, 403):
             return ProviderAuthError(
@@ -493,24 +493,3 @@ class OpenAICompatProvider:
 def _count(value: Any) -> int:
     """A token count as the server reported it; 0 when it sent none (or not a number)."""
     return int(value) if isinstance(value, int | float) else 0
-
-
-def _server_message(response: httpx.Response) -> str:
-    """The server's own error message (OpenAI's ``{"error": {"message"}}``), bounded."""
-    try:
-        raw = response.content
-    except httpx.ResponseNotRead:  # the body broke off
-        raw = b""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    message: Any = None
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        message = error.get("message") if isinstance(error, dict) else error
-        if message is None and isinstance(body.get("detail"), str):
-            message = body["detail"]
-    if not message:
-        message = raw.decode(errors="replace").strip() or response.reason_phrase
-    return storable_text(str(message)[:300])  # kept with the failed run, sent in answers
