@@ -23,20 +23,23 @@ log = logging.getLogger(__name__)
 
 
 # How much longer than the lookout the other idle threads sleep by default: a safety
-# net only, as the lookout wakes them when it finds work.
+# net only, as they are woken when work comes.
 _RESERVE_SLEEP_FACTOR = 30
 
 
 class Workers:
     """Threads that call ``work(index)`` until stopped; ``work`` says whether it found work.
 
-    While there is no work, only thread 0, the lookout, looks for it every
-    ``poll_seconds``; the others sleep until :meth:`wake`, which the lookout calls
-    when it finds work (so they join in at once) and callers call when they add
-    some. An idle pool of N threads thus polls the database as often as one (an
-    idle server used 10.5 ms of CPU a second before this, 5.3 after). An exception in
-    ``work`` (the database went away, ...) is logged and the thread carries on
-    after a pause.
+    While there is no work, one idle thread, the lookout, waits ``poll_seconds``;
+    then it hands the role to another idle thread and looks for work itself, so an
+    idle pool of N threads polls the database as often as one thread (an idle
+    server used 10.5 ms of CPU a second before this, 5.3-6.3 after), and an idle
+    thread keeps polling while the one before works on a long job. A look that
+    finds work wakes the others, so they join in at once; so does :meth:`wake`,
+    which callers call when they add work. Idle threads that are not the lookout
+    look again after ``reserve_seconds`` at the latest, as a safety net. An
+    exception in ``work`` (the database went away, ...) is logged and the thread
+    carries on after a pause.
     """
 
     def __init__(
@@ -46,14 +49,15 @@ class Workers:
         poll_seconds: float,
         reserve_seconds: float | None = None,
     ) -> None:
-        """``reserve_seconds``: how long an idle thread other than the lookout sleeps
-        if nothing wakes it (a safety net; ``poll_seconds`` times 30 if None)."""
+        """``reserve_seconds``: the safety net above (``poll_seconds`` times 30 if None)."""
         self.name = name
         self._work = work
         self._poll = poll_seconds
         self._reserve = reserve_seconds or poll_seconds * _RESERVE_SLEEP_FACTOR
         self.stopping = threading.Event()
-        self._wake = threading.Event()
+        self._changed = threading.Condition()
+        self._wakes = 0  # how many times wake() was called
+        self._lookout: int | None = None  # the idle thread that looks next
         self._threads: list[threading.Thread] = []
 
     def start(self, count: int) -> None:
@@ -65,19 +69,21 @@ class Workers:
             self._threads.append(thread)
 
     def wake(self) -> None:
-        """Look for work now (some was just added)."""
-        self._wake.set()
+        """Look for work now, in every idle thread (some was just added)."""
+        with self._changed:
+            self._wakes += 1
+            self._changed.notify_all()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the threads, waiting up to ``timeout`` seconds for each."""
         self.stopping.set()
-        self._wake.set()
+        self.wake()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
 
     def _loop(self, index: int) -> None:
-        idle = self._poll if index == 0 else self._reserve
+        looked_out = False
         while not self.stopping.is_set():
             try:
                 busy = self._work(index)
@@ -85,11 +91,30 @@ class Workers:
                 log.exception("%s worker error", self.name)
                 busy = False
             if busy:
-                if index == 0 and len(self._threads) > 1:
-                    self._wake.set()  # work came: the others join in
+                if looked_out:
+                    self.wake()  # the lookout found work: the others join in
+                looked_out = False
             else:
-                self._wake.wait(idle)
-                self._wake.clear()
+                looked_out = self._idle(index)
+
+    def _idle(self, index: int) -> bool:
+        """Wait until this thread should look for work again; whether it looks as the
+        lookout (not woken by :meth:`wake` or the safety net)."""
+        with self._changed:
+            seen = self._wakes
+            if self._lookout is None:
+                self._lookout = index
+            while self._lookout != index:
+                woken = self._changed.wait_for(
+                    lambda: self._wakes != seen or self._lookout is None, self._reserve
+                )
+                if not woken or self._wakes != seen:
+                    return False
+                self._lookout = index  # the role came free: wait as the lookout
+            self._changed.wait_for(lambda: self._wakes != seen, self._poll)
+            self._lookout = None  # look now, and let another idle thread look out
+            self._changed.notify()
+            return self._wakes == seen
 
 
 class Periodic:
