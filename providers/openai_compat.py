@@ -159,6 +159,20 @@ class OpenAICompatProvider:
                 details={"provider": self.name, "model": model},
             )
 
+    def _check_sendable(self) -> None:
+        """Refuse (a ProviderError, not a crash in httpx) a key or header that HTTP cannot
+        carry: settings and stored providers check theirs, but a key read from
+        ``key_env`` or a provider stored by an older version is not checked there."""
+        unsendable = [n for n, v in self._settings.headers.items() if not header_value_ok(v)]
+        if self._key is not None and not header_value_ok(self._key):
+            unsendable.append("the API key")
+        if unsendable:
+            raise ProviderError(
+                f"The provider {self.name!r} cannot call {self.server}: "
+                f"{', '.join(unsendable)} must be one line of printable ASCII. Set it again.",
+                details={"provider": self.name},
+            )
+
     def _http(self) -> httpx.Client:
         """The HTTP client (built once; it holds the connection pool)."""
         with self._client_lock:
@@ -378,20 +392,6 @@ class OpenAICompatProvider:
             raise self._error(exc, model, retries.taken, waited) from exc
 
     # -- reachability ------------------------------------------------------------
-
-    def _check_sendable(self) -> None:
-        """Refuse (a ProviderError, not a crash in httpx) a key or header that HTTP cannot
-        carry: settings and stored providers check theirs, but a key read from
-        ``key_env`` or a provider stored by an older version is not checked there."""
-        unsendable = [n for n, v in self._settings.headers.items() if not header_value_ok(v)]
-        if self._key is not None and not header_value_ok(self._key):
-            unsendable.append("the API key")
-        if unsendable:
-            raise ProviderError(
-                f"The provider {self.name!r} cannot call {self.server}: "
-                f"{', '.join(unsendable)} must be one line of printable ASCII. Set it again.",
-                details={"provider": self.name},
-            )
 
     def ping(self, timeout: float) -> Reachability:
         """``GET /models`` bounded by ``timeout`` seconds, without retries. Blocking."""
