@@ -20,7 +20,7 @@ import streamlit as st
 
 from appforge.client import ApiError, Client
 from builder import app_form as af
-from builder import step_editor
+from builder import renames, step_editor
 from builder.connection import ERRORS, show_error
 from builder.step_editor import Change, select
 
@@ -242,6 +242,8 @@ def render(client: Client, scope: str, yaml_key: str) -> None:
         _change(scope, yaml_key, what, *args)
 
     problems: list[af.Problem] = st.session_state.get(f"{scope}_problems") or []
+    for line in st.session_state.pop(f"{scope}_followed", None) or []:
+        st.toast(line)
     form_col, yaml_col = st.columns(2, gap="large")
     with form_col:
         st.markdown("#### Form")
@@ -258,9 +260,13 @@ def render(client: Client, scope: str, yaml_key: str) -> None:
             _output(doc, new, k, change)
             _openai_fields(doc, new, k)
             _ui_fields(doc, new, k)
+            followed = renames.follow(doc, new)  # references follow a renamed row
             if new != doc:
-                _commit(scope, yaml_key, new, redraw=False)
+                _commit(scope, yaml_key, new, redraw=bool(followed))
                 problems = []
+            if followed:  # drawn again at once: the fields holding the references change
+                st.session_state[f"{scope}_followed"] = followed
+                st.rerun()
     with yaml_col:
         st.markdown("#### YAML")
         text = st.text_area(

@@ -494,3 +494,34 @@ def test_app_form_sets_the_openai_input_and_output_keeping_comments(page: Page):
     _widget(at, "selectbox", "Answer output").select("").run()
     text = at.text_area(key="apps_new_yaml").value
     assert "openai" not in yaml.safe_load(text) and "# what the run answers\n" in text
+
+
+def test_renaming_an_input_or_a_step_in_the_form_moves_what_refers_to_it(
+    page: Page, client: TestClient, admin_token: str
+):
+    at = page("apps").run()
+    text = APP + "openai: {input: question, output: answer}\n"
+    at.text_area(key="apps_new_yaml").set_value(text).run()
+    _widget(at, "text_input", "Input name (row 1)").set_value("query").run()
+    assert not at.exception and not at.error
+    doc = _new_doc(at)
+    assert list(doc["input"]) == ["query", "tone"]
+    assert doc["steps"][0]["prompt"]["user"] == "{{ input.query }}"
+    assert doc["openai"] == {"input": "query", "output": "answer"}
+    # The form is drawn again at once: its fields show the moved references.
+    assert _widget(at, "text_area", "User prompt (step 1)").value == "{{ input.query }}"
+    assert _widget(at, "selectbox", "Chat message input").value == "query"
+    said = [t.value for t in at.toast]
+    assert said == ["Renamed input 'question' to 'query' in 1 template reference and openai.input."]
+    _widget(at, "text_input", "Id (step 1)").set_value("reply").run()
+    _widget(at, "text_input", "Output key (row 1)").set_value("text").run()
+    assert not at.exception and not at.error
+    doc = _new_doc(at)
+    assert doc["output"] == {"text": "{{ reply.text }}"}
+    assert doc["openai"] == {"input": "query", "output": "text"}
+    # The document stays valid: the API takes it (it would refuse an unknown input).
+    at.button(key="apps_create").click().run()
+    assert not at.exception and not at.error
+    [app] = [a for a in _apps(client, admin_token) if a["name"] == "Echo chat"]
+    stored = client.get(f"/api/apps/{app['uuid']}", headers=_auth(admin_token)).json()
+    assert stored["definition"]["openai"] == {"input": "query", "output": "text"}
