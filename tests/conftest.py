@@ -22,6 +22,7 @@ import hypothesis
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from log_watch import LogWatch, log_files
 from ports import free_port
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -48,6 +49,18 @@ os.environ.setdefault("APPFORGE_LOCAL__N_THREADS", "1")
 
 ADMIN_TOKEN = "af_test_admin_token_0123456789"
 PG_SERVER = os.environ.get("APPFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Over the whole run: no token or secret in a log record or a server's log file
+    (``tests/log_watch.py``). A finding fails the run at its end."""
+    watch = LogWatch()
+    level = watch.start()
+    yield
+    watch.stop(level)
+    found = watch.found + log_files(tmp_path_factory.getbasetemp())
+    assert not found, "secrets in logs:\n" + "\n".join(sorted(set(found))[:50])
 
 
 @pytest.fixture(scope="session")

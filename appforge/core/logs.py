@@ -36,9 +36,12 @@ APP_UUID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # Fields a log call may pass in ``extra`` that go into the JSON object as they are.
 EXTRA_FIELDS = ("route", "method", "status", "latency_ms", "run_id", "app_uuid")
 
-# API tokens (``af_...``), signing secrets (``afs_...``), and bearer values (a header
-# written into a message).
-_SECRET = re.compile(r"\bafs?_[A-Za-z0-9_\-]{8,}|(?i:(?:bearer|token)\s+)[A-Za-z0-9_\-\.=]{12,}")
+# API tokens (``af_...``), signing secrets (``afs_...``), the builder's session secrets
+# and one-time claims (``afb_...``, ``afc_...``), and bearer values (a header written
+# into a message).
+SECRET_SHAPE = re.compile(
+    r"\baf[bcs]?_[A-Za-z0-9_\-]{8,}|(?i:(?:bearer|token)\s+)[A-Za-z0-9_\-\.=]{12,}"
+)
 
 
 _NOISY = ("httpx", "httpx2", "httpcore", "openai")
@@ -48,7 +51,7 @@ def mask_secrets(text: str) -> str:
     """``text`` with anything shaped like an appforge token or a bearer value masked."""
     if "af" not in text and "earer" not in text and "oken" not in text:
         return text  # the common case, without running the pattern
-    return _SECRET.sub("***", text)
+    return SECRET_SHAPE.sub("***", text)
 
 
 @contextmanager

@@ -17,6 +17,9 @@ def test_logs_mask_token_shaped_values():
     assert mask_secrets(f"bad key {token} from 10.0.0.1") == "bad key *** from 10.0.0.1"
     assert "s3cr3t-value-123456" not in mask_secrets("Authorization: Bearer s3cr3t-value-123456")
     assert mask_secrets("afs_" + "y" * 40) == "***"
+    # The builder's session cookie and its one-time claim.
+    cookie, claim = "afb_" + "b" * 43, "afc_" + "c" * 43
+    assert mask_secrets(f"cookie {cookie}; claim {claim}") == "cookie ***; claim ***"
     assert mask_secrets("token count 12, nothing secret") == "token count 12, nothing secret"
 
 
