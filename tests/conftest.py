@@ -22,7 +22,7 @@ import hypothesis
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from log_watch import LogWatch, log_files
+from log_watch import OUTPUT_FOUND, LogWatch, log_files
 from ports import free_port
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -59,7 +59,7 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     level = watch.start()
     yield
     watch.stop(level)
-    found = watch.found + log_files(tmp_path_factory.getbasetemp())
+    found = watch.found + OUTPUT_FOUND + log_files(tmp_path_factory.getbasetemp())
     assert not found, "secrets in logs:\n" + "\n".join(sorted(set(found))[:50])
 
 

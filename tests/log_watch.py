@@ -8,7 +8,8 @@ covers far more than one test's own calls:
   level), as its message and traceback are before any formatter masks them: the
   product must not hand a secret to a logger at all;
 - every ``*.log`` file the tests' servers wrote under the run's temporary folder,
-  as the product formatted it: what an operator would read.
+  and the output of the servers that write elsewhere (``check_output``), as the
+  product formatted it: what an operator would read.
 
 A finding names the logger or file and the secret's first characters only.
 """
@@ -64,6 +65,17 @@ class LogWatch(logging.Handler):
         root = logging.getLogger()
         root.removeHandler(self)
         root.setLevel(level)
+
+
+# Findings in server output that never reaches a file under the temporary folder (an
+# unnamed temporary file, a pipe): the tests hand it to :func:`check_output`.
+OUTPUT_FOUND: list[str] = []
+
+
+def check_output(label: str, text: str) -> None:
+    """Note any secret-shaped value in a server's output (as it was formatted)."""
+    for match in SECRET_SHAPE.finditer(text):
+        OUTPUT_FOUND.append(f"{label}: {_shown(match.group())}")
 
 
 def log_files(folder: Path) -> list[str]:

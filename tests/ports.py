@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from log_watch import check_output
 from waiting import poll_until
 
 
@@ -57,10 +58,10 @@ def run_serve(app_file: Path, home: Path, token: str) -> Iterator[tuple[int, lis
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
     try:
         stdout = proc.stdout
         assert stdout is not None
-        lines: list[str] = []
 
         def printed_run_line() -> bool:
             assert proc.poll() is None, lines
@@ -73,4 +74,5 @@ def run_serve(app_file: Path, home: Path, token: str) -> Iterator[tuple[int, lis
         proc.terminate()
         proc.wait(timeout=30)
         if proc.stdout:
+            check_output("appforge run --serve", "".join(lines) + proc.stdout.read())
             proc.stdout.close()

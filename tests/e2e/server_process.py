@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+from log_watch import check_output
 from ports import free_port
 from waiting import poll_until
 
@@ -19,6 +20,7 @@ class ServerProcess:
 
     def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
+        self.args = args
         self.base = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "appforge"
         # The server's output goes to a file, never a pipe: nobody reads a pipe while
@@ -72,4 +74,5 @@ class ServerProcess:
 
     def _close(self) -> None:
         if not self.log.closed:
+            check_output(f"appforge serve {' '.join(self.args)}".strip(), self.output())
             self.log.close()

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from fake_model import FakeModel, serve_model
 from fastapi.testclient import TestClient
+from log_watch import check_output
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 from waiting import poll_until
@@ -220,6 +221,7 @@ def test_worker_gives_back_its_claim_on_sigterm(
             assert (row.status, row.attempts) == ("delivering", 1)
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
+        check_output("appforge worker --only webhooks", out.decode(errors="replace"))
         assert worker.returncode == 0, out.decode()
         with state.db() as db:
             row = db.query(WebhookDelivery).one()
