@@ -34,6 +34,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from appforge.core.settings import Settings
+from datasources.errors import VectorStoreUnavailableError
 from runs.services import Services
 
 
@@ -59,7 +60,12 @@ def _database(services: Services) -> None:
 
 
 def _vector_store(services: Services) -> None:
-    services.datasources.index.client.heartbeat()
+    try:
+        services.datasources.index.heartbeat()
+    except VectorStoreUnavailableError as exc:  # the operator reads why: the transport error
+        if exc.__cause__ is None:
+            raise
+        raise exc.__cause__ from None
 
 
 def _redis(url: str, timeout: float) -> None:

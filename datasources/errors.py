@@ -18,7 +18,9 @@ The API renders them as the one error body (``api/errors.py``)::
     ├── UrlRefusedError             422 URL_REFUSED (SSRF guard)
     ├── FetchError                  502 FETCH_FAILED
     │   └── FetchTimeoutError       504 FETCH_TIMEOUT (the whole fetch's deadline passed)
-    └── ExtractError                422 EXTRACT_FAILED
+    ├── ExtractError                422 EXTRACT_FAILED
+    └── VectorStoreUnavailableError 503 VECTOR_STORE_UNAVAILABLE (the Chroma server cannot
+                                    be reached; nothing was changed)
 
 Errors raised by the ingestion worker end up as the entry's ``error`` text
 (``"FETCH_FAILED: ..."``) instead of an HTTP answer.
@@ -105,3 +107,9 @@ class FetchTimeoutError(FetchError):
 class ExtractError(DatasourceError):
     code = "EXTRACT_FAILED"
     status_code = 422
+
+
+class VectorStoreUnavailableError(DatasourceError):
+    code = "VECTOR_STORE_UNAVAILABLE"
+    status_code = 503
+    stage = "waiting for the vector store"  # an entry's, given back to wait for it

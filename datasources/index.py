@@ -6,25 +6,44 @@ model. Chunk ids are ``<entry_uuid>:<n>``.
 
 Score of a hit: cosine similarity, ``1 - cosine distance``, in [-1, 1]; 1 is the
 same direction, around 0 unrelated.
+
+A Chroma server that cannot be reached (down, restarting, a network fault) raises
+:class:`~datasources.errors.VectorStoreUnavailableError` (503) from every call, and
+the index remembers it: :meth:`VectorIndex.available` then asks the server's
+heartbeat again, at most every few seconds, so the ingestion worker waits for the
+server instead of failing entries against it.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import chromadb
+import httpx
 from chromadb.api import ClientAPI
 from chromadb.api.client import Client as ChromaClient
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError as ChromaNotFoundError
 
 from appforge.core.modes import private_dir, tighten
+from datasources.errors import VectorStoreUnavailableError
 
 _CONFIGURATION: Any = {"hnsw": {"space": "cosine"}}
 _ADD_BATCH = 1000
+log = logging.getLogger(__name__)
+_RECHECK_SECONDS = 5.0  # how often an unreachable server's heartbeat is asked again
+
+
+class ChromaNotReachable(Exception):
+    """The Chroma server did not answer the client's first call."""
 
 
 def make_client(chroma_url: str | None, path: Path) -> ClientAPI:
@@ -33,16 +52,28 @@ def make_client(chroma_url: str | None, path: Path) -> ClientAPI:
     if chroma_url:
         parts = urlsplit(chroma_url)
         ssl = parts.scheme == "https"
-        return chromadb.HttpClient(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (443 if ssl else 8000),
-            ssl=ssl,
-            settings=settings,
-        )
+        try:
+            return chromadb.HttpClient(
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or (443 if ssl else 8000),
+                ssl=ssl,
+                settings=settings,
+            )
+        except ValueError as exc:  # chromadb's word for "no server there"
+            raise ChromaNotReachable(str(exc)) from exc
     private_dir(path)  # 0700: the index holds the text of every chunk
     client = chromadb.PersistentClient(path=str(path), settings=settings)
     tighten(path)
     return client
+
+
+def server_address(chroma_url: str | None) -> str:
+    """Where the index is, for the log: the server's scheme, host and port (never any
+    credentials in the URL), else ``embedded``."""
+    if not chroma_url:
+        return "embedded"
+    parts = urlsplit(chroma_url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
 
 
 def collection_name(datasource_uuid: str) -> str:
@@ -60,15 +91,78 @@ class Hit:
 class VectorIndex:
     """Chunks of every datasource in Chroma. Blocking: call from threads, not the event loop."""
 
-    def __init__(self, client: ClientAPI) -> None:
-        self.client = client
+    def __init__(
+        self,
+        client: ClientAPI | None = None,
+        where: str = "embedded",
+        connect: Callable[[], ClientAPI] | None = None,
+    ) -> None:
+        """``client``, or ``connect`` to make one on first use: a server that is not up
+        yet when the process starts is then met by the first call, not the start."""
+        if (client is None) == (connect is None):
+            raise ValueError("give a client or a way to connect, not both")
+        self._client = client
+        self._connect = connect
+        self.where = where  # named in the log: "embedded", or the server's address
+        self._down_at: float | None = None  # when a call last found the server unreachable
+        self.recheck_seconds = _RECHECK_SECONDS
+        self._lock = threading.Lock()
+        self._connecting = threading.Lock()
+
+    @property
+    def client(self) -> ClientAPI:
+        """The Chroma client, connected on first use (``VECTOR_STORE_UNAVAILABLE`` if the
+        server cannot be reached)."""
+        if self._client is None:
+            with self._connecting, self._reaching():
+                if self._client is None:
+                    assert self._connect is not None
+                    self._client = self._connect()
+        return self._client
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """A call to Chroma: a transport failure becomes ``VECTOR_STORE_UNAVAILABLE``."""
+        try:
+            yield
+        except (httpx.TransportError, ConnectionError, ChromaNotReachable) as exc:
+            with self._lock:
+                first, self._down_at = self._down_at is None, time.monotonic()
+            if first:  # once an outage; callers get the error without the address
+                log.warning("the vector store at %s cannot be reached: %r", self.where, exc)
+            raise VectorStoreUnavailableError(
+                "the vector store cannot be reached; try again shortly"
+            ) from exc
+
+    def available(self) -> bool:
+        """False while the server is known to be unreachable: after a failed call, until
+        its heartbeat answers (asked at most every few seconds)."""
+        with self._lock:
+            down_at = self._down_at
+        if down_at is None:
+            return True
+        if time.monotonic() - down_at < self.recheck_seconds:
+            return False
+        try:
+            self.heartbeat()
+        except VectorStoreUnavailableError:
+            return False
+        with self._lock:
+            self._down_at = None
+        log.info("the vector store at %s answers again", self.where)
+        return True
+
+    def heartbeat(self) -> None:
+        """Ask the store if it is there (``VECTOR_STORE_UNAVAILABLE`` if not)."""
+        with self._reaching():
+            self.client.heartbeat()
 
     def close(self) -> None:
         """Release the client: an embedded Chroma's files and threads, a server's
         connections. Chroma shares one system per path in a process; it stops with the
         last client of that path."""
-        if isinstance(self.client, ChromaClient):  # what chromadb's factories make
-            self.client.close()
+        if isinstance(self._client, ChromaClient):  # what chromadb's factories make
+            self._client.close()
 
     def _collection(self, datasource_uuid: str, create: bool = True) -> Any:
         name = collection_name(datasource_uuid)
@@ -90,15 +184,16 @@ class VectorIndex:
         metadatas: list[dict[str, Any]],
     ) -> None:
         """Upsert chunks (same id: replaced)."""
-        collection = self._collection(datasource_uuid)
-        for start in range(0, len(ids), _ADD_BATCH):
-            end = start + _ADD_BATCH
-            collection.upsert(
-                ids=ids[start:end],
-                embeddings=embeddings[start:end],
-                documents=texts[start:end],
-                metadatas=metadatas[start:end],
-            )
+        with self._reaching():
+            collection = self._collection(datasource_uuid)
+            for start in range(0, len(ids), _ADD_BATCH):
+                end = start + _ADD_BATCH
+                collection.upsert(
+                    ids=ids[start:end],
+                    embeddings=embeddings[start:end],
+                    documents=texts[start:end],
+                    metadatas=metadatas[start:end],
+                )
 
     def replace_entry(
         self,
@@ -113,34 +208,38 @@ class VectorIndex:
         each replaces its old namesake in place), then the old ones past the new count
         deleted. A search meanwhile finds each chunk id once, never an entry with none."""
         self.add(datasource_uuid, ids, embeddings, texts, metadatas)
-        collection = self._collection(datasource_uuid)
-        kept = set(ids)
-        old = collection.get(where={"entry_uuid": entry_uuid}, include=[])["ids"]
-        stale = [i for i in old if i not in kept]
-        if stale:
-            collection.delete(ids=stale)
+        with self._reaching():
+            collection = self._collection(datasource_uuid)
+            kept = set(ids)
+            old = collection.get(where={"entry_uuid": entry_uuid}, include=[])["ids"]
+            stale = [i for i in old if i not in kept]
+            if stale:
+                collection.delete(ids=stale)
 
     def delete_entry(self, datasource_uuid: str, entry_uuid: str) -> None:
         """Remove every chunk of one entry."""
-        collection = self._collection(datasource_uuid, create=False)
-        if collection is not None:
-            collection.delete(where={"entry_uuid": entry_uuid})
+        with self._reaching():
+            collection = self._collection(datasource_uuid, create=False)
+            if collection is not None:
+                collection.delete(where={"entry_uuid": entry_uuid})
 
     def drop(self, datasource_uuid: str) -> None:
         """Remove a datasource's collection with all its chunks."""
-        try:
-            self.client.delete_collection(collection_name(datasource_uuid))
-        except (ChromaNotFoundError, ValueError):
-            pass
+        with self._reaching():
+            try:
+                self.client.delete_collection(collection_name(datasource_uuid))
+            except (ChromaNotFoundError, ValueError):
+                pass
 
     def count(self, datasource_uuid: str, entry_uuid: str | None = None) -> int:
         """Chunks stored for a datasource, or for one of its entries."""
-        collection = self._collection(datasource_uuid, create=False)
-        if collection is None:
-            return 0
-        if entry_uuid is None:
-            return int(collection.count())
-        return len(collection.get(where={"entry_uuid": entry_uuid}, include=[])["ids"])
+        with self._reaching():
+            collection = self._collection(datasource_uuid, create=False)
+            if collection is None:
+                return 0
+            if entry_uuid is None:
+                return int(collection.count())
+            return len(collection.get(where={"entry_uuid": entry_uuid}, include=[])["ids"])
 
     def query(
         self,
@@ -150,15 +249,16 @@ class VectorIndex:
         where: dict[str, Any] | None = None,
     ) -> list[Hit]:
         """The ``top_k`` nearest chunks passing ``where`` (a Chroma filter), best first."""
-        collection = self._collection(datasource_uuid, create=False)
-        if collection is None:
-            return []
-        result = collection.query(
-            query_embeddings=[embedding],
-            n_results=top_k,
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        )
+        with self._reaching():
+            collection = self._collection(datasource_uuid, create=False)
+            if collection is None:
+                return []
+            result = collection.query(
+                query_embeddings=[embedding],
+                n_results=top_k,
+                where=where,
+                include=["documents", "metadatas", "distances"],
+            )
         ids = result["ids"][0]
         documents = (result["documents"] or [[]])[0]
         metadatas = (result["metadatas"] or [[]])[0]

@@ -45,7 +45,7 @@ from appforge.core.workers import Workers
 from datasources import bodies
 from datasources.chunking import Piece, split_segments
 from datasources.entries import chunk_metadata, next_refresh
-from datasources.errors import DatasourceError, EntryTooLargeError
+from datasources.errors import DatasourceError, EntryTooLargeError, VectorStoreUnavailableError
 from datasources.extract import Segment, extract_segments, markdown_sections
 from datasources.fetch import fetch
 from datasources.store import DatasourceStore
@@ -131,8 +131,8 @@ class IngestionQueue:
     def run_once(self) -> list[str]:
         """Claim and process some entries (see :meth:`claim_work`); their uuids (empty:
         nothing to do)."""
-        if not self.queue.has_claimable():
-            return []
+        if not self.store.index.available() or not self.queue.has_claimable():
+            return []  # nothing to do, or the vector store is away: entries wait for it
         entries = self.claim_work()
         if entries:
             with self.queue.renewing(entries):
@@ -234,12 +234,12 @@ class IngestionQueue:
                 self._forget_if_deleted(entry)
         try:
             self._index(work, lost, ready)
-        except _Stopping:
-            release = {
-                e.uuid: (e, {"status": "pending", "chunks_done": 0, "stage": None})
-                for e, _, _ in work
-            }
-            self._report({k: v for k, v in release.items() if k not in lost})
+        except (_Stopping, VectorStoreUnavailableError) as exc:  # given back, attempt undone
+            away = isinstance(exc, VectorStoreUnavailableError)  # run_once waits for it
+            waiting = VectorStoreUnavailableError.stage if away else None
+            back: dict[str, Any] = {"status": "pending", "chunks_done": 0, "stage": waiting}
+            back["attempts"] = Entry.attempts - 1
+            self._report({e.uuid: (e, back) for e, _, _ in work if e.uuid not in lost})
             return
         except Exception as exc:  # Chroma or the model broke: every unfinished entry fails
             for entry, _, _ in work:

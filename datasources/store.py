@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -41,15 +43,14 @@ from datasources.errors import (
     EntryInvalidError,
     EntryNotFoundError,
     EntryTooLargeError,
+    VectorStoreUnavailableError,
 )
 from datasources.fetch import Allowlist, check_url
-from datasources.index import Hit, VectorIndex, make_client
+from datasources.index import Hit, VectorIndex, make_client, server_address
 from datasources.keywords import KeywordIndex
 from datasources.search import (
-    DEFAULT_KEYWORD_WEIGHT,
     Mode,
     SearchOptions,
-    as_document,
     fuse,
     merge,
     pick_mode,
@@ -57,6 +58,7 @@ from datasources.search import (
 from datasources.tables import Datasource, Entry
 
 TYPES = ("text", "url", "file", "mixed")
+log = logging.getLogger(__name__)
 _Row = TypeVar("_Row")
 # Called with a change's open session and its row, just before the change commits.
 BeforeCommit = Callable[[Session, _Row], None]
@@ -99,13 +101,17 @@ class DatasourceStore:
         cls, settings: Settings, db: sessionmaker[Session], embedder: Embedder | None = None
     ) -> DatasourceStore:
         """The store on the configured Chroma (server, else files in the home); blocking."""
-        client = make_client(settings.chroma_url, settings.home / "chroma")
         if embedder is None:
             embedder = Embedder(
                 settings.datasources.embedding_model,
                 batch_size=settings.datasources.embedding_batch,
             )
-        return cls(settings, db, VectorIndex(client), embedder)
+        path, url = settings.home / "chroma", settings.chroma_url
+        if url:  # connected on first use: the server may come up after this process
+            index = VectorIndex(where=server_address(url), connect=partial(make_client, url, path))
+        else:
+            index = VectorIndex(make_client(None, path))
+        return cls(settings, db, index, embedder)
 
     def close(self) -> None:
         """Close the vector index (files, threads, connections); the store is unusable after."""
@@ -168,15 +174,26 @@ class DatasourceStore:
     def delete(
         self, datasource_uuid: str, *, before_commit: BeforeCommit[Datasource] | None = None
     ) -> None:
-        """Delete a datasource with its entries, their files, vectors and keyword rows."""
+        """Delete a datasource with its entries, their files, vectors and keyword rows
+        (``VECTOR_STORE_UNAVAILABLE``, nothing deleted, when the vectors could not be)."""
+        self.index.heartbeat()
         with transaction(self.db) as db:
             row = db.get(Datasource, datasource_uuid)
             if row is None:
                 raise DatasourceNotFoundError(f"no datasource '{datasource_uuid}'")
             db.delete(row)
             _before_commit(before_commit, db, row)
-        self.index.drop(datasource_uuid)
+        self._vectors_gone(lambda: self.index.drop(datasource_uuid), datasource_uuid)
         shutil.rmtree(self.files / datasource_uuid, ignore_errors=True)
+
+    @staticmethod
+    def _vectors_gone(remove: Callable[[], None], what: str) -> None:
+        """Remove the vectors of what was just deleted; the store answered a moment ago,
+        and if it has just gone away, the log says what it still holds."""
+        try:
+            remove()
+        except VectorStoreUnavailableError:
+            log.error("the vectors of deleted %s are still in the vector store", what)
 
     def stats(self, datasource_uuid: str) -> dict[str, int]:
         """Entries per status."""
@@ -362,14 +379,17 @@ class DatasourceStore:
         before_commit: BeforeCommit[Entry] | None = None,
     ) -> None:
         """Delete an entry, its file (or kept body), vectors and keyword rows (a worker busy
-        with it stops)."""
+        with it stops); ``VECTOR_STORE_UNAVAILABLE``, nothing deleted, when the vectors
+        could not be."""
         entry = self.get_entry(datasource_uuid, entry_uuid)
+        self.index.heartbeat()
         with transaction(self.db) as db:
             row = db.get(Entry, entry_uuid)
             if row is not None:
                 db.delete(row)
                 _before_commit(before_commit, db, row)
-        self.index.delete_entry(datasource_uuid, entry_uuid)
+        remove = partial(self.index.delete_entry, datasource_uuid, entry_uuid)
+        self._vectors_gone(remove, f"entry {entry_uuid}")
         # By its place, not the row read before: a refresh may have stored a URL entry's
         # body there since (see datasources.bodies); a refresh that stores one after the
         # row went loses its claim and removes it itself.
@@ -465,36 +485,3 @@ class DatasourceStore:
         if mode == "hybrid":
             return fuse(vector, keyword, options.keyword_weight, top_k)
         return (vector or keyword)[:top_k]
-
-
-class StoreRetriever:
-    """The engine's ``Retriever``: datasources by name or uuid, results as plain dicts.
-
-    Top-level filter keys whose (rendered) value is empty or null are dropped,
-    so ``where: {md_product: "{{ input.product }}"}`` filters only when a
-    product was given.
-    """
-
-    def __init__(self, store: DatasourceStore) -> None:
-        self.store = store
-
-    def search(
-        self,
-        datasources: Sequence[str],
-        query: str,
-        top_k: int,
-        where: dict[str, Any] | None,
-        mode: Mode | None = None,
-        keyword_weight: float = DEFAULT_KEYWORD_WEIGHT,
-    ) -> list[dict[str, Any]]:
-        uuids = []
-        for ref in datasources:
-            row = self.store.resolve(ref)
-            if row is None:
-                raise DatasourceError(f"no datasource {ref!r}", code="DATASOURCE_NOT_FOUND")
-            uuids.append(row.uuid)
-        if where:
-            where = {k: v for k, v in where.items() if v not in ("", None)}
-        options = SearchOptions(mode, keyword_weight)
-        hits = self.store.search(uuids, query, top_k, where or None, options)
-        return [as_document(h) for h in hits]

@@ -26,8 +26,9 @@ from appforge.core.tracing import Tracing
 from apps_yaml.flows import Flow
 from apps_yaml.runner import Dependencies
 from datasources.embedding import Embedder
+from datasources.retriever import StoreRetriever
 from datasources.search import DEFAULT_KEYWORD_WEIGHT, Mode
-from datasources.store import DatasourceStore, StoreRetriever
+from datasources.store import DatasourceStore
 from providers.base import Provider
 from providers.catalog import ModelCatalog
 from providers.registry import ProviderRegistry

@@ -21,6 +21,7 @@ import httpx
 import hypothesis
 import psycopg
 import pytest
+from chroma_process import ChromaProcess
 from fastapi.testclient import TestClient
 from log_watch import OUTPUT_FOUND, LogWatch, log_files
 from ports import free_port
@@ -114,43 +115,10 @@ def empty_postgres() -> Iterator[str]:
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``chroma run`` server on 127.0.0.1 (telemetry off, data in a temp dir),
     shared by the session; its URL. Every datasource has its own collection in it."""
-    port = free_port()
-    path = tmp_path_factory.mktemp("chroma_server")
-    log = (path / "server.log").open("wb")
-    exe = Path(sys.executable).parent / "chroma"
-    process = subprocess.Popen(
-        [str(exe), "run", "--path", str(path / "data"), "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def chroma_answers() -> bool:
-        try:
-            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"chroma exited: {(path / 'server.log').read_text()[-2000:]}")
-        return False
-
-    try:
-        poll_until(chroma_answers, interval=0.2)
-    except AssertionError:
-        process.kill()
-        process.wait(15)
-        log.close()
-        pytest.fail(f"chroma did not start: {(path / 'server.log').read_text()[-2000:]}")
-    yield url
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(15)
-    log.close()
+    server = ChromaProcess(tmp_path_factory.mktemp("chroma_server"), free_port())
+    server.start()
+    yield server.url
+    server.stop()
 
 
 def _empty_postgres(url: str) -> None:
@@ -275,9 +243,6 @@ def llama_server_factory(
     the server falls back to its default). Servers stop at the end of the session.
     """
     import subprocess
-    import sys
-
-    import httpx
 
     from providers.local import bundled_model_path
 

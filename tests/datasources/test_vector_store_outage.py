@@ -1,0 +1,152 @@
+"""A Chroma server that goes away and comes back: clear 503s, nothing deleted half-way,
+no entry failed for it; and a server that is not up yet when the API starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chroma_process import ChromaProcess
+from fastapi.testclient import TestClient
+from ports import free_port
+from waiting import poll_until
+
+from appforge.core.settings import Settings
+from tests.datasources.support import get_entry
+
+RAG_APP = """version: 1
+name: Outage
+type: text
+input:
+  q: {type: string}
+steps:
+  - id: docs
+    kind: retrieve
+    datasources: [kb]
+    query: "{{ input.q }}"
+  - id: answer
+    kind: llm
+    prompt: {user: "{{ docs.documents|length }} {{ input.q }}"}
+    params: {max_tokens: 4}
+output:
+  answer: "{{ answer.text }}"
+"""
+UNAVAILABLE = "VECTOR_STORE_UNAVAILABLE"
+
+
+def _state(client: TestClient) -> Any:
+    app: Any = client.app
+    return app.state.api
+
+
+def _add(client: TestClient, ds: str, name: str, text: str) -> str:
+    made = client.post(
+        f"/api/datasources/{ds}/entries", json={"entry_data": {"name": name, "content": text}}
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["uuid"])
+
+
+def _code(answer: Any, status: int) -> str:
+    assert answer.status_code == status, answer.text
+    return str(answer.json()["error"]["code"])
+
+
+def test_a_chroma_server_outage_is_503_loses_nothing_and_entries_wait_for_it(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    tmp_path: Path,
+):
+    chroma = ChromaProcess(tmp_path / "chroma", free_port())
+    (tmp_path / "chroma").mkdir()
+    chroma.start()
+    try:
+        settings = make_settings(
+            database_url=backend, chroma_url=chroma.url, datasources={"workers": 0}
+        )
+        client = make_client(settings)
+        queue, index = _state(client).ingestion, _state(client).services.datasources.index
+        made = client.post("/api/datasources", json={"name": "kb", "type": "text"})
+        ds = made.json()["uuid"]
+        kept = _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
+        assert queue.run_once() == [kept]
+        assert get_entry(client, ds, kept)["status"] == "ready"
+        app = client.post("/api/apps", content=RAG_APP, headers={"Content-Type": "text/yaml"})
+        assert app.status_code == 201, app.text
+        run_path = f"/api/apps/{app.json()['uuid']}/run"
+
+        chroma.stop()
+        # An entry being embedded when the server goes: given back, not failed.
+        waiting = _add(client, ds, "oolong", "Oolong steeps for four minutes at 90 degrees.")
+        assert queue.run_once() == [waiting]
+        entry = get_entry(client, ds, waiting)
+        assert (entry["status"], entry["stage"], entry["attempts"], entry["error"]) == (
+            "pending",
+            "waiting for the vector store",
+            0,
+            None,
+        )
+        assert queue.run_once() == []  # the worker waits for the server now
+        # Searches, runs and deletions: a clear 503, and nothing deleted.
+        search = client.post(f"/api/datasources/{ds}/search", json={"query": "green tea"})
+        assert _code(search, 503) == UNAVAILABLE
+        assert "127.0.0.1" not in search.text  # where the store is stays in the log
+        run = client.post(run_path, json={"input": {"q": "green tea"}})
+        assert _code(run, 503) == UNAVAILABLE
+        assert run.json()["error"]["details"]["step"] == "docs"
+        assert _code(client.delete(f"/api/datasources/{ds}/entries/{kept}"), 503) == UNAVAILABLE
+        assert _code(client.delete(f"/api/datasources/{ds}"), 503) == UNAVAILABLE
+        assert get_entry(client, ds, kept)["status"] == "ready"
+        assert client.get(f"/api/datasources/{ds}").status_code == 200
+        ready = client.get("/api/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["details"]["checks"]["vector_store"]["ok"] is False
+
+        chroma.start()  # the same port and data: the server is back
+        index.recheck_seconds = 0.0
+        assert poll_until(lambda: queue.run_once()) == [waiting]
+        assert get_entry(client, ds, waiting)["status"] == "ready"
+        assert get_entry(client, ds, waiting)["attempts"] == 1
+        found = client.post(f"/api/datasources/{ds}/search", json={"query": "green tea"})
+        assert found.json()["results"][0]["metadata"]["entry_uuid"] == kept
+        assert client.post(run_path, json={"input": {"q": "oolong"}}).status_code == 200
+        assert client.delete(f"/api/datasources/{ds}/entries/{kept}").status_code == 204
+        assert index.count(ds, kept) == 0 and index.count(ds, waiting) > 0
+    finally:
+        chroma.stop()
+
+
+def test_the_api_starts_before_its_chroma_server_and_connects_when_it_answers(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
+):
+    chroma = ChromaProcess(tmp_path, free_port())
+    client = make_client(make_settings(chroma_url=chroma.url))
+    try:
+        assert client.get("/api/health").status_code == 200
+        ready = client.get("/api/health/ready")
+        assert ready.status_code == 503
+        check = ready.json()["error"]["details"]["checks"]["vector_store"]
+        assert check["ok"] is False and "Could not connect" in check["error"]
+        search_nothing = client.post("/api/datasources", json={"name": "early", "type": "text"})
+        ds = search_nothing.json()["uuid"]
+        answer = client.post(f"/api/datasources/{ds}/search", json={"query": "anything"})
+        assert _code(answer, 503) == UNAVAILABLE
+        chroma.start()
+        _state(client).services.datasources.index.recheck_seconds = 0.0
+        assert client.get("/api/health/ready").status_code in (200, 503)  # cached a moment
+        found = client.post(f"/api/datasources/{ds}/search", json={"query": "anything"})
+        assert found.status_code == 200 and found.json()["results"] == []
+    finally:
+        chroma.stop()
+
+
+def test_the_log_names_the_server_without_its_credentials():
+    from datasources.index import server_address
+
+    assert server_address("https://ops:s3cret@chroma.internal:8443/x") == (
+        "https://chroma.internal:8443"
+    )
+    assert server_address("http://chroma") == "http://chroma"
+    assert server_address(None) == "embedded"
