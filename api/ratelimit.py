@@ -19,7 +19,9 @@ finds a bucket empty gets 429 ``RATE_LIMITED`` with ``Retry-After``.
 
 Buckets live in process memory by default. With ``APPFORGE_REDIS_URL`` they
 live in Redis, updated by one Lua script per request using Redis' clock, so
-every API process shares the same limit.
+every API process shares the same limit; while Redis cannot be reached, each
+process limits with its own buckets (never unlimited), asking Redis again
+every few seconds.
 """
 
 from __future__ import annotations
@@ -183,6 +185,9 @@ return {allowed, tostring(tokens)}
 """
 
 
+REDIS_RETRY_SECONDS = 5.0  # how long a process keeps its own buckets after Redis failed
+
+
 class RedisLimiter:
     """Buckets in Redis, shared by every API process."""
 
@@ -193,16 +198,31 @@ class RedisLimiter:
         self.rate = Rate.default(settings)
         self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._script = self._redis.register_script(_SCRIPT)
+        # While Redis cannot be reached: this process's own buckets, and Redis is asked
+        # again only after a pause (a request does not wait out a connect timeout each).
+        self._fallback = MemoryLimiter(settings)
+        self._away_until = 0.0  # 0: Redis answered last
 
     async def hit(self, key: str, rate: Rate | None = None, cost: int = 1) -> Decision | None:
         rate = rate or self.rate
+        if self._away_until and time.monotonic() < self._away_until:
+            return await self._fallback.hit(key, rate, cost)
         try:
             allowed, tokens = await self._script(
                 keys=[f"appforge:ratelimit:{key}"], args=[rate.per_second, rate.burst, cost]
             )
-        except Exception as exc:  # Redis down: serve unlimited rather than fail every call
-            log.warning("rate limiter unavailable, not limiting: %s", type(exc).__name__)
-            return None
+        except Exception as exc:  # Redis down: limit in this process rather than fail calls
+            if not self._away_until:
+                log.warning(
+                    "Redis cannot be reached (%s): rate limits are kept in this process "
+                    "until it answers",
+                    type(exc).__name__,
+                )
+            self._away_until = time.monotonic() + REDIS_RETRY_SECONDS
+            return await self._fallback.hit(key, rate, cost)
+        if self._away_until:
+            self._away_until = 0.0
+            log.info("Redis answers again: rate limits are shared by every process again")
         return _decide(float(tokens), bool(int(allowed)), rate.per_second, rate.burst)
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.db import transaction
@@ -57,6 +58,7 @@ class Workers:
         self.stopping = threading.Event()
         self._changed = threading.Condition()
         self._wakes = 0  # how many times wake() was called
+        self._db_down = False  # a poll failed to reach the database (said once)
         self._lookout: int | None = None  # the idle thread that looks next
         self._threads: list[threading.Thread] = []
 
@@ -87,15 +89,35 @@ class Workers:
         while not self.stopping.is_set():
             try:
                 busy = self._work(index)
+            except OperationalError as exc:  # the database went away (restart, network)
+                self._database_down(exc)
+                busy = False
             except Exception:
                 log.exception("%s worker error", self.name)
                 busy = False
+            else:
+                self._database_up()
             if busy:
                 if looked_out:
                     self.wake()  # the lookout found work: the others join in
                 looked_out = False
             else:
                 looked_out = self._idle(index)
+
+    def _database_down(self, exc: OperationalError) -> None:
+        """One warning for an outage, not a traceback per thread and poll."""
+        with self._changed:
+            first, self._db_down = not self._db_down, True
+        if first:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            log.warning("%s workers: the database cannot be used (%s)", self.name, reason)
+
+    def _database_up(self) -> None:
+        if self._db_down:
+            with self._changed:
+                was, self._db_down = self._db_down, False
+            if was:
+                log.info("%s workers: the database answers again", self.name)
 
     def _idle(self, index: int) -> bool:
         """Wait until this thread should look for work again; whether it looks as the

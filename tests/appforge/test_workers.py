@@ -3,12 +3,19 @@ work is found, and an idle thread keeps polling while another works on a long jo
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+import uuid
 from collections import Counter
 
+import psycopg
+import pytest
+from sqlalchemy import text
 from waiting import poll_until
 
+from appforge.core.db import make_engine
 from appforge.core.workers import Workers
 
 
@@ -101,3 +108,40 @@ def test_while_the_lookout_works_a_long_job_another_thread_looks_out():
     finally:
         release.set()
         pool.stop()
+
+
+@pytest.mark.postgres
+def test_a_database_outage_is_one_warning_then_one_line_when_it_answers(
+    caplog: pytest.LogCaptureFixture,
+):
+    """Not a traceback per thread and poll: a restarting database made 11 worker threads
+    log one each, every second, until it was back."""
+    server = os.environ.get("APPFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+    name = f"appforge_away_{uuid.uuid4().hex[:10]}"
+    engine = make_engine(f"{server}/{name}")  # no such database yet: every poll fails
+    tries: list[int] = []
+    reached: list[bool] = []
+
+    def work(_: int) -> bool:
+        tries.append(1)
+        with engine.connect() as conn:
+            reached.append(conn.execute(text("SELECT 1")).scalar() == 1)
+        return False
+
+    caplog.set_level(logging.INFO, logger="appforge.core.workers")
+    pool = Workers("probe", work, poll_seconds=POLL)
+    pool.start(1)  # one thread: no failure of another can land after the first success
+    try:
+        poll_until(lambda: len(tries) >= 5)  # five polls failed
+        with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        poll_until(lambda: reached)
+    finally:
+        pool.stop()
+        engine.dispose()
+        with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    said = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records]
+    assert [level for level, _, _ in said] == ["WARNING", "INFO"], said
+    assert f'database "{name}" does not exist' in said[0][1] and said[0][2] is None
+    assert said[1][1] == "probe workers: the database answers again"
