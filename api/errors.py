@@ -16,6 +16,10 @@ Exceptions of the API layer (all under ``appforge.core.errors.AppforgeError``):
     ├── UnsupportedMediaError    415 UNSUPPORTED_MEDIA_TYPE
     └── NotReadyError            503 NOT_READY (readiness: a backend does not answer)
 
+The database being away (PostgreSQL down or restarting, SQLite locked) is 503
+``DATABASE_UNAVAILABLE`` with ``Retry-After``, logged once in a while without a
+traceback; any other unexpected exception is 500 ``INTERNAL_ERROR``.
+
 On the OpenAI-compatible paths (``/v1/...``) the same errors, with the same
 status codes, take OpenAI's shape instead (``api.openai_format.error_body``)::
 
@@ -29,15 +33,18 @@ derive from the same root and are rendered by the same handler.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import openai_format
+from appforge.core.db import unavailable
 from appforge.core.errors import AppforgeError
 
 log = logging.getLogger(__name__)
@@ -223,9 +230,30 @@ def install(app: FastAPI) -> None:
             request, exc.status_code, code, message, None, getattr(exc, "headers", None)
         )
 
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        reason = unavailable(exc)
+        if reason is None:
+            raise exc  # a bug's database error: the 500 below, with its traceback
+        _said_unavailable(reason)  # an outage: said without a traceback
+        message = "the database cannot be reached; try again shortly"
+        retry = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
+        return error_response(request, 503, "DATABASE_UNAVAILABLE", message, None, retry)
+
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
             request, 500, "INTERNAL_ERROR", "internal server error; see the server log"
         )
+
+
+DATABASE_RETRY_SECONDS = 5
+_last_said = [0.0]  # when the log last said the database was away (once per 10 s)
+
+
+def _said_unavailable(reason: str) -> None:
+    now = time.monotonic()
+    if now - _last_said[0] >= 10:
+        _last_said[0] = now
+        log.warning("the database cannot be reached (%s): answering 503", reason)

@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import DateTime, Integer, MetaData, String, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -184,6 +184,25 @@ def ping_idle_connections(
         except engine.dialect.loaded_dbapi.Error as exc:
             # The pool drops this connection and checks out another.
             raise DisconnectionError("a pooled connection did not answer its ping") from exc
+
+
+# SQLite's words for a database that cannot be used now (its other operational errors,
+# "no such table" say, are bugs or a missing migration, not an outage).
+_SQLITE_AWAY = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """Why the database cannot be used now, if ``exc`` says so: PostgreSQL gone or
+    restarting (any operational error from the server or the connection), SQLite
+    locked or its file unreadable; None for any other error."""
+    if not isinstance(exc, OperationalError):
+        return None
+    first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    if type(exc.orig).__module__.startswith("sqlite3") and not any(
+        word in first.lower() for word in _SQLITE_AWAY
+    ):
+        return None
+    return first[:300]
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

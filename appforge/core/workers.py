@@ -15,10 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from appforge.core.db import transaction
+from appforge.core.db import transaction, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,12 @@ class Workers:
         while not self.stopping.is_set():
             try:
                 busy = self._work(index)
-            except OperationalError as exc:  # the database went away (restart, network)
-                self._database_down(exc)
-                busy = False
-            except Exception:
-                log.exception("%s worker error", self.name)
+            except Exception as exc:
+                reason = unavailable(exc)  # the database went away (restart, network)?
+                if reason is None:
+                    log.exception("%s worker error", self.name)
+                else:
+                    self._database_down(reason)
                 busy = False
             else:
                 self._database_up()
@@ -104,12 +104,11 @@ class Workers:
             else:
                 looked_out = self._idle(index)
 
-    def _database_down(self, exc: OperationalError) -> None:
+    def _database_down(self, reason: str) -> None:
         """One warning for an outage, not a traceback per thread and poll."""
         with self._changed:
             first, self._db_down = not self._db_down, True
         if first:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             log.warning("%s workers: the database cannot be used (%s)", self.name, reason)
 
     def _database_up(self) -> None:
