@@ -30,6 +30,12 @@ output:
 """
 
 
+def _migrated(url: str) -> None:
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+
+
 def _database(url: str, *, create: bool) -> None:
     server, name = url.rsplit("/", 1)
     with psycopg.connect(f"{server}/test", autocommit=True) as admin:
@@ -45,7 +51,7 @@ def test_a_database_that_goes_away_is_503_with_one_warning(
     make_settings: Callable[..., Settings],
     caplog: pytest.LogCaptureFixture,
 ):
-    migrate(make_engine(empty_postgres))
+    _migrated(empty_postgres)
     client = make_client(make_settings(database_url=empty_postgres))
     app = client.post("/api/apps", content=TEXT_APP, headers={"Content-Type": "text/yaml"})
     assert app.status_code == 201, app.text
@@ -71,7 +77,7 @@ def test_a_database_that_goes_away_is_503_with_one_warning(
         assert "cannot be reached" in said[0].getMessage()
     finally:  # back, empty and migrated, for the API's own shutdown
         _database(empty_postgres, create=True)
-        migrate(make_engine(empty_postgres))
+        _migrated(empty_postgres)
 
 
 def test_a_bugs_database_error_is_not_an_outage(tmp_path):
