@@ -17,7 +17,10 @@ RunServiceError                base (400)
                                OPENAI_OUTPUT_UNKNOWN)
 
 A run that starts and then fails is not an exception: it ends with a
-``Failed`` event and is stored with its error.
+``Failed`` event and is stored with its error. What its caller is told of that
+error is :func:`told`: a caller who cannot edit apps (anonymous, a runner key,
+a viewer) gets plain words instead of a message that may name the servers behind
+the app, while the stored run keeps the whole message for the app's owner.
 """
 
 from __future__ import annotations
@@ -83,3 +86,24 @@ class TooManyRunsError(RunServiceError):
 class ChatRequestError(RunServiceError):
     code = "CHAT_REQUEST_INVALID"
     status_code = 422
+
+
+# Failures whose message may name what is behind the app: a model server's address or
+# its own error text, a Python exception's text. The code always reaches the caller.
+_PLAIN_WORDS = {
+    "PROVIDER_ERROR": "the model could not answer",
+    "PROVIDER_UNAVAILABLE": "the model is unavailable right now; try again shortly",
+    "PROVIDER_AUTH_FAILED": "the app's model is not set up correctly",
+    "MODEL_NOT_FOUND": "the app's model is not available",
+    "RUN_FAILED": "the run failed",
+    "FLOW_STEP_FAILED": "a step of the app failed",
+    "INTERNAL_ERROR": "internal error while running the app",
+}
+TRUSTED_ROLES = frozenset({"admin", "editor"})  # who built the app may read why it failed
+
+
+def told(code: str, message: str, role: str | None) -> str:
+    """The message a run's caller with ``role`` (None: anonymous) gets for its failure."""
+    if role in TRUSTED_ROLES or code not in _PLAIN_WORDS:
+        return message
+    return f"{_PLAIN_WORDS[code]} (the app's owner can see why in the run)"

@@ -20,6 +20,7 @@ import contextvars
 import threading
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -38,6 +39,7 @@ from api.streaming import RunBridge, is_end, start_streaming
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
 from runs import chat
+from runs.errors import told
 from runs.records import AppRecord, find_app_uuid
 from runs.service import Caller, FinishedRun
 from runs.tables import App
@@ -64,11 +66,16 @@ def _admit(token: Principal | None, app_uuid: str, public: bool) -> None:
     check_app_scope(token, app_uuid)
 
 
-def _failed(finished: FinishedRun) -> ApiError:
+def _role(planned: chat.ChatRun) -> str | None:
+    caller = planned.request.caller
+    return caller.role if caller is not None else None
+
+
+def _failed(finished: FinishedRun, role: str | None) -> ApiError:
     failure = finished.failure
     assert failure is not None
     return ApiError(
-        failure.message,
+        told(failure.code, failure.message, role),
         code=failure.code,
         details={"run_id": finished.run.run_id, "step": failure.step},
         status_code=failure.status_code if 400 <= failure.status_code < 600 else 500,
@@ -139,7 +146,7 @@ async def create_chat_completion_route(
         None,
     )
     if finished.failure is not None:
-        raise _failed(finished)
+        raise _failed(finished, _role(planned))
     answer = wire.answer_text(finished.outcome.output.get(planned.output_key))
     content = wire.ChatCompletion(
         id=f"chatcmpl-{finished.run.run_id}",
@@ -204,8 +211,10 @@ async def _stream(
 ) -> Response:
     """Hold the answer until the run's first output (so a run failing before it gets a
     real error status), then send the frames as the model writes."""
+    role = _role(planned)
+    failed = partial(_failed, role=role)
     started = await start_streaming(
-        state.executor, state.runs, planned.request, cancel, request.is_disconnected, _failed
+        state.executor, state.runs, planned.request, cancel, request.is_disconnected, failed
     )
     if started is None:  # the client went away before the first byte
         return Response(status_code=499)
@@ -216,7 +225,8 @@ async def _stream(
         "X-Accel-Buffering": "no",
         **_headers(prepared.session_id, prepared.run_id),
     }
-    frames = _frames(writer, first, bridge, planned.output_key, body.include_usage, cancel)
+    asked = (planned.output_key, body.include_usage, role)
+    frames = _frames(writer, first, bridge, asked, cancel)
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
 
@@ -224,12 +234,13 @@ async def _frames(
     writer: wire.ChunkWriter,
     first: object,
     bridge: RunBridge,
-    output_key: str,
-    include_usage: bool,
+    asked: tuple[str, bool, str | None],
     cancel: threading.Event,
 ) -> AsyncIterator[bytes]:
     """The SSE frames of a run whose first output is ``first``: role, text deltas of
-    ``output_key``, finish reason, usage (if asked) and ``[DONE]``; or an error frame."""
+    ``output_key``, finish reason, usage (if asked) and ``[DONE]``; or an error frame
+    (``asked``: the output key, whether usage was asked for, the caller's role)."""
+    output_key, include_usage, role = asked
     ACTIVE_STREAMS.inc()
     try:
         yield writer.role()
@@ -242,7 +253,7 @@ async def _frames(
             item = await anext(items)
         finished: FinishedRun | None = item.finished
         if finished is None or finished.failure is not None:
-            yield writer.error(_error_frame(finished))
+            yield writer.error(_error_frame(finished, role))
             return
         yield writer.finish(wire.finish_reason(finished.outcome.steps))
         if include_usage:
@@ -254,10 +265,10 @@ async def _frames(
         ACTIVE_STREAMS.dec()
 
 
-def _error_frame(finished: FinishedRun | None) -> dict[str, Any]:
+def _error_frame(finished: FinishedRun | None, role: str | None) -> dict[str, Any]:
     """The ``{"error": ...}`` frame of a run that failed after its first frame."""
     if finished is None or finished.failure is None:  # storing the run failed
         return wire.error_body(500, "INTERNAL_ERROR", "internal error while running the app")
     failure = finished.failure
     status = failure.status_code if 400 <= failure.status_code < 600 else 500
-    return wire.error_body(status, failure.code, failure.message)
+    return wire.error_body(status, failure.code, told(failure.code, failure.message, role))

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -33,6 +34,7 @@ from api.state import ApiState, State
 from api.streaming import Encoder, is_end, start_streaming, wants_sse
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
+from runs.errors import told
 from runs.service import Caller, FinishedRun, PreparedRun, RunRequest
 from runs.tables import Run
 
@@ -95,12 +97,16 @@ def _caller(token: Principal | None) -> Caller | None:
     return None if token is None else Caller(token.id, token.name, token.role)
 
 
-def _failure_error(finished: FinishedRun) -> ApiError:
+def _role(run_request: RunRequest) -> str | None:
+    return run_request.caller.role if run_request.caller is not None else None
+
+
+def _failure_error(finished: FinishedRun, role: str | None) -> ApiError:
     failure = finished.failure
     assert failure is not None
     run = finished.run
     return ApiError(
-        failure.message,
+        told(failure.code, failure.message, role),
         code=failure.code,
         details={"run_id": run.run_id, "step": failure.step, "session_id": run.session_id},
         status_code=failure.status_code if 400 <= failure.status_code < 600 else 500,
@@ -177,7 +183,7 @@ async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Re
         state.executor, in_context, state.runs.run, run_request, cancel, None
     )
     if finished.failure is not None:
-        raise _failure_error(finished)
+        raise _failure_error(finished, _role(run_request))
     # Built here rather than validated again against the response model: it is one.
     content = {
         "session": {"id": finished.run.session_id},
@@ -213,8 +219,10 @@ async def _stream(
 ) -> Response:
     """Hold the answer until the first output (a run that fails before its first byte
     gets a normal error status), then stream the rest as it comes."""
+    role = _role(run_request)
+    failed = partial(_failure_error, role=role)
     started = await start_streaming(
-        state.executor, state.runs, run_request, cancel, request.is_disconnected, _failure_error
+        state.executor, state.runs, run_request, cancel, request.is_disconnected, failed
     )
     if started is None:  # the client went away before the first byte
         return Response(status_code=499)
@@ -228,7 +236,7 @@ async def _stream(
         if isinstance(item, Output):
             return encoder.encode("chunk", {"session": session, "output": {item.key: item.value}})
         if is_end(item):
-            return _last_line(encoder, item, session, prepared, request_id_of(request))
+            return _last_line(encoder, item, session, prepared, (request_id_of(request), role))
         return b""
 
     async def lines() -> AsyncIterator[bytes]:
@@ -257,16 +265,22 @@ async def _stream(
 
 
 def _last_line(
-    encoder: Encoder, end: Any, session: dict[str, str], prepared: PreparedRun, request_id: str
+    encoder: Encoder,
+    end: Any,
+    session: dict[str, str],
+    prepared: PreparedRun,
+    asked: tuple[str, str | None],
 ) -> bytes:
-    """The ``done`` line of a stream, or its error line."""
+    """The ``done`` line of a stream, or its error line (``asked``: the request id and
+    the caller's role)."""
+    request_id, role = asked
     finished: FinishedRun | None = end.finished
     if finished is not None and finished.failure is None:
         done = {"session": session, "run": _summary(finished), "done": True}
         return encoder.encode("done", done)
     if finished is not None and finished.failure is not None:
         failure = finished.failure
-        code, message, step = failure.code, failure.message, failure.step
+        code, message, step = failure.code, told(failure.code, failure.message, role), failure.step
     else:  # the run crashed after its first byte (storing it failed)
         code, message, step = "INTERNAL_ERROR", "internal error while running the app", None
     details = {"run_id": prepared.run_id, "step": step}
