@@ -46,14 +46,15 @@ class ChromaNotReachable(Exception):
     """The Chroma server did not answer the client's first call."""
 
 
-def make_client(chroma_url: str | None, path: Path) -> ClientAPI:
-    """A Chroma HttpClient for ``chroma_url``, else a PersistentClient in ``path``."""
+def make_client(chroma_url: str | None, path: Path, timeout: float = 30.0) -> ClientAPI:
+    """A Chroma HttpClient for ``chroma_url`` whose every call waits ``timeout`` seconds
+    at most, else a PersistentClient in ``path``."""
     settings = ChromaSettings(anonymized_telemetry=False)
     if chroma_url:
         parts = urlsplit(chroma_url)
         ssl = parts.scheme == "https"
         try:
-            return chromadb.HttpClient(
+            client = chromadb.HttpClient(
                 host=parts.hostname or "127.0.0.1",
                 port=parts.port or (443 if ssl else 8000),
                 ssl=ssl,
@@ -61,10 +62,23 @@ def make_client(chroma_url: str | None, path: Path) -> ClientAPI:
             )
         except ValueError as exc:  # chromadb's word for "no server there"
             raise ChromaNotReachable(str(exc)) from exc
+        _bound(client, timeout)
+        return client
     private_dir(path)  # 0700: the index holds the text of every chunk
     client = chromadb.PersistentClient(path=str(path), settings=settings)
     tighten(path)
     return client
+
+
+def _bound(client: ClientAPI, timeout: float) -> None:
+    """chromadb's HTTP client waits forever for an answer (its httpx session is made with
+    ``timeout=None``): a hung server would hold a request, and its thread, for good.
+    Its session gets our timeout; a chromadb that no longer keeps one there is refused
+    at start rather than left unbounded."""
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if not isinstance(session, httpx.Client):
+        raise RuntimeError("this chromadb keeps no httpx session to bound: pin a known one")
+    session.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
 
 
 def server_address(chroma_url: str | None) -> str:

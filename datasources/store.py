@@ -108,7 +108,9 @@ class DatasourceStore:
             )
         path, url = settings.home / "chroma", settings.chroma_url
         if url:  # connected on first use: the server may come up after this process
-            index = VectorIndex(where=server_address(url), connect=partial(make_client, url, path))
+            timeout = settings.chroma_timeout_seconds
+            connect = partial(make_client, url, path, timeout)
+            index = VectorIndex(where=server_address(url), connect=connect)
         else:
             index = VectorIndex(make_client(None, path))
         return cls(settings, db, index, embedder)

@@ -418,6 +418,13 @@ class Settings(BaseSettings):
         default=None,
         description="Chroma server URL (http://host:8000); empty = Chroma files in the home.",
     )
+    chroma_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=600,
+        description="Longest wait for one answer of the Chroma server (a hung server is "
+        "then VECTOR_STORE_UNAVAILABLE, not a request that never ends).",
+    )
     datasources: DatasourceSettings = Field(default_factory=DatasourceSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

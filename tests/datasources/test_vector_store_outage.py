@@ -3,6 +3,7 @@ no entry failed for it; and a server that is not up yet when the API starts."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,28 @@ def test_the_log_names_the_server_without_its_credentials():
     )
     assert server_address("http://chroma") == "http://chroma"
     assert server_address(None) == "embedded"
+
+
+def test_a_hung_chroma_server_is_503_after_the_timeout_not_a_request_for_ever(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
+):
+    """chromadb's own HTTP client waits for ever: a stopped (not dead) server held every
+    search, and its thread, until the server came back."""
+    chroma = ChromaProcess(tmp_path, free_port())
+    chroma.start()
+    try:
+        settings = make_settings(chroma_url=chroma.url, chroma_timeout_seconds=0.5)
+        client = make_client(settings)
+        ds = client.post("/api/datasources", json={"name": "hung", "type": "text"}).json()["uuid"]
+        search = f"/api/datasources/{ds}/search"
+        assert client.post(search, json={"query": "x"}).status_code == 200
+        assert chroma.process is not None
+        chroma.process.send_signal(signal.SIGSTOP)  # alive, answering nothing
+        try:
+            assert _code(client.post(search, json={"query": "x"}), 503) == UNAVAILABLE
+        finally:
+            chroma.process.send_signal(signal.SIGCONT)
+        _state(client).services.datasources.index.recheck_seconds = 0.0
+        assert poll_until(lambda: client.post(search, json={"query": "x"}).status_code == 200)
+    finally:
+        chroma.stop()
