@@ -24,7 +24,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import DateTime, Integer, MetaData, String, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -148,9 +148,16 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    engine = create_engine(url, pool_size=10, max_overflow=20)
+    parsed = make_url(url)
+    if "connect_timeout" not in parsed.query:  # a silent host: refused in time, not for ever
+        parsed = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_SECONDS)})
+    engine = create_engine(parsed, pool_size=10, max_overflow=20)
     ping_idle_connections(engine, PING_AFTER_IDLE_SECONDS)
     return engine
+
+
+# Seconds a new PostgreSQL connection may take (the URL's own connect_timeout wins).
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 # A pooled server connection idle for this long is pinged before it is used again.

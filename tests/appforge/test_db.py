@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from appforge.core.db import (
+    CONNECT_TIMEOUT_SECONDS,
     PING_AFTER_IDLE_SECONDS,
     include_object,
     load_tables,
@@ -24,6 +26,7 @@ from appforge.core.db import (
     migrate,
     normalize_url,
     ping_idle_connections,
+    unavailable,
     utcnow,
 )
 from appforge.core.keys import ServerKey
@@ -56,6 +59,24 @@ def test_postgres_urls_use_psycopg3():
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_a_silent_database_host_is_refused_in_time_not_waited_for():
+    """A host that takes the connection and never answers (a hung server, a proxy
+    whose backend is gone) made every request wait for the OS; connections now give up
+    after CONNECT_TIMEOUT_SECONDS, or the URL's own connect_timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepted by the kernel, never answered
+        port = silent.getsockname()[1]
+        default = make_engine(f"postgresql://u@127.0.0.1:{port}/db")
+        assert default.url.query["connect_timeout"] == str(CONNECT_TIMEOUT_SECONDS)
+        engine = make_engine(f"postgresql://u@127.0.0.1:{port}/db?connect_timeout=1")
+        with pytest.raises(OperationalError) as raised, engine.connect():
+            pass
+        assert unavailable(raised.value) is not None  # an outage: the API's 503
+        engine.dispose()
+        default.dispose()
 
 
 def _backend_pid(engine: Engine) -> int:
