@@ -115,11 +115,13 @@ APP_WRITE = _rule("admin", "editor", scope="app")
 APP_LIST = _rule("admin", "editor", "viewer", scope="list")
 # Runs: any token that runs, or nobody for a public app (the run service checks).
 APP_RUN = _rule("admin", "editor", "runner", scope="app", anonymous=True)
-# A runner's own runs of an app; everyone else's too for readers.
-APP_RUNS = _rule("admin", "editor", "viewer", "runner", scope="app")
+# Lists of runs and sessions are for readers, never for runner keys: a runner key may be
+# in anyone's hands (a widget's page, a chat link), and its list would show every
+# visitor's conversations. A runner reads a session or a run by its id.
+APP_RUNS = _rule("admin", "editor", "viewer", scope="app")
 OWN_READ = _rule("admin", "editor", "viewer", "runner", scope="own")
-# Runs across apps: the route keeps to the token's apps, and a runner's own runs.
-RUNS_LIST = _rule("admin", "editor", "viewer", "runner", scope="list")
+# Runs across apps: the route keeps to the token's apps.
+RUNS_LIST = _rule("admin", "editor", "viewer", scope="list")
 # A session's turns: also for the anonymous caller that made it (its id is its key).
 SESSION_READ = _rule("admin", "editor", "viewer", "runner", scope="own", anonymous=True)
 # What a chat page shows of an app: for anyone who may run it, or view it.

@@ -74,15 +74,13 @@ def run_filters(
     status: str | None = None,
     session_id: str | None = None,
 ) -> list[ColumnElement[bool]]:
-    """What both lists select by: the caller's reach (its apps; a runner, its own runs)
-    and the request's filters."""
+    """What both lists select by: the caller's reach (its apps) and the request's
+    filters. (Runner keys list nothing: see ``api.access.RUNS_LIST``.)"""
     where: list[ColumnElement[bool]] = []
     if app_uuid is not None:
         where.append(Run.app_uuid == app_uuid)
     elif token.apps is not None:
         where.append(Run.app_uuid.in_(sorted(token.apps)))
-    if token.role == "runner":
-        where.append(Run.token_id == token.id)
     if status:
         where.append(Run.status == status)
     if session_id:
@@ -121,7 +119,7 @@ def list_all_runs_route(
     version, session, the first words of the main input, status, latency, time to first
     token, tokens); ``X-Total-Count`` gives the number before paging. ``app`` is a uuid
     or a name (409 ``APP_AMBIGUOUS`` if several apps have it). A token narrowed to apps
-    sees only theirs; a runner key, only the runs it made. Open one with ``getRun``."""
+    sees only theirs. Open one with ``getRun``."""
     app_uuid = None
     if app is not None:
         app_uuid = find_app_uuid(db.connection(), app)
@@ -185,7 +183,7 @@ def list_runs_route(
     offset: Offset = 0,
 ) -> list[Run]:
     """An app's runs in full (input, output, steps), newest first; ``X-Total-Count``
-    gives the number before paging. A runner key sees only the runs it made."""
+    gives the number before paging."""
     get_app_row(db, app_uuid)
     where = run_filters(token, window, app_uuid=app_uuid, status=status, session_id=session_id)
     return list(db.scalars(_page(db, select(Run).where(*where), response, limit, offset)))

@@ -16,7 +16,7 @@ from builder.connection import ERRORS, api_url, get_client, show_error
 ROLES: list[TokenRole] = ["admin", "editor", "viewer", "runner"]
 ROLE_HELP = (
     "admin: everything; editor: apps, datasources, prompts, runs; viewer: reads them; "
-    "runner: runs apps and reads only its own sessions"
+    "runner: runs apps and reads its own sessions and runs by id (lists none)"
 )
 
 st.title("Settings")
