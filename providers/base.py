@@ -3,7 +3,10 @@
 A provider turns a list of chat messages and sampling parameters into a
 :class:`Generation`: text deltas, then one :class:`Completion` carrying the
 token usage. Calls are blocking: callers run them in a worker thread. A
-``cancel`` event lets the caller stop generation early (client disconnected).
+``cancel`` event lets the caller stop generation early (client disconnected);
+the run that owns it may also note its deadline on it (:func:`set_deadline`),
+and a provider waiting on a server bounds each wait by :func:`time_left`, so a
+server that never answers cannot hold a run past its time limit.
 
 A generation holds resources while it runs (the local model's lock, an HTTP
 stream), so it is a context manager: leaving the ``with`` block ends it and
@@ -18,6 +21,7 @@ releases them, whether the deltas were all read or not::
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -151,3 +155,18 @@ class Provider(Protocol):
     ) -> Completion:
         """The whole answer at once."""
         ...
+
+
+_DEADLINE = "_appforge_deadline"  # the attribute a run's cancel event carries it in
+
+
+def set_deadline(cancel: threading.Event, at: float) -> None:
+    """Note on a run's ``cancel`` event when the run must end (a ``time.monotonic()``
+    time): the calls made for the run bound their waits by it."""
+    setattr(cancel, _DEADLINE, at)
+
+
+def time_left(cancel: threading.Event | None) -> float | None:
+    """Seconds until the deadline noted on ``cancel`` (0 once past), or None if none is."""
+    at = getattr(cancel, _DEADLINE, None)
+    return None if at is None else max(0.0, float(at) - time.monotonic())

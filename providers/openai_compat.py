@@ -39,7 +39,15 @@ import httpx
 
 from appforge import __version__
 from appforge.core.settings import OPENAI_BASE_URL, OpenAISettings, header_value_ok
-from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams, Usage
+from providers.base import (
+    ChatMessage,
+    Completion,
+    Delta,
+    Generation,
+    GenerationParams,
+    Usage,
+    time_left,
+)
 from providers.errors import (
     ContextWindowExceededError,
     ModelNotFoundError,
@@ -49,6 +57,7 @@ from providers.errors import (
     ProviderUnavailableError,
     server_message,
 )
+from providers.openai_answer import Answer, count_tokens
 from providers.retries import Retries, send
 from providers.sse import event_data, finish_reading
 
@@ -69,38 +78,6 @@ class Reachability:
     reachable: bool
     models: list[str] | None = None
     error: dict[str, str] | None = field(default=None)
-
-
-@dataclass
-class _Answer:
-    """What the server said so far in one call."""
-
-    model: str
-    parts: list[str] = field(default_factory=list)
-    usage: dict[str, Any] | None = None
-    finish_reason: str = "stop"
-    first_at: float | None = None
-
-    def take(self, chunk: dict[str, Any]) -> str | None:
-        """Note one ``chat.completion.chunk``; its text, if it has some."""
-        self.model = chunk.get("model") or self.model
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.usage = usage
-        choices = chunk.get("choices")
-        if not choices:
-            return None
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
-        delta = choice.get("delta")
-        text = delta.get("content") if delta else None
-        if not text or not isinstance(text, str):
-            return None
-        if self.first_at is None:
-            self.first_at = time.perf_counter()
-        self.parts.append(text)
-        return text
 
 
 class OpenAICompatProvider:
@@ -250,12 +227,14 @@ class OpenAICompatProvider:
         cancel: threading.Event | None,
         started: float,
     ) -> Generator[Delta | Completion, None, None]:
-        answer = _Answer(model)
+        answer = Answer(model)
         if cancel is not None and cancel.is_set():
             answer.finish_reason = "cancelled"
             yield self._finish(answer, started)
             return
-        response = self._send("POST", "chat/completions", model, payload, stream=True)
+        response = self._send(
+            "POST", "chat/completions", model, payload, stream=True, left=time_left(cancel)
+        )
         ended = False
         try:
             events = event_data(response.iter_bytes())
@@ -288,7 +267,7 @@ class OpenAICompatProvider:
         except httpx.HTTPError as exc:
             raise self._error(exc, model, 0, self._settings.timeout) from exc
 
-    def _take(self, answer: _Answer, data: bytes, model: str) -> str | None:
+    def _take(self, answer: Answer, data: bytes, model: str) -> str | None:
         """Read one event's data into ``answer``; its text, if any."""
         try:
             chunk = json.loads(data)
@@ -317,7 +296,7 @@ class OpenAICompatProvider:
         response = self._send("POST", "chat/completions", model, payload, stream=False)
         try:
             body = response.json()
-            answer = _Answer(body.get("model") or model)
+            answer = Answer(body.get("model") or model)
             if isinstance(body.get("usage"), dict):
                 answer.usage = body["usage"]
             if body.get("choices"):
@@ -332,14 +311,14 @@ class OpenAICompatProvider:
         answer.first_at = time.perf_counter()
         return self._finish(answer, started)
 
-    def _finish(self, answer: _Answer, started: float) -> Completion:
+    def _finish(self, answer: Answer, started: float) -> Completion:
         finished = time.perf_counter()
         total_ms = (finished - started) * 1000
         ttft_ms = ((answer.first_at or finished) - started) * 1000
         usage = answer.usage or {}
         counts = Usage(
-            prompt_tokens=_count(usage.get("prompt_tokens")),
-            completion_tokens=_count(usage.get("completion_tokens")),
+            prompt_tokens=count_tokens(usage.get("prompt_tokens")),
+            completion_tokens=count_tokens(usage.get("completion_tokens")),
         )
         reported = answer.usage is not None
         logger.info(
@@ -372,12 +351,20 @@ class OpenAICompatProvider:
         *,
         stream: bool,
         timeout: float | None = None,
+        left: float | None = None,
     ) -> httpx.Response:
-        """One call with retries (none when ``timeout`` bounds it, as for ``ping``); a
+        """One call with retries (none when ``timeout`` bounds it, as for ``ping``), each
+        wait and all the retries within ``left`` seconds (the run's time) if given; a
         failure becomes our error."""
         client = self._http()
         if timeout is None:
             limit, retries = self._timeout(), self._retries()
+            if left is not None:  # the run ends first: no wait outlasts it
+                left = max(left, 0.01)
+                limit = httpx.Timeout(
+                    min(self._settings.timeout, left), connect=min(limit.connect or left, left)
+                )
+                retries.deadline = min(retries.deadline, self._clock() + left)
         else:
             limit = httpx.Timeout(timeout)
             retries = Retries.start(0, timeout, clock=self._clock, sleep=self._sleep)
@@ -488,8 +475,3 @@ class OpenAICompatProvider:
             f"The model server {self.server} refused the request ({status}){after}: {said}",
             details=details,
         )
-
-
-def _count(value: Any) -> int:
-    """A token count as the server reported it; 0 when it sent none (or not a number)."""
-    return int(value) if isinstance(value, int | float) else 0

@@ -51,6 +51,7 @@ from apps_yaml.events import Chunk, Event, Failed, Outcome, Output
 from apps_yaml.inputs import check_input
 from apps_yaml.runner import HistoryTurn, Runner
 from apps_yaml.schema import AppDocument
+from providers.base import set_deadline
 from runs import records
 from runs.deadlines import DeadlineWatcher
 from runs.errors import RunAuthError, RunConflictError, SessionNotFoundError
@@ -470,13 +471,16 @@ class RunService:
             cancel.set()
 
         deadline = self._deadlines.watch(timeout, time_up)
+        ends_at = time.monotonic() + timeout
+        set_deadline(cancel, ends_at)  # model calls bound their waits by it
         events = runner.run(
             inputs, self.deps, session_id=session_id, history=history, cancel=cancel
         )
         output = OutputMeter(self.services.settings.limits.max_output_bytes)
         try:
             for event in events:
-                if isinstance(event, Failed) and event.code in _STOPPED and timed_out.is_set():
+                late = timed_out.is_set() or time.monotonic() >= ends_at  # any failure then
+                if isinstance(event, Failed) and late:
                     event = Failed(
                         "RUN_TIMEOUT", f"the run took longer than {timeout:g} s", event.step, 504
                     )
