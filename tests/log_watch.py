@@ -24,8 +24,6 @@ from appforge.core.logs import SECRET_SHAPE
 
 # Logs of servers that are not ours (the llama.cpp server standing in for a provider).
 FOREIGN_LOGS = ("llama_server",)
-# Tests that log a secret on purpose, to show the formatter masks it.
-ON_PURPOSE = ("appforge.test",)
 
 
 def _shown(secret: str) -> str:
@@ -41,8 +39,6 @@ class LogWatch(logging.Handler):
         self._traceback = logging.Formatter()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(ON_PURPOSE):
-            return
         try:
             text = record.getMessage()
         except Exception:  # a bad format string is the test's own problem

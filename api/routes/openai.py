@@ -225,8 +225,7 @@ async def _stream(
         "X-Accel-Buffering": "no",
         **_headers(prepared.session_id, prepared.run_id),
     }
-    asked = (planned.output_key, body.include_usage, role)
-    frames = _frames(writer, first, bridge, asked, cancel)
+    frames = _frames(writer, first, bridge, planned.output_key, body.include_usage, cancel, role)
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
 
@@ -234,13 +233,14 @@ async def _frames(
     writer: wire.ChunkWriter,
     first: object,
     bridge: RunBridge,
-    asked: tuple[str, bool, str | None],
+    output_key: str,
+    include_usage: bool,
     cancel: threading.Event,
+    role: str | None,
 ) -> AsyncIterator[bytes]:
     """The SSE frames of a run whose first output is ``first``: role, text deltas of
     ``output_key``, finish reason, usage (if asked) and ``[DONE]``; or an error frame
-    (``asked``: the output key, whether usage was asked for, the caller's role)."""
-    output_key, include_usage, role = asked
+    (worded for the caller's ``role``)."""
     ACTIVE_STREAMS.inc()
     try:
         yield writer.role()

@@ -236,7 +236,7 @@ async def _stream(
         if isinstance(item, Output):
             return encoder.encode("chunk", {"session": session, "output": {item.key: item.value}})
         if is_end(item):
-            return _last_line(encoder, item, session, prepared, (request_id_of(request), role))
+            return _last_line(encoder, item, session, prepared, request_id_of(request), role)
         return b""
 
     async def lines() -> AsyncIterator[bytes]:
@@ -269,11 +269,10 @@ def _last_line(
     end: Any,
     session: dict[str, str],
     prepared: PreparedRun,
-    asked: tuple[str, str | None],
+    request_id: str,
+    role: str | None,
 ) -> bytes:
-    """The ``done`` line of a stream, or its error line (``asked``: the request id and
-    the caller's role)."""
-    request_id, role = asked
+    """The ``done`` line of a stream, or its error line (worded for the caller's role)."""
     finished: FinishedRun | None = end.finished
     if finished is not None and finished.failure is None:
         done = {"session": session, "run": _summary(finished), "done": True}
