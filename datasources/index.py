@@ -53,6 +53,7 @@ def make_client(chroma_url: str | None, path: Path, timeout: float = 30.0) -> Cl
     if chroma_url:
         parts = urlsplit(chroma_url)
         ssl = parts.scheme == "https"
+        _answers(chroma_url, timeout)  # chromadb's own first calls would wait for ever
         try:
             client = chromadb.HttpClient(
                 host=parts.hostname or "127.0.0.1",
@@ -68,6 +69,19 @@ def make_client(chroma_url: str | None, path: Path, timeout: float = 30.0) -> Cl
     client = chromadb.PersistentClient(path=str(path), settings=settings)
     tighten(path)
     return client
+
+
+def _answers(chroma_url: str, timeout: float) -> None:
+    """The server's heartbeat within ``timeout`` seconds (connecting: 5 at most), else
+    :class:`ChromaNotReachable`: the client chromadb makes asks the server who we are
+    before we can bound its waits, so a hung server would hold that for good."""
+    url = f"{chroma_url.rstrip('/')}/api/v2/heartbeat"
+    try:
+        httpx.get(url, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0))).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ChromaNotReachable(
+            f"no heartbeat from {server_address(chroma_url)}: {exc!r}"
+        ) from exc
 
 
 def _bound(client: ClientAPI, timeout: float) -> None:

@@ -129,7 +129,7 @@ def test_the_api_starts_before_its_chroma_server_and_connects_when_it_answers(
         ready = client.get("/api/health/ready")
         assert ready.status_code == 503
         check = ready.json()["error"]["details"]["checks"]["vector_store"]
-        assert check["ok"] is False and "Could not connect" in check["error"]
+        assert check["ok"] is False and "no heartbeat from http://127.0.0.1" in check["error"]
         search_nothing = client.post("/api/datasources", json={"name": "early", "type": "text"})
         ds = search_nothing.json()["uuid"]
         answer = client.post(f"/api/datasources/{ds}/search", json={"query": "anything"})
@@ -156,23 +156,25 @@ def test_the_log_names_the_server_without_its_credentials():
 def test_a_hung_chroma_server_is_503_after_the_timeout_not_a_request_for_ever(
     make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
 ):
-    """chromadb's own HTTP client waits for ever: a stopped (not dead) server held every
-    search, and its thread, until the server came back."""
+    """chromadb's own HTTP client waits for ever, and so does its first call when it
+    connects: a stopped (not dead) server held every search, and its thread, until the
+    server came back. Now each wait ends after the timeout, connecting included."""
     chroma = ChromaProcess(tmp_path, free_port())
     chroma.start()
+    assert chroma.process is not None
+    process = chroma.process
     try:
-        settings = make_settings(chroma_url=chroma.url, chroma_timeout_seconds=0.5)
-        client = make_client(settings)
-        ds = client.post("/api/datasources", json={"name": "hung", "type": "text"}).json()["uuid"]
-        search = f"/api/datasources/{ds}/search"
-        assert client.post(search, json={"query": "x"}).status_code == 200
-        assert chroma.process is not None
-        chroma.process.send_signal(signal.SIGSTOP)  # alive, answering nothing
-        try:
-            assert _code(client.post(search, json={"query": "x"}), 503) == UNAVAILABLE
-        finally:
-            chroma.process.send_signal(signal.SIGCONT)
+        process.send_signal(signal.SIGSTOP)  # alive, answering nothing
+        client = make_client(make_settings(chroma_url=chroma.url, chroma_timeout_seconds=5))
+        made = client.post("/api/datasources", json={"name": "hung", "type": "text"})
+        search = f"/api/datasources/{made.json()['uuid']}/search"
+        # The first call connects: chromadb's client is made only after a heartbeat.
+        assert _code(client.post(search, json={"query": "x"}), 503) == UNAVAILABLE
+        process.send_signal(signal.SIGCONT)
         _state(client).services.datasources.index.recheck_seconds = 0.0
         assert poll_until(lambda: client.post(search, json={"query": "x"}).status_code == 200)
+        process.send_signal(signal.SIGSTOP)  # connected now: its calls are bounded too
+        assert _code(client.post(search, json={"query": "x"}), 503) == UNAVAILABLE
     finally:
+        process.send_signal(signal.SIGCONT)
         chroma.stop()
