@@ -76,3 +76,13 @@ def run_serve(app_file: Path, home: Path, token: str) -> Iterator[tuple[int, lis
         if proc.stdout:
             check_output("appforge run --serve", "".join(lines) + proc.stdout.read())
             proc.stdout.close()
+
+
+@contextmanager
+def silent_port(backlog: int = 64) -> Iterator[int]:
+    """A port on 127.0.0.1 that takes connections (the kernel completes them, up to
+    ``backlog``) and never says a word: a hung server, a proxy whose backend is gone."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(backlog)
+        yield listener.getsockname()[1]

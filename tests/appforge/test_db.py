@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -13,6 +12,7 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from ports import silent_port
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -65,10 +65,7 @@ def test_a_silent_database_host_is_refused_in_time_not_waited_for():
     """A host that takes the connection and never answers (a hung server, a proxy
     whose backend is gone) made every request wait for the OS; connections now give up
     after CONNECT_TIMEOUT_SECONDS, or the URL's own connect_timeout."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)  # accepted by the kernel, never answered
-        port = silent.getsockname()[1]
+    with silent_port() as port:
         default = make_engine(f"postgresql://u@127.0.0.1:{port}/db")
         assert default.url.query["connect_timeout"] == str(CONNECT_TIMEOUT_SECONDS)
         engine = make_engine(f"postgresql://u@127.0.0.1:{port}/db?connect_timeout=1")

@@ -4,12 +4,11 @@ timeout (60 s a read, with retries), and the run ends RUN_TIMEOUT."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from ports import silent_port
 
 from appforge.core.settings import OpenAISettings, Settings
 
@@ -31,29 +30,8 @@ limits:
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
-    """A server on 127.0.0.1 that accepts every connection and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-    stop.set()
-    thread.join(5)
-    for conn in held:
-        conn.close()
-    listener.close()
+    with silent_port() as port:
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 def test_a_model_server_that_never_answers_ends_the_run_at_its_time_limit(
