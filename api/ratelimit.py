@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import ApiError, body_for
 from api.proxies import scope_address
 from appforge.core.metrics import RATE_LIMIT_REFUSALS
+from appforge.core.outage import Outage
 from appforge.core.settings import RateLimitSettings, parse_rate
 
 log = logging.getLogger(__name__)
@@ -201,28 +202,26 @@ class RedisLimiter:
         # While Redis cannot be reached: this process's own buckets, and Redis is asked
         # again only after a pause (a request does not wait out a connect timeout each).
         self._fallback = MemoryLimiter(settings)
-        self._away_until = 0.0  # 0: Redis answered last
+        self._outage = Outage(
+            log,
+            "Redis cannot be reached ({reason}): rate limits are kept in this process "
+            "until it answers",
+            "Redis answers again: rate limits are shared by every process again",
+        )
 
     async def hit(self, key: str, rate: Rate | None = None, cost: int = 1) -> Decision | None:
         rate = rate or self.rate
-        if self._away_until and time.monotonic() < self._away_until:
+        failed_at = self._outage.last_failure
+        if failed_at is not None and time.monotonic() < failed_at + REDIS_RETRY_SECONDS:
             return await self._fallback.hit(key, rate, cost)
         try:
             allowed, tokens = await self._script(
                 keys=[f"appforge:ratelimit:{key}"], args=[rate.per_second, rate.burst, cost]
             )
         except Exception as exc:  # Redis down: limit in this process rather than fail calls
-            if not self._away_until:
-                log.warning(
-                    "Redis cannot be reached (%s): rate limits are kept in this process "
-                    "until it answers",
-                    type(exc).__name__,
-                )
-            self._away_until = time.monotonic() + REDIS_RETRY_SECONDS
+            self._outage.failed(type(exc).__name__)
             return await self._fallback.hit(key, rate, cost)
-        if self._away_until:
-            self._away_until = 0.0
-            log.info("Redis answers again: rate limits are shared by every process again")
+        self._outage.answered()
         return _decide(float(tokens), bool(int(allowed)), rate.per_second, rate.burst)
 
     async def close(self) -> None:

@@ -34,6 +34,7 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError as ChromaNotFoundError
 
 from appforge.core.modes import private_dir, tighten
+from appforge.core.outage import Outage
 from datasources.errors import VectorStoreUnavailableError
 
 _CONFIGURATION: Any = {"hnsw": {"space": "cosine"}}
@@ -131,10 +132,12 @@ class VectorIndex:
             raise ValueError("give a client or a way to connect, not both")
         self._client = client
         self._connect = connect
-        self.where = where  # named in the log: "embedded", or the server's address
-        self._down_at: float | None = None  # when a call last found the server unreachable
+        self._outage = Outage(
+            log,
+            f"the vector store at {where} cannot be reached: {{reason}}",
+            f"the vector store at {where} answers again",
+        )
         self.recheck_seconds = _RECHECK_SECONDS
-        self._lock = threading.Lock()
         self._connecting = threading.Lock()
 
     @property
@@ -154,30 +157,24 @@ class VectorIndex:
         try:
             yield
         except (httpx.TransportError, ConnectionError, ChromaNotReachable) as exc:
-            with self._lock:
-                first, self._down_at = self._down_at is None, time.monotonic()
-            if first:  # once an outage; callers get the error without the address
-                log.warning("the vector store at %s cannot be reached: %r", self.where, exc)
+            self._outage.failed(repr(exc))  # the log names the server; callers do not
             raise VectorStoreUnavailableError(
                 "the vector store cannot be reached; try again shortly"
             ) from exc
+        self._outage.answered()
 
     def available(self) -> bool:
         """False while the server is known to be unreachable: after a failed call, until
         its heartbeat answers (asked at most every few seconds)."""
-        with self._lock:
-            down_at = self._down_at
-        if down_at is None:
+        failed_at = self._outage.last_failure
+        if failed_at is None:
             return True
-        if time.monotonic() - down_at < self.recheck_seconds:
+        if time.monotonic() - failed_at < self.recheck_seconds:
             return False
         try:
-            self.heartbeat()
+            self.heartbeat()  # its answer ends the outage
         except VectorStoreUnavailableError:
             return False
-        with self._lock:
-            self._down_at = None
-        log.info("the vector store at %s answers again", self.where)
         return True
 
     def heartbeat(self) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from appforge.core.db import transaction, unavailable
+from appforge.core.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,11 @@ class Workers:
         self.stopping = threading.Event()
         self._changed = threading.Condition()
         self._wakes = 0  # how many times wake() was called
-        self._db_down = False  # a poll failed to reach the database (said once)
+        self._database = Outage(
+            log,
+            f"{name} workers: the database cannot be used ({{reason}})",
+            f"{name} workers: the database answers again",
+        )
         self._lookout: int | None = None  # the idle thread that looks next
         self._threads: list[threading.Thread] = []
 
@@ -93,30 +98,16 @@ class Workers:
                 if reason is None:
                     log.exception("%s worker error", self.name)
                 else:
-                    self._database_down(reason)
+                    self._database.failed(reason)  # said once, not per thread and poll
                 busy = False
             else:
-                self._database_up()
+                self._database.answered()
             if busy:
                 if looked_out:
                     self.wake()  # the lookout found work: the others join in
                 looked_out = False
             else:
                 looked_out = self._idle(index)
-
-    def _database_down(self, reason: str) -> None:
-        """One warning for an outage, not a traceback per thread and poll."""
-        with self._changed:
-            first, self._db_down = not self._db_down, True
-        if first:
-            log.warning("%s workers: the database cannot be used (%s)", self.name, reason)
-
-    def _database_up(self) -> None:
-        if self._db_down:
-            with self._changed:
-                was, self._db_down = self._db_down, False
-            if was:
-                log.info("%s workers: the database answers again", self.name)
 
     def _idle(self, index: int) -> bool:
         """Wait until this thread should look for work again; whether it looks as the
