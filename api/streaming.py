@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from apps_yaml.events import Chunk, Event, Output
+from providers.base import Cancel
 from runs.service import FinishedRun, PreparedRun, RunRequest, RunService
 
 NDJSON = "application/x-ndjson"
@@ -106,9 +107,7 @@ class RunBridge:
             self._arrived.clear()
             return None
 
-    def job(
-        self, service: RunService, request: RunRequest, cancel: threading.Event
-    ) -> Callable[[], None]:
+    def job(self, service: RunService, request: RunRequest, cancel: Cancel) -> Callable[[], None]:
         """The worker-thread function: prepare the run (sent first), execute it
         (each output sent as it comes), then its result or error."""
 
@@ -195,7 +194,7 @@ async def start_streaming(
     executor: Executor,
     runs: RunService,
     run_request: RunRequest,
-    cancel: threading.Event,
+    cancel: Cancel,
     disconnected: Callable[[], Awaitable[bool]],
     failed: Callable[[FinishedRun], Exception],
 ) -> Started | None:

@@ -10,7 +10,6 @@ compare case by case.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from evals.casefiles import CaseData
 from evals.judge import Judge
 from evals.scorers import CaseRun, ScorerSpec, score_case
 from evals.summary import summarize
+from providers.base import Cancel
 from runs.service import RunService
 
 
@@ -71,7 +71,7 @@ class LocalEvaluation:
 def _outcome(runs: RunService, doc: AppDocument, given: dict[str, Any]) -> tuple[Outcome, float]:
     started = time.perf_counter()
     outcome = Outcome()
-    for event in runs.run_document(doc, given, threading.Event()):
+    for event in runs.run_document(doc, given, Cancel()):
         outcome.add(event)
     return outcome, (time.perf_counter() - started) * 1000
 

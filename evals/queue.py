@@ -52,6 +52,7 @@ from evals.claims import CASES, OPEN, OPEN_CASE, RUN_ID, STRANDED, claimable
 from evals.judge import Judge
 from evals.scorers import CaseRun, Score, ScorerSpec, score_case
 from evals.tables import Evaluation, EvaluationCase
+from providers.base import Cancel
 from runs.errors import (
     AppNotFoundError,
     AppVersionNotFoundError,
@@ -110,7 +111,7 @@ class EvaluationQueue:
         self.queue = LeaseQueue(self.db, CASES, lease)
         self.judge = Judge(self.db, self.services.models)
         self.workers = Workers("evals", lambda _: self.run_once(), settings.evals.poll_seconds)
-        self._active: dict[int, tuple[str, threading.Event]] = {}
+        self._active: dict[int, tuple[str, Cancel]] = {}
         self._lock = threading.Lock()
         self._busy = threading.local()  # whether this thread's last claim found a case
         self._plans: dict[str, Plan] = {}  # of running evaluations (they do not change)
@@ -185,7 +186,7 @@ class EvaluationQueue:
         plan = self._plan(case.evaluation_id)
         if plan is None:
             return
-        cancel = threading.Event()
+        cancel = Cancel()
         with self._lock:
             self._active[case.id] = (plan.id, cancel)
         try:
@@ -195,7 +196,7 @@ class EvaluationQueue:
                 self._active.pop(case.id, None)
                 self._new_runs.pop(case.claim_token or "", None)
 
-    def _work(self, case: EvaluationCase, plan: Plan, cancel: threading.Event) -> None:
+    def _work(self, case: EvaluationCase, plan: Plan, cancel: Cancel) -> None:
         if case.attempts > MAX_ATTEMPTS:  # its worker died each time: do not try forever
             message = f"gave up after {MAX_ATTEMPTS} attempts (the worker stopped each time)"
             run = _failed_case(AppforgeError(message, code="EVALUATION_CASE_FAILED"))
@@ -298,7 +299,7 @@ class EvaluationQueue:
             seen = CaseRun({}, {}, row.output, [], row.status, row.error, row.latency_ms, tokens)
             return row.id, seen
 
-    def _run(self, case: EvaluationCase, plan: Plan, cancel: threading.Event) -> None:
+    def _run(self, case: EvaluationCase, plan: Plan, cancel: Cancel) -> None:
         """Run the case and store its scored result in the transaction that stores the
         run (one commit: a run stored for a case always has its result, unless the claim
         was lost); a cancelled run gives the case back to the queue."""

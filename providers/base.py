@@ -3,10 +3,12 @@
 A provider turns a list of chat messages and sampling parameters into a
 :class:`Generation`: text deltas, then one :class:`Completion` carrying the
 token usage. Calls are blocking: callers run them in a worker thread. A
-``cancel`` event lets the caller stop generation early (client disconnected);
-the run that owns it may also note its deadline on it (:func:`set_deadline`),
-and a provider waiting on a server bounds each wait by :func:`time_left`, so a
-server that never answers cannot hold a run past its time limit.
+``cancel`` event lets the caller stop generation early (client disconnected).
+A run's event is a :class:`Cancel`: it carries the run's deadline, which a
+provider waiting on a server bounds each wait by (:func:`time_left`), and it
+calls back what a provider registered when it is set (:func:`when_cancelled`),
+so a provider blocked on a silent server stops waiting at once: neither a
+cancelled run nor one past its time limit holds its thread.
 
 A generation holds resources while it runs (the local model's lock, an HTTP
 stream), so it is a context manager: leaving the ``with`` block ends it and
@@ -20,14 +22,17 @@ releases them, whether the deltas were all read or not::
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Literal, Protocol, TypedDict
 
 from appforge.core.values import storable_text
+
+log = logging.getLogger(__name__)
 
 
 class ChatMessage(TypedDict):
@@ -157,16 +162,64 @@ class Provider(Protocol):
         ...
 
 
-_DEADLINE = "_appforge_deadline"  # the attribute a run's cancel event carries it in
+class Cancel(threading.Event):
+    """A run's cancel event: set when the run must stop (the caller went away or
+    cancelled it, its time is up, its output is too big).
+
+    It carries the run's deadline (a ``time.monotonic()`` time, or None), and calls
+    each callback registered with :meth:`when_set` once, when it is set (at once if
+    it already is). Callbacks run under the event's lock, so once the function
+    :meth:`when_set` returned has been called, its callback is not running and
+    never will: what it touches may then be closed. A callback must be quick."""
+
+    def __init__(self, deadline: float | None = None) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._next = 0
+        self._lock = threading.RLock()
+
+    def set(self) -> None:
+        with self._lock:
+            super().set()
+            callbacks, self._callbacks = list(self._callbacks.values()), {}
+            for callback in callbacks:
+                _call(callback)
+
+    def when_set(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when this is set; the returned function unregisters it."""
+        with self._lock:
+            if self.is_set():
+                _call(callback)
+                return lambda: None
+            key, self._next = self._next, self._next + 1
+            self._callbacks[key] = callback
+        return lambda: self._forget(key)
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._callbacks.pop(key, None)
 
 
-def set_deadline(cancel: threading.Event, at: float) -> None:
-    """Note on a run's ``cancel`` event when the run must end (a ``time.monotonic()``
-    time): the calls made for the run bound their waits by it."""
-    setattr(cancel, _DEADLINE, at)
+def _call(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:  # one failing callback must not keep the others from running
+        log.exception("a cancel callback failed")
 
 
 def time_left(cancel: threading.Event | None) -> float | None:
-    """Seconds until the deadline noted on ``cancel`` (0 once past), or None if none is."""
-    at = getattr(cancel, _DEADLINE, None)
-    return None if at is None else max(0.0, float(at) - time.monotonic())
+    """Seconds until the deadline of a run's :class:`Cancel` (0 once past), or None if
+    there is none."""
+    at = cancel.deadline if isinstance(cancel, Cancel) else None
+    return None if at is None else max(0.0, at - time.monotonic())
+
+
+def when_cancelled(
+    cancel: threading.Event | None, callback: Callable[[], None]
+) -> Callable[[], None]:
+    """Call ``callback`` when a run's :class:`Cancel` is set (a plain event cannot say);
+    the returned function unregisters it."""
+    if isinstance(cancel, Cancel):
+        return cancel.when_set(callback)
+    return lambda: None

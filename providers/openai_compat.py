@@ -15,6 +15,9 @@ server, LM Studio): the ``openai`` section of the settings, or a named entry of
   (also between two chunks of a stream). Retries follow the openai SDK's rules
   (which failures, how many, how long to wait; a stream only before its first
   byte) under a deadline per call: see :mod:`providers.retries`.
+- A run's cancel (its caller went away, its time is up) cuts its stream's
+  connection at once: a server that went silent mid-stream does not hold the
+  run's thread until the read timeout.
 - Streams ask for usage; a server that sends none (llama-cpp-python's) gives
   zero counts and ``usage_reported=False``: we do not guess token counts.
 - Errors become provider errors with our codes; messages name the server's
@@ -47,6 +50,7 @@ from providers.base import (
     GenerationParams,
     Usage,
     time_left,
+    when_cancelled,
 )
 from providers.errors import (
     ContextWindowExceededError,
@@ -59,7 +63,7 @@ from providers.errors import (
 )
 from providers.openai_answer import Answer, count_tokens
 from providers.retries import Retries, send
-from providers.sse import event_data, finish_reading
+from providers.sse import cut, event_data, finish_reading
 
 logger = logging.getLogger(__name__)
 
@@ -236,13 +240,25 @@ class OpenAICompatProvider:
             "POST", "chat/completions", model, payload, stream=True, left=time_left(cancel)
         )
         ended = False
+        forget = when_cancelled(cancel, lambda: cut(response))
         try:
             events = event_data(response.iter_bytes())
             while True:
                 if cancel is not None and cancel.is_set():
                     answer.finish_reason = "cancelled"
                     break
-                data = self._next_event(events, model)
+                try:
+                    data = self._next_event(events, model)
+                except ProviderError:
+                    if cancel is not None and cancel.is_set():  # we cut it mid-body
+                        answer.finish_reason = "cancelled"
+                        break
+                    raise
+                if data is None and cancel is not None and cancel.is_set():
+                    answer.finish_reason = (
+                        "cancelled"  # we cut a body that ends with its connection
+                    )
+                    break
                 if data is None or data.startswith(b"[DONE]"):
                     ended = True
                     break
@@ -250,6 +266,7 @@ class OpenAICompatProvider:
                 if text:
                     yield Delta(text)
         finally:
+            forget()
             if ended:
                 finish_reading(events)
             response.close()

@@ -7,6 +7,7 @@ format carry nothing we use.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Iterator
 
 import httpx
@@ -55,4 +56,28 @@ def finish_reading(events: Iterator[bytes], most: int = 8) -> None:
             if n >= most:
                 return
     except httpx.HTTPError:
+        return
+
+
+def cut(response: httpx.Response) -> None:
+    """End a stream another thread may be blocked reading: shut its connection down,
+    so the read returns at once with the end of the stream (which httpx raises as a
+    broken connection) instead of waiting out its read timeout.
+
+    The shutdown is made on the connection's file descriptor, not through its socket
+    object: a TLS socket's own ``shutdown`` drops its SSL state under the reader."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if not isinstance(sock, socket.socket):
+        return
+    try:
+        fd = sock.fileno()
+        if fd < 0:  # already closed
+            return
+        raw = socket.socket(fileno=fd)
+        try:
+            raw.shutdown(socket.SHUT_RDWR)
+        finally:
+            raw.detach()  # the descriptor stays the connection's, closed with it
+    except OSError:  # closed or ended meanwhile: nothing to cut
         return

@@ -51,7 +51,7 @@ from apps_yaml.events import Chunk, Event, Failed, Outcome, Output
 from apps_yaml.inputs import check_input
 from apps_yaml.runner import HistoryTurn, Runner
 from apps_yaml.schema import AppDocument
-from providers.base import set_deadline
+from providers.base import Cancel
 from runs import records
 from runs.deadlines import DeadlineWatcher
 from runs.errors import RunAuthError, RunConflictError, SessionNotFoundError
@@ -182,12 +182,12 @@ class RunService:
         self._documents = records.DocumentCache()
         self._deadlines = DeadlineWatcher()
         self._admission = threading.Lock()  # SQLite admissions, one at a time per process
-        self._active: dict[str, threading.Event] = {}  # run id -> its cancel event
+        self._active: dict[str, Cancel] = {}  # run id -> its cancel event
         self._active_lock = threading.Lock()
 
     # --- stored apps ---------------------------------------------------------------
 
-    def run(self, request: RunRequest, cancel: threading.Event, emit: Emit | None) -> FinishedRun:
+    def run(self, request: RunRequest, cancel: Cancel, emit: Emit | None) -> FinishedRun:
         """Prepare and execute in one call (one worker-thread hop for the caller)."""
         return self.execute(self.prepare(request), cancel, emit)
 
@@ -327,7 +327,7 @@ class RunService:
     def execute(
         self,
         run: PreparedRun,
-        cancel: threading.Event,
+        cancel: Cancel,
         emit: Emit | None,
         store_with: StoreWith | None = None,
     ) -> FinishedRun:
@@ -369,7 +369,7 @@ class RunService:
     def _execute(
         self,
         run: PreparedRun,
-        cancel: threading.Event,
+        cancel: Cancel,
         emit: Emit | None,
         trace: RunTrace | None,
         store_with: StoreWith | None,
@@ -442,7 +442,7 @@ class RunService:
     # --- any runner ------------------------------------------------------------------
 
     def run_document(
-        self, doc: AppDocument, given: Any, cancel: threading.Event | None = None
+        self, doc: AppDocument, given: Any, cancel: Cancel | None = None
     ) -> Generator[Event, None, None]:
         """Run an app document that is not stored (nothing is recorded); its inputs are
         checked first (``INPUT_INVALID``)."""
@@ -452,7 +452,7 @@ class RunService:
             self.services.settings.runs.timeout_seconds,
             doc.limits.timeout_seconds or math.inf,
         )
-        return self._events(runner, inputs, None, [], timeout, cancel or threading.Event())
+        return self._events(runner, inputs, None, [], timeout, cancel or Cancel())
 
     def _events(
         self,
@@ -461,7 +461,7 @@ class RunService:
         session_id: str | None,
         history: list[HistoryTurn],
         timeout: float,
-        cancel: threading.Event,
+        cancel: Cancel,
     ) -> Generator[Event, None, None]:
         """The runner's events, under the run's deadline; a crash becomes a failure."""
         timed_out = threading.Event()
@@ -472,7 +472,7 @@ class RunService:
 
         deadline = self._deadlines.watch(timeout, time_up)
         ends_at = time.monotonic() + timeout
-        set_deadline(cancel, ends_at)  # model calls bound their waits by it
+        cancel.deadline = ends_at  # model calls bound their waits by it
         events = runner.run(
             inputs, self.deps, session_id=session_id, history=history, cancel=cancel
         )

@@ -67,7 +67,9 @@ class Reply:
     """One scripted answer: a JSON ``body``, or Server-Sent Events when ``sse`` is set.
 
     ``cut``: send the first event (or half the body) and drop the connection.
-    ``hold``: send the first event, then wait until the client hangs up.
+    ``hold``: send the first event, then wait until the client hangs up; the body
+    ends with the connection, or is sent in HTTP chunks with ``chunked`` (as
+    uvicorn-based servers do), where the connection's end cuts it short.
     """
 
     status: int
@@ -76,6 +78,7 @@ class Reply:
     sse: list[dict[str, Any]] | None = None
     cut: bool = False
     hold: bool = False
+    chunked: bool = False
 
 
 @dataclass
@@ -154,11 +157,16 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.hold or reply.cut:
             self.send_header("Connection", "close")
             self.close_connection = True
-        if not reply.hold:
+        if reply.hold and reply.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        elif not reply.hold:
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if reply.hold:
-            self.wfile.write(events[0])
+            first = events[0]
+            if reply.chunked:
+                first = f"{len(first):x}\r\n".encode() + first + b"\r\n"
+            self.wfile.write(first)
             self._wait_for_hang_up()
         elif reply.cut:
             self.wfile.write(events[0] if len(events) > 1 else data[: len(data) // 2])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
 import time
 from collections.abc import AsyncIterator
 from functools import partial
@@ -38,6 +37,7 @@ from api.state import ApiState, State
 from api.streaming import RunBridge, is_end, start_streaming
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
+from providers.base import Cancel
 from runs import chat
 from runs.errors import told
 from runs.records import AppRecord, find_app_uuid
@@ -134,7 +134,7 @@ async def create_chat_completion_route(
     about_app(request, planned.request.app_uuid)  # CORS: the app's origins apply
     if token is None:
         await count_public_run(request, state, planned.request.app_uuid)
-    cancel = threading.Event()
+    cancel = Cancel()
     if body.stream:
         return await _stream(request, state, body, planned, cancel)
     finished = await loop.run_in_executor(
@@ -207,7 +207,7 @@ async def _stream(
     state: ApiState,
     body: wire.ChatCompletionCreate,
     planned: chat.ChatRun,
-    cancel: threading.Event,
+    cancel: Cancel,
 ) -> Response:
     """Hold the answer until the run's first output (so a run failing before it gets a
     real error status), then send the frames as the model writes."""
@@ -235,7 +235,7 @@ async def _frames(
     bridge: RunBridge,
     output_key: str,
     include_usage: bool,
-    cancel: threading.Event,
+    cancel: Cancel,
     role: str | None,
 ) -> AsyncIterator[bytes]:
     """The SSE frames of a run whose first output is ``first``: role, text deltas of

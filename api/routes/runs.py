@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
@@ -34,6 +33,7 @@ from api.state import ApiState, State
 from api.streaming import Encoder, is_end, start_streaming, wants_sse
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
+from providers.base import Cancel
 from runs.errors import told
 from runs.service import Caller, FinishedRun, PreparedRun, RunRequest
 from runs.tables import Run
@@ -174,7 +174,7 @@ async def run_app_in_session_route(
 async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Response:
     if run_request.caller is None:
         await count_public_run(request, state, run_request.app_uuid)
-    cancel = threading.Event()
+    cancel = Cancel()
     if run_request.stream:
         return await _stream(request, state, run_request, cancel)
     loop = asyncio.get_running_loop()
@@ -215,7 +215,7 @@ async def count_public_run(request: Request, state: ApiState, app_uuid: str) -> 
 
 
 async def _stream(
-    request: Request, state: ApiState, run_request: RunRequest, cancel: threading.Event
+    request: Request, state: ApiState, run_request: RunRequest, cancel: Cancel
 ) -> Response:
     """Hold the answer until the first output (a run that fails before its first byte
     gets a normal error status), then stream the rest as it comes."""

@@ -171,7 +171,9 @@ def test_attack_kill_mid_run_then_restart_fails_run_interrupted_at_once(
         body = {"input": {"q": "answer slowly"}, "stream": True}
         with api.stream("POST", f"/api/apps/{uuid}/run", json=body) as r:
             run_id = r.headers["x-run-id"]
-            assert "answer" in json.loads(next(r.iter_lines()))["output"]
+            # Kept: a dropped line iterator closes the connection, and the run with it.
+            lines = r.iter_lines()
+            assert "answer" in json.loads(next(lines))["output"]
             busy = api.post(f"/api/apps/{uuid}/run", json={"input": {"q": "hi"}})
             assert busy.status_code == 429  # the running run holds the only place
             first.kill()

@@ -1,0 +1,92 @@
+"""A run's cancel event (:class:`providers.base.Cancel`): its callbacks, and the
+OpenAI-compatible provider cutting a stream that waits on a silent server when it is
+set, instead of waiting out the read timeout."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from openai_edge import EdgeServer, Reply, make_provider, sse_chunk
+from waiting import poll_until
+
+from providers.base import (
+    Cancel,
+    ChatMessage,
+    Completion,
+    Delta,
+    GenerationParams,
+    time_left,
+    when_cancelled,
+)
+
+MODEL = "gpt-test"
+ASK: list[ChatMessage] = [{"role": "user", "content": "Count."}]
+GREEDY = GenerationParams(temperature=0.0, max_tokens=8)
+
+
+def test_callbacks_run_once_when_set_and_at_once_when_late():
+    cancel, calls = Cancel(), []
+    when_cancelled(cancel, lambda: calls.append("a"))
+    forget = cancel.when_set(lambda: calls.append("forgotten"))
+    forget()
+    assert calls == []
+    cancel.set()
+    cancel.set()  # again: nothing more
+    assert calls == ["a"]
+    cancel.when_set(lambda: calls.append("late"))  # already set: called at once
+    assert calls == ["a", "late"]
+
+
+def test_a_failing_callback_does_not_stop_the_others(caplog: pytest.LogCaptureFixture):
+    cancel, calls = Cancel(), []
+
+    def broken() -> None:
+        raise RuntimeError("broken callback")
+
+    cancel.when_set(broken)
+    cancel.when_set(lambda: calls.append("b"))
+    cancel.set()
+    assert cancel.is_set() and calls == ["b"]
+    assert "a cancel callback failed" in caplog.text
+
+
+def test_a_plain_event_has_no_deadline_and_no_callbacks():
+    plain, calls = threading.Event(), []
+    when_cancelled(plain, lambda: calls.append("x"))()
+    plain.set()
+    assert calls == [] and time_left(plain) is None and time_left(None) is None
+    assert time_left(Cancel()) is None
+    assert 0 < (time_left(Cancel(time.monotonic() + 60)) or 0) <= 60
+    assert time_left(Cancel(time.monotonic() - 1)) == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["ends-with-connection", "chunked"])
+def test_a_cancel_while_a_stream_waits_on_a_silent_server_cuts_it(edge: EdgeServer, chunked: bool):
+    # The server sends one chunk and then nothing, holding the connection open: the
+    # read would wait out the provider's timeout (10 minutes) if the cancel did not cut it.
+    events = [sse_chunk("one", None), sse_chunk("two", None)]
+    edge.replies = [Reply(200, None, sse=events, hold=True, chunked=chunked)]
+    provider = make_provider(edge.url, timeout=600)
+    cancel = Cancel()
+    items: list[Delta | Completion] = []
+
+    def read() -> None:
+        with provider.stream(MODEL, ASK, GREEDY, cancel) as generation:
+            for delta in generation:
+                items.append(delta)
+            items.append(generation.result())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    poll_until(lambda: items)  # "one" came: the reader now waits for the next chunk
+    cancel.set()  # from another thread, as a run's deadline or its caller's going does
+    reader.join(60)
+    assert not reader.is_alive(), "the stream still waits on the silent server"
+    assert items[0] == Delta("one") and len(items) == 2
+    completion = items[1]
+    assert isinstance(completion, Completion)
+    assert (completion.text, completion.finish_reason) == ("one", "cancelled")
+    assert edge.hung_up.wait(20)  # the server saw the connection go
+    provider.close()
