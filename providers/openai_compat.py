@@ -94,10 +94,11 @@ class OpenAICompatProvider:
         *,
         key_env: str | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         """``key_env`` names an environment variable read when no key is configured;
-        ``clock`` and ``sleep`` time the waits between retries (tests pass their own)."""
+        ``clock`` and ``sleep`` time the waits between retries (tests pass their own;
+        by default a wait ends early when the run is cancelled)."""
         self.name = name
         self._settings = settings
         key = settings.api_key.get_secret_value() if settings.api_key is not None else None
@@ -182,11 +183,12 @@ class OpenAICompatProvider:
     def _timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self._settings.timeout, connect=self._settings.connect_timeout)
 
-    def _retries(self) -> Retries:
+    def _retries(self, cancel: threading.Event | None) -> Retries:
         one_try = self._settings.connect_timeout + self._settings.timeout
-        return Retries.start(
-            self._settings.max_retries, one_try, clock=self._clock, sleep=self._sleep
-        )
+        sleep = self._sleep or (cancel.wait if cancel is not None else time.sleep)
+        retries = Retries.start(self._settings.max_retries, one_try, clock=self._clock, sleep=sleep)
+        retries.cancel = cancel
+        return retries
 
     # -- calls -----------------------------------------------------------------
 
@@ -236,9 +238,16 @@ class OpenAICompatProvider:
             answer.finish_reason = "cancelled"
             yield self._finish(answer, started)
             return
-        response = self._send(
-            "POST", "chat/completions", model, payload, stream=True, left=time_left(cancel)
-        )
+        try:
+            response = self._send(
+                "POST", "chat/completions", model, payload, stream=True, cancel=cancel
+            )
+        except ProviderError:
+            if cancel is None or not cancel.is_set():
+                raise
+            answer.finish_reason = "cancelled"  # it stopped trying: the run is over
+            yield self._finish(answer, started)
+            return
         ended = False
         forget = when_cancelled(cancel, lambda: cut(response))
         try:
@@ -368,14 +377,15 @@ class OpenAICompatProvider:
         *,
         stream: bool,
         timeout: float | None = None,
-        left: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> httpx.Response:
         """One call with retries (none when ``timeout`` bounds it, as for ``ping``), each
-        wait and all the retries within ``left`` seconds (the run's time) if given; a
-        failure becomes our error."""
+        wait and all the retries within the time the run of ``cancel`` has left, and
+        none once it is cancelled; a failure becomes our error."""
         client = self._http()
         if timeout is None:
-            limit, retries = self._timeout(), self._retries()
+            limit, retries = self._timeout(), self._retries(cancel)
+            left = time_left(cancel)
             if left is not None:  # the run ends first: no wait outlasts it
                 left = max(left, 0.01)
                 limit = httpx.Timeout(
@@ -384,7 +394,7 @@ class OpenAICompatProvider:
                 retries.deadline = min(retries.deadline, self._clock() + left)
         else:
             limit = httpx.Timeout(timeout)
-            retries = Retries.start(0, timeout, clock=self._clock, sleep=self._sleep)
+            retries = Retries.start(0, timeout, clock=self._clock, sleep=self._sleep or time.sleep)
         accept = "text/event-stream" if stream else "application/json"
         request = client.build_request(
             method, path, json=payload, headers={"Accept": accept}, timeout=limit

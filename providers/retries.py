@@ -20,6 +20,9 @@ The wait before retry number ``n`` (0 for the first):
   less a random 0-25 % so clients that failed together do not retry together:
   0.375-0.5 s, then 0.75-1 s, 1.5-2 s, 3-4 s, 6-8 s, 6-8 s...
 
+A run's cancel (its caller left, its time is up) ends the wait before a retry
+at once and makes no more tries: the last failure is raised.
+
 How many: at most ``max_retries``, within a deadline per call (our addition;
 the SDK has none). The deadline is ``(max_retries + 1) × try_seconds`` after the
 first try starts, where ``try_seconds`` is what one try may take (the
@@ -41,6 +44,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,8 +126,9 @@ class Retries:
     try_seconds: float
     deadline: float
     clock: Callable[[], float]
-    sleep: Callable[[float], None]
+    sleep: Callable[[float], object]
     taken: int = 0
+    cancel: threading.Event | None = None  # set: no more tries
 
     @classmethod
     def start(
@@ -132,7 +137,7 @@ class Retries:
         try_seconds: float,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> Retries:
         """The retries of a call starting now, its deadline set by the rule above."""
         deadline = clock() + (max_retries + 1) * try_seconds
@@ -141,7 +146,7 @@ class Retries:
     def next_wait(self, headers: httpx.Headers | None) -> float | None:
         """The wait before one more try, or None when none is left or it would miss the
         deadline. ``headers`` are the failed answer's (None: no answer at all)."""
-        if self.taken >= self.max_retries:
+        if self.taken >= self.max_retries or self.cancelled():
             return None
         wait = wait_before(self.taken, headers, time.time())
         if self.clock() + wait + self.try_seconds > self.deadline:
@@ -152,16 +157,18 @@ class Retries:
     def again(self, headers: httpx.Headers | None) -> bool:
         """Wait and return True when one more try may be made; else return False at once."""
         wait = self.next_wait(headers)
-        if wait is None:
-            return False
-        self.pause(wait)
-        return True
+        return wait is not None and self.pause(wait)
 
-    def pause(self, wait: float) -> None:
-        """Wait before the next try (after the failed answer was released)."""
+    def pause(self, wait: float) -> bool:
+        """Wait before the next try (after the failed answer was released); False if
+        the call was cancelled meanwhile (no try then)."""
         self.taken += 1
         logger.debug("retry %d of %d in %.2f s", self.taken, self.max_retries, wait)
         self.sleep(wait)
+        return not self.cancelled()
+
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
 
 def send(
@@ -200,8 +207,11 @@ def send(
             raise httpx.HTTPStatusError(
                 f"status {response.status_code}", request=request, response=response
             )
-        response.close()  # not held open while waiting
-        retries.pause(wait)
+        _read_quietly(response)  # the connection goes back to the pool while we wait
+        if not retries.pause(wait):
+            raise httpx.HTTPStatusError(
+                f"status {response.status_code}", request=request, response=response
+            )
 
 
 def _read_quietly(response: httpx.Response) -> None:

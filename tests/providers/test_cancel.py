@@ -1,6 +1,7 @@
 """A run's cancel event (:class:`providers.base.Cancel`): its callbacks, and the
-OpenAI-compatible provider cutting a stream that waits on a silent server when it is
-set, instead of waiting out the read timeout."""
+OpenAI-compatible provider, when it is set, cutting a stream that waits on a silent
+server instead of waiting out the read timeout, and ending its wait between retries
+without trying again."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 import time
 
 import pytest
-from openai_edge import EdgeServer, Reply, make_provider, sse_chunk
+from openai_edge import EdgeServer, FakeTime, Reply, make_provider, openai_error, sse_chunk
 from waiting import poll_until
 
 from providers.base import (
@@ -20,6 +21,7 @@ from providers.base import (
     time_left,
     when_cancelled,
 )
+from providers.retries import Retries
 
 MODEL = "gpt-test"
 ASK: list[ChatMessage] = [{"role": "user", "content": "Count."}]
@@ -90,3 +92,37 @@ def test_a_cancel_while_a_stream_waits_on_a_silent_server_cuts_it(edge: EdgeServ
     assert (completion.text, completion.finish_reason) == ("one", "cancelled")
     assert edge.hung_up.wait(20)  # the server saw the connection go
     provider.close()
+
+
+def test_a_cancel_ends_the_wait_between_retries_and_makes_no_more(edge: EdgeServer):
+    # The server is busy and asks for 100 s between tries: a run whose caller left
+    # stops waiting at once, and tries no more.
+    busy = openai_error("overloaded")
+    edge.replies = [Reply(503, busy, headers={"retry-after": "100"})]
+    provider = make_provider(edge.url, timeout=600, max_retries=3)
+    cancel = Cancel()
+    done: list[Completion] = []
+
+    def call() -> None:
+        with provider.stream(MODEL, ASK, GREEDY, cancel) as generation:
+            assert list(generation) == []
+            done.append(generation.result())
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    poll_until(lambda: edge.requests)  # the first try was answered: the wait begins
+    cancel.set()
+    caller.join(60)
+    assert not caller.is_alive(), "the call still waits to try again"
+    assert done[0].finish_reason == "cancelled" and len(edge.requests) == 1
+    provider.close()
+
+
+def test_no_retry_is_made_for_a_cancelled_call(timing: FakeTime):
+    cancel = Cancel()
+    retries = Retries.start(3, 10.0, clock=timing.clock, sleep=timing.sleep)
+    retries.cancel = cancel
+    assert retries.again(None) is True and timing.waits != []
+    cancel.set()
+    waited = list(timing.waits)
+    assert retries.again(None) is False and timing.waits == waited
