@@ -287,12 +287,29 @@ def _last_line(
 
 
 @router.get("/api/runs/{run_id}", response_model=RunPublic)
-def get_run_route(run_id: str, db: DbSession, token: OwnReader) -> Run:
+def get_run_route(run_id: str, db: DbSession, token: OwnReader) -> Run | RunPublic:
     """One run: input, output, steps (rendered prompts, timings, usage), status and error.
-    A runner key sees only the runs it made; a key narrowed to apps, only theirs."""
+    A runner key sees only the runs it made; a key narrowed to apps, only theirs. A
+    runner key sees what it sent and got and how the run went, not what is behind the
+    app: its steps keep id, kind, timings, usage and finish reason (no rendered prompts,
+    retrieved text, models or step errors), and the error is in the words its run got."""
     run = db.get(Run, run_id)
     if run is None or not token.may_use_app(run.app_uuid):
         raise NotFoundError(f"no run '{run_id}'", code="RUN_NOT_FOUND")
     if token.role == "runner" and run.token_id != token.id:
         raise NotFoundError(f"no run '{run_id}'", code="RUN_NOT_FOUND")
-    return run
+    return _as_runner_sees(run) if token.role == "runner" else run
+
+
+# What a runner key reads of each step of its run.
+_RUNNER_STEP_KEYS = frozenset({"id", "kind", "latency_ms", "ttft_ms", "usage", "finish_reason"})
+
+
+def _as_runner_sees(run: Run) -> RunPublic:
+    seen = RunPublic.model_validate(run)
+    steps = [{k: v for k, v in step.items() if k in _RUNNER_STEP_KEYS} for step in seen.steps]
+    error = seen.error
+    if error is not None:
+        said = told(str(error.get("code")), str(error.get("message")), "runner")
+        error = {**error, "message": said}
+    return seen.model_copy(update={"steps": steps, "error": error})
