@@ -20,8 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from appforge.core.settings import OpenAISettings
-from providers.base import Completion, Delta, Generation
+from providers.base import ChatMessage, Completion, Delta, Generation, GenerationParams
 from providers.openai_compat import OpenAICompatProvider
+
+# The model the edge server plays, a question for it and short greedy sampling.
+MODEL = "gpt-test"
+COUNT: list[ChatMessage] = [{"role": "user", "content": "Count to 3."}]
+GREEDY = GenerationParams(temperature=0.0, max_tokens=4)
 
 
 @dataclass

@@ -9,23 +9,27 @@ import threading
 import time
 
 import pytest
-from openai_edge import EdgeServer, FakeTime, Reply, make_provider, openai_error, sse_chunk
+from openai_edge import (
+    COUNT,
+    GREEDY,
+    MODEL,
+    EdgeServer,
+    FakeTime,
+    Reply,
+    make_provider,
+    openai_error,
+    sse_chunk,
+)
 from waiting import poll_until
 
 from providers.base import (
     Cancel,
-    ChatMessage,
     Completion,
     Delta,
-    GenerationParams,
     time_left,
     when_cancelled,
 )
 from providers.retries import Retries
-
-MODEL = "gpt-test"
-ASK: list[ChatMessage] = [{"role": "user", "content": "Count."}]
-GREEDY = GenerationParams(temperature=0.0, max_tokens=8)
 
 
 def test_callbacks_run_once_when_set_and_at_once_when_late():
@@ -75,7 +79,7 @@ def test_a_cancel_while_a_stream_waits_on_a_silent_server_cuts_it(edge: EdgeServ
     items: list[Delta | Completion] = []
 
     def read() -> None:
-        with provider.stream(MODEL, ASK, GREEDY, cancel) as generation:
+        with provider.stream(MODEL, COUNT, GREEDY, cancel) as generation:
             for delta in generation:
                 items.append(delta)
             items.append(generation.result())
@@ -104,7 +108,7 @@ def test_a_cancel_ends_the_wait_between_retries_and_makes_no_more(edge: EdgeServ
     done: list[Completion] = []
 
     def call() -> None:
-        with provider.stream(MODEL, ASK, GREEDY, cancel) as generation:
+        with provider.stream(MODEL, COUNT, GREEDY, cancel) as generation:
             assert list(generation) == []
             done.append(generation.result())
 

@@ -15,6 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from openai_edge import (
+    COUNT,
+    GREEDY,
+    MODEL,
     EdgeServer,
     FakeTime,
     Reply,
@@ -25,13 +28,9 @@ from openai_edge import (
     openai_error,
 )
 
-from providers.base import ChatMessage, GenerationParams
 from providers.errors import ProviderError, ProviderRateLimitedError, ProviderUnavailableError
 from providers.retries import MAX_DELAY, Retries, backoff, is_retried, server_wait
 
-MODEL = "gpt-test"
-COUNT: list[ChatMessage] = [{"role": "user", "content": "Count to 3."}]
-GREEDY = GenerationParams(temperature=0.0, max_tokens=4)
 NOW = 1_700_000_000.0  # a Unix time: 2023-11-14 22:13:20 UTC
 
 
