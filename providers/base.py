@@ -208,6 +208,10 @@ def _call(callback: Callable[[], None]) -> None:
         log.exception("a cancel callback failed")
 
 
+def is_cancelled(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
 def time_left(cancel: threading.Event | None) -> float | None:
     """Seconds until the deadline of a run's :class:`Cancel` (0 once past), or None if
     there is none."""

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +50,7 @@ from providers.base import (
     Generation,
     GenerationParams,
     Usage,
+    is_cancelled,
     time_left,
     when_cancelled,
 )
@@ -234,51 +236,43 @@ class OpenAICompatProvider:
         started: float,
     ) -> Generator[Delta | Completion, None, None]:
         answer = Answer(model)
-        if cancel is not None and cancel.is_set():
-            answer.finish_reason = "cancelled"
-            yield self._finish(answer, started)
-            return
+        stopped = partial(is_cancelled, cancel)
+        response = None
         try:
-            response = self._send(
-                "POST", "chat/completions", model, payload, stream=True, cancel=cancel
-            )
+            if not stopped():
+                response = self._send(
+                    "POST", "chat/completions", model, payload, stream=True, cancel=cancel
+                )
         except ProviderError:
-            if cancel is None or not cancel.is_set():
-                raise
-            answer.finish_reason = "cancelled"  # it stopped trying: the run is over
-            yield self._finish(answer, started)
-            return
+            if not stopped():
+                raise  # else it stopped trying: the run is over
         ended = False
-        forget = when_cancelled(cancel, lambda: cut(response))
-        try:
-            events = event_data(response.iter_bytes())
-            while True:
-                if cancel is not None and cancel.is_set():
-                    answer.finish_reason = "cancelled"
-                    break
-                try:
-                    data = self._next_event(events, model)
-                except ProviderError:
-                    if cancel is not None and cancel.is_set():  # we cut it mid-body
-                        answer.finish_reason = "cancelled"
+        if response is not None:
+            forget = when_cancelled(cancel, lambda: cut(response))
+            try:
+                events = event_data(response.iter_bytes())
+                while not stopped():
+                    try:
+                        data = self._next_event(events, model)
+                    except ProviderError:
+                        if stopped():  # we cut it mid-body
+                            break
+                        raise
+                    if data is None and stopped():  # we cut a body ended by its connection
                         break
-                    raise
-                if data is None and cancel is not None and cancel.is_set():
-                    answer.finish_reason = (
-                        "cancelled"  # we cut a body that ends with its connection
-                    )
-                    break
-                if data is None or data.startswith(b"[DONE]"):
-                    ended = True
-                    break
-                text = self._take(answer, data, model)
-                if text:
-                    yield Delta(text)
-        finally:
-            forget()
-            if ended:
-                finish_reading(events)
-            response.close()
+                    if data is None or data.startswith(b"[DONE]"):
+                        ended = True
+                        break
+                    text = self._take(answer, data, model)
+                    if text:
+                        yield Delta(text)
+            finally:
+                forget()
+                if ended:
+                    finish_reading(events)
+                response.close()
+        if not ended and stopped():
+            answer.finish_reason = "cancelled"
         yield self._finish(answer, started)
 
     def _next_event(self, events: Iterator[bytes], model: str) -> bytes | None:
