@@ -49,12 +49,14 @@ async def ready(state: State, token: Anyone) -> Ready:
     embedding model is not loading (in a process running ingestion), and the process is
     not shutting down; otherwise 503 ``NOT_READY`` naming what is not.
 
-    No token needed; a caller with one also sees why each failed check failed.
-    Answers are cached for ``APPFORGE_HEALTH__CACHE_SECONDS``.
+    No token needed; an admin, editor or viewer also sees why each failed check failed
+    (not a runner key, which a widget's page shows anyone: the reasons name the servers
+    behind the API). Answers are cached for ``APPFORGE_HEALTH__CACHE_SECONDS``.
     """
     checks = await state.readiness.report()
+    why = token is not None and token.role != "runner"
     shown = {
-        c.name: CheckPublic(ok=c.ok, ms=round(c.ms, 1), error=c.error if token else None)
+        c.name: CheckPublic(ok=c.ok, ms=round(c.ms, 1), error=c.error if why else None)
         for c in checks
     }
     failing = [c for c in checks if not c.ok]
