@@ -72,16 +72,6 @@ def make_client(chroma_url: str | None, path: Path, timeout: float = 30.0) -> Cl
     return client
 
 
-def prepare_files(path: Path) -> None:
-    """Make an embedded Chroma's files in ``path`` (its own schema) and close them.
-
-    Several processes opening a new folder at once (``serve --workers N``) each run
-    Chroma's migrations, and the losers fail ("table collections already exists",
-    "database is locked"); opening made files at once is safe. Call once, before
-    the processes start."""
-    VectorIndex(make_client(None, path)).close()
-
-
 def _answers(chroma_url: str, timeout: float) -> None:
     """The server's heartbeat within ``timeout`` seconds (connecting: 5 at most), else
     :class:`ChromaNotReachable`: the client chromadb makes asks the server who we are

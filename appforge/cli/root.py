@@ -207,3 +207,23 @@ def fail(code: str, message: str, status: int = 1) -> NoReturn:
     """End the command: ``error [CODE]: message`` on stderr and exit ``status``."""
     click.echo(f"error [{code}]: {message}", err=True)
     sys.exit(status)
+
+
+def shared_vector_store(config: Settings, what: str) -> None:
+    """End the command when ``what`` would put a second process on an embedded Chroma.
+
+    An embedded Chroma's index lives in the memory of the process that opened it:
+    what one process adds, another does not find (its count sees it, its searches do
+    not), and each writes its own index back to the files. Processes that share
+    datasources share a Chroma server."""
+    if config.chroma_url:
+        return
+    fail(
+        "CHROMA_SERVER_REQUIRED",
+        f"{what} needs a Chroma server that every process shares (APPFORGE_CHROMA_URL): "
+        "an embedded Chroma's index lives in the memory of the one process that opened "
+        "it, and the others would not find what it adds. Serve the same files with "
+        f"`chroma run --path {config.home / 'chroma'} --port 8001` and set "
+        "APPFORGE_CHROMA_URL=http://127.0.0.1:8001 (docs/deploy.md)",
+        status=2,
+    )

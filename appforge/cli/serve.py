@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from appforge import __version__
-from appforge.cli.root import load_settings, main, open_home
+from appforge.cli.root import load_settings, main, open_home, shared_vector_store
 
 
 @main.command()
@@ -51,11 +51,9 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool, no_work
     metrics_dir = _metrics_dir(workers, config.metrics.enabled)
     # Before any worker starts: make the key file, migrate, and end with a clear
     # `error [SECRET_KEY_MISMATCH]` (not a traceback per worker) on a wrong key.
+    if workers > 1:
+        shared_vector_store(config, "serve --workers N")
     open_home(config)[0].dispose()
-    if workers > 1 and not config.chroma_url:
-        from datasources.index import prepare_files
-
-        prepare_files(config.home / "chroma")  # the API processes would race to make them
     click.echo(f"appforge {__version__}: API on http://{host}:{port}/api (docs at /docs)")
     upload_mb = -(-config.datasources.max_file_bytes // (1024 * 1024))
     ui = None if no_ui else _start_builder(host, port, ui_port, upload_mb)

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from appforge.cli.root import load_settings, main, open_home
+from appforge.cli.root import load_settings, main, open_home, shared_vector_store
 
 QUEUES = ("ingest", "refresh", "webhooks")
 log = logging.getLogger("appforge.worker")
@@ -51,6 +51,8 @@ def worker(only: str | None) -> None:
 
     queues = _queues(only)
     config = load_settings()
+    if "ingest" in queues:  # an API process searches what this worker adds
+        shared_vector_store(config, "appforge worker (ingest)")
     configure(config.log_level, config.log_format)
     open_home(config)[0].dispose()  # migrate, check the key: one clear error, not a trace
     stop = threading.Event()

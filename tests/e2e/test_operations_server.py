@@ -108,7 +108,10 @@ SCRAPE = "scrape-token-0123456789"
 
 
 def test_two_api_processes_count_together_and_drain_on_sigterm(
-    start_server: Callable[..., ServerProcess], model: FakeModel, tmp_path: Path
+    start_server: Callable[..., ServerProcess],
+    model: FakeModel,
+    chroma_server: str,
+    tmp_path: Path,
 ):
     """``serve --workers 2``: metrics summed over both; on SIGTERM a stream that ends
     within the grace ends as usual, one that does not gets its error line, and the
@@ -117,6 +120,7 @@ def test_two_api_processes_count_together_and_drain_on_sigterm(
     env = _env(
         model,
         home,
+        APPFORGE_CHROMA_URL=chroma_server,  # the processes share datasources
         # Far more than the short answer needs even on a loaded machine, far less
         # than the long one takes (20 s).
         APPFORGE_SHUTDOWN_GRACE_SECONDS="8",
@@ -278,3 +282,29 @@ def test_worker_refuses_unknown_queues():
     result = CliRunner().invoke(main, ["worker", "--only", "ingest,mail"])
     assert result.exit_code == 2
     assert "queues are ingest, refresh, webhooks" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["serve", "--workers", "2", "--no-ui"], "serve --workers N"),
+        (["worker", "--only", "ingest"], "appforge worker (ingest)"),
+        (["worker"], "appforge worker (ingest)"),
+    ],
+)
+def test_several_processes_on_an_embedded_chroma_are_refused(
+    args: list[str], what: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # An embedded Chroma's index is in one process's memory: a second process's
+    # searches would miss what the first adds. Refused before anything is made.
+    from click.testing import CliRunner
+
+    from appforge.cli import main
+
+    monkeypatch.delenv("APPFORGE_CHROMA_URL", raising=False)
+    home = tmp_path / "home"
+    result = CliRunner().invoke(main, ["--home", str(home), *args])
+    assert result.exit_code == 2, result.output
+    assert f"error [CHROMA_SERVER_REQUIRED]: {what} needs a Chroma server" in result.output
+    assert f"chroma run --path {home / 'chroma'}" in result.output
+    assert not home.exists()
