@@ -237,15 +237,13 @@ class OpenAICompatProvider:
     ) -> Generator[Delta | Completion, None, None]:
         answer = Answer(model)
         stopped = partial(is_cancelled, cancel)
+        # A call that fails before its first byte raises, cancelled or not (a cancel
+        # only ends its retries): the run says why it got no answer.
         response = None
-        try:
-            if not stopped():
-                response = self._send(
-                    "POST", "chat/completions", model, payload, stream=True, cancel=cancel
-                )
-        except ProviderError:
-            if not stopped():
-                raise  # else it stopped trying: the run is over
+        if not stopped():
+            response = self._send(
+                "POST", "chat/completions", model, payload, stream=True, cancel=cancel
+            )
         ended = False
         if response is not None:
             forget = when_cancelled(cancel, lambda: cut(response))

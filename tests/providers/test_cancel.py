@@ -29,6 +29,7 @@ from providers.base import (
     time_left,
     when_cancelled,
 )
+from providers.errors import ProviderError
 from providers.retries import Retries
 
 
@@ -100,17 +101,19 @@ def test_a_cancel_while_a_stream_waits_on_a_silent_server_cuts_it(edge: EdgeServ
 
 def test_a_cancel_ends_the_wait_between_retries_and_makes_no_more(edge: EdgeServer):
     # The server is busy and asks for 100 s between tries: a run whose caller left
-    # stops waiting at once, and tries no more.
+    # stops waiting at once and tries no more; the call fails with the busy answer.
     busy = openai_error("overloaded")
     edge.replies = [Reply(503, busy, headers={"retry-after": "100"})]
     provider = make_provider(edge.url, timeout=600, max_retries=3)
     cancel = Cancel()
-    done: list[Completion] = []
+    failed: list[ProviderError] = []
 
     def call() -> None:
-        with provider.stream(MODEL, COUNT, GREEDY, cancel) as generation:
-            assert list(generation) == []
-            done.append(generation.result())
+        try:
+            with provider.stream(MODEL, COUNT, GREEDY, cancel) as generation:
+                list(generation)
+        except ProviderError as exc:
+            failed.append(exc)
 
     caller = threading.Thread(target=call, daemon=True)
     caller.start()
@@ -118,7 +121,8 @@ def test_a_cancel_ends_the_wait_between_retries_and_makes_no_more(edge: EdgeServ
     cancel.set()
     caller.join(60)
     assert not caller.is_alive(), "the call still waits to try again"
-    assert done[0].finish_reason == "cancelled" and len(edge.requests) == 1
+    assert len(failed) == 1 and "overloaded" in failed[0].message
+    assert len(edge.requests) == 1
     provider.close()
 
 
