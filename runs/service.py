@@ -128,6 +128,11 @@ class RunRequest:
     overrides: RunOverrides | None = None
     run_id: str | None = None
 
+    @property
+    def role(self) -> str | None:
+        """The caller's role (None: anonymous), which decides what a failure tells it."""
+        return self.caller.role if self.caller is not None else None
+
 
 @dataclass
 class PreparedRun:

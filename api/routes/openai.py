@@ -66,11 +66,6 @@ def _admit(token: Principal | None, app_uuid: str, public: bool) -> None:
     check_app_scope(token, app_uuid)
 
 
-def _role(planned: chat.ChatRun) -> str | None:
-    caller = planned.request.caller
-    return caller.role if caller is not None else None
-
-
 def _failed(finished: FinishedRun, role: str | None) -> ApiError:
     failure = finished.failure
     assert failure is not None
@@ -146,7 +141,7 @@ async def create_chat_completion_route(
         None,
     )
     if finished.failure is not None:
-        raise _failed(finished, _role(planned))
+        raise _failed(finished, planned.request.role)
     answer = wire.answer_text(finished.outcome.output.get(planned.output_key))
     content = wire.ChatCompletion(
         id=f"chatcmpl-{finished.run.run_id}",
@@ -211,7 +206,7 @@ async def _stream(
 ) -> Response:
     """Hold the answer until the run's first output (so a run failing before it gets a
     real error status), then send the frames as the model writes."""
-    role = _role(planned)
+    role = planned.request.role
     failed = partial(_failed, role=role)
     started = await start_streaming(
         state.executor, state.runs, planned.request, cancel, request.is_disconnected, failed

@@ -97,10 +97,6 @@ def _caller(token: Principal | None) -> Caller | None:
     return None if token is None else Caller(token.id, token.name, token.role)
 
 
-def _role(run_request: RunRequest) -> str | None:
-    return run_request.caller.role if run_request.caller is not None else None
-
-
 def _failure_error(finished: FinishedRun, role: str | None) -> ApiError:
     failure = finished.failure
     assert failure is not None
@@ -183,7 +179,7 @@ async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Re
         state.executor, in_context, state.runs.run, run_request, cancel, None
     )
     if finished.failure is not None:
-        raise _failure_error(finished, _role(run_request))
+        raise _failure_error(finished, run_request.role)
     # Built here rather than validated again against the response model: it is one.
     content = {
         "session": {"id": finished.run.session_id},
@@ -219,7 +215,7 @@ async def _stream(
 ) -> Response:
     """Hold the answer until the first output (a run that fails before its first byte
     gets a normal error status), then stream the rest as it comes."""
-    role = _role(run_request)
+    role = run_request.role
     failed = partial(_failure_error, role=role)
     started = await start_streaming(
         state.executor, state.runs, run_request, cancel, request.is_disconnected, failed
