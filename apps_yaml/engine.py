@@ -115,7 +115,7 @@ class AppRunner:
                     result = yield from _run_llm(step, context, deps, history, keys, cancel, budget)
                     result = replace(result, citations=numbered.cited(result.text))
                 else:
-                    result = _run_retrieve(step, context, deps, budget, numbered)
+                    result = _run_retrieve(step, context, deps, budget, numbered, cancel)
                 context[step.id] = result.context()
                 latency = (time.perf_counter() - started) * 1000
                 yield StepFinished(step.id, step.kind, latency, result)
@@ -194,6 +194,7 @@ def _run_retrieve(
     deps: Dependencies,
     budget: Budget,
     numbered: Numbering,
+    cancel: threading.Event | None,
 ) -> RetrieveResult:
     if deps.retriever is None:
         raise AppsYamlError(
@@ -203,7 +204,7 @@ def _run_retrieve(
     query = templates.render(step.query, context, budget)
     where = _render_where(step.where, context, budget) if step.where else None
     documents = deps.retriever.search(
-        step.datasources, query, step.top_k, where, step.mode, step.keyword_weight
+        step.datasources, query, step.top_k, where, step.mode, step.keyword_weight, cancel
     )
     if step.min_score is not None:
         documents = [d for d in documents if d.get("score", 0.0) >= step.min_score]

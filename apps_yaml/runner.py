@@ -33,9 +33,11 @@ class Retriever(Protocol):
         where: dict[str, Any] | None,
         mode: Literal["vector", "keyword", "hybrid"] | None = None,
         keyword_weight: float = 0.5,
+        cancel: threading.Event | None = None,
     ) -> list[dict[str, Any]]:
         """Chunks as ``{"id", "text", "score", "metadata"}``, best first; ``mode`` None:
-        the datasources' own."""
+        the datasources' own. Once ``cancel`` is set the search stops or is no longer
+        waited for (it fails with code ``CANCELLED``)."""
         ...
 
 

@@ -9,8 +9,10 @@ without retrieval never pays for them.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +31,10 @@ from datasources.embedding import Embedder
 from datasources.retriever import StoreRetriever
 from datasources.search import DEFAULT_KEYWORD_WEIGHT, Mode
 from datasources.store import DatasourceStore
-from providers.base import Provider
+from providers.base import Cancel, Provider
 from providers.catalog import ModelCatalog
 from providers.registry import ProviderRegistry
+from runs.errors import RunServiceError
 from runs.prompt_refs import StorePrompts
 
 
@@ -51,6 +54,7 @@ class Services:
     # (``appforge run`` of an app whose datasource is not in this home, with a warning).
     absent_datasources: frozenset[str] = frozenset()
     _datasources: DatasourceStore | None = field(default=None, repr=False)
+    _searches: ThreadPoolExecutor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -91,6 +95,16 @@ class Services:
                     self._datasources = DatasourceStore.open(self.settings, self.db, self.embedder)
         return self._datasources
 
+    @property
+    def searches(self) -> ThreadPoolExecutor:
+        """The threads runs search on (see :class:`_Retrieval`), started on first use."""
+        if self._searches is None:
+            with self._lock:
+                if self._searches is None:
+                    workers = self.settings.runs.workers
+                    self._searches = ThreadPoolExecutor(workers, thread_name_prefix="search")
+        return self._searches
+
     def dependencies(self) -> Dependencies:
         """What runners get: the models, the prompts store and the datasources."""
         limits = self.settings.limits
@@ -105,6 +119,8 @@ class Services:
         """Close the models this process built, the vector index and the database
         connections."""
         self.models.close()
+        if self._searches is not None:  # a search left behind ends by the Chroma timeout
+            self._searches.shutdown(wait=False, cancel_futures=True)
         if self._datasources is not None:
             self._datasources.close()
         self.tracing.close()
@@ -112,7 +128,14 @@ class Services:
 
 
 class _Retrieval:
-    """The engine's ``Retriever``, opening the datasource store at the first search."""
+    """The engine's ``Retriever``, opening the datasource store at the first search.
+
+    A run's search runs on a thread of its own pool, and the run waits for it only
+    until the run's cancel is set (its deadline, its caller gone, a shutdown): a
+    Chroma server that hangs is bounded by ``chroma_timeout_seconds`` (30 s by
+    default), which may be far past the run's own end. The search left behind
+    finishes on its thread within that timeout; one not started yet never starts.
+    """
 
     def __init__(self, services: Services) -> None:
         self._services = services
@@ -125,9 +148,33 @@ class _Retrieval:
         where: dict[str, Any] | None,
         mode: Mode | None = None,
         keyword_weight: float = DEFAULT_KEYWORD_WEIGHT,
+        cancel: threading.Event | None = None,
     ) -> list[dict[str, Any]]:
         present = [d for d in datasources if d not in self._services.absent_datasources]
         if not present:
             return []
-        retriever = StoreRetriever(self._services.datasources)
-        return retriever.search(present, query, top_k, where, mode, keyword_weight)
+
+        def search() -> list[dict[str, Any]]:
+            retriever = StoreRetriever(self._services.datasources)
+            return retriever.search(present, query, top_k, where, mode, keyword_weight)
+
+        if not isinstance(cancel, Cancel):  # nothing can say when to stop waiting
+            return search()
+        if cancel.is_set():
+            raise _stopped()
+        searched = self._services.searches.submit(contextvars.copy_context().run, search)
+        woken = threading.Event()
+        searched.add_done_callback(lambda _: woken.set())
+        forget = cancel.when_set(woken.set)
+        try:
+            woken.wait()
+        finally:
+            forget()
+        if not searched.done():
+            searched.cancel()  # still queued: it never runs
+            raise _stopped()
+        return searched.result()
+
+
+def _stopped() -> RunServiceError:
+    return RunServiceError("the run was cancelled", code="CANCELLED", status_code=499)

@@ -4,6 +4,7 @@ no entry failed for it; and a server that is not up yet when the API starts."""
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,55 @@ def test_a_hung_chroma_server_is_503_after_the_timeout_not_a_request_for_ever(
         assert poll_until(lambda: client.post(search, json={"query": "x"}).status_code == 200)
         process.send_signal(signal.SIGSTOP)  # connected now: its calls are bounded too
         assert _code(client.post(search, json={"query": "x"}), 503) == UNAVAILABLE
+    finally:
+        process.send_signal(signal.SIGCONT)
+        chroma.stop()
+
+
+def test_a_run_stops_waiting_for_a_hung_chroma_server_at_its_own_deadline(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
+):
+    """A retrieve step's search waited for the Chroma server's timeout (here 600 s)
+    whatever the run's deadline: a run of an app limited to 2 s held its caller and
+    its thread for as long as the server hung. Now the run ends at its deadline
+    (504 RUN_TIMEOUT, stored ``timeout``), and the server's next answer is found again."""
+    chroma = ChromaProcess(tmp_path / "chroma", free_port())
+    (tmp_path / "chroma").mkdir()
+    chroma.start()
+    assert chroma.process is not None
+    process = chroma.process
+    try:
+        settings = make_settings(
+            chroma_url=chroma.url, chroma_timeout_seconds=600, datasources={"workers": 0}
+        )
+        client = make_client(settings)
+        queue = _state(client).ingestion
+        ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
+        _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
+        assert len(queue.run_once()) == 1
+        doc = RAG_APP + "limits: {timeout_seconds: 2}\n"
+        app = client.post("/api/apps", content=doc, headers={"Content-Type": "text/yaml"})
+        assert app.status_code == 201, app.text
+        run_path = f"/api/apps/{app.json()['uuid']}/run"
+        assert client.post(run_path, json={"input": {"q": "green tea"}}).status_code == 200
+
+        process.send_signal(signal.SIGSTOP)  # connected, answering nothing
+        answers: list[Any] = []
+        asking = threading.Thread(
+            target=lambda: answers.append(client.post(run_path, json={"input": {"q": "tea"}}))
+        )
+        asking.start()
+        asking.join(300)  # far below the server's 600 s, far above the run's 2 s
+        assert not asking.is_alive(), "the run waited for the hung Chroma server"
+        (run,) = answers
+        assert _code(run, 504) == "RUN_TIMEOUT"
+        assert run.json()["error"]["details"]["step"] == "docs"
+        stored = client.get(f"/api/runs/{run.json()['error']['details']['run_id']}").json()
+        assert stored["status"] == "timeout"
+
+        process.send_signal(signal.SIGCONT)  # the search left behind gets its answer
+        again = client.post(run_path, json={"input": {"q": "green tea"}})
+        assert again.status_code == 200, again.text
     finally:
         process.send_signal(signal.SIGCONT)
         chroma.stop()
