@@ -18,7 +18,9 @@ Exceptions of the API layer (all under ``appforge.core.errors.AppforgeError``):
 
 The database being away (PostgreSQL down or restarting, SQLite locked) is 503
 ``DATABASE_UNAVAILABLE`` with ``Retry-After``, logged once in a while without a
-traceback; any other unexpected exception is 500 ``INTERNAL_ERROR``.
+traceback. A write that finds the disk full (no space left, SQLite's "database or
+disk is full", PostgreSQL's disk_full) is 507 ``STORAGE_FULL``, with nothing
+stored; any other unexpected exception is 500 ``INTERNAL_ERROR``.
 
 On the OpenAI-compatible paths (``/v1/...``) the same errors, with the same
 status codes, take OpenAI's shape instead (``api.openai_format.error_body``)::
@@ -44,8 +46,8 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import openai_format
-from appforge.core.db import unavailable
-from appforge.core.errors import AppforgeError
+from appforge.core.db import storage_full, unavailable
+from appforge.core.errors import AppforgeError, StorageFullError
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +205,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AppforgeError)
     async def _appforge_error(request: Request, exc: AppforgeError) -> JSONResponse:
+        if isinstance(exc, StorageFullError):
+            return _storage_full(request, exc.__cause__ or exc)
         return error_response(
             request, exc.status_code, exc.code, exc.message, exc.details, exc.headers
         )
@@ -232,6 +236,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        if storage_full(exc):
+            return _storage_full(request, exc)
         reason = unavailable(exc)
         if reason is None:
             raise exc  # a bug's database error: the 500 below, with its traceback
@@ -240,12 +246,32 @@ def install(app: FastAPI) -> None:
         retry = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
         return error_response(request, 503, "DATABASE_UNAVAILABLE", message, None, retry)
 
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if storage_full(exc):  # writing a file (an upload, say)
+            return _storage_full(request, exc)
+        raise exc  # any other: the 500 below, with its traceback
+
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
             request, 500, "INTERNAL_ERROR", "internal server error; see the server log"
         )
+
+
+def _storage_full(request: Request, exc: BaseException) -> JSONResponse:
+    """507 ``STORAGE_FULL``: a write found the disk full. What the request wrote was
+    rolled back (a transaction) or removed (a file written through a temporary one)."""
+    now = time.monotonic()
+    if now - _last_full[0] >= 10:  # said once in a while, without a traceback
+        _last_full[0] = now
+        log.warning("the disk is full (%s): answering 507 to writes", exc)
+    full = StorageFullError()
+    return error_response(request, full.status_code, full.code, full.message)
+
+
+_last_full = [0.0]  # when the log last said the disk was full (once per 10 s)
 
 
 DATABASE_RETRY_SECONDS = 5

@@ -18,6 +18,7 @@ from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from datasources.errors import EntryTooLargeError
 from datasources.extract import Segment
 
 _JOIN = "\n\n"
@@ -70,6 +71,20 @@ def split_segments(segments: list[Segment], size: int, overlap: int) -> list[Pie
                 meta["section"] = section
             pieces.append(Piece(chunk, meta))
     return pieces
+
+
+def split_within(segments: list[Segment], size: int, overlap: int, limit: int) -> list[Piece]:
+    """:func:`split_segments`, refusing a text that makes more than ``limit`` chunks
+    (:class:`EntryTooLargeError`); one too long for them is refused before splitting."""
+    length = sum(len(s.text) for s in segments)  # no chunk holds more than ``size``
+    chunks = [] if length > limit * size else split_segments(segments, size, overlap)
+    if length > limit * size or len(chunks) > limit:
+        raise EntryTooLargeError(
+            f"the entry makes more than {limit} chunks "
+            "(APPFORGE_DATASOURCES__MAX_CHUNKS_PER_ENTRY)",
+            details={"limit": limit},
+        )
+    return chunks
 
 
 def _joined(parts: list[Segment]) -> tuple[str, list[tuple[int, int, int | None]]]:

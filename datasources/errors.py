@@ -113,3 +113,7 @@ class VectorStoreUnavailableError(DatasourceError):
     code = "VECTOR_STORE_UNAVAILABLE"
     status_code = 503
     stage = "waiting for the vector store"  # an entry's, given back to wait for it
+
+
+# The stage of an entry given back because the disk was full (the queue waits a while).
+DISK_FULL_STAGE = "waiting for disk space"

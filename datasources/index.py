@@ -17,6 +17,7 @@ server instead of failing entries against it.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,9 +31,13 @@ import chromadb
 import httpx
 from chromadb.api import ClientAPI
 from chromadb.api.client import Client as ChromaClient
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import InternalError as ChromaInternalError
 from chromadb.errors import NotFoundError as ChromaNotFoundError
 
+from appforge.core.db import storage_full
+from appforge.core.errors import StorageFullError
 from appforge.core.modes import private_dir, tighten
 from appforge.core.outage import Outage
 from datasources.errors import VectorStoreUnavailableError
@@ -41,6 +46,12 @@ _CONFIGURATION: Any = {"hnsw": {"space": "cosine"}}
 _ADD_BATCH = 1000
 log = logging.getLogger(__name__)
 _RECHECK_SECONDS = 5.0  # how often an unreachable server's heartbeat is asked again
+# The free space an embedded Chroma keeps: a write that would leave less is refused
+# (STORAGE_FULL) before Chroma sees it. Chroma does not write its files atomically: a
+# write that met a full disk left a collection's index file cut short, and every later
+# write to that collection failed ("Error deserializing pickle file"). A call that fails
+# with less free space than this failed for want of it, whatever its error says.
+LOW_SPACE_BYTES = 64 * 2**20
 
 
 class ChromaNotReachable(Exception):
@@ -96,6 +107,13 @@ def _bound(client: ClientAPI, timeout: float) -> None:
     session.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
 
 
+def _forget(folder: Path) -> None:
+    """Drop the Chroma of ``folder`` from chromadb's cache of one per folder, so that the
+    next client of the folder opens it anew instead of sharing a broken one."""
+    SharedSystemClient._identifier_to_system.pop(str(folder), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
+
+
 def server_address(chroma_url: str | None) -> str:
     """Where the index is, for the log: the server's scheme, host and port (never any
     credentials in the URL), else ``embedded``."""
@@ -125,20 +143,23 @@ class VectorIndex:
         client: ClientAPI | None = None,
         where: str = "embedded",
         connect: Callable[[], ClientAPI] | None = None,
+        files: Path | None = None,
     ) -> None:
         """``client``, or ``connect`` to make one on first use: a server that is not up
-        yet when the process starts is then met by the first call, not the start."""
+        yet when the process starts is then met by the first call, not the start.
+        ``files``: the folder of an embedded Chroma (``client`` works on it)."""
         if (client is None) == (connect is None):
             raise ValueError("give a client or a way to connect, not both")
         self._client = client
         self._connect = connect
+        self._files = files
         self._outage = Outage(
             log,
             f"the vector store at {where} cannot be reached: {{reason}}",
             f"the vector store at {where} answers again",
         )
         self.recheck_seconds = _RECHECK_SECONDS
-        self._connecting = threading.Lock()
+        self._connecting = threading.RLock()  # held by the failure of a first call too
 
     @property
     def client(self) -> ClientAPI:
@@ -146,9 +167,11 @@ class VectorIndex:
         server cannot be reached)."""
         if self._client is None:
             with self._connecting, self._reaching():
-                if self._client is None:
-                    assert self._connect is not None
+                if self._client is None and self._connect is not None:
                     self._client = self._connect()
+                elif self._client is None:  # an embedded one, dropped after a failure
+                    assert self._files is not None
+                    self._client = make_client(None, self._files)
         return self._client
 
     @contextmanager
@@ -161,7 +184,27 @@ class VectorIndex:
             raise VectorStoreUnavailableError(
                 "the vector store cannot be reached; try again shortly"
             ) from exc
+        except Exception as exc:
+            broken = self._files is not None and isinstance(exc, ChromaInternalError)
+            if broken:
+                self._drop()
+            low = broken and shutil.disk_usage(self._files or ".").free < LOW_SPACE_BYTES
+            if storage_full(exc) or low:  # an embedded Chroma's "database or disk is full"
+                raise StorageFullError from exc
+            raise
         self._outage.answered()
+
+    def _drop(self) -> None:
+        """Drop an embedded Chroma's client and its broken state: the next call opens the
+        files again. A write that failed for want of space could leave the next write of
+        the same client waiting for ever, holding the interpreter's lock (the whole
+        process froze); an opening that failed left chromadb's cache holding a Chroma
+        that never works."""
+        assert self._files is not None
+        log.warning("the embedded Chroma failed a call: it is opened again at the next")
+        with self._connecting:
+            _forget(self._files)
+            self._client = None
 
     def available(self) -> bool:
         """False while the server is known to be unreachable: after a failed call, until
@@ -208,7 +251,12 @@ class VectorIndex:
         texts: list[str],
         metadatas: list[dict[str, Any]],
     ) -> None:
-        """Upsert chunks (same id: replaced)."""
+        """Upsert chunks (same id: replaced); ``STORAGE_FULL`` first if an embedded
+        Chroma's disk has not room enough (:data:`LOW_SPACE_BYTES` to spare)."""
+        if self._files is not None:  # the text is kept twice (documents, full-text index)
+            need = 4 * (2 * sum(len(t) for t in texts) + getattr(embeddings, "nbytes", 0))
+            if shutil.disk_usage(self._files).free < LOW_SPACE_BYTES + need:
+                raise StorageFullError
         with self._reaching():
             collection = self._collection(datasource_uuid)
             for start in range(0, len(ids), _ADD_BATCH):

@@ -15,7 +15,8 @@ same ids (``<entry_uuid>:<n>``) in the vector index, the old ones past the new
 count removed last. So an entry processed again (``reingest``: new chunk
 settings, a changed page) stays searchable on its old chunks until its new ones
 replace them; if that fails, it keeps the old ones and goes back to ``ready``
-with the error. A first ingestion that fails keeps no chunks.
+with the error. A first ingestion that fails keeps no chunks. Entries that find
+the disk full go back to ``pending`` (attempt undone), and none is claimed for a while.
 
 Each worker thread claims either one URL entry alone (its fetch may take up to
 ``fetch_timeout``) or a batch of text and file entries embedded together, so a
@@ -37,15 +38,15 @@ import numpy as np
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from appforge.core.db import utcnow
+from appforge.core.db import storage_full, utcnow
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.tracing import Tracing
 from appforge.core.values import storable_text
 from appforge.core.workers import Workers
 from datasources import bodies
-from datasources.chunking import Piece, split_segments
+from datasources.chunking import Piece, split_within
 from datasources.entries import chunk_metadata, next_refresh
-from datasources.errors import DatasourceError, EntryTooLargeError, VectorStoreUnavailableError
+from datasources.errors import DISK_FULL_STAGE, DatasourceError, VectorStoreUnavailableError
 from datasources.extract import Segment, extract_segments, markdown_sections
 from datasources.fetch import fetch
 from datasources.store import DatasourceStore
@@ -54,6 +55,7 @@ from datasources.tables import Datasource, Entry
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+DISK_RECHECK_SECONDS = 30.0
 # An entry's embedded chunks, kept until all are there: (n, text, metadata, vector).
 _Buffer = list[tuple[int, str, dict[str, Any], Any]]
 
@@ -97,6 +99,8 @@ class IngestionQueue:
         self.local_queue = LeaseQueue(
             store.db, LOCAL_ENTRIES, self.settings.lease_seconds, self.queue.held
         )
+        self.disk_full_at = float("-inf")  # when indexing last found the disk full
+        self.disk_recheck_seconds = DISK_RECHECK_SECONDS
         self.workers = Workers(
             "ingest", lambda _: bool(self.run_once()), self.settings.poll_seconds
         )
@@ -131,8 +135,9 @@ class IngestionQueue:
     def run_once(self) -> list[str]:
         """Claim and process some entries (see :meth:`claim_work`); their uuids (empty:
         nothing to do)."""
-        if not self.store.index.available() or not self.queue.has_claimable():
-            return []  # nothing to do, or the vector store is away: entries wait for it
+        full = time.monotonic() - self.disk_full_at < self.disk_recheck_seconds
+        if full or not self.store.index.available() or not self.queue.has_claimable():
+            return []  # nothing to do, or the vector store is away or the disk full: wait
         entries = self.claim_work()
         if entries:
             with self.queue.renewing(entries):
@@ -234,20 +239,29 @@ class IngestionQueue:
                 self._forget_if_deleted(entry)
         try:
             self._index(work, lost, ready)
-        except (_Stopping, VectorStoreUnavailableError) as exc:  # given back, attempt undone
-            away = isinstance(exc, VectorStoreUnavailableError)  # run_once waits for it
-            waiting = VectorStoreUnavailableError.stage if away else None
-            back: dict[str, Any] = {"status": "pending", "chunks_done": 0, "stage": waiting}
-            back["attempts"] = Entry.attempts - 1
-            self._report({e.uuid: (e, back) for e, _, _ in work if e.uuid not in lost})
-            return
-        except Exception as exc:  # Chroma or the model broke: every unfinished entry fails
-            for entry, _, _ in work:
-                if entry.uuid not in lost:
+        except Exception as exc:
+            unfinished = [e for e, _, _ in work if e.uuid not in lost]
+            if not self._give_back(unfinished, exc):  # Chroma or the model broke: they fail
+                for entry in unfinished:
                     self._fail(entry, exc)
             return
         pieces, ms = sum(len(c) for _, c, _ in work), (time.perf_counter() - started) * 1000
         log.info("ingested %d entries (%d chunks) in %.0f ms", len(work), pieces, ms)
+
+    def _give_back(self, entries: list[Entry], exc: Exception) -> bool:
+        """Give the entries back, their attempt undone, if ``exc`` is no fault of theirs: a
+        stop, the vector store away or the disk full (:meth:`run_once` waits for either)."""
+        stage: str | None = None  # a stop
+        if storage_full(exc):
+            log.warning("the disk is full: %d entries wait for space (%s)", len(entries), exc)
+            self.disk_full_at, stage = time.monotonic(), DISK_FULL_STAGE
+        elif isinstance(exc, VectorStoreUnavailableError):
+            stage = exc.stage
+        elif not isinstance(exc, _Stopping):
+            return False
+        back = {"status": "pending", "chunks_done": 0, "stage": stage}
+        self._report({e.uuid: (e, {**back, "attempts": Entry.attempts - 1}) for e in entries})
+        return True
 
     def _prepare(self, entry: Entry) -> tuple[list[Piece], dict[str, Any], dict[str, Any]]:
         """The entry's chunks, the metadata they all carry, and its row's values once
@@ -266,7 +280,7 @@ class IngestionQueue:
         overlap = source_row.chunk_overlap
         overlap = defaults.chunk_overlap if overlap is None else overlap
         segments, source, body_hash = self._segments(entry)
-        chunks = self._split(segments, size, overlap)
+        chunks = split_within(segments, size, overlap, self.settings.max_chunks_per_entry)
         ready: dict[str, Any] = {"reingest": False}
         if entry.kind == "url":
             now = utcnow()
@@ -277,20 +291,6 @@ class IngestionQueue:
                 file_path=None,
             )
         return chunks, chunk_metadata(entry, source), ready
-
-    def _split(self, segments: list[Segment], size: int, overlap: int) -> list[Piece]:
-        """The text's chunks; :class:`EntryTooLargeError` past ``max_chunks_per_entry``."""
-        limit = self.settings.max_chunks_per_entry
-        # No chunk holds more than ``size`` characters: refuse longer texts before splitting.
-        length = sum(len(s.text) for s in segments)
-        chunks = [] if length > limit * size else split_segments(segments, size, overlap)
-        if length > limit * size or len(chunks) > limit:
-            raise EntryTooLargeError(
-                f"the entry makes more than {limit} chunks "
-                "(APPFORGE_DATASOURCES__MAX_CHUNKS_PER_ENTRY)",
-                details={"limit": limit},
-            )
-        return chunks
 
     def _index(
         self,

@@ -112,7 +112,7 @@ class DatasourceStore:
             connect = partial(make_client, url, path, timeout)
             index = VectorIndex(where=server_address(url), connect=connect)
         else:
-            index = VectorIndex(make_client(None, path))
+            index = VectorIndex(make_client(None, path), files=path)
         return cls(settings, db, index, embedder)
 
     def close(self) -> None:

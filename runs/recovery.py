@@ -31,7 +31,8 @@ from pathlib import Path
 from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
-from appforge.core.db import utcnow
+from appforge.core.db import failure_reason, utcnow
+from appforge.core.outage import Outage
 from runs.tables import Process, Run
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ class ProcessLease:
         self.run_timeout = run_timeout
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = Outage(
+            log, "process heartbeat failed: {reason}", "process heartbeat renewed again"
+        )
 
     def start(self) -> None:
         """Register this process, sweep once, then renew and sweep in the background."""
@@ -167,8 +171,14 @@ class ProcessLease:
         while not self._stop.wait(self.heartbeat):
             try:
                 self.beat()
-            except Exception:  # the database may be away for a while: try again later
-                log.exception("process heartbeat failed")
+            except Exception as exc:  # the database may be away for a while: try again later
+                reason = failure_reason(exc)
+                if reason is None:
+                    log.exception("process heartbeat failed")
+                else:  # an outage or a full disk: said once, not every heartbeat
+                    self._outage.failed(reason)
+            else:
+                self._outage.answered()
 
     def stop(self) -> None:
         """Stop the heartbeat; fail this process's leftover runs and remove its row.

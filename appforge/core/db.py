@@ -8,9 +8,11 @@ revision and is safe to call from several processes at once on PostgreSQL.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +30,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from appforge.core.errors import StorageFullError
 
 if TYPE_CHECKING:
     from appforge.core.keys import ServerKey
@@ -210,6 +214,39 @@ def unavailable(exc: BaseException) -> str | None:
     ):
         return None
     return first[:300]
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# SQLite's words (Chroma's own SQLite says them in its errors too), and the OS's.
+_FULL_WORDS = re.compile(r"database or disk is full|No space left on device")
+_POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def storage_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from, says the disk is full: no space
+    left on the device (or over quota), SQLite's "database or disk is full" (through
+    SQLAlchemy, ``sqlite3`` or an embedded Chroma's error), PostgreSQL's disk_full."""
+    while exc is not None:
+        if isinstance(exc, StorageFullError):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        found = exc.orig if isinstance(exc, OperationalError) else exc
+        if getattr(found, "sqlstate", None) == _POSTGRES_DISK_FULL:
+            return True
+        module = type(found).__module__
+        if module.startswith(("sqlite3", "chromadb")) and _FULL_WORDS.search(str(found)):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def failure_reason(exc: BaseException) -> str | None:
+    """What keeps writes from working now, if ``exc`` says it is not a bug: the disk
+    full (:func:`storage_full`) or the database away (:func:`unavailable`)."""
+    if storage_full(exc):
+        return f"the disk is full ({(str(exc).splitlines() or [''])[0][:300]})"
+    return unavailable(exc)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -11,7 +11,8 @@ service records any of them as a run's failure, without knowing the package::
     ├── DatasourceError            datasources/errors.py: entries, filters, fetching
     ├── EvalsError                 evals/errors.py: datasets, cases, scorers, evaluations
     ├── PromptsError               prompts/errors.py: use cases, prompts, versions, labels
-    └── ProviderError              providers/errors.py: model backends
+    ├── ProviderError              providers/errors.py: model backends
+    └── StorageFullError           507 STORAGE_FULL: a write found the disk full
 
 ``code`` is UPPER_SNAKE and documented; ``status_code`` is the HTTP status the
 API answers with; ``details`` is JSON data for the client; ``headers`` are
@@ -50,3 +51,16 @@ class AppforgeError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
+
+
+class StorageFullError(AppforgeError):
+    """A write found the disk full (``appforge.core.db.storage_full`` tells which errors
+    say so); what it was part of is not stored."""
+
+    code = "STORAGE_FULL"
+    status_code = 507
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server's storage is full: nothing was stored; retry once space is freed"
+        )

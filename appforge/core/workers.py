@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from appforge.core.db import transaction, unavailable
+from appforge.core.db import failure_reason, storage_full, transaction
 from appforge.core.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class Workers:
             f"{name} workers: the database cannot be used ({{reason}})",
             f"{name} workers: the database answers again",
         )
+        self._disk = Outage(
+            log, f"{name} workers: {{reason}}; waiting for space", f"{name} workers: writing again"
+        )
         self._lookout: int | None = None  # the idle thread that looks next
         self._threads: list[threading.Thread] = []
 
@@ -94,14 +97,17 @@ class Workers:
             try:
                 busy = self._work(index)
             except Exception as exc:
-                reason = unavailable(exc)  # the database went away (restart, network)?
+                # The database went away (restart, network), or the disk is full?
+                reason = failure_reason(exc)
                 if reason is None:
                     log.exception("%s worker error", self.name)
-                else:
-                    self._database.failed(reason)  # said once, not per thread and poll
+                else:  # said once, not per thread and poll
+                    (self._disk if storage_full(exc) else self._database).failed(reason)
                 busy = False
             else:
                 self._database.answered()
+                if busy:  # it wrote: a look that found nothing to do may write nothing
+                    self._disk.answered()
             if busy:
                 if looked_out:
                     self.wake()  # the lookout found work: the others join in
