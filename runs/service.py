@@ -43,7 +43,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from appforge.core.db import utcnow
+from appforge.core.db import storage_full, utcnow
 from appforge.core.logs import run_context
 from appforge.core.metrics import ACTIVE_RUNS
 from apps_yaml.engine import AppRunner
@@ -396,8 +396,11 @@ class RunService:
         finished = FinishedRun(run, outcome, (time.perf_counter() - started) * 1000, ttft)
         try:
             self._store(finished, store_with)
-        except Exception:
-            log.exception("storing run %s failed", run.run_id)
+        except Exception as exc:
+            if storage_full(exc):  # said without a traceback: the disk, not a bug
+                log.warning("storing run %s failed: the disk is full", run.run_id)
+            else:
+                log.exception("storing run %s failed", run.run_id)
             self._store_crash(run.run_id)
             raise
         log.info(
@@ -441,8 +444,9 @@ class RunService:
         try:
             with self.services.engine.begin() as conn:
                 records.fail_run(conn, run_id, "INTERNAL_ERROR", "storing the run failed")
-        except Exception:
-            log.exception("could not mark run %s failed", run_id)
+        except Exception as exc:
+            if not storage_full(exc):  # the disk full was said already
+                log.exception("could not mark run %s failed", run_id)
 
     # --- any runner ------------------------------------------------------------------
 

@@ -31,8 +31,6 @@ from api.proxies import client_address
 from api.ratelimit import Rate, RateLimitedError, note
 from api.state import ApiState, State
 from api.streaming import Encoder, is_end, start_streaming, wants_sse
-from appforge.core.db import storage_full
-from appforge.core.errors import StorageFullError
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
 from providers.base import Cancel
@@ -278,9 +276,6 @@ def _last_line(
     if finished is not None and finished.failure is not None:
         failure = finished.failure
         code, message, step = failure.code, told(failure.code, failure.message, role), failure.step
-    elif storage_full(end.error):  # storing the run found the disk full
-        full = StorageFullError()
-        code, message, step = full.code, full.message, None
     else:  # the run crashed after its first byte (storing it failed)
         code, message, step = "INTERNAL_ERROR", "internal error while running the app", None
     details = {"run_id": prepared.run_id, "step": step}

@@ -37,10 +37,14 @@ def error_line(exc: BaseException) -> str | None:
     import yaml
 
     from appforge.client import ApiError
-    from appforge.core.errors import AppforgeError
+    from appforge.core.db import storage_full
+    from appforge.core.errors import AppforgeError, StorageFullError
 
     if isinstance(exc, AppforgeError | ApiError):
         return f"error [{exc.code}]: {exc.message}"
+    if storage_full(exc) and not isinstance(exc, OSError):  # "database or disk is full"
+        full = StorageFullError()
+        return f"error [{full.code}]: {full.message}"
     if isinstance(exc, httpx.TransportError):
         return f"error [SERVER_UNREACHABLE]: {_unreachable(exc)}"
     if isinstance(exc, httpx.HTTPError):

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from appforge.cli import main
 from appforge.core.db import storage_full
 from appforge.core.errors import StorageFullError
 from appforge.core.settings import Settings
@@ -280,3 +282,21 @@ def test_what_says_the_disk_is_full(tmp_path: Path):
     wrapped = RuntimeError("a step failed")
     wrapped.__cause__ = no_space.value
     assert storage_full(wrapped)
+
+
+def test_a_command_on_a_full_home_ends_with_one_line(disk: Path, monkeypatch: pytest.MonkeyPatch):
+    """Before, a command whose database write met the full disk ended in a traceback."""
+    monkeypatch.setenv("APPFORGE_HOME", str(disk / "home"))
+    runner = CliRunner()
+    made = runner.invoke(main, ["token", "create", "first", "--admin"], catch_exceptions=False)
+    assert made.exit_code == 0, made.stderr
+    with sqlite3.connect(disk / "home" / "appforge.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every write needs new space
+    filler = fill(disk)
+    full = runner.invoke(main, ["token", "create", "second", "--admin"])
+    assert full.exit_code == 1, full.output
+    assert full.stderr.startswith("error [STORAGE_FULL]: "), full.stderr
+    assert "Traceback" not in full.output
+    filler.unlink()
+    again = runner.invoke(main, ["token", "create", "second", "--admin"], catch_exceptions=False)
+    assert again.exit_code == 0, again.stderr
