@@ -12,6 +12,7 @@ error as its reason, not the evaluation.
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any, cast
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,14 +60,19 @@ class Judge:
             return [cast(ChatMessage, dict(m)) for m in rendered.messages]
         return [ChatMessage(role="user", content=rendered.text or "")]
 
-    def __call__(self, spec: ScorerSpec, run: CaseRun) -> Score:
+    def __call__(
+        self, spec: ScorerSpec, run: CaseRun, cancel: threading.Event | None = None
+    ) -> Score:
+        """The case's score; the model call stops when ``cancel`` is set (its caller then
+        drops the score)."""
         threshold = _PASSING if spec.threshold is None else spec.threshold
         messages: list[ChatMessage] = []
         try:
             messages = self.messages(spec, run)
             provider, model = self.models.resolve(spec.model or "default")
             params = GenerationParams(temperature=0, max_tokens=_MAX_TOKENS, seed=0)
-            answer = provider.complete(model, messages, params).text
+            with provider.stream(model, messages, params, cancel) as generation:
+                answer = generation.result().text
         except AppforgeError as exc:
             extra: dict[str, Any] = {"prompt": messages, "answer": None}
             return Score(spec.key, 0.0, False, f"the judge failed: {exc.code}", extra)

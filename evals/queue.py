@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -220,16 +221,26 @@ class EvaluationQueue:
             self._release(case)
             return
         run_id, seen = run
-        updates = {case.id: Claimed(case.claim_token, self._result(case, plan, run_id, seen))}
+        result = self._result(case, plan, run_id, seen, cancel)
+        if cancel.is_set():  # stopped while scoring: a score cut short is not a result
+            self._release(case)
+            return
+        updates = {case.id: Claimed(case.claim_token, result)}
         if not self.queue.write(updates):
             self._written(plan.id)
 
     def _result(
-        self, case: EvaluationCase, plan: Plan, run_id: str | None, seen: CaseRun
+        self, case: EvaluationCase, plan: Plan, run_id: str | None, seen: CaseRun, cancel: Cancel
     ) -> dict[str, Any]:
-        """The case's scored result, as its row stores it."""
+        """The case's scored result, as its row stores it. A judge's model call stops when
+        ``cancel`` is set (with a cancel of its own: the run's carries the run's deadline)."""
         seen = _seen_with(seen, case, plan)
-        scores = [self._score(spec, seen) for spec in plan.scorers]
+        judging = Cancel()
+        forget = cancel.when_set(judging.set)
+        try:
+            scores = [self._score(spec, seen, judging) for spec in plan.scorers]
+        finally:
+            forget()
         return {
             "status": "done",
             "run_id": run_id,
@@ -241,10 +252,10 @@ class EvaluationQueue:
             "error": seen.error,
         }
 
-    def _score(self, spec: ScorerSpec, seen: CaseRun) -> Score:
+    def _score(self, spec: ScorerSpec, seen: CaseRun, cancel: Cancel) -> Score:
         """One scorer's verdict; a scorer that breaks fails (the case is still stored)."""
         try:
-            return score_case(spec, seen, self._embed, self.judge)
+            return score_case(spec, seen, self._embed, partial(self.judge, cancel=cancel))
         except Exception as exc:  # a bug or a broken model: keep the worker and the case
             log.exception("scorer %s failed", spec.key)
             return Score(spec.key, 0.0, False, f"the scorer failed: {type(exc).__name__}")
@@ -328,7 +339,10 @@ class EvaluationQueue:
             if cancel.is_set() and finished.status == "cancelled":
                 return None  # stopped (shutdown, or the evaluation ended): not a result
             seen = _seen_of(finished)
-            updates[case.id] = Claimed(case.claim_token, self._result(case, plan, run_id, seen))
+            result = self._result(case, plan, run_id, seen, cancel)
+            if cancel.is_set():
+                return None  # stopped while scoring: the stored run is scored again later
+            updates[case.id] = Claimed(case.claim_token, result)
 
             def write(conn: Connection) -> None:
                 lost.clear()

@@ -4,13 +4,14 @@ exact outputs from an OpenAI-compatible edge (overrides, comparison), cancel, ba
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from openai_edge import EdgeServer, Reply, completion_body, serve_edge, sse_chunk
+from openai_edge import EdgeServer, Reply, serve_edge, sse_chunk
 from waiting import poll_until
 
 from appforge.client import Client
@@ -134,6 +135,11 @@ def _answers(edge: EdgeServer, *texts: str) -> None:
     ]
 
 
+def _streamed(text: str, usage: dict[str, int]) -> Reply:
+    frames = [sse_chunk(text, None), sse_chunk(None, "stop"), sse_chunk(None, None, usage)]
+    return Reply(200, None, sse=frames)
+
+
 def _managed_prompt(client: TestClient) -> None:
     uc = client.post("/api/v1/use-cases", json={"name": "Evals"}).json()["id"]
     pid = client.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "ask-prompt"}).json()["id"]
@@ -238,19 +244,23 @@ def test_evaluation_overrides_and_comparison_with_exact_outputs(api: TestClient,
     assert [e["id"] for e in listed][:2] == [b["id"], a["id"]]
 
 
-def test_evaluation_judge_scores_with_a_managed_prompt_and_a_model(
-    api: TestClient, edge: EdgeServer
-):
-    uc = api.post("/api/v1/use-cases", json={"name": "Judges"}).json()["id"]
-    pid = api.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": "judge-prompt"}).json()["id"]
+def _judge_prompt(api: TestClient, name: str) -> None:
+    """A managed judge prompt ``name``, its version 1 in production."""
+    uc = api.post("/api/v1/use-cases", json={"name": f"Judges {name}"}).json()["id"]
+    pid = api.post(f"/api/v1/use-cases/{uc}/prompts", json={"name": name}).json()["id"]
     template = "Q: {{ input.question }} A: {{ output.answer }} Want: {{ expected.answer }}. Score?"
     api.post(f"/api/v1/prompts/{pid}/versions", json={"type": "text", "template_text": template})
     api.post(f"/api/v1/prompts/{pid}/versions/1/promote", json={"label": "production"})
+
+
+def test_evaluation_judge_scores_with_a_managed_prompt_and_a_model(
+    api: TestClient, edge: EdgeServer
+):
+    _judge_prompt(api, "judge-prompt")
     usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
     replies = []
     for answer, verdict in (("Paris", "9/10"), ("Milan", "Score: 0.2"), ("Madrid", "no idea")):
-        frames = [sse_chunk(answer, None), sse_chunk(None, "stop"), sse_chunk(None, None, usage)]
-        replies += [Reply(200, None, sse=frames), Reply(200, completion_body(verdict))]
+        replies += [_streamed(answer, usage), _streamed(verdict, usage)]
     edge.replies = replies
     judge = {"type": "judge", "prompt": "judge-prompt", "model": "edge", "threshold": 0.5}
     made = _evaluate(api, scorers=[judge])
@@ -265,6 +275,30 @@ def test_evaluation_judge_scores_with_a_managed_prompt_and_a_model(
     body = {"dataset": "capitals", "app": "Ask", "scorers": [missing]}
     r = api.post("/api/evaluations", json=body)
     assert r.status_code == 422 and r.json()["error"]["code"] == "SCORER_INVALID"
+
+
+def test_cancelling_an_evaluation_cuts_its_judge_short(api: TestClient, edge: EdgeServer):
+    """Before, the judge's model call went on after its evaluation was cancelled, to the
+    model's read timeout (60 s by default), holding its worker; here the silent model
+    server gives up after 30 s and would see no hang-up. Now the call is cut at once and
+    no score is stored for the case."""
+    _judge_prompt(api, "judge-silent")
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    silent = Reply(200, None, sse=[sse_chunk("8", None)], hold=True, chunked=True)
+    edge.replies = [_streamed("Paris", usage), silent]
+    asked = len(edge.requests)
+    edge.hung_up.clear()
+    judge = {"type": "judge", "prompt": "judge-silent", "model": "edge"}
+    made = _start(api, dataset="capitals", app="Ask", overrides={"model": "edge"}, scorers=[judge])
+    worker = threading.Thread(target=state(api).evaluations.run_once)
+    worker.start()
+    poll_until(lambda: len(edge.requests) == asked + 2)  # the run, then the judge
+    assert api.post(f"/api/evaluations/{made['id']}/cancel").status_code == 200
+    worker.join(120)
+    assert not worker.is_alive()
+    assert edge.hung_up.is_set()  # the judge hung up: the server did not time out first
+    results = api.get(f"/api/evaluations/{made['id']}/results").json()
+    assert all(not r["scores"] for r in results), results
 
 
 def test_evaluation_names_the_revision_and_ignores_later_case_changes(
