@@ -145,3 +145,40 @@ def test_a_database_outage_is_one_warning_then_one_line_when_it_answers(
     assert [level for level, _, _ in said] == ["WARNING", "INFO"], said
     assert f'database "{name}" does not exist' in said[0][1] and said[0][2] is None
     assert said[1][1] == "probe workers: the database answers again"
+
+
+def test_a_full_disk_is_one_warning_then_one_line_once_a_job_writes(
+    caplog: pytest.LogCaptureFixture,
+):
+    """A worker whose writes meet the full disk (here /dev/full, a real ENOSPC) says so
+    once, not with a traceback per poll, and says it writes again only after work that
+    was done (a poll that found nothing to do proves nothing about the disk)."""
+    full = threading.Event()
+    full.set()
+    polls: list[bool] = []
+    tries: list[bool] = []
+
+    def work(_: int) -> bool:
+        tries.append(True)
+        if full.is_set():
+            with open("/dev/full", "wb") as device:
+                device.write(b"x")
+                device.flush()
+        polls.append(True)
+        return len(polls) == 3  # idle twice, then one job done
+
+    caplog.set_level(logging.INFO, logger="appforge.core.workers")
+    pool = Workers("disk", work, poll_seconds=POLL)
+    pool.start(1)
+    try:
+        poll_until(lambda: len(tries) >= 5)  # five polls met the full disk
+        full.clear()
+        poll_until(lambda: len(polls) >= 4)
+    finally:
+        pool.stop()
+    said = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records]
+    assert [level for level, _, _ in said] == ["WARNING", "INFO"], said
+    assert (
+        said[0][1].startswith("disk workers: the disk is full ([Errno 28]") and said[0][2] is None
+    )
+    assert said[1][1] == "disk workers: writing again"
