@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import secrets
-import string
 import threading
 import time
 import uuid
@@ -59,6 +57,7 @@ from runs.metrics import observe
 from runs.output_meter import OutputMeter
 from runs.overrides import RunOverrides, variant
 from runs.services import Services
+from runs.session_ids import new_session_id
 from runs.tracing import RunTrace
 
 log = logging.getLogger(__name__)
@@ -84,26 +83,6 @@ class Caller:
 
 
 ANONYMOUS = "anonymous"  # the owner of sessions made by callers without a token
-
-
-_ID_ALPHABET = string.ascii_letters + string.digits
-
-
-_ID_LENGTH = 32
-_ID_SPACE = len(_ID_ALPHABET) ** _ID_LENGTH
-
-
-def new_session_id() -> str:
-    """A server-made session id: 32 letters and digits, 190 random bits. Always a valid
-    id (``records.SESSION_ID`` wants a letter or digit first, which ``token_urlsafe``
-    misses one time in 32). One uniform draw over every such id, written in base 62:
-    one or two reads of the system's random source, where a choice per letter made 32."""
-    value = secrets.randbelow(_ID_SPACE)
-    letters = []
-    for _ in range(_ID_LENGTH):
-        value, digit = divmod(value, len(_ID_ALPHABET))
-        letters.append(_ID_ALPHABET[digit])
-    return "".join(letters)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runs.records import SESSION_ID
-from runs.service import new_session_id
+from runs.session_ids import new_session_id
 
 
 def test_session_ids_made_by_the_server_are_valid_and_unguessable():
