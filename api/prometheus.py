@@ -6,12 +6,13 @@ or, without that setting, with an admin API token. Off, the path is 404.
 Besides the counters of ``appforge.core.metrics`` (summed over every process in
 multi-process mode), a scrape reads the shared state from the database: the
 depth and oldest wait of each queue (ingestion, webhooks), entries and webhook
-deliveries by status.
+deliveries by status; and the free space of the home's disk.
 """
 
 from __future__ import annotations
 
 import hmac
+import shutil
 from collections.abc import Iterator
 
 from fastapi import FastAPI, Request, Response
@@ -54,6 +55,13 @@ class SharedState(Collector):
             age.add_metric([name], oldest)
         yield depth
         yield age
+        free = GaugeMetricFamily(
+            "appforge_home_free_bytes",
+            "Free bytes on the disk of APPFORGE_HOME (SQLite, an embedded Chroma, files): "
+            "writes answer 507 STORAGE_FULL when it is full.",
+        )
+        free.add_metric([], shutil.disk_usage(self.state.settings.home).free)
+        yield free
         yield self._by_status("appforge_entries", "Datasource entries, by status.", Entry)
         yield self._by_status(
             "appforge_webhook_deliveries", "Webhook deliveries, by status.", WebhookDelivery

@@ -83,6 +83,14 @@ def _code(answer: Any, status: int) -> str:
     return str(answer.json()["error"]["code"])
 
 
+def _free_bytes(client: TestClient) -> float:
+    """What ``GET /metrics`` says is free on the home's disk."""
+    scraped = client.get("/metrics")
+    assert scraped.status_code == 200, scraped.text
+    line = next(x for x in scraped.text.splitlines() if x.startswith("appforge_home_free_bytes "))
+    return float(line.split()[1])
+
+
 def _files(disk: Path) -> list[Path]:
     return sorted(p for p in (disk / "home" / "files").rglob("*") if p.is_file())
 
@@ -102,7 +110,9 @@ def test_writes_on_a_full_disk_are_507_and_store_nothing_and_reads_go_on(
 ):
     """Before, an upload on a full disk was 500 INTERNAL_ERROR, and so was anything that
     wrote to the SQLite database ("database or disk is full")."""
-    settings = make_settings(home=disk / "home", datasources={"workers": 0})
+    settings = make_settings(
+        home=disk / "home", datasources={"workers": 0}, metrics={"enabled": True}
+    )
     client = make_client(settings)
     notes = client.post("/api/datasources", json={"name": "notes", "type": "text"}).json()
     files = client.post("/api/datasources", json={"name": "files", "type": "file"}).json()
@@ -119,7 +129,9 @@ def test_writes_on_a_full_disk_are_507_and_store_nothing_and_reads_go_on(
     # SQLite appends to its write-ahead log: empty it, so every write needs new space.
     with sqlite3.connect(disk / "home" / "appforge.db") as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert _free_bytes(client) > 64 * 2**20
     filler = fill(disk)
+    assert _free_bytes(client) < 2**20  # an operator's alert sees it coming
 
     upload = client.post(
         f"/api/datasources/{files['uuid']}/entries/upload",
