@@ -35,6 +35,7 @@ derive from the same root and are rendered by the same handler.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -263,23 +264,23 @@ def install(app: FastAPI) -> None:
 def _storage_full(request: Request, exc: BaseException) -> JSONResponse:
     """507 ``STORAGE_FULL``: a write found the disk full. What the request wrote was
     rolled back (a transaction) or removed (a file written through a temporary one)."""
-    now = time.monotonic()
-    if now - _last_full[0] >= 10:  # said once in a while, without a traceback
-        _last_full[0] = now
-        log.warning("the disk is full (%s): answering 507 to writes", exc)
+    _said_now_and_then("disk", "the disk is full (%s): answering 507 to writes", exc)
     full = StorageFullError()
     return error_response(request, full.status_code, full.code, full.message)
 
 
-_last_full = [0.0]  # when the log last said the disk was full (once per 10 s)
-
-
 DATABASE_RETRY_SECONDS = 5
-_last_said = [0.0]  # when the log last said the database was away (once per 10 s)
+_last_said: dict[str, float] = {}  # when the log last said each trouble
 
 
 def _said_unavailable(reason: str) -> None:
+    _said_now_and_then("database", "the database cannot be reached (%s): answering 503", reason)
+
+
+def _said_now_and_then(trouble: str, message: str, reason: object) -> None:
+    """A warning without a traceback, at most once per 10 s for each kind of trouble
+    (not one per request while it lasts)."""
     now = time.monotonic()
-    if now - _last_said[0] >= 10:
-        _last_said[0] = now
-        log.warning("the database cannot be reached (%s): answering 503", reason)
+    if now - _last_said.get(trouble, -math.inf) >= 10:
+        _last_said[trouble] = now
+        log.warning(message, reason)

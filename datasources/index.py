@@ -188,11 +188,17 @@ class VectorIndex:
             broken = self._files is not None and isinstance(exc, ChromaInternalError)
             if broken:
                 self._drop()
-            low = broken and shutil.disk_usage(self._files or ".").free < LOW_SPACE_BYTES
-            if storage_full(exc) or low:  # an embedded Chroma's "database or disk is full"
+            if storage_full(exc) or (broken and self._short_of(0)):  # whatever its words
                 raise StorageFullError from exc
             raise
         self._outage.answered()
+
+    def _short_of(self, need: int) -> bool:
+        """Whether an embedded Chroma's disk lacks ``need`` bytes with
+        :data:`LOW_SPACE_BYTES` to spare (a server's disk is its own business)."""
+        if self._files is None:
+            return False
+        return shutil.disk_usage(self._files).free < LOW_SPACE_BYTES + need
 
     def _drop(self) -> None:
         """Drop an embedded Chroma's client and its broken state: the next call opens the
@@ -253,10 +259,10 @@ class VectorIndex:
     ) -> None:
         """Upsert chunks (same id: replaced); ``STORAGE_FULL`` first if an embedded
         Chroma's disk has not room enough (:data:`LOW_SPACE_BYTES` to spare)."""
-        if self._files is not None:  # the text is kept twice (documents, full-text index)
-            need = 4 * (2 * sum(len(t) for t in texts) + getattr(embeddings, "nbytes", 0))
-            if shutil.disk_usage(self._files).free < LOW_SPACE_BYTES + need:
-                raise StorageFullError
+        # The text is kept twice (documents, full-text index), the vectors once, in Chroma's
+        # log first and then its segments: room for four times both.
+        if self._short_of(4 * (2 * sum(len(t) for t in texts) + getattr(embeddings, "nbytes", 0))):
+            raise StorageFullError
         with self._reaching():
             collection = self._collection(datasource_uuid)
             for start in range(0, len(ids), _ADD_BATCH):

@@ -80,6 +80,18 @@ def get_entry(client: TestClient, datasource: str, entry: str) -> dict[str, Any]
     return body
 
 
+def assert_given_back(client: TestClient, datasource: str, entry: str, stage: str) -> None:
+    """The entry went back to the queue, waiting for ``stage``: not failed, its attempt
+    not counted."""
+    seen = get_entry(client, datasource, entry)
+    assert (seen["status"], seen["stage"], seen["attempts"], seen["error"]) == (
+        "pending",
+        stage,
+        0,
+        None,
+    ), seen
+
+
 def wait_for_entry(client: TestClient, datasource: str, entry: str) -> dict[str, Any]:
     """Poll an entry until it is ready or failed."""
 

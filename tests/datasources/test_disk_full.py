@@ -29,7 +29,7 @@ from appforge.core.db import storage_full
 from appforge.core.errors import StorageFullError
 from appforge.core.settings import Settings
 from datasources.index import VectorIndex, make_client
-from tests.datasources.support import get_entry
+from tests.datasources.support import assert_given_back, get_entry
 
 RAG_APP = """version: 1
 name: Full
@@ -183,13 +183,7 @@ def test_entries_that_find_the_disk_full_wait_for_space_then_are_ingested(
     large = client.post(f"/api/datasources/{ds}/entries", json=_entry(_tea(6000))).json()["uuid"]
     filler = fill(disk, leave=1_000_000)  # room for a little, not for 6,000 sentences
     assert queue.run_once() == [large]
-    entry = get_entry(client, ds, large)
-    assert (entry["status"], entry["stage"], entry["attempts"], entry["error"]) == (
-        "pending",
-        "waiting for disk space",
-        0,
-        None,
-    )
+    assert_given_back(client, ds, large, "waiting for disk space")
     assert queue.run_once() == []  # the queue waits for space before trying again
     found = client.post(f"/api/datasources/{ds}/search", json={"query": "oolong"})
     assert found.status_code == 200, found.text  # searches go on

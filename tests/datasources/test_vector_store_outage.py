@@ -15,7 +15,7 @@ from ports import free_port
 from waiting import poll_until
 
 from appforge.core.settings import Settings
-from tests.datasources.support import get_entry
+from tests.datasources.support import assert_given_back, get_entry
 
 RAG_APP = """version: 1
 name: Outage
@@ -83,13 +83,7 @@ def test_a_chroma_server_outage_is_503_loses_nothing_and_entries_wait_for_it(
         # An entry being embedded when the server goes: given back, not failed.
         waiting = _add(client, ds, "oolong", "Oolong steeps for four minutes at 90 degrees.")
         assert queue.run_once() == [waiting]
-        entry = get_entry(client, ds, waiting)
-        assert (entry["status"], entry["stage"], entry["attempts"], entry["error"]) == (
-            "pending",
-            "waiting for the vector store",
-            0,
-            None,
-        )
+        assert_given_back(client, ds, waiting, "waiting for the vector store")
         assert queue.run_once() == []  # the worker waits for the server now
         # Searches, runs and deletions: a clear 503, and nothing deleted.
         search = client.post(f"/api/datasources/{ds}/search", json={"query": "green tea"})
