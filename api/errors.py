@@ -47,7 +47,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import openai_format
-from appforge.core.db import storage_full, unavailable
+from appforge.core.db import storage_full, timed_out, unavailable
 from appforge.core.errors import AppforgeError, StorageFullError
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,8 @@ def install(app: FastAPI) -> None:
             raise exc  # a bug's database error: the 500 below, with its traceback
         _said_unavailable(reason)  # an outage: said without a traceback
         message = "the database cannot be reached; try again shortly"
+        if timed_out(exc):
+            message = "the database did not answer in time (busy or locked); try again shortly"
         retry = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
         return error_response(request, 503, "DATABASE_UNAVAILABLE", message, None, retry)
 

@@ -34,7 +34,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, LargeBinary, Table, func, select, text
 from sqlalchemy.engine import Engine
 
-from appforge.core.db import load_tables
+from appforge.core.db import load_tables, unlimited
 from appforge.core.invalidation import MODELS, TOKENS, notify
 from appforge.core.keys import ServerKey, stored_fingerprint
 from appforge.core.modes import write_private
@@ -212,7 +212,7 @@ def load(
         raise BackupError("; ".join(problems))
     tables = _tables()
     counts: dict[str, int] = {}
-    with engine.begin() as conn:
+    with engine.begin() as conn, unlimited(conn):  # however large the backup
         for table in reversed(tables):
             conn.execute(table.delete())
         for table in tables:

@@ -225,7 +225,7 @@ def load_app(
     the same statement takes the app's admission lock (:func:`lock_app`)."""
     locked = lock and conn.dialect.name == "postgresql"
     if locked:
-        params = {"b_app": app_uuid, "b_key": _lock_key(app_uuid)}
+        params = {"b_app": app_uuid, "b_key": admission_lock_key(app_uuid)}
         row = conn.execute(_APP_LOCKED, params).first()
     else:
         row = conn.execute(_APP, {"b_app": app_uuid}).first()
@@ -274,7 +274,8 @@ def load_history(conn: Connection, session_id: str, depth: int) -> list[HistoryT
     return [HistoryTurn(r.transcript, r.input, r.output) for r in reversed(rows)]
 
 
-def _lock_key(app_uuid: str) -> int:
+def admission_lock_key(app_uuid: str) -> int:
+    """The PostgreSQL advisory lock that serialises the run admissions of one app."""
     return int(hashlib.sha256(app_uuid.encode()).hexdigest()[:15], 16)
 
 
@@ -289,7 +290,7 @@ def lock_app(conn: Connection, app: AppRecord) -> None:
     if app.locked:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(_lock_key(app.uuid))))
+        conn.execute(select(func.pg_advisory_xact_lock(admission_lock_key(app.uuid))))
     else:
         conn.execute(_LOCK_APP, {"b_app": app.uuid})
 

@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.types import TypeDecorator
 
 from appforge.core.errors import StorageFullError
+from appforge.core.settings_models import PostgresSettings
 
 if TYPE_CHECKING:
     from appforge.core.keys import ServerKey
@@ -137,8 +138,10 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, postgres: PostgresSettings | None = None) -> Engine:
+    """Create the engine; SQLite gets WAL, a busy timeout and foreign keys. PostgreSQL
+    connections give up connecting after 10 s, notice a silent server by TCP
+    keepalives (each unless the URL sets its own), and carry ``postgres``'s limits."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -153,15 +156,55 @@ def make_engine(url: str) -> Engine:
 
         return engine
     parsed = make_url(url)
-    if "connect_timeout" not in parsed.query:  # a silent host: refused in time, not for ever
-        parsed = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_SECONDS)})
-    engine = create_engine(parsed, pool_size=10, max_overflow=20)
+    missing = {k: str(v) for k, v in CONNECTION_DEFAULTS.items() if k not in parsed.query}
+    engine = create_engine(parsed.update_query_dict(missing), pool_size=10, max_overflow=20)
     ping_idle_connections(engine, PING_AFTER_IDLE_SECONDS)
+    limit_sessions(engine, postgres or PostgresSettings())
     return engine
 
 
-# Seconds a new PostgreSQL connection may take (the URL's own connect_timeout wins).
-CONNECT_TIMEOUT_SECONDS = 10
+# Every PostgreSQL connection's, unless the URL says otherwise: a new connection gives
+# up after 10 s, and a server gone without a word (a dropped route, a failover, a host
+# powered off) is noticed within about a minute by TCP keepalives, not after the
+# kernel's retries (a quarter of an hour) with the request waiting.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+# The session settings of PostgresSettings' limits (milliseconds; 0 is none).
+_LIMITS = (
+    ("lock_timeout", "lock_timeout_seconds"),
+    ("statement_timeout", "statement_timeout_seconds"),
+    ("idle_in_transaction_session_timeout", "idle_in_transaction_seconds"),
+)
+
+
+def limit_sessions(engine: Engine, postgres: PostgresSettings) -> None:
+    """Set ``postgres``'s limits on each new connection (one round trip when it opens;
+    SET rather than the ``options`` startup parameter, which poolers such as PgBouncer
+    refuse)."""
+    values = {name: round(getattr(postgres, field) * 1000) for name, field in _LIMITS}
+    sets = "; ".join(f"SET {name} = {ms}" for name, ms in values.items())
+
+    @event.listens_for(engine, "connect")
+    def _limited(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute(sets)
+        dbapi_conn.commit()
+
+
+@contextmanager
+def unlimited(conn: Connection) -> Iterator[None]:
+    """No limits for the transaction ``conn`` is opening (a migration, a restore: long
+    work, and waits for other processes' migrations); back to the connection's own
+    after it, whether it commits or not (SET LOCAL)."""
+    if conn.dialect.name == "postgresql":
+        for name, _ in _LIMITS:
+            conn.execute(text(f"SET LOCAL {name} = 0"))
+    yield
 
 
 # A pooled server connection idle for this long is pinged before it is used again.
@@ -214,6 +257,18 @@ def unavailable(exc: BaseException) -> str | None:
     ):
         return None
     return first[:300]
+
+
+# SQLSTATEs of a statement stopped at a limit of PostgresSettings: lock_not_available
+# (lock_timeout), query_canceled (statement_timeout, or an operator's cancel).
+_TIMED_OUT = frozenset({"55P03", "57014"})
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether PostgreSQL stopped the statement of ``exc`` at a time limit: a lock held
+    elsewhere too long, or a statement past ``statement_timeout``."""
+    found = exc.orig if isinstance(exc, OperationalError) else exc
+    return getattr(found, "sqlstate", None) in _TIMED_OUT
 
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -277,7 +332,8 @@ def migrate(engine: Engine, server_key: ServerKey | None = None) -> None:
     processes wait for each other instead of racing on DDL.
     """
     if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
+        with engine.connect() as conn, unlimited(conn):
+            # Unlimited: another process's migration is waited for however long it takes.
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             try:
                 _upgrade(conn, alembic_config(engine, server_key))

@@ -28,7 +28,7 @@ def open_database(settings: Settings) -> tuple[Engine, ServerKey]:
     key = load_key(settings)
     if not settings.database_url:
         touch_private(settings.home / DATABASE_FILE)
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(settings.resolved_database_url(), settings.postgres)
     try:
         migrate(engine, key)
         check_key(engine, key)

@@ -39,14 +39,6 @@ CHANNEL = "appforge_invalidation"
 TOKENS = "tokens"  # a token was revoked or a builder session ended
 MODELS = "models"  # stored providers or aliases changed
 
-_KEEPALIVES = {
-    "connect_timeout": 10,
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-}
-
 
 def notify(engine: Engine, *topics: str) -> None:
     """Tell the other processes on this database that ``topics`` changed (PostgreSQL
@@ -156,12 +148,10 @@ class Invalidation:
                 pause = min(pause * 2, self._backoff[1])
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
-        # The engine's own connection arguments: same server, user, options.
+        # The engine's own connection arguments: same server, user, options, and the
+        # TCP keepalives that notice a server gone without a word (``make_engine``).
         cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
-        # A server gone without a word (a dropped route, a failover) is noticed within
-        # about a minute, by TCP keepalives, unless the URL says otherwise.
-        params = {**_KEEPALIVES, **cparams}
-        return psycopg.connect(*cargs, **params, autocommit=True)
+        return psycopg.connect(*cargs, **cparams, autocommit=True)
 
     def _listen(self, wake: socket.socket) -> None:
         """Listen until stopped (returns) or until the connection fails (raises)."""

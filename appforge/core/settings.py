@@ -24,6 +24,7 @@ from appforge.core.settings_models import (
     RESERVED_HEADERS,
     LocalModelSettings,
     OpenAISettings,
+    PostgresSettings,
     check_api_key,
     check_headers,
     check_provider_name,
@@ -61,6 +62,7 @@ __all__ = [
     "ORIGIN_PATTERN",
     "OpenAISettings",
     "OtelSettings",
+    "PostgresSettings",
     "RATE_PATTERN",
     "RESERVED_HEADERS",
     "RateLimitSettings",
@@ -360,6 +362,7 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of a PostgreSQL database; empty = SQLite in the home folder.",
     )
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     admin_token: SecretStr | None = Field(
         default=None, description="If set, this token exists with admin rights at start-up."
     )

@@ -1,6 +1,9 @@
-"""The model sections of the settings: the local GGUF model (``APPFORGE_LOCAL__*``)
-and OpenAI-compatible servers (``APPFORGE_OPENAI__*``, ``APPFORGE_PROVIDERS``).
-Re-exported by :mod:`appforge.core.settings`.
+"""Sections of the settings that other kernel modules read without the whole
+:class:`~appforge.core.settings.Settings`: the local GGUF model
+(``APPFORGE_LOCAL__*``), OpenAI-compatible servers (``APPFORGE_OPENAI__*``,
+``APPFORGE_PROVIDERS``) and PostgreSQL's session limits (``APPFORGE_POSTGRES__*``,
+read by :func:`appforge.core.db.make_engine`). Re-exported by
+:mod:`appforge.core.settings`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,30 @@ class LocalModelSettings(BaseModel):
     )
     n_ctx: int = Field(default=2048, ge=256, le=131072, description="Context window in tokens.")
     n_threads: int | None = Field(default=None, ge=1, description="CPU threads; empty = all.")
+
+
+class PostgresSettings(BaseModel):
+    """Limits set on every PostgreSQL connection (0 = none), so a request never waits
+    for ever behind the database: what passes them answers 503 ``DATABASE_UNAVAILABLE``.
+    Migrations and a backup's restore are not limited by them."""
+
+    lock_timeout_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Longest wait for a lock (a row, an app's admission lock) held by "
+        "another connection: a process frozen or a long transaction elsewhere.",
+    )
+    statement_timeout_seconds: float = Field(
+        default=60.0, ge=0, le=86400, description="Longest time one statement may take."
+    )
+    idle_in_transaction_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=86400,
+        description="A connection idle this long inside a transaction (its process frozen "
+        "or gone without closing it) is ended by the server, and its locks freed.",
+    )
 
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from appforge.core.db import (
-    CONNECT_TIMEOUT_SECONDS,
+    CONNECTION_DEFAULTS,
     PING_AFTER_IDLE_SECONDS,
     include_object,
     load_tables,
@@ -64,10 +64,11 @@ def test_postgres_urls_use_psycopg3():
 def test_a_silent_database_host_is_refused_in_time_not_waited_for():
     """A host that takes the connection and never answers (a hung server, a proxy
     whose backend is gone) made every request wait for the OS; connections now give up
-    after CONNECT_TIMEOUT_SECONDS, or the URL's own connect_timeout."""
+    after CONNECTION_DEFAULTS' connect_timeout, or the URL's own connect_timeout."""
     with silent_port() as port:
         default = make_engine(f"postgresql://u@127.0.0.1:{port}/db")
-        assert default.url.query["connect_timeout"] == str(CONNECT_TIMEOUT_SECONDS)
+        for name, value in CONNECTION_DEFAULTS.items():  # keepalives too
+            assert default.url.query[name] == str(value)
         engine = make_engine(f"postgresql://u@127.0.0.1:{port}/db?connect_timeout=1")
         with pytest.raises(OperationalError) as raised, engine.connect():
             pass
