@@ -111,6 +111,7 @@ def create_app(
         max_body_bytes=settings.limits.max_body_bytes,
         proxies=TrustedProxies(settings.trusted_proxies),
         max_file_bytes=settings.datasources.max_file_bytes,
+        body_pace=(settings.limits.body_timeout_seconds, settings.limits.body_min_rate),
     )
     errors.install(app)
     for module in _ROUTES:

@@ -1,5 +1,6 @@
 """ASGI middleware: a request id on every response, the client's address, the
-request body size limit, and the request's metric and log line.
+request body's size limit and pace (``api.connections.BodyPace``: 408 for a body
+that trickles), and the request's metric and log line.
 
 Written as plain ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass
 through untouched and client disconnects reach the endpoint.
@@ -7,6 +8,7 @@ through untouched and client disconnects reach the endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -17,6 +19,7 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.connections import BodyPace
 from api.errors import body_for
 from api.proxies import TrustedProxies, resolve_address
 from appforge.core.logs import REQUEST_ID
@@ -36,7 +39,8 @@ _UPLOAD_PATH = re.compile(r"^/api/datasources/[^/]+/entries/upload$")
 class RequestContextMiddleware:
     """Give each request an id (the client's ``X-Request-ID`` if sane), work out its
     client's address (``api.proxies``) and cap its body: ``max_body_bytes``, and for
-    a file upload ``max_file_bytes`` more (the file, streamed to disk by the route)."""
+    a file upload ``max_file_bytes`` more (the file, streamed to disk by the route),
+    arriving at the pace ``body_pace`` (gap seconds, minimum bytes a second) sets."""
 
     def __init__(
         self,
@@ -44,11 +48,13 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         proxies: TrustedProxies | None = None,
         max_file_bytes: int = 0,
+        body_pace: tuple[float, int] = (20.0, 500),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_file_bytes = max_file_bytes
         self.proxies = proxies or TrustedProxies()
+        self.body_pace = body_pace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,10 +101,20 @@ class RequestContextMiddleware:
             return
         received = 0
         digest = hashlib.sha256()
+        loop = asyncio.get_running_loop()
+        pace: BodyPace | None = None  # until the body has come whole
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message_in = await receive()
+            nonlocal received, pace
+            if scope["state"].get(BODY_SHA256) is not None:
+                return await receive()  # after the body: a disconnect, waited for freely
+            pace = pace or BodyPace(*self.body_pace, loop.time())
+            try:
+                async with asyncio.timeout(max(0.0, pace.wait(received, loop.time()))):
+                    message_in = await receive()
+            except TimeoutError:
+                slow = "the request body arrived too slowly"
+                raise HTTPException(408, detail=slow, headers=_CLOSE) from None
             if message_in["type"] == "http.request":
                 piece = message_in.get("body", b"")
                 received += len(piece)
@@ -122,6 +138,10 @@ class RequestContextMiddleware:
             await send(message)
 
         await self.app(scope, counted_receive, stamped_send)
+
+
+# An answer to a request whose body is not read whole ends its connection.
+_CLOSE = {"Connection": "close"}
 
 
 def _done(scope: Scope, status: int, started: float) -> None:

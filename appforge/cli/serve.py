@@ -8,8 +8,10 @@ webhooks) to ``appforge worker`` processes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -48,6 +50,7 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool, no_work
         os.environ["APPFORGE_DATASOURCES__WORKERS"] = "0"
         os.environ["APPFORGE_WEBHOOKS__WORKERS"] = "0"
     configure(config.log_level, config.log_format)
+    _raise_open_files_limit()
     metrics_dir = _metrics_dir(workers, config.metrics.enabled)
     # Before any worker starts: make the key file, migrate, and end with a clear
     # `error [SECRET_KEY_MISMATCH]` (not a traceback per worker) on a wrong key.
@@ -78,12 +81,28 @@ def serve(host: str, port: int, workers: int, ui_port: int, no_ui: bool, no_work
             # uvicorn would believe X-Forwarded-For from 127.0.0.1 on its own; the
             # API decides whom to believe (APPFORGE_TRUSTED_PROXIES, api.proxies).
             proxy_headers=False,
+            # A header that does not come whole in time is 408 and its connection closed.
+            http="api.connections:GuardedHttpProtocol",
         )
     finally:
         if ui is not None:
             _stop(ui)
         if metrics_dir is not None:
             metrics_dir.cleanup()
+
+
+def _raise_open_files_limit() -> None:
+    """Up to the hard limit of open files (often 1024 soft of 524288 hard): each client
+    connection holds one, and at the soft limit nobody else can connect. The API's
+    processes inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, _MOST_OPEN_FILES) if hard != resource.RLIM_INFINITY else _MOST_OPEN_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+_MOST_OPEN_FILES = 1 << 20
 
 
 def _metrics_dir(workers: int, enabled: bool) -> tempfile.TemporaryDirectory[str] | None:

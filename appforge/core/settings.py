@@ -124,6 +124,25 @@ class LimitSettings(BaseModel):
         description="Largest output of one run, as JSON; a run above fails with "
         "`OUTPUT_TOO_LARGE` and its output is not stored.",
     )
+    header_timeout_seconds: float = Field(
+        default=20.0,
+        ge=0.1,
+        le=600,
+        description="`appforge serve`: a connection sends a request's whole header within "
+        "this of opening (or of its next request's first byte), or is answered 408 and closed.",
+    )
+    body_timeout_seconds: float = Field(
+        default=20.0,
+        ge=0.1,
+        le=600,
+        description="Longest wait for the next piece of a request body (408 `REQUEST_TIMEOUT`).",
+    )
+    body_min_rate: int = Field(
+        default=500,
+        ge=0,
+        description="Bytes a second a request body averages at least, once "
+        "`body_timeout_seconds` have passed (408 below); 0 = no rate.",
+    )
     render_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
