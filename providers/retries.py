@@ -53,6 +53,8 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from providers.sse import AnswerTooLarge
+
 logger = logging.getLogger(__name__)
 
 INITIAL_DELAY = 0.5
@@ -192,31 +194,68 @@ def send(
             if stream:
                 return response
             try:
-                response.read()
+                return read_within(response, MAX_BODY_BYTES)
             except httpx.HTTPError as exc:
                 response.close()
                 if isinstance(exc, httpx.TransportError) and retries.again(None):
                     continue
                 raise
-            return response
         wait = None
         if is_retried(response.status_code, response.headers, time.time()):
             wait = retries.next_wait(response.headers)
         if wait is None:
-            _read_quietly(response)
             raise httpx.HTTPStatusError(
-                f"status {response.status_code}", request=request, response=response
+                f"status {response.status_code}", request=request, response=_read_quietly(response)
             )
-        _read_quietly(response)  # the connection goes back to the pool while we wait
+        answer = _read_quietly(response)  # the connection goes back to the pool while we wait
         if not retries.pause(wait):
             raise httpx.HTTPStatusError(
-                f"status {response.status_code}", request=request, response=response
+                f"status {response.status_code}", request=request, response=answer
             )
 
 
-def _read_quietly(response: httpx.Response) -> None:
-    """Read an error answer's body for its message; a body that breaks off stays unread."""
+# The largest body read from a model server: a whole (not streamed) chat completion or
+# model list; and the part of an error answer read for its message.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_ERROR_BYTES = 64 * 1024
+
+
+# Headers that describe the body as it came, not as read (decompressed, whole).
+_OF_THE_WIRE = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def read_within(response: httpx.Response, most: int) -> httpx.Response:
+    """``response`` with its body read, at most ``most`` bytes of it (decompressed):
+    a copy holding the body, the connection released. Larger: AnswerTooLarge, the
+    connection closed."""
+    parts: list[bytes] = []
+    size = 0
+    for part in response.iter_bytes():
+        size += len(part)
+        if size > most:
+            response.close()
+            raise AnswerTooLarge(f"the model server's answer is larger than {most} bytes")
+        parts.append(part)
+    headers = [(k, v) for k, v in response.headers.multi_items() if k not in _OF_THE_WIRE]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(parts),
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
+def _read_quietly(response: httpx.Response) -> httpx.Response:
+    """An error answer with its body read for its message (the first MAX_ERROR_BYTES
+    of it); a body that breaks off, or a longer one, is not kept."""
     try:
-        response.read()
+        return read_within(response, MAX_ERROR_BYTES)
     except httpx.HTTPError:
         response.close()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            request=response.request,
+            extensions=response.extensions,
+        )
