@@ -26,14 +26,18 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, LargeBinary, Table, func, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from appforge.backup_file import BackupNotJSON, parts
 from appforge.core.db import load_tables, unlimited
 from appforge.core.invalidation import MODELS, TOKENS, notify
 from appforge.core.keys import ServerKey, stored_fingerprint
@@ -93,88 +97,196 @@ def _rows(engine: Engine) -> dict[str, list[dict[str, Any]]]:
     with engine.connect() as conn:
         for table in _tables():
             order = list(table.primary_key.columns)
-            rows = conn.execute(select(table).order_by(*order)).mappings()
+            query = select(table).order_by(*order).execution_options(yield_per=_ROWS_AT_ONCE)
+            rows = conn.execute(query).mappings()
             tables[table.name] = [{k: _dump_value(v) for k, v in row.items()} for row in rows]
     return tables
 
 
-def dump(engine: Engine, home: Path) -> dict[str, Any]:
-    """Everything in the database and the home's files folder."""
-    tables = _rows(engine)
-    files: dict[str, str] = {}
-    root = home / FILES_DIR
-    if root.is_dir():
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            files[path.relative_to(home).as_posix()] = base64.b64encode(path.read_bytes()).decode()
-    return {
+@dataclass
+class Written:
+    """What :func:`document` has put in the backup so far."""
+
+    rows: int = 0
+    files: int = 0
+
+
+def document(engine: Engine, home: Path, written: Written | None = None) -> Iterator[bytes]:
+    """The backup document (JSON, as described above) in pieces, made as they are
+    written: rows are read a few hundred at a time and files in pieces, so a backup
+    holds little memory whatever the size of the database and the home (the whole
+    document in memory took over four times the size of the files). The rows are one
+    consistent snapshot of the database, whatever runs or ingestion write meanwhile:
+    a child row is never backed up without the row it refers to."""
+    written = written if written is not None else Written()
+    head = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "schema_revision": revision(engine),
         "created_at": datetime.now(UTC).isoformat(),
         "key_fingerprint": stored_fingerprint(engine),
-        "tables": tables,
-        "files": files,
     }
+    out = _Pieces()
+    out.add(json.dumps(head)[:-1].encode() + b', "tables": {')
+    with _snapshot(engine) as conn:
+        for n, table in enumerate(_tables()):
+            out.add(b", " * (n > 0) + json.dumps(table.name).encode() + b": [")
+            order = list(table.primary_key.columns)
+            query = select(table).order_by(*order).execution_options(yield_per=_ROWS_AT_ONCE)
+            rows = conn.execute(query).mappings()
+            for i, row in enumerate(rows):
+                out.add(b", " * (i > 0) + _row_json({k: _dump_value(v) for k, v in row.items()}))
+                written.rows += 1
+                yield from out.full()
+            out.add(b"]")
+    out.add(b'}, "files": {')
+    root = home / FILES_DIR
+    paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    for n, path in enumerate(paths):
+        out.add(b", " * (n > 0) + json.dumps(path.relative_to(home).as_posix()).encode() + b': "')
+        with path.open("rb") as handle:
+            while piece := handle.read(_FILE_PIECE):
+                out.add(base64.b64encode(piece))
+                yield from out.full()
+        out.add(b'"')
+        written.files += 1
+    out.add(b"}}")
+    yield out.take()
+
+
+# Files are read in pieces of this size, a multiple of 3: their base64 texts join up.
+_FILE_PIECE = 3 * 256 * 1024
+_ROWS_AT_ONCE = 500
+
+
+class _Pieces:
+    """Bytes gathered until there are enough to write in one go."""
+
+    def __init__(self, size: int = 1024 * 1024) -> None:
+        self.size = size
+        self._parts: list[bytes] = []
+        self._held = 0
+
+    def add(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._held += len(data)
+
+    def full(self) -> Iterator[bytes]:
+        if self._held >= self.size:
+            yield self.take()
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts, self._held = [], 0
+        return data
+
+
+def _row_json(row: dict[str, Any]) -> bytes:
+    """One row as UTF-8 JSON. Text that is not valid Unicode (a lone surrogate, stored
+    before such input was refused) cannot be written as UTF-8: that row has every
+    non-ASCII character escaped instead, which keeps it exactly and still reads back."""
+    try:
+        return json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(row, ensure_ascii=True).encode("ascii")
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection reading one snapshot of the database (a read-only REPEATABLE READ
+    transaction on PostgreSQL, a read transaction on SQLite), without the session's
+    time limits (a large table takes what it takes)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+            conn.execute(text("SET TRANSACTION READ ONLY"))
+            with unlimited(conn):
+                yield conn
+            conn.rollback()
+        return
+    # pysqlite opens no transaction for a SELECT: each would read its own moment.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.exec_driver_sql("ROLLBACK")
 
 
 def encode(doc: dict[str, Any], indent: int | None = None) -> bytes:
-    """The document as UTF-8 JSON. Text that is not valid Unicode (a lone surrogate,
-    stored before such input was refused) cannot be written as UTF-8: then every
-    non-ASCII character is escaped instead, which keeps it exactly and still reads back."""
+    """A document (an export) as UTF-8 JSON; with every non-ASCII character escaped
+    when it holds text that is not valid Unicode (see :func:`_row_json`)."""
     try:
         return json.dumps(doc, ensure_ascii=False, indent=indent).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(doc, ensure_ascii=True, indent=indent).encode("ascii")
 
 
-def check(doc: Any, engine: Engine, key: ServerKey | None = None) -> list[str]:
-    """Every reason this document cannot be restored here (empty: it can); with the
-    server's ``key``, a backup made with one of its previous keys can."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+# A backup's problems are said up to this many (a broken file can have millions).
+_MOST_PROBLEMS = 50
+
+
+def check(path: Path, engine: Engine, key: ServerKey | None = None) -> list[str]:
+    """Every reason the backup at ``path`` cannot be restored here (empty: it can),
+    read as it is parsed; with the server's ``key``, a backup made with one of its
+    previous keys can. BackupError if the file is not JSON."""
+    head: dict[str, Any] = {}
+    problems: list[str] = []
+    known = {t.name: t for t in _tables()}
+    seen: dict[str, int] = {}
+    try:
+        for part in parts(path):
+            if part.kind == "head":
+                head[part.name] = part.value
+            elif part.kind == "bad":
+                problems.append(part.name)
+            elif part.kind == "table":
+                seen.setdefault(part.name, 0)
+                if part.name not in known:
+                    problems.append(f"unknown table {part.name!r}")
+            elif part.kind == "row" and part.name in known:
+                problems.extend(_row_problems(known[part.name], seen[part.name], part.value))
+                seen[part.name] += 1
+            elif part.kind == "file":
+                rel = Path(part.name)
+                if rel.is_absolute() or ".." in rel.parts or rel.parts[:1] != (FILES_DIR,):
+                    problems.append(f"file path {part.name!r} is outside the files folder")
+            if len(problems) >= _MOST_PROBLEMS:
+                problems.append("(more problems not listed)")
+                break
+    except BackupNotJSON as exc:
+        raise BackupError(f"not JSON: {exc}") from exc
+    if head.get("format") != FORMAT:
         return [f'not an appforge backup (no "format": "{FORMAT}")']
+    return _head_problems(head, engine, key) + problems
+
+
+def _head_problems(head: dict[str, Any], engine: Engine, key: ServerKey | None) -> list[str]:
     problems = []
-    if doc.get("format_version") != FORMAT_VERSION:
+    if head.get("format_version") != FORMAT_VERSION:
         problems.append(
-            f"unknown format version {doc.get('format_version')!r}; this appforge reads "
+            f"unknown format version {head.get('format_version')!r}; this appforge reads "
             f"{FORMAT_VERSION}"
         )
     here = revision(engine)
-    if doc.get("schema_revision") != here:
+    if head.get("schema_revision") != here:
         problems.append(
-            f"the backup's schema revision {doc.get('schema_revision')!r} is not this "
+            f"the backup's schema revision {head.get('schema_revision')!r} is not this "
             f"database's {here!r}"
         )
-    problems.extend(_key_problems(doc, engine, key))
-    known = {t.name: t for t in _tables()}
-    tables = doc.get("tables")
-    if not isinstance(tables, dict):
-        return [*problems, '"tables" must be an object']
-    for name, rows in tables.items():
-        table = known.get(name)
-        if table is None:
-            problems.append(f"unknown table {name!r}")
-            continue
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            problems.append(f"table {name!r} must be a list of objects")
-            continue
-        for i, row in enumerate(rows):
-            unknown = set(row) - set(table.c.keys())
-            if unknown:
-                problems.append(f"{name}[{i}] has unknown columns {sorted(unknown)}")
-            try:
-                for column, value in row.items():
-                    if column in table.c:
-                        _load_value(table, column, value)
-            except (ValueError, TypeError) as exc:
-                problems.append(f"{name}[{i}]: {exc}")
-    files = doc.get("files", {})
-    if not isinstance(files, dict):
-        problems.append('"files" must be an object')
-    else:
-        for rel in files:
-            path = Path(rel)
-            if path.is_absolute() or ".." in path.parts or path.parts[:1] != (FILES_DIR,):
-                problems.append(f"file path {rel!r} is outside the files folder")
+    return problems + _key_problems(head, engine, key)
+
+
+def _row_problems(table: Table, i: int, row: dict[str, Any]) -> list[str]:
+    problems = []
+    unknown = set(row) - set(table.c.keys())
+    if unknown:
+        problems.append(f"{table.name}[{i}] has unknown columns {sorted(unknown)}")
+    try:
+        for column, value in row.items():
+            if column in table.c:
+                _load_value(table, column, value)
+    except (ValueError, TypeError) as exc:
+        problems.append(f"{table.name}[{i}]: {exc}")
     return problems
 
 
@@ -199,51 +311,99 @@ def is_empty(engine: Engine) -> bool:
 
 
 def load(
-    doc: dict[str, Any], engine: Engine, home: Path, key: ServerKey | None = None
-) -> dict[str, int]:
-    """Replace everything with the backup's content, in one transaction; with the
-    server's ``key``, restored secrets are re-encrypted with it in that transaction.
+    path: Path, engine: Engine, home: Path, key: ServerKey | None = None
+) -> tuple[dict[str, int], int]:
+    """Replace everything with the backup at ``path``, in one transaction, read as it is
+    parsed (rows inserted a few hundred at a time); with the server's ``key``, restored
+    secrets are re-encrypted with it in that transaction. Then its files are written.
 
-    Call :func:`check` first; this raises BackupError if it finds problems.
-    Returns the number of rows restored per table.
+    Call :func:`check` first, and this only if it found no problem.
+    Returns the number of rows restored per table, and of files.
     """
-    problems = check(doc, engine, key)
-    if problems:
-        raise BackupError("; ".join(problems))
     tables = _tables()
-    counts: dict[str, int] = {}
     with engine.begin() as conn, unlimited(conn):  # however large the backup
         for table in reversed(tables):
             conn.execute(table.delete())
-        for table in tables:
-            rows = [
-                {k: _load_value(table, k, v) for k, v in row.items()}
-                for row in doc["tables"].get(table.name, [])
-            ]
-            if rows:
-                conn.execute(table.insert(), rows)
-            counts[table.name] = len(rows)
+        counts = _insert_rows(conn, path, tables)
         if key is not None:
             for table, columns in encrypted_columns():
                 reencrypt_table(conn, table, columns, key)
         conn.execute(catalog_changed())
         if conn.dialect.name == "postgresql":
-            # Rows came with their ids: move each id sequence past them.
-            for table in tables:
-                for column in table.primary_key.columns:
-                    if column.autoincrement is True:
-                        conn.execute(
-                            text(
-                                f"SELECT setval(pg_get_serial_sequence('{table.name}', "
-                                f"'{column.name}'), COALESCE(MAX({column.name}), 0) + 1, false) "
-                                f"FROM {table.name}"
-                            )
-                        )
+            _move_sequences(conn, tables)
     # Servers running on this database (PostgreSQL) drop their tokens and models now.
     notify(engine, TOKENS, MODELS)
-    for rel, data in doc.get("files", {}).items():
-        write_private(home / rel, base64.b64decode(data), make_parents=True)
+    files = 0
+    for part in parts(path):
+        if part.kind == "file":
+            write_private(home / part.name, base64.b64decode(part.value), make_parents=True)
+            files += 1
+    return counts, files
+
+
+def _insert_rows(conn: Connection, path: Path, tables: list[Table]) -> dict[str, int]:
+    """Insert the backup's rows, a batch at a time. A table whose rows come before
+    the rows of a table it refers to (a document not written in our order) waits in
+    memory until those are in, or until the end."""
+    by_name = {t.name: t for t in tables}
+    counts = dict.fromkeys(by_name, 0)
+    done: set[str] = set()
+    held: dict[str, list[dict[str, Any]]] = {}
+    batch: list[dict[str, Any]] = []
+    current: Table | None = None
+
+    def ready(table: Table) -> bool:
+        parents = {fk.column.table.name for fk in table.foreign_keys} - {table.name}
+        return parents <= done
+
+    def finish(table: Table | None) -> None:
+        if table is None:
+            return
+        if batch:
+            conn.execute(table.insert(), batch)
+            batch.clear()
+        if table.name not in held:
+            done.add(table.name)
+        waiting = [n for n in held if ready(by_name[n])]
+        while waiting:  # in, each table that waited for it (and those waiting for those)
+            for name in waiting:
+                conn.execute(by_name[name].insert(), held.pop(name))
+                done.add(name)
+            waiting = [n for n in held if ready(by_name[n])]
+
+    for part in parts(path):
+        if part.kind == "table":
+            finish(current)
+            current = by_name[part.name]
+        elif part.kind == "row" and current is not None:
+            row = {k: _load_value(current, k, v) for k, v in part.value.items()}
+            counts[current.name] += 1
+            if not ready(current):
+                held.setdefault(current.name, []).append(row)
+                continue
+            batch.append(row)
+            if len(batch) >= _ROWS_AT_ONCE:
+                conn.execute(current.insert(), batch)
+                batch.clear()
+    finish(current)
+    for table in tables:  # what still waits refers to tables the backup does not have
+        if table.name in held:
+            conn.execute(table.insert(), held.pop(table.name))
     return counts
+
+
+def _move_sequences(conn: Connection, tables: list[Table]) -> None:
+    """Rows came with their ids: move each id sequence past them (PostgreSQL)."""
+    for table in tables:
+        for column in table.primary_key.columns:
+            if column.autoincrement is True:
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', "
+                        f"'{column.name}'), COALESCE(MAX({column.name}), 0) + 1, false) "
+                        f"FROM {table.name}"
+                    )
+                )
 
 
 EXPORT_FORMAT = "appforge-export"

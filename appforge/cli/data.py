@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -57,12 +56,14 @@ def backup(json_path: Path) -> None:
 
     settings = load_settings()
     engine = open_engine(settings)
-    doc = backups.dump(engine, settings.home)
-    engine.dispose()
-    # 0600 whatever the umask: a backup holds every transcript (secrets stay encrypted).
-    write_private(json_path, backups.encode(doc))
-    rows = sum(len(r) for r in doc["tables"].values())
-    click.echo(f"backed up {rows} rows and {len(doc['files'])} files to {json_path}")
+    written = backups.Written()
+    try:
+        # 0600 whatever the umask: a backup holds every transcript (secrets stay
+        # encrypted). Written as it is read, and whole or not at all.
+        write_private(json_path, backups.document(engine, settings.home, written))
+    finally:
+        engine.dispose()
+    click.echo(f"backed up {written.rows} rows and {written.files} files to {json_path}")
 
 
 @main.command()
@@ -82,14 +83,13 @@ def restore(json_path: Path, yes: bool) -> None:
     from datasources.updates import requeue_all
 
     settings = load_settings()
-    try:
-        doc = json.loads(json_path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        click.echo(f"error [BACKUP_INVALID]: {json_path} is not JSON: {exc}", err=True)
-        sys.exit(2)
     engine, key = open_home(settings)
     try:
-        problems = backups.check(doc, engine, key)
+        try:
+            problems = backups.check(json_path, engine, key)  # read as it is parsed
+        except backups.BackupError as exc:
+            click.echo(f"error [BACKUP_INVALID]: {json_path} is {exc}", err=True)
+            sys.exit(2)
         if problems:
             click.echo("error [BACKUP_INVALID]: nothing was restored:", err=True)
             for problem in problems:
@@ -101,11 +101,11 @@ def restore(json_path: Path, yes: bool) -> None:
                 abort=True,
                 err=True,
             )
-        counts = backups.load(doc, engine, settings.home, key)
+        counts, files = backups.load(json_path, engine, settings.home, key)
         requeued = requeue_all(engine)
     finally:
         engine.dispose()
     click.echo(
-        f"restored {sum(counts.values())} rows and {len(doc.get('files', {}))} files; "
+        f"restored {sum(counts.values())} rows and {files} files; "
         f"{requeued} entries will be embedded again when the server starts"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from appforge import backup as backups
 from appforge.cli import main
+from appforge.core.db import make_engine
+from appforge.core.modes import write_private
 from appforge.core.settings import Settings
 
 APP = """\
@@ -109,6 +114,54 @@ def test_backup_restore_round_trip(
     )
 
 
+def test_a_backup_is_one_snapshot_whatever_is_written_meanwhile(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    tmp_path: Path,
+):
+    """An app and its run made while the backup reads (just after it read the apps):
+    each table was read at its own moment, so the backup held the run without its app
+    and could not be restored. Now neither is in it, and it restores."""
+    source = make_settings(home=tmp_path / "a", database_url=backend, secret_key=SHARED_KEY)
+    client = make_client(source)
+    uuid = client.post("/api/apps", content=APP, headers={"Content-Type": "application/yaml"})
+    kept = uuid.json()["uuid"]
+    assert client.post(f"/api/apps/{kept}/run/s1", json={"input": {"q": "hi"}}).status_code == 200
+    made: list[str] = []
+
+    def meanwhile(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if made or not re.search(r"FROM apps ORDER BY", statement):
+            return
+        other = client.post(
+            "/api/apps",
+            content=APP.replace("Backed up", "Meanwhile"),
+            headers={"Content-Type": "application/yaml"},
+        ).json()["uuid"]
+        ran = client.post(f"/api/apps/{other}/run", json={"input": {"q": "hi"}})
+        assert ran.status_code == 200, ran.text
+        made.append(other)
+
+    engine = make_engine(source.resolved_database_url())
+    event.listen(engine, "after_cursor_execute", meanwhile)
+    path = tmp_path / "backup.json"
+    try:
+        write_private(path, backups.document(engine, source.home))
+    finally:
+        event.remove(engine, "after_cursor_execute", meanwhile)
+        engine.dispose()
+    assert made, "nothing was written meanwhile"
+    doc = json.loads(path.read_text())
+    apps = {a["uuid"] for a in doc["tables"]["apps"]}
+    assert apps == {kept}
+    assert {r["app_uuid"] for r in doc["tables"]["runs"]} == {kept}
+    target = make_settings(home=tmp_path / "b", secret_key=SHARED_KEY)
+    restored = CliRunner().invoke(
+        main, ["restore", "--json_path", str(path)], env=_env(target), catch_exceptions=False
+    )
+    assert restored.exit_code == 0, restored.stderr
+
+
 def test_restore_refuses_bad_files_and_writes_nothing(
     make_settings: Callable[..., Settings], tmp_path: Path
 ):
@@ -121,6 +174,12 @@ def test_restore_refuses_bad_files_and_writes_nothing(
             {"format": "appforge-backup", "format_version": 1, "tables": {"nope": []}},
             "unknown table",
         ),
+        ({"format": "appforge-backup", "tables": {"apps": 5}}, "must be a list of objects"),
+        ({"format": "appforge-backup", "tables": {"apps": [[1]]}}, "must be a list of objects"),
+        ({"format": "appforge-backup", "tables": [], "files": {}}, '"tables" must be an object'),
+        ({"format": "appforge-backup", "files": {"files/x": 5}}, "must be base64 text"),
+        ({"format": "appforge-backup", "files": {"../x": "eA=="}}, "outside the files folder"),
+        ([1, 2], "not an appforge backup"),
     ]
     for doc, words in cases:
         path = tmp_path / "bad.json"
@@ -129,9 +188,39 @@ def test_restore_refuses_bad_files_and_writes_nothing(
         assert result.exit_code == 2
         assert "BACKUP_INVALID" in result.stderr and words in result.stderr
         assert result.stdout == ""
-    path.write_text("{not json")
-    result = runner.invoke(main, ["restore", "--json_path", str(path)], env=env)
-    assert result.exit_code == 2 and "not JSON" in result.stderr
+    for broken in ("{not json", '{"format": "appforge-backup", "tables": {"apps": [{'):
+        path.write_text(broken)  # the second ends before its document does
+        result = runner.invoke(main, ["restore", "--json_path", str(path)], env=env)
+        assert result.exit_code == 2 and "not JSON" in result.stderr, result.stderr
+    assert not (tmp_path / "c" / "files").exists()
+
+
+def test_a_backup_whose_tables_come_in_another_order_restores(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+):
+    """Restored as it is parsed: rows of a table that come before the rows they refer
+    to (a document edited or written by another tool) wait for them."""
+    source = make_settings(home=tmp_path / "a", secret_key=SHARED_KEY)
+    client = make_client(source)
+    uuid = client.post(
+        "/api/apps", content=APP, headers={"Content-Type": "application/yaml"}
+    ).json()["uuid"]
+    assert client.post(f"/api/apps/{uuid}/run/s1", json={"input": {"q": "hi"}}).status_code == 200
+    before = _answers(client, uuid, "s1")
+    runner = CliRunner()
+    path = tmp_path / "backup.json"
+    made = runner.invoke(main, ["backup", "--json_path", str(path)], env=_env(source))
+    assert made.exit_code == 0, made.stderr
+    doc = json.loads(path.read_text())
+    doc["tables"] = dict(reversed(doc["tables"].items()))  # children first
+    assert list(doc["tables"])[-1] == "apps"
+    path.write_text(json.dumps(doc))
+    target = make_settings(home=tmp_path / "b", secret_key=SHARED_KEY)
+    restored = runner.invoke(main, ["restore", "--json_path", str(path)], env=_env(target))
+    assert restored.exit_code == 0, restored.stderr
+    assert _answers(make_client(target), uuid, "s1") == before
 
 
 def test_restore_asks_before_replacing(
