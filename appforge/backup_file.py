@@ -50,13 +50,14 @@ Events = Iterator[tuple[str, str, Any]]
 
 def _document(events: Events) -> Iterator[Part]:
     first = next(events, None)
-    if first is None or first[1] != "start_map":
-        yield Part("bad", "not an object")
+    if first is None:
+        yield Part("bad", "the document is empty")
         return
-    for _, event, key in events:
-        if event == "end_map":
-            return
-        _, event, value = next(events)  # the key's value begins
+    for member in _members(events, first[1], "the document"):
+        if isinstance(member, Part):
+            yield member
+            continue
+        key, event, value = member
         if key == "tables":
             yield from _tables(events, event)
         elif key == "files":
@@ -67,15 +68,27 @@ def _document(events: Events) -> Iterator[Part]:
             _skip(events, event)
 
 
-def _tables(events: Events, event: str) -> Iterator[Part]:
+def _members(events: Events, event: str, what: str) -> Iterator[tuple[str, str, Any] | Part]:
+    """For each member of the object that begins with ``event``: its key and its
+    value's first event and value (the caller reads the rest of the value). Not an
+    object: one ``bad`` part saying ``what`` must be one."""
     if event != "start_map":
         _skip(events, event)
-        yield Part("bad", '"tables" must be an object')
+        yield Part("bad", f"{what} must be an object")
         return
-    for _, event, name in events:
+    for _, event, key in events:
         if event == "end_map":
             return
-        _, event, _ = next(events)
+        _, first, value = next(events)
+        yield key, first, value
+
+
+def _tables(events: Events, event: str) -> Iterator[Part]:
+    for member in _members(events, event, '"tables"'):
+        if isinstance(member, Part):
+            yield member
+            continue
+        name, event, _ = member
         yield Part("table", name)
         if event != "start_array":
             _skip(events, event)
@@ -92,14 +105,11 @@ def _tables(events: Events, event: str) -> Iterator[Part]:
 
 
 def _files(events: Events, event: str) -> Iterator[Part]:
-    if event != "start_map":
-        _skip(events, event)
-        yield Part("bad", '"files" must be an object')
-        return
-    for _, event, rel in events:
-        if event == "end_map":
-            return
-        _, event, value = next(events)
+    for member in _members(events, event, '"files"'):
+        if isinstance(member, Part):
+            yield member
+            continue
+        rel, event, value = member
         if event != "string":
             _skip(events, event)
             yield Part("bad", f"file {rel!r} must be base64 text")
