@@ -43,7 +43,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import openai_format
@@ -204,11 +204,12 @@ def error_response(
 
 def install(app: FastAPI) -> None:
     """Register the handlers that render every failure as the one error body."""
+    said = _Said()  # this app's own: another app in the process says its troubles too
 
     @app.exception_handler(AppforgeError)
     async def _appforge_error(request: Request, exc: AppforgeError) -> JSONResponse:
         if isinstance(exc, StorageFullError):
-            return _storage_full(request, exc.__cause__ or exc)
+            return _storage_full(request, exc.__cause__ or exc, said)
         return error_response(
             request, exc.status_code, exc.code, exc.message, exc.details, exc.headers
         )
@@ -236,14 +237,15 @@ def install(app: FastAPI) -> None:
             request, exc.status_code, code, message, None, getattr(exc, "headers", None)
         )
 
-    @app.exception_handler(OperationalError)
-    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         if storage_full(exc):
-            return _storage_full(request, exc)
+            return _storage_full(request, exc, said)
         reason = unavailable(exc)
         if reason is None:
             raise exc  # a bug's database error: the 500 below, with its traceback
-        _said_unavailable(reason)  # an outage: said without a traceback
+        # An outage: said without a traceback.
+        said.now_and_then("database", "the database cannot be reached (%s): answering 503", reason)
         message = "the database cannot be reached; try again shortly"
         if timed_out(exc):
             message = "the database did not answer in time (busy or locked); try again shortly"
@@ -253,7 +255,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OSError)
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:
         if storage_full(exc):  # writing a file (an upload, say)
-            return _storage_full(request, exc)
+            return _storage_full(request, exc, said)
         raise exc  # any other: the 500 below, with its traceback
 
     @app.exception_handler(Exception)
@@ -264,26 +266,26 @@ def install(app: FastAPI) -> None:
         )
 
 
-def _storage_full(request: Request, exc: BaseException) -> JSONResponse:
+def _storage_full(request: Request, exc: BaseException, said: _Said) -> JSONResponse:
     """507 ``STORAGE_FULL``: a write found the disk full. What the request wrote was
     rolled back (a transaction) or removed (a file written through a temporary one)."""
-    _said_now_and_then("disk", "the disk is full (%s): answering 507 to writes", exc)
+    said.now_and_then("disk", "the disk is full (%s): answering 507 to writes", exc)
     full = StorageFullError()
     return error_response(request, full.status_code, full.code, full.message)
 
 
 DATABASE_RETRY_SECONDS = 5
-_last_said: dict[str, float] = {}  # when the log last said each trouble
 
 
-def _said_unavailable(reason: str) -> None:
-    _said_now_and_then("database", "the database cannot be reached (%s): answering 503", reason)
-
-
-def _said_now_and_then(trouble: str, message: str, reason: object) -> None:
-    """A warning without a traceback, at most once per 10 s for each kind of trouble
+class _Said:
+    """Warnings without a traceback, at most once per 10 s for each kind of trouble
     (not one per request while it lasts)."""
-    now = time.monotonic()
-    if now - _last_said.get(trouble, -math.inf) >= 10:
-        _last_said[trouble] = now
-        log.warning(message, reason)
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}  # when the log last said each trouble
+
+    def now_and_then(self, trouble: str, message: str, reason: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(trouble, -math.inf) >= 10:
+            self._last[trouble] = now
+            log.warning(message, reason)

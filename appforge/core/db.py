@@ -27,7 +27,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import DateTime, Integer, MetaData, String, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -247,9 +247,12 @@ _SQLITE_AWAY = ("database is locked", "unable to open database file", "disk i/o 
 
 def unavailable(exc: BaseException) -> str | None:
     """Why the database cannot be used now, if ``exc`` says so: PostgreSQL gone or
-    restarting (any operational error from the server or the connection), SQLite
-    locked or its file unreadable; None for any other error."""
-    if not isinstance(exc, OperationalError):
+    restarting (any operational error from the server or the connection, or any
+    error that ended the connection, such as the server ending a transaction left
+    idle past its limit), SQLite locked or its file unreadable; None for any other."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
         return None
     first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
     if type(exc.orig).__module__.startswith("sqlite3") and not any(

@@ -103,8 +103,9 @@ def test_a_transaction_left_idle_is_ended_and_its_locks_freed(postgres_url: str)
         with psycopg.connect(postgres_url) as waiter:
             waiter.execute(f"SET statement_timeout = '{LONG_AFTER:g}s'")
             waiter.execute("SELECT pg_advisory_xact_lock(7302)")  # granted once it is ended
-        with pytest.raises(DBAPIError, match="idle-in-transaction timeout"):
+        with pytest.raises(DBAPIError, match="idle-in-transaction timeout") as raised:
             frozen.execute(text("SELECT 1"))  # it was ended
+        assert unavailable(raised.value) is not None  # 503 (not a bug's 500) if it was ours
         frozen.close()
         with engine.connect() as conn:  # the pool opens a new connection
             assert conn.execute(text("SELECT 1")).scalar() == 1
