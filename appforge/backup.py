@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from appforge.backup_file import BackupNotJSON, parts
 from appforge.core.db import load_tables, unlimited
 from appforge.core.invalidation import MODELS, TOKENS, notify
 from appforge.core.keys import ServerKey, stored_fingerprint
-from appforge.core.modes import write_private
+from appforge.core.modes import private_dir, write_private
 from appforge.key_rotation import encrypted_columns, reencrypt_table
 from providers.catalog import catalog_changed
 
@@ -313,32 +315,47 @@ def is_empty(engine: Engine) -> bool:
 def load(
     path: Path, engine: Engine, home: Path, key: ServerKey | None = None
 ) -> tuple[dict[str, int], int]:
-    """Replace everything with the backup at ``path``, in one transaction, read as it is
-    parsed (rows inserted a few hundred at a time); with the server's ``key``, restored
-    secrets are re-encrypted with it in that transaction. Then its files are written.
+    """Replace everything with the backup at ``path``, read as it is parsed: its files
+    are written first, beside the home's (a full disk stops the restore before the
+    database is touched); then its rows, in one transaction (a few hundred at a
+    time; with the server's ``key``, restored secrets are re-encrypted with it in
+    that transaction); then the files are moved into place, which takes no space.
 
     Call :func:`check` first, and this only if it found no problem.
     Returns the number of rows restored per table, and of files.
     """
-    tables = _tables()
-    with engine.begin() as conn, unlimited(conn):  # however large the backup
-        for table in reversed(tables):
-            conn.execute(table.delete())
-        counts = _insert_rows(conn, path, tables)
-        if key is not None:
-            for table, columns in encrypted_columns():
-                reencrypt_table(conn, table, columns, key)
-        conn.execute(catalog_changed())
-        if conn.dialect.name == "postgresql":
-            _move_sequences(conn, tables)
-    # Servers running on this database (PostgreSQL) drop their tokens and models now.
-    notify(engine, TOKENS, MODELS)
-    files = 0
+    staging = home / f".restoring-{os.getpid()}"
+    try:
+        staged = _stage_files(path, staging)
+        tables = _tables()
+        with engine.begin() as conn, unlimited(conn):  # however large the backup
+            for table in reversed(tables):
+                conn.execute(table.delete())
+            counts = _insert_rows(conn, path, tables)
+            if key is not None:
+                for table, columns in encrypted_columns():
+                    reencrypt_table(conn, table, columns, key)
+            conn.execute(catalog_changed())
+            if conn.dialect.name == "postgresql":
+                _move_sequences(conn, tables)
+        # Servers running on this database (PostgreSQL) drop their tokens and models now.
+        notify(engine, TOKENS, MODELS)
+        for rel in staged:
+            private_dir(home / Path(rel).parent)  # and its parents
+            os.replace(staging / rel, home / rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts, len(staged)
+
+
+def _stage_files(path: Path, staging: Path) -> list[str]:
+    """Write the backup's files under ``staging``; their paths (relative)."""
+    staged = []
     for part in parts(path):
         if part.kind == "file":
-            write_private(home / part.name, base64.b64decode(part.value), make_parents=True)
-            files += 1
-    return counts, files
+            write_private(staging / part.name, base64.b64decode(part.value), make_parents=True)
+            staged.append(part.name)
+    return staged
 
 
 def _insert_rows(conn: Connection, path: Path, tables: list[Table]) -> dict[str, int]:

@@ -306,3 +306,44 @@ def test_a_command_on_a_full_home_ends_with_one_line(disk: Path, monkeypatch: py
     filler.unlink()
     again = runner.invoke(main, ["token", "create", "second", "--admin"], catch_exceptions=False)
     assert again.exit_code == 0, again.stderr
+
+
+def test_a_restore_that_meets_a_full_disk_leaves_the_home_as_it_was(
+    disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Before, a restore committed the backup's rows and then wrote its files: a disk
+    that filled on a file left the rows restored and files missing. Files now go
+    beside the home first, and are moved into place after the commit."""
+    monkeypatch.setenv("APPFORGE_SECRET_KEY", "restore-full-disk-key-0123456789abcdef")
+    runner = CliRunner()
+    source = tmp_path / "source"
+    monkeypatch.setenv("APPFORGE_HOME", str(source))
+    made = runner.invoke(main, ["token", "create", "from-backup"], catch_exceptions=False)
+    assert made.exit_code == 0, made.stderr
+    stored = source / "files" / "ds" / "big.bin"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(os.urandom(24 * 1024 * 1024))
+    backup = tmp_path / "backup.json"
+    written = runner.invoke(main, ["backup", "--json-path", str(backup)], catch_exceptions=False)
+    assert written.exit_code == 0, written.stderr
+
+    target = disk / "home"
+    monkeypatch.setenv("APPFORGE_HOME", str(target))
+    mine = runner.invoke(main, ["token", "create", "mine"], catch_exceptions=False)
+    assert mine.exit_code == 0, mine.stderr
+    filler = fill(disk, leave=8 * 1024 * 1024)  # room for the rows, not for the file
+    full = runner.invoke(main, ["restore", "--json-path", str(backup), "--yes"])
+    assert full.exit_code == 1, full.output
+    assert "No space left on device" in full.stderr and "Traceback" not in full.output
+    with sqlite3.connect(target / "appforge.db") as db:
+        assert [r[0] for r in db.execute("SELECT name FROM tokens")] == ["mine"]
+    assert not list(target.glob(".restoring-*"))
+    assert not (target / "files").exists()
+
+    filler.unlink()
+    again = runner.invoke(main, ["restore", "--json-path", str(backup), "--yes"])
+    assert again.exit_code == 0, again.output
+    with sqlite3.connect(target / "appforge.db") as db:
+        assert [r[0] for r in db.execute("SELECT name FROM tokens")] == ["from-backup"]
+    assert (target / "files" / "ds" / "big.bin").read_bytes() == stored.read_bytes()
+    assert not list(target.glob(".restoring-*"))
