@@ -238,59 +238,64 @@ def test_a_killed_worker_loses_nothing_and_entries_are_found_through_the_other_p
     # (its first chunks indexed, the rest not). It names another entry, so the long
     # entry's row itself is not locked and the worker can claim it.
     blocker = psycopg.connect(cluster.database)
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-    try:
-        blocker.execute(
-            "INSERT INTO datasource_chunks (chunk_id, datasource_uuid, entry_uuid, text,"
-            " chunk_metadata) VALUES (%s, %s, %s, 'blocker', '{}')",
-            (f"{long['uuid']}:4", ds, short["bread"]["uuid"]),
-        )
-        first = _worker(
-            cluster.env,
-            cluster.tmp / "worker-1",
-            log,
-            APPFORGE_DATASOURCES__WORKERS="1",
-            APPFORGE_DATASOURCES__EMBEDDING_BATCH="1",  # 4 chunks per batch
-            APPFORGE_DATASOURCES__LEASE_SECONDS=FIRST_LEASE_SECONDS,
-        )
+    with tempfile.TemporaryFile() as log:  # closed however the test ends
         try:
-            poll_until(
-                lambda: _waiting_on_a_lock(cluster.database) or first.poll() is not None,
-                timeout=300,
-                interval=0.2,
-                detail=lambda: _read(log),
+            blocker.execute(
+                "INSERT INTO datasource_chunks (chunk_id, datasource_uuid, entry_uuid, text,"
+                " chunk_metadata) VALUES (%s, %s, %s, 'blocker', '{}')",
+                (f"{long['uuid']}:4", ds, short["bread"]["uuid"]),
             )
-            assert first.poll() is None, _read(log)
-            mid = _entries(b, ds)[long["uuid"]]
-            assert mid["status"] == "processing" and 0 < mid["chunks_done"] < mid["chunks_total"]
+            first = _worker(
+                cluster.env,
+                cluster.tmp / "worker-1",
+                log,
+                APPFORGE_DATASOURCES__WORKERS="1",
+                APPFORGE_DATASOURCES__EMBEDDING_BATCH="1",  # 4 chunks per batch
+                APPFORGE_DATASOURCES__LEASE_SECONDS=FIRST_LEASE_SECONDS,
+                # The held row must hold the worker however long this machine takes
+                # to see it waiting: no lock or statement timeout (the product's give
+                # up at 10 s and 60 s).
+                APPFORGE_POSTGRES__LOCK_TIMEOUT_SECONDS="0",
+                APPFORGE_POSTGRES__STATEMENT_TIMEOUT_SECONDS="0",
+            )
+            try:
+                poll_until(
+                    lambda: _waiting_on_a_lock(cluster.database) or first.poll() is not None,
+                    timeout=300,
+                    interval=0.2,
+                    detail=lambda: _read(log),
+                )
+                assert first.poll() is None, _read(log)
+                mid = _entries(b, ds)[long["uuid"]]
+                assert mid["status"] == "processing"
+                assert 0 < mid["chunks_done"] < mid["chunks_total"]
+            finally:
+                first.send_signal(signal.SIGKILL)
+                first.wait(timeout=30)
+            # An entry's chunks are all embedded, then written: keyword rows (where the worker
+            # waited when it was killed), then vectors. So none of its vectors are in Chroma.
+            assert long["uuid"] not in _chunk_ids(cluster.chroma, ds)
+            blocker.rollback()
         finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait(timeout=30)
-        # An entry's chunks are all embedded, then written: keyword rows (where the worker
-        # waited when it was killed), then vectors. So none of its vectors are in Chroma.
-        assert long["uuid"] not in _chunk_ids(cluster.chroma, ds)
-        blocker.rollback()
-    finally:
-        blocker.close()
-    # A new worker takes every entry, the killed one's once its lease ends.
-    second = _worker(cluster.env, cluster.tmp / "worker-2", log)
-    try:
+            blocker.close()
+        # A new worker takes every entry, the killed one's once its lease ends.
+        second = _worker(cluster.env, cluster.tmp / "worker-2", log)
+        try:
 
-        def all_settled() -> dict[str, dict[str, Any]] | None:
-            assert second.poll() is None, _read(log)
-            entries = _entries(b, ds)
-            settled = {e["status"] for e in entries.values()} <= {"ready", "failed"}
-            return entries if settled else None
+            def all_settled() -> dict[str, dict[str, Any]] | None:
+                assert second.poll() is None, _read(log)
+                entries = _entries(b, ds)
+                settled = {e["status"] for e in entries.values()} <= {"ready", "failed"}
+                return entries if settled else None
 
-        entries = poll_until(all_settled, timeout=300, interval=0.2, detail=lambda: _read(log))
-        assert {e["status"] for e in entries.values()} == {"ready"}, (entries, _read(log))
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=60) == 0, _read(log)
-    finally:
-        if second.poll() is None:
-            second.kill()
-            second.wait(timeout=30)
-        log.close()
+            entries = poll_until(all_settled, timeout=300, interval=0.2, detail=lambda: _read(log))
+            assert {e["status"] for e in entries.values()} == {"ready"}, (entries, _read(log))
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=60) == 0, _read(log)
+        finally:
+            if second.poll() is None:
+                second.kill()
+                second.wait(timeout=30)
     assert entries[long["uuid"]]["attempts"] == 2  # the killed worker's, then the new one's
     assert {e["attempts"] for k, e in entries.items() if k != long["uuid"]} == {1}
     vectors, keywords = _chunk_ids(cluster.chroma, ds), _keyword_rows(cluster.database, ds)
