@@ -95,8 +95,9 @@ def revision(engine: Engine) -> str | None:
 
 
 def _rows(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every table's rows (for an export), read from one snapshot without time limits."""
     tables: dict[str, list[dict[str, Any]]] = {}
-    with engine.connect() as conn:
+    with _snapshot(engine) as conn:
         for table in _tables():
             order = list(table.primary_key.columns)
             query = select(table).order_by(*order).execution_options(yield_per=_ROWS_AT_ONCE)
