@@ -25,6 +25,7 @@ embedded again by the ingestion worker.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import shutil
@@ -99,11 +100,16 @@ def _rows(engine: Engine) -> dict[str, list[dict[str, Any]]]:
     tables: dict[str, list[dict[str, Any]]] = {}
     with _snapshot(engine) as conn:
         for table in _tables():
-            order = list(table.primary_key.columns)
-            query = select(table).order_by(*order).execution_options(yield_per=_ROWS_AT_ONCE)
-            rows = conn.execute(query).mappings()
-            tables[table.name] = [{k: _dump_value(v) for k, v in row.items()} for row in rows]
+            tables[table.name] = list(_table_rows(conn, table))
     return tables
+
+
+def _table_rows(conn: Connection, table: Table) -> Iterator[dict[str, Any]]:
+    """``table``'s rows with JSON-safe values, in key order, fetched in batches."""
+    order = list(table.primary_key.columns)
+    query = select(table).order_by(*order).execution_options(yield_per=_ROWS_AT_ONCE)
+    for row in conn.execute(query).mappings():
+        yield {k: _dump_value(v) for k, v in row.items()}
 
 
 @dataclass
@@ -134,11 +140,8 @@ def document(engine: Engine, home: Path, written: Written | None = None) -> Iter
     with _snapshot(engine) as conn:
         for n, table in enumerate(_tables()):
             out.add(b", " * (n > 0) + json.dumps(table.name).encode() + b": [")
-            order = list(table.primary_key.columns)
-            query = select(table).order_by(*order).execution_options(yield_per=_ROWS_AT_ONCE)
-            rows = conn.execute(query).mappings()
-            for i, row in enumerate(rows):
-                out.add(b", " * (i > 0) + _row_json({k: _dump_value(v) for k, v in row.items()}))
+            for i, row in enumerate(_table_rows(conn, table)):
+                out.add(b", " * (i > 0) + _row_json(row))
                 written.rows += 1
                 yield from out.full()
             out.add(b"]")
@@ -253,6 +256,10 @@ def check(path: Path, engine: Engine, key: ServerKey | None = None) -> list[str]
                 rel = Path(part.name)
                 if rel.is_absolute() or ".." in rel.parts or rel.parts[:1] != (FILES_DIR,):
                     problems.append(f"file path {part.name!r} is outside the files folder")
+                try:
+                    binascii.a2b_base64(part.value, strict_mode=True)
+                except binascii.Error:
+                    problems.append(f"file {part.name!r} is not base64")
             if len(problems) >= _MOST_PROBLEMS:
                 problems.append("(more problems not listed)")
                 break

@@ -179,6 +179,7 @@ def test_restore_refuses_bad_files_and_writes_nothing(
         ({"format": "appforge-backup", "tables": [], "files": {}}, '"tables" must be an object'),
         ({"format": "appforge-backup", "files": {"files/x": 5}}, "must be base64 text"),
         ({"format": "appforge-backup", "files": {"../x": "eA=="}}, "outside the files folder"),
+        ({"format": "appforge-backup", "files": {"files/x": "not base64!"}}, "is not base64"),
         ([1, 2], "not an appforge backup"),
     ]
     for doc, words in cases:
