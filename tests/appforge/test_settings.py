@@ -29,6 +29,13 @@ def test_every_setting_is_documented_in_readme():
     assert "APPFORGE_LOCAL__N_CTX" in names
     missing = [n for n in names if f"`{n}`" not in text]
     assert missing == []
+    # Each has its own row in the settings table: name, default, what it does. (A row
+    # once ran into another table's, and the name was still "in the README".)
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| `")}
+    unlisted = [n for n in names if f"`{n}`" not in rows]
+    assert unlisted == []
+    misshapen = [n for n in names if rows[f"`{n}`"].count(" | ") != 2]
+    assert misshapen == []
 
 
 def test_settings_read_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
