@@ -131,6 +131,14 @@ class LimitSettings(BaseModel):
         description="`appforge serve`: a connection sends a request's whole header within "
         "this of opening (or of its next request's first byte), or is answered 408 and closed.",
     )
+    send_timeout_seconds: float = Field(
+        default=60.0,
+        ge=0.1,
+        le=3600,
+        description="`appforge serve`: a client that reads too little of its answer to drain "
+        "the server's write buffer (about 48 KiB) within this is reset; a streamed run "
+        "still going then ends `cancelled`.",
+    )
     body_timeout_seconds: float = Field(
         default=20.0,
         ge=0.1,

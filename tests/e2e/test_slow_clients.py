@@ -1,7 +1,8 @@
 """Slow clients against the real `appforge serve`: a header that never comes whole is
 answered 408 and its connection closed (uvicorn alone waited for ever: a few hundred
 such connections held every file the process may open), a body that trickles is 408
-``REQUEST_TIMEOUT``, and serve raises its open-files limit to the hard one.
+``REQUEST_TIMEOUT``, a client that stops reading its answer is dropped, and serve
+raises its open-files limit to the hard one.
 
 Each slow connection is read until the server closes it, however long that takes
 (``READ_LIMIT`` only keeps a broken server from hanging the test): the old server
@@ -23,6 +24,7 @@ from server_process import ServerProcess
 TOKEN = "af_e2e_slow_admin_token_abcdefghijkl"
 HEADER_TIMEOUT = 3.0  # the server's: pieces of a header sent in time come 0.05 s apart
 BODY_TIMEOUT = 2.0
+SEND_TIMEOUT = 2.0
 READ_LIMIT = 120.0
 APP = "version: 1\nname: Slow\nsteps: []\noutput: {}\n"
 
@@ -34,6 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "APPFORGE_ADMIN_TOKEN": TOKEN,
         "APPFORGE_LIMITS__HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
         "APPFORGE_LIMITS__BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "APPFORGE_LIMITS__SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
+        "APPFORGE_LIMITS__MAX_OUTPUT_BYTES": str(16 * 1024 * 1024),
     }
     process = ServerProcess(env)
     yield process
@@ -157,6 +161,90 @@ def test_a_body_that_trickles_below_the_rate_is_408(server: ServerProcess):
     reader.join()
     assert _error(answered[0])["code"] == "REQUEST_TIMEOUT"
     assert not _stored_apps(server)
+
+
+# An app whose answer is about 8 MB: more than the kernel's buffers for a socket hold
+# (Linux lets a loopback socket's send buffer grow to 4 MB: tcp_wmem), so the server
+# itself holds the rest. (The bundled model says one token first: an app has at least
+# one step.) The server allows outputs of up to 16 MiB.
+BIG_KEYS = 8
+BIG_APP = """\
+version: 1
+name: Big
+steps:
+  - id: a
+    kind: llm
+    prompt: {user: "Hi"}
+    params: {max_tokens: 1}
+output:
+""" + "".join(f"  big{n}: \"{{{{ 'x' * 1000000 }}}}\"\n" for n in range(BIG_KEYS))
+_TCP_ESTABLISHED = 1
+
+
+def _big_app(server: ServerProcess) -> str:
+    with _connect(server) as sock:
+        sock.sendall(_request("/api/apps", BIG_APP.encode()))
+        answer = _read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 201"), answer
+    uuid: str = json.loads(answer.partition(b"\r\n\r\n")[2])["uuid"]
+    return uuid
+
+
+def _run_request(app_uuid: str) -> bytes:
+    body = json.dumps({"input": {}, "stream": True}).encode()
+    head = (
+        f"POST /api/apps/{app_uuid}/run HTTP/1.1\r\nHost: t\r\n"
+        f"Authorization: Token {TOKEN}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_a_client_that_stops_reading_its_answer_is_dropped(server: ServerProcess):
+    """The client asks for an 8 MB streamed answer and reads none of it, with a small
+    receive buffer. The server drops the connection once its write buffer has not
+    drained for the send timeout (the client's side sees the reset); uvicorn alone
+    kept it, and the answer queued for it, for as long as the client liked (the
+    stream never ended, so neither did the connection). A client that reads gets the
+    whole answer."""
+    app_uuid = _big_app(server)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    with stalled:
+        stalled.sendall(_run_request(app_uuid))
+        given_up = time.monotonic() + READ_LIMIT
+        while time.monotonic() < given_up:  # state: the first byte of struct tcp_info
+            if stalled.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] != _TCP_ESTABLISHED:
+                break
+            time.sleep(0.2)
+        state = stalled.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+        assert state != _TCP_ESTABLISHED, "the server kept a connection that read nothing"
+    with _connect(server) as reader:
+        reader.sendall(_run_request(app_uuid))
+        answer = _read_to_close_or_done(reader)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    lines = [json.loads(line) for line in answer.partition(b"\r\n\r\n")[2].splitlines()]
+    assert lines[-1]["done"] is True
+    got = {key: value for line in lines[:-1] for key, value in line["output"].items()}
+    assert got == {f"big{n}": "x" * 1_000_000 for n in range(BIG_KEYS)}
+
+
+def _read_to_close_or_done(sock: socket.socket) -> bytes:
+    """A streamed (chunked) answer, read until its last chunk."""
+    got = b""
+    while not got.endswith(b"\r\n0\r\n\r\n"):
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        got += piece
+    head, _, chunked = got.partition(b"\r\n\r\n")
+    body = b""
+    while chunked:
+        size_text, _, rest = chunked.partition(b"\r\n")
+        size = int(size_text, 16)
+        body, chunked = body + rest[:size], rest[size + 2 :]
+    return head + b"\r\n\r\n" + body
 
 
 def _stored_apps(server: ServerProcess) -> list[object]:
