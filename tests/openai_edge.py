@@ -75,6 +75,8 @@ class Reply:
     ``hold``: send the first event, then wait until the client hangs up; the body
     ends with the connection, or is sent in HTTP chunks with ``chunked`` (as
     uvicorn-based servers do), where the connection's end cuts it short.
+    ``gate``: send the first event (in HTTP chunks), then the rest once the test sets
+    the event (or after 60 s).
     """
 
     status: int
@@ -84,6 +86,7 @@ class Reply:
     cut: bool = False
     hold: bool = False
     chunked: bool = False
+    gate: threading.Event | None = None
 
 
 @dataclass
@@ -131,6 +134,11 @@ def _events(reply: Reply) -> list[bytes]:
     return [f"data: {json.dumps(e)}\n\n".encode() for e in reply.sse] + [b"data: [DONE]\n\n"]
 
 
+def _chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP chunk."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
 class _Handler(BaseHTTPRequestHandler):
     state: EdgeServer
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
@@ -162,12 +170,17 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.hold or reply.cut:
             self.send_header("Connection", "close")
             self.close_connection = True
-        if reply.hold and reply.chunked:
+        if (reply.hold and reply.chunked) or reply.gate is not None:
             self.send_header("Transfer-Encoding", "chunked")
         elif not reply.hold:
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if reply.hold:
+        if reply.gate is not None:
+            self.wfile.write(_chunk(events[0]))
+            self.wfile.flush()
+            reply.gate.wait(60)
+            self.wfile.write(b"".join(_chunk(event) for event in events[1:]) + b"0\r\n\r\n")
+        elif reply.hold:
             first = events[0]
             if reply.chunked:
                 first = f"{len(first):x}\r\n".encode() + first + b"\r\n"

@@ -34,7 +34,7 @@ from api.deps import DbSession
 from api.errors import OPENAI_ERROR_RESPONSES, ApiError, AuthError
 from api.routes.runs import count_public_run
 from api.state import ApiState, State
-from api.streaming import RunBridge, is_end, start_streaming
+from api.streaming import RunBridge, is_end, start_streaming, unstored
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
 from providers.base import Cancel
@@ -248,7 +248,7 @@ async def _frames(
             item = await anext(items)
         finished: FinishedRun | None = item.finished
         if finished is None or finished.failure is not None:
-            yield writer.error(_error_frame(finished, role))
+            yield writer.error(_error_frame(finished, item.error, role))
             return
         yield writer.finish(wire.finish_reason(finished.outcome.steps))
         if include_usage:
@@ -260,10 +260,12 @@ async def _frames(
         ACTIVE_STREAMS.dec()
 
 
-def _error_frame(finished: FinishedRun | None, role: str | None) -> dict[str, Any]:
+def _error_frame(
+    finished: FinishedRun | None, error: BaseException | None, role: str | None
+) -> dict[str, Any]:
     """The ``{"error": ...}`` frame of a run that failed after its first frame."""
     if finished is None or finished.failure is None:  # storing the run failed
-        return wire.error_body(500, "INTERNAL_ERROR", "internal error while running the app")
+        return wire.error_body(*unstored(error))
     failure = finished.failure
     status = failure.status_code if 400 <= failure.status_code < 600 else 500
     return wire.error_body(status, failure.code, told(failure.code, failure.message, role))

@@ -30,7 +30,7 @@ from api.openapi import streamed_responses
 from api.proxies import client_address
 from api.ratelimit import Rate, RateLimitedError, note
 from api.state import ApiState, State
-from api.streaming import Encoder, is_end, start_streaming, wants_sse
+from api.streaming import Encoder, is_end, start_streaming, unstored, wants_sse
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
 from providers.base import Cancel
@@ -277,7 +277,8 @@ def _last_line(
         failure = finished.failure
         code, message, step = failure.code, told(failure.code, failure.message, role), failure.step
     else:  # the run crashed after its first byte (storing it failed)
-        code, message, step = "INTERNAL_ERROR", "internal error while running the app", None
+        _, code, message = unstored(end.error)
+        step = None
     details = {"run_id": prepared.run_id, "step": step}
     return encoder.encode("error", error_body(code, message, details, request_id))
 

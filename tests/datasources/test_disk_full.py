@@ -9,10 +9,12 @@ filled with a file that takes what space is left: a real full disk, not a stand-
 from __future__ import annotations
 
 import faulthandler
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from openai_edge import Reply, serve_edge, sse_chunk
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from appforge.cli import main
 from appforge.core.db import storage_full
 from appforge.core.errors import StorageFullError
-from appforge.core.settings import Settings
+from appforge.core.settings import OpenAISettings, Settings
 from datasources.index import VectorIndex, make_client
 from tests.datasources.support import assert_given_back, get_entry
 
@@ -158,6 +161,75 @@ def test_writes_on_a_full_disk_are_507_and_store_nothing_and_reads_go_on(
     assert client.post(
         "/api/apps", content=RAG_APP.replace("Full", "Fuller"), headers=YAML
     ).is_success
+
+
+STREAMED_APP = """version: 1
+name: Streamed
+type: chat
+input:
+  q: {type: string, required: true}
+steps:
+  - id: answer
+    kind: llm
+    prompt: {user: "{{ input.q }}"}
+output:
+  answer: "{{ answer.text }}"
+"""
+
+
+@pytest.mark.parametrize("route", ["run", "v1"])
+def test_a_streamed_run_that_cannot_be_stored_says_the_disk_is_full(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    disk: Path,
+    route: str,
+):
+    """The disk fills after a streamed run's first words: its status is sent, so its
+    last line is an error, and that error says what happened (``STORAGE_FULL``, as a
+    run that was not streamed is answered 507), not "internal error"."""
+    gate = threading.Event()
+    with serve_edge() as edge:
+        events = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
+        edge.replies = [Reply(200, None, sse=events, gate=gate)]
+        settings = make_settings(
+            home=disk / "home",
+            datasources={"workers": 0},
+            openai=OpenAISettings(base_url=edge.url),
+            models={"default": "openai:gpt-test"},
+        )
+        client = make_client(settings)
+        made = client.post("/api/apps", content=STREAMED_APP, headers=YAML)
+        assert made.status_code == 201, made.text
+        with sqlite3.connect(disk / "home" / "appforge.db") as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if route == "run":
+            path, body = (
+                f"/api/apps/{made.json()['uuid']}/run",
+                {"input": {"q": "tea"}, "stream": True},
+            )
+        else:
+            question = [{"role": "user", "content": "tea"}]
+            path, body = (
+                "/v1/chat/completions",
+                {"model": "Streamed", "messages": question, "stream": True},
+            )
+        try:
+            with client.stream("POST", path, json=body) as answer:
+                assert answer.status_code == 200
+                lines = answer.iter_lines()
+                next(line for line in lines if "Green tea" in line)  # the first words
+                fill(disk)
+                gate.set()
+                rest = [line for line in lines if line.strip()]
+        finally:
+            gate.set()
+    if route == "run":
+        error = json.loads(rest[-1])["error"]
+    else:
+        assert rest[-1] == "data: [DONE]" or rest[-1].startswith("data: {")
+        error = next(json.loads(line[6:])["error"] for line in rest if '"error"' in line)
+    assert error["code"] == FULL, rest
+    assert "storage is full" in error["message"]
 
 
 @pytest.mark.postgres
