@@ -15,9 +15,10 @@ server, LM Studio): the ``openai`` section of the settings, or a named entry of
   (also between two chunks of a stream). Retries follow the openai SDK's rules
   (which failures, how many, how long to wait; a stream only before its first
   byte) under a deadline per call: see :mod:`providers.retries`.
-- A run's cancel (its caller went away, its time is up) cuts its stream's
-  connection at once: a server that went silent mid-stream does not hold the
-  run's thread until the read timeout.
+- A run's cancel (its caller went away, its time is up, a shutdown) cuts its
+  stream's connection at once, before the first byte too (``providers.cuttable``):
+  a server that went silent, or has not begun to answer, does not hold the run's
+  thread until the read timeout. A call so cut ends ``cancelled``, not failed.
 - Streams ask for usage; a server that sends none (llama-cpp-python's) gives
   zero counts and ``usage_reported=False``: we do not guess token counts.
 - Errors become provider errors with our codes; messages name the server's
@@ -43,6 +44,7 @@ import httpx
 
 from appforge import __version__
 from appforge.core.settings import OPENAI_BASE_URL, OpenAISettings, header_value_ok
+from providers import cuttable
 from providers.base import (
     ChatMessage,
     Completion,
@@ -170,7 +172,7 @@ class OpenAICompatProvider:
                         "Authorization": f"Bearer {self._key or _NO_KEY}",
                     },
                     timeout=self._timeout(),
-                    limits=_LIMITS,
+                    transport=cuttable.transport(_LIMITS),
                     follow_redirects=True,
                 )
             return self._client
@@ -237,13 +239,18 @@ class OpenAICompatProvider:
     ) -> Generator[Delta | Completion, None, None]:
         answer = Answer(model)
         stopped = partial(is_cancelled, cancel)
-        # A call that fails before its first byte raises, cancelled or not (a cancel
-        # only ends its retries): the run says why it got no answer.
+        # A call that fails before its first byte raises (the run says why it got no
+        # answer), unless it failed because the run was cancelled: its wait for the
+        # first byte is cut then (``providers.cuttable``).
         response = None
         if not stopped():
-            response = self._send(
-                "POST", "chat/completions", model, payload, stream=True, cancel=cancel
-            )
+            try:
+                response = self._send(
+                    "POST", "chat/completions", model, payload, stream=True, cancel=cancel
+                )
+            except ProviderError:
+                if not stopped():
+                    raise
         ended = False
         if response is not None:
             forget = when_cancelled(cancel, lambda: cut(response))
@@ -392,7 +399,8 @@ class OpenAICompatProvider:
             method, path, json=payload, headers={"Accept": accept}, timeout=limit
         )
         try:
-            return send(client, request, retries, stream=stream)
+            with cuttable.cut_by(cancel):  # a cancel ends even the wait for the first byte
+                return send(client, request, retries, stream=stream)
         except httpx.HTTPError as exc:
             waited = timeout if timeout is not None else self._settings.timeout
             raise self._error(exc, model, retries.taken, waited) from exc

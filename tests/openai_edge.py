@@ -77,6 +77,8 @@ class Reply:
     uvicorn-based servers do), where the connection's end cuts it short.
     ``gate``: send the first event (in HTTP chunks), then the rest once the test sets
     the event (or after 60 s).
+    ``mute``: read the request, send nothing, and wait until the client hangs up (up
+    to 120 s: a server slow to begin its answer).
     """
 
     status: int
@@ -87,6 +89,7 @@ class Reply:
     hold: bool = False
     chunked: bool = False
     gate: threading.Event | None = None
+    mute: bool = False
 
 
 @dataclass
@@ -157,6 +160,10 @@ class _Handler(BaseHTTPRequestHandler):
         request["_client_port"] = self.client_address[1]  # one per TCP connection
         state.requests.append(request)
         reply = state.replies[0] if len(state.replies) == 1 else state.replies.pop(0)
+        if reply.mute:
+            self.close_connection = True
+            self._wait_for_hang_up(120)
+            return
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
@@ -191,10 +198,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.wfile.write(data)
 
-    def _wait_for_hang_up(self) -> None:
+    def _wait_for_hang_up(self, seconds: float = 30) -> None:
         # The request was read whole: the client sends nothing more, so a read
-        # returns only when it closes the connection (or after 30 s).
-        self.connection.settimeout(30)
+        # returns only when it closes the connection (or after ``seconds``).
+        self.connection.settimeout(seconds)
         try:
             closed = self.connection.recv(1) == b""
         except TimeoutError:

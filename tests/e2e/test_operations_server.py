@@ -24,6 +24,7 @@ import pytest
 from fake_model import FakeModel, serve_model
 from fastapi.testclient import TestClient
 from log_watch import check_output
+from openai_edge import Reply, serve_edge, sse_chunk
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 from waiting import poll_until
@@ -156,6 +157,52 @@ def test_two_api_processes_count_together_and_drain_on_sigterm(
     assert partial.startswith("word0 word1") and len(partial) < len(LONG)
     logged = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
     assert any(line["message"].startswith("shutting down") for line in logged)
+
+
+def test_sigterm_cuts_a_run_still_waiting_for_the_model_first_byte(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+):
+    """The model server takes the request and says nothing (a queue in front of it). On
+    SIGTERM the run is cancelled at the grace and its wait for the first byte cut: the
+    caller is answered ``CANCELLED``, the run is stored ``cancelled`` and the process
+    exits. Before, the run's thread waited for the model (here two minutes, the
+    provider's timeout being longer), and the process with it."""
+    with serve_edge() as edge:
+        edge.replies = [Reply(200, None, sse=[sse_chunk("late", None)], mute=True)]
+        home = tmp_path / "home"
+        env = {
+            "APPFORGE_HOME": str(home),
+            "APPFORGE_ADMIN_TOKEN": TOKEN,
+            "APPFORGE_OPENAI__BASE_URL": edge.url,
+            "APPFORGE_OPENAI__API_KEY": "fake",
+            "APPFORGE_OPENAI__TIMEOUT": "600",
+            "APPFORGE_MODELS": json.dumps({"default": "openai:fake"}),
+            "APPFORGE_SHUTDOWN_GRACE_SECONDS": "1",
+        }
+        server = start_server(env)
+        made = httpx.post(f"{server.base}/api/apps", content=APP, headers={**AUTH, **YAML})
+        answers: list[httpx.Response] = []
+
+        def run() -> None:
+            answers.append(
+                httpx.post(
+                    f"{server.base}/api/apps/{made.json()['uuid']}/run",
+                    json={"input": {"q": "hi"}},
+                    headers=AUTH,
+                    timeout=300,
+                )  # fmt: skip
+            )
+
+        caller = threading.Thread(target=run)
+        caller.start()
+        poll_until(lambda: edge.requests, detail=server.output)  # the model has the call
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=60)
+        caller.join(60)
+        assert edge.hung_up.wait(20)  # the model server saw the call go
+    assert answers and answers[0].json()["error"]["code"] == "CANCELLED", answers
+    with sqlite3.connect(home / "appforge.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("cancelled",)]
 
 
 class _Receiver:

@@ -1,7 +1,7 @@
 """A run's cancel event (:class:`providers.base.Cancel`): its callbacks, and the
 OpenAI-compatible provider, when it is set, cutting a stream that waits on a silent
-server instead of waiting out the read timeout, and ending its wait between retries
-without trying again."""
+server instead of waiting out the read timeout (mid-stream, and before the first
+byte), and ending its wait between retries without trying again."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from providers.base import (
     time_left,
     when_cancelled,
 )
-from providers.errors import ProviderError
 from providers.retries import Retries
 
 
@@ -99,21 +98,61 @@ def test_a_cancel_while_a_stream_waits_on_a_silent_server_cuts_it(edge: EdgeServ
     provider.close()
 
 
+def test_a_cancel_while_a_call_waits_for_its_first_byte_cuts_it(edge: EdgeServer):
+    # The server reads the request and answers nothing: the call would wait out the
+    # provider's timeout (10 minutes), and its retries, if the cancel did not cut it.
+    edge.replies = [Reply(200, None, sse=[sse_chunk("one", None)], mute=True)]
+    provider = make_provider(edge.url, timeout=600, max_retries=3)
+    cancel = Cancel()
+    items: list[Delta | Completion] = []
+
+    def read() -> None:
+        with provider.stream(MODEL, COUNT, GREEDY, cancel) as generation:
+            items.extend(generation)
+            items.append(generation.result())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    poll_until(lambda: edge.requests)  # the request is in: the call waits for the answer
+    cancel.set()
+    reader.join(60)
+    assert not reader.is_alive(), "the call still waits for the server's first byte"
+    assert len(items) == 1, items  # no text, and no error: the call was cancelled
+    completion = items[0]
+    assert isinstance(completion, Completion)
+    assert (completion.text, completion.finish_reason) == ("", "cancelled")
+    assert edge.hung_up.wait(20)  # the server saw the connection go
+    assert len(edge.requests) == 1  # and no retry was made
+    provider.close()
+
+
+def test_a_call_not_cancelled_still_gets_its_answer_and_reuses_its_connection(
+    edge: EdgeServer,
+):
+    """The cuttable connections are ordinary ones while nothing cancels them."""
+    edge.replies = [Reply(200, None, sse=[sse_chunk("one", None), sse_chunk(" two", "stop")])]
+    provider = make_provider(edge.url)
+    for _ in range(3):
+        with provider.stream(MODEL, COUNT, GREEDY, Cancel()) as generation:
+            assert "".join(d.text for d in generation) == "one two"
+    assert len({request["_client_port"] for request in edge.requests}) == 1
+    provider.close()
+
+
 def test_a_cancel_ends_the_wait_between_retries_and_makes_no_more(edge: EdgeServer):
     # The server is busy and asks for 100 s between tries: a run whose caller left
-    # stops waiting at once and tries no more; the call fails with the busy answer.
+    # stops waiting at once and tries no more. The call ends cancelled, as one cut
+    # while it waits for the first byte does: the run was stopped, it did not fail.
     busy = openai_error("overloaded")
     edge.replies = [Reply(503, busy, headers={"retry-after": "100"})]
     provider = make_provider(edge.url, timeout=600, max_retries=3)
     cancel = Cancel()
-    failed: list[ProviderError] = []
+    ended: list[Completion] = []
 
     def call() -> None:
-        try:
-            with provider.stream(MODEL, COUNT, GREEDY, cancel) as generation:
-                list(generation)
-        except ProviderError as exc:
-            failed.append(exc)
+        with provider.stream(MODEL, COUNT, GREEDY, cancel) as generation:
+            assert list(generation) == []
+            ended.append(generation.result())
 
     caller = threading.Thread(target=call, daemon=True)
     caller.start()
@@ -121,7 +160,7 @@ def test_a_cancel_ends_the_wait_between_retries_and_makes_no_more(edge: EdgeServ
     cancel.set()
     caller.join(60)
     assert not caller.is_alive(), "the call still waits to try again"
-    assert len(failed) == 1 and "overloaded" in failed[0].message
+    assert [c.finish_reason for c in ended] == ["cancelled"]
     assert len(edge.requests) == 1
     provider.close()
 
