@@ -195,6 +195,34 @@ def unstored(error: BaseException | None) -> tuple[int, str, str]:
     return 500, "INTERNAL_ERROR", "internal error while running the app"
 
 
+async def run_unless_gone(
+    executor: Executor,
+    runs: RunService,
+    run_request: RunRequest,
+    cancel: Cancel,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> FinishedRun | None:
+    """A run that is not streamed, on ``executor``; None if its client went away first.
+    Then the run is cancelled (its model call cut, even before its first byte) and
+    stored ``cancelled``: a caller who leaves does not leave the model writing (and
+    billing) an answer nobody reads. The client is looked for twice a second."""
+    loop = asyncio.get_running_loop()
+    in_context = contextvars.copy_context().run  # log lines of the run name this request
+    done = loop.run_in_executor(executor, in_context, runs.run, run_request, cancel, None)
+    try:
+        while True:
+            finished, _ = await asyncio.wait({done}, timeout=0.5)
+            if finished:
+                return done.result()
+            if await disconnected():
+                cancel.set()
+                await done  # the run stops at once, and is stored ``cancelled``
+                return None
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+
+
 @dataclass
 class Started:
     """A streamed run past its first output: ``first`` (an output, or its end)."""

@@ -16,7 +16,6 @@ stream with a ``data: {"error": ...}`` frame.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 from collections.abc import AsyncIterator
 from functools import partial
@@ -34,7 +33,7 @@ from api.deps import DbSession
 from api.errors import OPENAI_ERROR_RESPONSES, ApiError, AuthError
 from api.routes.runs import count_public_run
 from api.state import ApiState, State
-from api.streaming import RunBridge, is_end, start_streaming, unstored
+from api.streaming import RunBridge, is_end, run_unless_gone, start_streaming, unstored
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
 from providers.base import Cancel
@@ -132,14 +131,11 @@ async def create_chat_completion_route(
     cancel = Cancel()
     if body.stream:
         return await _stream(request, state, body, planned, cancel)
-    finished = await loop.run_in_executor(
-        state.executor,
-        contextvars.copy_context().run,
-        state.runs.run,
-        planned.request,
-        cancel,
-        None,
+    finished = await run_unless_gone(
+        state.executor, state.runs, planned.request, cancel, request.is_disconnected
     )
+    if finished is None:  # the client went away
+        return Response(status_code=499)
     if finished.failure is not None:
         raise _failed(finished, planned.request.role)
     answer = wire.answer_text(finished.outcome.output.get(planned.output_key))

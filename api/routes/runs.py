@@ -9,8 +9,6 @@ whose client left is still recorded (``cancelled``, with what it produced).
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -30,7 +28,14 @@ from api.openapi import streamed_responses
 from api.proxies import client_address
 from api.ratelimit import Rate, RateLimitedError, note
 from api.state import ApiState, State
-from api.streaming import Encoder, is_end, start_streaming, unstored, wants_sse
+from api.streaming import (
+    Encoder,
+    is_end,
+    run_unless_gone,
+    start_streaming,
+    unstored,
+    wants_sse,
+)
 from appforge.core.metrics import ACTIVE_STREAMS
 from apps_yaml.events import Chunk, Output
 from providers.base import Cancel
@@ -173,11 +178,11 @@ async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Re
     cancel = Cancel()
     if run_request.stream:
         return await _stream(request, state, run_request, cancel)
-    loop = asyncio.get_running_loop()
-    in_context = contextvars.copy_context().run  # log lines of the run name this request
-    finished = await loop.run_in_executor(
-        state.executor, in_context, state.runs.run, run_request, cancel, None
+    finished = await run_unless_gone(
+        state.executor, state.runs, run_request, cancel, request.is_disconnected
     )
+    if finished is None:  # the client went away
+        return Response(status_code=499)
     if finished.failure is not None:
         raise _failure_error(finished, run_request.role)
     # Built here rather than validated again against the response model: it is one.

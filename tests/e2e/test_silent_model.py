@@ -7,6 +7,7 @@ look-alike on 127.0.0.1 that sends one chunk and then nothing (the network edge)
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,55 @@ def test_leaving_a_run_whose_model_went_silent_frees_it_at_once(
         run = poll_until(ended, timeout=60, interval=0.1)
     assert (run["status"], run["error"]["code"]) == ("cancelled", "CANCELLED")
     assert run["output"] == {"answer": "The first words"}
+
+
+@pytest.mark.parametrize("route", ["run", "v1"])
+def test_leaving_a_run_not_streamed_whose_model_has_not_begun_frees_it_at_once(
+    start_server: Callable[..., ServerProcess], tmp_path: Path, route: str
+):
+    """A run that is not streamed, whose model server took the call and has not begun to
+    answer: its caller hangs up. The run is cancelled, its model call cut and the run
+    stored ``cancelled``. Before, nothing watched the caller of a run not streamed:
+    the model wrote (and billed) the answer for nobody, and the run held its thread
+    and its place among the app's active runs until then."""
+    with serve_edge() as edge:
+        edge.replies = [Reply(200, None, sse=[sse_chunk("late", None)], mute=True)]
+        server = start_server(
+            {
+                "APPFORGE_HOME": str(tmp_path / "home"),
+                "APPFORGE_ADMIN_TOKEN": TOKEN,
+                "APPFORGE_OPENAI__BASE_URL": edge.url,
+                "APPFORGE_OPENAI__API_KEY": "fake",
+                "APPFORGE_OPENAI__TIMEOUT": "600",
+                "APPFORGE_RUNS__TIMEOUT_SECONDS": "900",
+                "APPFORGE_MODELS": json.dumps({"default": "openai:stalls"}),
+            }
+        )
+        with httpx.Client(base_url=server.base, headers=AUTH, timeout=60) as api:
+            chat = APP.replace("name: Stalls\n", "name: Stalls\ntype: chat\n")  # for /v1 too
+            chat = chat.replace("{type: string}", "{type: string, required: true}")
+            made = api.post("/api/apps", content=chat, headers={"Content-Type": "application/yaml"})
+            assert made.status_code == 201, made.text
+            uuid = made.json()["uuid"]
+            if route == "run":
+                path, body = f"/api/apps/{uuid}/run", {"input": {"q": "Say a lot."}}
+            else:
+                question = [{"role": "user", "content": "Say a lot."}]
+                path, body = "/v1/chat/completions", {"model": uuid, "messages": question}
+            raw = json.dumps(body).encode()
+            caller = socket.create_connection(("127.0.0.1", server.port))
+            caller.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Token {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n".encode()
+                + raw
+            )
+            poll_until(lambda: edge.requests, detail=server.output)  # the model has the call
+            caller.close()
+            assert edge.hung_up.wait(60)  # the model server saw the call go
+
+            def ended() -> list[dict[str, Any]] | None:
+                runs: list[dict[str, Any]] = api.get("/api/runs").json()
+                return runs if runs and runs[0]["status"] != "running" else None
+
+            runs = poll_until(ended, timeout=60, interval=0.1)
+    assert [run["status"] for run in runs] == ["cancelled"]
