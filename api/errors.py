@@ -47,8 +47,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import openai_format
-from appforge.core.db import storage_full, timed_out, unavailable
-from appforge.core.errors import AppforgeError, StorageFullError
+from appforge.core.db import read_only, storage_full, timed_out, unavailable
+from appforge.core.errors import AppforgeError, StorageFullError, StorageReadOnlyError
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,8 @@ def install(app: FastAPI) -> None:
     async def _appforge_error(request: Request, exc: AppforgeError) -> JSONResponse:
         if isinstance(exc, StorageFullError):
             return _storage_full(request, exc.__cause__ or exc, said)
+        if isinstance(exc, StorageReadOnlyError):
+            return _read_only(request, exc.__cause__ or exc, said)
         return error_response(
             request, exc.status_code, exc.code, exc.message, exc.details, exc.headers
         )
@@ -241,6 +243,8 @@ def install(app: FastAPI) -> None:
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         if storage_full(exc):
             return _storage_full(request, exc, said)
+        if read_only(exc):
+            return _read_only(request, exc, said)
         reason = unavailable(exc)
         if reason is None:
             raise exc  # a bug's database error: the 500 below, with its traceback
@@ -256,6 +260,8 @@ def install(app: FastAPI) -> None:
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:
         if storage_full(exc):  # writing a file (an upload, say)
             return _storage_full(request, exc, said)
+        if read_only(exc):
+            return _read_only(request, exc, said)
         raise exc  # any other: the 500 below, with its traceback
 
     @app.exception_handler(Exception)
@@ -272,6 +278,15 @@ def _storage_full(request: Request, exc: BaseException, said: _Said) -> JSONResp
     said.now_and_then("disk", "the disk is full (%s): answering 507 to writes", exc)
     full = StorageFullError()
     return error_response(request, full.status_code, full.code, full.message)
+
+
+def _read_only(request: Request, exc: BaseException, said: _Said) -> JSONResponse:
+    """503 ``STORAGE_READ_ONLY``: a write found the storage read-only; nothing stored."""
+    said.now_and_then("read-only", "the storage is read-only (%s): answering 503 to writes", exc)
+    refused = StorageReadOnlyError()
+    return error_response(
+        request, refused.status_code, refused.code, refused.message, None, refused.headers
+    )
 
 
 DATABASE_RETRY_SECONDS = 5

@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from appforge.core.db import storage_full, unavailable
+from appforge.core.db import read_only, storage_full, unavailable
 from apps_yaml.events import Chunk, Event, Output
 from providers.base import Cancel
 from runs.service import FinishedRun, PreparedRun, RunRequest, RunService
@@ -184,11 +184,15 @@ def is_end(item: object) -> TypeGuard[_End]:
 
 def unstored(error: BaseException | None) -> tuple[int, str, str]:
     """Status, code and message of a streamed run that ended in ``error`` after its first
-    byte: storing it failed. A full disk or a database gone is said as such (as a run
-    that was not streamed would be answered); anything else is a bug."""
+    byte: storing it failed. A full disk, storage gone read-only or a database gone is
+    said as such (as a run that was not streamed would be answered); anything else is
+    a bug."""
     if error is not None and storage_full(error):
         message = "the server's storage is full: this run was not stored; retry once space is freed"
         return 507, "STORAGE_FULL", message
+    if error is not None and read_only(error):
+        message = "the server's storage is read-only: this run was not stored"
+        return 503, "STORAGE_READ_ONLY", message
     if error is not None and unavailable(error) is not None:
         message = "the database cannot be reached: this run was not stored; try again shortly"
         return 503, "DATABASE_UNAVAILABLE", message

@@ -41,7 +41,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from appforge.core.db import storage_full, utcnow
+from appforge.core.db import read_only, storage_full, utcnow
 from appforge.core.logs import run_context
 from appforge.core.metrics import ACTIVE_RUNS
 from apps_yaml.engine import AppRunner
@@ -378,6 +378,8 @@ class RunService:
         except Exception as exc:
             if storage_full(exc):  # said without a traceback: the disk, not a bug
                 log.warning("storing run %s failed: the disk is full", run.run_id)
+            elif read_only(exc):
+                log.warning("storing run %s failed: the storage is read-only", run.run_id)
             else:
                 log.exception("storing run %s failed", run.run_id)
             self._store_crash(run.run_id)
@@ -424,7 +426,7 @@ class RunService:
             with self.services.engine.begin() as conn:
                 records.fail_run(conn, run_id, "INTERNAL_ERROR", "storing the run failed")
         except Exception as exc:
-            if not storage_full(exc):  # the disk full was said already
+            if not (storage_full(exc) or read_only(exc)):  # said already
                 log.exception("could not mark run %s failed", run_id)
 
     # --- any runner ------------------------------------------------------------------

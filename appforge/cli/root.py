@@ -37,14 +37,17 @@ def error_line(exc: BaseException) -> str | None:
     import yaml
 
     from appforge.client import ApiError
-    from appforge.core.db import storage_full
-    from appforge.core.errors import AppforgeError, StorageFullError
+    from appforge.core.db import read_only, storage_full
+    from appforge.core.errors import AppforgeError, StorageFullError, StorageReadOnlyError
 
     if isinstance(exc, AppforgeError | ApiError):
         return f"error [{exc.code}]: {exc.message}"
     if storage_full(exc) and not isinstance(exc, OSError):  # "database or disk is full"
         full = StorageFullError()
         return f"error [{full.code}]: {full.message}"
+    if read_only(exc) and not isinstance(exc, OSError):  # a readonly database, a standby
+        refused = StorageReadOnlyError()
+        return f"error [{refused.code}]: {refused.message}"
     if isinstance(exc, httpx.TransportError):
         return f"error [SERVER_UNREACHABLE]: {_unreachable(exc)}"
     if isinstance(exc, httpx.HTTPError):

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from appforge.core.errors import StorageFullError
+from appforge.core.errors import StorageFullError, StorageReadOnlyError
 from appforge.core.settings_models import PostgresSettings
 
 if TYPE_CHECKING:
@@ -299,11 +299,40 @@ def storage_full(exc: BaseException | None) -> bool:
     return False
 
 
+# SQLite's words for a file it may not write (and the OS's, through Chroma's errors).
+_READ_ONLY_WORDS = re.compile(r"readonly database|Read-only file system")
+_POSTGRES_READ_ONLY = "25006"  # SQLSTATE read_only_sql_transaction: a standby, say
+
+
+def read_only(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from, says the storage takes no
+    writes: a read-only file system (EROFS), SQLite's "attempt to write a readonly
+    database" (through SQLAlchemy, ``sqlite3`` or an embedded Chroma's error),
+    PostgreSQL refusing a write in a read-only transaction (a standby)."""
+    while exc is not None:
+        if isinstance(exc, StorageReadOnlyError):
+            return True
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            return True
+        found = exc.orig if isinstance(exc, DBAPIError) else exc
+        if getattr(found, "sqlstate", None) == _POSTGRES_READ_ONLY:
+            return True
+        module = type(found).__module__
+        if module.startswith(("sqlite3", "chromadb")) and _READ_ONLY_WORDS.search(str(found)):
+            return True
+        exc = exc.__cause__
+    return False
+
+
 def failure_reason(exc: BaseException) -> str | None:
     """What keeps writes from working now, if ``exc`` says it is not a bug: the disk
-    full (:func:`storage_full`) or the database away (:func:`unavailable`)."""
+    full (:func:`storage_full`), the storage read-only (:func:`read_only`) or the
+    database away (:func:`unavailable`)."""
+    first = (str(exc).splitlines() or [""])[0][:300]
     if storage_full(exc):
-        return f"the disk is full ({(str(exc).splitlines() or [''])[0][:300]})"
+        return f"the disk is full ({first})"
+    if read_only(exc):
+        return f"the storage is read-only ({first})"
     return unavailable(exc)
 
 

@@ -12,7 +12,8 @@ service records any of them as a run's failure, without knowing the package::
     ├── EvalsError                 evals/errors.py: datasets, cases, scorers, evaluations
     ├── PromptsError               prompts/errors.py: use cases, prompts, versions, labels
     ├── ProviderError              providers/errors.py: model backends
-    └── StorageFullError           507 STORAGE_FULL: a write found the disk full
+    ├── StorageFullError           507 STORAGE_FULL: a write found the disk full
+    └── StorageReadOnlyError       503 STORAGE_READ_ONLY: a write found storage read-only
 
 ``code`` is UPPER_SNAKE and documented; ``status_code`` is the HTTP status the
 API answers with; ``details`` is JSON data for the client; ``headers`` are
@@ -63,4 +64,20 @@ class StorageFullError(AppforgeError):
     def __init__(self) -> None:
         super().__init__(
             "the server's storage is full: nothing was stored; retry once space is freed"
+        )
+
+
+class StorageReadOnlyError(AppforgeError):
+    """A write found the storage read-only: the home's file system (remounted read-only
+    after disk errors, say) or the database (a PostgreSQL standby after a failover);
+    ``appforge.core.db.read_only`` tells which errors say so. Nothing is stored."""
+
+    code = "STORAGE_READ_ONLY"
+    status_code = 503
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server's storage is read-only: nothing was stored; "
+            "retry once an operator has made it writable",
+            headers={"Retry-After": "30"},
         )

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from appforge.core.db import make_engine, migrate, unavailable
+from appforge.core.db import make_engine, migrate, read_only, unavailable
 from appforge.core.settings import Settings
 
 TEXT_APP = """version: 1
@@ -86,3 +87,87 @@ def test_a_bugs_database_error_is_not_an_outage(tmp_path):
         conn.execute(text("SELECT nothing FROM no_such_table"))
     assert unavailable(raised.value) is None  # a 500 with its traceback, as a bug should be
     engine.dispose()
+
+
+def _read_only(url: str, on: bool) -> None:
+    """Make the database read-only (as a standby is) or writable again; the sessions
+    open on it are ended, so the API's next connections see it."""
+    server, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+        admin.execute(
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if on else "off"}'
+        )
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+@pytest.mark.postgres
+def test_a_read_only_database_is_503_storage_read_only_and_reads_go_on(
+    empty_postgres: str,
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+):
+    """After a failover the API may find itself on a standby, which refuses writes
+    (SQLSTATE 25006). Each write was a 500 with a traceback; it is a 503 that says so,
+    with one warning in the log, nothing stored, and reads answered as usual."""
+    _migrated(empty_postgres)
+    client = make_client(make_settings(database_url=empty_postgres))
+    app = client.post("/api/apps", content=TEXT_APP, headers={"Content-Type": "text/yaml"})
+    assert app.status_code == 201, app.text
+    run_path = f"/api/apps/{app.json()['uuid']}/run"
+    caplog.set_level(logging.WARNING, logger="api.errors")
+    _read_only(empty_postgres, True)
+    try:
+        # The first request after its sessions were ended may meet one: 503, and the pool
+        # is made anew. Then reads answer.
+        listed = next(r for r in (client.get("/api/apps") for _ in range(5)) if r.is_success)
+        assert [a["name"] for a in listed.json()] == ["Away"]
+        caplog.clear()
+        answers = [
+            client.post("/api/apps", content=TEXT_APP.replace("Away", "Other"),
+                        headers={"Content-Type": "text/yaml"}),
+            client.post(run_path, json={"input": {"q": "hi"}}),
+            client.post(run_path, json={"input": {"q": "hi"}, "stream": True}),
+        ]  # fmt: skip
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "STORAGE_READ_ONLY"
+            assert "read-only" in answer.json()["error"]["message"]
+            assert answer.headers["retry-after"] == "30"
+        said = [r for r in caplog.records if r.name == "api.errors"]
+        assert len(said) == 1 and said[0].levelname == "WARNING" and not said[0].exc_info
+        assert client.get("/api/runs").json() == []
+    finally:
+        _read_only(empty_postgres, False)
+    listed = next(r for r in (client.get("/api/apps") for _ in range(5)) if r.is_success)
+    assert [a["name"] for a in listed.json()] == ["Away"]
+    assert client.post(run_path, json={"input": {"q": "hi"}}).status_code == 200
+
+
+def test_read_only_storage_is_told_from_other_errors(tmp_path: Path):
+    """A read-only file system (EROFS), SQLite's "attempt to write a readonly database",
+    through SQLAlchemy too; not a full disk, not any other error."""
+    import errno
+    import sqlite3
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    assert read_only(OSError(errno.EROFS, "Read-only file system"))
+    assert not read_only(OSError(errno.ENOSPC, "No space left on device"))
+    assert not read_only(ValueError("readonly database"))  # words of no such module
+    path = tmp_path / "db.sqlite"
+    with sqlite3.connect(path) as made:
+        made.execute("CREATE TABLE t (x)")
+    reader = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(OperationalError) as refused, reader.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    reader.dispose()
+    assert read_only(refused.value)
+    wrapped = RuntimeError("storing failed")
+    wrapped.__cause__ = refused.value
+    assert read_only(wrapped)
