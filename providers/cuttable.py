@@ -16,10 +16,10 @@ the read returns at once and the call fails (the provider then reports the call
 as cancelled, not as a failure). Reads outside :func:`cut_by` cost one
 thread-local look-up more.
 
-httpx has no public way to give its transport a network backend; this sets the
-backend of the transport's httpcore pool (``httpx`` and ``httpcore`` are pinned in
-``constraints.txt``, and ``tests/providers/test_cancel.py`` fails if it stops
-working).
+httpx has no public way to give its transport a network backend: the transport's
+httpcore pool is rebuilt with one, as ``datasources.deadline`` does (``httpx`` and
+``httpcore`` are pinned in ``constraints.txt``, and ``tests/providers/test_cancel.py``
+fails if it stops working).
 """
 
 from __future__ import annotations
@@ -105,7 +105,18 @@ class _CuttableBackend(httpcore.SyncBackend):
 
 def transport(limits: httpx.Limits) -> httpx.HTTPTransport:
     """httpx's transport (TLS checked, HTTP/1.1, ``limits``), its connections cuttable."""
-    made = httpx.HTTPTransport(limits=limits)
-    pool = made._pool  # noqa: SLF001 - no public way to set the backend (see above)
-    pool._network_backend = _CuttableBackend()  # noqa: SLF001
-    return made
+    return _CuttableTransport(limits)
+
+
+class _CuttableTransport(httpx.HTTPTransport):
+    def __init__(self, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        # httpx offers no public hook for the network backend; its pool is rebuilt here
+        # with the same TLS defaults and limits (as datasources.deadline does).
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_CuttableBackend(),
+        )

@@ -284,19 +284,7 @@ def storage_full(exc: BaseException | None) -> bool:
     """Whether ``exc``, or an error it was raised from, says the disk is full: no space
     left on the device (or over quota), SQLite's "database or disk is full" (through
     SQLAlchemy, ``sqlite3`` or an embedded Chroma's error), PostgreSQL's disk_full."""
-    while exc is not None:
-        if isinstance(exc, StorageFullError):
-            return True
-        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
-            return True
-        found = exc.orig if isinstance(exc, OperationalError) else exc
-        if getattr(found, "sqlstate", None) == _POSTGRES_DISK_FULL:
-            return True
-        module = type(found).__module__
-        if module.startswith(("sqlite3", "chromadb")) and _FULL_WORDS.search(str(found)):
-            return True
-        exc = exc.__cause__
-    return False
+    return _chain_says(exc, StorageFullError, _FULL_ERRNOS, _POSTGRES_DISK_FULL, _FULL_WORDS)
 
 
 # SQLite's words for a file it may not write (and the OS's, through Chroma's errors).
@@ -309,16 +297,31 @@ def read_only(exc: BaseException | None) -> bool:
     writes: a read-only file system (EROFS), SQLite's "attempt to write a readonly
     database" (through SQLAlchemy, ``sqlite3`` or an embedded Chroma's error),
     PostgreSQL refusing a write in a read-only transaction (a standby)."""
+    return _chain_says(
+        exc, StorageReadOnlyError, frozenset({errno.EROFS}), _POSTGRES_READ_ONLY, _READ_ONLY_WORDS
+    )
+
+
+def _chain_says(
+    exc: BaseException | None,
+    ours: type[Exception],
+    errnos: frozenset[int],
+    sqlstate: str,
+    words: re.Pattern[str],
+) -> bool:
+    """Whether ``exc`` or an error in its ``__cause__`` chain is ``ours``, an OSError with
+    one of ``errnos``, a database error with ``sqlstate``, or an SQLite (or Chroma)
+    error saying ``words``."""
     while exc is not None:
-        if isinstance(exc, StorageReadOnlyError):
+        if isinstance(exc, ours):
             return True
-        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        if isinstance(exc, OSError) and exc.errno in errnos:
             return True
         found = exc.orig if isinstance(exc, DBAPIError) else exc
-        if getattr(found, "sqlstate", None) == _POSTGRES_READ_ONLY:
+        if getattr(found, "sqlstate", None) == sqlstate:
             return True
         module = type(found).__module__
-        if module.startswith(("sqlite3", "chromadb")) and _READ_ONLY_WORDS.search(str(found)):
+        if module.startswith(("sqlite3", "chromadb")) and words.search(str(found)):
             return True
         exc = exc.__cause__
     return False
