@@ -172,7 +172,9 @@ def _run_llm(
             for key in keys:
                 yield Chunk(key, text)
         result = call.result
-    if not result.text:
+    if not result.text and result.finish_reason != "cancelled":
+        # The key is there, empty. (A call cut before it answered is no output: the run
+        # then fails before its first byte, with a status of its own.)
         for key in keys:
             yield Chunk(key, "")
     return result
