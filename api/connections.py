@@ -21,17 +21,41 @@ must read about 48 KiB in that time (the kernel's own buffer for the socket,
 up to megabytes, fills first). The connection is reset; a stream then sees its
 client go, and its run ends ``cancelled`` with what it produced (as when a
 client hangs up).
+
+Each connection holds a file, and a process may open only so many: one
+anonymous client opening connections faster than any deadline closes them held
+them all, and then nobody else could connect and the process could open no
+file (SQLite's, an upload's, a model server's connection). The protocol counts
+the connections the process holds: one client address may hold
+``limits.max_connections_per_client`` of them (429 ``TOO_MANY_CONNECTIONS``;
+trusted proxies, which carry many clients, have no such limit), and the process
+``limits.max_connections``, never more than its open-files limit less a reserve
+for its own files (503 ``SERVER_BUSY``). A refused connection is answered at
+once, with Retry-After, and closed within a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
+import json
+import logging
+import resource
 import socket
 import struct
+import uuid
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from api.errors import error_body
+from api.proxies import TrustedProxies
+from appforge.core.metrics import CONNECTION_REFUSALS, CONNECTIONS
+
+log = logging.getLogger("api.connections")
 
 # What a connection too slow with its header gets before it is closed.
 _TOO_SLOW = (
@@ -44,23 +68,106 @@ _TOO_SLOW = (
 )
 
 
+@dataclass(frozen=True)
+class _Limits:
+    header_timeout: float
+    send_timeout: float
+    max_connections: int  # in this process
+    max_per_client: int  # 0: none
+    proxies: TrustedProxies  # whose connections have no per-client limit
+
+
 @functools.cache
-def _timeouts() -> tuple[float, float]:
-    """``limits.header_timeout_seconds`` and ``limits.send_timeout_seconds`` of this
-    process's settings (its environment, as the API's own: each of several uvicorn
-    workers reads them once)."""
+def _limits() -> _Limits:
+    """This process's limits, from its settings (its environment, as the API's own: each
+    of several uvicorn workers reads them once)."""
     from appforge.core.settings import Settings
 
-    limits = Settings().limits
-    return limits.header_timeout_seconds, limits.send_timeout_seconds
+    settings = Settings()
+    limits = settings.limits
+    return _Limits(
+        header_timeout=limits.header_timeout_seconds,
+        send_timeout=limits.send_timeout_seconds,
+        max_connections=connections_allowed(
+            limits.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        ),
+        max_per_client=limits.max_connections_per_client,
+        proxies=TrustedProxies(settings.trusted_proxies),
+    )
+
+
+def connections_allowed(setting: int, open_files: int) -> int:
+    """Client connections a process may hold: ``setting`` (0: as many as it may), but
+    never so many that the process has no files left for itself: its database
+    connections, vector store, uploads and model servers get an eighth of its
+    open-files limit, and at least 256."""
+    if open_files == resource.RLIM_INFINITY:
+        open_files = 1 << 20
+    most = max(open_files - max(256, open_files // 8), 1)
+    return most if setting == 0 else min(setting, most)
 
 
 def header_timeout() -> float:
-    return _timeouts()[0]
+    return _limits().header_timeout
 
 
 def send_timeout() -> float:
-    return _timeouts()[1]
+    return _limits().send_timeout
+
+
+class _Held:
+    """The client connections this process holds: in all and by client address."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_client: Counter[str] = Counter()
+        self.said: dict[str, float] = {}  # when the log last told of each limit's refusals
+
+    def refused(self, limit: str, now: float) -> None:
+        CONNECTION_REFUSALS.labels(limit).inc()
+        last = self.said.get(limit)
+        if last is None or now - last >= 60:  # a warning a minute, not one per connection
+            self.said[limit] = now
+            log.warning(
+                "refusing connections over the %s limit (%d held)",
+                "per-client" if limit == "client" else "process's",
+                self.total,
+            )
+
+
+_held = _Held()  # one event loop a process: uvicorn's
+
+
+def _refusal(status: int, reason: str, code: str, message: str) -> bytes:
+    body = json.dumps(error_body(code, message, {}, uuid.uuid4().hex)).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "retry-after: 1\r\n"
+        "connection: close\r\n"
+        "\r\n"
+    ).encode() + body
+
+
+_TOO_MANY = _refusal(
+    429,
+    "Too Many Requests",
+    "TOO_MANY_CONNECTIONS",
+    "this client holds as many connections as it may "
+    "(APPFORGE_LIMITS__MAX_CONNECTIONS_PER_CLIENT); close one or try again shortly",
+)
+_BUSY = _refusal(
+    503,
+    "Service Unavailable",
+    "SERVER_BUSY",
+    "the server holds as many connections as it may; try again shortly",
+)
+
+# How long a refused connection is kept after its answer, reading what its client
+# still sends (closing on unread data would reset the connection, and the client
+# might lose the answer).
+_LINGER_SECONDS = 1.0
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -73,10 +180,53 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
+        self._held_as: str | None = None  # the address it is counted under, once admitted
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        refusal = self._admit()
+        if refusal is not None:
+            self._refuse(refusal)
+            return
         self._await_header()
+
+    def _admit(self) -> bytes | None:
+        """Count this connection in, or the answer that refuses it."""
+        limits = _limits()
+        address = self.client[0] if self.client else ""
+        if _held.total >= limits.max_connections:
+            _held.refused("server", self.loop.time())
+            return _BUSY
+        if (
+            limits.max_per_client
+            and _held.by_client[address] >= limits.max_per_client
+            and not _trusted(limits.proxies, address)
+        ):
+            _held.refused("client", self.loop.time())
+            return _TOO_MANY
+        _held.total += 1
+        _held.by_client[address] += 1
+        CONNECTIONS.inc()
+        self._held_as = address
+        return None
+
+    def _refuse(self, answer: bytes) -> None:
+        self._refused = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # what it still sends is read, then dropped
+        self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._refused:
+            self.transport.close()
+        else:
+            super().eof_received()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -89,6 +239,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
         self._stop_send_timer()
+        if self._held_as is not None:
+            _held.total -= 1
+            CONNECTIONS.dec()
+            _held.by_client[self._held_as] -= 1
+            if not _held.by_client[self._held_as]:
+                del _held.by_client[self._held_as]
+            self._held_as = None
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -153,3 +310,10 @@ class BodyPace:
             return self.gap
         behind_at = self.started + self.gap + received / self.min_rate
         return min(self.gap, behind_at - now)
+
+
+def _trusted(proxies: TrustedProxies, address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address) in proxies
+    except ValueError:  # no address (a Unix socket)
+        return False

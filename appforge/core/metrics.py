@@ -56,6 +56,14 @@ ACTIVE_STREAMS = Gauge(
 RATE_LIMIT_REFUSALS = Counter(
     "appforge_rate_limit_refusals", "Requests refused with 429 RATE_LIMITED."
 )
+CONNECTIONS = Gauge(
+    "appforge_connections", "Client connections held now.", multiprocess_mode="livesum"
+)
+CONNECTION_REFUSALS = Counter(
+    "appforge_connection_refusals",
+    "Connections refused at once: over one client's limit (client), or the process's (server).",
+    ["limit"],
+)
 MODEL_ERRORS = Counter(
     "appforge_model_errors", "Runs ended by a model backend's error, by code.", ["code"]
 )

@@ -139,6 +139,20 @@ class LimitSettings(BaseModel):
         "the server's write buffer (about 48 KiB) within this is reset; a streamed run "
         "still going then ends `cancelled`.",
     )
+    max_connections: int = Field(
+        default=0,
+        ge=0,
+        description="`appforge serve`: client connections one API process holds at most; "
+        "more are answered 503 `SERVER_BUSY` and closed. 0 = its open-files limit less a "
+        "reserve for its own files (an eighth, at least 256), which also caps any value.",
+    )
+    max_connections_per_client: int = Field(
+        default=256,
+        ge=0,
+        description="`appforge serve`: connections one client address holds at most in one "
+        "API process (trusted proxies excepted); more are answered 429 "
+        "`TOO_MANY_CONNECTIONS` and closed. 0 = no limit.",
+    )
     body_timeout_seconds: float = Field(
         default=20.0,
         ge=0.1,
