@@ -28,6 +28,7 @@ run whose process died is failed ``INTERRUPTED`` instead of staying ``running``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -41,7 +42,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from appforge.core.db import read_only, storage_full, utcnow
+from appforge.core.db import once_more_if_ended, read_only, storage_full, utcnow
 from appforge.core.logs import run_context
 from appforge.core.metrics import ACTIVE_RUNS
 from apps_yaml.engine import AppRunner
@@ -187,7 +188,7 @@ class RunService:
             records.check_session_id(request.session_id)
         for attempt in (1, 2):
             try:
-                return self._prepare(request)
+                return once_more_if_ended(lambda: self._prepare(request))
             except IntegrityError:
                 # Two first runs of one new session: the loser finds the session now.
                 if attempt == 2:
@@ -405,14 +406,19 @@ class RunService:
             finished.latency_ms,
             finished.ttft_ms,
         )
+
+        def store(turn: bool) -> None:
+            with self.services.engine.begin() as conn:
+                records.store_finished(conn, done, turn=turn)
+                if extra is not None:
+                    extra(conn)
+
         for attempt in range(3):
             try:
-                with self.services.engine.begin() as conn:
-                    # A turn number that raced twice: store the run without its turn
-                    # rather than leave it ``running`` with its output thrown away.
-                    records.store_finished(conn, done, turn=attempt < 2)
-                    if extra is not None:
-                        extra(conn)
+                # A turn number that raced twice: store the run without its turn rather
+                # than leave it ``running`` with its output thrown away. A database that
+                # restarted while the run went on is met here: its output is kept.
+                once_more_if_ended(functools.partial(store, attempt < 2))
                 if attempt == 2:
                     log.warning("run %s stored without its session turn", run.run_id)
                 return

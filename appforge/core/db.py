@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -33,6 +33,8 @@ from sqlalchemy.types import TypeDecorator
 
 from appforge.core.errors import StorageFullError, StorageReadOnlyError
 from appforge.core.settings_models import PostgresSettings
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from appforge.core.keys import ServerKey
@@ -238,6 +240,20 @@ def ping_idle_connections(
         except engine.dialect.loaded_dbapi.Error as exc:
             # The pool drops this connection and checks out another.
             raise DisconnectionError("a pooled connection did not answer its ping") from exc
+
+
+def once_more_if_ended(work: Callable[[], _T]) -> _T:
+    """``work()`` (one transaction), tried once more if it met a pooled connection the
+    database had ended: a restart, a failover, a session ended by an administrator.
+    SQLAlchemy has then dropped that connection and every one opened before it, so
+    the second try gets a new one; the first left nothing behind (its transaction
+    never reached the server, or was rolled back with the connection)."""
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return work()
 
 
 # SQLite's words for a database that cannot be used now (its other operational errors,

@@ -4,7 +4,9 @@ traceback per request; a bug's database error stays a 500."""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
@@ -13,10 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from openai_edge import Reply, serve_edge, sse_chunk
 from sqlalchemy import text
 
 from appforge.core.db import make_engine, migrate, read_only, unavailable
-from appforge.core.settings import Settings
+from appforge.core.settings import OpenAISettings, Settings
 
 TEXT_APP = """version: 1
 name: Away
@@ -189,3 +192,83 @@ def test_read_only_storage_is_told_from_other_errors(tmp_path: Path):
     wrapped = RuntimeError("storing failed")
     wrapped.__cause__ = refused.value
     assert read_only(wrapped)
+
+
+STREAMED_APP = """version: 1
+name: Restarted
+type: chat
+input:
+  q: {type: string, required: true}
+steps:
+  - id: answer
+    kind: llm
+    prompt: {user: "{{ input.q }}"}
+output:
+  answer: "{{ answer.text }}"
+"""
+
+
+def _end_sessions(url: str) -> None:
+    """End every session on the database, as its restart or a failover does."""
+    server, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+@pytest.mark.postgres
+def test_a_database_restarted_during_a_run_keeps_the_run(
+    empty_postgres: str,
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The database restarts (or fails over) while a run waits on its model: the run
+    is stored on a new connection when it ends, with what the model wrote (it was
+    lost, the stream's last line an error and the run left ``running``), and the next
+    run starts on a new connection rather than a 503 for each connection the pool
+    held. Connections used within the last moment are not pinged before use (a
+    ping per run costs two round trips); this test makes that moment an hour."""
+    monkeypatch.setattr("appforge.core.db.PING_AFTER_IDLE_SECONDS", 3600.0)
+    _migrated(empty_postgres)
+    gate = threading.Event()
+    with serve_edge() as edge:
+        events = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
+        edge.replies = [Reply(200, None, sse=events, gate=gate)]
+        settings = make_settings(
+            database_url=empty_postgres,
+            datasources={"workers": 0},
+            webhooks={"workers": 0},
+            openai=OpenAISettings(base_url=edge.url),
+            models={"default": "openai:gpt-test"},
+        )
+        client = make_client(settings)
+        made = client.post("/api/apps", content=STREAMED_APP, headers={"Content-Type": "text/yaml"})
+        assert made.status_code == 201, made.text
+        run_path = f"/api/apps/{made.json()['uuid']}/run"
+        try:
+            with client.stream(
+                "POST", run_path, json={"input": {"q": "tea"}, "stream": True}
+            ) as answer:
+                assert answer.status_code == 200
+                run_id = answer.headers["x-run-id"]
+                lines = answer.iter_lines()
+                next(line for line in lines if "Green tea" in line)  # the first words
+                _end_sessions(empty_postgres)
+                gate.set()
+                rest = [json.loads(line) for line in lines if line.strip()]
+        finally:
+            gate.set()
+        assert rest[-1].get("done") is True, rest
+        stored = client.get(f"/api/runs/{run_id}").json()
+        assert stored["status"] == "succeeded", stored
+        assert stored["output"] == {"answer": "Green tea steeps."}
+
+        edge.replies = [Reply(200, None, sse=events)]
+        _end_sessions(empty_postgres)
+        again = client.post(run_path, json={"input": {"q": "tea"}})
+        assert again.status_code == 200, again.text
+        assert again.json()["run"]["status"] == "succeeded"
