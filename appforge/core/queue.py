@@ -52,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from appforge.core.db import transaction, utcnow
+from appforge.core.db import once_more_if_ended, transaction, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +296,13 @@ class LeaseQueue:
         ends the claim. Returns the keys of the rows whose claim was lost (deleted,
         or taken over by another worker): nothing was written for those.
         """
-        with transaction(self.db) as db:
-            lost = self.write_on(db.connection(), updates)
+
+        def write() -> set[Any]:
+            with transaction(self.db) as db:
+                return self.write_on(db.connection(), updates)
+
+        # A database restarted while the rows were worked on: their results are kept.
+        lost = once_more_if_ended(write)
         self.settle(updates, lost)
         return lost
 

@@ -15,7 +15,7 @@ from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 from waiting import poll_until
 
-from appforge.core.db import make_engine, session_factory, transaction, utcnow
+from appforge.core.db import make_engine, migrate, session_factory, transaction, utcnow
 from appforge.core.settings import Settings
 from datasources.embedding import Embedder
 from datasources.index import VectorIndex, collection_name, make_client
@@ -275,3 +275,52 @@ def test_a_retry_answers_what_it_did_even_when_a_worker_claims_the_entry_at_once
     assert [e.uuid for e in claimed[0]] == [entry]  # the worker did take it at once
     assert (r.json()["status"], r.json()["attempts"]) == ("pending", 0)
     assert get_entry(client, ds, entry)["status"] == "processing"
+
+
+@pytest.mark.postgres
+def test_a_database_restart_while_an_entry_is_fetched_keeps_the_work(
+    empty_postgres: str,  # first: dropped after the API's shutdown
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    pages: Pages,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The database restarts (or fails over) while a worker fetches a URL entry: its
+    next write met a connection the server had ended, and the work was dropped with
+    an error, the entry held until its lease ran out (a minute). It is written on a
+    new connection. Connections used within the last moment are not pinged before
+    use; this test makes that moment an hour."""
+    import psycopg
+
+    monkeypatch.setattr("appforge.core.db.PING_AFTER_IDLE_SECONDS", 3600.0)
+    engine = make_engine(empty_postgres)
+    migrate(engine)
+    engine.dispose()
+    settings = make_settings(
+        database_url=empty_postgres,
+        datasources={"workers": 0, "url_allowlist": ["127.0.0.1"]},
+    )
+    client = make_client(settings)
+    ds = client.post("/api/datasources", json={"name": "web", "type": "url"}).json()["uuid"]
+    url = pages.add("/manual", f"<html><body><p>{TEXT}</p></body></html>".encode())
+    made = client.post(
+        f"/api/datasources/{ds}/entries", json={"entry_data": {"name": "manual", "url": url}}
+    )
+    assert made.status_code == 201, made.text
+    server, name = empty_postgres.rsplit("/", 1)
+
+    def restart() -> None:  # as the database restarts, every session of it ends
+        with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+    pages.on_request["/manual"] = restart
+    queue = IngestionQueue(_state(client).datasources)
+    assert queue.run_once() == [made.json()["uuid"]]
+    assert pages.requests["/manual"] == 1
+    entry = get_entry(client, ds, made.json()["uuid"])
+    assert (entry["status"], entry["attempts"], entry["error"]) == ("ready", 1, None), entry
+    assert entry["chunks_total"] > 0
