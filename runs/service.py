@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from appforge.core.db import once_more_if_ended, read_only, storage_full, utcnow
+from appforge.core.db import failure_reason, once_more_if_ended, utcnow
 from appforge.core.logs import run_context
 from appforge.core.metrics import ACTIVE_RUNS
 from apps_yaml.engine import AppRunner
@@ -377,10 +377,9 @@ class RunService:
         try:
             self._store(finished, store_with)
         except Exception as exc:
-            if storage_full(exc):  # said without a traceback: the disk, not a bug
-                log.warning("storing run %s failed: the disk is full", run.run_id)
-            elif read_only(exc):
-                log.warning("storing run %s failed: the storage is read-only", run.run_id)
+            reason = failure_reason(exc)  # the disk, the database: said without a traceback
+            if reason is not None:
+                log.warning("storing run %s failed: %s", run.run_id, reason)
             else:
                 log.exception("storing run %s failed", run.run_id)
             self._store_crash(run.run_id)
@@ -432,7 +431,7 @@ class RunService:
             with self.services.engine.begin() as conn:
                 records.fail_run(conn, run_id, "INTERNAL_ERROR", "storing the run failed")
         except Exception as exc:
-            if not (storage_full(exc) or read_only(exc)):  # said already
+            if failure_reason(exc) is None:  # else said already
                 log.exception("could not mark run %s failed", run_id)
 
     # --- any runner ------------------------------------------------------------------

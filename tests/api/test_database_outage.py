@@ -272,3 +272,50 @@ def test_a_database_restarted_during_a_run_keeps_the_run(
         again = client.post(run_path, json={"input": {"q": "tea"}})
         assert again.status_code == 200, again.text
         assert again.json()["run"]["status"] == "succeeded"
+
+
+@pytest.mark.postgres
+def test_a_database_gone_while_a_run_goes_on_ends_its_stream_with_a_warning(
+    empty_postgres: str,
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+):
+    """The database goes away for good while a streamed run waits on its model: the
+    stream's last line says so (503's code), and the log says it in a warning, not a
+    traceback as for a bug."""
+    _migrated(empty_postgres)
+    gate = threading.Event()
+    with serve_edge() as edge:
+        events = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
+        edge.replies = [Reply(200, None, sse=events, gate=gate)]
+        settings = make_settings(
+            database_url=empty_postgres,
+            datasources={"workers": 0},
+            webhooks={"workers": 0},
+            openai=OpenAISettings(base_url=edge.url),
+            models={"default": "openai:gpt-test"},
+        )
+        client = make_client(settings)
+        made = client.post("/api/apps", content=STREAMED_APP, headers={"Content-Type": "text/yaml"})
+        assert made.status_code == 201, made.text
+        caplog.set_level(logging.WARNING, logger="runs.service")
+        try:
+            with client.stream(
+                "POST",
+                f"/api/apps/{made.json()['uuid']}/run",
+                json={"input": {"q": "tea"}, "stream": True},
+            ) as answer:
+                lines = answer.iter_lines()
+                next(line for line in lines if "Green tea" in line)  # the first words
+                _database(empty_postgres, create=False)
+                gate.set()
+                rest = [json.loads(line) for line in lines if line.strip()]
+        finally:
+            gate.set()
+            _database(empty_postgres, create=True)  # back for the API's own shutdown
+            _migrated(empty_postgres)
+    assert rest[-1]["error"]["code"] == "DATABASE_UNAVAILABLE", rest
+    said = [r for r in caplog.records if r.name == "runs.service"]
+    assert said and all(r.levelname == "WARNING" and not r.exc_info for r in said), said
+    assert "storing run" in said[0].getMessage()
