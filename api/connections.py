@@ -8,8 +8,11 @@ the process may open, and then nobody else connects (a slow-header attack,
 "slowloris"). :class:`GuardedHttpProtocol` is uvicorn's httptools protocol with
 a deadline: a connection must send a request's whole header within
 ``limits.header_timeout_seconds`` of opening (or of the first byte of its next
-request), or it is answered 408 and closed. ``appforge serve`` runs uvicorn with
-it. The body's pace is kept by :class:`BodyPace`, in the ASGI middleware.
+request), or it is answered 408 and closed. The parser keeps a header whole
+however long it grows, so its size is bounded too: a request's line and header
+together are at most ``limits.max_header_bytes``, or it is answered 431 and
+closed. ``appforge serve`` runs uvicorn with it. The body's pace is kept by
+:class:`BodyPace`, in the ASGI middleware.
 
 A client may also stop reading its answer: a streamed run's, or a large one.
 uvicorn then waits for ever for its buffer to drain, the connection and what is
@@ -74,6 +77,7 @@ class _Limits:
     send_timeout: float
     max_connections: int  # in this process
     max_per_client: int  # 0: none
+    max_header_bytes: int
     proxies: TrustedProxies  # whose connections have no per-client limit
 
 
@@ -92,6 +96,7 @@ def _limits() -> _Limits:
             limits.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         ),
         max_per_client=limits.max_connections_per_client,
+        max_header_bytes=limits.max_header_bytes,
         proxies=TrustedProxies(settings.trusted_proxies),
     )
 
@@ -138,14 +143,14 @@ class _Held:
 _held = _Held()  # one event loop a process: uvicorn's
 
 
-def _refusal(status: int, reason: str, code: str, message: str) -> bytes:
+def _refusal(status: int, reason: str, code: str, message: str, *, retry: bool = True) -> bytes:
     body = json.dumps(error_body(code, message, {}, uuid.uuid4().hex)).encode()
     return (
         f"HTTP/1.1 {status} {reason}\r\n"
         "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\n"
-        "retry-after: 1\r\n"
-        "connection: close\r\n"
+        + ("retry-after: 1\r\n" if retry else "")
+        + "connection: close\r\n"
         "\r\n"
     ).encode() + body
 
@@ -162,6 +167,15 @@ _BUSY = _refusal(
     "Service Unavailable",
     "SERVER_BUSY",
     "the server holds as many connections as it may; try again shortly",
+)
+
+_HEADER_TOO_LARGE = _refusal(
+    431,
+    "Request Header Fields Too Large",
+    "REQUEST_HEADER_TOO_LARGE",
+    "the request's line and header are larger than the server takes "
+    "(APPFORGE_LIMITS__MAX_HEADER_BYTES)",
+    retry=False,
 )
 
 # How long a refused connection is kept after its answer, reading what its client
@@ -182,6 +196,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._send_timer: asyncio.TimerHandle | None = None
         self._held_as: str | None = None  # the address it is counted under, once admitted
         self._refused = False
+        self._header_bytes = 0  # of the header still coming
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -219,8 +234,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:
-            super().data_received(data)
+        if self._refused:
+            return
+        super().data_received(data)
+        if self._header_timer is None:  # no header awaited: it came whole (or none began)
+            self._header_bytes = 0
+            return
+        # The header is still coming. The parser keeps all of it, and each of its lines
+        # whole, however long (a line of a gigabyte was kept). A piece that also ended
+        # an earlier request's body (requests sent without waiting for answers) counts
+        # whole: a little more than the header.
+        self._header_bytes += len(data)
+        if self._header_bytes > _limits().max_header_bytes and not self.transport.is_closing():
+            self._stop_timer()
+            self._refuse(_HEADER_TOO_LARGE)
 
     def eof_received(self) -> None:
         if self._refused:

@@ -139,6 +139,13 @@ class LimitSettings(BaseModel):
         "the server's write buffer (about 48 KiB) within this is reset; a streamed run "
         "still going then ends `cancelled`.",
     )
+    max_header_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="`appforge serve`: the largest request line and header together; a "
+        "larger one is answered 431 `REQUEST_HEADER_TOO_LARGE` and its connection closed.",
+    )
     max_connections: int = Field(
         default=0,
         ge=0,

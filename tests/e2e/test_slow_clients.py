@@ -10,6 +10,7 @@ never closed them, and the tests failed then rather than waited."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import socket
@@ -117,6 +118,42 @@ def test_a_header_sent_in_pieces_in_time_is_served(server: ServerProcess):
             sock.sendall(request[start : start + 16])
             time.sleep(0.05)
         assert _read_answer(sock).startswith(b"HTTP/1.1 200")
+
+
+def _sent_until_closed(sock: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` (the server may stop reading and close first); all it answered."""
+    with contextlib.suppress(ConnectionError):
+        sock.sendall(data)
+    try:
+        return _read_to_close(sock)
+    except ConnectionResetError:  # after its answer: what was sent beyond it went unread
+        return b"reset"
+
+
+@pytest.mark.parametrize("part", ["line", "header", "headers"])
+def test_a_header_larger_than_the_limit_is_431_and_closed(server: ServerProcess, part: str):
+    """The parser kept a request line, or one header line, whole however long it grew
+    (a gigabyte in the time a header may take), and every header: the request's line
+    and header together are at most 64 KiB."""
+    big = 2 * 1024 * 1024
+    request = {
+        "line": b"GET /api/health?q=" + b"a" * big + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+        "header": b"GET /api/health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * big + b"\r\n\r\n",
+        "headers": b"GET /api/health HTTP/1.1\r\n" + b"X-A: b\r\n" * (big // 8) + b"\r\n",
+    }[part]
+    answer = _sent_until_closed(_connect(server), request)
+    if answer != b"reset":  # the client may lose the answer if it sent on regardless
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431"), answer[:300]
+        assert json.loads(body)["error"]["code"] == "REQUEST_HEADER_TOO_LARGE"
+    # Just under the limit is served, as is a large body sent with its header at once.
+    with _connect(server) as fine:
+        fine.sendall(b"GET /api/health HTTP/1.1\r\nHost: t\r\nX-Ok: " + b"a" * 60_000 + b"\r\n\r\n")
+        assert _read_answer(fine).startswith(b"HTTP/1.1 200")
+    with _connect(server) as fine:
+        fine.sendall(_request("/api/apps", b"name: " + b"a" * 500_000 + b"\n"))
+        # The body (larger than a header may be) is read, and found too large for an app.
+        assert _read_answer(fine).startswith(b"HTTP/1.1 413")
 
 
 def _error(answer: bytes) -> dict[str, object]:
