@@ -4,10 +4,11 @@ A NUL character or a lone surrogate in any JSON string (a run's input, a
 prompt's text, a name), in a query value, in a path segment or in a form field
 (a multipart upload's ``name``, its file's name and media type; JSON inside a
 field is checked by its route with :func:`refuse_unstorable`), an integer past
-64 bits (``offset``, ``skip``, a version number, a number in a JSON body), and
-a non-finite number are answered 422 ``VALIDATION_ERROR`` naming the field,
-the same body FastAPI's own validation gives, so nothing is stored half-way and
-no database error becomes a 500. YAML bodies are checked by the app loader,
+64 bits (``offset``, ``skip``, a version number, a number in a JSON body), a
+non-finite number, and lists and objects nested deeper than 64 levels are
+answered 422 ``VALIDATION_ERROR`` naming the field, the same body FastAPI's own
+validation gives, so nothing is stored half-way and no database error (nor a
+recursion's) becomes a 500. YAML bodies are checked by the app loader,
 which names the YAML line. See :mod:`appforge.core.values` for why.
 """
 
@@ -55,17 +56,25 @@ async def check_request_values(request: Request) -> None:
         return
     try:
         data = json.loads(raw_body)
+    except RecursionError:  # the parser's own bound: far deeper than ours
+        _refuse(("body",), f"is nested deeper than {MAX_JSON_DEPTH} levels")
     except ValueError:
         return  # not JSON: the route's own parsing answers that
-    found = find_unstorable(data, ("body",))
+    found = find_unstorable(data, ("body",), MAX_JSON_DEPTH)
     if found is not None:
         _refuse(found.path, found.reason)
+
+
+# Lists and objects in a JSON body nest at most this deep (an app document's YAML, 50).
+# Deeper, a body met the limits of recursion of what reads or writes it later (a
+# thousand levels fit in a few kilobytes): a 500 with a traceback, for anyone.
+MAX_JSON_DEPTH = 64
 
 
 def refuse_unstorable(data: Any, path: Path) -> None:
     """422 naming the field if ``data`` (parsed JSON at ``path``) holds a value no store
     can keep: for JSON carried inside a form field, which the check above cannot see."""
-    found = find_unstorable(data, path)
+    found = find_unstorable(data, path, MAX_JSON_DEPTH)
     if found is not None:
         _refuse(found.path, found.reason)
 

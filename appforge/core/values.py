@@ -77,12 +77,21 @@ def int_problem(number: int) -> str | None:
     return f"is out of range: integers must lie between {INT64_MIN} and {INT64_MAX}"
 
 
-def find_unstorable(data: Any, path: Sequence[str | int] = ()) -> Unstorable | None:
-    """The first string, key, integer or float in ``data`` that cannot be stored."""
+def find_unstorable(
+    data: Any, path: Sequence[str | int] = (), max_depth: int | None = None
+) -> Unstorable | None:
+    """The first string, key, integer or float in ``data`` that cannot be stored; or,
+    with ``max_depth``, the first list or object nested deeper than that."""
     stack: list[tuple[Path, Any]] = [(tuple(path), data)]
     while stack:
         where, value = stack.pop()
         reason: str | None = None
+        if (
+            max_depth is not None
+            and isinstance(value, dict | list | tuple)
+            and len(where) - len(path) >= max_depth
+        ):
+            return Unstorable(where, f"is nested deeper than {max_depth} levels")
         if isinstance(value, str):
             reason = text_problem(value)
         elif isinstance(value, bool):

@@ -188,3 +188,46 @@ def test_input_values_upload_fields_with_unstorable_values_are_422_and_store_not
         files={"file": ("ok.txt", b"An uploaded page of text.", "text/plain")},
     )
     assert ok.status_code == 201, ok.text
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [65, 900, 100_000])
+@pytest.mark.parametrize("token", [True, False])
+def test_input_values_json_nested_too_deep_is_4xx_never_500(
+    client: TestClient, create: Callable[..., Any], depth: int, token: bool
+):
+    """A JSON body nested a few hundred levels deep (a few kilobytes) was a 500 with a
+    traceback, for anyone: the parser's recursion, or that of what read it later. Lists
+    and objects nest at most 64 levels."""
+    app = create(client)
+    admin = client.headers["Authorization"]
+    if not token:
+        del client.headers["Authorization"]
+    bodies = {
+        "/api/apps": _nested(depth),
+        f"/api/apps/{app['uuid']}/run": '{"input": {"question": ' + _nested(depth) + "}}",
+        "/v1/chat/completions": '{"model": "Echo", "messages": [{"role": "user", "content": '
+        + _nested(depth)
+        + "}]}",
+        "/api/prompts": '{"name": "p", "prompt": ' + _nested(depth) + "}",
+    }
+    answers = {path: client.post(path, content=body, headers=JSON) for path, body in bodies.items()}
+    statuses = {path: r.status_code for path, r in answers.items()}
+    assert all(400 <= status < 500 for status in statuses.values()), statuses
+    assert all("error" in r.json() for r in answers.values())
+    assert "nested deeper than 64 levels" in answers["/api/apps"].text
+    listed = client.get("/api/apps", headers={"Authorization": admin})
+    assert listed.headers["x-total-count"] == "1"  # nothing stored
+
+
+def test_input_values_json_nested_64_deep_is_taken(client: TestClient, create: Callable[..., Any]):
+    app = create(client)
+    # The body, its input, and 62 more: 64 levels.
+    deep = '{"input": {"question": "q", "extra": ' + _nested(62) + "}}"
+    r = client.post(f"/api/apps/{app['uuid']}/run", content=deep, headers=JSON)
+    assert "nested deeper" not in r.text, r.text
+    deeper = '{"input": {"question": "q", "extra": ' + _nested(63) + "}}"
+    _refused(client.post(f"/api/apps/{app['uuid']}/run", content=deeper, headers=JSON), "body")
