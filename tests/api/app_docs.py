@@ -38,4 +38,19 @@ output:
   reply: "{{ reply.text }}"
 """
 
+# One llm step on ``q``, answered in ``answer``: for runs against a scripted model server.
+STREAMED_APP = """\
+version: 1
+name: Streamed
+type: chat
+input:
+  q: {type: string, required: true}
+steps:
+  - id: answer
+    kind: llm
+    prompt: {user: "{{ input.q }}"}
+output:
+  answer: "{{ answer.text }}"
+"""
+
 YAML = {"Content-Type": "application/yaml"}

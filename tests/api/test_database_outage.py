@@ -7,15 +7,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from app_docs import STREAMED_APP, YAML
 from fastapi.testclient import TestClient
-from openai_edge import Reply, serve_edge, sse_chunk
+from openai_edge import EdgeServer, Reply, serve_edge, sse_chunk
 from sqlalchemy import text
 
 from appforge.core.db import make_engine, migrate, read_only, unavailable
@@ -194,20 +196,6 @@ def test_read_only_storage_is_told_from_other_errors(tmp_path: Path):
     assert read_only(wrapped)
 
 
-STREAMED_APP = """version: 1
-name: Restarted
-type: chat
-input:
-  q: {type: string, required: true}
-steps:
-  - id: answer
-    kind: llm
-    prompt: {user: "{{ input.q }}"}
-output:
-  answer: "{{ answer.text }}"
-"""
-
-
 def _end_sessions(url: str) -> None:
     """End every session on the database, as its restart or a failover does."""
     server, name = url.rsplit("/", 1)
@@ -217,6 +205,53 @@ def _end_sessions(url: str) -> None:
             " WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         )
+
+
+GREEN_TEA = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
+
+
+@contextmanager
+def _gated_app(
+    url: str, make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+) -> Iterator[tuple[TestClient, str, EdgeServer, threading.Event]]:
+    """The API on the database at ``url`` with one app, whose model (a scripted server)
+    sends its first words, then the rest once the gate is set."""
+    _migrated(url)
+    gate = threading.Event()
+    with serve_edge() as edge:
+        edge.replies = [Reply(200, None, sse=GREEN_TEA, gate=gate)]
+        settings = make_settings(
+            database_url=url,
+            datasources={"workers": 0},
+            webhooks={"workers": 0},
+            openai=OpenAISettings(base_url=edge.url),
+            models={"default": "openai:gpt-test"},
+        )
+        client = make_client(settings)
+        made = client.post("/api/apps", content=STREAMED_APP, headers=YAML)
+        assert made.status_code == 201, made.text
+        try:
+            yield client, f"/api/apps/{made.json()['uuid']}/run", edge, gate
+        finally:
+            gate.set()
+
+
+def _stream_past(
+    client: TestClient, run_path: str, gate: threading.Event, meanwhile: Callable[[], None]
+) -> tuple[str, list[dict[str, Any]]]:
+    """Stream a run; after its first words, ``meanwhile()``, then the model goes on. The
+    run's id and the lines that came after."""
+    try:
+        body = {"input": {"q": "tea"}, "stream": True}
+        with client.stream("POST", run_path, json=body) as answer:
+            assert answer.status_code == 200
+            lines = answer.iter_lines()
+            next(line for line in lines if "Green tea" in line)  # the first words
+            meanwhile()
+            gate.set()
+            return answer.headers["x-run-id"], [json.loads(x) for x in lines if x.strip()]
+    finally:
+        gate.set()
 
 
 @pytest.mark.postgres
@@ -233,41 +268,14 @@ def test_a_database_restarted_during_a_run_keeps_the_run(
     held. Connections used within the last moment are not pinged before use (a
     ping per run costs two round trips); this test makes that moment an hour."""
     monkeypatch.setattr("appforge.core.db.PING_AFTER_IDLE_SECONDS", 3600.0)
-    _migrated(empty_postgres)
-    gate = threading.Event()
-    with serve_edge() as edge:
-        events = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
-        edge.replies = [Reply(200, None, sse=events, gate=gate)]
-        settings = make_settings(
-            database_url=empty_postgres,
-            datasources={"workers": 0},
-            webhooks={"workers": 0},
-            openai=OpenAISettings(base_url=edge.url),
-            models={"default": "openai:gpt-test"},
-        )
-        client = make_client(settings)
-        made = client.post("/api/apps", content=STREAMED_APP, headers={"Content-Type": "text/yaml"})
-        assert made.status_code == 201, made.text
-        run_path = f"/api/apps/{made.json()['uuid']}/run"
-        try:
-            with client.stream(
-                "POST", run_path, json={"input": {"q": "tea"}, "stream": True}
-            ) as answer:
-                assert answer.status_code == 200
-                run_id = answer.headers["x-run-id"]
-                lines = answer.iter_lines()
-                next(line for line in lines if "Green tea" in line)  # the first words
-                _end_sessions(empty_postgres)
-                gate.set()
-                rest = [json.loads(line) for line in lines if line.strip()]
-        finally:
-            gate.set()
+    with _gated_app(empty_postgres, make_client, make_settings) as (client, run_path, edge, gate):
+        run_id, rest = _stream_past(client, run_path, gate, lambda: _end_sessions(empty_postgres))
         assert rest[-1].get("done") is True, rest
         stored = client.get(f"/api/runs/{run_id}").json()
         assert stored["status"] == "succeeded", stored
         assert stored["output"] == {"answer": "Green tea steeps."}
 
-        edge.replies = [Reply(200, None, sse=events)]
+        edge.replies = [Reply(200, None, sse=GREEN_TEA)]
         _end_sessions(empty_postgres)
         again = client.post(run_path, json={"input": {"q": "tea"}})
         assert again.status_code == 200, again.text
@@ -284,36 +292,14 @@ def test_a_database_gone_while_a_run_goes_on_ends_its_stream_with_a_warning(
     """The database goes away for good while a streamed run waits on its model: the
     stream's last line says so (503's code), and the log says it in a warning, not a
     traceback as for a bug."""
-    _migrated(empty_postgres)
-    gate = threading.Event()
-    with serve_edge() as edge:
-        events = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
-        edge.replies = [Reply(200, None, sse=events, gate=gate)]
-        settings = make_settings(
-            database_url=empty_postgres,
-            datasources={"workers": 0},
-            webhooks={"workers": 0},
-            openai=OpenAISettings(base_url=edge.url),
-            models={"default": "openai:gpt-test"},
-        )
-        client = make_client(settings)
-        made = client.post("/api/apps", content=STREAMED_APP, headers={"Content-Type": "text/yaml"})
-        assert made.status_code == 201, made.text
+    with _gated_app(empty_postgres, make_client, make_settings) as (client, run_path, _, gate):
         caplog.set_level(logging.WARNING, logger="runs.service")
         try:
-            with client.stream(
-                "POST",
-                f"/api/apps/{made.json()['uuid']}/run",
-                json={"input": {"q": "tea"}, "stream": True},
-            ) as answer:
-                lines = answer.iter_lines()
-                next(line for line in lines if "Green tea" in line)  # the first words
-                _database(empty_postgres, create=False)
-                gate.set()
-                rest = [json.loads(line) for line in lines if line.strip()]
-        finally:
-            gate.set()
-            _database(empty_postgres, create=True)  # back for the API's own shutdown
+            _, rest = _stream_past(
+                client, run_path, gate, lambda: _database(empty_postgres, create=False)
+            )
+        finally:  # back for the API's own shutdown
+            _database(empty_postgres, create=True)
             _migrated(empty_postgres)
     assert rest[-1]["error"]["code"] == "DATABASE_UNAVAILABLE", rest
     said = [r for r in caplog.records if r.name == "runs.service"]

@@ -32,6 +32,7 @@ from appforge.core.db import storage_full
 from appforge.core.errors import StorageFullError
 from appforge.core.settings import OpenAISettings, Settings
 from datasources.index import VectorIndex, make_client
+from tests.api.app_docs import STREAMED_APP
 from tests.datasources.support import assert_given_back, get_entry
 
 RAG_APP = """version: 1
@@ -161,20 +162,6 @@ def test_writes_on_a_full_disk_are_507_and_store_nothing_and_reads_go_on(
     assert client.post(
         "/api/apps", content=RAG_APP.replace("Full", "Fuller"), headers=YAML
     ).is_success
-
-
-STREAMED_APP = """version: 1
-name: Streamed
-type: chat
-input:
-  q: {type: string, required: true}
-steps:
-  - id: answer
-    kind: llm
-    prompt: {user: "{{ input.q }}"}
-output:
-  answer: "{{ answer.text }}"
-"""
 
 
 @pytest.mark.parametrize("route", ["run", "v1"])
