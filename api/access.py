@@ -31,7 +31,7 @@ from api.auth import Principal
 from api.deps import optional_token
 from api.errors import AuthError, ForbiddenError
 
-Scope = Literal["global", "app", "own", "list", "model"]
+Scope = Literal["global", "app", "own", "list", "model", "none"]
 ALL_ROLES = frozenset({"admin", "editor", "viewer", "runner"})
 
 
@@ -47,7 +47,8 @@ class Rule:
     - ``list``: a list the route narrows to the token's apps;
     - ``model``: about the app an OpenAI-style ``model`` names (in the body or the
       path, by uuid or name): the route resolves it and calls
-      :func:`check_app_scope`.
+      :func:`check_app_scope`;
+    - ``none``: nothing of any app's; no token is read (liveness).
     """
 
     roles: frozenset[str]
@@ -91,6 +92,16 @@ class Rule:
         return {"roles": self.allowed, "scope": self.scope, "anonymous": self.anonymous}
 
 
+@dataclass(frozen=True)
+class _Unread(Rule):
+    """Anyone, and a token sent is not even read: for liveness, which must answer while
+    the database (where tokens are looked up) is away, and whatever token a probe sends
+    (a revoked one was a 401, and a probe that fails has its process restarted)."""
+
+    async def __call__(self) -> None:  # type: ignore[override]
+        return None
+
+
 def check_app_scope(token: Principal | None, app_uuid: str) -> None:
     """Refuse (403 ``APP_FORBIDDEN``) a token narrowed to other apps; for routes whose
     app is known only after they resolve it (scope ``model``)."""
@@ -128,6 +139,7 @@ SESSION_READ = _rule("admin", "editor", "viewer", "runner", scope="own", anonymo
 APP_PAGE = _rule("admin", "editor", "viewer", "runner", scope="app", anonymous=True)
 OWN_WRITE = _rule("admin", "editor", "runner", scope="own")
 PUBLIC = _rule(*ALL_ROLES, anonymous=True)
+LIVENESS = _Unread(ALL_ROLES, scope="none", anonymous=True)
 # The OpenAI-compatible runs: the app is the body's (or path's) ``model``.
 MODEL_RUN = _rule("admin", "editor", "runner", scope="model", anonymous=True)
 # The apps a caller may run, as OpenAI models (public ones for anonymous callers).
@@ -148,6 +160,7 @@ SessionReader = Annotated[Principal | None, Depends(SESSION_READ)]
 AppPageReader = Annotated[Principal | None, Depends(APP_PAGE)]
 OwnWriter = Annotated[Principal, Depends(OWN_WRITE)]
 Anyone = Annotated[Principal | None, Depends(PUBLIC)]
+Unread = Annotated[None, Depends(LIVENESS)]
 ModelRunCaller = Annotated[Principal | None, Depends(MODEL_RUN)]
 ModelLister = Annotated[Principal | None, Depends(MODEL_LIST)]
 

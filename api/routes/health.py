@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.access import Anyone
+from api.access import Anyone, Unread
 from api.errors import NotReadyError
 from api.state import State
 from appforge import __version__
@@ -37,8 +37,9 @@ class Ready(BaseModel):
 
 
 @router.get("/api/health", response_model=Health)
-async def health(state: State, _: Anyone) -> Health:
-    """Liveness: no token needed."""
+async def health(state: State, _: Unread) -> Health:
+    """Liveness: no token needed, and one sent is not read (a probe's token, revoked or
+    unreadable while the database is away, does not fail it)."""
     # async: answered on the event loop, never queued behind busy worker threads.
     return Health(status="ok", version=__version__, database=state.services.engine.dialect.name)
 

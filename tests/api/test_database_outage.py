@@ -63,9 +63,16 @@ def test_a_database_that_goes_away_is_503_with_one_warning(
     client = make_client(make_settings(database_url=empty_postgres))
     app = client.post("/api/apps", content=TEXT_APP, headers={"Content-Type": "text/yaml"})
     assert app.status_code == 201, app.text
+    probe = client.post("/api/tokens", json={"name": "probe", "role": "viewer"})
+    assert probe.status_code == 201, probe.text
     caplog.set_level(logging.WARNING, logger="api.errors")
     _database(empty_postgres, create=False)  # dropped, every connection cut
     try:
+        # Liveness answers, whatever token a probe sends: the process is alive, and a
+        # probe that fails has it restarted (tokens are looked up in the database).
+        for token in (probe.json()["token"], "af_revoked_or_unknown"):
+            alive = client.get("/api/health", headers={"Authorization": f"Token {token}"})
+            assert alive.status_code == 200, alive.text
         answers = [
             client.get("/api/apps"),
             client.post(f"/api/apps/{app.json()['uuid']}/run", json={"input": {"q": "hi"}}),
