@@ -60,6 +60,7 @@ def plan(
     session_id: str | None = None,
     caller: Caller | None = None,
     stream: bool = False,
+    client: str | None = None,
 ) -> ChatRun:
     """Check ``messages`` against the limits and the app; the run request they make."""
     check_messages(messages, limits)
@@ -74,6 +75,7 @@ def plan(
         stream=stream,
         caller=caller,
         history=history,
+        client=client,
     )
     return ChatRun(request, input_key, output_key)
 

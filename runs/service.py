@@ -34,7 +34,8 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -53,7 +54,12 @@ from apps_yaml.schema import AppDocument
 from providers.base import Cancel
 from runs import records
 from runs.deadlines import DeadlineWatcher
-from runs.errors import RunAuthError, RunConflictError, SessionNotFoundError
+from runs.errors import (
+    RunAuthError,
+    RunConflictError,
+    SessionNotFoundError,
+    TooManyRunsError,
+)
 from runs.metrics import observe
 from runs.output_meter import OutputMeter
 from runs.overrides import RunOverrides, variant
@@ -96,6 +102,8 @@ class RunRequest:
     ``app_version`` runs an earlier definition of the app, and ``overrides``
     change its llm steps (``runs.overrides``; evaluations use both). ``run_id`` is the
     id to record the run under (an evaluation notes it on its case before the run).
+    ``client`` is an anonymous caller's address: the runs it has going at once are
+    limited (``runs.max_active_per_client``).
     """
 
     app_uuid: str
@@ -107,6 +115,7 @@ class RunRequest:
     app_version: int | None = None
     overrides: RunOverrides | None = None
     run_id: str | None = None
+    client: str | None = None
 
     @property
     def role(self) -> str | None:
@@ -169,12 +178,42 @@ class RunService:
         self._admission = threading.Lock()  # SQLite admissions, one at a time per process
         self._active: dict[str, Cancel] = {}  # run id -> its cancel event
         self._active_lock = threading.Lock()
+        self._by_client: Counter[str] = Counter()  # runs going, by anonymous caller's address
 
     # --- stored apps ---------------------------------------------------------------
 
     def run(self, request: RunRequest, cancel: Cancel, emit: Emit | None) -> FinishedRun:
         """Prepare and execute in one call (one worker-thread hop for the caller)."""
-        return self.execute(self.prepare(request), cancel, emit)
+        with self.client_slot(request):
+            return self.execute(self.prepare(request), cancel, emit)
+
+    @contextlib.contextmanager
+    def client_slot(self, request: RunRequest) -> Iterator[None]:
+        """Hold one of the runs an anonymous caller's address may have going at once in
+        this process, from before the run is recorded until it ends; 429
+        ``TOO_MANY_ACTIVE_RUNS`` when it has them all. One client that opened streams
+        without end held every run thread of the process, and every place among a
+        public app's active runs, and nobody else's run started."""
+        most = self.services.settings.runs.max_active_per_client
+        client = request.client
+        if client is None or not most:
+            yield
+            return
+        with self._active_lock:
+            if self._by_client[client] >= most:
+                raise TooManyRunsError(
+                    f"this address already has {most} runs going; wait for one to end",
+                    details={"limit": most, "per": "client"},
+                    headers={"Retry-After": "1"},
+                )
+            self._by_client[client] += 1
+        try:
+            yield
+        finally:
+            with self._active_lock:
+                self._by_client[client] -= 1
+                if not self._by_client[client]:
+                    del self._by_client[client]
 
     def find_app(self, ref: str) -> records.AppRecord:
         """The stored app ``ref`` names, by uuid or by name (``APP_NOT_FOUND``,

@@ -31,7 +31,7 @@ from api.auth import Principal
 from api.cors import about_app
 from api.deps import DbSession
 from api.errors import OPENAI_ERROR_RESPONSES, ApiError, AuthError
-from api.routes.runs import count_public_run
+from api.routes.runs import anonymous_client, count_public_run
 from api.state import ApiState, State
 from api.streaming import RunBridge, is_end, run_unless_gone, start_streaming, unstored
 from appforge.core.metrics import ACTIVE_STREAMS
@@ -124,7 +124,10 @@ async def create_chat_completion_route(
     reason; the usage too with ``stream_options.include_usage``) and
     ``data: [DONE]``."""
     loop = asyncio.get_running_loop()
-    planned = await loop.run_in_executor(state.executor, _plan, state, body, token, session_id)
+    client = anonymous_client(request, token)
+    planned = await loop.run_in_executor(
+        state.executor, _plan, state, body, token, session_id, client
+    )
     about_app(request, planned.request.app_uuid)  # CORS: the app's origins apply
     if token is None:
         await count_public_run(request, state, planned.request.app_uuid)
@@ -156,7 +159,11 @@ async def create_chat_completion_route(
 
 
 def _plan(
-    state: ApiState, body: wire.ChatCompletionCreate, token: Principal | None, session: str | None
+    state: ApiState,
+    body: wire.ChatCompletionCreate,
+    token: Principal | None,
+    session: str | None,
+    client: str | None,
 ) -> chat.ChatRun:
     """Find the app, admit the caller, read the messages: the run to make (blocking)."""
     app: AppRecord = state.runs.find_app(body.model)
@@ -177,6 +184,7 @@ def _plan(
         session_id=session,
         caller=_caller(token),
         stream=body.stream,
+        client=client,
     )
 
 

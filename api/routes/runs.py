@@ -139,7 +139,10 @@ async def run_app_route(
     whose string pieces concatenate per key to the non-streamed output, then
     ``{"session", "run", "done": true}``, or an error body if the run fails.
     """
-    run_request = RunRequest(app_uuid, body.input, body.session_id, body.stream, _caller(token))
+    run_request = RunRequest(
+        app_uuid, body.input, body.session_id, body.stream, _caller(token),
+        client=anonymous_client(request, token),
+    )  # fmt: skip
     return await _run(request, state, run_request)
 
 
@@ -168,7 +171,10 @@ async def run_app_in_session_route(
             details={"path": session_id, "body": body.session_id},
             status_code=422,
         )
-    run_request = RunRequest(app_uuid, body.input, session_id, body.stream, _caller(token))
+    run_request = RunRequest(
+        app_uuid, body.input, session_id, body.stream, _caller(token),
+        client=anonymous_client(request, token),
+    )  # fmt: skip
     return await _run(request, state, run_request)
 
 
@@ -192,6 +198,11 @@ async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Re
         "run": _summary(finished),
     }
     return JSONResponse(content)
+
+
+def anonymous_client(request: Request, token: Principal | None) -> str | None:
+    """The address of a caller without a token, whose runs at once are limited."""
+    return None if token is not None else client_address(request) or "unknown"
 
 
 async def count_public_run(request: Request, state: ApiState, app_uuid: str) -> None:

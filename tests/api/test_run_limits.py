@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
+from app_docs import STREAMED_APP, YAML
 from fastapi.testclient import TestClient
+from openai_edge import Reply, serve_edge, sse_chunk
+
+from appforge.core.settings import OpenAISettings, Settings
 
 LONG_APP = """\
 version: 1
@@ -58,3 +64,67 @@ def test_run_timeout_stores_timeout_with_partial_output(
     assert run["latency_ms"] < 30_000
     listed = client.get(f"/api/apps/{app['uuid']}/runs", params={"status": "timeout"}).json()
     assert [x["id"] for x in listed] == [run["id"]]
+
+
+PUBLIC_APP = STREAMED_APP.replace("type: chat", "type: chat\npublic: true")
+
+
+def _first_words(client: TestClient, url: str, body: dict[str, Any], held: ExitStack) -> None:
+    """Start a streamed run and read up to its first words; it goes on (held open)."""
+    answer = held.enter_context(client.stream("POST", url, json=body))
+    assert answer.status_code == 200, answer.read()
+    lines = answer.iter_lines()
+    assert "Green tea" in next(line for line in lines if line.strip())
+    held.callback(lambda: [None for _ in lines])  # read to its end before it closes
+
+
+def test_run_limit_per_anonymous_address(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    """One anonymous caller could open streams without end: they took every run thread
+    of the process and every place among the public app's active runs, and nobody
+    else's run started. Its runs at once are limited by its address (per process);
+    callers with a token are not counted, and an ended run gives its place back."""
+    gate = threading.Event()
+    events = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
+    with serve_edge() as edge, ExitStack() as held:
+        edge.replies = [Reply(200, None, sse=events, gate=gate)]
+        settings = make_settings(
+            runs={"max_active_per_client": 2},
+            openai=OpenAISettings(base_url=edge.url),
+            models={"default": "openai:gpt-test"},
+        )
+        client = make_client(settings)
+        made = client.post("/api/apps", content=PUBLIC_APP, headers=YAML)
+        assert made.status_code == 201, made.text
+        admin = client.headers.pop("Authorization")
+        url = f"/api/apps/{made.json()['uuid']}/run"
+        stream = {"input": {"q": "tea"}, "stream": True}
+        try:
+            for _ in range(2):
+                _first_words(client, url, stream, held)
+            refused = [
+                client.post(url, json={"input": {"q": "tea"}}),
+                client.post(url, json=stream),
+                client.post(
+                    "/v1/chat/completions",
+                    json={"model": "Streamed", "messages": [{"role": "user", "content": "tea"}]},
+                ),
+            ]
+            for answer in refused:
+                assert answer.status_code == 429, answer.text
+                assert answer.headers["retry-after"] == "1"
+            assert refused[0].json()["error"]["code"] == "TOO_MANY_ACTIVE_RUNS"
+            assert refused[0].json()["error"]["details"] == {"limit": 2, "per": "client"}
+            # A caller with a token is not counted with the address.
+            with_token = {"Authorization": admin}
+            with client.stream("POST", url, json=stream, headers=with_token) as ran:
+                assert ran.status_code == 200
+                gate.set()
+                assert json.loads(list(ran.iter_lines())[-1])["done"] is True
+        finally:  # the model answers, before the streams are read to their ends
+            gate.set()
+    runs = client.get("/api/runs", headers=with_token).json()
+    assert len(runs) == 3  # the refused ones were not stored
+    again = client.post(url, json={"input": {"q": "tea"}})  # the places are free again
+    assert again.status_code == 200, again.text
