@@ -60,16 +60,6 @@ from appforge.core.metrics import CONNECTION_REFUSALS, CONNECTIONS
 
 log = logging.getLogger("api.connections")
 
-# What a connection too slow with its header gets before it is closed.
-_TOO_SLOW = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 37\r\n"
-    b"connection: close\r\n"
-    b"\r\n"
-    b"the request header arrived too slowly"
-)
-
 
 @dataclass(frozen=True)
 class _Limits:
@@ -169,6 +159,15 @@ _BUSY = _refusal(
     "the server holds as many connections as it may; try again shortly",
 )
 
+# What a connection too slow with its header gets before it is closed (the code of a
+# body that comes too slowly, as the ASGI middleware answers it).
+_TOO_SLOW = _refusal(
+    408,
+    "Request Timeout",
+    "REQUEST_TIMEOUT",
+    "the request header arrived too slowly (APPFORGE_LIMITS__HEADER_TIMEOUT_SECONDS)",
+    retry=False,
+)
 _HEADER_TOO_LARGE = _refusal(
     431,
     "Request Header Fields Too Large",

@@ -106,6 +106,8 @@ def test_headers_that_never_come_whole_are_408_and_closed(server: ServerProcess)
     for name, answer in answers.items():
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), (name, answer)
         assert b"connection: close" in answer.lower()
+        error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]  # the one error body
+        assert error["code"] == "REQUEST_TIMEOUT" and "header" in error["message"]
     with _connect(server) as fine:  # the server serves on
         fine.sendall(_request("/api/health"))
         assert _read_answer(fine).startswith(b"HTTP/1.1 200")
