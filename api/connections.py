@@ -34,7 +34,17 @@ the connections the process holds: one client address may hold
 trusted proxies, which carry many clients, have no such limit), and the process
 ``limits.max_connections``, never more than its open-files limit less a reserve
 for its own files (503 ``SERVER_BUSY``). A refused connection is answered at
-once, with Retry-After, and closed within a second.
+once, with Retry-After, and closed.
+
+Closing a socket with unread data resets the connection, and a client still
+sending (an upload answered 413 at its start, a body answered 408, a refused
+connection) lost the answer it was sent. Every close of the protocol's
+transport, uvicorn's own included, goes through :class:`_Lingering`: while the
+client may still be sending, the answer is sent with the end of the stream,
+and what still comes is read and dropped until the client closes its side. A
+request answered before its body came whole closes its connection that way
+(uvicorn kept it open for ever: each piece of the rest stopped its keep-alive
+clock, and nothing started it again).
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ import struct
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -177,10 +187,72 @@ _HEADER_TOO_LARGE = _refusal(
     retry=False,
 )
 
-# How long a refused connection is kept after its answer, reading what its client
-# still sends (closing on unread data would reset the connection, and the client
-# might lose the answer).
-_LINGER_SECONDS = 1.0
+# How long a connection closed while its client may still be sending is kept after
+# its answer, reading and dropping what comes: until the client closes its side, or
+# no byte came for the gap, or at most the whole time.
+_LINGER_GAP_SECONDS = 2.0
+_LINGER_MOST_SECONDS = 10.0
+
+
+class _Lingering:
+    """The connection's transport, whose close waits for the client when it may still
+    be sending (its request's header or body not read to the end): what is queued is
+    sent, then the end of the answer (a FIN), and what the client still sends is read
+    and dropped until it closes its side (see ``_LINGER_*``). Closing a socket with
+    unread data resets the connection, and a client still sending (an upload answered
+    413 at its start, a body too slow answered 408) lost the answer it was sent."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.lingering = False
+        self._gap: asyncio.TimerHandle | None = None
+        self._most: asyncio.TimerHandle | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return
+        if self._protocol.may_still_send():
+            self.close_after_reading()
+        else:
+            self._transport.close()
+
+    def close_after_reading(self) -> None:
+        """Send what is queued and a FIN, then read and drop until the client closes."""
+        if self.lingering or self._transport.is_closing():
+            return
+        if not self._transport.can_write_eof():  # (TLS): no half-close
+            self._transport.close()
+            return
+        self.lingering = True
+        self._transport.write_eof()
+        self._transport.resume_reading()  # uvicorn pauses it while a body waits
+        loop = self._protocol.loop
+        self._most = loop.call_later(_LINGER_MOST_SECONDS, self.closed_by_client)
+        self.heard()
+
+    def heard(self) -> None:
+        """The client sent more (dropped): it gets another gap."""
+        if self._gap is not None:
+            self._gap.cancel()
+        self._gap = self._protocol.loop.call_later(_LINGER_GAP_SECONDS, self.closed_by_client)
+
+    def closed_by_client(self) -> None:
+        """Its side is closed (or it took too long): close ours."""
+        self.stop_timers()
+        self._transport.close()
+
+    def stop_timers(self) -> None:
+        for timer in (self._gap, self._most):
+            if timer is not None:
+                timer.cancel()
+        self._gap = self._most = None
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -194,11 +266,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._held_as: str | None = None  # the address it is counted under, once admitted
-        self._refused = False
         self._header_bytes = 0  # of the header still coming
+        self._awaiting_header = False
+        self._lingering: _Lingering | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Every close goes through it, uvicorn's own included (its request cycles take
+        # the protocol's transport).
+        self._lingering = _Lingering(transport, self)
+        self.transport = cast(asyncio.Transport, self._lingering)
         refusal = self._admit()
         if refusal is not None:
             self._refuse(refusal)
@@ -225,15 +302,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._held_as = address
         return None
 
+    def may_still_send(self) -> bool:
+        """Whether the client may still be sending: a header or a body not yet whole."""
+        return self._awaiting_header or (self.cycle is not None and self.cycle.more_body)
+
     def _refuse(self, answer: bytes) -> None:
-        self._refused = True
+        assert self._lingering is not None
         self.transport.write(answer)
-        if self.transport.can_write_eof():
-            self.transport.write_eof()  # what it still sends is read, then dropped
-        self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+        self._lingering.close_after_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._lingering is not None and self._lingering.lingering:
+            self._lingering.heard()  # closing: what still comes is dropped
             return
         super().data_received(data)
         if self._header_timer is None:  # no header awaited: it came whole (or none began)
@@ -249,8 +329,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(_HEADER_TOO_LARGE)
 
     def eof_received(self) -> None:
-        if self._refused:
-            self.transport.close()
+        if self._lingering is not None and self._lingering.lingering:
+            self._lingering.closed_by_client()
         else:
             super().eof_received()
 
@@ -260,11 +340,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_timer()
+        self._awaiting_header = False
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        if self.cycle is not None and self.cycle.more_body:
+            # Answered before its body came whole (a 413 at the start of an upload, a
+            # body too slow): the connection is closed, the rest of the body read and
+            # dropped (see _Lingering). uvicorn kept it open for ever: each piece of
+            # the rest stopped its keep-alive clock, and nothing started it again.
+            self.transport.close()
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
         self._stop_send_timer()
+        if self._lingering is not None:
+            self._lingering.stop_timers()
         if self._held_as is not None:
             _held.total -= 1
             CONNECTIONS.dec()
@@ -299,6 +391,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def _await_header(self) -> None:
+        self._awaiting_header = True
         if self._header_timer is None:  # the first request's: from the connection's opening
             self._header_timer = self.loop.call_later(header_timeout(), self._too_slow)
 

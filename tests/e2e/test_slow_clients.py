@@ -158,6 +158,26 @@ def test_a_header_larger_than_the_limit_is_431_and_closed(server: ServerProcess,
         assert _read_answer(fine).startswith(b"HTTP/1.1 413")
 
 
+def test_an_answer_before_the_whole_body_reaches_a_client_still_sending(server: ServerProcess):
+    """A body declared larger than the server takes is answered 413 at its start, while
+    the client is still sending it. The server closed at once, on unread data: that
+    resets the connection, and the client lost the answer (a broken pipe, then a
+    reset, instead of the 413). The server now sends its answer and the end of it,
+    reads and drops what still comes, and closes when the client does."""
+    body = b"name: " + b"a" * (8 * 1024 * 1024) + b"\n"
+    with _connect(server) as sock:
+        sock.sendall(_request("/api/apps", body))  # all of it, as a simple client does
+        answer = _read_to_close(sock)
+    head, _, _ = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert _error_body(answer)["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def _error_body(answer: bytes) -> dict[str, object]:
+    error: dict[str, object] = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    return error
+
+
 def _error(answer: bytes) -> dict[str, object]:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408"), answer
