@@ -189,9 +189,12 @@ _HEADER_TOO_LARGE = _refusal(
 
 # How long a connection closed while its client may still be sending is kept after
 # its answer, reading and dropping what comes: until the client closes its side, or
-# no byte came for the gap, or at most the whole time.
-_LINGER_GAP_SECONDS = 2.0
-_LINGER_MOST_SECONDS = 10.0
+# no byte came for the gap, or at most the whole time (nginx's lingering close). A
+# refused connection, which is not counted among those held, is kept at most a second:
+# its client has sent at most a request's start.
+_LINGER_GAP_SECONDS = 5.0
+_LINGER_MOST_SECONDS = 30.0
+_REFUSED_LINGER_SECONDS = 1.0
 
 
 class _Lingering:
@@ -223,8 +226,9 @@ class _Lingering:
         else:
             self._transport.close()
 
-    def close_after_reading(self) -> None:
-        """Send what is queued and a FIN, then read and drop until the client closes."""
+    def close_after_reading(self, most: float = _LINGER_MOST_SECONDS) -> None:
+        """Send what is queued and a FIN, then read and drop until the client closes (or
+        ``most`` seconds have passed)."""
         if self.lingering or self._transport.is_closing():
             return
         if not self._transport.can_write_eof():  # (TLS): no half-close
@@ -234,7 +238,7 @@ class _Lingering:
         self._transport.write_eof()
         self._transport.resume_reading()  # uvicorn pauses it while a body waits
         loop = self._protocol.loop
-        self._most = loop.call_later(_LINGER_MOST_SECONDS, self.closed_by_client)
+        self._most = loop.call_later(most, self.closed_by_client)
         self.heard()
 
     def heard(self) -> None:
@@ -278,7 +282,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport = cast(asyncio.Transport, self._lingering)
         refusal = self._admit()
         if refusal is not None:
-            self._refuse(refusal)
+            self.transport.write(refusal)
+            self._lingering.close_after_reading(_REFUSED_LINGER_SECONDS)
             return
         self._await_header()
 
@@ -306,17 +311,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """Whether the client may still be sending: a header or a body not yet whole."""
         return self._awaiting_header or (self.cycle is not None and self.cycle.more_body)
 
-    def _refuse(self, answer: bytes) -> None:
-        assert self._lingering is not None
-        self.transport.write(answer)
-        self._lingering.close_after_reading()
-
     def data_received(self, data: bytes) -> None:
         if self._lingering is not None and self._lingering.lingering:
             self._lingering.heard()  # closing: what still comes is dropped
             return
         super().data_received(data)
-        if self._header_timer is None:  # no header awaited: it came whole (or none began)
+        if not self._awaiting_header:  # it came whole (or the next has not begun)
             self._header_bytes = 0
             return
         # The header is still coming. The parser keeps all of it, and each of its lines
@@ -326,7 +326,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_bytes += len(data)
         if self._header_bytes > _limits().max_header_bytes and not self.transport.is_closing():
             self._stop_timer()
-            self._refuse(_HEADER_TOO_LARGE)
+            self.transport.write(_HEADER_TOO_LARGE)
+            self.transport.close()  # after reading: the client is sending its header
 
     def eof_received(self) -> None:
         if self._lingering is not None and self._lingering.lingering:
