@@ -114,10 +114,9 @@ class RunBridge:
 
         def work() -> None:
             try:
-                with service.client_slot(request):
-                    prepared = service.prepare(request)
-                    self.emit(prepared)
-                    finished = service.execute(prepared, cancel, self.emit)
+                prepared = service.prepare(request)
+                self.emit(prepared)
+                finished = service.execute(prepared, cancel, self.emit)
             except BaseException as exc:  # handed to the loop, raised there
                 self.emit(_End(error=exc))
             else:

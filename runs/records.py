@@ -8,12 +8,14 @@ app documents are cached by app and version, so a run reads the stored JSON
 only when the app changed. On PostgreSQL a run without managed prompts or
 history makes 8 round trips: BEGIN, the app with its admission lock, the run
 with its new session, COMMIT; BEGIN, the finished run, the turn with the
-session's ``updated_at``, COMMIT. SQLite (in process) takes a few more
-statements for the same work.
+session's ``updated_at``, COMMIT. A caller without a token adds one, the lock
+on its runs at once (counted in the run's INSERT). SQLite (in process) takes a
+few more statements for the same work.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
@@ -117,6 +119,16 @@ _ACTIVE = (
         Run.created_at > bindparam("b_since"),
     )
 )
+_CLIENT_ACTIVE = (
+    select(func.count())
+    .select_from(Run)
+    .where(
+        Run.client == bindparam("b_client"),
+        Run.status == "running",
+        Run.created_at > bindparam("b_since"),
+    )
+)
+_LOCK = select(func.pg_advisory_xact_lock(bindparam("b_key", BigInteger)))
 _SESSION_RUN = (
     select(Run.id)
     .where(
@@ -129,13 +141,16 @@ _SESSION_RUN = (
 _NEW_SESSION = insert(ChatSession)
 
 
-def _admitted_run(*, known_session: bool, new_session: bool = False) -> Insert:
+@functools.cache
+def _admitted_run(*, known_session: bool, new_session: bool, client: bool) -> Insert:
     """The new ``running`` run, inserted only if the app has room for one more run (and
-    a ``known_session`` has none going): checks and insert in one statement, so
-    admission is one round trip. Run under the app's lock (``lock_app``).
+    a ``known_session`` has none going, and a ``client`` fewer runs going than its
+    limit): checks and insert in one statement, so admission is one round trip. Run
+    under the app's lock (``lock_app``), and the client's (``lock_client``).
 
     ``new_session`` (PostgreSQL only) inserts the run's new session in the same
-    statement; a refused run's transaction is rolled back, session and all.
+    statement; a refused run's transaction is rolled back, session and all. Built
+    once per combination (their compiled forms are cached).
     """
     app, since = bindparam("b_app", type_=String(36)), bindparam("b_since", type_=UTCDateTime)
     session = bindparam("b_session", type_=String(128))
@@ -145,6 +160,17 @@ def _admitted_run(*, known_session: bool, new_session: bool = False) -> Insert:
     room = [active.scalar_subquery() < bindparam("b_most", type_=Integer)]
     if known_session:
         room.append(~exists().where(Run.session_id == session, *going))
+    if client:
+        own = (
+            select(func.count())
+            .select_from(Run)
+            .where(
+                Run.client == bindparam("b_client", type_=String(64)),
+                Run.status == "running",
+                Run.created_at > bindparam("b_client_since", type_=UTCDateTime),
+            )
+        )
+        room.append(own.scalar_subquery() < bindparam("b_client_most", type_=Integer))
     row = select(
         bindparam("b_run", type_=String(36)),
         app,
@@ -152,6 +178,7 @@ def _admitted_run(*, known_session: bool, new_session: bool = False) -> Insert:
         session,
         bindparam("b_token", type_=String(36)),
         bindparam("b_process", type_=String(36)),
+        bindparam("b_client", type_=String(64)),
         literal("running", String(16)),
         bindparam("b_stream", type_=Boolean),
         bindparam("b_input", type_=JSON),
@@ -160,7 +187,7 @@ def _admitted_run(*, known_session: bool, new_session: bool = False) -> Insert:
         bindparam("b_empty_object", type_=JSON),
         now,
     ).where(*room)
-    columns = ["id", "app_uuid", "app_version", "session_id", "token_id", "process_id"]
+    columns = ["id", "app_uuid", "app_version", "session_id", "token_id", "process_id", "client"]
     columns += ["status", "stream", "input", "output", "steps", "usage", "created_at"]
     statement = insert(Run).from_select(columns, row)
     if new_session:
@@ -172,9 +199,6 @@ def _admitted_run(*, known_session: bool, new_session: bool = False) -> Insert:
     return statement.execution_options(preserve_rowcount=True)
 
 
-_ADMIT_RUN = _admitted_run(known_session=False)
-_ADMIT_RUN_IN_SESSION = _admitted_run(known_session=True)
-_ADMIT_RUN_NEW_SESSION = _admitted_run(known_session=False, new_session=True)
 _FINISH = (
     update(Run)
     .where(Run.id == bindparam("b_run"))
@@ -290,7 +314,7 @@ def lock_app(conn: Connection, app: AppRecord) -> None:
     if app.locked:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(admission_lock_key(app.uuid))))
+        conn.execute(_LOCK, {"b_key": admission_lock_key(app.uuid)})
     else:
         conn.execute(_LOCK_APP, {"b_app": app.uuid})
 
@@ -299,6 +323,21 @@ def count_active(conn: Connection, app_uuid: str, since: datetime) -> int:
     """Runs of the app still going that started after ``since`` (older ones are dead)."""
     active = conn.scalar(_ACTIVE, {"b_app": app_uuid, "b_since": since})
     return int(active or 0)
+
+
+def count_client_runs(conn: Connection, client: ClientLimit) -> int:
+    """Runs of any app that the client has going (started after ``client.since``)."""
+    going = conn.scalar(_CLIENT_ACTIVE, {"b_client": client.key, "b_since": client.since})
+    return int(going or 0)
+
+
+def lock_client(conn: Connection, client: ClientLimit) -> None:
+    """Serialise the run admissions of one client across apps and processes, until
+    commit (its runs are counted over every app). PostgreSQL: an advisory lock per
+    client, always taken after the app's, so no two admissions wait on each other in a
+    cycle. SQLite: the write lock ``lock_app`` took covers the whole database."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK, {"b_key": admission_lock_key(f"client:{client.key}")})
 
 
 def session_busy(conn: Connection, session_id: str, since: datetime) -> bool:
@@ -322,15 +361,27 @@ def insert_session(
 
 
 @dataclass(frozen=True)
+class ClientLimit:
+    """At most ``most`` runs going at once, counting those started after ``since``, for
+    the caller without a token known by ``key`` (a keyed hash of its address)."""
+
+    key: str
+    most: int
+    since: datetime
+
+
+@dataclass(frozen=True)
 class Admission:
     """What a run is admitted under: at most ``most`` runs of the app going (and none of
-    its session, if the session is ``known``), counting those started after ``since``.
-    A session not ``known`` is made for the run, owned by ``owner``."""
+    its session, if the session is ``known``), counting those started after ``since``,
+    and within its caller's ``client`` limit, if it has one. A session not ``known`` is
+    made for the run, owned by ``owner``."""
 
     most: int
     since: datetime
     known: bool
     owner: str
+    client: ClientLimit | None = None
 
 
 def admit_run(
@@ -346,11 +397,12 @@ def admit_run(
 ) -> bool:
     """Insert the new run, ``running``, owned by the process ``process_id`` (see
     runs.recovery), and its new session, if ``admission`` lets it in; whether it did."""
+    # SQLite has no INSERT inside WITH: its new session is a second statement.
     together = not admission.known and conn.dialect.name == "postgresql"
-    if admission.known:
-        statement = _ADMIT_RUN_IN_SESSION
-    else:  # SQLite has no INSERT inside WITH: its new session is a second statement
-        statement = _ADMIT_RUN_NEW_SESSION if together else _ADMIT_RUN
+    client = admission.client
+    statement = _admitted_run(
+        known_session=admission.known, new_session=together, client=client is not None
+    )
     now = utcnow()
     inserted = conn.execute(
         statement,
@@ -369,6 +421,9 @@ def admit_run(
             "b_since": admission.since,
             "b_most": admission.most,
             "b_owner": admission.owner,
+            "b_client": client.key if client is not None else None,
+            "b_client_since": client.since if client is not None else None,
+            "b_client_most": client.most if client is not None else None,
         },
     )
     if inserted.rowcount != 1:
@@ -381,11 +436,18 @@ def admit_run(
 def refusal(
     conn: Connection, app_uuid: str, admission: Admission, session_id: str
 ) -> RunServiceError | None:
-    """Why ``admission`` refused a run: too many runs of the app going, or one of its
-    session. None when neither holds any more (a run ended since)."""
+    """Why ``admission`` refused a run: too many runs of the app going, or of its
+    client, or one of its session. None when none holds any more (a run ended since)."""
     active = count_active(conn, app_uuid, admission.since)
     if active >= admission.most:
         return too_many_runs(admission.most, active)
+    client = admission.client
+    if client is not None and count_client_runs(conn, client) >= client.most:
+        return TooManyRunsError(
+            f"this address already has {client.most} runs going; wait for one to end",
+            details={"limit": client.most, "per": "client"},
+            headers={"Retry-After": "1"},
+        )
     if admission.known and session_busy(conn, session_id, admission.since):
         return SessionBusyError(
             f"session '{session_id}' has a run going: send the next one when it ends",

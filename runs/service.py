@@ -34,8 +34,7 @@ import math
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -58,7 +57,6 @@ from runs.errors import (
     RunAuthError,
     RunConflictError,
     SessionNotFoundError,
-    TooManyRunsError,
 )
 from runs.metrics import observe
 from runs.output_meter import OutputMeter
@@ -103,7 +101,7 @@ class RunRequest:
     change its llm steps (``runs.overrides``; evaluations use both). ``run_id`` is the
     id to record the run under (an evaluation notes it on its case before the run).
     ``client`` is an anonymous caller's address: the runs it has going at once are
-    limited (``runs.max_active_per_client``).
+    limited (``runs.max_active_per_client``), over every app and API process.
     """
 
     app_uuid: str
@@ -178,42 +176,12 @@ class RunService:
         self._admission = threading.Lock()  # SQLite admissions, one at a time per process
         self._active: dict[str, Cancel] = {}  # run id -> its cancel event
         self._active_lock = threading.Lock()
-        self._by_client: Counter[str] = Counter()  # runs going, by anonymous caller's address
 
     # --- stored apps ---------------------------------------------------------------
 
     def run(self, request: RunRequest, cancel: Cancel, emit: Emit | None) -> FinishedRun:
         """Prepare and execute in one call (one worker-thread hop for the caller)."""
-        with self.client_slot(request):
-            return self.execute(self.prepare(request), cancel, emit)
-
-    @contextlib.contextmanager
-    def client_slot(self, request: RunRequest) -> Iterator[None]:
-        """Hold one of the runs an anonymous caller's address may have going at once in
-        this process, from before the run is recorded until it ends; 429
-        ``TOO_MANY_ACTIVE_RUNS`` when it has them all. One client that opened streams
-        without end held every run thread of the process, and every place among a
-        public app's active runs, and nobody else's run started."""
-        most = self.services.settings.runs.max_active_per_client
-        client = request.client
-        if client is None or not most:
-            yield
-            return
-        with self._active_lock:
-            if self._by_client[client] >= most:
-                raise TooManyRunsError(
-                    f"this address already has {most} runs going; wait for one to end",
-                    details={"limit": most, "per": "client"},
-                    headers={"Retry-After": "1"},
-                )
-            self._by_client[client] += 1
-        try:
-            yield
-        finally:
-            with self._active_lock:
-                self._by_client[client] -= 1
-                if not self._by_client[client]:
-                    del self._by_client[client]
+        return self.execute(self.prepare(request), cancel, emit)
 
     def find_app(self, ref: str) -> records.AppRecord:
         """The stored app ``ref`` names, by uuid or by name (``APP_NOT_FOUND``,
@@ -288,9 +256,12 @@ class RunService:
         # rather than in SQLite's busy loop. PostgreSQL's lock is the app's own.
         with contextlib.nullcontext() if app.locked else self._admission:
             records.lock_app(conn, app)
+            client = self._client_limit(request)
+            if client is not None:
+                records.lock_client(conn, client)
             since = utcnow() - timedelta(seconds=timeout + 30)
             owner = caller.owner if caller is not None else ANONYMOUS
-            admission = records.Admission(int(most), since, known, owner)
+            admission = records.Admission(int(most), since, known, owner, client)
             row = (run_id, app, session_id, token_id, request.stream, inputs)
             # No run of the app starts while the lock is held, but runs may end: a
             # refusal whose reason is gone when it is looked for is tried again.
@@ -303,6 +274,20 @@ class RunService:
                     break
             conn.rollback()
             raise refusal or records.too_many_runs(admission.most)
+
+    def _client_limit(self, request: RunRequest) -> records.ClientLimit | None:
+        """The limit on the runs a caller without a token has going at once, counted over
+        every app and every API process by its address (as a keyed hash); None for
+        callers with a token, or with the limit off. One client that opened streams
+        without end held every place among a public app's active runs, and nobody
+        else's run started."""
+        limits = self.services.settings.runs
+        if request.client is None or not limits.max_active_per_client:
+            return None
+        # Runs of any app count: older than the longest a run may take, they are dead.
+        since = utcnow() - timedelta(seconds=limits.timeout_seconds + 30)
+        key = self.services.key.hash_client(request.client)
+        return records.ClientLimit(key, limits.max_active_per_client, since)
 
     @staticmethod
     def _session(conn: Connection, request: RunRequest, app_uuid: str) -> tuple[str, bool]:

@@ -79,6 +79,8 @@ class Run(Base):
         # The run lists (newest first) filtered by app or by status, without a sort.
         Index("ix_runs_app_uuid_created_at", "app_uuid", "created_at"),
         Index("ix_runs_status_created_at", "status", "created_at"),
+        # The runs a caller without a token has going (runs.max_active_per_client).
+        Index("ix_runs_client_status", "client", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -88,6 +90,9 @@ class Run(Base):
     token_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     # The API process executing it (processes.id); None: a run recorded before 0008.
     process_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    # A caller without a token: a keyed hash of its address (ServerKey.hash_client),
+    # never the address itself. None: a caller with a token, or a run before 0019.
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     input: Mapped[dict[str, Any]] = mapped_column(JSON)

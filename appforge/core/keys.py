@@ -80,6 +80,7 @@ class ServerKey:
         self.source = source
         self._own = Fernet(base64.urlsafe_b64encode(_derive(raw, b"appforge secrets v1")))
         self._token_key = _derive(raw, b"appforge token hash v1")
+        self._client_key = _derive(raw, b"appforge client hash v1")
         check = _derive(raw, b"appforge fingerprint v1")
         self.fingerprint = hmac.new(check, b"appforge server key", hashlib.sha256).hexdigest()[:32]
         # Only the previous keys' own parts are used, not their own previous keys.
@@ -97,6 +98,11 @@ class ServerKey:
     def hash_token(self, value: str) -> str:
         """The stored hash of an API token: HMAC-SHA256 with the token-hash key, hex."""
         return hmac.new(self._token_key, value.encode(), hashlib.sha256).hexdigest()
+
+    def hash_client(self, address: str) -> str:
+        """How a run records the address of a caller without a token: HMAC-SHA256 with
+        a key of its own, 32 hex digits (the address cannot be read back from it)."""
+        return hmac.new(self._client_key, address.encode(), hashlib.sha256).hexdigest()[:32]
 
     def token_hashes(self, value: str) -> list[str]:
         """The token's hash under the current key, then under each previous key."""

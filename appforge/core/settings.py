@@ -190,8 +190,9 @@ class RunSettings(BaseModel):
     max_active_per_client: int = Field(
         default=4,
         ge=0,
-        description="Runs one caller without a token has going at once in one API process, "
-        "by its address (429 above); 0 = no limit. Callers with a token are not counted.",
+        description="Runs one caller without a token has going at once, by its address, "
+        "over every app and API process (429 above); 0 = no limit. Callers with a token "
+        "are not counted.",
     )
     timeout_seconds: float = Field(
         default=300, gt=0, description="A run still going after this ends as `timeout`."

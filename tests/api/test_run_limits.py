@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -11,7 +12,10 @@ from typing import Any
 from app_docs import STREAMED_APP, YAML
 from fastapi.testclient import TestClient
 from openai_edge import Reply, serve_edge, sse_chunk
+from sqlalchemy import text
 
+from appforge.core.db import make_engine
+from appforge.core.home import DATABASE_FILE
 from appforge.core.settings import OpenAISettings, Settings
 
 LONG_APP = """\
@@ -128,3 +132,56 @@ def test_run_limit_per_anonymous_address(
     assert len(runs) == 3  # the refused ones were not stored
     again = client.post(url, json={"input": {"q": "tea"}})  # the places are free again
     assert again.status_code == 200, again.text
+
+
+def test_run_limit_per_anonymous_address_counts_every_process_and_app(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+):
+    """Each API process counted an address's runs in its own memory: behind N processes
+    one address had N times the limit going, and with four it held every place among a
+    public app's runs. The runs are counted in the database, over every app; the run
+    records a keyed hash of the address, never the address."""
+    gate = threading.Event()
+    events = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
+    with serve_edge() as edge, ExitStack() as held:
+        edge.replies = [Reply(200, None, sse=events, gate=gate)]
+        settings = make_settings(
+            database_url=backend,
+            runs={"max_active_per_client": 2},
+            openai=OpenAISettings(base_url=edge.url),
+            models={"default": "openai:gpt-test"},
+        )
+        one, other = make_client(settings), make_client(settings)  # two API processes
+        urls = []
+        for name in ("Tea", "Coffee"):
+            doc = PUBLIC_APP.replace("name: Streamed", f"name: {name}")
+            made = one.post("/api/apps", content=doc, headers=YAML)
+            assert made.status_code == 201, made.text
+            urls.append(f"/api/apps/{made.json()['uuid']}/run")
+        admin = one.headers.pop("Authorization")
+        other.headers.pop("Authorization")
+        stream = {"input": {"q": "tea"}, "stream": True}
+        try:
+            _first_words(one, urls[0], stream, held)
+            _first_words(other, urls[1], stream, held)
+            for client, url in ((one, urls[0]), (other, urls[0]), (one, urls[1])):
+                refused = client.post(url, json=stream)
+                assert refused.status_code == 429, refused.text
+                error = refused.json()["error"]
+                assert error["code"] == "TOO_MANY_ACTIVE_RUNS"
+                assert error["details"] == {"limit": 2, "per": "client"}
+        finally:
+            gate.set()
+        engine = make_engine(backend or f"sqlite:///{settings.home / DATABASE_FILE}")
+        try:
+            with engine.connect() as conn:
+                clients = conn.execute(text("SELECT client FROM runs")).scalars().all()
+        finally:
+            engine.dispose()
+        assert len(clients) == 2  # the refused runs were not stored
+        assert len(set(clients)) == 1 and re.fullmatch(r"[0-9a-f]{32}", clients[0])
+    again = other.post(urls[0], json={"input": {"q": "tea"}})  # the places are free again
+    assert again.status_code == 200, again.text
+    assert one.get("/api/runs", headers={"Authorization": admin}).json()[0]["status"] == "succeeded"
