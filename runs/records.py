@@ -27,10 +27,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    BindParameter,
     Boolean,
+    ColumnElement,
     Connection,
     Insert,
     Integer,
+    Select,
     String,
     bindparam,
     exists,
@@ -110,24 +113,16 @@ _HISTORY = (
     .order_by(Turn.n.desc())
     .limit(bindparam("b_depth"))
 )
-_ACTIVE = (
-    select(func.count())
-    .select_from(Run)
-    .where(
-        Run.app_uuid == bindparam("b_app"),
-        Run.status == "running",
-        Run.created_at > bindparam("b_since"),
-    )
-)
-_CLIENT_ACTIVE = (
-    select(func.count())
-    .select_from(Run)
-    .where(
-        Run.client == bindparam("b_client"),
-        Run.status == "running",
-        Run.created_at > bindparam("b_since"),
-    )
-)
+
+
+def _going(owner: ColumnElement[bool], since: BindParameter[Any]) -> Select[int]:
+    """How many runs ``owner`` selects are going, counting those started after ``since``."""
+    where = (owner, Run.status == "running", Run.created_at > since)
+    return select(func.count()).select_from(Run).where(*where)
+
+
+_ACTIVE = _going(Run.app_uuid == bindparam("b_app"), bindparam("b_since"))
+_CLIENT_ACTIVE = _going(Run.client == bindparam("b_client"), bindparam("b_since"))
 _LOCK = select(func.pg_advisory_xact_lock(bindparam("b_key", BigInteger)))
 _SESSION_RUN = (
     select(Run.id)
@@ -156,7 +151,7 @@ def _admitted_run(*, known_session: bool, new_session: bool, client: bool) -> In
     session = bindparam("b_session", type_=String(128))
     now = bindparam("b_now", type_=UTCDateTime)
     going = (Run.status == "running", Run.created_at > since)
-    active = select(func.count()).select_from(Run).where(Run.app_uuid == app, *going)
+    active = _going(Run.app_uuid == app, since)
     room = [active.scalar_subquery() < bindparam("b_most", type_=Integer)]
     if known_session:
         room.append(~exists().where(Run.session_id == session, *going))
