@@ -56,9 +56,16 @@ FILES_DIR = "files"
 # The server key's fingerprint belongs to the server, not to its data; the model
 # catalog's version counter too (a restore raises it, so servers reload their models).
 # Chunks are made again from the entries, like their vectors (a restore requeues
-# every entry).
+# every entry); the vectors still to remove from a vector store are that store's.
 SKIPPED_TABLES = frozenset(
-    {"used_signatures", "server_key", "model_catalog", "datasource_chunks", "builder_sessions"}
+    {
+        "used_signatures",
+        "server_key",
+        "model_catalog",
+        "datasource_chunks",
+        "builder_sessions",
+        "vector_deletions",
+    }
 )
 
 

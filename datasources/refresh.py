@@ -25,6 +25,9 @@ is dropped, and so is a body kept for it (an entry deleted after the write has i
 body removed with it). A body that could not be written (a full disk) is not kept:
 the ingestion then fetches the page itself. ``now`` can be given to
 :meth:`RefreshJob.run` (tests), so nobody waits a day.
+
+Each round first removes the vectors of deleted entries and datasources that the
+vector store missed when they were deleted (:meth:`DatasourceStore.sweep_deletions`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, or_
 
-from appforge.core.db import utcnow
+from appforge.core.db import failure_reason, utcnow
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.workers import Periodic
 from datasources import bodies
@@ -92,8 +95,14 @@ class RefreshJob(Periodic):
         self.queue = LeaseQueue(store.db, DUE_ENTRIES, settings.lease_seconds)
 
     def run(self, now: datetime | None = None) -> bool:
-        """Refresh the entries due at ``now`` (one batch); whether a batch was full (more
-        may be due)."""
+        """Remove the vectors of deletions the vector store missed, then refresh the
+        entries due at ``now`` (one batch); whether a batch was full (more may be due)."""
+        try:
+            self.store.sweep_deletions()
+        except Exception as exc:  # the refresh goes on; the next round sweeps again
+            log.warning(
+                "removing vectors of earlier deletions failed: %s", failure_reason(exc) or exc
+            )
         outcomes = self.refresh_due(now)
         return len(outcomes) == self.settings.refresh_batch
 

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,13 +55,23 @@ from datasources.search import (
     merge,
     pick_mode,
 )
-from datasources.tables import Datasource, Entry
+from datasources.tables import Datasource, Entry, VectorDeletion
 
 TYPES = ("text", "url", "file", "mixed")
 log = logging.getLogger(__name__)
 _Row = TypeVar("_Row")
 # Called with a change's open session and its row, just before the change commits.
 BeforeCommit = Callable[[Session, _Row], None]
+
+
+def _deletion(db: Session, datasource_uuid: str, entry_uuid: str | None) -> VectorDeletion:
+    """Note, in the transaction deleting its row, that an entry's or a datasource's
+    vectors are to be removed."""
+    deletion = VectorDeletion(
+        id=str(uuid.uuid4()), datasource_uuid=datasource_uuid, entry_uuid=entry_uuid
+    )
+    db.add(deletion)
+    return deletion
 
 
 def _before_commit(hook: BeforeCommit[_Row] | None, db: Session, row: _Row) -> None:
@@ -184,18 +194,44 @@ class DatasourceStore:
             if row is None:
                 raise DatasourceNotFoundError(f"no datasource '{datasource_uuid}'")
             db.delete(row)
+            deletion = _deletion(db, datasource_uuid, None)
             _before_commit(before_commit, db, row)
-        self._vectors_gone(lambda: self.index.drop(datasource_uuid), datasource_uuid)
+        self._vectors_gone(deletion)
         shutil.rmtree(self.files / datasource_uuid, ignore_errors=True)
 
-    @staticmethod
-    def _vectors_gone(remove: Callable[[], None], what: str) -> None:
-        """Remove the vectors of what was just deleted; the store answered a moment ago,
-        and if it has just gone away, the log says what it still holds."""
+    def _vectors_gone(self, deletion: VectorDeletion) -> bool:
+        """Remove the vectors of what was just deleted, then the note that they are to
+        be removed; whether they were. The store answered a moment ago; if it has just
+        gone away, the note stays, and :meth:`sweep_deletions` removes them later."""
+        what = deletion.entry_uuid or deletion.datasource_uuid
         try:
-            remove()
+            if deletion.entry_uuid is None:
+                self.index.drop(deletion.datasource_uuid)
+            else:
+                self.index.delete_entry(deletion.datasource_uuid, deletion.entry_uuid)
         except VectorStoreUnavailableError:
-            log.error("the vectors of deleted %s are still in the vector store", what)
+            log.warning("the vector store went away: the vectors of deleted %s go later", what)
+            return False
+        with transaction(self.db) as db:
+            db.execute(delete(VectorDeletion).where(VectorDeletion.id == deletion.id))
+        return True
+
+    def sweep_deletions(self, batch: int = 100) -> int:
+        """Remove the vectors of deleted entries and datasources that the vector store
+        missed when they were deleted (oldest first, up to ``batch``); how many were
+        removed. Any number of processes may sweep at once: removing twice is harmless."""
+        with self.db() as db:
+            pending = db.scalars(
+                select(VectorDeletion).order_by(VectorDeletion.created_at).limit(batch)
+            ).all()
+        done = 0
+        for deletion in pending:
+            if not self._vectors_gone(deletion):
+                break  # the store is away: the next round tries again
+            done += 1
+        if done:
+            log.info("removed the vectors of %d deletions the vector store had missed", done)
+        return done
 
     def stats(self, datasource_uuid: str) -> dict[str, int]:
         """Entries per status."""
@@ -206,6 +242,17 @@ class DatasourceStore:
                 .group_by(Entry.status)
             )
             return {status: int(n) for status, n in rows}
+
+    def _of_live_entries(self, hits: list[Hit]) -> list[Hit]:
+        """The hits whose entry is still stored: the vectors of a deleted entry that the
+        vector store missed removing (:meth:`sweep_deletions` removes them later), or
+        that a worker killed while indexing it left, never answer a search."""
+        named = {str(hit.metadata.get("entry_uuid")) for hit in hits}
+        if not named:
+            return hits
+        with self.db() as db:
+            live = set(db.scalars(select(Entry.uuid).where(Entry.uuid.in_(named))))
+        return [hit for hit in hits if hit.metadata.get("entry_uuid") in live]
 
     # --- entries -----------------------------------------------------------
 
@@ -387,11 +434,12 @@ class DatasourceStore:
         self.index.heartbeat()
         with transaction(self.db) as db:
             row = db.get(Entry, entry_uuid)
-            if row is not None:
-                db.delete(row)
-                _before_commit(before_commit, db, row)
-        remove = partial(self.index.delete_entry, datasource_uuid, entry_uuid)
-        self._vectors_gone(remove, f"entry {entry_uuid}")
+            if row is None:
+                return  # deleted meanwhile, by a call that removes its vectors
+            db.delete(row)
+            deletion = _deletion(db, datasource_uuid, entry_uuid)
+            _before_commit(before_commit, db, row)
+        self._vectors_gone(deletion)
         # By its place, not the row read before: a refresh may have stored a URL entry's
         # body there since (see datasources.bodies); a refresh that stores one after the
         # row went loses its claim and removes it itself.
@@ -476,7 +524,7 @@ class DatasourceStore:
         if mode != "keyword":
             embedding = self.embedder.encode([query])[0]
             lists = [self.index.query(u, embedding, depth, chroma_where) for u in datasource_uuids]
-            vector = merge(lists, depth)
+            vector = self._of_live_entries(merge(lists, depth))
         if mode != "vector":
             candidates = limits.keyword_candidates
             lists = [

@@ -113,6 +113,22 @@ class Chunk(Base):
     chunk_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class VectorDeletion(Base):
+    """Vectors still to remove from the vector store: those of an entry (``entry_uuid``)
+    or a whole datasource (None) whose row is gone. Written in the transaction that
+    deletes the row and removed once the vector store has removed them, so vectors
+    the store missed (it went away at that moment) are removed later, by the
+    refresh job's rounds (:meth:`datasources.store.DatasourceStore.sweep_deletions`)."""
+
+    __tablename__ = "vector_deletions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # No foreign keys: the rows they name are deleted in the same transaction.
+    datasource_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    entry_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # Made by the migration in raw SQL: SQLite's FTS5 index (and its shadow tables), and
 # PostgreSQL's generated tsvector column with its GIN index.
 unmanaged("datasource_chunks_fts", "datasource_chunks.tsv", "ix_datasource_chunks_tsv")

@@ -222,3 +222,58 @@ def test_a_run_stops_waiting_for_a_hung_chroma_server_at_its_own_deadline(
     finally:
         process.send_signal(signal.SIGCONT)
         chroma.stop()
+
+
+def _entries_found(client: TestClient, ds: str, query: str) -> list[str]:
+    found = client.post(f"/api/datasources/{ds}/search", json={"query": query, "top_k": 10})
+    assert found.status_code == 200, found.text
+    return [hit["metadata"]["entry_uuid"] for hit in found.json()["results"]]
+
+
+def test_vectors_the_store_missed_at_a_deletion_never_answer_and_are_removed_later(
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    backend: str | None,
+    tmp_path: Path,
+):
+    """The vector store went away just as an entry's row was deleted: its vectors stayed
+    in the store for good, and searches (and runs) went on finding the deleted text.
+    Now a search answers only entries still stored, and the refresh job's next round
+    removes what the store missed, for entries and whole datasources alike."""
+    chroma = ChromaProcess(tmp_path / "chroma", free_port())
+    (tmp_path / "chroma").mkdir()
+    chroma.start()
+    try:
+        settings = make_settings(
+            database_url=backend, chroma_url=chroma.url, datasources={"workers": 0}
+        )
+        client = make_client(settings)
+        state = _state(client)
+        store, queue = state.services.datasources, state.ingestion
+        index = store.index
+        ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
+        other = client.post("/api/datasources", json={"name": "old", "type": "text"}).json()
+        gone = _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
+        kept = _add(client, ds, "black", "Black tea steeps for four minutes in boiling water.")
+        dropped = _add(client, other["uuid"], "white", "White tea steeps for five minutes.")
+        assert sorted(poll_until(lambda: queue.run_once())) == sorted([gone, kept, dropped])
+
+        def away(*_: Any) -> None:  # just before the deletion commits
+            chroma.stop()
+
+        store.delete_entry(ds, gone, before_commit=away)
+        chroma.start()
+        index.recheck_seconds = 0.0
+        assert index.count(ds, gone) > 0  # the store missed it
+        assert _entries_found(client, ds, "green tea") == [kept]
+        store.delete(other["uuid"], before_commit=away)
+        chroma.start()
+        assert index.count(other["uuid"]) > 0
+
+        state.refresh.run()
+        assert index.count(ds, gone) == 0 and index.count(other["uuid"]) == 0
+        assert index.count(ds, kept) > 0
+        assert store.sweep_deletions() == 0  # nothing left to remove
+        assert _entries_found(client, ds, "green tea") == [kept]
+    finally:
+        chroma.stop()
