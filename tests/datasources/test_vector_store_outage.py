@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from chroma_process import ChromaProcess
 from fastapi.testclient import TestClient
 from ports import free_port
@@ -55,12 +56,15 @@ def _code(answer: Any, status: int) -> str:
     return str(answer.json()["error"]["code"])
 
 
-def test_a_chroma_server_outage_is_503_loses_nothing_and_entries_wait_for_it(
+@pytest.fixture
+def chroma_api(
     make_client: Callable[..., TestClient],
     make_settings: Callable[..., Settings],
     backend: str | None,
     tmp_path: Path,
-):
+) -> Iterator[tuple[ChromaProcess, TestClient]]:
+    """A real ``chroma run`` server of the test's own, and the API on it (no ingestion
+    threads: the test runs the queue's rounds itself)."""
     chroma = ChromaProcess(tmp_path / "chroma", free_port())
     (tmp_path / "chroma").mkdir()
     chroma.start()
@@ -68,50 +72,56 @@ def test_a_chroma_server_outage_is_503_loses_nothing_and_entries_wait_for_it(
         settings = make_settings(
             database_url=backend, chroma_url=chroma.url, datasources={"workers": 0}
         )
-        client = make_client(settings)
-        queue, index = _state(client).ingestion, _state(client).services.datasources.index
-        made = client.post("/api/datasources", json={"name": "kb", "type": "text"})
-        ds = made.json()["uuid"]
-        kept = _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
-        assert queue.run_once() == [kept]
-        assert get_entry(client, ds, kept)["status"] == "ready"
-        app = client.post("/api/apps", content=RAG_APP, headers={"Content-Type": "text/yaml"})
-        assert app.status_code == 201, app.text
-        run_path = f"/api/apps/{app.json()['uuid']}/run"
-
-        chroma.stop()
-        # An entry being embedded when the server goes: given back, not failed.
-        waiting = _add(client, ds, "oolong", "Oolong steeps for four minutes at 90 degrees.")
-        assert queue.run_once() == [waiting]
-        assert_given_back(client, ds, waiting, "waiting for the vector store")
-        assert queue.run_once() == []  # the worker waits for the server now
-        # Searches, runs and deletions: a clear 503, and nothing deleted.
-        search = client.post(f"/api/datasources/{ds}/search", json={"query": "green tea"})
-        assert _code(search, 503) == UNAVAILABLE
-        assert "127.0.0.1" not in search.text  # where the store is stays in the log
-        run = client.post(run_path, json={"input": {"q": "green tea"}})
-        assert _code(run, 503) == UNAVAILABLE
-        assert run.json()["error"]["details"]["step"] == "docs"
-        assert _code(client.delete(f"/api/datasources/{ds}/entries/{kept}"), 503) == UNAVAILABLE
-        assert _code(client.delete(f"/api/datasources/{ds}"), 503) == UNAVAILABLE
-        assert get_entry(client, ds, kept)["status"] == "ready"
-        assert client.get(f"/api/datasources/{ds}").status_code == 200
-        ready = client.get("/api/health/ready")
-        assert ready.status_code == 503
-        assert ready.json()["error"]["details"]["checks"]["vector_store"]["ok"] is False
-
-        chroma.start()  # the same port and data: the server is back
-        index.recheck_seconds = 0.0
-        assert poll_until(lambda: queue.run_once()) == [waiting]
-        assert get_entry(client, ds, waiting)["status"] == "ready"
-        assert get_entry(client, ds, waiting)["attempts"] == 1
-        found = client.post(f"/api/datasources/{ds}/search", json={"query": "green tea"})
-        assert found.json()["results"][0]["metadata"]["entry_uuid"] == kept
-        assert client.post(run_path, json={"input": {"q": "oolong"}}).status_code == 200
-        assert client.delete(f"/api/datasources/{ds}/entries/{kept}").status_code == 204
-        assert index.count(ds, kept) == 0 and index.count(ds, waiting) > 0
+        yield chroma, make_client(settings)
     finally:
         chroma.stop()
+
+
+def test_a_chroma_server_outage_is_503_loses_nothing_and_entries_wait_for_it(
+    chroma_api: tuple[ChromaProcess, TestClient],
+):
+    chroma, client = chroma_api
+    queue, index = _state(client).ingestion, _state(client).services.datasources.index
+    made = client.post("/api/datasources", json={"name": "kb", "type": "text"})
+    ds = made.json()["uuid"]
+    kept = _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
+    assert queue.run_once() == [kept]
+    assert get_entry(client, ds, kept)["status"] == "ready"
+    app = client.post("/api/apps", content=RAG_APP, headers={"Content-Type": "text/yaml"})
+    assert app.status_code == 201, app.text
+    run_path = f"/api/apps/{app.json()['uuid']}/run"
+
+    chroma.stop()
+    # An entry being embedded when the server goes: given back, not failed.
+    waiting = _add(client, ds, "oolong", "Oolong steeps for four minutes at 90 degrees.")
+    assert queue.run_once() == [waiting]
+    assert_given_back(client, ds, waiting, "waiting for the vector store")
+    assert queue.run_once() == []  # the worker waits for the server now
+    # Searches, runs and deletions: a clear 503, and nothing deleted.
+    search = client.post(f"/api/datasources/{ds}/search", json={"query": "green tea"})
+    assert _code(search, 503) == UNAVAILABLE
+    assert "127.0.0.1" not in search.text  # where the store is stays in the log
+    run = client.post(run_path, json={"input": {"q": "green tea"}})
+    assert _code(run, 503) == UNAVAILABLE
+    assert run.json()["error"]["details"]["step"] == "docs"
+    assert _code(client.delete(f"/api/datasources/{ds}/entries/{kept}"), 503) == UNAVAILABLE
+    assert _code(client.delete(f"/api/datasources/{ds}"), 503) == UNAVAILABLE
+    assert get_entry(client, ds, kept)["status"] == "ready"
+    assert client.get(f"/api/datasources/{ds}").status_code == 200
+    ready = client.get("/api/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["error"]["details"]["checks"]["vector_store"]["ok"] is False
+
+    chroma.start()  # the same port and data: the server is back
+    index.recheck_seconds = 0.0
+    assert poll_until(lambda: queue.run_once()) == [waiting]
+    assert get_entry(client, ds, waiting)["status"] == "ready"
+    assert get_entry(client, ds, waiting)["attempts"] == 1
+    found = client.post(f"/api/datasources/{ds}/search", json={"query": "green tea"})
+    assert found.json()["results"][0]["metadata"]["entry_uuid"] == kept
+    assert client.post(run_path, json={"input": {"q": "oolong"}}).status_code == 200
+    assert client.delete(f"/api/datasources/{ds}/entries/{kept}").status_code == 204
+    assert index.count(ds, kept) == 0 and index.count(ds, waiting) > 0
 
 
 def test_the_api_starts_before_its_chroma_server_and_connects_when_it_answers(
@@ -231,49 +241,37 @@ def _entries_found(client: TestClient, ds: str, query: str) -> list[str]:
 
 
 def test_vectors_the_store_missed_at_a_deletion_never_answer_and_are_removed_later(
-    make_client: Callable[..., TestClient],
-    make_settings: Callable[..., Settings],
-    backend: str | None,
-    tmp_path: Path,
+    chroma_api: tuple[ChromaProcess, TestClient],
 ):
     """The vector store went away just as an entry's row was deleted: its vectors stayed
     in the store for good, and searches (and runs) went on finding the deleted text.
     Now a search answers only entries still stored, and the refresh job's next round
     removes what the store missed, for entries and whole datasources alike."""
-    chroma = ChromaProcess(tmp_path / "chroma", free_port())
-    (tmp_path / "chroma").mkdir()
-    chroma.start()
-    try:
-        settings = make_settings(
-            database_url=backend, chroma_url=chroma.url, datasources={"workers": 0}
-        )
-        client = make_client(settings)
-        state = _state(client)
-        store, queue = state.services.datasources, state.ingestion
-        index = store.index
-        ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
-        other = client.post("/api/datasources", json={"name": "old", "type": "text"}).json()
-        gone = _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
-        kept = _add(client, ds, "black", "Black tea steeps for four minutes in boiling water.")
-        dropped = _add(client, other["uuid"], "white", "White tea steeps for five minutes.")
-        assert sorted(poll_until(lambda: queue.run_once())) == sorted([gone, kept, dropped])
+    chroma, client = chroma_api
+    state = _state(client)
+    store, queue = state.services.datasources, state.ingestion
+    index = store.index
+    ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
+    other = client.post("/api/datasources", json={"name": "old", "type": "text"}).json()
+    gone = _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
+    kept = _add(client, ds, "black", "Black tea steeps for four minutes in boiling water.")
+    dropped = _add(client, other["uuid"], "white", "White tea steeps for five minutes.")
+    assert sorted(poll_until(lambda: queue.run_once())) == sorted([gone, kept, dropped])
 
-        def away(*_: Any) -> None:  # just before the deletion commits
-            chroma.stop()
-
-        store.delete_entry(ds, gone, before_commit=away)
-        chroma.start()
-        index.recheck_seconds = 0.0
-        assert index.count(ds, gone) > 0  # the store missed it
-        assert _entries_found(client, ds, "green tea") == [kept]
-        store.delete(other["uuid"], before_commit=away)
-        chroma.start()
-        assert index.count(other["uuid"]) > 0
-
-        state.refresh.run()
-        assert index.count(ds, gone) == 0 and index.count(other["uuid"]) == 0
-        assert index.count(ds, kept) > 0
-        assert store.sweep_deletions() == 0  # nothing left to remove
-        assert _entries_found(client, ds, "green tea") == [kept]
-    finally:
+    def away(*_: Any) -> None:  # just before the deletion commits
         chroma.stop()
+
+    store.delete_entry(ds, gone, before_commit=away)
+    chroma.start()
+    index.recheck_seconds = 0.0
+    assert index.count(ds, gone) > 0  # the store missed it
+    assert _entries_found(client, ds, "green tea") == [kept]
+    store.delete(other["uuid"], before_commit=away)
+    chroma.start()
+    assert index.count(other["uuid"]) > 0
+
+    state.refresh.run()
+    assert index.count(ds, gone) == 0 and index.count(other["uuid"]) == 0
+    assert index.count(ds, kept) > 0
+    assert store.sweep_deletions() == 0  # nothing left to remove
+    assert _entries_found(client, ds, "green tea") == [kept]
