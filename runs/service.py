@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError
 
 from appforge.core.db import failure_reason, once_more_if_ended, utcnow
 from appforge.core.logs import run_context
-from appforge.core.metrics import ACTIVE_RUNS
+from appforge.core.metrics import ACTIVE_RUNS, RUN_REFUSALS
 from apps_yaml.engine import AppRunner
 from apps_yaml.events import Chunk, Event, Failed, Outcome, Output
 from apps_yaml.inputs import check_input
@@ -56,6 +56,8 @@ from runs.deadlines import DeadlineWatcher
 from runs.errors import (
     RunAuthError,
     RunConflictError,
+    RunServiceError,
+    SessionBusyError,
     SessionNotFoundError,
 )
 from runs.metrics import observe
@@ -68,6 +70,14 @@ from runs.tracing import RunTrace
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
+
+
+def _refusal_reason(refused: RunServiceError) -> str:
+    """The ``reason`` label of a refused run: ``app``, ``client`` or ``session``."""
+    if isinstance(refused, SessionBusyError):
+        return "session"
+    return "client" if refused.details.get("per") == "client" else "app"
+
 
 # Failures that mean "stopped": after the run's deadline they are its timeout.
 _STOPPED = frozenset({"CANCELLED", "RENDER_TIMEOUT"})
@@ -273,7 +283,9 @@ class RunService:
                 if refusal is not None:
                     break
             conn.rollback()
-            raise refusal or records.too_many_runs(admission.most)
+            refused = refusal or records.too_many_runs(admission.most)
+            RUN_REFUSALS.labels(_refusal_reason(refused)).inc()
+            raise refused
 
     def _client_limit(self, request: RunRequest) -> records.ClientLimit | None:
         """The limit on the runs a caller without a token has going at once, counted over

@@ -56,6 +56,12 @@ ACTIVE_STREAMS = Gauge(
 RATE_LIMIT_REFUSALS = Counter(
     "appforge_rate_limit_refusals", "Requests refused with 429 RATE_LIMITED."
 )
+RUN_REFUSALS = Counter(
+    "appforge_run_refusals",
+    "Runs refused when asked for: too many of the app going (app), of one caller without a "
+    "token (client), or one of the session going (session).",
+    ["reason"],
+)
 CONNECTIONS = Gauge(
     "appforge_connections", "Client connections held now.", multiprocess_mode="livesum"
 )

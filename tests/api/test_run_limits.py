@@ -12,6 +12,8 @@ from typing import Any
 from app_docs import STREAMED_APP, YAML
 from fastapi.testclient import TestClient
 from openai_edge import Reply, serve_edge, sse_chunk
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from appforge.core.db import make_engine
@@ -35,15 +37,22 @@ output:
 """
 
 
+def _refusals(reason: str) -> float:
+    """This process's ``appforge_run_refusals_total`` for ``reason``."""
+    return REGISTRY.get_sample_value("appforge_run_refusals_total", {"reason": reason}) or 0.0
+
+
 def test_run_limit_max_active_runs_is_429(db_client: TestClient, create: Callable[..., Any]):
     app = create(db_client, LONG_APP.format(timeout=300, tokens=48))
     url = f"/api/apps/{app['uuid']}/run"
+    refused = _refusals("app")
     with db_client.stream("POST", url, json={"stream": True}) as r:
         lines = r.iter_lines()
         first = json.loads(next(lines))
         assert "story" in first["output"]
         busy = db_client.post(url, json={})
         assert busy.status_code == 429
+        assert _refusals("app") == refused + 1  # appforge_run_refusals_total{reason="app"}
         assert busy.json()["error"]["code"] == "TOO_MANY_ACTIVE_RUNS"
         assert busy.headers["retry-after"] == "1"
         rest = [json.loads(line) for line in lines if line]
@@ -134,6 +143,18 @@ def test_run_limit_per_anonymous_address(
     assert again.status_code == 200, again.text
 
 
+def _scraped_refusals(client: TestClient, reason: str, token: str | None = None) -> float:
+    """``appforge_run_refusals_total{reason}`` as ``GET /metrics`` shows it."""
+    headers = {"Authorization": token} if token is not None else {}
+    scraped = client.get("/metrics", headers=headers)
+    assert scraped.status_code == 200, scraped.text
+    for family in text_string_to_metric_families(scraped.text):
+        for sample in family.samples:
+            if sample.name == "appforge_run_refusals_total" and sample.labels == {"reason": reason}:
+                return float(sample.value)
+    return 0.0
+
+
 def test_run_limit_per_anonymous_address_counts_every_process_and_app(
     make_client: Callable[..., TestClient],
     make_settings: Callable[..., Settings],
@@ -152,8 +173,10 @@ def test_run_limit_per_anonymous_address_counts_every_process_and_app(
             runs={"max_active_per_client": 2},
             openai=OpenAISettings(base_url=edge.url),
             models={"default": "openai:gpt-test"},
+            metrics={"enabled": True},
         )
         one, other = make_client(settings), make_client(settings)  # two API processes
+        refused_before = _scraped_refusals(one, "client")
         urls = []
         for name in ("Tea", "Coffee"):
             doc = PUBLIC_APP.replace("name: Streamed", f"name: {name}")
@@ -172,6 +195,7 @@ def test_run_limit_per_anonymous_address_counts_every_process_and_app(
                 error = refused.json()["error"]
                 assert error["code"] == "TOO_MANY_ACTIVE_RUNS"
                 assert error["details"] == {"limit": 2, "per": "client"}
+            assert _scraped_refusals(one, "client", admin) == refused_before + 3
         finally:
             gate.set()
         engine = make_engine(backend or f"sqlite:///{settings.home / DATABASE_FILE}")
