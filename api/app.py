@@ -109,7 +109,7 @@ def create_app(
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.limits.max_body_bytes,
-        proxies=TrustedProxies(settings.trusted_proxies),
+        proxies=TrustedProxies(settings.trusted_proxies, settings.client_ipv6_prefix),
         max_file_bytes=settings.datasources.max_file_bytes,
         body_pace=(settings.limits.body_timeout_seconds, settings.limits.body_min_rate),
     )

@@ -97,7 +97,7 @@ def _limits() -> _Limits:
         ),
         max_per_client=limits.max_connections_per_client,
         max_header_bytes=limits.max_header_bytes,
-        proxies=TrustedProxies(settings.trusted_proxies),
+        proxies=TrustedProxies(settings.trusted_proxies, settings.client_ipv6_prefix),
     )
 
 
@@ -290,14 +290,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _admit(self) -> bytes | None:
         """Count this connection in, or the answer that refuses it."""
         limits = _limits()
-        address = self.client[0] if self.client else ""
+        peer = self.client[0] if self.client else ""
+        address = limits.proxies.key(peer) if peer else ""  # an IPv6 peer: its network
         if _held.total >= limits.max_connections:
             _held.refused("server", self.loop.time())
             return _BUSY
         if (
             limits.max_per_client
             and _held.by_client[address] >= limits.max_per_client
-            and not _trusted(limits.proxies, address)
+            and not _trusted(limits.proxies, peer)
         ):
             _held.refused("client", self.loop.time())
             return _TOO_MANY

@@ -28,7 +28,7 @@ from api.audit import Actor
 from api.auth import Principal, authenticate, verify_signature
 from api.errors import AuthError, ForbiddenError
 from api.middleware import BODY_SHA256
-from api.proxies import client_address
+from api.proxies import client_address, client_key
 from api.ratelimit import Rate, RateLimitedError, note
 from api.state import ApiState, api_state
 from appforge.core import signing
@@ -113,8 +113,7 @@ async def _principal(request: Request, state: ApiState) -> Principal | None:
 
 
 def _failure_bucket(request: Request, state: ApiState) -> tuple[str, Rate]:
-    address = client_address(request) or "unknown"
-    return "authfail:" + address, Rate.of(state.settings.rate_limit.auth_failures)
+    return "authfail:" + client_key(request), Rate.of(state.settings.rate_limit.auth_failures)
 
 
 async def _refuse_failing_address(request: Request, state: ApiState) -> None:

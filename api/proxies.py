@@ -9,7 +9,11 @@ left, skipping trusted proxies; the first address that is not one is the client
 
 ``RequestContextMiddleware`` works the address out once per request
 (:func:`resolve_address`) and :func:`client_address` is the one way the rest of
-the API reads it: rate limits, the audit log, logs.
+the API reads it: the audit log, logs. Limits by address (rate limits, failed
+sign-ins, anonymous runs at once, connections held) count a client by
+:func:`client_key` instead: an IPv4 address itself, but an IPv6 address's
+network (``APPFORGE_CLIENT_IPV6_PREFIX``, a /64 by default), since one home or
+server is given a whole /64 and could take a new address for every request.
 """
 
 from __future__ import annotations
@@ -24,15 +28,27 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _STATE_KEY = "client_address"
+_KEY_STATE_KEY = "client_key"
 
 
 class TrustedProxies:
     """The networks whose ``X-Forwarded-For`` is believed."""
 
-    def __init__(self, cidrs: Iterable[str] = ()) -> None:
+    def __init__(self, cidrs: Iterable[str] = (), ipv6_prefix: int = 64) -> None:
         self.networks: tuple[Network, ...] = tuple(
             ipaddress.ip_network(c, strict=False) for c in cidrs
         )
+        self.ipv6_prefix = ipv6_prefix
+
+    def key(self, address: str | None) -> str:
+        """Who limits by address count ``address`` as: an IPv4 address itself, an IPv6
+        address its network of ``ipv6_prefix`` bits (``2001:db8:1:2::/64``)."""
+        parsed = _parse(address) if address else None
+        if parsed is None:
+            return address or "unknown"
+        if isinstance(parsed, ipaddress.IPv6Address) and self.ipv6_prefix < 128:
+            return str(ipaddress.ip_network(f"{parsed}/{self.ipv6_prefix}", strict=False))
+        return str(parsed)
 
     def __contains__(self, address: Address) -> bool:
         return any(address in network for network in self.networks)
@@ -73,7 +89,8 @@ def resolve_address(scope: Scope, proxies: TrustedProxies) -> str | None:
     peer = client[0] if client else None
     forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
     address = proxies.client(peer, forwarded)
-    scope.setdefault("state", {})[_STATE_KEY] = address
+    state = scope.setdefault("state", {})
+    state[_STATE_KEY], state[_KEY_STATE_KEY] = address, proxies.key(address)
     return address
 
 
@@ -85,6 +102,19 @@ def scope_address(scope: Scope) -> str | None:
         return address
     client = scope.get("client")
     return client[0] if client else None
+
+
+def scope_client_key(scope: Scope) -> str:
+    """Who limits by address count an ASGI request's client as (see :meth:`TrustedProxies.key`)."""
+    state = scope.get("state") or {}
+    key: str | None = state.get(_KEY_STATE_KEY)
+    return key if key is not None else TrustedProxies().key(scope_address(scope))
+
+
+def client_key(request: HTTPConnection) -> str:
+    """Who limits by address count the request's client as: its rate-limit buckets, its
+    failed sign-ins, its runs at once."""
+    return scope_client_key(request.scope)
 
 
 def client_address(request: HTTPConnection) -> str | None:

@@ -4,7 +4,7 @@ Each bucket holds ``burst`` requests and refills at ``requests / window`` per
 second. The buckets:
 
 - ``ip:<address>``: requests without a key, by client address
-  (``api.proxies.client_address``), at the server's rate;
+  (``api.proxies.client_key``: an IPv6 client by its /64), at the server's rate;
 - ``token:<id>``: requests with a key, counted once the key is known
   (``api.deps``), at the key's own ``rate_limit`` or the server's rate;
 - ``public:<app>:<address>``: runs of a public app without a key, at the app's
@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ApiError, body_for
-from api.proxies import scope_address
+from api.proxies import scope_client_key
 from appforge.core.metrics import RATE_LIMIT_REFUSALS
 from appforge.core.outage import Outage
 from appforge.core.settings import RateLimitSettings, parse_rate
@@ -277,8 +277,7 @@ class RateLimitMiddleware:
             return
         state = scope.setdefault("state", {})
         if not (_has_key(scope) and scope["path"].startswith(COUNTED_AFTER_AUTH)):
-            address = scope_address(scope) or "unknown"
-            decision = await self.limiter.hit("ip:" + address)
+            decision = await self.limiter.hit("ip:" + scope_client_key(scope))
             if decision is not None:
                 note(state, decision)
                 if not decision.allowed:

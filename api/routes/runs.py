@@ -25,7 +25,7 @@ from api.auth import Principal
 from api.deps import DbSession
 from api.errors import ApiError, NotFoundError, error_body, request_id_of
 from api.openapi import streamed_responses
-from api.proxies import client_address
+from api.proxies import client_key
 from api.ratelimit import Rate, RateLimitedError, note
 from api.state import ApiState, State
 from api.streaming import (
@@ -201,8 +201,9 @@ async def _run(request: Request, state: ApiState, run_request: RunRequest) -> Re
 
 
 def anonymous_client(request: Request, token: Principal | None) -> str | None:
-    """The address of a caller without a token, whose runs at once are limited."""
-    return None if token is not None else client_address(request) or "unknown"
+    """Who a caller without a token is, by its address (:func:`client_key`): its runs
+    at once are limited."""
+    return None if token is not None else client_key(request)
 
 
 async def count_public_run(request: Request, state: ApiState, app_uuid: str) -> None:
@@ -214,8 +215,7 @@ async def count_public_run(request: Request, state: ApiState, app_uuid: str) -> 
     if policy is None or not policy.public:
         return  # the run service answers: no such app (404), or not public (401)
     rate = Rate.of(policy.public_rate or state.settings.rate_limit.public_rate)
-    address = client_address(request) or "unknown"
-    decision = await state.limiter.hit(f"public:{app_uuid}:{address}", rate)
+    decision = await state.limiter.hit(f"public:{app_uuid}:{client_key(request)}", rate)
     if decision is None:
         return
     note(request.scope.setdefault("state", {}), decision)

@@ -468,6 +468,14 @@ class Settings(BaseSettings):
         description='Networks (CIDRs, e.g. ["10.0.0.0/8"]) of reverse proxies whose '
         "X-Forwarded-For is believed; from anywhere else the socket peer is the client.",
     )
+    client_ipv6_prefix: int = Field(
+        default=64,
+        ge=32,
+        le=128,
+        description="Limits by address (rate limits, failed sign-ins, anonymous runs at "
+        "once, connections held) count IPv6 clients by their network of this many bits: "
+        "one subscriber holds a whole /64. 128 = each address on its own.",
+    )
     cors: CorsSettings = Field(default_factory=CorsSettings)
     runs: RunSettings = Field(default_factory=RunSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)

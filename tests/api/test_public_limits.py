@@ -14,6 +14,7 @@ from typing import Any
 from app_docs import CHAT_APP
 from fastapi.testclient import TestClient
 
+from api.proxies import TrustedProxies
 from api.ratelimit import MemoryLimiter
 from appforge.core.settings import Settings
 
@@ -211,3 +212,40 @@ def test_public_rate_and_app_origins_cover_the_openai_endpoint(
     assert "access-control-allow-origin" not in elsewhere.headers
     # One run was made: the refused one stored nothing.
     assert len(client.get(f"/api/apps/{app['uuid']}/runs").json()) == 1
+
+
+def test_an_ipv6_client_is_limited_by_its_network_not_by_each_address(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings], create: Any
+):
+    """One home or server is given a whole IPv6 /64 and can take a new address for every
+    request: limits by address counted each one apart, so a client escaped its public
+    rate (and its failed sign-ins, runs at once and connections held) by changing the
+    last bits. An IPv6 client is counted by its /64 (APPFORGE_CLIENT_IPV6_PREFIX)."""
+    client = _frozen(make_client(make_settings(), client=("2001:db8:1:2::9", 40000)))
+    app = create(client, _public('"2/hour"'))
+    codes = [
+        _try_run(_peer(client, (f"2001:db8:1:2:{n:x}::1", 1)), app["uuid"]).status_code
+        for n in range(1, 4)
+    ]
+    assert codes == [422, 422, 429]
+    # Another /64 is another client; an IPv4 client is its address, however written.
+    assert _try_run(_peer(client, ("2001:db8:1:3::1", 1)), app["uuid"]).status_code == 422
+    for peer in ("203.0.113.7", "::ffff:203.0.113.7", "203.0.113.7"):
+        codes.append(_try_run(_peer(client, (peer, 1)), app["uuid"]).status_code)
+    assert codes[3:] == [422, 422, 429]
+
+    each = _frozen(make_client(make_settings(client_ipv6_prefix=128), client=PROXY))
+    app = create(each, _public('"1/hour"'))
+    for n in range(1, 4):  # with 128 bits, each address on its own
+        assert _try_run(_peer(each, (f"2001:db8:1:2::{n}", 1)), app["uuid"]).status_code == 422
+
+
+def test_the_key_of_a_client_address() -> None:
+    proxies = TrustedProxies()
+    assert proxies.key("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64"
+    assert proxies.key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert proxies.key("192.0.2.1") == "192.0.2.1"
+    assert proxies.key("testclient") == "testclient"  # no address: as it is
+    assert proxies.key(None) == "unknown"
+    assert TrustedProxies(ipv6_prefix=48).key("2001:db8:1:2::1") == "2001:db8:1::/48"
+    assert TrustedProxies(ipv6_prefix=128).key("2001:db8::1") == "2001:db8::1"
