@@ -28,7 +28,7 @@ from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from appforge.core.db import transaction, utcnow
+from appforge.core.db import failure_reason, transaction, utcnow
 from appforge.core.modes import private_dir, write_private
 from appforge.core.settings import Settings
 from datasources import filters
@@ -212,8 +212,14 @@ class DatasourceStore:
         except VectorStoreUnavailableError:
             log.warning("the vector store went away: the vectors of deleted %s go later", what)
             return False
-        with transaction(self.db) as db:
-            db.execute(delete(VectorDeletion).where(VectorDeletion.id == deletion.id))
+        try:
+            with transaction(self.db) as db:
+                db.execute(delete(VectorDeletion).where(VectorDeletion.id == deletion.id))
+        except Exception as exc:  # the vectors are gone; a sweep removes them again
+            reason = failure_reason(exc)
+            if reason is None:
+                raise
+            log.warning("the note of deleted %s stays (%s): removed again later", what, reason)
         return True
 
     def sweep_deletions(self, batch: int = 100) -> int:

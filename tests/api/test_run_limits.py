@@ -96,7 +96,7 @@ def test_run_limit_per_anonymous_address(
 ):
     """One anonymous caller could open streams without end: they took every run thread
     of the process and every place among the public app's active runs, and nobody
-    else's run started. Its runs at once are limited by its address (per process);
+    else's run started. Its runs at once are limited by its address;
     callers with a token are not counted, and an ended run gives its place back."""
     gate = threading.Event()
     events = [sse_chunk("Green tea", None), sse_chunk(" steeps.", "stop")]
