@@ -466,14 +466,23 @@ class IngestionQueue:
         return segments, entry.name, None
 
     def _forget_if_deleted(self, entry: Entry) -> None:
-        """Our entry vanished while we worked: remove what we wrote for it."""
+        """Our entry vanished while we worked: remove what we wrote for it. With the
+        vector store away, that is noted for the refresh job's sweep, as a deletion's
+        own vectors would be (:meth:`DatasourceStore.sweep_deletions`)."""
         with self.db() as db:
             still_there = db.get(Entry, entry.uuid) is not None
             source_there = db.get(Datasource, entry.datasource_uuid) is not None
-        if not source_there:
-            self.store.index.drop(entry.datasource_uuid)
-        elif not still_there:
-            self.store.index.delete_entry(entry.datasource_uuid, entry.uuid)
+        if source_there and still_there:
+            return
+        gone = None if not source_there else entry.uuid  # None: the whole datasource
+        try:
+            if gone is None:
+                self.store.index.drop(entry.datasource_uuid)
+            else:
+                self.store.index.delete_entry(entry.datasource_uuid, gone)
+        except VectorStoreUnavailableError:
+            self.store.note_deletion(entry.datasource_uuid, gone)
+            raise
 
     # --- threads -------------------------------------------------------------
 

@@ -222,6 +222,12 @@ class DatasourceStore:
             log.warning("the note of deleted %s stays (%s): removed again later", what, reason)
         return True
 
+    def note_deletion(self, datasource_uuid: str, entry_uuid: str | None) -> None:
+        """Note that vectors of a deleted entry (or datasource: None) are still to be
+        removed, when removing them failed after the row went (a worker's own writes)."""
+        with transaction(self.db) as db:
+            _deletion(db, datasource_uuid, entry_uuid)
+
     def sweep_deletions(self, batch: int = 100) -> int:
         """Remove the vectors of deleted entries and datasources that the vector store
         missed when they were deleted (oldest first, up to ``batch``); how many were

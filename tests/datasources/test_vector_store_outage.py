@@ -13,9 +13,12 @@ import pytest
 from chroma_process import ChromaProcess
 from fastapi.testclient import TestClient
 from ports import free_port
+from sqlalchemy import delete
 from waiting import poll_until
 
 from appforge.core.settings import Settings
+from datasources.errors import VectorStoreUnavailableError
+from datasources.tables import Entry
 from tests.datasources.support import assert_given_back, get_entry
 
 RAG_APP = """version: 1
@@ -275,3 +278,34 @@ def test_vectors_the_store_missed_at_a_deletion_never_answer_and_are_removed_lat
     assert index.count(ds, kept) > 0
     assert store.sweep_deletions() == 0  # nothing left to remove
     assert _entries_found(client, ds, "green tea") == [kept]
+
+
+def test_a_worker_that_cannot_remove_what_it_wrote_for_a_deleted_entry_leaves_a_note(
+    chroma_api: tuple[ChromaProcess, TestClient],
+):
+    """A worker re-embedding an entry that is deleted meanwhile removes the vectors it
+    wrote for it; with the store away at that moment they stayed for good. Now they are
+    noted, and the refresh job's sweep removes them once the store is back."""
+    chroma, client = chroma_api
+    state = _state(client)
+    store, queue = state.services.datasources, state.ingestion
+    ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
+    entry = _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
+    assert poll_until(lambda: queue.run_once()) == [entry]
+    retried = client.post(f"/api/datasources/{ds}/entries/{entry}/retry")
+    assert retried.status_code == 200, retried.text
+    claimed = queue.claim_work()
+    assert [e.uuid for e in claimed] == [entry]
+    # The row goes while the worker holds it (the deletion's own removal came before the
+    # worker's writes, which the chunks still in the store stand for); then the store.
+    with store.db() as db, db.begin():
+        db.execute(delete(Entry).where(Entry.uuid == entry))
+    chroma.stop()
+    with pytest.raises(VectorStoreUnavailableError):
+        queue.process(claimed)
+    chroma.start()
+    store.index.recheck_seconds = 0.0
+    assert store.index.count(ds, entry) > 0
+    state.refresh.run()
+    assert store.index.count(ds, entry) == 0
+    assert store.sweep_deletions() == 0
