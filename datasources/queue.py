@@ -476,10 +476,7 @@ class IngestionQueue:
             return
         gone = None if not source_there else entry.uuid  # None: the whole datasource
         try:
-            if gone is None:
-                self.store.index.drop(entry.datasource_uuid)
-            else:
-                self.store.index.delete_entry(entry.datasource_uuid, gone)
+            self.store.remove_vectors(entry.datasource_uuid, gone)
         except VectorStoreUnavailableError:
             self.store.note_deletion(entry.datasource_uuid, gone)
             raise

@@ -55,6 +55,7 @@ from datasources.tables import Datasource, Entry
 log = logging.getLogger(__name__)
 
 Outcome = Literal["unchanged", "changed", "failed"]
+SWEEP_BATCH = 100  # deletions whose vectors one round removes
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -96,15 +97,17 @@ class RefreshJob(Periodic):
 
     def run(self, now: datetime | None = None) -> bool:
         """Remove the vectors of deletions the vector store missed, then refresh the
-        entries due at ``now`` (one batch); whether a batch was full (more may be due)."""
+        entries due at ``now`` (one batch); whether either batch was full (more may wait:
+        the next round comes at once)."""
+        swept = 0
         try:
-            self.store.sweep_deletions()
+            swept = self.store.sweep_deletions(SWEEP_BATCH)
         except Exception as exc:  # the refresh goes on; the next round sweeps again
             log.warning(
                 "removing vectors of earlier deletions failed: %s", failure_reason(exc) or exc
             )
         outcomes = self.refresh_due(now)
-        return len(outcomes) == self.settings.refresh_batch
+        return swept == SWEEP_BATCH or len(outcomes) == self.settings.refresh_batch
 
     def refresh_due(self, now: datetime | None = None) -> dict[str, Outcome]:
         """Claim and refresh up to a batch of entries due at ``now``; each one's outcome."""

@@ -205,10 +205,7 @@ class DatasourceStore:
         gone away, the note stays, and :meth:`sweep_deletions` removes them later."""
         what = deletion.entry_uuid or deletion.datasource_uuid
         try:
-            if deletion.entry_uuid is None:
-                self.index.drop(deletion.datasource_uuid)
-            else:
-                self.index.delete_entry(deletion.datasource_uuid, deletion.entry_uuid)
+            self.remove_vectors(deletion.datasource_uuid, deletion.entry_uuid)
         except VectorStoreUnavailableError:
             log.warning("the vector store went away: the vectors of deleted %s go later", what)
             return False
@@ -221,6 +218,13 @@ class DatasourceStore:
                 raise
             log.warning("the note of deleted %s stays (%s): removed again later", what, reason)
         return True
+
+    def remove_vectors(self, datasource_uuid: str, entry_uuid: str | None) -> None:
+        """Remove an entry's vectors, or a whole datasource's (``entry_uuid`` None)."""
+        if entry_uuid is None:
+            self.index.drop(datasource_uuid)
+        else:
+            self.index.delete_entry(datasource_uuid, entry_uuid)
 
     def note_deletion(self, datasource_uuid: str, entry_uuid: str | None) -> None:
         """Note that vectors of a deleted entry (or datasource: None) are still to be

@@ -156,15 +156,8 @@ def _admitted_run(*, known_session: bool, new_session: bool, client: bool) -> In
     if known_session:
         room.append(~exists().where(Run.session_id == session, *going))
     if client:
-        own = (
-            select(func.count())
-            .select_from(Run)
-            .where(
-                Run.client == bindparam("b_client", type_=String(64)),
-                Run.status == "running",
-                Run.created_at > bindparam("b_client_since", type_=UTCDateTime),
-            )
-        )
+        client_since = bindparam("b_client_since", type_=UTCDateTime)
+        own = _going(Run.client == bindparam("b_client", type_=String(64)), client_since)
         room.append(own.scalar_subquery() < bindparam("b_client_most", type_=Integer))
     row = select(
         bindparam("b_run", type_=String(36)),
