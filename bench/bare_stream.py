@@ -6,6 +6,11 @@ run endpoint streams, with nothing else (no auth, no database, no templates).
   ``aiohttp.ClientSession``, and relays its text as NDJSON lines shaped like
   appforge's, ``{"session": {"id"}, "output": {"a": <text>}}``, then the closing
   ``{"session", "run": {"id", "status", "usage", "latency_ms"}, "done": true}``;
+- ``POST /run-recorded`` (with ``BENCH_DATABASE_URL``, a PostgreSQL database): the
+  relay that also records each run the least a durable, shared record can cost: the
+  run's row inserted before the model is called and its output stored after, two
+  autocommitted statements on a pool of psycopg async connections (no admission
+  count, no session, no auth). It shows what recording alone costs on the machine;
 - ``POST /bytes``: the same lines without calling a model (the HTTP and streaming
   floor of FastAPI under uvicorn).
 
@@ -19,6 +24,7 @@ Started by ``bench/scale.py`` as
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -66,6 +72,55 @@ async def _model_text(session: aiohttp.ClientSession, question: str) -> AsyncIte
     yield usage
 
 
+_RUNS_TABLE = """CREATE TABLE IF NOT EXISTS bench_runs (
+    id text PRIMARY KEY, session_id text NOT NULL, status text NOT NULL, input jsonb NOT NULL,
+    output jsonb, usage jsonb, created_at timestamptz NOT NULL, finished_at timestamptz)"""
+_INSERT_RUN = (
+    "INSERT INTO bench_runs (id, session_id, status, input, created_at)"
+    " VALUES (%s, %s, 'running', %s, now())"
+)
+_FINISH_RUN = (
+    "UPDATE bench_runs SET status = 'succeeded', output = %s, usage = %s, finished_at = now()"
+    " WHERE id = %s"
+)
+
+
+class _Pool:
+    """A few autocommit connections to ``BENCH_DATABASE_URL``, opened on first use (the
+    table too); a connection a cancelled request left mid-statement is replaced."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._idle: asyncio.Queue[Any] | None = None
+        self._opening = asyncio.Lock()
+
+    async def _connect(self) -> Any:
+        import psycopg
+
+        return await psycopg.AsyncConnection.connect(
+            os.environ["BENCH_DATABASE_URL"], autocommit=True
+        )
+
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        async with self._opening:
+            if self._idle is None:
+                idle: asyncio.Queue[Any] = asyncio.Queue()
+                for _ in range(self._size):
+                    idle.put_nowait(await self._connect())
+                conn = await idle.get()
+                await conn.execute(_RUNS_TABLE)
+                idle.put_nowait(conn)
+                self._idle = idle
+        conn = await self._idle.get()
+        try:
+            await conn.execute(sql, params)
+        finally:
+            if conn.closed or conn.info.transaction_status != 0:  # 0: idle
+                await conn.close()
+                conn = await self._connect()
+            self._idle.put_nowait(conn)
+
+
 def create_app() -> FastAPI:
     """The app, with one HTTP session to the model server for all requests (made in the
     event loop, on the first request)."""
@@ -96,6 +151,28 @@ def create_app() -> FastAPI:
                 if isinstance(item, str):
                     yield _line({"session": {"id": session}, "output": {"a": item}})
                 else:
+                    yield closing(session, started, item)
+
+        return StreamingResponse(lines(), media_type=NDJSON)
+
+    pool = _Pool()
+
+    @app.post("/run-recorded")
+    async def run_recorded(request: Request) -> StreamingResponse:
+        question = str((await request.json())["input"]["q"])
+        session, started = secrets.token_urlsafe(24), time.perf_counter()
+        run_id = str(uuid.uuid4())
+        await pool.execute(_INSERT_RUN, (run_id, session, json.dumps({"q": question})))
+
+        async def lines() -> AsyncIterator[bytes]:
+            text: list[str] = []
+            async for item in _model_text(client(), question):
+                if isinstance(item, str):
+                    text.append(item)
+                    yield _line({"session": {"id": session}, "output": {"a": item}})
+                else:
+                    output = json.dumps({"a": "".join(text)})
+                    await pool.execute(_FINISH_RUN, (output, json.dumps(item), run_id))
                     yield closing(session, started, item)
 
         return StreamingResponse(lines(), media_type=NDJSON)

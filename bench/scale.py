@@ -17,6 +17,12 @@ on the baseline:
   ``stream: true`` and streams NDJSON lines of the same shape and size (no auth,
   no database, no templates). The goal is measured against it: 1 appforge
   process reaches at least 0.5x its runs/s.
+- **recorded relay** (PostgreSQL only): the same relay recording each run in the
+  benchmark's database the least a shared, durable record can cost (one INSERT
+  before the model call, one UPDATE after, autocommitted, raw psycopg async): what
+  recording alone costs on this machine, with no auth, admission, session or
+  template. Its ratio to the relay bounds what any server that records its runs in
+  PostgreSQL can reach here; appforge's ratio to it is its own overhead;
 - **bare bytes**: the same app streaming the same lines without calling the
   model: the floor of FastAPI's streaming on this machine, for scale.
 
@@ -172,9 +178,12 @@ def start_serve(
     return server
 
 
-def start_bare(procs: int, log_dir: Path, fake: h.Server) -> h.Server:
-    """``bench/bare_stream.py`` under uvicorn with ``procs`` processes."""
+def start_bare(procs: int, log_dir: Path, fake: h.Server, db: str | None) -> h.Server:
+    """``bench/bare_stream.py`` under uvicorn with ``procs`` processes (recording its
+    runs in ``db`` on ``/run-recorded``)."""
     env = {**os.environ, "BENCH_MODEL_URL": f"{fake.base}/v1"}
+    if db is not None:
+        env["BENCH_DATABASE_URL"] = db
     port = h.free_port()
     argv = [sys.executable, "-m", "uvicorn", "bare_stream:create_app", "--factory"]
     argv += ["--app-dir", str(h.BENCH_DIR), "--host", h.HOST, "--port", str(port)]
@@ -195,8 +204,10 @@ class Row:
     procs: int
     appforge: h.Load = field(default_factory=h.Load)
     relay: h.Load = field(default_factory=h.Load)
+    recorded: h.Load = field(default_factory=h.Load)
     floor: h.Load = field(default_factory=h.Load)
     cpu: dict[str, float] = field(default_factory=dict)
+    recorded_cpu: dict[str, float] = field(default_factory=dict)
     body_bytes: tuple[int, int] = (0, 0)  # one streamed answer: appforge's, the bare app's
 
 
@@ -227,7 +238,7 @@ def measure(args: argparse.Namespace, procs: int, tmp: Path, fake: h.Server) -> 
     servers: list[h.Server] = []
     try:
         servers.append(start_serve(procs, tmp / f"home-{procs}", tmp, fake, db, args.src))
-        servers.append(start_bare(procs, tmp, fake))
+        servers.append(start_bare(procs, tmp, fake, db))
         app, bare = servers
         auth = {**JSON_HEADERS, "Authorization": f"Token {h.TOKEN}"}
         run_path = f"/api/apps/{h.create_app(app, 16)}/run"
@@ -237,9 +248,12 @@ def measure(args: argparse.Namespace, procs: int, tmp: Path, fake: h.Server) -> 
             "relay": _loader(bare.base + "/run", args.clients, JSON_HEADERS),
             "floor": _loader(bare.base + "/bytes", args.clients, JSON_HEADERS),
         }
+        if db is not None:
+            loads["recorded"] = _loader(bare.base + "/run-recorded", args.clients, JSON_HEADERS)
         for load in loads.values():  # warm every process of both servers
             load(args.warmup)
         cpu = CpuGroups(app.proc.pid, fake.proc.pid)
+        recorded_cpu = CpuGroups(bare.proc.pid, fake.proc.pid)  # its server counts as "appforge"
         slice_s = args.duration / args.rounds
         for _ in range(args.rounds):
             cpu.start()
@@ -247,7 +261,12 @@ def measure(args: argparse.Namespace, procs: int, tmp: Path, fake: h.Server) -> 
             cpu.stop()
             row.relay.add(loads["relay"](slice_s))
             row.floor.add(loads["floor"](slice_s))
+            if "recorded" in loads:
+                recorded_cpu.start()
+                row.recorded.add(loads["recorded"](slice_s))
+                recorded_cpu.stop()
         row.cpu = {**cpu.seconds, "wrk": row.appforge.generator_cpu}
+        row.recorded_cpu = {**recorded_cpu.seconds, "wrk": row.recorded.generator_cpu}
     finally:
         for server in servers:
             server.stop()
@@ -272,24 +291,40 @@ def report(args: argparse.Namespace, rows: list[Row], load_avg: tuple[float, ...
     print(f"  load average before: {' '.join(f'{x:.2f}' for x in load_avg)}; {os.cpu_count()} CPUs")
     print()
     head = f"{'runs/s':>9}{'p50 ms':>8}{'p95 ms':>8}"
-    print(f"  {'procs':<6}{'appforge':>25}{'bare relay':>25}{'bare bytes':>25}{'ratio':>8}")
-    print(f"  {'':<6}{head}{head}{head}{'':>8}")
+    names = ("appforge", "bare relay", "recorded relay", "bare bytes")
+    print(f"  {'procs':<6}" + "".join(f"{name:>25}" for name in names) + f"{'ratio':>8}")
+    print(f"  {'':<6}{head * len(names)}{'':>8}")
     for row in rows:
         ratio = row.appforge.rps / row.relay.rps if row.relay.rps else 0.0
-        cells = _cells(row.appforge) + _cells(row.relay) + _cells(row.floor)
+        cells = _cells(row.appforge) + _cells(row.relay) + _cells(row.recorded) + _cells(row.floor)
         print(f"  {row.procs:<6}{cells}{ratio:>7.2f}x")
+    print("  ratio: appforge's runs/s over the bare relay's")
     print()
-    print("  CPU ms per appforge run during its slices (from /proc):")
+    print("  CPU ms per run during its slices (from /proc; server: appforge or the relay):")
     for row in rows:
-        runs = max(1, row.appforge.requests)
-        parts = ", ".join(
-            f"{group} {seconds * 1000 / runs:.2f}" for group, seconds in sorted(row.cpu.items())
-        )
-        print(f"    {row.procs} procs: {parts}")
+        for name, load, cpu in (
+            ("appforge", row.appforge, row.cpu),
+            ("recorded relay", row.recorded, row.recorded_cpu),
+        ):
+            if not load.requests:
+                continue
+            parts = ", ".join(
+                f"{'server' if group == 'appforge' else group} {seconds * 1000 / load.requests:.2f}"
+                for group, seconds in sorted(cpu.items())
+            )
+            print(f"    {row.procs} procs, {name}: {parts}")
     sizes = ", ".join(f"{r.body_bytes[0]}/{r.body_bytes[1]}" for r in rows)
     print(f"  bytes of one streamed answer, appforge/bare: {sizes}")
     for row in rows:
-        for name, load in (("appforge", row.appforge), ("relay", row.relay), ("bytes", row.floor)):
+        if row.recorded.rps and row.relay.rps:
+            bound, own = row.recorded.rps / row.relay.rps, row.appforge.rps / row.recorded.rps
+            print(
+                f"  {row.procs} procs: recording alone keeps the relay to {bound:.2f}x;"
+                f" appforge reaches {own:.2f}x of the recorded relay"
+            )
+    for row in rows:
+        loads = (("appforge", row.appforge), ("relay", row.relay), ("recorded", row.recorded))
+        for name, load in (*loads, ("bytes", row.floor)):
             if load.bad or load.errors:
                 print(f"  {row.procs} procs {name}: {load.bad} bad, errors {load.errors}")
     one = next((r for r in rows if r.procs == 1), None)
