@@ -81,6 +81,11 @@ def _before_commit(hook: BeforeCommit[_Row] | None, db: Session, row: _Row) -> N
 
 # Pieces a file entry is copied in, from an upload to the home's files.
 COPY_BYTES = 1024 * 1024
+# A vector search short of live hits (vectors of deleted entries not removed yet among
+# the nearest) asks the index again for 4 times as many, at most this many times, and
+# for at most this many hits per datasource (or its depth, if larger).
+MAX_VECTOR_REFILLS = 2
+MAX_VECTOR_REFILL_HITS = 1000
 
 
 def _forget(path: Path | None) -> None:
@@ -258,6 +263,32 @@ class DatasourceStore:
                 .group_by(Entry.status)
             )
             return {status: int(n) for status, n in rows}
+
+    def _live_vector_hits(
+        self,
+        datasource_uuids: Sequence[str],
+        embedding: Any,
+        depth: int,
+        where: dict[str, Any] | None,
+    ) -> list[Hit]:
+        """The ``depth`` nearest chunks of entries still stored. Vectors of deleted
+        entries not removed yet (:meth:`_of_live_entries`) would take places among the
+        nearest and leave a search short of ``depth``: while the nearest hold such, the
+        index is asked for more (see :data:`MAX_VECTOR_REFILLS`), until ``depth`` live
+        chunks are found or the index has no more."""
+        asked, most = depth, max(depth, MAX_VECTOR_REFILL_HITS)
+        for _ in range(MAX_VECTOR_REFILLS + 1):
+            lists = [self.index.query(u, embedding, asked, where) for u in datasource_uuids]
+            found = merge(lists, asked)
+            live = self._of_live_entries(found)
+            if len(live) >= depth or len(found) < asked or asked >= most:
+                break
+            gone = len(found) - len(live)
+            log.info(
+                "%d of the %d nearest chunks are of deleted entries: asking for more", gone, asked
+            )
+            asked = min(asked * 4, most)
+        return live[:depth]
 
     def _of_live_entries(self, hits: list[Hit]) -> list[Hit]:
         """The hits whose entry is still stored: the vectors of a deleted entry that the
@@ -539,8 +570,7 @@ class DatasourceStore:
         keyword: list[Hit] = []
         if mode != "keyword":
             embedding = self.embedder.encode([query])[0]
-            lists = [self.index.query(u, embedding, depth, chroma_where) for u in datasource_uuids]
-            vector = self._of_live_entries(merge(lists, depth))
+            vector = self._live_vector_hits(datasource_uuids, embedding, depth, chroma_where)
         if mode != "vector":
             candidates = limits.keyword_candidates
             lists = [

@@ -309,3 +309,39 @@ def test_a_worker_that_cannot_remove_what_it_wrote_for_a_deleted_entry_leaves_a_
     state.refresh.run()
     assert store.index.count(ds, entry) == 0
     assert store.sweep_deletions() == 0
+
+
+def test_vectors_of_deleted_entries_among_the_nearest_do_not_leave_a_search_short(
+    make_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+):
+    """Vectors of deleted entries that are not removed yet (the store missed them, or a
+    killed worker left them) are kept out of answers; when they were the nearest, a
+    search answered fewer hits than asked for, or none, though live entries matched.
+    Now it asks the index for more until it has ``top_k`` live hits."""
+    client = make_client(make_settings(datasources={"workers": 0}))
+    state = _state(client)
+    store, queue = state.services.datasources, state.ingestion
+    ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
+    texts = [f"Green tea steeps for {n} minutes at 80 degrees." for n in ("two", "three", "four")]
+    gone = [_add(client, ds, f"green-{n}", text) for n, text in enumerate(texts)]
+    kept = [
+        _add(client, ds, "black", "Black tea steeps for four minutes in boiling water."),
+        _add(client, ds, "oolong", "Oolong tea steeps for three minutes at 90 degrees."),
+    ]
+    assert sorted(poll_until(lambda: queue.run_once())) == sorted(gone + kept)
+    with store.db() as db, db.begin():  # their rows go; their vectors stay
+        db.execute(delete(Entry).where(Entry.uuid.in_(gone)))
+    assert all(store.index.count(ds, entry) > 0 for entry in gone)
+    for top_k in (1, 2):
+        found = client.post(
+            f"/api/datasources/{ds}/search",
+            json={"query": "green tea steeps", "top_k": top_k, "mode": "vector"},
+        )
+        assert found.status_code == 200, found.text
+        entries = [hit["metadata"]["entry_uuid"] for hit in found.json()["results"]]
+        assert len(entries) == top_k and set(entries) <= set(kept), entries
+    everything = client.post(
+        f"/api/datasources/{ds}/search",
+        json={"query": "green tea steeps", "top_k": 10, "mode": "vector"},
+    )
+    assert sorted(h["metadata"]["entry_uuid"] for h in everything.json()["results"]) == sorted(kept)
