@@ -345,10 +345,16 @@ class IngestionQueue:
 
     def _replace(self, entries: list[Entry], buffers: dict[str, _Buffer]) -> set[str]:
         """Each entry's chunks become its buffered ones: keyword rows in one transaction,
-        then the vectors; the uuids of entries deleted meanwhile (nothing kept of them)."""
+        then the vectors, under a note that they are written (``note_writing``); the
+        uuids of entries deleted meanwhile (nothing kept of them)."""
         gone: set[str] = set()
         for entry in entries:
             rows = buffers.pop(entry.uuid, [])
+            note = self.store.note_writing(entry) if rows else None
+            if rows and note is None:
+                gone.add(entry.uuid)
+                self._forget_if_deleted(entry)
+                continue
             ids = [f"{entry.uuid}:{n}" for n, _, _, _ in rows]
             keyword_rows = [
                 {
@@ -372,6 +378,8 @@ class IngestionQueue:
             self.store.index.replace_entry(
                 entry.datasource_uuid, entry.uuid, ids, vectors, texts, metas
             )
+            if note is not None:
+                self.store.writing_done(note, entry.uuid)
         return gone
 
     @staticmethod

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -237,13 +237,49 @@ class DatasourceStore:
         with transaction(self.db) as db:
             _deletion(db, datasource_uuid, entry_uuid)
 
+    def note_writing(self, entry: Entry) -> str | None:
+        """Note, before a worker writes an entry's vectors, that they are to be removed if
+        the entry's row goes: a worker killed after its writes landed, for an entry deleted
+        while it wrote (the deletion's own removal came first), left them for good. The
+        note goes once the vectors are written (:meth:`writing_done`); a killed worker's
+        stays, and :meth:`sweep_deletions` acts on it once the row is gone. Its id, or
+        None if the entry is gone already. Older notes of the entry are a killed
+        worker's too (a deletion's notes name rows that are gone): this one replaces
+        them."""
+        with transaction(self.db) as db:
+            if db.get(Entry, entry.uuid) is None:
+                return None
+            db.execute(delete(VectorDeletion).where(VectorDeletion.entry_uuid == entry.uuid))
+            return _deletion(db, entry.datasource_uuid, entry.uuid).id
+
+    def writing_done(self, note: str, entry_uuid: str) -> None:
+        """The vectors :meth:`note_writing` announced are written: drop its note, unless
+        the entry was deleted meanwhile (then its vectors are to go: the worker removes
+        them, or a sweep does)."""
+        live = exists().where(Entry.uuid == entry_uuid)
+        with transaction(self.db) as db:
+            db.execute(delete(VectorDeletion).where(VectorDeletion.id == note, live))
+
     def sweep_deletions(self, batch: int = 100) -> int:
         """Remove the vectors of deleted entries and datasources that the vector store
-        missed when they were deleted (oldest first, up to ``batch``); how many were
-        removed. Any number of processes may sweep at once: removing twice is harmless."""
+        missed when they were deleted, or that a worker killed meanwhile left (oldest
+        first, up to ``batch``); how many were removed. Notes of entries still stored
+        are a worker's at work (or a killed one's, replaced at the entry's next write):
+        left alone. Any number of processes may sweep at once: removing twice is
+        harmless."""
+        gone = or_(
+            and_(
+                VectorDeletion.entry_uuid.is_(None),
+                ~exists().where(Datasource.uuid == VectorDeletion.datasource_uuid),
+            ),
+            and_(
+                VectorDeletion.entry_uuid.is_not(None),
+                ~exists().where(Entry.uuid == VectorDeletion.entry_uuid),
+            ),
+        )
         with self.db() as db:
             pending = db.scalars(
-                select(VectorDeletion).order_by(VectorDeletion.created_at).limit(batch)
+                select(VectorDeletion).where(gone).order_by(VectorDeletion.created_at).limit(batch)
             ).all()
         done = 0
         for deletion in pending:

@@ -118,7 +118,9 @@ class VectorDeletion(Base):
     or a whole datasource (None) whose row is gone. Written in the transaction that
     deletes the row and removed once the vector store has removed them, so vectors
     the store missed (it went away at that moment) are removed later, by the
-    refresh job's rounds (:meth:`datasources.store.DatasourceStore.sweep_deletions`)."""
+    refresh job's rounds (:meth:`datasources.store.DatasourceStore.sweep_deletions`).
+    A worker writes one too while it writes an entry's vectors (``note_writing``):
+    the sweep acts on it only once the entry's row is gone."""
 
     __tablename__ = "vector_deletions"
 

@@ -13,12 +13,12 @@ import pytest
 from chroma_process import ChromaProcess
 from fastapi.testclient import TestClient
 from ports import free_port
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from waiting import poll_until
 
 from appforge.core.settings import Settings
 from datasources.errors import VectorStoreUnavailableError
-from datasources.tables import Entry
+from datasources.tables import Entry, VectorDeletion
 from tests.datasources.support import assert_given_back, get_entry
 
 RAG_APP = """version: 1
@@ -345,3 +345,54 @@ def test_vectors_of_deleted_entries_among_the_nearest_do_not_leave_a_search_shor
         json={"query": "green tea steeps", "top_k": 10, "mode": "vector"},
     )
     assert sorted(h["metadata"]["entry_uuid"] for h in everything.json()["results"]) == sorted(kept)
+
+
+def _notes(store: Any, entry_uuid: str) -> list[str]:
+    with store.db() as db:
+        found = db.scalars(
+            select(VectorDeletion.id).where(VectorDeletion.entry_uuid == entry_uuid)
+        ).all()
+    return list(found)
+
+
+def test_a_note_stands_while_a_worker_writes_vectors_and_a_killed_ones_are_swept(
+    chroma_api: tuple[ChromaProcess, TestClient],
+):
+    """A worker killed after its vectors landed, for an entry deleted while it wrote them
+    (the deletion's own removal came before its writes), left them in the store for
+    good, with nothing to say so. Now a note stands while a worker writes an entry's
+    vectors: dropped once they are written with the entry still stored, and acted on by
+    the refresh job's sweep once the entry's row is gone; a live entry's note, and its
+    vectors, the sweep leaves alone."""
+    chroma, client = chroma_api
+    state = _state(client)
+    store, queue = state.services.datasources, state.ingestion
+    ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
+    entry = _add(client, ds, "green", "Green tea steeps for two minutes at 80 degrees.")
+    claimed = queue.claim_work()
+    assert [e.uuid for e in claimed] == [entry]
+    assert chroma.process is not None
+    chroma.process.send_signal(signal.SIGSTOP)  # the worker's write waits for the store
+    worker = threading.Thread(target=queue.process, args=(claimed,), daemon=True)
+    try:
+        worker.start()
+        note = poll_until(lambda: _notes(store, entry))  # while it writes
+    finally:
+        chroma.process.send_signal(signal.SIGCONT)
+    worker.join(timeout=300)
+    assert not worker.is_alive()
+    assert get_entry(client, ds, entry)["status"] == "ready"
+    assert _notes(store, entry) == []  # written, the entry still stored: the note went
+    assert store.index.count(ds, entry) > 0
+
+    # What a worker killed after its writes leaves: its note and its vectors. The sweep
+    # leaves them while the entry is stored; once its row is gone, it removes them.
+    second = store.note_writing(claimed[0])
+    assert second is not None and second not in note
+    state.refresh.run()
+    assert _notes(store, entry) == [second] and store.index.count(ds, entry) > 0
+    with store.db() as db, db.begin():  # the deletion, its own removal done before
+        db.execute(delete(Entry).where(Entry.uuid == entry))
+    state.refresh.run()
+    assert store.index.count(ds, entry) == 0
+    assert _notes(store, entry) == []
