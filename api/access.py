@@ -28,7 +28,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from api.auth import Principal
-from api.deps import optional_token
+from api.deps import optional_token, token_unless_database_away
 from api.errors import AuthError, ForbiddenError
 
 Scope = Literal["global", "app", "own", "list", "model", "none"]
@@ -102,6 +102,20 @@ class _Unread(Rule):
         return None
 
 
+@dataclass(frozen=True)
+class _Readiness(Rule):
+    """Anyone, and a token sent is read to show why checks failed; a token that cannot
+    be looked up because the database is away counts as none, so readiness answers
+    its own 503 naming the database rather than the lookup's."""
+
+    async def __call__(
+        self,
+        request: Request,
+        token: Annotated[Principal | None, Depends(token_unless_database_away)],
+    ) -> Principal | None:
+        return await super().__call__(request, token)
+
+
 def check_app_scope(token: Principal | None, app_uuid: str) -> None:
     """Refuse (403 ``APP_FORBIDDEN``) a token narrowed to other apps; for routes whose
     app is known only after they resolve it (scope ``model``)."""
@@ -140,6 +154,7 @@ APP_PAGE = _rule("admin", "editor", "viewer", "runner", scope="app", anonymous=T
 OWN_WRITE = _rule("admin", "editor", "runner", scope="own")
 PUBLIC = _rule(*ALL_ROLES, anonymous=True)
 LIVENESS = _Unread(ALL_ROLES, scope="none", anonymous=True)
+READINESS = _Readiness(ALL_ROLES, anonymous=True)
 # The OpenAI-compatible runs: the app is the body's (or path's) ``model``.
 MODEL_RUN = _rule("admin", "editor", "runner", scope="model", anonymous=True)
 # The apps a caller may run, as OpenAI models (public ones for anonymous callers).
@@ -161,6 +176,7 @@ AppPageReader = Annotated[Principal | None, Depends(APP_PAGE)]
 OwnWriter = Annotated[Principal, Depends(OWN_WRITE)]
 Anyone = Annotated[Principal | None, Depends(PUBLIC)]
 Unread = Annotated[None, Depends(LIVENESS)]
+ReadinessCaller = Annotated[Principal | None, Depends(READINESS)]
 ModelRunCaller = Annotated[Principal | None, Depends(MODEL_RUN)]
 ModelLister = Annotated[Principal | None, Depends(MODEL_LIST)]
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +33,7 @@ from api.proxies import client_address, client_key
 from api.ratelimit import Rate, RateLimitedError, note
 from api.state import ApiState, api_state
 from appforge.core import signing
-from appforge.core.db import utcnow
+from appforge.core.db import unavailable, utcnow
 
 
 def get_db(request: Request) -> Iterator[Session]:
@@ -173,6 +174,18 @@ async def optional_token(
         body_sha256=request.scope["state"][BODY_SHA256],
     )
     return token
+
+
+async def token_unless_database_away(request: Request) -> Principal | None:
+    """The caller's token as :func:`optional_token` finds it, or None when looking it up
+    needs the database and the database is away (readiness: its own answer names the
+    database then, rather than the lookup's 503)."""
+    try:
+        return await optional_token(request, await _known_token(request))
+    except DBAPIError as exc:
+        if unavailable(exc) is None:
+            raise
+        return None
 
 
 async def _current_actor(

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.access import Anyone, Unread
+from api.access import ReadinessCaller, Unread
 from api.errors import NotReadyError
 from api.state import State
 from appforge import __version__
@@ -45,7 +45,7 @@ async def health(state: State, _: Unread) -> Health:
 
 
 @router.get("/api/health/ready", response_model=Ready)
-async def ready(state: State, token: Anyone) -> Ready:
+async def ready(state: State, token: ReadinessCaller) -> Ready:
     """Readiness: the database, the vector store, Redis and each model backend answer, the
     embedding model is not loading (in a process running ingestion), and the process is
     not shutting down; otherwise 503 ``NOT_READY`` naming what is not.
