@@ -4,7 +4,8 @@ appforge runs the way docs/deploy.md deploys it: ``appforge serve --workers N
 --no-worker --no-ui`` (N uvicorn processes sharing one port) on PostgreSQL (a
 database made for the benchmark on the server at ``APPFORGE_BENCH_POSTGRES``,
 default ``postgresql://postgres@127.0.0.1:5432``, dropped at the end; or
-``--sqlite``), logs at WARNING, rate limits off, ``APPFORGE_RUNS__MAX_ACTIVE_PER_APP``
+``--sqlite``) and a ``chroma run`` server they share, logs at WARNING, rate limits off,
+``APPFORGE_RUNS__MAX_ACTIVE_PER_APP``
 256 (the default 16 would refuse half of 32 clients on one app). The model is
 ``bench/fake_openai.py`` on 127.0.0.1, which answers at once. A one-step text
 app (one llm step) is created through the API, then 32 (``--clients``) wrk
@@ -147,10 +148,30 @@ def _drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def start_chroma(log_dir: Path) -> h.Server:
+    """A ``chroma run`` server (telemetry off) for the appforge processes to share, as
+    docs/deploy.md deploys them (``serve --workers N`` refuses an embedded Chroma)."""
+    port = h.free_port()
+    exe = str(Path(sys.executable).parent / "chroma")
+    argv = [exe, "run", "--path", str(log_dir / "chroma"), "--host", h.HOST, "--port", str(port)]
+    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+    proc, log_path, log_file = h._spawn("chroma", argv, cwd=log_dir, env=env, log_dir=log_dir)
+    server = h.Server("chroma", proc, f"http://{h.HOST}:{port}", log_path, log_file)
+    h.wait_http(server, "/api/v2/heartbeat", 120)
+    return server
+
+
 def start_serve(
-    procs: int, home: Path, log_dir: Path, fake: h.Server, db: str | None, src: Path
+    procs: int,
+    home: Path,
+    log_dir: Path,
+    servers: tuple[h.Server, h.Server],
+    db: str | None,
+    src: Path,
 ) -> h.Server:
-    """``appforge serve --workers procs --no-worker --no-ui`` from the checkout ``src``."""
+    """``appforge serve --workers procs --no-worker --no-ui`` from the checkout ``src``, on
+    the fake model and Chroma server of ``servers``."""
+    fake, chroma = servers
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPFORGE_")}
     env.update(
         APPFORGE_HOME=str(home),
@@ -162,6 +183,7 @@ def start_serve(
         APPFORGE_OPENAI__BASE_URL=f"{fake.base}/v1",
         APPFORGE_OPENAI__API_KEY="x",
         APPFORGE_MODELS='{"default": "openai:fake"}',
+        APPFORGE_CHROMA_URL=chroma.base,
         PYTHONPATH=str(src),
     )
     if db is not None:
@@ -231,13 +253,16 @@ def _one_body(server: h.Server, path: str, headers: dict[str, str]) -> int:
     return len(data)
 
 
-def measure(args: argparse.Namespace, procs: int, tmp: Path, fake: h.Server) -> Row:
+def measure(
+    args: argparse.Namespace, procs: int, tmp: Path, fake: h.Server, chroma: h.Server
+) -> Row:
     """One process count: appforge and the bare app side by side, slices alternating."""
     row = Row(procs)
     db = None if args.sqlite else _make_database()
     servers: list[h.Server] = []
     try:
-        servers.append(start_serve(procs, tmp / f"home-{procs}", tmp, fake, db, args.src))
+        home = tmp / f"home-{procs}"
+        servers.append(start_serve(procs, home, tmp, (fake, chroma), db, args.src))
         servers.append(start_bare(procs, tmp, fake, db))
         app, bare = servers
         auth = {**JSON_HEADERS, "Authorization": f"Token {h.TOKEN}"}
@@ -351,10 +376,12 @@ def main() -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="appforge-scale-") as tmp:
         fake = h.start_fake(Path(tmp))
+        chroma = start_chroma(Path(tmp))
         try:
             for procs in (int(p) for p in args.procs.split(",")):
-                rows.append(measure(args, procs, Path(tmp), fake))
+                rows.append(measure(args, procs, Path(tmp), fake, chroma))
         finally:
+            chroma.stop()
             fake.stop()
     report(args, rows, load_avg)
 

@@ -1,16 +1,20 @@
 """What the run service reads and writes, as Core statements on one connection.
 
-A run costs two short transactions: one before the model is called (the app,
-the session and its history, the new run row inserted only if admission lets
-it in, a new session) and one after (the finished run, its managed-prompt
-uses, the session's new turn). No ORM objects are built on this path. Parsed
-app documents are cached by app and version, so a run reads the stored JSON
-only when the app changed. On PostgreSQL a run without managed prompts or
-history makes 8 round trips: BEGIN, the app with its admission lock, the run
-with its new session, COMMIT; BEGIN, the finished run, the turn with the
-session's ``updated_at``, COMMIT. A caller without a token adds one, the lock
-on its runs at once (counted in the run's INSERT). SQLite (in process) takes a
-few more statements for the same work.
+A run is written twice: before the model is called (the new run row inserted
+only if admission lets it in, and a new session) and after (the finished run,
+its managed-prompt uses, the session's new turn), in one transaction. No ORM
+objects are built on this path. Parsed app documents are cached by app and
+version, so a run reads the stored JSON only when the app changed.
+
+On PostgreSQL the reads before a run (the app, the session and its history) are
+autocommitted, and admission is one autocommitted statement, the function
+``appforge_admit_run`` (migration 0021): it takes the app's advisory lock (and
+a caller's without a token), counts, and inserts, so the locks are held only
+while the server works, never across a round trip. A run without managed
+prompts or history makes 6 round trips: the app, the admission; BEGIN, the
+finished run, the turn with the session's ``updated_at``, COMMIT. SQLite (in
+process) admits in a transaction under its write lock, with a few more
+statements for the same work.
 """
 
 from __future__ import annotations
@@ -70,8 +74,6 @@ class AppRecord:
     version: int
     public: bool
     document: AppDocument
-    # This transaction holds the app's admission lock already (``lock_app``).
-    locked: bool = False
 
 
 class DocumentCache:
@@ -99,10 +101,6 @@ class DocumentCache:
 # Statements built once (their compiled form is cached): a run executes them with
 # parameters only, so building and hashing SQL does not cost on every run.
 _APP = select(App.name, App.version, App.public).where(App.uuid == bindparam("b_app"))
-# PostgreSQL: the app, and its admission lock taken in the same round trip.
-_APP_LOCKED = select(
-    App.name, App.version, App.public, func.pg_advisory_xact_lock(bindparam("b_key", BigInteger))
-).where(App.uuid == bindparam("b_app"))
 _DOCUMENT = select(App.document).where(App.uuid == bindparam("b_app"))
 _SESSION_ROW = select(ChatSession.app_uuid, ChatSession.owner).where(
     ChatSession.id == bindparam("b_session")
@@ -123,7 +121,6 @@ def _going(owner: ColumnElement[bool], since: BindParameter[Any]) -> Select[int]
 
 _ACTIVE = _going(Run.app_uuid == bindparam("b_app"), bindparam("b_since"))
 _CLIENT_ACTIVE = _going(Run.client == bindparam("b_client"), bindparam("b_since"))
-_LOCK = select(func.pg_advisory_xact_lock(bindparam("b_key", BigInteger)))
 _SESSION_RUN = (
     select(Run.id)
     .where(
@@ -137,15 +134,11 @@ _NEW_SESSION = insert(ChatSession)
 
 
 @functools.cache
-def _admitted_run(*, known_session: bool, new_session: bool, client: bool) -> Insert:
-    """The new ``running`` run, inserted only if the app has room for one more run (and
-    a ``known_session`` has none going, and a ``client`` fewer runs going than its
-    limit): checks and insert in one statement, so admission is one round trip. Run
-    under the app's lock (``lock_app``), and the client's (``lock_client``).
-
-    ``new_session`` (PostgreSQL only) inserts the run's new session in the same
-    statement; a refused run's transaction is rolled back, session and all. Built
-    once per combination (their compiled forms are cached).
+def _admitted_run(*, known_session: bool, client: bool) -> Insert:
+    """SQLite: the new ``running`` run, inserted only if the app has room for one more
+    run (and a ``known_session`` has none going, and a ``client`` fewer runs going than
+    its limit): checks and insert in one statement. Run under the database's write lock
+    (``lock_app``). Built once per combination (their compiled forms are cached).
     """
     app, since = bindparam("b_app", type_=String(36)), bindparam("b_since", type_=UTCDateTime)
     session = bindparam("b_session", type_=String(128))
@@ -178,11 +171,6 @@ def _admitted_run(*, known_session: bool, new_session: bool, client: bool) -> In
     columns = ["id", "app_uuid", "app_version", "session_id", "token_id", "process_id", "client"]
     columns += ["status", "stream", "input", "output", "steps", "usage", "created_at"]
     statement = insert(Run).from_select(columns, row)
-    if new_session:
-        owner = bindparam("b_owner", type_=String(64))
-        values = {"id": session, "app_uuid": app, "owner": owner}
-        made = insert(ChatSession).values(**values, created_at=now, updated_at=now)
-        statement = statement.add_cte(made.cte("new_session"))
     # The row count of an INSERT is kept only when asked for (SQLAlchemy 2).
     return statement.execution_options(preserve_rowcount=True)
 
@@ -230,17 +218,9 @@ def stored_document(doc: AppDocument) -> dict[str, Any]:
     return doc.model_dump(mode="json", exclude_none=True, exclude=absent)
 
 
-def load_app(
-    conn: Connection, app_uuid: str, cache: DocumentCache, *, lock: bool = False
-) -> AppRecord:
-    """The app's current version; raises ``APP_NOT_FOUND``. With ``lock``, on PostgreSQL
-    the same statement takes the app's admission lock (:func:`lock_app`)."""
-    locked = lock and conn.dialect.name == "postgresql"
-    if locked:
-        params = {"b_app": app_uuid, "b_key": admission_lock_key(app_uuid)}
-        row = conn.execute(_APP_LOCKED, params).first()
-    else:
-        row = conn.execute(_APP, {"b_app": app_uuid}).first()
+def load_app(conn: Connection, app_uuid: str, cache: DocumentCache) -> AppRecord:
+    """The app's current version; raises ``APP_NOT_FOUND``."""
+    row = conn.execute(_APP, {"b_app": app_uuid}).first()
     if row is None:
         raise AppNotFoundError(f"no app '{app_uuid}'")
     doc = cache.get((app_uuid, row.version))
@@ -248,7 +228,7 @@ def load_app(
         stored = conn.scalar(_DOCUMENT, {"b_app": app_uuid})
         doc = AppDocument.model_validate(stored)
         cache.put((app_uuid, row.version), doc)
-    return AppRecord(app_uuid, row.name, row.version, row.public, doc, locked)
+    return AppRecord(app_uuid, row.name, row.version, row.public, doc)
 
 
 def find_app_uuid(conn: Connection, ref: str) -> str:
@@ -292,19 +272,11 @@ def admission_lock_key(app_uuid: str) -> int:
 
 
 def lock_app(conn: Connection, app: AppRecord) -> None:
-    """Serialise run admissions of one app across processes, until commit.
-
-    PostgreSQL: an advisory lock per app (taken already if the app was loaded
-    with ``lock``). SQLite: a no-op write, which takes the database's write lock
-    now, so the counts read next are current and no other process admits a run
-    between them and this transaction's inserts.
-    """
-    if app.locked:
-        return
-    if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK, {"b_key": admission_lock_key(app.uuid)})
-    else:
-        conn.execute(_LOCK_APP, {"b_app": app.uuid})
+    """SQLite: serialise run admissions, until commit, with a no-op write, which takes
+    the database's write lock now, so the counts read next are current and no other
+    process admits a run between them and this transaction's inserts (PostgreSQL's
+    admission takes its own locks: :func:`admit_at_once`)."""
+    conn.execute(_LOCK_APP, {"b_app": app.uuid})
 
 
 def count_active(conn: Connection, app_uuid: str, since: datetime) -> int:
@@ -317,15 +289,6 @@ def count_client_runs(conn: Connection, client: ClientLimit) -> int:
     """Runs of any app that the client has going (started after ``client.since``)."""
     going = conn.scalar(_CLIENT_ACTIVE, {"b_client": client.key, "b_since": client.since})
     return int(going or 0)
-
-
-def lock_client(conn: Connection, client: ClientLimit) -> None:
-    """Serialise the run admissions of one client across apps and processes, until
-    commit (its runs are counted over every app). PostgreSQL: an advisory lock per
-    client, always taken after the app's, so no two admissions wait on each other in a
-    cycle. SQLite: the write lock ``lock_app`` took covers the whole database."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK, {"b_key": admission_lock_key(f"client:{client.key}")})
 
 
 def session_busy(conn: Connection, session_id: str, since: datetime) -> bool:
@@ -383,14 +346,10 @@ def admit_run(
     admission: Admission,
     process_id: str | None = None,
 ) -> bool:
-    """Insert the new run, ``running``, owned by the process ``process_id`` (see
+    """SQLite: insert the new run, ``running``, owned by the process ``process_id`` (see
     runs.recovery), and its new session, if ``admission`` lets it in; whether it did."""
-    # SQLite has no INSERT inside WITH: its new session is a second statement.
-    together = not admission.known and conn.dialect.name == "postgresql"
     client = admission.client
-    statement = _admitted_run(
-        known_session=admission.known, new_session=together, client=client is not None
-    )
+    statement = _admitted_run(known_session=admission.known, client=client is not None)
     now = utcnow()
     inserted = conn.execute(
         statement,
@@ -408,7 +367,6 @@ def admit_run(
             "b_now": now,
             "b_since": admission.since,
             "b_most": admission.most,
-            "b_owner": admission.owner,
             "b_client": client.key if client is not None else None,
             "b_client_since": client.since if client is not None else None,
             "b_client_most": client.most if client is not None else None,
@@ -416,9 +374,86 @@ def admit_run(
     )
     if inserted.rowcount != 1:
         return False
-    if not admission.known and not together:
+    if not admission.known:  # SQLite has no INSERT inside WITH
         insert_session(conn, session_id, app.uuid, admission.owner, now)
     return True
+
+
+_ADMIT_AT_ONCE = select(
+    func.appforge_admit_run(
+        bindparam("p_run", type_=String(36)),
+        bindparam("p_app", type_=String(36)),
+        bindparam("p_version", type_=Integer),
+        bindparam("p_session", type_=String(128)),
+        bindparam("p_token", type_=String(36)),
+        bindparam("p_process", type_=String(36)),
+        bindparam("p_client", type_=String(64)),
+        bindparam("p_stream", type_=Boolean),
+        bindparam("p_input", type_=JSON),
+        bindparam("p_now", type_=UTCDateTime),
+        bindparam("p_since", type_=UTCDateTime),
+        bindparam("p_most", type_=Integer),
+        bindparam("p_known", type_=Boolean),
+        bindparam("p_owner", type_=String(64)),
+        bindparam("p_client_since", type_=UTCDateTime),
+        bindparam("p_client_most", type_=Integer),
+        bindparam("p_app_key", type_=BigInteger),
+        bindparam("p_client_key", type_=BigInteger),
+    )
+)
+
+
+def admit_at_once(
+    conn: Connection,
+    run_id: str,
+    app: AppRecord,
+    session_id: str,
+    token_id: str | None,
+    stream: bool,
+    inputs: Any,
+    admission: Admission,
+    process_id: str | None = None,
+) -> RunServiceError | None:
+    """PostgreSQL: admit the run as :func:`admit_run` does, in one statement (the
+    function ``appforge_admit_run``, migration 0021) on a connection in autocommit: it
+    takes the app's advisory lock, then the client's (always in this order, so no two
+    admissions wait on each other in a cycle), counts with a snapshot taken after
+    them, and inserts the new session and the run; the locks go with the statement's
+    commit, held only while the server works. None when the run is in, else why not."""
+    client = admission.client
+    said = conn.scalar(
+        _ADMIT_AT_ONCE,
+        {
+            "p_run": run_id,
+            "p_app": app.uuid,
+            "p_version": app.version,
+            "p_session": session_id,
+            "p_token": token_id,
+            "p_process": process_id,
+            "p_client": client.key if client is not None else None,
+            "p_stream": stream,
+            "p_input": inputs,
+            "p_now": utcnow(),
+            "p_since": admission.since,
+            "p_most": admission.most,
+            "p_known": admission.known,
+            "p_owner": admission.owner,
+            "p_client_since": client.since if client is not None else None,
+            "p_client_most": client.most if client is not None else None,
+            "p_app_key": admission_lock_key(app.uuid),
+            "p_client_key": (
+                admission_lock_key(f"client:{client.key}") if client is not None else None
+            ),
+        },
+    )
+    if said is None:
+        return None
+    reason, _, active = str(said).partition(":")
+    if reason == "app":
+        return too_many_runs(admission.most, int(active))
+    if reason == "client" and client is not None:
+        return _client_busy(client)
+    return _session_busy(session_id)
 
 
 def refusal(
@@ -431,18 +466,28 @@ def refusal(
         return too_many_runs(admission.most, active)
     client = admission.client
     if client is not None and count_client_runs(conn, client) >= client.most:
-        return TooManyRunsError(
-            f"this address already has {client.most} runs going; wait for one to end",
-            details={"limit": client.most, "per": "client"},
-            headers={"Retry-After": "1"},
-        )
+        return _client_busy(client)
     if admission.known and session_busy(conn, session_id, admission.since):
-        return SessionBusyError(
-            f"session '{session_id}' has a run going: send the next one when it ends",
-            details={"session_id": session_id},
-            headers={"Retry-After": "1"},
-        )
+        return _session_busy(session_id)
     return None
+
+
+def _client_busy(client: ClientLimit) -> TooManyRunsError:
+    """429: the caller without a token has ``client.most`` runs going."""
+    return TooManyRunsError(
+        f"this address already has {client.most} runs going; wait for one to end",
+        details={"limit": client.most, "per": "client"},
+        headers={"Retry-After": "1"},
+    )
+
+
+def _session_busy(session_id: str) -> SessionBusyError:
+    """409: the session has a run going."""
+    return SessionBusyError(
+        f"session '{session_id}' has a run going: send the next one when it ends",
+        details={"session_id": session_id},
+        headers={"Retry-After": "1"},
+    )
 
 
 def too_many_runs(most: int, active: int | None = None) -> TooManyRunsError:

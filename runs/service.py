@@ -27,7 +27,6 @@ run whose process died is failed ``INTERRUPTED`` instead of staying ``running``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -70,6 +69,8 @@ from runs.tracing import RunTrace
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
+# A run to admit: id, app, session id, token id, streamed, inputs.
+_NewRun = tuple[str, records.AppRecord, str, str | None, bool, Mapping[str, Any]]
 
 
 def _refusal_reason(refused: RunServiceError) -> str:
@@ -215,7 +216,11 @@ class RunService:
     def _prepare(self, request: RunRequest) -> PreparedRun:
         limits = self.services.settings.runs
         with self.services.engine.connect() as conn:
-            app = records.load_app(conn, request.app_uuid, self._documents, lock=True)
+            if conn.dialect.name == "postgresql":
+                # Reads each on their own, and one statement that admits the run: no
+                # BEGIN or COMMIT round trips, and no lock held across one.
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            app = records.load_app(conn, request.app_uuid, self._documents)
             if request.app_version is not None or request.overrides:
                 app = variant(
                     conn,
@@ -254,38 +259,48 @@ class RunService:
         timeout: float,
     ) -> None:
         """Record the run (and a new session) unless the app has too many runs going
-        or the session has one: one transaction, under the app's lock. The checks
-        ride on the run's INSERT (on PostgreSQL, so does the new session); only a
+        (or its caller without a token has, or the session has one). On PostgreSQL one
+        statement on a connection in autocommit does it all under the app's advisory
+        lock (:func:`records.admit_at_once`); on SQLite one transaction under the
+        database's write lock, the checks riding on the run's INSERT, and only a
         refused run counts again, to say why."""
         session_id, known = session
         limits = self.services.settings.runs
         most = min(limits.max_active_per_app, app.document.limits.max_active_runs or math.inf)
         caller = request.caller
         token_id = caller.token_id if caller is not None else None
-        # SQLite has one write lock: this process's threads take turns for it here
-        # rather than in SQLite's busy loop. PostgreSQL's lock is the app's own.
-        with contextlib.nullcontext() if app.locked else self._admission:
+        since = utcnow() - timedelta(seconds=timeout + 30)
+        owner = caller.owner if caller is not None else ANONYMOUS
+        client = self._client_limit(request)
+        admission = records.Admission(int(most), since, known, owner, client)
+        row: _NewRun = (run_id, app, session_id, token_id, request.stream, inputs)
+        if conn.dialect.name == "postgresql":
+            refused = records.admit_at_once(conn, *row, admission, self.process_id)
+        else:
+            refused = self._admit_sqlite(conn, row, admission)
+        if refused is not None:
+            RUN_REFUSALS.labels(_refusal_reason(refused)).inc()
+            raise refused
+
+    def _admit_sqlite(
+        self, conn: Connection, row: _NewRun, admission: records.Admission
+    ) -> RunServiceError | None:
+        """SQLite's admission: one transaction under the database's write lock, which
+        this process's threads take turns for here rather than in SQLite's busy loop."""
+        _, app, session_id, *_ = row
+        with self._admission:
             records.lock_app(conn, app)
-            client = self._client_limit(request)
-            if client is not None:
-                records.lock_client(conn, client)
-            since = utcnow() - timedelta(seconds=timeout + 30)
-            owner = caller.owner if caller is not None else ANONYMOUS
-            admission = records.Admission(int(most), since, known, owner, client)
-            row = (run_id, app, session_id, token_id, request.stream, inputs)
-            # No run of the app starts while the lock is held, but runs may end: a
-            # refusal whose reason is gone when it is looked for is tried again.
+            # No run starts while the lock is held, but runs may end: a refusal whose
+            # reason is gone when it is looked for is tried again.
             for _ in range(3):
                 if records.admit_run(conn, *row, admission, self.process_id):
                     conn.commit()
-                    return
+                    return None
                 refusal = records.refusal(conn, app.uuid, admission, session_id)
                 if refusal is not None:
                     break
             conn.rollback()
-            refused = refusal or records.too_many_runs(admission.most)
-            RUN_REFUSALS.labels(_refusal_reason(refused)).inc()
-            raise refused
+        return refusal or records.too_many_runs(admission.most)
 
     def _client_limit(self, request: RunRequest) -> records.ClientLimit | None:
         """The limit on the runs a caller without a token has going at once, counted over

@@ -180,6 +180,59 @@ def test_service_admission_refusals_store_nothing_on_either_backend(
         services.close()
 
 
+def test_service_admissions_at_the_same_time_never_pass_the_limits(
+    tmp_path: Path, backend: str | None
+):
+    """Admissions racing each other, from many threads and connections: an app's limit,
+    a caller's without a token and a session's one run at once all hold exactly. On
+    PostgreSQL each is one statement that counts after taking the app's lock (and the
+    caller's), so a run admitted while it waited for the lock is counted."""
+    values: dict[str, Any] = {"home": tmp_path / "home", "runs": {"max_active_per_client": 2}}
+    if backend is not None:
+        values["database_url"] = backend
+    services = Services.open(Settings(**values))  # admission only: no model is called
+    try:
+        service = RunService(services)
+        three = _store(services, CHAT.replace("output:", "limits: {max_active_runs: 3}\noutput:"))
+        public = _store(services, CHAT.replace("Echo", "Open"), public=True)
+        roomy = _store(services, CHAT.replace("Echo", "Roomy"))
+        service.prepare(RunRequest(roomy, {"q": "x"}, "shared", caller=ME))
+        service.cancel_all()  # nothing executes: the run stays "running"
+        requests = (
+            [RunRequest(three, {"q": "x"}, caller=ME) for _ in range(10)]
+            + [RunRequest(public, {"q": "x"}, client="203.0.113.7") for _ in range(8)]
+            + [RunRequest(roomy, {"q": "x"}, "shared", caller=ME) for _ in range(6)]
+        )
+        start = threading.Barrier(len(requests))
+        outcomes: list[tuple[str, str]] = []
+
+        def admit(request: RunRequest) -> None:
+            start.wait()
+            try:
+                service.prepare(request)
+                outcomes.append((request.app_uuid, "in"))
+            except (TooManyRunsError, SessionBusyError) as exc:
+                outcomes.append((request.app_uuid, exc.code))
+
+        threads = [threading.Thread(target=admit, args=(r,)) for r in requests]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert len(outcomes) == len(requests)
+        got = {app: sorted(o for a, o in outcomes if a == app) for app in (three, public, roomy)}
+        assert got[three] == ["TOO_MANY_ACTIVE_RUNS"] * 7 + ["in"] * 3
+        assert got[public] == ["TOO_MANY_ACTIVE_RUNS"] * 6 + ["in"] * 2
+        assert got[roomy] == ["SESSION_BUSY"] * 6
+        with services.engine.connect() as conn:
+            going = dict(
+                conn.execute(select(Run.app_uuid, func.count()).group_by(Run.app_uuid)).all()
+            )
+        assert going == {three: 3, public: 2, roomy: 1}
+    finally:
+        services.close()
+
+
 def test_service_public_app_runs_anonymously(services: Services):
     service = RunService(services)
     app = _store(services, CHAT, public=True)
