@@ -335,19 +335,24 @@ class Admission:
     client: ClientLimit | None = None
 
 
-def admit_run(
-    conn: Connection,
-    run_id: str,
-    app: AppRecord,
-    session_id: str,
-    token_id: str | None,
-    stream: bool,
-    inputs: Any,
-    admission: Admission,
-    process_id: str | None = None,
-) -> bool:
-    """SQLite: insert the new run, ``running``, owned by the process ``process_id`` (see
-    runs.recovery), and its new session, if ``admission`` lets it in; whether it did."""
+@dataclass(frozen=True)
+class NewRun:
+    """A run to admit, to be recorded ``running``, owned by the process ``process_id``
+    (see runs.recovery)."""
+
+    run_id: str
+    app: AppRecord
+    session_id: str
+    token_id: str | None
+    stream: bool
+    inputs: Any
+    process_id: str | None = None
+
+
+def admit_run(conn: Connection, new: NewRun, admission: Admission) -> bool:
+    """SQLite: insert the new run and its new session if ``admission`` lets it in;
+    whether it did."""
+    run_id, app, session_id = new.run_id, new.app, new.session_id
     client = admission.client
     statement = _admitted_run(known_session=admission.known, client=client is not None)
     now = utcnow()
@@ -358,10 +363,10 @@ def admit_run(
             "b_app": app.uuid,
             "b_version": app.version,
             "b_session": session_id,
-            "b_token": token_id,
-            "b_process": process_id,
-            "b_stream": stream,
-            "b_input": inputs,
+            "b_token": new.token_id,
+            "b_process": new.process_id,
+            "b_stream": new.stream,
+            "b_input": new.inputs,
             "b_empty_object": {},
             "b_empty_list": [],
             "b_now": now,
@@ -403,17 +408,7 @@ _ADMIT_AT_ONCE = select(
 )
 
 
-def admit_at_once(
-    conn: Connection,
-    run_id: str,
-    app: AppRecord,
-    session_id: str,
-    token_id: str | None,
-    stream: bool,
-    inputs: Any,
-    admission: Admission,
-    process_id: str | None = None,
-) -> RunServiceError | None:
+def admit_at_once(conn: Connection, new: NewRun, admission: Admission) -> RunServiceError | None:
     """PostgreSQL: admit the run as :func:`admit_run` does, in one statement (the
     function ``appforge_admit_run``, migration 0021) on a connection in autocommit: it
     takes the app's advisory lock, then the client's (always in this order, so no two
@@ -424,15 +419,15 @@ def admit_at_once(
     said = conn.scalar(
         _ADMIT_AT_ONCE,
         {
-            "p_run": run_id,
-            "p_app": app.uuid,
-            "p_version": app.version,
-            "p_session": session_id,
-            "p_token": token_id,
-            "p_process": process_id,
+            "p_run": new.run_id,
+            "p_app": new.app.uuid,
+            "p_version": new.app.version,
+            "p_session": new.session_id,
+            "p_token": new.token_id,
+            "p_process": new.process_id,
             "p_client": client.key if client is not None else None,
-            "p_stream": stream,
-            "p_input": inputs,
+            "p_stream": new.stream,
+            "p_input": new.inputs,
             "p_now": utcnow(),
             "p_since": admission.since,
             "p_most": admission.most,
@@ -440,7 +435,7 @@ def admit_at_once(
             "p_owner": admission.owner,
             "p_client_since": client.since if client is not None else None,
             "p_client_most": client.most if client is not None else None,
-            "p_app_key": admission_lock_key(app.uuid),
+            "p_app_key": admission_lock_key(new.app.uuid),
             "p_client_key": (
                 admission_lock_key(f"client:{client.key}") if client is not None else None
             ),
@@ -453,7 +448,7 @@ def admit_at_once(
         return too_many_runs(admission.most, int(active))
     if reason == "client" and client is not None:
         return _client_busy(client)
-    return _session_busy(session_id)
+    return _session_busy(new.session_id)
 
 
 def refusal(

@@ -69,8 +69,6 @@ from runs.tracing import RunTrace
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
-# A run to admit: id, app, session id, token id, streamed, inputs.
-_NewRun = tuple[str, records.AppRecord, str, str | None, bool, Mapping[str, Any]]
 
 
 def _refusal_reason(refused: RunServiceError) -> str:
@@ -273,30 +271,32 @@ class RunService:
         owner = caller.owner if caller is not None else ANONYMOUS
         client = self._client_limit(request)
         admission = records.Admission(int(most), since, known, owner, client)
-        row: _NewRun = (run_id, app, session_id, token_id, request.stream, inputs)
+        new = records.NewRun(
+            run_id, app, session_id, token_id, request.stream, inputs, self.process_id
+        )
         if conn.dialect.name == "postgresql":
-            refused = records.admit_at_once(conn, *row, admission, self.process_id)
+            refused = records.admit_at_once(conn, new, admission)
         else:
-            refused = self._admit_sqlite(conn, row, admission)
+            refused = self._admit_sqlite(conn, new, admission)
         if refused is not None:
             RUN_REFUSALS.labels(_refusal_reason(refused)).inc()
             raise refused
 
     def _admit_sqlite(
-        self, conn: Connection, row: _NewRun, admission: records.Admission
+        self, conn: Connection, new: records.NewRun, admission: records.Admission
     ) -> RunServiceError | None:
         """SQLite's admission: one transaction under the database's write lock, which
         this process's threads take turns for here rather than in SQLite's busy loop."""
-        _, app, session_id, *_ = row
+        app = new.app
         with self._admission:
             records.lock_app(conn, app)
             # No run starts while the lock is held, but runs may end: a refusal whose
             # reason is gone when it is looked for is tried again.
             for _ in range(3):
-                if records.admit_run(conn, *row, admission, self.process_id):
+                if records.admit_run(conn, new, admission):
                     conn.commit()
                     return None
-                refusal = records.refusal(conn, app.uuid, admission, session_id)
+                refusal = records.refusal(conn, app.uuid, admission, new.session_id)
                 if refusal is not None:
                     break
             conn.rollback()
