@@ -2,19 +2,21 @@
 
 A run is written twice: before the model is called (the new run row inserted
 only if admission lets it in, and a new session) and after (the finished run,
-its managed-prompt uses, the session's new turn), in one transaction. No ORM
+its managed-prompt uses, the session's new turn), each atomically. No ORM
 objects are built on this path. Parsed app documents are cached by app and
 version, so a run reads the stored JSON only when the app changed.
 
-On PostgreSQL the reads before a run (the app, the session and its history) are
-autocommitted, and admission is one autocommitted statement, the function
-``appforge_admit_run`` (migration 0021): it takes the app's advisory lock (and
-a caller's without a token), counts, and inserts, so the locks are held only
-while the server works, never across a round trip. A run without managed
-prompts or history makes 6 round trips: the app, the admission; BEGIN, the
-finished run, the turn with the session's ``updated_at``, COMMIT. SQLite (in
-process) admits in a transaction under its write lock, with a few more
-statements for the same work.
+On PostgreSQL every statement of a run is autocommitted: the reads before it
+(the app, the session and its history); its admission, one statement, the
+function ``appforge_admit_run`` (migration 0021), which takes the app's
+advisory lock (and a caller's without a token), counts and inserts, so the
+locks are held only while the server works, never across a round trip; and its
+end, one statement with CTEs (the finished run, the session's turn and its
+``updated_at``). A run without managed prompts or history makes 3 round trips.
+A run with managed prompts, or whose caller stores more with it (an
+evaluation's result), ends in a transaction instead. SQLite (in process)
+admits in a transaction under its write lock, with a few more statements for
+the same work.
 """
 
 from __future__ import annotations
@@ -209,6 +211,29 @@ _NEXT_TURN = insert(Turn).from_select(
 _TOUCH_SESSION = update(ChatSession).where(ChatSession.id == _SESSION).values(updated_at=_NOW)
 # PostgreSQL: the turn and the session's new ``updated_at`` in one statement.
 _NEXT_TURN_TOUCHING = _NEXT_TURN.add_cte(_TOUCH_SESSION.cte("touched"))
+# PostgreSQL: the finished run, its session's turn and the session's ``updated_at`` in
+# one statement; the turn only if the run's row is still there (its app may have been
+# deleted while it ran). The aggregate's one row goes with HAVING when there is none.
+_FINISHED = _FINISH.returning(Run.id).cte("finished")
+_FINISH_WITH_TURN = (
+    insert(Turn)
+    .from_select(
+        ["session_id", "n", "run_id", "input", "output", "transcript", "created_at"],
+        select(
+            _SESSION,
+            func.coalesce(func.max(Turn.n), 0) + 1,
+            bindparam("b_run", type_=String(36)),
+            bindparam("b_input", type_=JSON),
+            bindparam("b_output", type_=JSON),
+            bindparam("b_transcript", type_=JSON),
+            _NOW,
+        )
+        .where(Turn.session_id == _SESSION)
+        .having(exists(select(_FINISHED.c.id))),
+    )
+    .add_cte(_FINISHED)
+    .add_cte(_TOUCH_SESSION.cte("touched"))
+)
 
 
 def stored_document(doc: AppDocument) -> dict[str, Any]:
@@ -511,24 +536,8 @@ def store_finished(conn: Connection, done: Finish, *, turn: bool = True) -> None
     """The finished run, the prompts it used and, if it succeeded (and ``turn``), the
     session's turn."""
     now = utcnow()
-    outcome, failure = done.outcome, done.outcome.failure
-    error = None
-    if failure is not None:
-        error = {"code": failure.code, "message": failure.message, "step": failure.step}
-    updated = conn.execute(
-        _FINISH,
-        {
-            "b_run": done.run_id,
-            "b_status": outcome.status,
-            "b_output": outcome.output,
-            "b_steps": outcome.steps,
-            "b_usage": outcome.usage,
-            "b_error": error,
-            "b_latency": round(done.latency_ms, 3),
-            "b_ttft": round(done.ttft_ms, 3) if done.ttft_ms is not None else None,
-            "b_now": now,
-        },
-    )
+    outcome = done.outcome
+    updated = conn.execute(_FINISH, _finish_params(done, now))
     if updated.rowcount == 0:
         return  # the app was deleted while it ran
     if outcome.prompts:
@@ -547,6 +556,40 @@ def store_finished(conn: Connection, done: Finish, *, turn: bool = True) -> None
         )
     if turn and outcome.status == "succeeded":
         _add_turn(conn, done, now)
+
+
+def store_at_once(conn: Connection, done: Finish, *, turn: bool = True) -> None:
+    """PostgreSQL, on a connection in autocommit: what :func:`store_finished` stores for
+    a run without managed prompts, in one statement (no BEGIN or COMMIT round trips)."""
+    assert not done.outcome.prompts
+    params = _finish_params(done, utcnow())
+    if turn and done.outcome.status == "succeeded":
+        turn_params = {
+            "b_session": done.session_id,
+            "b_input": done.inputs,
+            "b_transcript": done.outcome.transcript,
+        }
+        conn.execute(_FINISH_WITH_TURN, {**params, **turn_params})
+    else:
+        conn.execute(_FINISH, params)
+
+
+def _finish_params(done: Finish, now: datetime) -> dict[str, Any]:
+    outcome, failure = done.outcome, done.outcome.failure
+    error = None
+    if failure is not None:
+        error = {"code": failure.code, "message": failure.message, "step": failure.step}
+    return {
+        "b_run": done.run_id,
+        "b_status": outcome.status,
+        "b_output": outcome.output,
+        "b_steps": outcome.steps,
+        "b_usage": outcome.usage,
+        "b_error": error,
+        "b_latency": round(done.latency_ms, 3),
+        "b_ttft": round(done.ttft_ms, 3) if done.ttft_ms is not None else None,
+        "b_now": now,
+    }
 
 
 def fail_run(conn: Connection, run_id: str, code: str, message: str) -> None:

@@ -457,7 +457,18 @@ class RunService:
             finished.ttft_ms,
         )
 
+        at_once = (
+            extra is None
+            and not finished.outcome.prompts
+            and self.services.engine.dialect.name == "postgresql"
+        )
+
         def store(turn: bool) -> None:
+            if at_once:  # one autocommitted statement
+                with self.services.engine.connect() as conn:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    records.store_at_once(conn, done, turn=turn)
+                return
             with self.services.engine.begin() as conn:
                 records.store_finished(conn, done, turn=turn)
                 if extra is not None:

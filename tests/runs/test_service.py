@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from appforge.core.db import utcnow
 from appforge.core.settings import Settings
@@ -17,6 +17,7 @@ from apps_yaml.errors import InputInvalidError
 from apps_yaml.events import Chunk, Event, Output, StepFinished
 from apps_yaml.flows import Flow, StepContext, StepResult
 from apps_yaml.loader import load_text
+from providers.base import Cancel
 from runs.deadlines import DeadlineWatcher
 from runs.errors import (
     AppNotFoundError,
@@ -229,6 +230,30 @@ def test_service_admissions_at_the_same_time_never_pass_the_limits(
                 conn.execute(select(Run.app_uuid, func.count()).group_by(Run.app_uuid)).all()
             )
         assert going == {three: 3, public: 2, roomy: 1}
+    finally:
+        services.close()
+
+
+def test_service_run_of_an_app_deleted_while_it_ran_leaves_nothing(
+    tmp_path: Path, backend: str | None, local_provider: Any, caplog: pytest.LogCaptureFixture
+):
+    """The app goes (its runs and sessions with it) while a run of it is going: the run
+    ends, and storing it adds nothing: no turn for a session that is gone, no error."""
+    values: dict[str, Any] = {"home": tmp_path / "home"}
+    if backend is not None:
+        values["database_url"] = backend
+    services = Services.open(Settings(**values), providers={"local": local_provider})
+    try:
+        service = RunService(services)
+        app = _store(services, CHAT)
+        prepared = service.prepare(RunRequest(app, {"q": "hi"}, caller=ME))
+        with services.engine.begin() as conn:
+            conn.execute(delete(App).where(App.uuid == app))
+        with caplog.at_level("WARNING"):
+            finished = service.execute(prepared, Cancel(), None)
+        assert finished.status == "succeeded"
+        assert [_count(services, t) for t in (Run, Turn, ChatSession)] == [0, 0, 0]
+        assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     finally:
         services.close()
 
