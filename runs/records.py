@@ -195,19 +195,18 @@ _PROMPT_USES = insert(RunPrompt)
 _LOCK_APP = update(App).where(App.uuid == bindparam("b_app")).values(version=App.version)
 _SESSION = bindparam("b_session", type_=String(128))
 _NOW = bindparam("b_now", type_=UTCDateTime)
+_TURN_COLUMNS = ["session_id", "n", "run_id", "input", "output", "transcript", "created_at"]
 # The session's next turn, numbered in the same statement.
-_NEXT_TURN = insert(Turn).from_select(
-    ["session_id", "n", "run_id", "input", "output", "transcript", "created_at"],
-    select(
-        _SESSION,
-        func.coalesce(func.max(Turn.n), 0) + 1,
-        bindparam("b_run", type_=String(36)),
-        bindparam("b_input", type_=JSON),
-        bindparam("b_output", type_=JSON),
-        bindparam("b_transcript", type_=JSON),
-        _NOW,
-    ).where(Turn.session_id == _SESSION),
-)
+_TURN_ROW = select(
+    _SESSION,
+    func.coalesce(func.max(Turn.n), 0) + 1,
+    bindparam("b_run", type_=String(36)),
+    bindparam("b_input", type_=JSON),
+    bindparam("b_output", type_=JSON),
+    bindparam("b_transcript", type_=JSON),
+    _NOW,
+).where(Turn.session_id == _SESSION)
+_NEXT_TURN = insert(Turn).from_select(_TURN_COLUMNS, _TURN_ROW)
 _TOUCH_SESSION = update(ChatSession).where(ChatSession.id == _SESSION).values(updated_at=_NOW)
 # PostgreSQL: the turn and the session's new ``updated_at`` in one statement.
 _NEXT_TURN_TOUCHING = _NEXT_TURN.add_cte(_TOUCH_SESSION.cte("touched"))
@@ -217,20 +216,7 @@ _NEXT_TURN_TOUCHING = _NEXT_TURN.add_cte(_TOUCH_SESSION.cte("touched"))
 _FINISHED = _FINISH.returning(Run.id).cte("finished")
 _FINISH_WITH_TURN = (
     insert(Turn)
-    .from_select(
-        ["session_id", "n", "run_id", "input", "output", "transcript", "created_at"],
-        select(
-            _SESSION,
-            func.coalesce(func.max(Turn.n), 0) + 1,
-            bindparam("b_run", type_=String(36)),
-            bindparam("b_input", type_=JSON),
-            bindparam("b_output", type_=JSON),
-            bindparam("b_transcript", type_=JSON),
-            _NOW,
-        )
-        .where(Turn.session_id == _SESSION)
-        .having(exists(select(_FINISHED.c.id))),
-    )
+    .from_select(_TURN_COLUMNS, _TURN_ROW.having(exists(select(_FINISHED.c.id))))
     .add_cte(_FINISHED)
     .add_cte(_TOUCH_SESSION.cte("touched"))
 )
