@@ -38,7 +38,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from appforge.core.db import storage_full, utcnow
+from appforge.core.db import storage_full, unavailable, utcnow
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.tracing import Tracing
 from appforge.core.values import storable_text
@@ -46,7 +46,12 @@ from appforge.core.workers import Workers
 from datasources import bodies
 from datasources.chunking import Piece, split_within
 from datasources.entries import chunk_metadata, next_refresh
-from datasources.errors import DISK_FULL_STAGE, DatasourceError, VectorStoreUnavailableError
+from datasources.errors import (
+    DATABASE_STAGE,
+    DISK_FULL_STAGE,
+    DatasourceError,
+    VectorStoreUnavailableError,
+)
 from datasources.extract import Segment, extract_segments, markdown_sections
 from datasources.fetch import fetch
 from datasources.store import DatasourceStore
@@ -250,13 +255,18 @@ class IngestionQueue:
 
     def _give_back(self, entries: list[Entry], exc: Exception) -> bool:
         """Give the entries back, their attempt undone, if ``exc`` is no fault of theirs: a
-        stop, the vector store away or the disk full (:meth:`run_once` waits for either)."""
+        stop, the vector store away, the disk full (:meth:`run_once` waits for either), or
+        the database away or busy (giving back needs it answering again: else the entries
+        wait for their leases to end)."""
         stage: str | None = None  # a stop
         if storage_full(exc):
             log.warning("the disk is full: %d entries wait for space (%s)", len(entries), exc)
             self.disk_full_at, stage = time.monotonic(), DISK_FULL_STAGE
         elif isinstance(exc, VectorStoreUnavailableError):
             stage = exc.stage
+        elif (reason := unavailable(exc)) is not None:
+            log.warning("%d entries wait for the database: %s", len(entries), reason)
+            stage = DATABASE_STAGE
         elif not isinstance(exc, _Stopping):
             return False
         back = {"status": "pending", "chunks_done": 0, "stage": stage}

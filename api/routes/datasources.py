@@ -24,7 +24,12 @@ from api.deps import Who
 from api.input_checks import refuse_unstorable
 from api.state import api_state
 from datasources.entries import NewEntry, Refresh
-from datasources.errors import DISK_FULL_STAGE, EntryInvalidError, VectorStoreUnavailableError
+from datasources.errors import (
+    DATABASE_STAGE,
+    DISK_FULL_STAGE,
+    EntryInvalidError,
+    VectorStoreUnavailableError,
+)
 from datasources.queue import IngestionQueue
 from datasources.search import DEFAULT_KEYWORD_WEIGHT, Mode, SearchOptions
 from datasources.store import BeforeCommit, DatasourceStore
@@ -164,7 +169,8 @@ class EntryPublic(BaseModel):
         description="While processing: loading model, extracting, embedding n/m (chunks "
         "embedded of all) or indexing; pending after the vector store could not be "
         "reached: waiting for the vector store; pending after the disk was full: "
-        "waiting for disk space; empty otherwise.",
+        "waiting for disk space; pending after the database was away or busy when its "
+        "chunks were written: waiting for the database; empty otherwise.",
     )
     error: str | None = Field(
         description="Why it failed; on a ready entry, why its last refresh or re-ingestion "
@@ -186,8 +192,9 @@ class EntryPublic(BaseModel):
     @model_validator(mode="after")
     def _stage_while_processing(self) -> EntryPublic:
         # An entry given back to the queue (its worker stopped) may keep its last stage;
-        # one given back for the vector store or a full disk says it waits for it.
-        waits = (VectorStoreUnavailableError.stage, DISK_FULL_STAGE)
+        # one given back for the vector store, a full disk or the database says it waits
+        # for it.
+        waits = (VectorStoreUnavailableError.stage, DISK_FULL_STAGE, DATABASE_STAGE)
         waiting = self.status == "pending" and self.stage in waits
         if self.status != "processing" and not waiting:
             self.stage = None

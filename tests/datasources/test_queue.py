@@ -324,3 +324,51 @@ def test_a_database_restart_while_an_entry_is_fetched_keeps_the_work(
     entry = get_entry(client, ds, made.json()["uuid"])
     assert (entry["status"], entry["attempts"], entry["error"]) == ("ready", 1, None), entry
     assert entry["chunks_total"] > 0
+
+
+@pytest.mark.postgres
+def test_an_entry_whose_chunks_meet_a_busy_database_waits_and_is_not_failed(
+    empty_postgres: str,  # first: dropped after the API's shutdown
+    make_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+):
+    """Writing an entry's chunks met the database busy (a lock held past the lock
+    timeout) or away, and the entry was failed for good, though nothing was wrong with
+    it, when the database answered again by the time the failure was written. It is
+    given back instead, its attempt undone, and ingested once the database answers."""
+    import psycopg
+
+    engine = make_engine(empty_postgres)
+    migrate(engine)
+    engine.dispose()
+    settings = make_settings(
+        database_url=empty_postgres,
+        datasources={"workers": 0},
+        postgres={"lock_timeout_seconds": 0.5},
+    )
+    client = make_client(settings)
+    ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
+    made = client.post(
+        f"/api/datasources/{ds}/entries", json={"entry_data": {"name": "manual", "content": TEXT}}
+    )
+    assert made.status_code == 201, made.text
+    entry_uuid = made.json()["uuid"]
+    queue = IngestionQueue(_state(client).datasources)
+    claimed = queue.claim_work()
+    assert [e.uuid for e in claimed] == [entry_uuid]
+    # A keyword row under the entry's first chunk id, in a transaction left open: the
+    # worker's insert of that chunk waits for it, past the lock timeout.
+    with psycopg.connect(empty_postgres) as blocker:
+        blocker.execute(
+            "INSERT INTO datasource_chunks (chunk_id, datasource_uuid, entry_uuid, text,"
+            " chunk_metadata) VALUES (%s, %s, %s, 'blocker', '{}')",
+            (f"{entry_uuid}:0", ds, entry_uuid),
+        )
+        queue.process(claimed)
+        waiting = get_entry(client, ds, entry_uuid)
+        blocker.rollback()
+    assert (waiting["status"], waiting["attempts"], waiting["error"]) == ("pending", 0, None)
+    assert waiting["stage"] == "waiting for the database", waiting
+    assert queue.run_once() == [entry_uuid]
+    entry = get_entry(client, ds, entry_uuid)
+    assert (entry["status"], entry["attempts"], entry["error"]) == ("ready", 1, None), entry
