@@ -117,6 +117,6 @@ class VectorStoreUnavailableError(DatasourceError):
 
 # The stage of an entry given back because the disk was full (the queue waits a while).
 DISK_FULL_STAGE = "waiting for disk space"
-# The stage of an entry given back because the database was away or busy (a lock
-# or statement timeout) when its chunks were written.
+# The stage of an entry given back because the database was away, or a lock held
+# elsewhere outlasted the lock timeout, when its chunks were written.
 DATABASE_STAGE = "waiting for the database"

@@ -38,7 +38,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from appforge.core.db import storage_full, unavailable, utcnow
+from appforge.core.db import statement_timed_out, storage_full, unavailable, utcnow
 from appforge.core.queue import Claimed, LeaseQueue, LeaseTable
 from appforge.core.tracing import Tracing
 from appforge.core.values import storable_text
@@ -256,15 +256,17 @@ class IngestionQueue:
     def _give_back(self, entries: list[Entry], exc: Exception) -> bool:
         """Give the entries back, their attempt undone, if ``exc`` is no fault of theirs: a
         stop, the vector store away, the disk full (:meth:`run_once` waits for either), or
-        the database away or busy (giving back needs it answering again: else the entries
-        wait for their leases to end)."""
+        the database away or a lock held elsewhere past its timeout (giving back needs it
+        answering again: else the entries wait for their leases to end)."""
         stage: str | None = None  # a stop
         if storage_full(exc):
             log.warning("the disk is full: %d entries wait for space (%s)", len(entries), exc)
             self.disk_full_at, stage = time.monotonic(), DISK_FULL_STAGE
         elif isinstance(exc, VectorStoreUnavailableError):
             stage = exc.stage
-        elif (reason := unavailable(exc)) is not None:
+        elif (reason := unavailable(exc)) is not None and not statement_timed_out(exc):
+            # Not a statement past its timeout: the entry's own writes may be why, and a
+            # give-back undoes the attempt, so it would be tried for ever.
             log.warning("%d entries wait for the database: %s", len(entries), reason)
             stage = DATABASE_STAGE
         elif not isinstance(exc, _Stopping):

@@ -169,7 +169,7 @@ class EntryPublic(BaseModel):
         description="While processing: loading model, extracting, embedding n/m (chunks "
         "embedded of all) or indexing; pending after the vector store could not be "
         "reached: waiting for the vector store; pending after the disk was full: "
-        "waiting for disk space; pending after the database was away or busy when its "
+        "waiting for disk space; pending after the database was away or locked when its "
         "chunks were written: waiting for the database; empty otherwise.",
     )
     error: str | None = Field(

@@ -280,14 +280,25 @@ def unavailable(exc: BaseException) -> str | None:
 
 # SQLSTATEs of a statement stopped at a limit of PostgresSettings: lock_not_available
 # (lock_timeout), query_canceled (statement_timeout, or an operator's cancel).
-_TIMED_OUT = frozenset({"55P03", "57014"})
+_LOCK_TIMEOUT, _STATEMENT_TIMEOUT = "55P03", "57014"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    found = exc.orig if isinstance(exc, OperationalError) else exc
+    return getattr(found, "sqlstate", None)
 
 
 def timed_out(exc: BaseException) -> bool:
     """Whether PostgreSQL stopped the statement of ``exc`` at a time limit: a lock held
     elsewhere too long, or a statement past ``statement_timeout``."""
-    found = exc.orig if isinstance(exc, OperationalError) else exc
-    return getattr(found, "sqlstate", None) in _TIMED_OUT
+    return _sqlstate(exc) in (_LOCK_TIMEOUT, _STATEMENT_TIMEOUT)
+
+
+def statement_timed_out(exc: BaseException) -> bool:
+    """Whether PostgreSQL stopped the statement of ``exc`` past ``statement_timeout`` (or
+    an operator cancelled it): the statement's own length may be why, unlike a lock
+    another holds."""
+    return _sqlstate(exc) == _STATEMENT_TIMEOUT
 
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})

@@ -327,24 +327,29 @@ def test_a_database_restart_while_an_entry_is_fetched_keeps_the_work(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("limit", ["lock", "statement"])
 def test_an_entry_whose_chunks_meet_a_busy_database_waits_and_is_not_failed(
     empty_postgres: str,  # first: dropped after the API's shutdown
     make_client: Callable[..., TestClient],
     make_settings: Callable[..., Settings],
+    limit: str,
 ):
     """Writing an entry's chunks met the database busy (a lock held past the lock
     timeout) or away, and the entry was failed for good, though nothing was wrong with
     it, when the database answered again by the time the failure was written. It is
-    given back instead, its attempt undone, and ingested once the database answers."""
+    given back instead, its attempt undone, and ingested once the database answers.
+    A statement past the statement timeout still fails the entry, its attempt counted:
+    its own writes may be why, and given back it would be tried for ever."""
     import psycopg
 
     engine = make_engine(empty_postgres)
     migrate(engine)
     engine.dispose()
+    timeouts = {"lock_timeout_seconds": 0.5, "statement_timeout_seconds": 0}
+    if limit == "statement":  # the wait for the lock runs into the statement's limit
+        timeouts = {"lock_timeout_seconds": 0, "statement_timeout_seconds": 0.5}
     settings = make_settings(
-        database_url=empty_postgres,
-        datasources={"workers": 0},
-        postgres={"lock_timeout_seconds": 0.5},
+        database_url=empty_postgres, datasources={"workers": 0}, postgres=timeouts
     )
     client = make_client(settings)
     ds = client.post("/api/datasources", json={"name": "kb", "type": "text"}).json()["uuid"]
@@ -367,6 +372,10 @@ def test_an_entry_whose_chunks_meet_a_busy_database_waits_and_is_not_failed(
         queue.process(claimed)
         waiting = get_entry(client, ds, entry_uuid)
         blocker.rollback()
+    if limit == "statement":
+        assert (waiting["status"], waiting["attempts"]) == ("failed", 1), waiting
+        assert "statement timeout" in waiting["error"]
+        return
     assert (waiting["status"], waiting["attempts"], waiting["error"]) == ("pending", 0, None)
     assert waiting["stage"] == "waiting for the database", waiting
     assert queue.run_once() == [entry_uuid]
