@@ -127,7 +127,7 @@ class VectorDeletion(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     # No foreign keys: the rows they name are deleted in the same transaction.
     datasource_uuid: Mapped[str] = mapped_column(String(36), index=True)
-    entry_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    entry_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
