@@ -101,24 +101,30 @@ class _Pool:
             os.environ["BENCH_DATABASE_URL"], autocommit=True
         )
 
-    async def execute(self, sql: str, params: tuple[Any, ...]) -> None:
+    async def _open(self) -> asyncio.Queue[Any]:
         async with self._opening:
             if self._idle is None:
                 idle: asyncio.Queue[Any] = asyncio.Queue()
                 for _ in range(self._size):
                     idle.put_nowait(await self._connect())
-                conn = await idle.get()
-                await conn.execute(_RUNS_TABLE)
-                idle.put_nowait(conn)
+                first = await idle.get()
+                await first.execute(_RUNS_TABLE)
+                idle.put_nowait(first)
                 self._idle = idle
-        conn = await self._idle.get()
+            return self._idle
+
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        import psycopg
+
+        idle = self._idle or await self._open()
+        conn = await idle.get()
         try:
             await conn.execute(sql, params)
         finally:
-            if conn.closed or conn.info.transaction_status != 0:  # 0: idle
+            if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 await conn.close()
                 conn = await self._connect()
-            self._idle.put_nowait(conn)
+            idle.put_nowait(conn)
 
 
 def create_app() -> FastAPI:
