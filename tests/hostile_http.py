@@ -2,6 +2,9 @@
 
 - :class:`HostileServer` (``trickle``): reads a request, then sends a complete HTTP
   response one byte per ``interval`` seconds (a slow-loris page or webhook receiver).
+  It counts the connections whose peer hung up before the whole answer was sent
+  (``hung_up``) and those that took it all (``completed``): a deadline that really
+  stops the work shows as every connection hung up, whatever the machine's speed.
 - :class:`HostileServer` (``instant``): the same response at once (a well-behaved peer,
   to compare with).
 - :class:`HostileServer` (``flood``): answers 200 at once, then streams a
@@ -13,6 +16,7 @@ Each connection runs in its own thread; :meth:`HostileServer.close` ends them al
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -43,6 +47,8 @@ class HostileServer:
         self.flood_bytes = flood_bytes
         self.requests = 0
         self.sent = 0  # body bytes the peer took (flood)
+        self.hung_up = 0  # connections the peer closed before the whole answer (trickle)
+        self.completed = 0  # connections that took the whole answer (trickle)
         self.closed_at: list[float] = []  # when each connection ended (monotonic)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -104,10 +110,27 @@ class HostileServer:
             body += piece
 
     def _trickle(self, conn: socket.socket) -> None:
-        for byte in self.response:
-            if self._stop.wait(self.interval):
-                return
-            conn.sendall(bytes([byte]))
+        try:
+            for byte in self.response:
+                # Readable while we wait means the peer sent something or hung up.
+                readable, _, _ = select.select([conn], [], [], self.interval)
+                if self._stop.is_set():
+                    return
+                if readable and not conn.recv(4096):
+                    raise ConnectionResetError
+                conn.sendall(bytes([byte]))
+        except OSError:
+            with self._lock:
+                self.hung_up += 1
+            raise
+        with self._lock:
+            self.completed += 1
+
+    def all_hung_up(self) -> bool:
+        """Whether every connection so far was closed by its peer before the whole
+        answer (trickle): the peer's deadline ended its read."""
+        with self._lock:
+            return self.requests > 0 and self.hung_up == self.requests
 
     def _flood(self, conn: socket.socket) -> None:
         head = (

@@ -4,7 +4,6 @@ read no further than a few KB. Real receivers on 127.0.0.1 (raw sockets)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -55,16 +54,14 @@ def test_trickling_receiver_fails_at_the_timeout_and_others_are_delivered(
     with HostileServer("trickle", interval=0.5) as slow, HostileServer("instant") as fast:
         slow_hook = _subscribe(client, slow.url)  # first: its delivery is due first
         fast_hook = _subscribe(client, fast.url)
-        started = time.monotonic()
         _create_prompt(client)
         delivered = _finished(client, fast_hook)
         failed = _finished(client, slow_hook)
-        elapsed = time.monotonic() - started
+        poll_until(slow.all_hung_up, interval=0.1)  # our deadline ended the read
     assert delivered["status"] == "delivered"
     assert failed["status"] == "failed"
     assert "APPFORGE_WEBHOOKS__TIMEOUT" in failed["last_error"], failed["last_error"]
-    assert elapsed < timeout * 3 + 5
-    assert failed["log"][0]["ms"] < (timeout * 3 + 5) * 1000
+    assert slow.completed == 0
     # The fast receiver got its event while the slow one was still trickling.
     assert datetime.fromisoformat(delivered["delivered_at"]) < datetime.fromisoformat(
         failed["updated_at"]

@@ -5,7 +5,7 @@
    after 16 s; a public app passing its input into `where` let anyone do it.
 9. A random `X-API-Key` per request was 401 forever, never rate-limited.
 
-Throughout, `/api/health` answers 200 within 1 s, and the process is alive after.
+Throughout, `/api/health` answers 200, and the process is alive after.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from health_watch import health_within_one_second
+from health_watch import health_throughout
 from hostile_docs import templated_filter_app
 from server_process import ServerProcess
 from waiting import poll_until
@@ -68,7 +68,7 @@ def test_attack_huge_filters_are_refused_and_the_server_lives(
         {"$or": [{"md_lang": f"l{i}"} for i in range(1_000)]},
         {"md_lang": {"$in": list(range(100_000))}},
     ]
-    with health_within_one_second(server.base):
+    with health_throughout(server.base):
         for where in attacks:
             r = api.post(search, json={"query": "hello", "where": where})
             assert r.status_code == 422, r.text[:300]
@@ -86,7 +86,7 @@ def test_attack_public_app_cannot_smuggle_a_huge_filter(
     assert made.status_code == 201, made.text
     url = f"{server.base}/api/apps/{made.json()['uuid']}/run"
     huge = [{"md_lang": f"l{i}"} for i in range(10_000)]
-    with health_within_one_second(server.base), httpx.Client(timeout=120) as stranger:
+    with health_throughout(server.base), httpx.Client(timeout=120) as stranger:
         r = stranger.post(url, json={"input": {"langs": huge}}, headers=NOBODY)
         assert r.status_code == 422 and r.json()["error"]["code"] == "FILTER_INVALID"
         small = stranger.post(url, json={"input": {"langs": [{"md_lang": "en"}]}})

