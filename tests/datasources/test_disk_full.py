@@ -239,8 +239,9 @@ def test_entries_that_find_the_disk_full_wait_for_space_then_are_ingested(
     ds = made["uuid"]
     small = client.post(f"/api/datasources/{ds}/entries", json=_entry(_tea(5))).json()["uuid"]
     assert queue.run_once() == [small]
-    large = client.post(f"/api/datasources/{ds}/entries", json=_entry(_tea(6000))).json()["uuid"]
-    filler = fill(disk, leave=1_000_000)  # room for a little, not for 6,000 sentences
+    large = client.post(f"/api/datasources/{ds}/entries", json=_entry(_tea(300))).json()["uuid"]
+    # Less free than LOW_SPACE_BYTES (datasources/index.py): any write of chunks is refused.
+    filler = fill(disk, leave=1_000_000)
     assert queue.run_once() == [large]
     assert_given_back(client, ds, large, "waiting for disk space")
     assert queue.run_once() == []  # the queue waits for space before trying again
@@ -253,7 +254,7 @@ def test_entries_that_find_the_disk_full_wait_for_space_then_are_ingested(
     entry = get_entry(client, ds, large)
     assert (entry["status"], entry["error"], entry["attempts"]) == ("ready", None, 1)
     assert entry["chunks_done"] == entry["chunks_total"] > 1
-    query = {"query": "Tea 5999", "mode": "keyword", "top_k": 1}
+    query = {"query": "Tea 299", "mode": "keyword", "top_k": 1}
     hit = client.post(f"/api/datasources/{ds}/search", json=query).json()["results"][0]
     assert hit["metadata"]["entry_uuid"] == large
     vector = client.post(f"/api/datasources/{ds}/search", json={**query, "mode": "vector"})

@@ -39,7 +39,7 @@ def test_killed_server_entries_are_finished_after_restart(tmp_path: Path):
             json={"name": "crash", "type": "text", "chunk_size": 60, "chunk_overlap": 0},
             headers=HEADERS,
         ).json()["uuid"]
-        text = " ".join(f"Paragraph {i} says something different." for i in range(400))
+        text = " ".join(f"Paragraph {i} says something different." for i in range(200))
         ids = []
         for name, content in (("long", text), ("short", "Nothing special here.")):
             r = httpx.post(
