@@ -38,6 +38,7 @@ during the appforge slices: it shows where the time goes. Needs ``wrk``
     python -P bench/scale.py --procs 1 --duration 4    # quick look
     python -P bench/scale.py --sqlite                  # SQLite in the home instead
     python -P bench/scale.py --procs 1 --src /work/main   # another checkout (before/after)
+    python -P bench/scale.py --procs 1 --run-workers 4    # fewer run threads per process
 
 ``-P`` keeps ``bench/`` off the front of ``sys.path``.
 """
@@ -168,6 +169,7 @@ def start_serve(
     servers: tuple[h.Server, h.Server],
     db: str | None,
     src: Path,
+    run_workers: int | None = None,
 ) -> h.Server:
     """``appforge serve --workers procs --no-worker --no-ui`` from the checkout ``src``, on
     the fake model and Chroma server of ``servers``."""
@@ -188,6 +190,8 @@ def start_serve(
     )
     if db is not None:
         env["APPFORGE_DATABASE_URL"] = db
+    if run_workers is not None:
+        env["APPFORGE_RUNS__WORKERS"] = str(run_workers)
     port = h.free_port()
     exe = str(Path(sys.executable).parent / "appforge")
     argv = [exe, "serve", "--host", h.HOST, "--port", str(port), "--workers", str(procs)]
@@ -229,6 +233,7 @@ class Row:
     recorded: h.Load = field(default_factory=h.Load)
     floor: h.Load = field(default_factory=h.Load)
     cpu: dict[str, float] = field(default_factory=dict)
+    relay_cpu: dict[str, float] = field(default_factory=dict)
     recorded_cpu: dict[str, float] = field(default_factory=dict)
     body_bytes: tuple[int, int] = (0, 0)  # one streamed answer: appforge's, the bare app's
 
@@ -262,7 +267,9 @@ def measure(
     servers: list[h.Server] = []
     try:
         home = tmp / f"home-{procs}"
-        servers.append(start_serve(procs, home, tmp, (fake, chroma), db, args.src))
+        servers.append(
+            start_serve(procs, home, tmp, (fake, chroma), db, args.src, args.run_workers)
+        )
         servers.append(start_bare(procs, tmp, fake, db))
         app, bare = servers
         auth = {**JSON_HEADERS, "Authorization": f"Token {h.TOKEN}"}
@@ -278,19 +285,24 @@ def measure(
         for load in loads.values():  # warm every process of both servers
             load(args.warmup)
         cpu = CpuGroups(app.proc.pid, fake.proc.pid)
-        recorded_cpu = CpuGroups(bare.proc.pid, fake.proc.pid)  # its server counts as "appforge"
+        # The relay's server counts as "appforge" in its groups.
+        relay_cpu = CpuGroups(bare.proc.pid, fake.proc.pid)
+        recorded_cpu = CpuGroups(bare.proc.pid, fake.proc.pid)
         slice_s = args.duration / args.rounds
         for _ in range(args.rounds):
             cpu.start()
             row.appforge.add(loads["appforge"](slice_s))
             cpu.stop()
+            relay_cpu.start()
             row.relay.add(loads["relay"](slice_s))
+            relay_cpu.stop()
             row.floor.add(loads["floor"](slice_s))
             if "recorded" in loads:
                 recorded_cpu.start()
                 row.recorded.add(loads["recorded"](slice_s))
                 recorded_cpu.stop()
         row.cpu = {**cpu.seconds, "wrk": row.appforge.generator_cpu}
+        row.relay_cpu = {**relay_cpu.seconds, "wrk": row.relay.generator_cpu}
         row.recorded_cpu = {**recorded_cpu.seconds, "wrk": row.recorded.generator_cpu}
     finally:
         for server in servers:
@@ -311,7 +323,8 @@ def _cells(load: h.Load) -> str:
 def report(args: argparse.Namespace, rows: list[Row], load_avg: tuple[float, ...]) -> None:
     storage = "SQLite" if args.sqlite else "PostgreSQL"
     print(f"appforge scale-out: streamed runs, {args.clients} clients (wrk, 1 thread), {storage}")
-    print(f"  appforge from {args.src}")
+    workers = f", APPFORGE_RUNS__WORKERS={args.run_workers}" if args.run_workers else ""
+    print(f"  appforge from {args.src}{workers}")
     print(f"  {args.duration:g} s per system and process count, in {args.rounds} slices")
     print(f"  load average before: {' '.join(f'{x:.2f}' for x in load_avg)}; {os.cpu_count()} CPUs")
     print()
@@ -329,6 +342,7 @@ def report(args: argparse.Namespace, rows: list[Row], load_avg: tuple[float, ...
     for row in rows:
         for name, load, cpu in (
             ("appforge", row.appforge, row.cpu),
+            ("bare relay", row.relay, row.relay_cpu),
             ("recorded relay", row.recorded, row.recorded_cpu),
         ):
             if not load.requests:
@@ -369,6 +383,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up load")
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     parser.add_argument("--src", type=Path, default=h.REPO_DIR, help="appforge checkout to run")
+    parser.add_argument(
+        "--run-workers", type=int, help="APPFORGE_RUNS__WORKERS of appforge (default: its own)"
+    )
     args = parser.parse_args()
     if not h.have_wrk():
         sys.exit("bench/scale.py needs wrk (apt-get install -y wrk)")
